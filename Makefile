@@ -1,0 +1,56 @@
+# switchyard: two commands for a fresh clone, `make demo` and `make test`.
+# Each sets up what it needs: a virtualenv with the package, Packer (apt, when missing) and,
+# for the tests, Debian's Chromium for the UI test.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint format setup tools tools-test bench clean
+
+demo: setup
+	$(BIN)/switchyard demo
+
+test: setup tools-test
+	$(BIN)/pytest
+
+setup: $(STAMP) tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Packer comes from Debian (1.6.6): see images/README.md for what that version can do.
+tools:
+	@command -v packer >/dev/null 2>&1 || $(MAKE) --no-print-directory apt-install PKGS=packer
+
+tools-test: tools
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+	  || $(MAKE) --no-print-directory apt-install PKGS="chromium chromium-driver"
+
+apt-install:
+	@if [ "$$(id -u)" != "0" ]; then \
+	  echo "switchyard needs: $(PKGS). Install them with: sudo apt-get install -y $(PKGS)" >&2; exit 1; \
+	fi
+	@echo "installing $(PKGS) from apt ..."
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PKGS) >/dev/null
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy switchyard
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python bench/gateway_throughput.py
+	$(BIN)/python bench/image_pipeline.py
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache

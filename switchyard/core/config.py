@@ -1,0 +1,240 @@
+"""Configuration models: what an environment and a service are.
+
+These are plain pydantic models; the Prefect blocks in blocks/ are these same models with a
+Block base, so what a user edits in the UI is validated by exactly this code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from switchyard.core.topology import check_name
+
+AuthMode = Literal["emulator", "default", "service_principal"]
+
+_AZURE_RG = re.compile(r"^[-\w._()]{1,90}$")
+_GALLERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,78}[A-Za-z0-9]$")
+_LOCATION = re.compile(r"^[a-z0-9]+$")
+
+
+class AzureEnvironment(BaseModel):
+    """Where an environment lives in Azure, and how switchyard authenticates there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Environment name, e.g. staging or production.")
+    auth: AuthMode = Field(
+        "emulator",
+        description="emulator: the local emulator's emulator.json; default: DefaultAzureCredential; "
+        "service_principal: tenant, client id and secret below.",
+    )
+    emulator_file: str | None = Field(
+        None, description="Path of the emulator's emulator.json (auth = emulator)."
+    )
+    subscription_id: str | None = Field(
+        None, description="Azure subscription id (from emulator.json when auth = emulator)."
+    )
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = Field(None, description="Service principal secret.")
+    resource_group: str = Field(description="Resource group holding this environment's topology.")
+    location: str = Field("westeurope", description="Azure region, e.g. westeurope.")
+    gallery: str = Field("switchyard_gallery", description="Azure Compute Gallery name.")
+    target_regions: list[str] = Field(
+        default_factory=list, description="Regions image versions replicate to (the location always)."
+    )
+    vnet_address_space: str = Field("10.20.0.0/16", description="Address space of the topology's VNet.")
+    admin_username: str = Field("switchyard", description="Admin user on the instances.")
+    ssh_public_key: str = Field(description="SSH public key for the instances' admin user.")
+    log_analytics_workspace_id: str | None = Field(
+        None,
+        description="Log Analytics workspace (customer) id receiving the gateway access log; "
+        "from emulator.json when auth = emulator.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name("environment", value)
+
+    @field_validator("resource_group")
+    @classmethod
+    def _resource_group(cls, value: str) -> str:
+        if not _AZURE_RG.fullmatch(value) or value.endswith("."):
+            raise ValueError(f"resource group name {value!r} is not a valid Azure resource group name")
+        return value
+
+    @field_validator("gallery")
+    @classmethod
+    def _gallery(cls, value: str) -> str:
+        if not _GALLERY.fullmatch(value):
+            raise ValueError(
+                f"gallery name {value!r} is not valid: letters, digits, '_' and '.', 2-80 characters"
+            )
+        return value
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if not _LOCATION.fullmatch(value):
+            raise ValueError(f"location {value!r} is not an Azure region name like 'westeurope'")
+        return value
+
+    @field_validator("target_regions")
+    @classmethod
+    def _regions(cls, value: list[str]) -> list[str]:
+        for region in value:
+            cls._location(region)
+        return value
+
+    @field_validator("vnet_address_space")
+    @classmethod
+    def _address_space(cls, value: str) -> str:
+        network = ipaddress.ip_network(value, strict=True)
+        if network.prefixlen > 22:
+            raise ValueError(f"vnet_address_space {value} is too small: use /22 or larger")
+        return value
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _ssh_key(cls, value: str) -> str:
+        if not value.startswith(("ssh-rsa ", "ssh-ed25519 ", "ecdsa-sha2-")):
+            raise ValueError("ssh_public_key must be an OpenSSH public key (ssh-ed25519 ..., ssh-rsa ...)")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_complete(self) -> Self:
+        if self.auth == "emulator" and not self.emulator_file:
+            raise ValueError("auth = emulator needs emulator_file (the emulator's emulator.json)")
+        if self.auth != "emulator" and not self.subscription_id:
+            raise ValueError(f"auth = {self.auth} needs subscription_id")
+        if self.auth == "service_principal" and not (
+            self.tenant_id and self.client_id and self.client_secret
+        ):
+            raise ValueError("auth = service_principal needs tenant_id, client_id and client_secret")
+        return self
+
+    @property
+    def regions(self) -> list[str]:
+        """Replication regions: the environment's own location first."""
+        return [self.location, *(r for r in self.target_regions if r != self.location)]
+
+    def subnet_prefixes(self) -> tuple[str, str]:
+        """(gateway subnet, instance subnet): the first two /24s of the address space."""
+        network = ipaddress.ip_network(self.vnet_address_space)
+        subnets = network.subnets(new_prefix=24)
+        return str(next(subnets)), str(next(subnets))
+
+
+class FrontendPorts(BaseModel):
+    """The gateway's frontend ports for one service in one environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    production: int = Field(ge=1, le=65535, description="Port of the listener users reach.")
+    test: int = Field(ge=1, le=65535, description="Port of the test listener (smoke tests, preview).")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        if self.production == self.test:
+            raise ValueError("production and test listeners need different ports")
+        return self
+
+
+class AutoscaleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    minimum: int = Field(1, ge=0, le=100)
+    maximum: int = Field(6, ge=1, le=100)
+    scale_out_cpu_percent: float = Field(70.0, gt=0, le=100)
+    scale_in_cpu_percent: float = Field(25.0, ge=0, lt=100)
+    time_window_s: int = Field(300, ge=1, description="Window the CPU average is taken over.")
+    cooldown_s: int = Field(300, ge=1, description="Wait after a scale action before the next.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.minimum > self.maximum:
+            raise ValueError(f"autoscale minimum {self.minimum} is above maximum {self.maximum}")
+        if self.scale_in_cpu_percent >= self.scale_out_cpu_percent:
+            raise ValueError("scale_in_cpu_percent must be below scale_out_cpu_percent")
+        return self
+
+
+class ServiceConfig(BaseModel):
+    """A service of the fleet: what it runs, where it listens, how big it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Service name; resource names derive from it.")
+    app_dir: str = Field(description="Folder of the service's app (holding switchyard-app.json).")
+    base: str = Field("debian-12", description="Base image of the service's images.")
+    vm_size: str = Field("Standard_B2s", description="VM size of the scale-set instances.")
+    capacity: int = Field(2, ge=1, le=100, description="Instances per color at release time.")
+    service_port: int = Field(8000, ge=1, le=65535)
+    health_path: str = Field("/health", pattern=r"^/")
+    frontend_ports: dict[str, FrontendPorts] = Field(
+        description="Gateway frontend ports per environment name."
+    )
+    autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
+    probe_interval_s: int = Field(2, ge=1, le=86400)
+    probe_timeout_s: int = Field(2, ge=1, le=86400)
+    probe_unhealthy_threshold: int = Field(2, ge=1, le=20)
+    request_timeout_s: int = Field(30, ge=1, le=86400)
+    draining_timeout_s: int = Field(10, ge=1, le=3600)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return check_name("service", value)
+
+    @field_validator("frontend_ports")
+    @classmethod
+    def _environments(cls, value: dict[str, FrontendPorts]) -> dict[str, FrontendPorts]:
+        for environment in value:
+            check_name("environment", environment)
+        return value
+
+    def ports_in(self, environment: str) -> FrontendPorts:
+        try:
+            return self.frontend_ports[environment]
+        except KeyError:
+            known = ", ".join(sorted(self.frontend_ports)) or "none"
+            raise ValueError(
+                f"service {self.name!r} is not deployed to environment {environment!r} "
+                f"(its environments: {known})"
+            ) from None
+
+
+class FaultProfile(BaseModel):
+    """Faults built into an image on purpose, so a demo can ship a bad release the way it looks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    extra_latency_ms: int = Field(0, ge=0, le=60_000)
+    fail_health: bool = False
+
+    @property
+    def is_clean(self) -> bool:
+        return self.error_rate == 0 and self.extra_latency_ms == 0 and not self.fail_health
+
+
+class ImageRecipe(BaseModel):
+    """How a service's image is built."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    base: str | None = Field(None, description="Override of the service's base image.")
+    fault_profile: FaultProfile = Field(default_factory=FaultProfile)
+    packer_timeout_s: int = Field(900, ge=10, le=6 * 3600)
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return check_name("service", value)

@@ -1,0 +1,88 @@
+"""Small statistics helpers shared by the canary judge and the DORA report.
+
+Pure functions on plain numbers; no I/O. Two percentile definitions live here on purpose, because
+they answer different questions:
+
+* `nearest_rank_percentile` is the one latency SLOs use. "p95 <= 500 ms" then means exactly
+  "at least 95% of the requests took at most 500 ms", so a breach can be counted in requests and
+  reasoned about before the sample is complete (see switchyard.core.canary).
+* `interpolated_percentile` (linear interpolation between order statistics, as numpy's default,
+  Excel's PERCENTILE.INC and BigQuery's PERCENTILE_CONT) is the one DORA dashboards such as Four
+  Keys use for lead time and restore time; its median is the textbook median.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+# Guards ceil(q * n) against binary floating point: 0.95 * 100 must give rank 95, not 96.
+_RANK_EPSILON = 1e-9
+
+
+def nearest_rank(quantile: float, sample_size: int) -> int:
+    """The 1-based rank of the nearest-rank `quantile` in a sample of `sample_size` values."""
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    if sample_size < 1:
+        raise ValueError(f"sample_size must be at least 1, got {sample_size}")
+    return max(1, math.ceil(quantile * sample_size - _RANK_EPSILON))
+
+
+def nearest_rank_percentile(values: Sequence[float] | np.ndarray, quantile: float) -> float | None:
+    """The smallest value such that at least `quantile` of the values are at most it.
+
+    None for an empty sample (there is no percentile of nothing)."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return None
+    rank = nearest_rank(quantile, int(data.size))
+    # np.partition puts the (rank-1)-th smallest value in place without a full sort.
+    return float(np.partition(data, rank - 1)[rank - 1])
+
+
+def allowed_exceedances(quantile: float, sample_size: int) -> int:
+    """How many of `sample_size` values may lie above a limit while the nearest-rank `quantile`
+    still meets it: the "slow request budget" of a percentile SLO."""
+    return sample_size - nearest_rank(quantile, sample_size)
+
+
+def interpolated_percentile(values: Sequence[float], quantile: float) -> float | None:
+    """Linear-interpolation percentile (numpy 'linear'); None for an empty sample."""
+    if not 0.0 <= quantile <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    if len(values) == 0:
+        return None
+    return float(np.percentile(np.asarray(values, dtype=float), quantile * 100.0))
+
+
+def mean(values: Sequence[float] | np.ndarray) -> float | None:
+    data = np.asarray(values, dtype=float)
+    return float(data.mean()) if data.size else None
+
+
+def clopper_pearson_interval(successes: int, trials: int, confidence: float) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided confidence interval of a binomial proportion.
+
+    Exact rather than Wald so that it stays honest at shares near 0 or 1 and at small counts."""
+    if trials < 1:
+        raise ValueError("a confidence interval needs at least one trial")
+    if not 0 <= successes <= trials:
+        raise ValueError(f"successes must be within 0..{trials}, got {successes}")
+    interval = scipy_stats.binomtest(successes, trials).proportion_ci(
+        confidence_level=confidence, method="exact"
+    )
+    return float(interval.low), float(interval.high)
+
+
+def format_p_value(p_value: float) -> str:
+    """A p-value for people: fixed point when readable, scientific when tiny, never a bare 0."""
+    if p_value <= 0.0:
+        # Double precision underflow: the true value is below the smallest representable one.
+        return "< 1e-300"
+    if p_value < 1e-4:
+        return f"{p_value:.1e}"
+    return f"{p_value:.4f}"

@@ -1,0 +1,353 @@
+"""The rollout planner: observed state + release request + policy -> the next action.
+
+Every release step is observe -> decide -> act -> verify. The decision is this pure function, so
+a release run that crashed and is started again decides from where things really stand in the
+cloud (DESIGN.md, decision 4), not from anything it remembered.
+
+The canary is an instance ratio (DESIGN.md, decision 3): k instances of the new color serve in
+the live pool beside the N live ones, so the reachable shares are k/(N+k). Steps are snapped to
+the nearest reachable share and the plan says so.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from itertools import pairwise
+from typing import Annotated, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from switchyard.core.canary import CanaryPolicy
+from switchyard.core.state import ServiceObservation
+from switchyard.core.topology import Color
+
+# Gateway tags that carry a release's phase, written in the same PUT as the routing change, so
+# that the phase is as durable as the routing itself.
+TAG_RELEASE = "switchyard.release"
+TAG_PHASE = "switchyard.phase"
+TAG_PREVIOUS = "switchyard.previous"
+
+
+class Phase(StrEnum):
+    CANARY = "canary"
+    PROMOTED = "promoted"
+    FINALIZED = "finalized"
+    ROLLED_BACK = "rolled-back"
+
+
+class Strategy(StrEnum):
+    CANARY = "canary"
+    BLUE_GREEN = "blue-green"
+
+
+class HttpCheck(BaseModel):
+    """A smoke check run through the test listener before any user traffic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(pattern=r"^/", description="Request path, e.g. /work/echo")
+    method: Literal["GET", "HEAD"] = "GET"
+    expect_status: int = Field(200, ge=100, le=599)
+    expect_body_contains: str | None = None
+
+
+class ReleasePolicy(BaseModel):
+    """How a release proceeds and what it takes to pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Strategy = Strategy.CANARY
+    canary_steps: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5],
+        description="Shares of production traffic the new version gets, one analysis each.",
+    )
+    analysis_window_s: float = Field(30.0, gt=0, description="Length of each canary analysis.")
+    check_interval_s: float = Field(1.0, gt=0, description="How often SLO breaches are looked for.")
+    promoted_analysis_window_s: float = Field(
+        15.0, ge=0, description="Analysis under full traffic after the switch (SLOs only)."
+    )
+    split_tolerance: float = Field(
+        0.1, gt=0, lt=1, description="Largest tolerated gap between planned and delivered share."
+    )
+    slo: CanaryPolicy = Field(default_factory=CanaryPolicy)
+    smoke_checks: list[HttpCheck] = Field(default_factory=list)
+    healthy_timeout_s: float = Field(300.0, gt=0, description="Wait for new instances to be healthy.")
+    scale_down_delay_s: float = Field(
+        600.0, ge=0, description="How long the old color stays warm after a release."
+    )
+    approval_required: bool = Field(False, description="Pause for a person before production switches.")
+    approval_timeout_s: float = Field(3600.0, gt=0, description="No answer by then: roll back.")
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, steps: list[float]) -> list[float]:
+        for step in steps:
+            if not 0 < step < 1:
+                raise ValueError(
+                    f"canary step {step} is not a share between 0 and 1 (exclusive); e.g. 0.25 for 25%"
+                )
+        if any(later <= earlier for earlier, later in pairwise(steps)):
+            raise ValueError(f"canary steps must increase: {steps}")
+        return steps
+
+    @model_validator(mode="after")
+    def _canary_has_steps(self) -> Self:
+        if self.strategy == Strategy.CANARY and not self.canary_steps:
+            raise ValueError("a canary release needs at least one canary step (or use blue-green)")
+        return self
+
+
+class CanaryStep(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    requested_share: float
+    canary_instances: int
+    live_instances: int
+
+    @property
+    def share(self) -> float:
+        return self.canary_instances / (self.live_instances + self.canary_instances)
+
+    def describe(self) -> str:
+        return (
+            f"{self.requested_share:.0%} requested -> {self.share:.1%} delivered by "
+            f"{self.canary_instances} new beside {self.live_instances} live instance(s)"
+        )
+
+
+class ImpossiblePlanError(ValueError):
+    """The policy asks for something this topology cannot do."""
+
+
+def plan_canary_steps(steps: list[float], live_instances: int, canary_capacity: int) -> list[CanaryStep]:
+    """Snap each requested share to the nearest k/(N+k) with 1 <= k <= canary_capacity."""
+    if live_instances < 1:
+        raise ImpossiblePlanError("a canary needs live instances to compare against")
+    highest = canary_capacity / (live_instances + canary_capacity)
+    planned: list[CanaryStep] = []
+    for share in steps:
+        if share > highest + 1e-9:
+            raise ImpossiblePlanError(
+                f"canary step {share:.0%} cannot be reached: with {live_instances} live instance(s) and "
+                f"{canary_capacity} new one(s) the largest canary share is {highest:.0%}. "
+                "Lower the step, or raise the service's capacity"
+            )
+        k = min(
+            range(1, canary_capacity + 1),
+            key=lambda k: (abs(k / (live_instances + k) - share), k),
+        )
+        step = CanaryStep(requested_share=share, canary_instances=k, live_instances=live_instances)
+        if planned and planned[-1].canary_instances == k:
+            continue  # two requested shares snap to the same instance count: analyse it once
+        planned.append(step)
+    return planned
+
+
+class ReleaseRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    environment: str
+    image_version: str
+    capacity: int = Field(ge=1)
+
+
+class ReleaseProgress(BaseModel):
+    """What this run has established that the cloud cannot tell: checks that passed."""
+
+    smoke_passed_for: str | None = None  # image version whose smoke tests passed on the idle color
+    passed_steps: list[int] = Field(default_factory=list)  # canary instance counts judged PASS
+    approved: bool = False
+    promoted_analysis_passed: bool = False
+
+
+# Actions ----------------------------------------------------------------------------------------
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+
+
+class PrepareIdle(_Action):
+    kind: Literal["prepare_idle"] = "prepare_idle"
+    color: Color
+    image_version: str
+    capacity: int
+
+
+class ClearCanary(_Action):
+    """Take canary instances out of the live pool before touching them."""
+
+    kind: Literal["clear_canary"] = "clear_canary"
+
+
+class SmokeTest(_Action):
+    kind: Literal["smoke_test"] = "smoke_test"
+    color: Color
+
+
+class SetSplit(_Action):
+    kind: Literal["set_split"] = "set_split"
+    step: CanaryStep
+
+
+class Analyse(_Action):
+    kind: Literal["analyse"] = "analyse"
+    step: CanaryStep
+
+
+class AwaitApproval(_Action):
+    kind: Literal["await_approval"] = "await_approval"
+
+
+class Promote(_Action):
+    kind: Literal["promote"] = "promote"
+    to_color: Color
+
+
+class AnalysePromoted(_Action):
+    kind: Literal["analyse_promoted"] = "analyse_promoted"
+    color: Color
+
+
+class Finalize(_Action):
+    kind: Literal["finalize"] = "finalize"
+    live: Color
+
+
+class Done(_Action):
+    kind: Literal["done"] = "done"
+    outcome: Literal["promoted", "already-live"]
+
+
+Action = Annotated[
+    PrepareIdle
+    | ClearCanary
+    | SmokeTest
+    | SetSplit
+    | Analyse
+    | AwaitApproval
+    | Promote
+    | AnalysePromoted
+    | Finalize
+    | Done,
+    Field(discriminator="kind"),
+]
+
+
+class InconsistentStateError(RuntimeError):
+    """The cloud is in a state no release step leads to; a person must look."""
+
+
+def next_action(
+    observed: ServiceObservation,
+    request: ReleaseRequest,
+    policy: ReleasePolicy,
+    progress: ReleaseProgress,
+) -> Action:
+    gateway = observed.gateway
+    if not gateway.exists or observed.live_color is None:
+        raise InconsistentStateError(
+            f"gateway {observed.topology.gateway} does not exist or has no production rule: run provision"
+        )
+    live = observed.live_color
+    idle = live.other
+    target = request.image_version
+    live_set = observed.scale_set(live)
+    idle_set = observed.scale_set(idle)
+    phase = gateway.tags.get(TAG_PHASE)
+    tagged_release = gateway.tags.get(TAG_RELEASE)
+
+    if observed.foreign_addresses:
+        raise InconsistentStateError(
+            f"the live pool {live.value} serves addresses that belong to no instance of {idle.value}: "
+            f"{', '.join(observed.foreign_addresses)}; remove them or run rollback"
+        )
+
+    # The target already serves production.
+    if live_set.exists and live_set.runs_only == target and live_set.instances:
+        if observed.canary_addresses:
+            return ClearCanary(reason=f"{live.value} already runs {target}; leftover canary instances go")
+        if tagged_release == target and phase == Phase.PROMOTED:
+            if not progress.promoted_analysis_passed and policy.promoted_analysis_window_s > 0:
+                return AnalysePromoted(color=live, reason=f"{target} holds full traffic: check the SLOs")
+            return Finalize(live=live, reason=f"{target} passed under full traffic")
+        if tagged_release == target and phase == Phase.FINALIZED:
+            return Done(outcome="promoted", reason=f"{target} is live on {live.value} and finalized")
+        return Done(outcome="already-live", reason=f"{target} already serves production on {live.value}")
+
+    # The idle color must run the target, at the live color's size, before anything else.
+    capacity = max(request.capacity, live_set.capacity if live_set.exists else 0)
+    idle_ready = (
+        idle_set.exists
+        and idle_set.runs_only == target
+        and len(idle_set.instances) == capacity
+        and gateway.pool_of(idle).healthy(idle_set.addresses)
+    )
+    if not idle_ready:
+        if observed.canary_addresses:
+            return ClearCanary(reason=f"{idle.value} must change; its instances leave the live pool first")
+        return PrepareIdle(
+            color=idle,
+            image_version=target,
+            capacity=capacity,
+            reason=f"{idle.value} runs {idle_set.runs_only or 'nothing'}; it must run {target} on {capacity} "
+            f"healthy instance(s)",
+        )
+
+    if progress.smoke_passed_for != target:
+        if observed.canary_addresses:
+            # A re-run after a crash mid-canary: prove the idle color again before users see it.
+            return ClearCanary(reason="re-run: smoke tests come before user traffic again")
+        return SmokeTest(color=idle, reason=f"{target} on {idle.value} has not been smoke tested by this run")
+
+    live_serving = len(live_set.instances) if live_set.exists else 0
+    if policy.strategy == Strategy.CANARY and live_serving > 0:
+        for step in plan_canary_steps(policy.canary_steps, live_serving, len(idle_set.instances)):
+            if step.canary_instances in progress.passed_steps:
+                continue
+            if len(observed.canary_addresses) != step.canary_instances:
+                return SetSplit(step=step, reason=f"canary step: {step.describe()}")
+            return Analyse(step=step, reason=f"judge the canary at {step.share:.1%}")
+
+    if policy.approval_required and not progress.approved:
+        return AwaitApproval(reason="the release policy requires a person to approve the switch")
+
+    return Promote(
+        to_color=idle,
+        reason=(
+            f"{target} passed smoke tests"
+            + (" and every canary step" if policy.strategy == Strategy.CANARY and live_serving else "")
+            + f"; production moves to {idle.value}"
+        ),
+    )
+
+
+def canary_addresses_for(observed: ServiceObservation, step: CanaryStep) -> list[str]:
+    """Which instances of the idle color serve the canary: the lowest instance ids, stably."""
+    idle = observed.idle_color
+    if idle is None:
+        return []
+    addresses = observed.scale_set(idle).addresses
+    return addresses[: step.canary_instances]
+
+
+def rollback_target(observed: ServiceObservation) -> Color | None:
+    """The color production must go back to, or None when production is already stable.
+
+    While a canary runs, the production rule still points at the stable color: rolling back means
+    removing the canary instances. After a promotion (finalized or not), the stable color is the
+    previous one; after a rollback there is nothing left to undo.
+    """
+    live = observed.live_color
+    if live is None:
+        return None
+    phase = observed.gateway.tags.get(TAG_PHASE)
+    if observed.canary_addresses:
+        return live
+    if phase in (Phase.PROMOTED, Phase.FINALIZED):
+        previous = observed.gateway.tags.get(TAG_PREVIOUS)
+        return Color(previous) if previous in (Color.BLUE, Color.GREEN) else live.other
+    return None

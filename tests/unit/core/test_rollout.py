@@ -1,0 +1,266 @@
+"""The rollout planner decides from observed state; these states are what the cloud can look like."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from switchyard.core.rollout import (
+    TAG_PHASE,
+    TAG_PREVIOUS,
+    TAG_RELEASE,
+    Analyse,
+    AnalysePromoted,
+    AwaitApproval,
+    ClearCanary,
+    Done,
+    Finalize,
+    ImpossiblePlanError,
+    InconsistentStateError,
+    Phase,
+    PrepareIdle,
+    Promote,
+    ReleasePolicy,
+    ReleaseProgress,
+    ReleaseRequest,
+    SetSplit,
+    SmokeTest,
+    Strategy,
+    canary_addresses_for,
+    next_action,
+    plan_canary_steps,
+    rollback_target,
+)
+from switchyard.core.state import (
+    GatewayObservation,
+    InstanceObservation,
+    PoolObservation,
+    ScaleSetObservation,
+    ServiceObservation,
+)
+from switchyard.core.topology import Color, Topology
+
+V1 = "1000000.20261100.1"
+V2 = "1001000.20261100.1"
+TOPOLOGY = Topology(service="sample", environment="production")
+
+
+def scale_set(color: Color, version: str | None, count: int, *, base: int = 0) -> ScaleSetObservation:
+    octet = 1 if color is Color.BLUE else 2
+    return ScaleSetObservation(
+        name=TOPOLOGY.scale_set(color),
+        color=color,
+        exists=version is not None,
+        capacity=count,
+        image_version=version,
+        instances=[
+            InstanceObservation(
+                instance_id=str(base + i),
+                name=f"{TOPOLOGY.scale_set(color)}_{base + i}",
+                private_ip=f"127.{octet}.0.{base + i + 4}",
+                image_version=version,
+                latest_model_applied=True,
+                provisioning_state="Succeeded",
+            )
+            for i in range(count)
+        ],
+    )
+
+
+def observed(
+    blue: ScaleSetObservation,
+    green: ScaleSetObservation,
+    *,
+    live: Color = Color.BLUE,
+    canary: list[str] | None = None,
+    tags: dict[str, str] | None = None,
+    healthy: bool = True,
+) -> ServiceObservation:
+    pools = {}
+    for color, ss in ((Color.BLUE, blue), (Color.GREEN, green)):
+        extra = canary or [] if color is live else []
+        health = {a: ("Up" if healthy else "Down") for a in [*ss.addresses, *extra]}
+        pools[color.value] = PoolObservation(
+            name=color.value, member_addresses=ss.addresses, extra_addresses=extra, health=health
+        )
+    return ServiceObservation(
+        topology=TOPOLOGY,
+        observed_at=datetime(2026, 11, 26, tzinfo=UTC),
+        gateway=GatewayObservation(
+            name=TOPOLOGY.gateway,
+            exists=True,
+            etag='W/"1"',
+            production_pool=live.value,
+            test_pool=live.other.value,
+            pools=pools,
+            tags=tags or {},
+        ),
+        scale_sets={Color.BLUE: blue, Color.GREEN: green},
+    )
+
+
+REQUEST = ReleaseRequest(service="sample", environment="production", image_version=V2, capacity=3)
+CANARY = ReleasePolicy(strategy=Strategy.CANARY, canary_steps=[0.25, 0.5])
+
+
+def test_first_step_prepares_the_idle_color_at_the_live_capacity() -> None:
+    action = next_action(
+        observed(scale_set(Color.BLUE, V1, 4), scale_set(Color.GREEN, None, 0)),
+        REQUEST,
+        CANARY,
+        ReleaseProgress(),
+    )
+    assert isinstance(action, PrepareIdle)
+    assert (action.color, action.image_version, action.capacity) == (Color.GREEN, V2, 4)
+
+
+def test_an_idle_color_that_is_not_healthy_yet_is_prepared_again() -> None:
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), healthy=False)
+    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress()), PrepareIdle)
+
+
+def test_smoke_tests_come_before_any_user_traffic() -> None:
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
+    action = next_action(state, REQUEST, CANARY, ReleaseProgress())
+    assert isinstance(action, SmokeTest) and action.color is Color.GREEN
+
+
+def test_canary_steps_snap_to_instance_ratios_and_alternate_split_and_analysis() -> None:
+    progress = ReleaseProgress(smoke_passed_for=V2)
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
+    first = next_action(state, REQUEST, CANARY, progress)
+    assert isinstance(first, SetSplit)
+    assert first.step.canary_instances == 1 and first.step.share == pytest.approx(0.25)
+
+    split = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["127.2.0.4"])
+    assert isinstance(next_action(split, REQUEST, CANARY, progress), Analyse)
+
+    progress.passed_steps.append(1)
+    second = next_action(split, REQUEST, CANARY, progress)
+    assert isinstance(second, SetSplit)
+    assert second.step.canary_instances == 3 and second.step.share == pytest.approx(0.5)
+
+
+def test_after_every_step_passed_production_switches() -> None:
+    progress = ReleaseProgress(smoke_passed_for=V2, passed_steps=[1, 3])
+    state = observed(
+        scale_set(Color.BLUE, V1, 3),
+        scale_set(Color.GREEN, V2, 3),
+        canary=["127.2.0.4", "127.2.0.5", "127.2.0.6"],
+    )
+    action = next_action(state, REQUEST, CANARY, progress)
+    assert isinstance(action, Promote) and action.to_color is Color.GREEN
+
+
+def test_blue_green_switches_right_after_smoke_tests() -> None:
+    policy = ReleasePolicy(strategy=Strategy.BLUE_GREEN)
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
+    action = next_action(state, REQUEST, policy, ReleaseProgress(smoke_passed_for=V2))
+    assert isinstance(action, Promote)
+
+
+def test_approval_is_awaited_before_the_switch_when_required() -> None:
+    policy = ReleasePolicy(strategy=Strategy.BLUE_GREEN, approval_required=True)
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
+    assert isinstance(
+        next_action(state, REQUEST, policy, ReleaseProgress(smoke_passed_for=V2)), AwaitApproval
+    )
+    approved = ReleaseProgress(smoke_passed_for=V2, approved=True)
+    assert isinstance(next_action(state, REQUEST, policy, approved), Promote)
+
+
+def test_the_first_release_has_no_baseline_so_it_switches_without_a_canary() -> None:
+    state = observed(scale_set(Color.BLUE, None, 0), scale_set(Color.GREEN, V2, 3))
+    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress(smoke_passed_for=V2)), Promote)
+
+
+def test_after_promotion_the_new_color_is_judged_then_finalized_then_done() -> None:
+    tags = {TAG_RELEASE: V2, TAG_PHASE: Phase.PROMOTED.value, TAG_PREVIOUS: "blue"}
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), live=Color.GREEN, tags=tags)
+    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress()), AnalysePromoted)
+    judged = ReleaseProgress(promoted_analysis_passed=True)
+    action = next_action(state, REQUEST, CANARY, judged)
+    assert isinstance(action, Finalize) and action.live is Color.GREEN
+    finalized = observed(
+        scale_set(Color.BLUE, V1, 3),
+        scale_set(Color.GREEN, V2, 3),
+        live=Color.GREEN,
+        tags={**tags, TAG_PHASE: Phase.FINALIZED.value},
+    )
+    done = next_action(finalized, REQUEST, CANARY, judged)
+    assert isinstance(done, Done) and done.outcome == "promoted"
+
+
+def test_releasing_what_already_serves_production_changes_nothing() -> None:
+    state = observed(scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3))
+    action = next_action(state, REQUEST, CANARY, ReleaseProgress())
+    assert isinstance(action, Done) and action.outcome == "already-live"
+
+
+def test_a_rerun_after_a_crash_mid_canary_takes_the_canary_out_before_smoke_testing_again() -> None:
+    state = observed(
+        scale_set(Color.BLUE, V1, 3),
+        scale_set(Color.GREEN, V2, 3),
+        canary=["127.2.0.4"],
+        tags={TAG_RELEASE: V2, TAG_PHASE: Phase.CANARY.value},
+    )
+    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress()), ClearCanary)
+
+
+def test_a_canary_of_an_older_image_leaves_production_before_the_idle_color_changes() -> None:
+    state = observed(
+        scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, "1000500.20261100.1", 3), canary=["127.2.0.4"]
+    )
+    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress()), ClearCanary)
+
+
+def test_unknown_addresses_in_the_live_pool_stop_the_release() -> None:
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["10.9.9.9"])
+    with pytest.raises(InconsistentStateError, match="10.9.9.9"):
+        next_action(state, REQUEST, CANARY, ReleaseProgress(smoke_passed_for=V2))
+
+
+def test_reachable_shares_are_instance_ratios() -> None:
+    steps = plan_canary_steps([0.1, 0.25, 0.5], live_instances=3, canary_capacity=3)
+    assert [(s.canary_instances, round(s.share, 3)) for s in steps] == [(1, 0.25), (3, 0.5)]
+    assert "25.0% delivered by 1 new beside 3 live" in steps[0].describe()
+
+
+def test_a_share_beyond_what_the_new_color_can_carry_is_refused_with_the_fix() -> None:
+    with pytest.raises(ImpossiblePlanError, match="largest canary share is 50%"):
+        plan_canary_steps([0.25, 0.75], live_instances=2, canary_capacity=2)
+
+
+@pytest.mark.parametrize("steps", [[0.0], [1.0], [0.5, 0.25], [0.3, 0.3], [-0.1]])
+def test_malformed_canary_steps_are_refused(steps: list[float]) -> None:
+    with pytest.raises(ValidationError):
+        ReleasePolicy(canary_steps=steps)
+
+
+def test_canary_instances_are_the_lowest_instance_ids() -> None:
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
+    step = plan_canary_steps([0.4], 3, 3)[0]
+    assert canary_addresses_for(state, step) == ["127.2.0.4", "127.2.0.5"]
+
+
+def test_rollback_target_mid_canary_is_the_live_color() -> None:
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["127.2.0.4"])
+    assert rollback_target(state) is Color.BLUE
+
+
+@pytest.mark.parametrize("phase", [Phase.PROMOTED, Phase.FINALIZED])
+def test_rollback_target_after_promotion_is_the_previous_color(phase: Phase) -> None:
+    tags = {TAG_RELEASE: V2, TAG_PHASE: phase.value, TAG_PREVIOUS: "blue"}
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), live=Color.GREEN, tags=tags)
+    assert rollback_target(state) is Color.BLUE
+
+
+def test_nothing_to_roll_back_when_production_is_stable() -> None:
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
+    assert rollback_target(state) is None
+    rolled_back = observed(
+        scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), tags={TAG_PHASE: Phase.ROLLED_BACK.value}
+    )
+    assert rollback_target(rolled_back) is None

@@ -127,9 +127,7 @@ class DataPlane(Protocol):
         """Per pool name, the health of each backend address."""
         ...
 
-    async def metrics(
-        self, resource_id: str, resource_type: str, query: dict[str, str]
-    ) -> dict[str, Any]:
+    async def metrics(self, resource_id: str, resource_type: str, query: dict[str, str]) -> dict[str, Any]:
         """The body of Microsoft.Insights/metrics for a resource; `query` is the raw query string
         (timespan, interval, metricnames, aggregation, $filter, top, orderby, resultType, ...)."""
         ...

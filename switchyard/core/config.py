@@ -32,9 +32,7 @@ class AzureEnvironment(BaseModel):
         description="emulator: the local emulator's emulator.json; default: DefaultAzureCredential; "
         "service_principal: tenant, client id and secret below.",
     )
-    emulator_file: str | None = Field(
-        None, description="Path of the emulator's emulator.json (auth = emulator)."
-    )
+    emulator_file: str | None = Field(None, description="Path of the emulator's emulator.json (auth = emulator).")
     subscription_id: str | None = Field(
         None, description="Azure subscription id (from emulator.json when auth = emulator)."
     )
@@ -44,6 +42,10 @@ class AzureEnvironment(BaseModel):
     resource_group: str = Field(description="Resource group holding this environment's topology.")
     location: str = Field("westeurope", description="Azure region, e.g. westeurope.")
     gallery: str = Field("switchyard_gallery", description="Azure Compute Gallery name.")
+    gallery_resource_group: str | None = Field(
+        None,
+        description="Resource group of the gallery, when environments share one (default: resource_group).",
+    )
     target_regions: list[str] = Field(
         default_factory=list, description="Regions image versions replicate to (the location always)."
     )
@@ -61,9 +63,11 @@ class AzureEnvironment(BaseModel):
     def _name(cls, value: str) -> str:
         return check_name("environment", value)
 
-    @field_validator("resource_group")
+    @field_validator("resource_group", "gallery_resource_group")
     @classmethod
-    def _resource_group(cls, value: str) -> str:
+    def _resource_group(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         if not _AZURE_RG.fullmatch(value) or value.endswith("."):
             raise ValueError(f"resource group name {value!r} is not a valid Azure resource group name")
         return value
@@ -72,9 +76,7 @@ class AzureEnvironment(BaseModel):
     @classmethod
     def _gallery(cls, value: str) -> str:
         if not _GALLERY.fullmatch(value):
-            raise ValueError(
-                f"gallery name {value!r} is not valid: letters, digits, '_' and '.', 2-80 characters"
-            )
+            raise ValueError(f"gallery name {value!r} is not valid: letters, digits, '_' and '.', 2-80 characters")
         return value
 
     @field_validator("location")
@@ -112,11 +114,13 @@ class AzureEnvironment(BaseModel):
             raise ValueError("auth = emulator needs emulator_file (the emulator's emulator.json)")
         if self.auth != "emulator" and not self.subscription_id:
             raise ValueError(f"auth = {self.auth} needs subscription_id")
-        if self.auth == "service_principal" and not (
-            self.tenant_id and self.client_id and self.client_secret
-        ):
+        if self.auth == "service_principal" and not (self.tenant_id and self.client_id and self.client_secret):
             raise ValueError("auth = service_principal needs tenant_id, client_id and client_secret")
         return self
+
+    @property
+    def gallery_group(self) -> str:
+        return self.gallery_resource_group or self.resource_group
 
     @property
     def regions(self) -> list[str]:
@@ -177,9 +181,7 @@ class ServiceConfig(BaseModel):
     capacity: int = Field(2, ge=1, le=100, description="Instances per color at release time.")
     service_port: int = Field(8000, ge=1, le=65535)
     health_path: str = Field("/health", pattern=r"^/")
-    frontend_ports: dict[str, FrontendPorts] = Field(
-        description="Gateway frontend ports per environment name."
-    )
+    frontend_ports: dict[str, FrontendPorts] = Field(description="Gateway frontend ports per environment name.")
     autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
     probe_interval_s: int = Field(2, ge=1, le=86400)
     probe_timeout_s: int = Field(2, ge=1, le=86400)
@@ -205,8 +207,7 @@ class ServiceConfig(BaseModel):
         except KeyError:
             known = ", ".join(sorted(self.frontend_ports)) or "none"
             raise ValueError(
-                f"service {self.name!r} is not deployed to environment {environment!r} "
-                f"(its environments: {known})"
+                f"service {self.name!r} is not deployed to environment {environment!r} (its environments: {known})"
             ) from None
 
 
@@ -233,6 +234,9 @@ class ImageRecipe(BaseModel):
     base: str | None = Field(None, description="Override of the service's base image.")
     fault_profile: FaultProfile = Field(default_factory=FaultProfile)
     packer_timeout_s: int = Field(900, ge=10, le=6 * 3600)
+    template: str | None = Field(
+        None, description="A Packer template to build with instead of switchyard's images/local.pkr.hcl."
+    )
 
     @field_validator("service")
     @classmethod

@@ -1,0 +1,224 @@
+# The Azure image: a VM from the base's Marketplace image, provisioned with the same scripts as the
+# local template, generalized, and published as a version of the service's gallery image definition.
+#
+# Authentication is the managed identity of the Azure VM Packer runs on: no secret anywhere. The
+# builder uses it when none of subscription_id, client_id, client_secret, client_cert_path, client_jwt
+# and tenant_id is set (Packer 1.6.6 reads that combination as "managed identity"; with only
+# subscription_id it would start an interactive device login instead), and takes the subscription
+# from the VM's instance metadata. The gallery's subscription is given explicitly below. With the
+# azure plugin >= 2 a user-assigned identity is chosen by adding client_id (see images/README.md).
+#
+# Packer 1.6.6 (Debian's) has azure-arm built in and validates this file alone:
+#   packer validate -var-file=... images/azure.pkr.hcl
+# Packer >= 1.7 needs the plugin first: `packer init images/azure-plugins.pkr.hcl`. The plugin block
+# lives in its own file because 1.6.6 cannot parse it. See images/README.md.
+
+variable "gallery_subscription_id" {
+  type        = string
+  description = "Subscription of the gallery (the build runs in the managed identity's subscription)."
+}
+
+variable "vm_size" {
+  type    = string
+  default = "Standard_D2s_v5"
+}
+
+variable "build_resource_group" {
+  type        = string
+  description = "Existing resource group (its region is the build region) for the build VM and managed image."
+}
+
+variable "gallery_resource_group" {
+  type = string
+}
+
+variable "gallery_name" {
+  type = string
+}
+
+variable "gallery_image_name" {
+  type        = string
+  description = "The gallery image definition: the service name (docs/architecture.md, topology naming)."
+}
+
+variable "replication_regions" {
+  type        = list(string)
+  description = "Regions the gallery image version is replicated to."
+}
+
+variable "service" {
+  type = string
+}
+
+variable "app_dir" {
+  type        = string
+  description = "Absolute path of apps/<service>: holds app/ and switchyard-app.json."
+}
+
+variable "base" {
+  type = string
+}
+
+variable "base_image_publisher" {
+  type        = string
+  description = "Marketplace image of the base (switchyard.core.versions.BASE_CATALOG)."
+}
+
+variable "base_image_offer" {
+  type = string
+}
+
+variable "base_image_sku" {
+  type = string
+}
+
+variable "patch_level" {
+  type = string
+}
+
+variable "app_version" {
+  type = string
+}
+
+variable "gallery_version" {
+  type = string
+}
+
+variable "git_commit" {
+  type = string
+}
+
+variable "fault_profile" {
+  type    = string
+  default = "{\"error_rate\": 0, \"extra_latency_ms\": 0, \"fail_health\": false}"
+}
+
+variable "built_at" {
+  type = string
+}
+
+variable "packer_manifest_path" {
+  type = string
+}
+
+locals {
+  app_config   = jsondecode(file("${var.app_dir}/switchyard-app.json"))
+  install_root = "/opt/switchyard/${var.service}"
+
+  image_manifest = jsonencode({
+    schema          = "switchyard.image/v1"
+    name            = var.service
+    base            = var.base
+    patch_level     = var.patch_level
+    app_version     = var.app_version
+    gallery_version = var.gallery_version
+    git_commit      = var.git_commit
+    entrypoint      = local.app_config.entrypoint
+    service_port    = local.app_config.service_port
+    health_path     = local.app_config.health_path
+    fault_profile   = jsondecode(var.fault_profile)
+    built_at        = var.built_at
+  })
+
+  # The full triple travels with the image; the publish step adds the scan summary and SBOM digest.
+  image_tags = {
+    "switchyard.service" = var.service
+    "switchyard.base"    = var.base
+    "switchyard.patch"   = var.patch_level
+    "switchyard.app"     = var.app_version
+    "switchyard.version" = var.gallery_version
+    "switchyard.commit"  = var.git_commit
+  }
+}
+
+source "azure-arm" "image" {
+  use_azure_cli_auth = false
+
+  os_type         = "Linux"
+  image_publisher = var.base_image_publisher
+  image_offer     = var.base_image_offer
+  image_sku       = var.base_image_sku
+  vm_size         = var.vm_size
+
+  # An existing resource group (the build VM lands in its region): the identity needs rights on it
+  # and on the gallery, not on the whole subscription.
+  build_resource_group_name = var.build_resource_group
+
+  # Packer 1.6.6 publishes to a gallery through an intermediate managed image.
+  managed_image_name                = "${var.service}-${var.gallery_version}"
+  managed_image_resource_group_name = var.build_resource_group
+
+  shared_image_gallery_destination {
+    subscription        = var.gallery_subscription_id
+    resource_group      = var.gallery_resource_group
+    gallery_name        = var.gallery_name
+    image_name          = var.gallery_image_name
+    image_version       = var.gallery_version
+    replication_regions = var.replication_regions
+  }
+  shared_image_gallery_timeout = "90m"
+
+  azure_tags = local.image_tags
+}
+
+build {
+  sources = ["source.azure-arm.image"]
+
+  provisioner "file" {
+    source      = "${path.root}/scripts/"
+    destination = "/tmp/switchyard-scripts"
+  }
+
+  provisioner "file" {
+    source      = "${var.app_dir}/app/"
+    destination = "/tmp/switchyard-app"
+  }
+
+  provisioner "shell" {
+    execute_command = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E bash '{{ .Path }}'"
+    environment_vars = [
+      "SWITCHYARD_BUILD_MODE=vm",
+      "TARGET_ROOT=/",
+      "SERVICE=${var.service}",
+      "BASE=${var.base}",
+      "PATCH_LEVEL=${var.patch_level}",
+      "APP_SOURCE=/tmp/switchyard-app",
+      "APP_INSTALL_DIR=${local.install_root}/app",
+      "INSTALL_ROOT=${local.install_root}",
+      "SERVICE_ENTRYPOINT=${join(" ", local.app_config.entrypoint)}",
+      "SERVICE_PORT=${local.app_config.service_port}",
+      "IMAGE_MANIFEST=${local.image_manifest}",
+    ]
+    inline = [
+      "set -eu",
+      "bash /tmp/switchyard-scripts/patch.sh",
+      "bash /tmp/switchyard-scripts/hardening.sh",
+      "bash /tmp/switchyard-scripts/install-app.sh",
+      "printf '%s\\n' \"$IMAGE_MANIFEST\" > \"$INSTALL_ROOT/manifest.json\"",
+    ]
+  }
+
+  # Generalize last: waagent -deprovision+user removes the build user this session logs in as.
+  provisioner "shell" {
+    execute_command = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E bash '{{ .Path }}'"
+    environment_vars = [
+      "SWITCHYARD_BUILD_MODE=vm",
+      "TARGET_ROOT=/",
+    ]
+    inline     = ["bash /tmp/switchyard-scripts/deprovision.sh"]
+    skip_clean = true
+  }
+
+  post-processor "manifest" {
+    output     = var.packer_manifest_path
+    strip_path = true
+    custom_data = {
+      service         = var.service
+      base            = var.base
+      patch_level     = var.patch_level
+      app_version     = var.app_version
+      gallery_version = var.gallery_version
+      git_commit      = var.git_commit
+    }
+  }
+}

@@ -52,9 +52,7 @@ def _azure_errors(what: str) -> Iterator[None]:
         raise NotFoundError(f"{what}: {_message(error)}") from None
     except HttpResponseError as error:
         if error.status_code == 412:
-            raise StaleStateError(
-                f"{what}: the resource changed since it was read ({_message(error)})"
-            ) from None
+            raise StaleStateError(f"{what}: the resource changed since it was read ({_message(error)})") from None
         raise CloudError(f"{what}: {_message(error)}") from None
 
 
@@ -87,9 +85,10 @@ class AzureIds:
         self.rg = environment.resource_group
         self.gallery_name = environment.gallery
         self.group = f"/subscriptions/{subscription_id}/resourceGroups/{self.rg}"
+        self.gallery_group = f"/subscriptions/{subscription_id}/resourceGroups/{environment.gallery_group}"
 
     def gallery_image(self, service: str) -> str:
-        return f"{self.group}/providers/Microsoft.Compute/galleries/{self.gallery_name}/images/{service}"
+        return f"{self.gallery_group}/providers/Microsoft.Compute/galleries/{self.gallery_name}/images/{service}"
 
     def gallery_version(self, service: str, version: str) -> str:
         return f"{self.gallery_image(service)}/versions/{version}"
@@ -104,10 +103,7 @@ class AzureIds:
         return f"{self.gateway(topology)}/{kind}/{name}"
 
     def subnet(self, topology: Topology, name: str) -> str:
-        return (
-            f"{self.group}/providers/Microsoft.Network/virtualNetworks/{topology.virtual_network}"
-            f"/subnets/{name}"
-        )
+        return f"{self.group}/providers/Microsoft.Network/virtualNetworks/{topology.virtual_network}/subnets/{name}"
 
     def public_ip(self, topology: Topology) -> str:
         return f"{self.group}/providers/Microsoft.Network/publicIPAddresses/{topology.public_ip}"
@@ -115,20 +111,26 @@ class AzureIds:
 
 class AzureGallery:
     def __init__(self, clients: AzureClients, ids: AzureIds, environment: AzureEnvironment) -> None:
+        self._clients = clients
         self._compute = clients.compute
         self._ids = ids
         self._environment = environment
 
     def ensure_gallery(self) -> None:
         env = self._environment
+        with _azure_errors(f"resource group {env.gallery_group}"):
+            if not self._clients.resources.resource_groups.check_existence(env.gallery_group):
+                self._clients.resources.resource_groups.create_or_update(
+                    env.gallery_group, {"location": env.location, "tags": {"managedBy": "switchyard"}}
+                )
         with _azure_errors(f"gallery {env.gallery}"):
             try:
-                self._compute.galleries.get(env.resource_group, env.gallery)
+                self._compute.galleries.get(env.gallery_group, env.gallery)
                 return
             except ResourceNotFoundError:
                 pass
             self._compute.galleries.begin_create_or_update(
-                env.resource_group,
+                env.gallery_group,
                 env.gallery,
                 {"location": env.location, "properties": {"description": "switchyard images"}},
             ).result()
@@ -138,12 +140,12 @@ class AzureGallery:
         self.ensure_gallery()
         with _azure_errors(f"gallery image definition {service}"):
             try:
-                self._compute.gallery_images.get(env.resource_group, env.gallery, service)
+                self._compute.gallery_images.get(env.gallery_group, env.gallery, service)
                 return
             except ResourceNotFoundError:
                 pass
             self._compute.gallery_images.begin_create_or_update(
-                env.resource_group,
+                env.gallery_group,
                 env.gallery,
                 service,
                 {
@@ -186,7 +188,7 @@ class AzureGallery:
         with _azure_errors(f"image {service} {gallery_version}"):
             try:
                 version = self._compute.gallery_image_versions.get(
-                    env.resource_group, env.gallery, service, gallery_version, expand="ReplicationStatus"
+                    env.gallery_group, env.gallery, service, gallery_version, expand="ReplicationStatus"
                 )
             except ResourceNotFoundError:
                 return ImageObservation(gallery_version=gallery_version, exists=False)
@@ -197,9 +199,7 @@ class AzureGallery:
         with _azure_errors(f"images of {service}"):
             try:
                 versions = list(
-                    self._compute.gallery_image_versions.list_by_gallery_image(
-                        env.resource_group, env.gallery, service
-                    )
+                    self._compute.gallery_image_versions.list_by_gallery_image(env.gallery_group, env.gallery, service)
                 )
             except ResourceNotFoundError:
                 return []
@@ -234,7 +234,7 @@ class AzureGallery:
         }
         with _azure_errors(f"publishing image {service} {gallery_version}"):
             poller = self._compute.gallery_image_versions.begin_create_or_update(
-                env.resource_group, env.gallery, service, gallery_version, body
+                env.gallery_group, env.gallery, service, gallery_version, body
             )
             say(f"replicating {service} {gallery_version} to {', '.join(regions)}")
             while not poller.done():
@@ -258,9 +258,7 @@ class AzureGallery:
         env = self._environment
         with _azure_errors(f"updating image {service} {gallery_version}"):
             current = _wire(
-                self._compute.gallery_image_versions.get(
-                    env.resource_group, env.gallery, service, gallery_version
-                )
+                self._compute.gallery_image_versions.get(env.gallery_group, env.gallery, service, gallery_version)
             )
             patch: dict[str, Any] = {}
             if tags is not None:
@@ -271,7 +269,7 @@ class AzureGallery:
                 patch["properties"] = {"publishingProfile": publishing}
             if patch:
                 self._compute.gallery_image_versions.begin_update(
-                    env.resource_group, env.gallery, service, gallery_version, patch
+                    env.gallery_group, env.gallery, service, gallery_version, patch
                 ).result()
         return self.image_version(service, gallery_version)
 
@@ -313,16 +311,12 @@ class AzureScaleSets:
             except ResourceNotFoundError:
                 return ScaleSetObservation(name=name, color=color, exists=False)
             vms = [
-                _wire(vm)
-                for vm in self._compute.virtual_machine_scale_set_vms.list(rg, name, expand="instanceView")
+                _wire(vm) for vm in self._compute.virtual_machine_scale_set_vms.list(rg, name, expand="instanceView")
             ]
             addresses = self._addresses(name) if vms else {}
         props = vmss.get("properties", {})
         model_image = _version_of(
-            props.get("virtualMachineProfile", {})
-            .get("storageProfile", {})
-            .get("imageReference", {})
-            .get("id")
+            props.get("virtualMachineProfile", {}).get("storageProfile", {}).get("imageReference", {}).get("id")
         )
         instances = []
         for vm in vms:
@@ -333,9 +327,7 @@ class AzureScaleSets:
                 None,
             )
             message = "; ".join(s["message"] for s in statuses if s.get("message"))
-            instance_image = _version_of(
-                (vm_props.get("storageProfile") or {}).get("imageReference", {}).get("id")
-            )
+            instance_image = _version_of((vm_props.get("storageProfile") or {}).get("imageReference", {}).get("id"))
             latest = bool(vm_props.get("latestModelApplied"))
             instances.append(
                 InstanceObservation(
@@ -405,9 +397,7 @@ class AzureScaleSets:
                                         {
                                             "name": topology.ip_configuration,
                                             "properties": {
-                                                "subnet": {
-                                                    "id": self._ids.subnet(topology, topology.instance_subnet)
-                                                },
+                                                "subnet": {"id": self._ids.subnet(topology, topology.instance_subnet)},
                                                 "applicationGatewayBackendAddressPools": [
                                                     {
                                                         "id": self._ids.gateway_child(
@@ -465,9 +455,7 @@ class AzureScaleSets:
         rg = self._environment.resource_group
         name = topology.scale_set(color)
         with _azure_errors(f"scaling {name} to {capacity}"):
-            self._compute.virtual_machine_scale_sets.begin_update(
-                rg, name, {"sku": {"capacity": capacity}}
-            ).result()
+            self._compute.virtual_machine_scale_sets.begin_update(rg, name, {"sku": {"capacity": capacity}}).result()
         return self.observe(topology, color)
 
 
@@ -482,9 +470,7 @@ class AzureTrafficRouter:
     def _get(self, topology: Topology) -> dict[str, Any] | None:
         with _azure_errors(f"gateway {topology.gateway}"):
             try:
-                return _wire(
-                    self._network.application_gateways.get(self._environment.resource_group, topology.gateway)
-                )
+                return _wire(self._network.application_gateways.get(self._environment.resource_group, topology.gateway))
             except ResourceNotFoundError:
                 return None
 
@@ -612,17 +598,13 @@ class AzureTrafficRouter:
         def change(body: dict[str, Any]) -> None:
             if tags:
                 body["tags"] = {**(body.get("tags") or {}), **tags}
-            live_pool_id = self._rule(body, topology.production_rule)["properties"]["backendAddressPool"][
-                "id"
-            ]
+            live_pool_id = self._rule(body, topology.production_rule)["properties"]["backendAddressPool"]["id"]
             live_pool = self._pool(body, live_pool_id.rsplit("/", 1)[-1])
             live_pool.setdefault("properties", {})["backendAddresses"] = [
                 {"ipAddress": address} for address in canary_addresses
             ]
 
-        return self._write(
-            topology, expect_etag, change, f"setting canary of {len(canary_addresses)} instance(s)"
-        )
+        return self._write(topology, expect_etag, change, f"setting canary of {len(canary_addresses)} instance(s)")
 
     def switch(
         self, topology: Topology, to_color: Color, expect_etag: str, tags: dict[str, str] | None = None
@@ -645,6 +627,17 @@ class AzureTrafficRouter:
 
         return self._write(topology, expect_etag, change, "tagging the gateway")
 
+    def frontend_address(self, topology: Topology) -> str:
+        with _azure_errors(f"public IP of {topology.gateway}"):
+            address = (
+                _wire(self._network.public_ip_addresses.get(self._environment.resource_group, topology.public_ip))
+                .get("properties", {})
+                .get("ipAddress")
+            )
+        if not address:
+            raise CloudError(f"public IP {topology.public_ip} has no address yet")
+        return str(address)
+
     def write_full(self, topology: Topology, body: dict[str, Any], expect_etag: str | None) -> None:
         """Create the gateway, or replace its definition (If-Match when it exists)."""
         headers = {"If-Match": expect_etag} if expect_etag else {"If-None-Match": "*"}
@@ -655,9 +648,7 @@ class AzureTrafficRouter:
 
 
 class AzureMonitorTelemetry:
-    def __init__(
-        self, clients: AzureClients, ids: AzureIds, environment: AzureEnvironment, metrics_grain: str
-    ) -> None:
+    def __init__(self, clients: AzureClients, ids: AzureIds, environment: AzureEnvironment, metrics_grain: str) -> None:
         self._clients = clients
         self._ids = ids
         self._environment = environment
@@ -679,6 +670,8 @@ class AzureMonitorTelemetry:
                     metricnames=metric,
                     aggregation=aggregation,
                     filter=filter,
+                    # Azure returns 10 series by default; a split by backend and status has more.
+                    top=1000,
                 )
             )
         series: list[dict[str, Any]] = []
@@ -690,9 +683,7 @@ class AzureMonitorTelemetry:
     def _dimensions(element: dict[str, Any]) -> dict[str, str]:
         return {m["name"]["value"].lower(): m.get("value", "") for m in element.get("metadatavalues", [])}
 
-    def requests_by_backend(
-        self, topology: Topology, start: datetime, end: datetime
-    ) -> dict[str, RequestCounts]:
+    def requests_by_backend(self, topology: Topology, start: datetime, end: datetime) -> dict[str, RequestCounts]:
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for element in self._series(
             self._ids.gateway(topology),
@@ -703,7 +694,7 @@ class AzureMonitorTelemetry:
             "BackendServer eq '*' and HttpStatusGroup eq '*'",
         ):
             dims = self._dimensions(element)
-            server = dims.get("backendserver", "")
+            server = dims.get("backendserver", "").rsplit(":", 1)[0]
             count = int(sum(point.get("total") or 0 for point in element.get("data", [])))
             totals[server][0] += count
             if dims.get("httpstatusgroup", "").startswith("5"):
@@ -732,9 +723,7 @@ class AzureMonitorTelemetry:
             result = self._clients.logs.query_workspace(workspace, query, timespan=(start, end))
         tables = getattr(result, "tables", None)
         if tables is None:
-            raise CloudError(
-                f"the access log query returned no tables: {getattr(result, 'partial_error', '')}"
-            )
+            raise CloudError(f"the access log query returned no tables: {getattr(result, 'partial_error', '')}")
         samples: dict[str, list[float]] = defaultdict(list)
         for table in tables:
             for row in table.rows:
@@ -743,11 +732,21 @@ class AzureMonitorTelemetry:
                     samples[str(server).rsplit(":", 1)[0]].append(float(seconds) * 1000.0)
         return dict(samples)
 
-    def cpu_percent(self, topology: Topology, color: Color, start: datetime, end: datetime) -> list[float]:
+    def cpu_percent(
+        self,
+        topology: Topology,
+        color: Color,
+        start: datetime,
+        end: datetime,
+        vm_names: list[str] | None = None,
+    ) -> list[float]:
+        wanted = {name.lower() for name in vm_names} if vm_names is not None else None
         samples: list[float] = []
         for element in self._series(
             self._ids.scale_set(topology, color), "Percentage CPU", "Average", start, end, "VMName eq '*'"
         ):
+            if wanted is not None and self._dimensions(element).get("vmname", "").lower() not in wanted:
+                continue
             samples.extend(p["average"] for p in element.get("data", []) if p.get("average") is not None)
         return samples
 
@@ -771,11 +770,12 @@ class AzureInfrastructure:
         env = self._environment
         network = self._clients.network
         gateway_prefix, instance_prefix = env.subnet_prefixes()
-        with _azure_errors(f"resource group {env.resource_group}"):
-            progress(f"resource group {env.resource_group}")
-            self._clients.resources.resource_groups.create_or_update(
-                env.resource_group, {"location": env.location, "tags": {"managedBy": "switchyard"}}
-            )
+        for group in dict.fromkeys([env.resource_group, env.gallery_group]):
+            with _azure_errors(f"resource group {group}"):
+                progress(f"resource group {group}")
+                self._clients.resources.resource_groups.create_or_update(
+                    group, {"location": env.location, "tags": {"managedBy": "switchyard"}}
+                )
         with _azure_errors(f"virtual network {topology.virtual_network}"):
             progress(f"virtual network {topology.virtual_network} ({env.vnet_address_space})")
             network.virtual_networks.begin_create_or_update(
@@ -910,9 +910,7 @@ class AzureInfrastructure:
                             "priority": priority,
                             "httpListener": ref("httpListeners", listener),
                             "backendAddressPool": ref("backendAddressPools", topology.pool(color)),
-                            "backendHttpSettings": ref(
-                                "backendHttpSettingsCollection", topology.backend_settings
-                            ),
+                            "backendHttpSettings": ref("backendHttpSettingsCollection", topology.backend_settings),
                         },
                     }
                     for rule, listener, color, priority in (
@@ -924,9 +922,7 @@ class AzureInfrastructure:
         }
         return body
 
-    def ensure_gateway(
-        self, topology: Topology, service: ServiceConfig, progress: Progress
-    ) -> GatewayObservation:
+    def ensure_gateway(self, topology: Topology, service: ServiceConfig, progress: Progress) -> GatewayObservation:
         existing = self._router._get(topology)
         if existing is None:
             progress(f"gateway {topology.gateway}: creating (production -> blue, test -> green)")

@@ -18,7 +18,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
 from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.monitor import MonitorManagementClient
 from azure.mgmt.network import NetworkManagementClient
-from azure.mgmt.resource import ResourceManagementClient
+from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.monitor.query import LogsQueryClient
 
 from switchyard.core.config import AzureEnvironment

@@ -105,13 +105,15 @@ class TrafficRouter(Protocol):
 
     def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayObservation: ...
 
+    def frontend_address(self, topology: Topology) -> str:
+        """The address the gateway's listeners answer on (its public IP)."""
+        ...
+
 
 class Telemetry(Protocol):
     """Azure Monitor: metrics for counts and saturation, the access log for latency percentiles."""
 
-    def requests_by_backend(
-        self, topology: Topology, start: datetime, end: datetime
-    ) -> dict[str, RequestCounts]:
+    def requests_by_backend(self, topology: Topology, start: datetime, end: datetime) -> dict[str, RequestCounts]:
         """Requests the gateway sent to each backend address in [start, end)."""
         ...
 
@@ -121,8 +123,15 @@ class Telemetry(Protocol):
         """Per backend address, the gateway's time taken (ms) of each request on `listener`."""
         ...
 
-    def cpu_percent(self, topology: Topology, color: Color, start: datetime, end: datetime) -> list[float]:
-        """Percentage CPU samples of the color's instances."""
+    def cpu_percent(
+        self,
+        topology: Topology,
+        color: Color,
+        start: datetime,
+        end: datetime,
+        vm_names: list[str] | None = None,
+    ) -> list[float]:
+        """Percentage CPU samples of the color's instances (only `vm_names`, when given)."""
         ...
 
 
@@ -133,9 +142,7 @@ class Infrastructure(Protocol):
         """Resource group, network, public IP and the gallery image definition."""
         ...
 
-    def ensure_gateway(
-        self, topology: Topology, service: ServiceConfig, progress: Progress
-    ) -> GatewayObservation:
+    def ensure_gateway(self, topology: Topology, service: ServiceConfig, progress: Progress) -> GatewayObservation:
         """The gateway with both listeners, pools, probe and rules; an existing one keeps its routing."""
         ...
 

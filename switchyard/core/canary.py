@@ -99,9 +99,7 @@ class AnalysisWindow(_Model):
     @model_validator(mode="after")
     def _end_after_start(self) -> AnalysisWindow:
         if self.end <= self.start:
-            raise ValueError(
-                f"window end {self.end.isoformat()} must be after start {self.start.isoformat()}"
-            )
+            raise ValueError(f"window end {self.end.isoformat()} must be after start {self.start.isoformat()}")
         return self
 
     @property
@@ -125,9 +123,7 @@ class SideEvidence(_Model):
     @model_validator(mode="after")
     def _errors_within_requests(self) -> SideEvidence:
         if self.error_count > self.request_count:
-            raise ValueError(
-                f"error_count ({self.error_count}) cannot exceed request_count ({self.request_count})"
-            )
+            raise ValueError(f"error_count ({self.error_count}) cannot exceed request_count ({self.request_count})")
         return self
 
 
@@ -258,9 +254,7 @@ class Verdict(_Model):
 
     @property
     def failing_reasons(self) -> list[Reason]:
-        return [
-            r for r in self.reasons if r.classification in (Classification.FAIL, Classification.SLO_BREACH)
-        ]
+        return [r for r in self.reasons if r.classification in (Classification.FAIL, Classification.SLO_BREACH)]
 
     @property
     def summary(self) -> str:
@@ -331,9 +325,7 @@ class _Side:
         return self.errors / self.requests if self.requests else None
 
 
-def judge_canary(
-    evidence: CanaryEvidence, policy: CanaryPolicy, *, compare_with_baseline: bool = True
-) -> Verdict:
+def judge_canary(evidence: CanaryEvidence, policy: CanaryPolicy, *, compare_with_baseline: bool = True) -> Verdict:
     """Judge a canary window. Deterministic: the same evidence and policy give the same verdict.
 
     With `compare_with_baseline=False` only the SLO checks run: after a promotion the new version
@@ -415,8 +407,7 @@ def _error_rate_slo(baseline: _Side, canary: _Side, policy: CanaryPolicy) -> Rea
             check=CheckKind.SLO,
             classification=Classification.PASS,
             message=(
-                f"Canary error rate {_pct(rate)} ({errors} of {requests} requests) is within the SLO of "
-                f"{_pct(limit)}."
+                f"Canary error rate {_pct(rate)} ({errors} of {requests} requests) is within the SLO of {_pct(limit)}."
             ),
             observed=rate,
             threshold=limit,
@@ -671,16 +662,11 @@ def _error_rate_comparison(baseline: _Side, canary: _Side, policy: CanaryPolicy)
     else:
         smallest_expected = min(n_c * pooled, n_c * (1 - pooled), n_b * pooled, n_b * (1 - pooled))
         if smallest_expected < _MIN_EXPECTED_CELL_COUNT:
-            odds_ratio, p = scipy_stats.fisher_exact(
-                [[e_c, n_c - e_c], [e_b, n_b - e_b]], alternative="greater"
-            )
+            odds_ratio, p = scipy_stats.fisher_exact([[e_c, n_c - e_c], [e_b, n_b - e_b]], alternative="greater")
             test = "Fisher exact (one-sided, canary higher)"
             statistic = float(odds_ratio) if math.isfinite(odds_ratio) else None
             p_value = float(p)
-            test_text = (
-                "Fisher's exact test (too few errors for the z-test), "
-                f"one-sided p = {format_p_value(p_value)}"
-            )
+            test_text = f"Fisher's exact test (too few errors for the z-test), one-sided p = {format_p_value(p_value)}"
         else:
             standard_error = math.sqrt(pooled * (1 - pooled) * (1 / n_c + 1 / n_b))
             z = increase / standard_error
@@ -721,9 +707,7 @@ def _error_rate_comparison(baseline: _Side, canary: _Side, policy: CanaryPolicy)
 def _metric_rows(baseline: _Side, canary: _Side) -> list[MetricRow]:
     total = baseline.requests + canary.requests
     return [
-        MetricRow(
-            key="requests", label="Requests", unit="count", baseline=baseline.requests, canary=canary.requests
-        ),
+        MetricRow(key="requests", label="Requests", unit="count", baseline=baseline.requests, canary=canary.requests),
         MetricRow(
             key="traffic_share",
             label="Traffic share",
@@ -731,9 +715,7 @@ def _metric_rows(baseline: _Side, canary: _Side) -> list[MetricRow]:
             baseline=baseline.requests / total if total else None,
             canary=canary.requests / total if total else None,
         ),
-        MetricRow(
-            key="errors", label="Errors (5xx)", unit="count", baseline=baseline.errors, canary=canary.errors
-        ),
+        MetricRow(key="errors", label="Errors (5xx)", unit="count", baseline=baseline.errors, canary=canary.errors),
         MetricRow(
             key="error_rate",
             label="Error rate",
@@ -748,15 +730,9 @@ def _metric_rows(baseline: _Side, canary: _Side) -> list[MetricRow]:
             baseline=baseline.latency.size,
             canary=canary.latency.size,
         ),
-        MetricRow(
-            key="latency_p50_ms", label="Latency p50", unit="ms", baseline=baseline.p50, canary=canary.p50
-        ),
-        MetricRow(
-            key="latency_p95_ms", label="Latency p95", unit="ms", baseline=baseline.p95, canary=canary.p95
-        ),
-        MetricRow(
-            key="latency_p99_ms", label="Latency p99", unit="ms", baseline=baseline.p99, canary=canary.p99
-        ),
+        MetricRow(key="latency_p50_ms", label="Latency p50", unit="ms", baseline=baseline.p50, canary=canary.p50),
+        MetricRow(key="latency_p95_ms", label="Latency p95", unit="ms", baseline=baseline.p95, canary=canary.p95),
+        MetricRow(key="latency_p99_ms", label="Latency p99", unit="ms", baseline=baseline.p99, canary=canary.p99),
         MetricRow(
             key="cpu_mean_percent",
             label="CPU mean",
@@ -791,9 +767,7 @@ class SplitCheck(_Model):
     total_requests: int
     tolerance: float
     confidence: float
-    interval_low: float | None = Field(
-        default=None, description="exact confidence interval of the true share"
-    )
+    interval_low: float | None = Field(default=None, description="exact confidence interval of the true share")
     interval_high: float | None = None
     reason: str
 
@@ -833,9 +807,7 @@ def verify_split(
     if total_requests < 0 or canary_requests < 0:
         raise ValueError("request counts cannot be negative")
     if canary_requests > total_requests:
-        raise ValueError(
-            f"canary_requests ({canary_requests}) cannot exceed total_requests ({total_requests})"
-        )
+        raise ValueError(f"canary_requests ({canary_requests}) cannot exceed total_requests ({total_requests})")
 
     band_low, band_high = max(0.0, expected_share - tolerance), min(1.0, expected_share + tolerance)
     band = f"{_pct(expected_share)} +/- {_pct(tolerance)}"
@@ -861,9 +833,7 @@ def verify_split(
             reason = f"Split mismatch: {observed}, entirely outside the expected {band}."
         else:
             outcome = "inconclusive"
-            reason = (
-                f"Split not verified yet: {observed}, which overlaps the expected {band} but is not inside it"
-            )
+            reason = f"Split not verified yet: {observed}, which overlaps the expected {band} but is not inside it"
             if 0.0 < expected_share < 1.0:
                 z = float(scipy_stats.norm.ppf(1 - (1 - confidence) / 2))
                 needed = math.ceil(z * z * expected_share * (1 - expected_share) / (tolerance * tolerance))

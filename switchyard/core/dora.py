@@ -132,9 +132,7 @@ class ReportingPeriod(_Model):
     @model_validator(mode="after")
     def _end_after_start(self) -> ReportingPeriod:
         if self.end <= self.start:
-            raise ValueError(
-                f"period end {self.end.isoformat()} must be after start {self.start.isoformat()}"
-            )
+            raise ValueError(f"period end {self.end.isoformat()} must be after start {self.start.isoformat()}")
         return self
 
     @property
@@ -240,9 +238,7 @@ class DoraReport(_Model):
         raise KeyError(f"no releases of {scope} in this period; scopes are {[g.scope for g in self.groups]}")
 
     def markdown(self) -> str:
-        period = (
-            f"{self.period.start.isoformat()} to {self.period.end.isoformat()} ({self.period.days:g} days)"
-        )
+        period = f"{self.period.start.isoformat()} to {self.period.end.isoformat()} ({self.period.days:g} days)"
         lines = [f"## DORA metrics, {period}", ""]
         if not self.has_data:
             lines.append("No releases ended in this period: there is no data to compute DORA metrics from.")
@@ -295,9 +291,7 @@ def _metrics(scope: str, releases: list[ReleaseRecord], period: ReportingPeriod)
     promoted = [r for r in releases if r.outcome is ReleaseOutcome.PROMOTED]
     failed_in_production = [r for r in releases if r.failed_in_production]
     failed_before_users = [
-        r
-        for r in releases
-        if r.outcome in (ReleaseOutcome.ROLLED_BACK, ReleaseOutcome.FAILED) and not r.reached_users
+        r for r in releases if r.outcome in (ReleaseOutcome.ROLLED_BACK, ReleaseOutcome.FAILED) and not r.reached_users
     ]
     cancelled = [r for r in releases if r.outcome is ReleaseOutcome.CANCELLED]
 

@@ -53,9 +53,7 @@ class ReleaseSummary(BaseModel):
         return None
 
     def markdown(self) -> str:
-        icon = {"promoted": "✅", "already-live": "✅", "rolled-back": "↩️", "failed": "❌"}.get(
-            self.outcome, "⏳"
-        )
+        icon = {"promoted": "✅", "already-live": "✅", "rolled-back": "↩️", "failed": "❌"}.get(self.outcome, "⏳")
         lines = [
             f"# {icon} Release of {self.service} {self.image_version} to {self.environment}: "
             f"**{self.outcome.upper()}**",

@@ -72,9 +72,7 @@ class ReleasePolicy(BaseModel):
     slo: CanaryPolicy = Field(default_factory=CanaryPolicy)
     smoke_checks: list[HttpCheck] = Field(default_factory=list)
     healthy_timeout_s: float = Field(300.0, gt=0, description="Wait for new instances to be healthy.")
-    scale_down_delay_s: float = Field(
-        600.0, ge=0, description="How long the old color stays warm after a release."
-    )
+    scale_down_delay_s: float = Field(600.0, ge=0, description="How long the old color stays warm after a release.")
     approval_required: bool = Field(False, description="Pause for a person before production switches.")
     approval_timeout_s: float = Field(3600.0, gt=0, description="No answer by then: roll back.")
 
@@ -83,9 +81,7 @@ class ReleasePolicy(BaseModel):
     def _steps(cls, steps: list[float]) -> list[float]:
         for step in steps:
             if not 0 < step < 1:
-                raise ValueError(
-                    f"canary step {step} is not a share between 0 and 1 (exclusive); e.g. 0.25 for 25%"
-                )
+                raise ValueError(f"canary step {step} is not a share between 0 and 1 (exclusive); e.g. 0.25 for 25%")
         if any(later <= earlier for earlier, later in pairwise(steps)):
             raise ValueError(f"canary steps must increase: {steps}")
         return steps

@@ -55,9 +55,7 @@ class ScaleSetObservation(_Observed):
 
 class PoolObservation(_Observed):
     name: str
-    member_addresses: list[str] = Field(
-        default_factory=list, description="Addresses of scale-set NICs in the pool"
-    )
+    member_addresses: list[str] = Field(default_factory=list, description="Addresses of scale-set NICs in the pool")
     extra_addresses: list[str] = Field(
         default_factory=list, description="Explicit backendAddresses: canary instances of the other color"
     )

@@ -72,9 +72,7 @@ def clopper_pearson_interval(successes: int, trials: int, confidence: float) -> 
         raise ValueError("a confidence interval needs at least one trial")
     if not 0 <= successes <= trials:
         raise ValueError(f"successes must be within 0..{trials}, got {successes}")
-    interval = scipy_stats.binomtest(successes, trials).proportion_ci(
-        confidence_level=confidence, method="exact"
-    )
+    interval = scipy_stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
     return float(interval.low), float(interval.high)
 
 

@@ -31,9 +31,7 @@ from switchyard.core.stats import (
     nearest_rank_percentile,
 )
 
-WINDOW = AnalysisWindow(
-    start=datetime(2026, 11, 26, 10, 0, tzinfo=UTC), end=datetime(2026, 11, 26, 10, 10, tzinfo=UTC)
-)
+WINDOW = AnalysisWindow(start=datetime(2026, 11, 26, 10, 0, tzinfo=UTC), end=datetime(2026, 11, 26, 10, 10, tzinfo=UTC))
 MEDIAN_MS = 33.0  # exp(3.5): a typical small web request
 
 
@@ -99,9 +97,7 @@ def test_a_canary_from_the_same_distributions_as_the_baseline_passes(seed: int) 
 def test_a_canary_with_twenty_percent_errors_fails_on_the_error_rate() -> None:
     rng = np.random.default_rng(7)
     verdict = judge_canary(
-        evidence(
-            side(rng, color="blue", requests=3000), side(rng, color="green", requests=1000, error_rate=0.2)
-        ),
+        evidence(side(rng, color="blue", requests=3000), side(rng, color="green", requests=1000, error_rate=0.2)),
         CanaryPolicy(),
     )
 
@@ -122,9 +118,7 @@ def test_a_canary_with_twenty_percent_errors_fails_on_the_error_rate() -> None:
 def test_a_canary_fifty_percent_slower_fails_on_latency_with_its_p_value(seed: int) -> None:
     rng = np.random.default_rng(seed)
     verdict = judge_canary(
-        evidence(
-            side(rng, color="blue", requests=3000), side(rng, color="green", requests=1000, slowdown=1.5)
-        ),
+        evidence(side(rng, color="blue", requests=3000), side(rng, color="green", requests=1000, slowdown=1.5)),
         CanaryPolicy(),
     )
 
@@ -165,9 +159,7 @@ def test_a_policy_can_make_short_data_fail_instead() -> None:
     )
 
     assert verdict.outcome is CanaryOutcome.FAIL
-    assert (
-        "treats too little data as a failure" in reason(verdict, Metric.LATENCY, CheckKind.COMPARISON).message
-    )
+    assert "treats too little data as a failure" in reason(verdict, Metric.LATENCY, CheckKind.COMPARISON).message
 
 
 def test_an_slo_breach_fails_even_when_the_baseline_is_equally_bad() -> None:
@@ -188,9 +180,7 @@ def test_an_slo_breach_fails_even_when_the_baseline_is_equally_bad() -> None:
 
 def test_an_error_slo_breach_names_a_baseline_that_breaches_too() -> None:
     verdict = judge_canary(
-        evidence(
-            fixed_side(latency_ms=[20.0] * 400, errors=12), fixed_side(latency_ms=[20.0] * 400, errors=12)
-        ),
+        evidence(fixed_side(latency_ms=[20.0] * 400, errors=12), fixed_side(latency_ms=[20.0] * 400, errors=12)),
         CanaryPolicy(),
     )
 
@@ -204,9 +194,7 @@ def test_an_error_slo_breach_names_a_baseline_that_breaches_too() -> None:
 def test_markdown_holds_the_evidence_table_and_the_reasons() -> None:
     rng = np.random.default_rng(7)
     verdict = judge_canary(
-        evidence(
-            side(rng, color="blue", requests=3000), side(rng, color="green", requests=1000, error_rate=0.2)
-        ),
+        evidence(side(rng, color="blue", requests=3000), side(rng, color="green", requests=1000, error_rate=0.2)),
         CanaryPolicy(),
     )
     text = verdict.markdown()
@@ -332,9 +320,7 @@ def test_disabled_slos_are_not_checked() -> None:
 def test_a_faster_canary_is_not_slower_by_the_one_sided_test() -> None:
     rng = np.random.default_rng(4)
     verdict = judge_canary(
-        evidence(
-            side(rng, color="blue", requests=2000), side(rng, color="green", requests=2000, slowdown=0.5)
-        ),
+        evidence(side(rng, color="blue", requests=2000), side(rng, color="green", requests=2000, slowdown=0.5)),
         CanaryPolicy(),
     )
     latency = reason(verdict, Metric.LATENCY, CheckKind.COMPARISON)
@@ -347,9 +333,7 @@ def test_a_faster_canary_is_not_slower_by_the_one_sided_test() -> None:
 def test_a_significant_but_small_slowdown_within_tolerance_passes() -> None:
     rng = np.random.default_rng(5)
     verdict = judge_canary(
-        evidence(
-            side(rng, color="blue", requests=20000), side(rng, color="green", requests=20000, slowdown=1.05)
-        ),
+        evidence(side(rng, color="blue", requests=20000), side(rng, color="green", requests=20000, slowdown=1.05)),
         CanaryPolicy(),
     )
     latency = reason(verdict, Metric.LATENCY, CheckKind.COMPARISON)
@@ -423,9 +407,7 @@ def test_no_errors_on_either_side_needs_no_test() -> None:
 
 def test_the_verdict_is_deterministic_and_survives_a_json_round_trip() -> None:
     rng = np.random.default_rng(21)
-    data = evidence(
-        side(rng, color="blue", requests=2000), side(rng, color="green", requests=700, slowdown=1.5)
-    )
+    data = evidence(side(rng, color="blue", requests=2000), side(rng, color="green", requests=700, slowdown=1.5))
     first, second = judge_canary(data, CanaryPolicy()), judge_canary(data, CanaryPolicy())
     assert first == second
     assert Verdict.model_validate_json(first.model_dump_json()) == first
@@ -476,9 +458,7 @@ def test_interpolated_percentile_is_the_textbook_median() -> None:
     assert interpolated_percentile([], 0.5) is None
 
 
-@pytest.mark.parametrize(
-    ("p_value", "text"), [(0.0, "< 1e-300"), (3.2e-133, "3.2e-133"), (0.04123, "0.0412")]
-)
+@pytest.mark.parametrize(("p_value", "text"), [(0.0, "< 1e-300"), (3.2e-133, "3.2e-133"), (0.04123, "0.0412")])
 def test_p_values_are_readable(p_value: float, text: str) -> None:
     assert format_p_value(p_value) == text
 

@@ -104,9 +104,9 @@ def billing_production() -> list[ReleaseRecord]:
 
 
 def sample_staging() -> list[ReleaseRecord]:
-    return [
-        release(PROMOTED, environment="staging", commit=at(day), end=at(day, 1)) for day in range(1, 28, 3)
-    ] + [release(PROMOTED, environment="staging", commit=at(27, 5), end=at(27, 6))]
+    return [release(PROMOTED, environment="staging", commit=at(day), end=at(day, 1)) for day in range(1, 28, 3)] + [
+        release(PROMOTED, environment="staging", commit=at(27, 5), end=at(27, 6))
+    ]
 
 
 def fleet() -> list[ReleaseRecord]:
@@ -225,9 +225,7 @@ def test_a_failure_without_a_recorded_restore_is_counted_but_not_timed() -> None
 def test_markdown_shows_the_table_with_bands_and_the_source() -> None:
     text = dora_report(fleet(), PERIOD).markdown()
 
-    assert text.startswith(
-        "## DORA metrics, 2026-11-01T00:00:00+00:00 to 2026-11-29T00:00:00+00:00 (28 days)"
-    )
+    assert text.startswith("## DORA metrics, 2026-11-01T00:00:00+00:00 to 2026-11-29T00:00:00+00:00 (28 days)")
     assert "DORA Accelerate State of DevOps Report 2023" in text
     assert "| Scope | Releases | Deployments | Deployment frequency |" in text
     assert (
@@ -235,10 +233,7 @@ def test_markdown_shows_the_table_with_bands_and_the_source() -> None:
         "| 33.3% (2 of 6) **low** | 25.0 min **elite** |"
     ) in text
     assert "| overall | 10 | 6 | 0.11/day (0.8/week) per service, 2 services **medium** |" in text
-    assert (
-        "- sample/production: 1 failed before reaching users; 1 cancelled (not counted in the failure rate)."
-        in text
-    )
+    assert "- sample/production: 1 failed before reaching users; 1 cancelled (not counted in the failure rate)." in text
 
 
 def test_the_report_survives_a_json_round_trip() -> None:
@@ -327,9 +322,7 @@ def test_a_restore_before_the_failure_is_rejected() -> None:
 
 def test_a_promoted_release_cannot_have_a_restore_time() -> None:
     with pytest.raises(ValidationError, match="promoted release has no failure or restore time"):
-        release(
-            PROMOTED, commit=at(4), end=at(4, 3), failure_detected_at=at(4, 2), traffic_restored_at=at(4, 2)
-        )
+        release(PROMOTED, commit=at(4), end=at(4, 3), failure_detected_at=at(4, 2), traffic_restored_at=at(4, 2))
 
 
 def test_a_commit_after_the_release_ended_is_rejected() -> None:

@@ -164,9 +164,7 @@ def test_blue_green_switches_right_after_smoke_tests() -> None:
 def test_approval_is_awaited_before_the_switch_when_required() -> None:
     policy = ReleasePolicy(strategy=Strategy.BLUE_GREEN, approval_required=True)
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
-    assert isinstance(
-        next_action(state, REQUEST, policy, ReleaseProgress(smoke_passed_for=V2)), AwaitApproval
-    )
+    assert isinstance(next_action(state, REQUEST, policy, ReleaseProgress(smoke_passed_for=V2)), AwaitApproval)
     approved = ReleaseProgress(smoke_passed_for=V2, approved=True)
     assert isinstance(next_action(state, REQUEST, policy, approved), Promote)
 
@@ -218,7 +216,7 @@ def test_a_canary_of_an_older_image_leaves_production_before_the_idle_color_chan
 
 def test_unknown_addresses_in_the_live_pool_stop_the_release() -> None:
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["10.9.9.9"])
-    with pytest.raises(InconsistentStateError, match="10.9.9.9"):
+    with pytest.raises(InconsistentStateError, match=r"10\.9\.9\.9"):
         next_action(state, REQUEST, CANARY, ReleaseProgress(smoke_passed_for=V2))
 
 

@@ -89,7 +89,7 @@ class AzureClients:
             self._arm_endpoint: str | None = emulator.endpoint
             self._logs_endpoint: str | None = emulator.endpoint
             # The emulator answers long-running operations in well under a second.
-            self._options = {"connection_verify": emulator.ca_bundle, "polling_interval": 0.2}
+            self._options = {"connection_verify": emulator.ca_bundle, "polling_interval": 0.05}
             # The emulator's metrics have one-second grains, so analysis windows can be seconds long.
             self.metrics_grain = "PT1S"
         else:

@@ -1,0 +1,123 @@
+"""Build, scan and publish an immutable image of a service.
+
+The runbook:
+  1. resolve the version: base x this month's patch level x app version -> gallery version;
+     an identical build already published is reused unless a rebuild is forced.
+  2. validate: the app folder and Packer's template, before anything runs.
+  3. build with Packer.
+  4. scan with Trivy and the offline OSV matcher; make the SBOM.
+  5. gate on the scan policy (optionally only on findings production does not already have).
+  6. publish to the Azure Compute Gallery with the image's history in tags, excluded from
+     "latest" until a release has held full traffic; wait for replication.
+Nothing unscanned or failing policy ever reaches the gallery.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from switchyard.core.config import FaultProfile
+from tasks.context import ServiceContext, load_recipe, load_scan_policy
+from tasks.images import (
+    PublishedImage,
+    build_image,
+    gate,
+    gate_failure,
+    production_baseline,
+    publish,
+    resolve_version,
+    scan_image,
+    template_of,
+    validate_inputs,
+)
+from tasks.provision import load_service_context
+
+
+@flow(name="image-pipeline", log_prints=True)
+def image_pipeline(
+    service: str,
+    app_version: str,
+    base: str | None = None,
+    environment: str = "staging",
+    force: bool = False,
+    git_commit: str | None = None,
+    fault_profile: FaultProfile | None = None,
+    scan_policy: str = "default",
+    baseline_environment: str | None = "production",
+) -> PublishedImage:
+    """Build `service` at `app_version` (semver) on `base` (default: the service's), scan it, and
+    publish it to `environment`'s gallery. `force` rebuilds even if identical inputs were published
+    (the monthly patch run forces). `fault_profile` builds faults in on purpose (demos)."""
+    logger = get_run_logger()
+    context = load_service_context(service, environment)
+    recipe = load_recipe(service)
+    scanning = load_scan_policy(scan_policy)
+    plan = resolve_version(
+        context,
+        app_version,
+        base or recipe.base or context.service.base,
+        git_commit,
+        fault_profile or recipe.fault_profile,
+        force,
+    )
+    if plan.reuse is not None:
+        published = PublishedImage.of(plan.reuse, reused=True)
+        _report(published, None, reused=True)
+        return published
+
+    template = template_of(recipe)
+    validate_inputs(context, plan, template)
+    image = build_image(context, plan, template, recipe.packer_timeout_s)
+    scan = scan_image(image, scanning)
+    production = _production_context(service, baseline_environment)
+    production_version, baseline = production_baseline(production)
+    result = gate(plan, scan, scanning, baseline)
+    if not result.passed:
+        create_markdown_artifact(
+            key=f"image-{service}",
+            markdown=f"# {service} {plan.gallery_version}: stopped at the scan gate\n\nNothing was published.\n\n"
+            + result.to_markdown(),
+            description=f"{service} {plan.gallery_version} failed its scan gate",
+        )
+        raise gate_failure(plan, result)
+    metadata = publish(context, plan, image, scan, result)
+    published = PublishedImage.of(metadata, reused=False)
+    _report(published, result.to_markdown(), reused=False, production=production_version)
+    logger.info("published %s %s", service, published.gallery_version)
+    return published
+
+
+def _production_context(service: str, environment: str | None) -> ServiceContext | None:
+    if environment is None:
+        return None
+    try:
+        return load_service_context(service, environment)
+    except ValueError:
+        return None  # the service is not deployed there: no baseline
+
+
+def _report(
+    published: PublishedImage, gate_markdown: str | None, *, reused: bool, production: str | None = None
+) -> None:
+    rows = "\n".join(
+        f"| {kind} | "
+        + " | ".join(str(counts.get(s, 0)) for s in ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"))
+        + " |"
+        for kind, counts in published.scan.items()
+    )
+    markdown = (
+        f"# {published.service} {published.gallery_version}: {'reused' if reused else 'published'}\n\n"
+        f"| | |\n|---|---|\n| base | {published.base} |\n| patch level | {published.patch_level} |\n"
+        f"| app version | {published.app_version} |\n| commit | `{published.git_commit}` |\n"
+        f"| production runs | {production or '-'} |\n\n"
+        "## Scan summary\n\n| kind | critical | high | medium | low | unknown |\n|---|---|---|---|---|---|\n"
+        f"{rows}\n"
+    )
+    if gate_markdown:
+        markdown += "\n" + gate_markdown
+    create_markdown_artifact(
+        key=f"image-{published.service}",
+        markdown=markdown,
+        description=f"{published.service} {published.gallery_version}",
+    )

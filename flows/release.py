@@ -1,0 +1,310 @@
+"""Release a new image of a service to an environment: blue-green or canary, with automatic rollback.
+
+The runbook, step by step:
+  1. preflight: the image exists, passed its scan gate, is not rolled back, is replicated; the
+     gateway is consistent; the live color is healthy; the canary steps are possible.
+  2. prepare the idle color on the new image, healthy by the gateway's own probes.
+  3. smoke-test it through the test listener, before any user traffic.
+  4. canary: k new instances beside the N live ones, split verified from metrics, judged.
+  5. promote: the production rule moves to the new color in one write; judged again.
+  6. finalize: autoscale follows, the image becomes eligible as latest, the old color scales
+     to zero after the warm period.
+Any failure after the first user request reached the new color rolls back at once.
+
+Each pass of the loop observes the cloud, asks the planner for the next action and performs it,
+so a re-run after a crash continues from where things really stand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+from prefect import flow, get_run_logger, pause_flow_run
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.input import RunInput
+
+from switchyard.core.canary import CanaryOutcome
+from switchyard.core.release_report import ReleaseSummary, StepAnalysis
+from switchyard.core.rollout import (
+    Action,
+    Analyse,
+    AnalysePromoted,
+    AwaitApproval,
+    ClearCanary,
+    Done,
+    Finalize,
+    PrepareIdle,
+    Promote,
+    ReleaseProgress,
+    ReleaseRequest,
+    SetSplit,
+    SmokeTest,
+    Strategy,
+    next_action,
+)
+from switchyard.core.state import ServiceObservation
+from switchyard.core.topology import Color
+from tasks.locks import ensure_release_lock
+from tasks.release import (
+    Analysis,
+    NothingToRollBackTo,
+    ReleaseContext,
+    ReleaseRefused,
+    analyse_canary,
+    analyse_promoted,
+    clear_canary,
+    emit,
+    finalize,
+    load_release_context,
+    now,
+    observe_service,
+    preflight,
+    prepare_idle_color,
+    promote,
+    retire_idle_color,
+    roll_back,
+    set_canary_split,
+    smoke_test,
+)
+
+# A dead run's lock expires after this (Prefect's minimum lease); a live run renews it.
+LOCK_LEASE_S = 60.0
+MAX_STEPS = 40
+
+
+class Approval(RunInput):
+    approve: bool
+    comment: str = ""
+
+
+class ReleaseFailed(Exception):
+    """The release did not reach production; what happened is in `summary` (and its artifact)."""
+
+    def __init__(self, message: str, summary: ReleaseSummary | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def _artifact_key(context: ReleaseContext) -> str:
+    return f"release-{context.topology.service}-{context.topology.environment}"
+
+
+@flow(name="release", log_prints=True)
+def release(
+    service: str,
+    environment: str,
+    image_version: str,
+    strategy: Strategy | None = None,
+    policy: str = "default",
+    lock_timeout_s: float = 600.0,
+) -> ReleaseSummary:
+    """Release `image_version` (a gallery version, e.g. 1002000.20261100.1) of `service` to
+    `environment`. `strategy` overrides the release policy's; `policy` names the release policy."""
+    logger = get_run_logger()
+    context = load_release_context(service, environment, image_version, policy, strategy)
+    topology = context.topology
+    ensure_release_lock(topology.release_lock)
+    summary = ReleaseSummary(
+        service=service,
+        environment=environment,
+        image_version=image_version,
+        strategy=context.policy.strategy.value,
+        started_at=now(),
+    )
+    logger.info("waiting up to %.0f s for the release lock %s", lock_timeout_s, topology.release_lock)
+    with _release_lock(context, lock_timeout_s):
+        report = preflight(context)
+        summary.live_before = report.live_color.value
+        summary.add(now(), "preflight", "; ".join(report.checks))
+        emit(context, "started", {"image": image_version, "strategy": context.policy.strategy.value})
+        progress_id = create_progress_artifact(progress=0.0, key=_artifact_key(context) + "-progress")
+        assert progress_id is not None
+        try:
+            _run(context, summary, progress_id)
+        finally:
+            _publish_summary(context, summary)
+    if summary.outcome in ("promoted", "already-live"):
+        _retire_old_color_later(context, summary)
+    return summary
+
+
+def _publish_summary(context: ReleaseContext, summary: ReleaseSummary) -> None:
+    """The Markdown summary in the Prefect UI (one artifact key per service and environment)."""
+    summary.finished_at = now()
+    create_markdown_artifact(
+        key=_artifact_key(context),
+        markdown=summary.markdown(),
+        description=f"Release of {summary.service} {summary.image_version} to {summary.environment}: {summary.outcome}",
+    )
+
+
+@contextmanager
+def _release_lock(context: ReleaseContext, timeout_s: float) -> Iterator[None]:
+    """One release per service and environment; a second one waits, then is refused clearly."""
+    topology = context.topology
+    acquired = False
+    try:
+        with concurrency(
+            topology.release_lock,
+            occupy=1,
+            timeout_seconds=timeout_s,
+            lease_duration=LOCK_LEASE_S,
+            strict=True,
+        ):
+            acquired = True
+            yield
+    except TimeoutError:
+        if acquired:
+            raise
+        raise ReleaseRefused(
+            f"another release of {topology.service} in {topology.environment} is running (lock "
+            f"{topology.release_lock} held for more than {timeout_s:.0f} s); nothing was changed. "
+            "Wait for it to finish, or start this one with a longer lock_timeout_s"
+        ) from None
+
+
+def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) -> None:
+    logger = get_run_logger()
+    request = ReleaseRequest(
+        service=context.service.name,
+        environment=context.environment.name,
+        image_version=context.image_version,
+        capacity=context.service.capacity,
+    )
+    progress = ReleaseProgress()
+    for step_number in range(1, MAX_STEPS + 1):
+        observed = observe_service(context)
+        action: Action = next_action(observed, request, context.policy, progress)
+        summary.add(now(), action.kind.replace("_", " "), action.reason)
+        logger.info("step %d: %s: %s", step_number, action.kind, action.reason)
+        update_progress_artifact(progress_id, progress=min(95.0, step_number * 100.0 / 12))
+        if isinstance(action, Done):
+            summary.outcome = action.outcome
+            summary.live_after = observed.live_color.value if observed.live_color else None
+            update_progress_artifact(progress_id, progress=100.0)
+            return
+        # Users see the new version once it serves in the live pool or production points at it.
+        exposed = (
+            bool(observed.canary_addresses)
+            or isinstance(action, SetSplit | Promote)
+            or (
+                observed.live_color is not None
+                and observed.scale_set(observed.live_color).runs_only == request.image_version
+            )
+        )
+        if exposed and summary.first_user_request_at is None:
+            summary.first_user_request_at = now()
+        try:
+            failed_analysis = _perform(context, summary, progress, action, observed)
+        except Exception as error:
+            if not exposed:
+                summary.outcome = "failed"
+                summary.outcome_detail = f"Failed before any user traffic reached {context.image_version}: {error}"
+                raise
+            summary.add(now(), "error", f"{type(error).__name__}: {error}")
+            _roll_back(context, summary, None, f"{action.kind.replace('_', ' ')} failed: {error}")
+        if failed_analysis is not None:
+            analysis, reason = failed_analysis
+            _roll_back(context, summary, analysis, reason)
+    raise ReleaseFailed(f"the release did not converge in {MAX_STEPS} steps; see the timeline", summary)
+
+
+def _perform(
+    context: ReleaseContext,
+    summary: ReleaseSummary,
+    progress: ReleaseProgress,
+    action: Action,
+    observed: ServiceObservation,
+) -> tuple[Analysis, str] | None:
+    """Do one planned action; a failed analysis comes back as (analysis, reason) to roll back on."""
+    if isinstance(action, PrepareIdle):
+        prepare_idle_color(context, action)
+    elif isinstance(action, ClearCanary):
+        clear_canary(context, observed)
+    elif isinstance(action, SmokeTest):
+        smoke_test(context, action.color)
+        progress.smoke_passed_for = context.image_version
+    elif isinstance(action, SetSplit | Analyse):
+        since = None
+        if isinstance(action, SetSplit):
+            # Set the split, then judge it at once: users already reach the new version.
+            split = set_canary_split(context, action.step, observed)
+            observed, since = split.observed, split.at
+        analysis = analyse_canary(context, action.step, observed, since)
+        title = f"Canary {action.step.describe()}"
+        summary.analyses.append(StepAnalysis(title=title, verdict=analysis.verdict, split=analysis.split))
+        if not analysis.passed:
+            return analysis, f"canary at {action.step.share:.1%} failed"
+        progress.passed_steps.append(action.step.canary_instances)
+    elif isinstance(action, AwaitApproval):
+        _await_approval(context, summary)
+        progress.approved = True
+    elif isinstance(action, Promote):
+        promote(context, action.to_color, observed)
+    elif isinstance(action, AnalysePromoted):
+        analysis = analyse_promoted(context, observed)
+        summary.analyses.append(StepAnalysis(title="Under full traffic", verdict=analysis.verdict))
+        if analysis.verdict.outcome == CanaryOutcome.FAIL:
+            return analysis, "the new version failed under full traffic"
+        progress.promoted_analysis_passed = True
+    elif isinstance(action, Finalize):
+        finalize(context, action.live)
+    return None
+
+
+def _roll_back(context: ReleaseContext, summary: ReleaseSummary, analysis: Analysis | None, reason: str) -> None:
+    if analysis is not None:
+        summary.failed_verdict_at = analysis.decided_at
+        reasons = analysis.verdict.failing_reasons or []
+        detail = "; ".join(r.message for r in reasons) or (analysis.split.reason if analysis.split else "")
+        reason = f"{reason}: {detail}" if detail else reason
+    else:
+        summary.failed_verdict_at = now()
+    try:
+        report = roll_back(context, reason, context.image_version)
+    except NothingToRollBackTo as error:
+        summary.outcome = "failed"
+        summary.outcome_detail = f"{reason}. It cannot be rolled back: {error}."
+        _publish_summary(context, summary)
+        raise ReleaseFailed(f"release of {context.image_version} failed: {reason}; {error}", summary) from None
+    summary.traffic_restored_at = report.restored_at or now()
+    summary.add(now(), "rolled back", report.action)
+    summary.outcome = "rolled-back"
+    summary.outcome_detail = f"Rolled back: {reason}"
+    summary.live_after = report.stable_color.value if report.stable_color else None
+    _publish_summary(context, summary)
+    raise ReleaseFailed(f"release of {context.image_version} rolled back: {reason}", summary)
+
+
+def _await_approval(context: ReleaseContext, summary: ReleaseSummary) -> None:
+    logger = get_run_logger()
+    emit(context, "awaiting-approval", {"image": context.image_version})
+    logger.info("waiting up to %.0f s for approval in the Prefect UI", context.policy.approval_timeout_s)
+    try:
+        answer = pause_flow_run(wait_for_input=Approval, timeout=int(context.policy.approval_timeout_s))
+    except Exception as error:  # a timeout: nobody approved
+        raise ApprovalMissing(f"no approval within {context.policy.approval_timeout_s:.0f} s") from error
+    if not answer.approve:
+        raise ApprovalMissing(f"release rejected: {answer.comment or 'no comment'}")
+    summary.add(now(), "approved", answer.comment or "approved in the UI")
+
+
+class ApprovalMissing(Exception):
+    """Nobody approved the switch in time, or someone rejected it."""
+
+
+def _retire_old_color_later(context: ReleaseContext, summary: ReleaseSummary) -> None:
+    """The old color stays warm for the policy's delay (a fast way back), then scales to zero."""
+    logger = get_run_logger()
+    delay = context.policy.scale_down_delay_s
+    old = Color(summary.live_before) if summary.live_before else None
+    if old is None or summary.live_after == summary.live_before:
+        return
+    logger.info("keeping %s warm for %.0f s", context.topology.scale_set(old), delay)
+    time.sleep(delay)
+    with concurrency(context.topology.release_lock, occupy=1, lease_duration=LOCK_LEASE_S, strict=True):
+        logger.info(retire_idle_color(context))

@@ -1,0 +1,153 @@
+"""Steady synthetic traffic: real HTTP requests at a fixed rate, every answer recorded.
+
+Used by the demo and the end-to-end tests to play production users: it sends a steady rate over
+several keep-alive connections (as a fleet of clients would) and records, per request, when it
+started and ended, the status (0 when the connection failed) and which image version answered
+(the sample service's X-Image-Version header). From those records come the numbers users feel:
+failed requests, and when traffic really moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+_HEADER_END = b"\r\n\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    started: float  # time.time()
+    finished: float
+    status: int  # 0: no HTTP answer (connection refused, reset, timeout)
+    image_version: str
+
+    @property
+    def failed(self) -> bool:
+        return self.status == 0 or self.status >= 500
+
+
+@dataclass
+class TrafficReport:
+    records: list[RequestRecord] = field(default_factory=list)
+
+    def between(self, start: float, end: float) -> TrafficReport:
+        return TrafficReport([r for r in self.records if start <= r.started < end])
+
+    @property
+    def sent(self) -> int:
+        return len(self.records)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.records if r.failed)
+
+    @property
+    def by_version(self) -> Counter[str]:
+        return Counter(r.image_version for r in self.records)
+
+    def last_answer_from(self, image_version: str) -> float | None:
+        """When the last request answered by `image_version` started."""
+        times = [r.started for r in self.records if r.image_version == image_version]
+        return max(times) if times else None
+
+    def rate(self) -> float:
+        if len(self.records) < 2:
+            return 0.0
+        span = self.records[-1].started - self.records[0].started
+        return (len(self.records) - 1) / span if span > 0 else 0.0
+
+
+class SteadyTraffic:
+    """`rate` requests per second to http://host:port/path until stopped."""
+
+    def __init__(
+        self, host: str, port: int, *, rate: float = 100.0, connections: int = 8, path: str = "/work/echo"
+    ) -> None:
+        if rate <= 0 or connections < 1:
+            raise ValueError("rate must be positive and connections at least 1")
+        self.host, self.port, self.rate, self.connections, self.path = host, port, rate, connections, path
+        self._records: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> SteadyTraffic:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), name="steady-traffic", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> TrafficReport:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        return self.report()
+
+    def report(self) -> TrafficReport:
+        with self._lock:
+            return TrafficReport(sorted(self._records, key=lambda r: r.started))
+
+    async def _run(self) -> None:
+        interval = self.connections / self.rate
+        start = time.monotonic()
+        workers = [
+            asyncio.create_task(self._worker(start + i * interval / self.connections, interval))
+            for i in range(self.connections)
+        ]
+        await asyncio.gather(*workers)
+
+    async def _worker(self, first: float, interval: float) -> None:
+        request = (
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUser-Agent: switchyard-traffic\r\n\r\n"
+        ).encode()
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        due = first
+        while not self._stop.is_set():
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            due += interval
+            started = time.time()
+            status, version = 0, ""
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 5)
+                assert reader is not None
+                writer.write(request)
+                status, version, keep_alive = await asyncio.wait_for(self._response(reader), 10)
+                if not keep_alive:
+                    writer.close()
+                    writer = None
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+                if writer is not None:
+                    writer.close()
+                writer = None
+            with self._lock:
+                self._records.append(RequestRecord(started, time.time(), status, version))
+        if writer is not None:
+            writer.close()
+
+    @staticmethod
+    async def _response(reader: asyncio.StreamReader) -> tuple[int, str, bool]:
+        head = await reader.readuntil(_HEADER_END)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        if length:
+            await reader.readexactly(length)
+        return status, headers.get("x-image-version", ""), headers.get("connection", "").lower() != "close"

@@ -1,0 +1,373 @@
+"""Image pipeline tasks: resolve the version, build with Packer, scan, gate, publish.
+
+Retries where a retry can help (a cloud call, a scanner that crashed); never on a gate failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.events import emit_event
+from prefect.runtime import task_run
+from pydantic import BaseModel, ConfigDict
+
+from switchyard.cloud.azure import AzureGallery
+from switchyard.core.config import FaultProfile, ImageRecipe
+from switchyard.core.findings import SEVERITIES_WORST_FIRST, Finding, FindingKind, ScanSummary
+from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
+from switchyard.core.scan_policy import GateResult, ScanConfiguration, evaluate
+from switchyard.core.versions import ImageVersion, PatchLevel, next_patch_level
+from switchyard.images.artifact import load_app_config
+from switchyard.images.packer import (
+    LOCAL_TEMPLATE,
+    LocalImage,
+    LocalImageRequest,
+    PackerRunner,
+    build_local_image,
+)
+from switchyard.images.scan import ImageScan, scan_artifact
+from switchyard.images.scanners.osv import OsvScanner
+from switchyard.images.scanners.trivy import TrivyConfig, TrivyScanner
+from tasks.context import ServiceContext, cloud_for
+
+
+class ScanGateFailed(Exception):
+    """The image has findings the scan policy does not let through; nothing was published."""
+
+
+def state_dir() -> Path:
+    """Where builds and scan outputs go: $SWITCHYARD_STATE_DIR, or .state under the working directory."""
+    return Path(os.environ.get("SWITCHYARD_STATE_DIR", ".state")).resolve()
+
+
+def _gallery(context: ServiceContext) -> AzureGallery:
+    return cloud_for(context).gallery
+
+
+def template_of(recipe: ImageRecipe) -> Path:
+    return Path(recipe.template).resolve() if recipe.template else LOCAL_TEMPLATE
+
+
+class ImagePlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    version: ImageVersion
+    git_commit: str
+    fault_profile: FaultProfile
+    reuse: ImageMetadata | None = None  # an identical build already published
+
+    @property
+    def gallery_version(self) -> str:
+        return self.version.gallery_version
+
+
+def current_commit(app_dir: Path) -> str:
+    """The git commit the app folder is at; the image records it."""
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(app_dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired):
+        raise ValueError(f"{app_dir} is not in a git checkout: pass the commit explicitly (git_commit)") from None
+    return result.stdout.strip()
+
+
+@task(name="resolve image version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def resolve_version(
+    context: ServiceContext,
+    app_version: str,
+    base: str,
+    git_commit: str | None,
+    fault_profile: FaultProfile,
+    force: bool,
+    today: date | None = None,
+) -> ImagePlan:
+    """This month's patch level; the same inputs again reuse what is published unless forced."""
+    logger = get_run_logger()
+    today = today or datetime.now(UTC).date()
+    commit = git_commit or current_commit(Path(context.service.app_dir))
+    first_of_month = ImageVersion.of(base, f"{today.year}.{today.month:02d}", app_version)  # validates all three
+    published: list[tuple[ImageVersion, ImageMetadata | None]] = []
+    for image in _gallery(context).image_versions(context.service.name):
+        try:
+            version = ImageVersion.from_gallery_version(image.gallery_version)
+        except ValueError:
+            continue  # a version switchyard did not make
+        try:
+            metadata: ImageMetadata | None = ImageMetadata.from_tags(image.tags)
+        except ImageMetadataError:
+            metadata = None
+        published.append((version, metadata))
+    this_month = [
+        (version, metadata)
+        for version, metadata in published
+        if version.base == first_of_month.base
+        and version.app_version == first_of_month.app_version
+        and version.patch_level.same_month(first_of_month.patch_level)
+    ]
+    if not force:
+        identical = [
+            metadata
+            for _, metadata in sorted(this_month, key=lambda pair: pair[0], reverse=True)
+            if metadata and metadata.git_commit == commit and metadata.fault_profile == fault_profile
+        ]
+        if identical:
+            logger.info("%s was built from the same inputs: reusing it", identical[0].gallery_version)
+            return ImagePlan(
+                service=context.service.name,
+                version=identical[0].version,
+                git_commit=commit,
+                fault_profile=fault_profile,
+                reuse=identical[0],
+            )
+    patch_level: PatchLevel = next_patch_level(
+        today.year,
+        today.month,
+        base=first_of_month.base,
+        app_version=first_of_month.app_version,
+        existing=[version for version, _ in published],
+    )
+    version = ImageVersion(base=first_of_month.base, patch_level=patch_level, app_version=first_of_month.app_version)
+    logger.info("building %s (%s)", version.gallery_version, version)
+    return ImagePlan(service=context.service.name, version=version, git_commit=commit, fault_profile=fault_profile)
+
+
+@task(name="validate build inputs", cache_policy=NO_CACHE)
+def validate_inputs(context: ServiceContext, plan: ImagePlan, template: Path) -> None:
+    """The app folder has the shape Packer's template expects, and Packer accepts the template."""
+    app_dir = Path(context.service.app_dir)
+    config = load_app_config(app_dir)
+    if config.service_port != context.service.service_port:
+        raise ValueError(
+            f"{app_dir}/switchyard-app.json says port {config.service_port}, but service {context.service.name} "
+            f"is configured for {context.service.service_port}"
+        )
+    request = _request(context, plan)
+    PackerRunner().validate_template(template, variables=request.packer_variables())
+
+
+def _request(context: ServiceContext, plan: ImagePlan) -> LocalImageRequest:
+    return LocalImageRequest(
+        service=plan.service,
+        app_dir=Path(context.service.app_dir),
+        version=plan.version,
+        git_commit=plan.git_commit,
+        fault_profile=plan.fault_profile,
+        output_dir=state_dir() / "builds" / plan.service,
+        built_at=datetime.now(UTC).replace(microsecond=0),
+    )
+
+
+@task(name="build image with Packer", cache_policy=NO_CACHE, timeout_seconds=3600)
+def build_image(context: ServiceContext, plan: ImagePlan, template: Path, timeout_s: float) -> LocalImage:
+    logger = get_run_logger()
+    cancel = threading.Event()
+    try:
+        image = build_local_image(
+            _request(context, plan),
+            on_line=lambda line: logger.info("packer: %s", line.text),
+            timeout=timeout_s,
+            cancel_event=cancel,
+        )
+    except BaseException:
+        cancel.set()  # make sure Packer's process group goes with us
+        raise
+    logger.info("built %s (%d bytes, sha256 %s)", image.artifact_path.name, image.size_bytes, image.sha256)
+    return image
+
+
+@task(name="scan image", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1)
+def scan_image(image: LocalImage, scanning: ScanConfiguration) -> ImageScan:
+    """Trivy (secrets, misconfigurations[, vulnerabilities]) and the offline OSV matcher, plus the SBOM."""
+    logger = get_run_logger()
+    trivy = TrivyScanner(
+        TrivyConfig(
+            cache_dir=Path(scanning.trivy_cache_dir) if scanning.trivy_cache_dir else None,
+            scan_vulnerabilities=scanning.trivy_vulnerabilities,
+            timeout_seconds=scanning.scanner_timeout_s,
+        )
+    )
+    scanners: list[TrivyScanner | OsvScanner] = [trivy]
+    if scanning.osv_databases:
+        scanners.append(OsvScanner([Path(d) for d in scanning.osv_databases]))
+    sbom_path = image.artifact_path.with_name(image.artifact_path.name.removesuffix(".tar.gz") + ".sbom.cdx.json")
+    scan = scan_artifact(image.artifact_path, scanners=scanners, sbom_scanner=trivy, sbom_path=sbom_path)
+    logger.info("scan: %d finding(s) from %s", len(scan.findings), ", ".join(r.scanner for r in scan.results))
+    return scan
+
+
+def findings_key(service: str, gallery_version: str) -> str:
+    return f"scan-findings-{service}-{gallery_version.replace('.', '-')}"
+
+
+def _record_findings(service: str, gallery_version: str, findings: tuple[Finding, ...]) -> None:
+    """Keep the findings in Prefect (a table artifact), so a later gate can compare against them."""
+    create_table_artifact(
+        key=findings_key(service, gallery_version),
+        table=[json.loads(f.model_dump_json()) for f in findings] or [{"id": "", "kind": "none"}],
+        description=f"Scan findings of {service} {gallery_version}",
+    )
+
+
+def _recorded_findings(service: str, gallery_version: str) -> list[Finding] | None:
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[findings_key(service, gallery_version)])),
+            limit=1,
+        )
+    if not artifacts:
+        return None
+    data = artifacts[0].data
+    rows = json.loads(data) if isinstance(data, str) else data
+    return [Finding.model_validate(row) for row in rows or [] if row.get("kind") != "none"]
+
+
+@task(name="find production's findings", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def production_baseline(production: ServiceContext | None) -> tuple[str | None, list[Finding] | None]:
+    """The findings of the image serving production now (for the gate's new-only mode)."""
+    logger = get_run_logger()
+    if production is None:
+        return None, None
+    cloud = cloud_for(production)
+    gateway = cloud.router.observe(production.topology, with_health=False)
+    if not gateway.exists or gateway.live_color is None:
+        logger.info("%s has no production yet: every finding is new", production.topology.prefix)
+        return None, None
+    live = cloud.scale_sets.observe(production.topology, gateway.live_color).runs_only
+    if live is None:
+        return None, None
+    findings = _recorded_findings(production.service.name, live)
+    logger.info("production runs %s (%s recorded findings)", live, "no" if findings is None else len(findings))
+    return live, findings
+
+
+@task(name="scan gate", cache_policy=NO_CACHE)
+def gate(plan: ImagePlan, scan: ImageScan, scanning: ScanConfiguration, baseline: list[Finding] | None) -> GateResult:
+    """The scan policy decides (the flow stops on a failure); the findings are kept for later gates."""
+    result = evaluate(
+        scanning.policy,
+        scan.findings,
+        baseline=baseline,
+        today=datetime.now(UTC).date(),
+        scanned_kinds=scan.scanned_kinds,
+    )
+    _record_findings(plan.service, plan.gallery_version, scan.findings)
+    return result
+
+
+def gate_failure(plan: ImagePlan, result: GateResult) -> ScanGateFailed:
+    """The error that names every finding that failed the gate, and why."""
+    failing = "; ".join(
+        f"{f.finding.id} ({f.finding.kind.value}, {f.finding.severity.value}"
+        + (f", {f.finding.package} {f.finding.installed_version}" if f.finding.package else "")
+        + f"): {f.reason}"
+        for f in result.failing
+    )
+    missing = ", ".join(kind.value for kind in result.missing_kinds)
+    return ScanGateFailed(
+        f"scan gate failed for {plan.service} {plan.gallery_version}: "
+        + (failing or "")
+        + (f"; not scanned: {missing}" if missing else "")
+    )
+
+
+@task(name="publish to the gallery", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2)
+def publish(
+    context: ServiceContext, plan: ImagePlan, image: LocalImage, scan: ImageScan, result: GateResult
+) -> ImageMetadata:
+    """Create the gallery version with its history in tags (excluded from latest) and wait for replication."""
+    logger = get_run_logger()
+    gallery = _gallery(context)
+    metadata = ImageMetadata(
+        service=plan.service,
+        version=plan.version,
+        git_commit=plan.git_commit,
+        scan_summary=scan.summary,
+        scan_gate_passed=result.passed,
+        sbom_sha256=scan.sbom.sha256,
+        built_at=image.manifest.built_at,
+        fault_profile=plan.fault_profile,
+    )
+    gallery.ensure_image_definition(plan.service, str(plan.version.base))
+    existing = gallery.image_version(plan.service, plan.gallery_version)
+    if existing.exists and existing.provisioning_state == "Succeeded":
+        # A retry after the create went through: the version is there, tags included.
+        logger.info("%s is already published", plan.gallery_version)
+        return ImageMetadata.from_tags(existing.tags)
+    observed = gallery.publish(
+        plan.service,
+        plan.gallery_version,
+        image.source_uri,
+        metadata.to_tags(),
+        context.environment.regions,
+        progress=logger.info,
+    )
+    if not observed.replicated:
+        raise RuntimeError(f"{plan.gallery_version} is published but not replicated: {observed.replication}")
+    emit_event(
+        event="switchyard.image.published",
+        resource={
+            "prefect.resource.id": f"switchyard.image.{plan.service}.{plan.gallery_version}",
+            "prefect.resource.name": f"{plan.service} {plan.gallery_version}",
+            "switchyard.service": plan.service,
+        },
+        payload={
+            "gallery_version": plan.gallery_version,
+            "app_version": str(plan.version.app_version),
+            "patch_level": str(plan.version.patch_level),
+            "base": str(plan.version.base),
+            "git_commit": plan.git_commit,
+            "scan": metadata.scan_summary_text(),
+            "task_run": str(task_run.get_id() or ""),
+        },
+    )
+    return metadata
+
+
+class PublishedImage(BaseModel):
+    """What the pipeline published (or reused): the CLI's --json line."""
+
+    service: str
+    gallery_version: str
+    base: str
+    patch_level: str
+    app_version: str
+    git_commit: str
+    scan: dict[str, dict[str, int]]
+    reused: bool
+
+    @classmethod
+    def of(cls, metadata: ImageMetadata, reused: bool) -> PublishedImage:
+        return cls(
+            service=metadata.service,
+            gallery_version=metadata.gallery_version,
+            base=str(metadata.base),
+            patch_level=str(metadata.patch_level),
+            app_version=str(metadata.app_version),
+            git_commit=metadata.git_commit,
+            scan=summary_by_kind(metadata.scan_summary),
+            reused=reused,
+        )
+
+
+def summary_by_kind(summary: ScanSummary) -> dict[str, dict[str, int]]:
+    """Every kind and severity, zeros included, so readers need no defaults."""
+    return {
+        kind.value: {severity.value: summary.count(kind, severity) for severity in SEVERITIES_WORST_FIRST}
+        for kind in FindingKind
+    }

@@ -1,0 +1,614 @@
+"""Release tasks: each observes, acts through a port, and verifies what it did.
+
+No task trusts what an earlier one remembered: each reads the cloud again, so any task can be
+re-run after a crash. Tasks never cache results (a cached observation would be a lie).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import httpx
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.states import State
+from pydantic import BaseModel, ConfigDict
+
+from switchyard.core.canary import (
+    AnalysisWindow,
+    CanaryEvidence,
+    CanaryOutcome,
+    CheckKind,
+    SideEvidence,
+    SplitCheck,
+    Verdict,
+    judge_canary,
+    verify_split,
+)
+from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.rollout import (
+    TAG_PHASE,
+    TAG_PREVIOUS,
+    TAG_RELEASE,
+    CanaryStep,
+    ImpossiblePlanError,
+    Phase,
+    PrepareIdle,
+    ReleasePolicy,
+    Strategy,
+    canary_addresses_for,
+    plan_canary_steps,
+    rollback_target,
+)
+from switchyard.core.state import ScaleSetObservation, ServiceObservation
+from switchyard.core.topology import Color
+from switchyard.core.versions import ImageVersion, VersionError
+from tasks.context import ServiceContext, cloud_for, load_environment, load_release_policy, load_service
+
+
+class ReleaseContext(ServiceContext):
+    policy: ReleasePolicy
+    image_version: str
+
+
+class ReleaseRefused(Exception):
+    """The release cannot start; nothing was changed."""
+
+
+class SmokeTestFailed(Exception):
+    """The new color failed its smoke tests; no user traffic reached it."""
+
+
+class VerificationFailed(Exception):
+    """A write went through but the cloud does not show its effect."""
+
+
+class NothingToRollBackTo(Exception):
+    """The first release of a service has no previous version to return to."""
+
+
+def _retry_unless_hopeless(task: object, task_run: object, state: State) -> bool:
+    """Retry a rollback on anything but the one failure no retry can fix."""
+    try:
+        state.result()
+    except NothingToRollBackTo:
+        return False
+    except Exception:
+        return True
+    return True
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def emit(context: ServiceContext, step: str, payload: dict[str, object]) -> None:
+    """An event per release step, so automations and the UI's event feed can follow a release."""
+    topology = context.topology
+    emit_event(
+        event=f"switchyard.release.{step}",
+        resource={
+            "prefect.resource.id": f"switchyard.service.{topology.service}.{topology.environment}",
+            "prefect.resource.name": f"{topology.service} in {topology.environment}",
+            "switchyard.service": topology.service,
+            "switchyard.environment": topology.environment,
+        },
+        payload=payload,
+    )
+
+
+# Configuration and preflight --------------------------------------------------------------------
+
+
+@task(name="load release configuration", cache_policy=NO_CACHE)
+def load_release_context(
+    service: str, environment: str, image_version: str, policy: str, strategy: Strategy | None
+) -> ReleaseContext:
+    release_policy = load_release_policy(policy)
+    if strategy is not None:
+        release_policy = release_policy.model_copy(update={"strategy": strategy})
+    service_config = load_service(service)
+    environment_config = load_environment(environment)
+    service_config.ports_in(environment)  # the service must be deployed to that environment
+    return ReleaseContext(
+        environment=environment_config,
+        service=service_config,
+        policy=release_policy,
+        image_version=image_version,
+    )
+
+
+class PreflightReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    live_color: Color
+    live_image: str | None
+    canary_plan: list[CanaryStep]
+    checks: list[str]
+
+
+@task(name="preflight checks", cache_policy=NO_CACHE)
+def preflight(context: ReleaseContext) -> PreflightReport:
+    """Everything that can be known before the first change; every problem found is reported."""
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    problems: list[str] = []
+    checks: list[str] = []
+    version = context.image_version
+    try:
+        ImageVersion.from_gallery_version(version)
+    except VersionError as error:
+        raise ReleaseRefused(f"image version {version!r} is not a switchyard gallery version: {error}") from None
+
+    image = cloud.gallery.image_version(context.service.name, version)
+    if not image.exists:
+        available = sorted(v.gallery_version for v in cloud.gallery.image_versions(context.service.name))
+        problems.append(
+            f"image {context.service.name} {version} is not in gallery {context.environment.gallery} "
+            f"(published versions: {', '.join(available[-5:]) or 'none'}); build it with "
+            f"`switchyard image build {context.service.name} --app-version ...`"
+        )
+    else:
+        metadata = ImageMetadata.from_tags(image.tags)
+        if not metadata.scan_gate_passed:
+            problems.append(f"image {version} did not pass its scan gate; it can never be released")
+        else:
+            checks.append(f"image {version} passed its scan gate ({metadata.scan_summary_text()})")
+        if metadata.rolled_back:
+            problems.append(f"image {version} was rolled back before; publish a fixed version instead")
+        if not image.replicated:
+            problems.append(f"image {version} is not replicated everywhere yet: {image.replication or 'unknown'}")
+        else:
+            checks.append(f"image replicated to {', '.join(image.replication)}")
+
+    observed = cloud.observe(context.topology)
+    gateway = observed.gateway
+    live = observed.live_color
+    if not gateway.exists:
+        raise ReleaseRefused(
+            f"{context.topology.gateway} does not exist: provision {context.service.name} in "
+            f"{context.environment.name} first (`switchyard provision ...` or the provision deployment)"
+        )
+    if live is None or gateway.test_pool is None or gateway.production_pool == gateway.test_pool:
+        problems.append(
+            f"gateway {gateway.name} is inconsistent: production -> {gateway.production_pool}, "
+            f"test -> {gateway.test_pool}; run provision to repair it"
+        )
+    if observed.foreign_addresses:
+        problems.append(f"the live pool serves unknown addresses {observed.foreign_addresses}; run rollback")
+    plan: list[CanaryStep] = []
+    if live is not None:
+        live_set = observed.scale_set(live)
+        unhealthy = [a for a in live_set.addresses if gateway.pool_of(live).health.get(a) != "Up"]
+        if live_set.instances and unhealthy:
+            problems.append(f"live color {live.value} is not healthy: {', '.join(unhealthy)} not Up")
+        elif live_set.instances:
+            checks.append(f"live color {live.value}: {len(live_set.instances)} healthy instance(s)")
+        else:
+            checks.append(f"no live instances yet: first release of {context.service.name} here")
+        capacity = max(context.service.capacity, live_set.capacity)
+        if context.policy.strategy == Strategy.CANARY and live_set.instances:
+            try:
+                plan = plan_canary_steps(context.policy.canary_steps, len(live_set.instances), capacity)
+                checks += [f"canary step {step.describe()}" for step in plan]
+            except ImpossiblePlanError as error:
+                problems.append(str(error))
+    if problems:
+        message = "release refused before any change:\n- " + "\n- ".join(problems)
+        logger.error(message)
+        raise ReleaseRefused(message)
+    for check in checks:
+        logger.info("preflight: %s", check)
+    assert live is not None
+    return PreflightReport(
+        live_color=live,
+        live_image=observed.scale_set(live).runs_only,
+        canary_plan=plan,
+        checks=checks,
+    )
+
+
+# Observe -----------------------------------------------------------------------------------------
+
+
+@task(name="observe service", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def observe_service(context: ServiceContext) -> ServiceObservation:
+    return cloud_for(context).observe(context.topology)
+
+
+# Act and verify ----------------------------------------------------------------------------------
+
+
+def _wait_healthy(context: ServiceContext, color: Color, timeout_s: float) -> ServiceObservation:
+    """Wait until the gateway's own probes call every instance of `color` healthy."""
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        observed = cloud.observe(context.topology)
+        scale_set = observed.scale_set(color)
+        pool = observed.gateway.pool_of(color)
+        if scale_set.addresses and pool.healthy(scale_set.addresses):
+            return observed
+        failed = [i for i in scale_set.instances if i.provisioning_state.lower() == "failed"]
+        if failed:
+            raise VerificationFailed(
+                f"{scale_set.name}: instance(s) failed: "
+                + "; ".join(f"{i.name}: {i.status_message or 'failed'}" for i in failed)
+            )
+        if time.monotonic() > deadline:
+            states = {a: pool.health.get(a, "not in pool") for a in scale_set.addresses}
+            raise VerificationFailed(f"{scale_set.name} not healthy after {timeout_s:.0f} s: {states}")
+        logger.info("waiting for %s to be healthy: %s", scale_set.name, pool.health or "no probes yet")
+        time.sleep(0.5)
+
+
+@task(name="prepare idle color", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def prepare_idle_color(context: ReleaseContext, action: PrepareIdle) -> ScaleSetObservation:
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    cloud.scale_sets.roll_out(
+        context.topology,
+        action.color,
+        image_version=action.image_version,
+        capacity=action.capacity,
+        progress=logger.info,
+    )
+    observed = _wait_healthy(context, action.color, context.policy.healthy_timeout_s)
+    scale_set = observed.scale_set(action.color)
+    if scale_set.runs_only != action.image_version:
+        raise VerificationFailed(f"{scale_set.name} does not run {action.image_version} on every instance")
+    emit(context, "prepared", {"color": action.color.value, "image": action.image_version})
+    return scale_set
+
+
+class SmokeReport(BaseModel):
+    checks: list[str]
+
+
+@task(name="smoke test idle color", cache_policy=NO_CACHE)
+def smoke_test(context: ReleaseContext, color: Color) -> SmokeReport:
+    """Through the test listener, before any user traffic: health, version, the policy's checks."""
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    observed = cloud.observe(context.topology, with_health=False)
+    if observed.gateway.test_pool != color.value:
+        raise VerificationFailed(f"the test listener routes to {observed.gateway.test_pool}, not {color.value}")
+    instances = len(observed.scale_set(color).instances)
+    address = cloud.router.frontend_address(context.topology)
+    base = f"http://{address}:{context.service.ports_in(context.environment.name).test}"
+    failures: list[str] = []
+    passed: list[str] = []
+    with httpx.Client(base_url=base, timeout=5.0) as http:
+        # Round robin over the pool: 2 requests per instance reach each of them.
+        for _ in range(2 * instances):
+            try:
+                response = http.get(context.service.health_path)
+                if response.status_code != 200:
+                    failures.append(f"GET {context.service.health_path} -> {response.status_code}")
+            except httpx.HTTPError as error:
+                failures.append(f"GET {context.service.health_path} -> {type(error).__name__}: {error}")
+        passed.append(f"{2 * instances}x GET {context.service.health_path}")
+        for _ in range(instances):
+            try:
+                served = http.get("/version").json().get("gallery_version")
+            except (httpx.HTTPError, ValueError) as error:
+                failures.append(f"GET /version -> {error}")
+                continue
+            if served != context.image_version:
+                failures.append(f"GET /version served {served!r}, expected {context.image_version}")
+        passed.append(f"/version serves {context.image_version}")
+        for check in context.policy.smoke_checks:
+            try:
+                response = http.request(check.method, check.path)
+            except httpx.HTTPError as error:
+                failures.append(f"{check.method} {check.path} -> {error}")
+                continue
+            if response.status_code != check.expect_status:
+                failures.append(
+                    f"{check.method} {check.path} -> {response.status_code}, expected {check.expect_status}"
+                )
+            elif check.expect_body_contains and check.expect_body_contains not in response.text:
+                failures.append(f"{check.method} {check.path}: body lacks {check.expect_body_contains!r}")
+            else:
+                passed.append(f"{check.method} {check.path} -> {check.expect_status}")
+    if failures:
+        raise SmokeTestFailed(f"smoke tests of {context.image_version} on {color.value} failed: " + "; ".join(failures))
+    for line in passed:
+        logger.info("smoke: %s", line)
+    emit(context, "smoke-tested", {"color": color.value, "image": context.image_version})
+    return SmokeReport(checks=passed)
+
+
+class SplitSet(BaseModel):
+    observed: ServiceObservation  # verified: the live pool serves exactly the planned canary
+    at: datetime  # just before the write: the canary may serve from here on
+
+
+@task(name="shift canary traffic", cache_policy=NO_CACHE)
+def set_canary_split(context: ReleaseContext, step: CanaryStep, observed: ServiceObservation) -> SplitSet:
+    """SetWeight: k new instances into the live pool, in one If-Match-guarded gateway write."""
+    cloud = cloud_for(context)
+    addresses = canary_addresses_for(observed, step)
+    assert observed.gateway.etag is not None
+    at = now()
+    cloud.router.set_split(
+        context.topology,
+        addresses,
+        observed.gateway.etag,
+        tags={TAG_RELEASE: context.image_version, TAG_PHASE: Phase.CANARY.value},
+    )
+    after = cloud.observe(context.topology, with_health=False)
+    if sorted(after.canary_addresses) != sorted(addresses):
+        raise VerificationFailed(f"the live pool serves {after.canary_addresses}, expected {addresses}")
+    emit(context, "split-set", {"share": step.share, "canary_instances": step.canary_instances})
+    return SplitSet(observed=after, at=at)
+
+
+@task(name="take canary out of production", cache_policy=NO_CACHE)
+def clear_canary(context: ReleaseContext, observed: ServiceObservation) -> ServiceObservation:
+    cloud = cloud_for(context)
+    assert observed.gateway.etag is not None
+    cloud.router.set_split(context.topology, [], observed.gateway.etag)
+    after = cloud.observe(context.topology, with_health=False)
+    if after.canary_addresses:
+        raise VerificationFailed(f"canary instances still in the live pool: {after.canary_addresses}")
+    return after
+
+
+class Analysis(BaseModel):
+    verdict: Verdict
+    split: SplitCheck | None = None
+    decided_at: datetime
+    early: bool = False  # an SLO breach decided before the window ended
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.outcome == CanaryOutcome.PASS and (self.split is None or self.split.matches)
+
+
+def _evidence(
+    context: ServiceContext,
+    observed: ServiceObservation,
+    canary_addresses: list[str],
+    baseline_color: Color,
+    canary_color: Color,
+    start: datetime,
+    end: datetime,
+) -> tuple[CanaryEvidence, int, int]:
+    """Golden signals of both sides over [start, end): counts and CPU from metrics, latency from logs."""
+    cloud = cloud_for(context)
+    topology = context.topology
+    canary_set = set(canary_addresses)
+    baseline_set = set(observed.scale_set(baseline_color).addresses) - canary_set
+    counts = cloud.telemetry.requests_by_backend(topology, start, end)
+    latency = cloud.telemetry.latency_by_backend(topology, start, end, topology.production_listener)
+    canary_vms = [i.name for i in observed.scale_set(canary_color).instances if i.private_ip in canary_set]
+
+    def side(color: Color, addresses: set[str], vm_names: list[str] | None) -> SideEvidence:
+        return SideEvidence(
+            color=color.value,
+            latency_ms=[ms for a in addresses for ms in latency.get(a, [])],
+            request_count=sum(counts[a].total for a in addresses if a in counts),
+            error_count=sum(counts[a].failed for a in addresses if a in counts),
+            cpu_percent=cloud.telemetry.cpu_percent(topology, color, start, end, vm_names),
+        )
+
+    baseline = side(baseline_color, baseline_set, None)
+    canary = side(canary_color, canary_set, canary_vms)
+    evidence = CanaryEvidence(window=AnalysisWindow(start=start, end=end), baseline=baseline, canary=canary)
+    total = sum(c.total for a, c in counts.items() if a in baseline_set | canary_set)
+    return evidence, canary.request_count, total
+
+
+def _watch(
+    context: ReleaseContext,
+    observed: ServiceObservation,
+    canary_addresses: list[str],
+    baseline_color: Color,
+    canary_color: Color,
+    window_s: float,
+    compare: bool,
+    start: datetime | None = None,
+) -> tuple[Verdict, int, int, bool]:
+    """Judge at every check interval for certain SLO breaches; judge everything at the end.
+
+    The window runs from `start` (when the new version got its traffic) for `window_s` seconds."""
+    logger = get_run_logger()
+    policy = context.policy
+    start = start or now()
+    deadline = time.monotonic() + window_s - (now() - start).total_seconds()
+    # The first look comes soon: a bad version shows itself in its first requests.
+    pause = min(0.25, policy.check_interval_s)
+    while True:
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = policy.check_interval_s
+        end = now()
+        evidence, canary_requests, total = _evidence(
+            context, observed, canary_addresses, baseline_color, canary_color, start, end
+        )
+        verdict = judge_canary(evidence, policy.slo, compare_with_baseline=compare)
+        finished = time.monotonic() >= deadline
+        slo_breaches = [r for r in verdict.failing_reasons if r.check == CheckKind.SLO]
+        if slo_breaches and not finished:
+            logger.warning("SLO breach before the window ended: %s", verdict.summary)
+            return verdict, canary_requests, total, True
+        if finished:
+            return verdict, canary_requests, total, False
+        logger.info("analysing: %d canary / %d total requests, %s", canary_requests, total, verdict.summary)
+
+
+@task(name="analyse canary", cache_policy=NO_CACHE)
+def analyse_canary(
+    context: ReleaseContext, step: CanaryStep, observed: ServiceObservation, since: datetime | None = None
+) -> Analysis:
+    """VerifyWeight + judge: the delivered split is measured, then the golden signals are judged.
+
+    `since` is when the split was set (the window starts there); without it, now."""
+    logger = get_run_logger()
+    live = observed.live_color
+    assert live is not None
+    canary_addresses = observed.canary_addresses
+    window = context.policy.analysis_window_s
+    start = since or now()
+    verdict, canary_requests, total, early = _watch(
+        context, observed, canary_addresses, live, live.other, window, compare=True, start=start
+    )
+    if not early and verdict.outcome == CanaryOutcome.INCONCLUSIVE:
+        # Too little data is never a pass: look as long again (same start, more data), then decide.
+        logger.info("inconclusive after %.0f s (%s): extending the window once", window, verdict.summary)
+        verdict, canary_requests, total, early = _watch(
+            context, observed, canary_addresses, live, live.other, 2 * window, compare=True, start=start
+        )
+    split = None if early else verify_split(step.share, canary_requests, total, context.policy.split_tolerance)
+    analysis = Analysis(verdict=verdict, split=split, decided_at=now(), early=early)
+    logger.info("canary at %.1f%%: %s%s", step.share * 100, verdict.summary, f"; {split.reason}" if split else "")
+    emit(
+        context,
+        "analysed",
+        {
+            "share": step.share,
+            "outcome": verdict.outcome.value,
+            "summary": verdict.summary,
+            "passed": analysis.passed,
+        },
+    )
+    return analysis
+
+
+@task(name="switch production", cache_policy=NO_CACHE)
+def promote(context: ReleaseContext, to_color: Color, observed: ServiceObservation) -> ServiceObservation:
+    """Repoint the production rule to the new color: one If-Match-guarded write, then verify."""
+    cloud = cloud_for(context)
+    assert observed.gateway.etag is not None and observed.live_color is not None
+    cloud.router.switch(
+        context.topology,
+        to_color,
+        observed.gateway.etag,
+        tags={
+            TAG_RELEASE: context.image_version,
+            TAG_PHASE: Phase.PROMOTED.value,
+            TAG_PREVIOUS: observed.live_color.value,
+        },
+    )
+    after = cloud.observe(context.topology, with_health=False)
+    if after.live_color != to_color or after.canary_addresses:
+        raise VerificationFailed(f"production routes to {after.live_color}, expected {to_color.value}")
+    emit(context, "promoted", {"color": to_color.value, "image": context.image_version})
+    return after
+
+
+@task(name="analyse under full traffic", cache_policy=NO_CACHE)
+def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> Analysis:
+    live = observed.live_color
+    assert live is not None
+    addresses = observed.scale_set(live).addresses
+    verdict, _, _, early = _watch(
+        context, observed, addresses, live, live, context.policy.promoted_analysis_window_s, compare=False
+    )
+    emit(context, "analysed-promoted", {"outcome": verdict.outcome.value, "summary": verdict.summary})
+    return Analysis(verdict=verdict, decided_at=now(), early=early)
+
+
+@task(name="finalize release", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def finalize(context: ReleaseContext, live: Color) -> None:
+    """Autoscale follows the new live color; the image becomes eligible as latest; phase recorded."""
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    cloud.infrastructure.ensure_autoscale(context.topology, context.service, live)
+    logger.info("autoscale settings now target %s", context.topology.scale_set(live))
+    image = cloud.gallery.image_version(context.service.name, context.image_version)
+    tags = ImageMetadata.from_tags(image.tags).with_released(now()).to_tags()
+    cloud.gallery.update_version(context.service.name, context.image_version, tags=tags, exclude_from_latest=False)
+    logger.info("image %s is now eligible as latest", context.image_version)
+    observed = cloud.observe(context.topology, with_health=False)
+    assert observed.gateway.etag is not None
+    cloud.router.tag(context.topology, {TAG_PHASE: Phase.FINALIZED.value}, observed.gateway.etag)
+    emit(context, "finalized", {"color": live.value, "image": context.image_version})
+
+
+@task(name="scale down the old color", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def retire_idle_color(context: ServiceContext) -> str:
+    """After the warm period: the idle color scales to zero unless it serves anything again."""
+    cloud = cloud_for(context)
+    observed = cloud.observe(context.topology, with_health=False)
+    idle = observed.idle_color
+    if idle is None:
+        return "no idle color"
+    scale_set = observed.scale_set(idle)
+    if observed.canary_addresses or not scale_set.exists or scale_set.capacity == 0:
+        return f"{scale_set.name} left as it is"
+    cloud.scale_sets.scale(context.topology, idle, 0)
+    return f"{scale_set.name} scaled to zero"
+
+
+# Roll back ---------------------------------------------------------------------------------------
+
+
+class RollbackReport(BaseModel):
+    stable_color: Color | None
+    action: str
+    restored_at: datetime | None
+    image_marked: str | None
+
+
+@task(
+    name="roll back",
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=0.2,
+    retry_condition_fn=_retry_unless_hopeless,
+)
+def roll_back(context: ServiceContext, reason: str, image_version: str | None) -> RollbackReport:
+    """All traffic back on the stable color in one gateway write, verified; the image marked."""
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    observed = cloud.observe(context.topology, with_health=False)
+    stable = rollback_target(observed)
+    abandoned = image_version or observed.gateway.tags.get(TAG_RELEASE)
+    tags = {TAG_PHASE: Phase.ROLLED_BACK.value}
+    restored_at = None
+    if stable is None:
+        action = f"production already stable on {observed.live_color.value if observed.live_color else '-'}"
+    elif observed.canary_addresses:
+        assert observed.gateway.etag is not None
+        cloud.router.set_split(context.topology, [], observed.gateway.etag, tags=tags)
+        restored_at = now()
+        action = f"canary instances {observed.canary_addresses} removed from the {stable.value} pool"
+    else:
+        previous = observed.scale_set(stable)
+        if not previous.instances:
+            if previous.image_version is None:
+                raise NothingToRollBackTo(
+                    f"{previous.name} has never run an image: this was the first release of "
+                    f"{context.service.name} in {context.environment.name}, there is no previous version"
+                )
+            capacity = max(context.service.capacity, 1)
+            logger.warning("%s was scaled down; scaling it to %d first", previous.name, capacity)
+            cloud.scale_sets.roll_out(
+                context.topology,
+                stable,
+                image_version=previous.image_version,
+                capacity=capacity,
+                progress=logger.info,
+            )
+            observed = _wait_healthy(context, stable, 300)
+        assert observed.gateway.etag is not None
+        cloud.router.switch(context.topology, stable, observed.gateway.etag, tags=tags)
+        restored_at = now()
+        action = f"production switched back to {stable.value}"
+    after = cloud.observe(context.topology, with_health=False)
+    if after.canary_addresses or (stable is not None and after.live_color != stable):
+        raise VerificationFailed(f"after rollback production routes to {after.live_color} {after.canary_addresses}")
+    marked = None
+    if abandoned and stable is not None:
+        image = cloud.gallery.image_version(context.service.name, abandoned)
+        if image.exists:
+            tags_now = ImageMetadata.from_tags(image.tags).with_rolled_back().to_tags()
+            cloud.gallery.update_version(context.service.name, abandoned, tags=tags_now, exclude_from_latest=True)
+            marked = abandoned
+    logger.warning("rolled back (%s): %s", reason, action)
+    emit(context, "rolled-back", {"reason": reason, "action": action, "image": abandoned or ""})
+    return RollbackReport(stable_color=stable, action=action, restored_at=restored_at, image_marked=marked)

@@ -1,0 +1,139 @@
+"""End-to-end fixtures: one real Prefect API (the test harness), one real emulator, the fleet as blocks.
+
+Everything here is shared by the session: the Prefect harness costs seconds to start, and the
+emulator holds the state the flows build on (the gallery, the topologies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments.fleet import Fleet, load_fleet, seed_blocks
+from deployments.prefect_server import PrefectServer
+from switchyard.core.config import FrontendPorts, ImageRecipe
+from switchyard.core.scan_policy import ScanConfiguration
+from switchyard.emulator.testing import EmulatorHandle, free_port, run_emulator
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
+
+# Short windows: the emulator's metrics have one-second grains and the tests' traffic is steady.
+TEST_RELEASE_POLICY = {
+    "analysis_window_s": 4,
+    "check_interval_s": 0.5,
+    "promoted_analysis_window_s": 2,
+    "scale_down_delay_s": 1,
+    "healthy_timeout_s": 60,
+    "split_tolerance": 0.15,
+}
+TEST_SLO = {"min_requests": 40, "min_latency_samples": 40, "min_cpu_samples": 1}
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prefect server: its services (the lease repossessor) are part of what is tested."""
+    server = PrefectServer(tmp_path_factory.mktemp("prefect-home"))
+    server.start()
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url  # for the subprocesses tests start
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        server.stop()
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
+    with run_emulator(tmp_path_factory.mktemp("e2e-emulator"), extra_args=["--lro-retry-after", "0"]) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    directory = tmp_path_factory.mktemp("switchyard-state")
+    previous = os.environ.get("SWITCHYARD_STATE_DIR")
+    os.environ["SWITCHYARD_STATE_DIR"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("SWITCHYARD_STATE_DIR", None)
+    else:
+        os.environ["SWITCHYARD_STATE_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def fleet(
+    prefect_api: str,
+    emulator: EmulatorHandle,
+    state_dir: Path,
+    repo_root: Path,
+    shared_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Fleet:
+    """The repository's fleet.yaml, pointed at the test emulator and free ports, registered as blocks.
+
+    Besides `sample`, two more services run the same app so that tests can own a topology each:
+    `shop` (releases) and `cart` (bad input).
+    """
+    fleet = load_fleet()
+    emulator_file = str(emulator.state_dir / "emulator.json")
+    for name, environment in fleet.environments.items():
+        fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
+    sample = fleet.services["sample"]
+    for name in ("shop", "cart", "broken"):
+        fleet.services[name] = sample.model_copy(update={"name": name})
+    fleet.services["vulnerable"] = sample.model_copy(
+        update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}
+    )
+    # switchyard's own local template with one argument the null builder does not have
+    broken = tmp_path_factory.mktemp("templates") / "local-broken.pkr.hcl"
+    template = (repo_root / "images" / "local.pkr.hcl").read_text()
+    broken.write_text(template.replace('communicator = "none"', 'communicator = "none"\n  bogus_field  = 1', 1))
+    fleet.image_recipes["broken"] = ImageRecipe(service="broken", template=str(broken))
+    for name, service in list(fleet.services.items()):
+        ports = {env: FrontendPorts(production=free_port(), test=free_port()) for env in fleet.environments}
+        fleet.services[name] = service.model_copy(update={"frontend_ports": ports, "capacity": 3})
+    policy = fleet.release_policies["default"]
+    fleet.release_policies["default"] = policy.model_validate(
+        {**policy.model_dump(), **TEST_RELEASE_POLICY, "slo": {**policy.slo.model_dump(), **TEST_SLO}}
+    )
+    fleet.release_policies["impossible-steps"] = fleet.release_policies["default"].model_copy(
+        update={"canary_steps": [0.25, 0.75]}
+    )
+    scanning = fleet.scan_policies["default"]
+    shared_osv = str(shared_dir / "osv-pypi" / "vulns")
+    fleet.scan_policies["default"] = scanning.model_validate({**scanning.model_dump(), "osv_databases": [shared_osv]})
+    # Only CRITICAL vulnerabilities fail; the fixture's test advisory is the one critical finding.
+    critical_only = {
+        **scanning.model_dump(),
+        "osv_databases": [shared_osv, str(FIXTURES / "osv-extra")],
+        "thresholds": {"vulnerability": "CRITICAL"},
+        "unknown_counts_as": "LOW",
+    }
+    fleet.scan_policies["critical-only"] = ScanConfiguration.model_validate(critical_only)
+    for name, expires in (("allow-expired", date(2026, 1, 31)), ("allow-valid", date(2099, 12, 31))):
+        fleet.scan_policies[name] = ScanConfiguration.model_validate(
+            {
+                **critical_only,
+                "allowlist": [
+                    {
+                        "id": "SWITCHYARD-TEST-2026-0001",
+                        "package": "switchyard-fixture-critical",
+                        "reason": "fixture: no fixed version deployable yet",
+                        "expires": expires,
+                    }
+                ],
+            }
+        )
+    asyncio.run(seed_blocks(fleet))
+    return fleet

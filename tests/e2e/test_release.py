@@ -1,0 +1,230 @@
+"""Releases end to end under steady real traffic: canary, blue-green, automatic rollback, crash and
+restart, one release at a time, and bad input refused before any change.
+
+Everything is real: the Prefect server and engine, Packer-built images, the emulator's scale sets
+(real processes) behind its Application Gateway (a real proxy), Azure Monitor answers computed from
+the traffic the test sends, and the azure-mgmt SDK in between.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deployments.fleet import Fleet
+from flows.image_pipeline import image_pipeline
+from flows.provision import provision
+from flows.release import ReleaseFailed, release
+from switchyard.core.config import FaultProfile
+from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.rollout import Strategy
+from switchyard.core.topology import Color
+from switchyard.demo.traffic import SteadyTraffic
+from switchyard.emulator.testing import EmulatorHandle
+from tasks.context import ServiceContext, UnknownNameError, cloud_for, load_environment, load_service
+from tasks.release import ReleaseRefused
+
+pytestmark = pytest.mark.e2e
+
+SERVICE, ENV = "shop", "production"
+COMMIT = "1111111222222233333334444444555555566666"
+RATE = 120.0  # requests per second, steady, like users
+
+
+def context() -> ServiceContext:
+    return ServiceContext(environment=load_environment(ENV), service=load_service(SERVICE))
+
+
+def observe() -> object:
+    ctx = context()
+    return cloud_for(ctx).observe(ctx.topology)
+
+
+def traffic(fleet: Fleet) -> SteadyTraffic:
+    port = fleet.services[SERVICE].ports_in(ENV).production
+    return SteadyTraffic("127.0.0.1", port, rate=RATE, connections=8)
+
+
+@pytest.fixture(scope="module")
+def images(fleet: Fleet) -> dict[str, str]:
+    """Published images: good v1, v2, v4, and v3 that answers 20% of requests with errors."""
+    built = {
+        "v1": image_pipeline(service=SERVICE, app_version="1.0.0", git_commit=COMMIT),
+        "v2": image_pipeline(service=SERVICE, app_version="2.0.0", git_commit=COMMIT),
+        "v3": image_pipeline(
+            service=SERVICE, app_version="3.0.0", git_commit=COMMIT, fault_profile=FaultProfile(error_rate=0.2)
+        ),
+        "v4": image_pipeline(service=SERVICE, app_version="4.0.0", git_commit=COMMIT),
+        "v5": image_pipeline(service=SERVICE, app_version="5.0.0", git_commit=COMMIT),
+    }
+    return {name: image.gallery_version for name, image in built.items()}
+
+
+@pytest.fixture(scope="module")
+def v1_live(fleet: Fleet, images: dict[str, str]) -> str:
+    provision(service=SERVICE, environment=ENV)
+    summary = release(service=SERVICE, environment=ENV, image_version=images["v1"])
+    assert summary.outcome == "promoted"
+    return images["v1"]
+
+
+def live_version() -> tuple[Color, str | None]:
+    observed = observe()
+    live = observed.live_color  # type: ignore[attr-defined]
+    return live, observed.scale_set(live).runs_only  # type: ignore[attr-defined]
+
+
+def test_a_good_release_by_canary_is_promoted_with_zero_failed_requests(
+    fleet: Fleet, images: dict[str, str], v1_live: str
+) -> None:
+    with traffic(fleet) as load:
+        time.sleep(1)
+        summary = release(service=SERVICE, environment=ENV, image_version=images["v2"], strategy=Strategy.CANARY)
+        time.sleep(1)
+    report = load.report()
+
+    assert summary.outcome == "promoted"
+    assert [a.verdict.outcome.value for a in summary.analyses][:2] == ["pass", "pass"]
+    assert all(a.split is not None and a.split.matches for a in summary.analyses[:2])
+    assert report.rate() >= 100
+    assert report.failed == 0, f"{report.failed} of {report.sent} requests failed"
+    # users were really served by both versions during the canary, and by v2 only at the end
+    assert report.by_version[images["v1"]] > 0 and report.by_version[images["v2"]] > 0
+    assert live_version()[1] == images["v2"]
+    assert {r.image_version for r in report.records[-20:]} == {images["v2"]}
+
+
+def test_a_good_release_by_blue_green_is_promoted_with_zero_failed_requests(
+    fleet: Fleet, images: dict[str, str], v1_live: str
+) -> None:
+    before, _ = live_version()
+    with traffic(fleet) as load:
+        time.sleep(1)
+        summary = release(service=SERVICE, environment=ENV, image_version=images["v4"], strategy=Strategy.BLUE_GREEN)
+        time.sleep(1)
+    report = load.report()
+
+    assert summary.outcome == "promoted"
+    assert report.failed == 0, f"{report.failed} of {report.sent} requests failed"
+    assert live_version() == (before.other, images["v4"])
+
+
+def test_a_release_that_returns_errors_is_rolled_back_automatically(
+    fleet: Fleet, emulator: EmulatorHandle, images: dict[str, str], v1_live: str
+) -> None:
+    stable_color, stable_image = live_version()
+    with traffic(fleet) as load:
+        time.sleep(1)
+        started = time.time()
+        with pytest.raises(ReleaseFailed) as failure:
+            release(service=SERVICE, environment=ENV, image_version=images["v3"], strategy=Strategy.CANARY)
+        ended = time.time()
+        time.sleep(1)
+    summary = failure.value.summary
+    during = load.report().between(started, ended)
+
+    assert summary.outcome == "rolled-back"
+    assert "error rate" in summary.outcome_detail
+    assert during.failed <= 0.01 * during.sent, f"{during.failed} of {during.sent} requests failed"
+    # traffic fully back on the stable color within 2 s of the failing verdict
+    assert summary.failed_verdict_at is not None
+    last_bad = load.report().last_answer_from(images["v3"])
+    assert last_bad is not None and last_bad - summary.failed_verdict_at.timestamp() <= 2.0
+    assert live_version() == (stable_color, stable_image)
+    # the image is marked so that nothing picks it again
+    clients = emulator.clients()
+    try:
+        tags = clients.compute.gallery_image_versions.get(
+            "switchyard-images", "switchyard_gallery", SERVICE, images["v3"]
+        ).tags
+    finally:
+        clients.close()
+    assert ImageMetadata.from_tags(tags).rolled_back
+    with pytest.raises(ReleaseRefused, match="rolled back before"):
+        release(service=SERVICE, environment=ENV, image_version=images["v3"])
+
+
+def test_bad_input_fails_before_any_change(fleet: Fleet, images: dict[str, str], v1_live: str) -> None:
+    before = observe()
+    with pytest.raises(UnknownNameError, match="unknown service 'nosuch'"):
+        release(service="nosuch", environment=ENV, image_version=images["v1"])
+    with pytest.raises(ReleaseRefused, match="is not in gallery"):
+        release(service=SERVICE, environment=ENV, image_version="9000000.20261100.1")
+    with pytest.raises(ReleaseRefused, match="not a switchyard gallery version"):
+        release(service=SERVICE, environment=ENV, image_version="latest")
+    with pytest.raises(ReleaseRefused, match="largest canary share is 50%"):
+        release(service=SERVICE, environment=ENV, image_version=images["v5"], policy="impossible-steps")
+    after = observe()
+    assert after.gateway.etag == before.gateway.etag  # type: ignore[attr-defined]
+    assert after.scale_sets == before.scale_sets  # type: ignore[attr-defined]
+
+
+def _release_in_a_subprocess(fleet: Fleet, image: str, log: Path) -> subprocess.Popen[bytes]:
+    code = (
+        "from flows.release import release\n"
+        f"release(service={SERVICE!r}, environment={ENV!r}, image_version={image!r}, strategy='canary')\n"
+    )
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).resolve().parents[2],
+            env=dict(os.environ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _wait_for_canary(timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if observe().canary_addresses:  # type: ignore[attr-defined]
+            return
+        time.sleep(0.3)
+    raise AssertionError("the release never reached its canary")
+
+
+def test_a_second_release_meanwhile_waits_or_is_refused_clearly(
+    fleet: Fleet, images: dict[str, str], v1_live: str, tmp_path: Path
+) -> None:
+    with traffic(fleet):  # the first release's canary needs users to judge
+        first = _release_in_a_subprocess(fleet, images["v5"], tmp_path / "first.log")
+        try:
+            _wait_for_canary()
+            with pytest.raises(ReleaseRefused, match="another release of shop in production is running"):
+                release(service=SERVICE, environment=ENV, image_version=images["v2"], lock_timeout_s=2)
+            assert first.wait(timeout=180) == 0, (tmp_path / "first.log").read_text()[-3000:]
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+    assert live_version()[1] == images["v5"]
+
+
+def test_killing_a_release_mid_canary_and_starting_it_again_converges(
+    fleet: Fleet, images: dict[str, str], v1_live: str, tmp_path: Path
+) -> None:
+    target = images["v2"] if live_version()[1] != images["v2"] else images["v4"]
+    with traffic(fleet) as load:
+        doomed = _release_in_a_subprocess(fleet, target, tmp_path / "doomed.log")
+        try:
+            _wait_for_canary()
+        finally:
+            os.killpg(doomed.pid, signal.SIGKILL)
+            doomed.wait()
+        # the run is gone with traffic split: the gateway holds a whole, consistent configuration
+        split = observe()
+        assert split.canary_addresses and not split.foreign_addresses  # type: ignore[attr-defined]
+        summary = release(service=SERVICE, environment=ENV, image_version=target, strategy=Strategy.CANARY)
+        time.sleep(1)
+    report = load.report()
+
+    assert summary.outcome in ("promoted", "rolled-back")
+    assert summary.outcome == "promoted"  # a good image converges to promoted
+    assert report.failed == 0, f"{report.failed} of {report.sent} requests failed"
+    assert live_version()[1] == target

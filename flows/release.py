@@ -59,6 +59,7 @@ from tasks.release import (
     clear_canary,
     emit,
     finalize,
+    heartbeat,
     load_release_context,
     now,
     observe_service,
@@ -116,7 +117,7 @@ def release(
         started_at=now(),
     )
     logger.info("waiting up to %.0f s for the release lock %s", lock_timeout_s, topology.release_lock)
-    with _release_lock(context, lock_timeout_s):
+    with _release_lock(context, lock_timeout_s), heartbeat(context, image_version):
         report = preflight(context)
         summary.live_before = report.live_color.value
         summary.add(now(), "preflight", "; ".join(report.checks))
@@ -229,12 +230,9 @@ def _perform(
         smoke_test(context, action.color)
         progress.smoke_passed_for = context.image_version
     elif isinstance(action, SetSplit | Analyse):
-        since = None
-        if isinstance(action, SetSplit):
-            # Set the split, then judge it at once: users already reach the new version.
-            split = set_canary_split(context, action.step, observed)
-            observed, since = split.observed, split.at
-        analysis = analyse_canary(context, action.step, observed, since)
+        # Set the split, then judge it at once: users already reach the new version.
+        split = set_canary_split(context, action.step, observed) if isinstance(action, SetSplit) else None
+        analysis = analyse_canary(context, action.step, observed, split)
         title = f"Canary {action.step.describe()}"
         summary.analyses.append(StepAnalysis(title=title, verdict=analysis.verdict, split=analysis.split))
         if not analysis.passed:

@@ -6,7 +6,10 @@ re-run after a crash. Tasks never cache results (a cached observation would be a
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import httpx
@@ -97,6 +100,34 @@ def emit(context: ServiceContext, step: str, payload: dict[str, object]) -> None
         },
         payload=payload,
     )
+
+
+HEARTBEAT_EVENT = "switchyard.release.heartbeat"
+FINISHED_EVENT = "switchyard.release.finished"
+
+
+@contextmanager
+def heartbeat(context: ServiceContext, image_version: str, interval_s: float = 5.0) -> Iterator[None]:
+    """Emit a heartbeat event every `interval_s` while the release runs, and `finished` at the end.
+
+    If the run dies (a killed process, a lost machine) the heartbeats stop; the guard automation
+    (deployments/ and prefect.yaml) notices their absence and takes any canary out of production.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            emit(context, "heartbeat", {"image": image_version, "interval_s": interval_s})
+
+    emit(context, "heartbeat", {"image": image_version, "interval_s": interval_s})
+    thread = threading.Thread(target=beat, name="release-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=interval_s)
+        emit(context, "finished", {"image": image_version})
 
 
 # Configuration and preflight --------------------------------------------------------------------
@@ -300,7 +331,8 @@ def smoke_test(context: ReleaseContext, color: Color) -> SmokeReport:
             if served != context.image_version:
                 failures.append(f"GET /version served {served!r}, expected {context.image_version}")
         passed.append(f"/version serves {context.image_version}")
-        for check in context.policy.smoke_checks:
+        # Each check once per instance (round robin): a check is a promise every instance keeps.
+        for check in [c for c in context.policy.smoke_checks for _ in range(instances)]:
             try:
                 response = http.request(check.method, check.path)
             except httpx.HTTPError as error:
@@ -323,39 +355,38 @@ def smoke_test(context: ReleaseContext, color: Color) -> SmokeReport:
 
 
 class SplitSet(BaseModel):
-    observed: ServiceObservation  # verified: the live pool serves exactly the planned canary
+    canary_addresses: list[str]  # verified: what the live pool serves beside its own instances
     at: datetime  # just before the write: the canary may serve from here on
 
 
 @task(name="shift canary traffic", cache_policy=NO_CACHE)
 def set_canary_split(context: ReleaseContext, step: CanaryStep, observed: ServiceObservation) -> SplitSet:
-    """SetWeight: k new instances into the live pool, in one If-Match-guarded gateway write."""
+    """SetWeight: k new instances into the live pool, in one If-Match-guarded gateway write,
+    verified from the gateway's own answer to the write (no second look: users are waiting)."""
     cloud = cloud_for(context)
     addresses = canary_addresses_for(observed, step)
     assert observed.gateway.etag is not None
     at = now()
-    cloud.router.set_split(
+    serving = cloud.router.set_split(
         context.topology,
         addresses,
         observed.gateway.etag,
         tags={TAG_RELEASE: context.image_version, TAG_PHASE: Phase.CANARY.value},
     )
-    after = cloud.observe(context.topology, with_health=False)
-    if sorted(after.canary_addresses) != sorted(addresses):
-        raise VerificationFailed(f"the live pool serves {after.canary_addresses}, expected {addresses}")
+    if sorted(serving) != sorted(addresses):
+        raise VerificationFailed(f"the live pool serves {serving}, expected {addresses}")
     emit(context, "split-set", {"share": step.share, "canary_instances": step.canary_instances})
-    return SplitSet(observed=after, at=at)
+    return SplitSet(canary_addresses=serving, at=at)
 
 
 @task(name="take canary out of production", cache_policy=NO_CACHE)
 def clear_canary(context: ReleaseContext, observed: ServiceObservation) -> ServiceObservation:
     cloud = cloud_for(context)
     assert observed.gateway.etag is not None
-    cloud.router.set_split(context.topology, [], observed.gateway.etag)
-    after = cloud.observe(context.topology, with_health=False)
-    if after.canary_addresses:
-        raise VerificationFailed(f"canary instances still in the live pool: {after.canary_addresses}")
-    return after
+    serving = cloud.router.set_split(context.topology, [], observed.gateway.etag)
+    if serving:
+        raise VerificationFailed(f"canary instances still in the live pool: {serving}")
+    return cloud.observe(context.topology, with_health=False)
 
 
 class Analysis(BaseModel):
@@ -421,7 +452,7 @@ def _watch(
     start = start or now()
     deadline = time.monotonic() + window_s - (now() - start).total_seconds()
     # The first look comes soon: a bad version shows itself in its first requests.
-    pause = min(0.25, policy.check_interval_s)
+    pause = min(0.1, policy.check_interval_s)
     while True:
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = policy.check_interval_s
@@ -442,15 +473,20 @@ def _watch(
 
 @task(name="analyse canary", cache_policy=NO_CACHE)
 def analyse_canary(
-    context: ReleaseContext, step: CanaryStep, observed: ServiceObservation, since: datetime | None = None
+    context: ReleaseContext,
+    step: CanaryStep,
+    observed: ServiceObservation,
+    split: SplitSet | None = None,
 ) -> Analysis:
     """VerifyWeight + judge: the delivered split is measured, then the golden signals are judged.
 
-    `since` is when the split was set (the window starts there); without it, now."""
+    `split` is the split just set (the window starts when it was written); without it, the canary
+    `observed` shows, from now."""
     logger = get_run_logger()
     live = observed.live_color
     assert live is not None
-    canary_addresses = observed.canary_addresses
+    canary_addresses = split.canary_addresses if split else observed.canary_addresses
+    since = split.at if split else None
     window = context.policy.analysis_window_s
     start = since or now()
     verdict, canary_requests, total, early = _watch(
@@ -565,18 +601,18 @@ def roll_back(context: ServiceContext, reason: str, image_version: str | None) -
     """All traffic back on the stable color in one gateway write, verified; the image marked."""
     logger = get_run_logger()
     cloud = cloud_for(context)
-    observed = cloud.observe(context.topology, with_health=False)
-    stable = rollback_target(observed)
-    abandoned = image_version or observed.gateway.tags.get(TAG_RELEASE)
     tags = {TAG_PHASE: Phase.ROLLED_BACK.value}
-    restored_at = None
-    if stable is None:
+    # Mid-canary the way back needs nothing but the gateway itself: take the canary out first,
+    # look around afterwards. Seconds count here.
+    removed = cloud.router.clear_canary(context.topology, tags)
+    restored_at = now() if removed else None
+    observed = cloud.observe(context.topology, with_health=False)
+    abandoned = image_version or observed.gateway.tags.get(TAG_RELEASE)
+    stable = observed.live_color if removed else rollback_target(observed)
+    if removed:
+        action = f"canary instances {removed} removed from the {stable.value if stable else '?'} pool"
+    elif stable is None:
         action = f"production already stable on {observed.live_color.value if observed.live_color else '-'}"
-    elif observed.canary_addresses:
-        assert observed.gateway.etag is not None
-        cloud.router.set_split(context.topology, [], observed.gateway.etag, tags=tags)
-        restored_at = now()
-        action = f"canary instances {observed.canary_addresses} removed from the {stable.value} pool"
     else:
         previous = observed.scale_set(stable)
         if not previous.instances:

@@ -555,7 +555,8 @@ class AzureTrafficRouter:
         expect_etag: str | None,
         change: Callable[[dict[str, Any]], None],
         what: str,
-    ) -> GatewayObservation:
+    ) -> dict[str, Any]:
+        """GET, change, PUT with If-Match; returns the gateway as the PUT answered it."""
         body = self._get(topology)
         if body is None:
             raise NotFoundError(f"{what}: gateway {topology.gateway} does not exist; run provision first")
@@ -566,13 +567,13 @@ class AzureTrafficRouter:
             )
         change(body)
         with _azure_errors(what):
-            self._network.application_gateways.begin_create_or_update(
+            written = self._network.application_gateways.begin_create_or_update(
                 self._environment.resource_group,
                 topology.gateway,
                 body,
                 headers={"If-Match": body["etag"]},
             ).result()
-        return self.observe(topology, with_health=False)
+        return _wire(written)
 
     @staticmethod
     def _pool(body: dict[str, Any], name: str) -> dict[str, Any]:
@@ -594,17 +595,18 @@ class AzureTrafficRouter:
         canary_addresses: list[str],
         expect_etag: str,
         tags: dict[str, str] | None = None,
-    ) -> GatewayObservation:
+    ) -> list[str]:
+        def live_pool(body: dict[str, Any]) -> dict[str, Any]:
+            live_pool_id = self._rule(body, topology.production_rule)["properties"]["backendAddressPool"]["id"]
+            return self._pool(body, live_pool_id.rsplit("/", 1)[-1]).setdefault("properties", {})
+
         def change(body: dict[str, Any]) -> None:
             if tags:
                 body["tags"] = {**(body.get("tags") or {}), **tags}
-            live_pool_id = self._rule(body, topology.production_rule)["properties"]["backendAddressPool"]["id"]
-            live_pool = self._pool(body, live_pool_id.rsplit("/", 1)[-1])
-            live_pool.setdefault("properties", {})["backendAddresses"] = [
-                {"ipAddress": address} for address in canary_addresses
-            ]
+            live_pool(body)["backendAddresses"] = [{"ipAddress": address} for address in canary_addresses]
 
-        return self._write(topology, expect_etag, change, f"setting canary of {len(canary_addresses)} instance(s)")
+        written = self._write(topology, expect_etag, change, f"setting canary of {len(canary_addresses)} instance(s)")
+        return [a.get("ipAddress", "") for a in live_pool(written).get("backendAddresses", [])]
 
     def switch(
         self, topology: Topology, to_color: Color, expect_etag: str, tags: dict[str, str] | None = None
@@ -619,13 +621,38 @@ class AzureTrafficRouter:
             if tags:
                 body["tags"] = {**(body.get("tags") or {}), **tags}
 
-        return self._write(topology, expect_etag, change, f"switching production to {to_color.value}")
+        self._write(topology, expect_etag, change, f"switching production to {to_color.value}")
+        return self.observe(topology, with_health=False)
+
+    def clear_canary(self, topology: Topology, tags: dict[str, str] | None = None) -> list[str]:
+        """Take every canary address out of the live pool: one GET, one If-Match-guarded PUT.
+
+        The fast way back: it needs no other observation, because explicit addresses in the live
+        pool are only ever canary instances. Returns the addresses removed ([] and no write if none).
+        """
+        body = self._get(topology)
+        if body is None:
+            raise NotFoundError(f"gateway {topology.gateway} does not exist")
+        live_pool_id = self._rule(body, topology.production_rule)["properties"]["backendAddressPool"]["id"]
+        live_pool = self._pool(body, live_pool_id.rsplit("/", 1)[-1]).setdefault("properties", {})
+        removed = [a.get("ipAddress") or a.get("fqdn", "") for a in live_pool.get("backendAddresses", [])]
+        if not removed:
+            return []
+        live_pool["backendAddresses"] = []
+        if tags:
+            body["tags"] = {**(body.get("tags") or {}), **tags}
+        with _azure_errors("taking the canary out of production"):
+            self._network.application_gateways.begin_create_or_update(
+                self._environment.resource_group, topology.gateway, body, headers={"If-Match": body["etag"]}
+            ).result()
+        return removed
 
     def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayObservation:
         def change(body: dict[str, Any]) -> None:
             body["tags"] = {**(body.get("tags") or {}), **tags}
 
-        return self._write(topology, expect_etag, change, "tagging the gateway")
+        self._write(topology, expect_etag, change, "tagging the gateway")
+        return self.observe(topology, with_health=False)
 
     def frontend_address(self, topology: Topology) -> str:
         with _azure_errors(f"public IP of {topology.gateway}"):

@@ -92,8 +92,9 @@ class TrafficRouter(Protocol):
         canary_addresses: list[str],
         expect_etag: str,
         tags: dict[str, str] | None = None,
-    ) -> GatewayObservation:
-        """Serve exactly `canary_addresses` (instances of the idle color) beside the live pool's own."""
+    ) -> list[str]:
+        """Serve exactly `canary_addresses` (instances of the idle color) beside the live pool's own;
+        returns the canary addresses as the gateway's answer to the write shows them."""
         ...
 
     def switch(
@@ -101,6 +102,10 @@ class TrafficRouter(Protocol):
     ) -> GatewayObservation:
         """Route production to `to_color` and test to the other color, with no canary addresses left,
         in one write."""
+        ...
+
+    def clear_canary(self, topology: Topology, tags: dict[str, str] | None = None) -> list[str]:
+        """Remove every canary address from the live pool in one guarded write; what was removed."""
         ...
 
     def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayObservation: ...

@@ -24,6 +24,7 @@ class RequestRecord:
     finished: float
     status: int  # 0: no HTTP answer (connection refused, reset, timeout)
     image_version: str
+    instance_id: str = ""
 
     @property
     def failed(self) -> bool:
@@ -48,6 +49,11 @@ class TrafficReport:
     @property
     def by_version(self) -> Counter[str]:
         return Counter(r.image_version for r in self.records)
+
+    @property
+    def by_instance(self) -> Counter[tuple[str, str]]:
+        """Answers per (image version, instance id): which instance served how many requests."""
+        return Counter((r.image_version, r.instance_id) for r in self.records if r.status)
 
     def last_answer_from(self, image_version: str) -> float | None:
         """When the last request answered by `image_version` started."""
@@ -118,27 +124,27 @@ class SteadyTraffic:
                 await asyncio.sleep(delay)
             due += interval
             started = time.time()
-            status, version = 0, ""
+            status, version, instance = 0, "", ""
             try:
                 if writer is None:
                     reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 5)
                 assert reader is not None
                 writer.write(request)
-                status, version, keep_alive = await asyncio.wait_for(self._response(reader), 10)
+                status, version, instance, keep_alive = await asyncio.wait_for(self._response(reader), 10)
                 if not keep_alive:
                     writer.close()
                     writer = None
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 if writer is not None:
                     writer.close()
                 writer = None
             with self._lock:
-                self._records.append(RequestRecord(started, time.time(), status, version))
+                self._records.append(RequestRecord(started, time.time(), status, version, instance))
         if writer is not None:
             writer.close()
 
     @staticmethod
-    async def _response(reader: asyncio.StreamReader) -> tuple[int, str, bool]:
+    async def _response(reader: asyncio.StreamReader) -> tuple[int, str, str, bool]:
         head = await reader.readuntil(_HEADER_END)
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
@@ -150,4 +156,5 @@ class SteadyTraffic:
         length = int(headers.get("content-length", "0"))
         if length:
             await reader.readexactly(length)
-        return status, headers.get("x-image-version", ""), headers.get("connection", "").lower() != "close"
+        keep_alive = headers.get("connection", "").lower() != "close"
+        return status, headers.get("x-image-version", ""), headers.get("x-instance-id", ""), keep_alive

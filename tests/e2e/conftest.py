@@ -26,7 +26,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
 # Short windows: the emulator's metrics have one-second grains and the tests' traffic is steady.
 TEST_RELEASE_POLICY = {
     "analysis_window_s": 4,
-    "check_interval_s": 0.5,
+    "check_interval_s": 0.25,
     "promoted_analysis_window_s": 2,
     "scale_down_delay_s": 1,
     "healthy_timeout_s": 60,

@@ -131,6 +131,13 @@ def test_a_release_that_returns_errors_is_rolled_back_automatically(
 
     assert summary.outcome == "rolled-back"
     assert "error rate" in summary.outcome_detail
+    v3 = [r.started for r in during.records if r.image_version == images["v3"] or r.failed]
+    verdict = summary.failed_verdict_at.timestamp() if summary.failed_verdict_at else 0
+    print(
+        f"rollback: {during.failed} of {during.sent} failed; canary served {min(v3) - verdict:.2f}.."
+        f"{max(v3) - verdict:.2f} s around the verdict; timeline:",
+        [(e.step, round(e.at.timestamp() - verdict, 2)) for e in summary.timeline],
+    )
     assert during.failed <= 0.01 * during.sent, f"{during.failed} of {during.sent} requests failed"
     # traffic fully back on the stable color within 2 s of the failing verdict
     assert summary.failed_verdict_at is not None

@@ -77,9 +77,31 @@ class GatewayProber:
         self._tasks: dict[MemberKey, asyncio.Task[None]] = {}
         # The routing hot path reads these tuples; they are rebuilt only when a state changes.
         self._healthy: dict[PairKey, tuple[str, ...]] = {}
+        self._primed: dict[MemberKey, MemberHealth] = {}
 
     def healthy_members(self, pool: str, settings: str) -> tuple[str, ...]:
         return self._healthy.get((pool, settings), ())
+
+    async def prime(self, compiled: CompiledGateway) -> None:
+        """Probe, once and at once, every member `compiled` uses that has no health yet.
+
+        Called before a new configuration takes traffic: a pool that a rule starts to use again
+        (a switch back to the previous color) must not spend its first probe interval with no
+        healthy member, which would answer users 502 in the middle of a switch."""
+        unknown = [
+            ((pool, settings, address), plan)
+            for (pool, settings), plan in compiled.probe_plans.items()
+            for address in compiled.pool_members[pool]
+            if (pool, settings, address) not in self._health
+        ]
+        results = await asyncio.gather(*(probe_once(key[2], plan) for key, plan in unknown), return_exceptions=True)
+        for (key, _plan), result in zip(unknown, results, strict=True):
+            if isinstance(result, BaseException):
+                continue  # the probe loop will find out
+            healthy, line = result
+            self._primed[key] = MemberHealth(
+                state="Up" if healthy else "Down", consecutive_failures=0 if healthy else 1, log=line
+            )
 
     def reconcile(self, compiled: CompiledGateway) -> None:
         """Probe exactly the pairs and members `compiled` uses. A member whose probe plan is
@@ -102,9 +124,10 @@ class GatewayProber:
 
         self._plans = {pair: compiled.probe_plans[pair] for pair in members}
         self._members = members
+        primed, self._primed = self._primed, {}
         for key, plan in wanted.items():
             if key not in self._health:
-                self._health[key] = MemberHealth()
+                self._health[key] = primed.get(key) or MemberHealth()
             if key not in self._tasks:
                 self._tasks[key] = asyncio.create_task(
                     self._probe_loop(key, plan), name=f"probe {self.gateway_id} {key}"

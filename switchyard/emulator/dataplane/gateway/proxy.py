@@ -286,8 +286,15 @@ class GatewayEngine:
             raise
 
         old_compiled = runtime.compiled if runtime else None
+        prober = runtime.prober if runtime else GatewayProber(gateway_id)
+        try:
+            await prober.prime(compiled)  # members a rule starts to use are probed before they get traffic
+        except BaseException:
+            for sock in bound.values():
+                sock.close()
+            raise
         if runtime is None:
-            runtime = _GatewayRuntime(gateway_id, compiled, GatewayProber(gateway_id))
+            runtime = _GatewayRuntime(gateway_id, compiled, prober)
             self._gateways[gateway_id] = runtime
         # The swap: from here on every new request is routed by the new table.
         runtime.compiled = compiled

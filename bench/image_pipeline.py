@@ -1,0 +1,127 @@
+"""Seconds spent in each step of the image pipeline for the sample service, and whose seconds they are.
+
+    python bench/image_pipeline.py
+
+Runs the real image-pipeline flow (real Packer, real Trivy, the OSV matcher, the emulator's gallery
+over HTTPS) on an in-process Prefect test API and a fresh emulator, then reads each task run's
+duration back from Prefect. Time spent inside the Packer and Trivy processes is measured
+separately, so "switchyard's own work" is the pipeline's time minus Packer, the scanners' processes
+and the cloud's replication wait.
+
+Prints one JSON object as its last line and writes it to bench/results/image_pipeline.json.
+Targets: the whole pipeline under 30 s; switchyard's own work under 3 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results" / "image_pipeline.json"
+TARGET_TOTAL_S = 30.0
+TARGET_OWN_S = 3.0
+STEPS = {
+    "resolve image version": "resolve",
+    "validate build inputs": "validate",
+    "build image with Packer": "build",
+    "scan image": "scan",
+    "scan gate": "gate",
+    "publish to the gallery": "publish",
+}
+
+
+class Stopwatch:
+    """Accumulates the time spent in the wrapped calls (the external processes)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, owner: type, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+
+        setattr(owner, name, timed)
+
+
+def main() -> int:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.testing.utilities import prefect_test_harness
+
+    from deployments.fleet import load_fleet, seed_blocks
+    from switchyard.cloud.azure import AzureGallery
+    from switchyard.emulator.testing import run_emulator
+    from switchyard.images.packer import PackerRunner
+    from switchyard.images.scanners.trivy import TrivyScanner
+
+    watch = Stopwatch()
+    watch.wrap(PackerRunner, "run", "packer")
+    watch.wrap(TrivyScanner, "_run", "trivy")
+    watch.wrap(AzureGallery, "publish", "gallery_publish")
+
+    shared = Path(os.environ.get("SWITCHYARD_SHARED_DIR", REPO.parent / "shared"))
+    with tempfile.TemporaryDirectory(prefix="bench-image-") as scratch:
+        os.environ["SWITCHYARD_STATE_DIR"] = str(Path(scratch) / "state")
+        with run_emulator(Path(scratch) / "emulator", extra_args=["--lro-retry-after", "0"]) as emulator:
+            with prefect_test_harness(server_startup_timeout=120):
+                fleet = load_fleet()
+                for name, environment in fleet.environments.items():
+                    fleet.environments[name] = environment.model_copy(
+                        update={"emulator_file": str(emulator.state_dir / "emulator.json"), "target_regions": []}
+                    )
+                scanning = fleet.scan_policies["default"]
+                fleet.scan_policies["default"] = scanning.model_validate(
+                    {**scanning.model_dump(), "osv_databases": [str(shared / "osv-pypi" / "vulns")]}
+                )
+                asyncio.run(seed_blocks(fleet))
+
+                from flows.image_pipeline import image_pipeline
+
+                started = time.perf_counter()
+                state = image_pipeline(service="sample", app_version="1.0.0", git_commit="0" * 40, return_state=True)
+                total = time.perf_counter() - started
+                published = state.result()
+                with get_client(sync_client=True) as client:
+                    runs = client.read_task_runs(
+                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+                    )
+    steps = {STEPS[run.name.rsplit("-", 1)[0]]: run.total_run_time.total_seconds() for run in runs
+             if run.name.rsplit("-", 1)[0] in STEPS}  # fmt: skip
+    external = watch.seconds.get("packer", 0.0) + watch.seconds.get("trivy", 0.0)
+    own = total - external - watch.seconds.get("gallery_publish", 0.0)
+    result = {
+        "benchmark": "image_pipeline",
+        "gallery_version": published.gallery_version,
+        "total_s": round(total, 3),
+        "steps_s": {name: round(seconds, 3) for name, seconds in steps.items()},
+        "packer_process_s": round(watch.seconds.get("packer", 0.0), 3),
+        "trivy_process_s": round(watch.seconds.get("trivy", 0.0), 3),
+        "gallery_publish_s": round(watch.seconds.get("gallery_publish", 0.0), 3),
+        "switchyard_own_s": round(own, 3),
+        "targets": {"total_s": TARGET_TOTAL_S, "switchyard_own_s": TARGET_OWN_S},
+        "meets_targets": total <= TARGET_TOTAL_S and own <= TARGET_OWN_S,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

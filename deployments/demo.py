@@ -1,0 +1,131 @@
+"""The local demo: the whole path under steady synthetic traffic, on the stack `switchyard up` runs.
+
+publish and release v1 -> release a good v2 by canary -> build a v3 with a fault profile (20% errors)
+and watch it be rolled back automatically. Every run is a real Prefect flow run on the stack's
+server, so the UI shows the runs, their artifacts and events afterwards.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from flows.image_pipeline import image_pipeline
+from flows.release import ReleaseFailed, release
+from switchyard.core.config import FaultProfile
+from switchyard.core.release_report import ReleaseSummary
+from switchyard.core.rollout import Strategy
+from switchyard.demo.traffic import SteadyTraffic
+from tasks.context import load_service
+from tasks.release import ReleaseRefused
+
+SERVICE = "sample"
+ENVIRONMENT = "production"
+
+
+class ReleaseOutcome(BaseModel):
+    name: str
+    image_version: str
+    strategy: str
+    outcome: str
+    requests_sent: int
+    requests_failed: int
+    seconds_from_verdict_to_restored: float | None = None
+    detail: str = ""
+
+
+class DemoReport(BaseModel):
+    service: str
+    environment: str
+    traffic_rate: float
+    releases: list[ReleaseOutcome]
+
+    def text(self) -> str:
+        lines = [
+            f"switchyard demo: {self.service} in {self.environment} under ~{self.traffic_rate:.0f} requests/s",
+            "",
+            f"{'release':<10} {'image':<22} {'strategy':<11} {'outcome':<12} {'sent':>6} {'failed':>6}  restored",
+        ]
+        for r in self.releases:
+            restored = (
+                f"{r.seconds_from_verdict_to_restored:.2f} s" if r.seconds_from_verdict_to_restored is not None else "-"
+            )
+            lines.append(
+                f"{r.name:<10} {r.image_version:<22} {r.strategy:<11} {r.outcome:<12} "
+                f"{r.requests_sent:>6} {r.requests_failed:>6}  {restored}"
+            )
+        return "\n".join(lines)
+
+
+def _commit(repo: Path) -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired):
+        return "0" * 40  # not a git checkout: the demo still runs, the images say so
+
+
+def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = print) -> DemoReport:
+    service = load_service(SERVICE)
+    port = service.ports_in(ENVIRONMENT).production
+    commit = _commit(repo)
+    outcomes: list[ReleaseOutcome] = []
+
+    say("building images: v1 and v2 (good), v3 (built with 20% errors on purpose)")
+    v1 = image_pipeline(service=SERVICE, app_version="1.0.0", git_commit=commit).gallery_version
+    v2 = image_pipeline(service=SERVICE, app_version="2.0.0", git_commit=commit).gallery_version
+    # A fresh v3 each time (force): the last demo's v3 was rolled back and is never released again.
+    v3 = image_pipeline(
+        service=SERVICE,
+        app_version="3.0.0",
+        git_commit=commit,
+        fault_profile=FaultProfile(error_rate=0.2),
+        force=True,
+    ).gallery_version
+
+    with SteadyTraffic("127.0.0.1", port, rate=rate, connections=8) as traffic:
+        for name, version, strategy in (
+            ("v1", v1, Strategy.BLUE_GREEN),
+            ("v2", v2, Strategy.CANARY),
+            ("v3", v3, Strategy.CANARY),
+        ):
+            say(f"releasing {name} ({version}) by {strategy.value} under steady traffic")
+            started = time.time()
+            try:
+                summary: ReleaseSummary | None = release(
+                    service=SERVICE, environment=ENVIRONMENT, image_version=version, strategy=strategy
+                )
+            except ReleaseFailed as failure:
+                summary = failure.summary
+            except ReleaseRefused as refusal:
+                say(f"  {name}: refused: {refusal}")
+                summary = None
+            ended = time.time()
+            time.sleep(0.5)
+            during = traffic.report().between(started, ended)
+            restored = None
+            if summary is not None and summary.failed_verdict_at is not None:
+                verdict = summary.failed_verdict_at.timestamp()
+                last_bad = traffic.report().last_answer_from(version)
+                candidates = [summary.seconds_to_restore or 0.0]
+                if last_bad is not None:
+                    candidates.append(last_bad - verdict)
+                restored = max(0.0, *candidates)
+            outcome = ReleaseOutcome(
+                name=name,
+                image_version=version,
+                strategy=strategy.value,
+                outcome=summary.outcome if summary else "failed",
+                requests_sent=during.sent,
+                requests_failed=during.failed,
+                seconds_from_verdict_to_restored=restored,
+                detail=summary.outcome_detail if summary else "",
+            )
+            outcomes.append(outcome)
+            say(f"  {name}: {outcome.outcome}; {during.failed} of {during.sent} requests failed")
+    return DemoReport(service=SERVICE, environment=ENVIRONMENT, traffic_rate=rate, releases=outcomes)

@@ -4,9 +4,10 @@
 
 Runs the real image-pipeline flow (real Packer, real Trivy, the OSV matcher, the emulator's gallery
 over HTTPS) on an in-process Prefect test API and a fresh emulator, then reads each task run's
-duration back from Prefect. Time spent inside the Packer and Trivy processes is measured
-separately, so "switchyard's own work" is the pipeline's time minus Packer, the scanners' processes
-and the cloud's replication wait.
+duration back from Prefect. Time spent in Packer's process and in the scanners (Trivy's process, the
+OSV matcher) is measured separately, so "switchyard's own work" is the pipeline's time minus Packer,
+the scanners and the cloud's replication wait: version resolution, validation around Packer,
+unpacking, the gate, tags, and Prefect's orchestration of the tasks.
 
 Prints one JSON object as its last line and writes it to bench/results/image_pipeline.json.
 Targets: the whole pipeline under 30 s; switchyard's own work under 3 s.
@@ -67,11 +68,13 @@ def main() -> int:
     from switchyard.cloud.azure import AzureGallery
     from switchyard.emulator.testing import run_emulator
     from switchyard.images.packer import PackerRunner
+    from switchyard.images.scanners.osv import OsvScanner
     from switchyard.images.scanners.trivy import TrivyScanner
 
     watch = Stopwatch()
     watch.wrap(PackerRunner, "run", "packer")
     watch.wrap(TrivyScanner, "_run", "trivy")
+    watch.wrap(OsvScanner, "scan", "osv")
     watch.wrap(AzureGallery, "publish", "gallery_publish")
 
     shared = Path(os.environ.get("SWITCHYARD_SHARED_DIR", REPO.parent / "shared"))
@@ -102,7 +105,7 @@ def main() -> int:
                     )
     steps = {STEPS[run.name.rsplit("-", 1)[0]]: run.total_run_time.total_seconds() for run in runs
              if run.name.rsplit("-", 1)[0] in STEPS}  # fmt: skip
-    external = watch.seconds.get("packer", 0.0) + watch.seconds.get("trivy", 0.0)
+    external = sum(watch.seconds.get(name, 0.0) for name in ("packer", "trivy", "osv"))
     own = total - external - watch.seconds.get("gallery_publish", 0.0)
     result = {
         "benchmark": "image_pipeline",
@@ -111,6 +114,7 @@ def main() -> int:
         "steps_s": {name: round(seconds, 3) for name, seconds in steps.items()},
         "packer_process_s": round(watch.seconds.get("packer", 0.0), 3),
         "trivy_process_s": round(watch.seconds.get("trivy", 0.0), 3),
+        "osv_matcher_s": round(watch.seconds.get("osv", 0.0), 3),
         "gallery_publish_s": round(watch.seconds.get("gallery_publish", 0.0), 3),
         "switchyard_own_s": round(own, 3),
         "targets": {"total_s": TARGET_TOTAL_S, "switchyard_own_s": TARGET_OWN_S},

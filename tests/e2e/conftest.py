@@ -90,7 +90,7 @@ def fleet(
     for name, environment in fleet.environments.items():
         fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
     sample = fleet.services["sample"]
-    for name in ("shop", "cart", "broken"):
+    for name in ("shop", "cart", "broken", "till"):
         fleet.services[name] = sample.model_copy(update={"name": name})
     fleet.services["vulnerable"] = sample.model_copy(
         update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}
@@ -107,8 +107,13 @@ def fleet(
     fleet.release_policies["default"] = policy.model_validate(
         {**policy.model_dump(), **TEST_RELEASE_POLICY, "slo": {**policy.slo.model_dump(), **TEST_SLO}}
     )
-    fleet.release_policies["impossible-steps"] = fleet.release_policies["default"].model_copy(
-        update={"canary_steps": [0.25, 0.75]}
+    default = fleet.release_policies["default"]
+    fleet.release_policies["impossible-steps"] = default.model_copy(update={"canary_steps": [0.25, 0.75]})
+    fleet.release_policies["needs-approval"] = default.model_copy(
+        update={"strategy": "blue-green", "approval_required": True, "approval_timeout_s": 120}
+    )
+    fleet.release_policies["approval-times-out"] = default.model_copy(
+        update={"canary_steps": [0.25], "approval_required": True, "approval_timeout_s": 3}
     )
     scanning = fleet.scan_policies["default"]
     shared_osv = str(shared_dir / "osv-pypi" / "vulns")

@@ -80,29 +80,31 @@ def main() -> int:
     shared = Path(os.environ.get("SWITCHYARD_SHARED_DIR", REPO.parent / "shared"))
     with tempfile.TemporaryDirectory(prefix="bench-image-") as scratch:
         os.environ["SWITCHYARD_STATE_DIR"] = str(Path(scratch) / "state")
-        with run_emulator(Path(scratch) / "emulator", extra_args=["--lro-retry-after", "0"]) as emulator:
-            with prefect_test_harness(server_startup_timeout=120):
-                fleet = load_fleet()
-                for name, environment in fleet.environments.items():
-                    fleet.environments[name] = environment.model_copy(
-                        update={"emulator_file": str(emulator.state_dir / "emulator.json"), "target_regions": []}
-                    )
-                scanning = fleet.scan_policies["default"]
-                fleet.scan_policies["default"] = scanning.model_validate(
-                    {**scanning.model_dump(), "osv_databases": [str(shared / "osv-pypi" / "vulns")]}
+        with (
+            run_emulator(Path(scratch) / "emulator", extra_args=["--lro-retry-after", "0"]) as emulator,
+            prefect_test_harness(server_startup_timeout=120),
+        ):
+            fleet = load_fleet()
+            for name, environment in fleet.environments.items():
+                fleet.environments[name] = environment.model_copy(
+                    update={"emulator_file": str(emulator.state_dir / "emulator.json"), "target_regions": []}
                 )
-                asyncio.run(seed_blocks(fleet))
+            scanning = fleet.scan_policies["default"]
+            fleet.scan_policies["default"] = scanning.model_validate(
+                {**scanning.model_dump(), "osv_databases": [str(shared / "osv-pypi" / "vulns")]}
+            )
+            asyncio.run(seed_blocks(fleet))
 
-                from flows.image_pipeline import image_pipeline
+            from flows.image_pipeline import image_pipeline
 
-                started = time.perf_counter()
-                state = image_pipeline(service="sample", app_version="1.0.0", git_commit="0" * 40, return_state=True)
-                total = time.perf_counter() - started
-                published = state.result()
-                with get_client(sync_client=True) as client:
-                    runs = client.read_task_runs(
-                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-                    )
+            started = time.perf_counter()
+            state = image_pipeline(service="sample", app_version="1.0.0", git_commit="0" * 40, return_state=True)
+            total = time.perf_counter() - started
+            published = state.result()
+            with get_client(sync_client=True) as client:
+                runs = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+                )
     steps = {STEPS[run.name.rsplit("-", 1)[0]]: run.total_run_time.total_seconds() for run in runs
              if run.name.rsplit("-", 1)[0] in STEPS}  # fmt: skip
     external = sum(watch.seconds.get(name, 0.0) for name in ("packer", "trivy", "osv"))

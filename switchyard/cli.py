@@ -198,5 +198,14 @@ def status(
         _emit_json(report.model_dump(mode="json"))
 
 
+def _mount_edge_commands() -> None:
+    """Commands whose code lives with the local stack and the relay (deployments/)."""
+    from deployments.relay_cli import relay
+
+    app.command("relay", help="Run the merge-webhook relay: signed Git pushes -> Prefect merge events.")(relay)
+
+
+_mount_edge_commands()
+
 if __name__ == "__main__":
     app()

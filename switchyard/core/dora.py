@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -337,6 +337,200 @@ def _metrics(scope: str, releases: list[ReleaseRecord], period: ReportingPeriod)
 
 def _seconds(value: float | None) -> timedelta | None:
     return timedelta(seconds=value) if value is not None else None
+
+
+# --------------------------------------------------------------------------------------------
+# Release records from run history
+#
+# The history reader (tasks/history.py) turns Prefect flow runs into the plain models below; the
+# rules that make a ReleaseRecord out of them live here, where they can be tested without Prefect.
+# The steps are the release flow's task runs: durable (unlike events, which Prefect prunes after
+# its retention period, 7 days by default) and timed by the engine itself.
+
+
+class StepKind(StrEnum):
+    """What a step of a release run did, as far as DORA cares."""
+
+    SPLIT = "split"  # canary instances put into the live pool: users reach the new version
+    PROMOTE = "promote"  # the production rule moved to the new version
+    FINALIZE = "finalize"  # the new version held full traffic and was made "latest"
+    ROLLBACK = "rollback"  # all traffic put back on the stable version
+    OTHER = "other"
+
+
+class RunState(StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+
+
+class RunStep(_Model):
+    """One step (task run) of a release run."""
+
+    kind: StepKind
+    name: str
+    started_at: AwareDatetime | None
+    ended_at: AwareDatetime | None
+    succeeded: bool
+
+
+class ReleaseRun(_Model):
+    """A finished run of the release flow, with its steps and what is known about the change it shipped."""
+
+    flow_run_id: str
+    service: str
+    environment: str
+    image_version: str
+    state: RunState
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    steps: list[RunStep] = Field(default_factory=list)
+    git_commit: str | None = None
+    change_at: AwareDatetime | None = Field(
+        default=None,
+        description="when the change entered the pipeline: the merge commit's time, or the start of the "
+        "patch rebuild; None: unknown (the release's start is used, so lead time is a lower bound)",
+    )
+
+
+class ManualRollback(_Model):
+    """A run of the rollback flow: a person put traffic back after a release had been promoted."""
+
+    flow_run_id: str
+    service: str
+    environment: str
+    started_at: AwareDatetime
+    ended_at: AwareDatetime
+    succeeded: bool
+
+
+def record_from_run(run: ReleaseRun) -> ReleaseRecord | None:
+    """The ReleaseRecord of one release run, or None when the run changed nothing (the image was
+    already live). Raises ValueError when the run's times contradict each other.
+
+    Rules, from the steps the run really performed:
+    * promoted: the run completed and switched production (or finalized); it ended when it was
+      finalized (not when the old color was retired, later).
+    * reached users: the first canary split or production switch started.
+    * rolled back: a rollback step succeeded; the failure was detected when the step before the
+      rollback ended (the failing analysis, or the step that raised), traffic was restored when
+      the rollback step ended (it verifies the gateway before it ends).
+    * failed: the run failed otherwise (crashed, or the rollback itself failed).
+    * cancelled: the run was cancelled.
+    """
+    steps = sorted(_started(run.steps), key=_start_of)
+    user_steps = [s for s in steps if s.kind in (StepKind.SPLIT, StepKind.PROMOTE)]
+    reached_users_at = user_steps[0].started_at if user_steps else None
+    rollbacks = [s for s in steps if s.kind is StepKind.ROLLBACK]
+    failure_detected_at = traffic_restored_at = None
+    ended_at = run.ended_at
+
+    if run.state is RunState.COMPLETED:
+        switched = [s for s in steps if s.kind in (StepKind.PROMOTE, StepKind.FINALIZE) and s.succeeded]
+        if not switched:
+            return None  # the image already served production: nothing was deployed
+        # Finalizing is when the outcome is known; a run that stopped short of it ends at the switch.
+        finalized = [s.ended_at for s in switched if s.kind is StepKind.FINALIZE and s.ended_at is not None]
+        promoted = [s.ended_at for s in switched if s.ended_at is not None]
+        ended_at = max(finalized or promoted or [run.ended_at])
+        outcome = ReleaseOutcome.PROMOTED
+        reached_users_at = None  # implied by the promotion
+    elif run.state is RunState.CANCELLED:
+        outcome = ReleaseOutcome.CANCELLED
+    elif rollbacks:
+        rollback = rollbacks[0]
+        assert rollback.started_at is not None
+        before = [
+            s.ended_at
+            for s in steps
+            if s.kind is not StepKind.ROLLBACK and s.ended_at is not None and s.ended_at <= rollback.started_at
+        ]
+        failure_detected_at = max(before) if before else rollback.started_at
+        # A rollback means users were exposed, even if an earlier (crashed) run made the split.
+        reached_users_at = reached_users_at or run.started_at
+        restored = [s.ended_at for s in rollbacks if s.succeeded and s.ended_at is not None]
+        if restored:
+            outcome = ReleaseOutcome.ROLLED_BACK
+            traffic_restored_at = ended_at = restored[0]
+        else:
+            outcome = ReleaseOutcome.FAILED
+    else:
+        outcome = ReleaseOutcome.FAILED
+        if reached_users_at is not None:
+            failure_detected_at = run.ended_at
+
+    ended_at = max(ended_at, run.started_at)
+    return ReleaseRecord(
+        service=run.service,
+        environment=run.environment,
+        image_version=run.image_version,
+        git_commit=run.git_commit or "unknown",
+        commit_time=run.change_at or run.started_at,
+        started_at=run.started_at,
+        ended_at=ended_at,
+        outcome=outcome,
+        reached_users_at=reached_users_at,
+        failure_detected_at=failure_detected_at,
+        traffic_restored_at=traffic_restored_at,
+        flow_run_id=run.flow_run_id,
+    )
+
+
+def _started(steps: Iterable[RunStep]) -> list[RunStep]:
+    return [step for step in steps if step.started_at is not None]
+
+
+def _start_of(step: RunStep) -> datetime:
+    assert step.started_at is not None
+    return step.started_at
+
+
+def apply_manual_rollbacks(
+    records: Iterable[ReleaseRecord], rollbacks: Iterable[ManualRollback]
+) -> list[ReleaseRecord]:
+    """Fold runs of the rollback flow into the release records they concern.
+
+    A rollback acts on the release that last changed what users get: the latest release of that
+    service and environment that reached users and ended before the rollback started.
+    * If it was promoted, a person found it bad later: it becomes a change failure, detected when
+      the rollback started and restored when it ended (its outcome became known then).
+    * If it failed in production without a restore (its run died mid-canary), the rollback is the
+      restore.
+    * Otherwise (already rolled back) the rollback changed nothing that DORA counts.
+    Failed rollback runs restore nothing and are ignored."""
+    result = list(records)
+    for rollback in sorted(rollbacks, key=lambda r: r.started_at):
+        if not rollback.succeeded:
+            continue
+        candidates = [
+            index
+            for index, record in enumerate(result)
+            if (record.service, record.environment) == (rollback.service, rollback.environment)
+            and record.reached_users
+            and record.ended_at <= rollback.started_at
+        ]
+        if not candidates:
+            continue
+        index = max(candidates, key=lambda i: result[i].ended_at)
+        latest = result[index]
+        if latest.outcome is ReleaseOutcome.PROMOTED:
+            update = {
+                "outcome": ReleaseOutcome.ROLLED_BACK,
+                "ended_at": rollback.ended_at,
+                "reached_users_at": latest.ended_at,
+                "failure_detected_at": rollback.started_at,
+                "traffic_restored_at": rollback.ended_at,
+            }
+        elif latest.failed_in_production and latest.traffic_restored_at is None:
+            update = {
+                "failure_detected_at": latest.failure_detected_at or latest.ended_at,
+                "traffic_restored_at": rollback.ended_at,
+            }
+        else:
+            continue
+        result[index] = ReleaseRecord.model_validate({**latest.model_dump(), **update})
+    return result
 
 
 # --------------------------------------------------------------------------------------------

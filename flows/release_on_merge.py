@@ -1,0 +1,161 @@
+"""Release on merge: a merge to the main branch ships through every environment, in order.
+
+Triggered by the event `switchyard.git.merged` (the merge relay, deployments/merge_relay.py, emits
+it from the Git host's webhook; prefect.yaml maps its payload to this flow's parameters). The runbook:
+  1. check the parameters (before anything is built);
+  2. build, scan and publish the image of the app at that commit (the image pipeline; an
+     identical build already published is reused);
+  3. release it to each environment in order (staging, then production), stopping at the first
+     environment where it does not go live;
+  4. publish a summary (artifact `merge-<service>`); the run fails if a stage failed.
+Every run it starts is tagged with the change (commit, commit time): the DORA report measures lead
+time from the commit time (tasks/history.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow, get_run_logger, tags
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from flows.image_pipeline import image_pipeline
+from flows.release import ReleaseFailed, release
+from switchyard.core.release_report import ReleaseSummary
+from tasks.history import change_tags
+from tasks.routine import (
+    StageOutcome,
+    StageResult,
+    chain_failure,
+    check_app_version,
+    check_commit,
+    check_committed_at,
+    check_environments,
+    stages_markdown,
+)
+
+DEFAULT_ENVIRONMENTS = ["staging", "production"]
+
+
+class ReleaseChainFailed(Exception):
+    """A stage of the chain did not go live; the later stages were not run."""
+
+
+class MergeRelease(BaseModel):
+    service: str
+    app_version: str
+    git_commit: str
+    committed_at: datetime | None
+    image_version: str | None
+    stages: list[StageOutcome]
+
+
+def release_through(service: str, image_version: str, environments: list[str]) -> list[StageOutcome]:
+    """Release `image_version` to each environment in order; stop at the first that does not go live.
+
+    Each release is a subflow run (its own timeline, artifact and lock); a failure is recorded, not
+    raised, so the caller reports the whole chain."""
+    logger = get_run_logger()
+    stages: list[StageOutcome] = []
+    for position, environment in enumerate(environments):
+        state = release(service=service, environment=environment, image_version=image_version, return_state=True)
+        run_id = str(state.state_details.flow_run_id) if state.state_details.flow_run_id else None
+        if state.is_completed():
+            summary = state.result()
+            assert isinstance(summary, ReleaseSummary)
+            live: StageResult = "promoted" if summary.outcome == "promoted" else "already-live"
+            stages.append(StageOutcome(environment=environment, outcome=live, flow_run_id=run_id))
+            logger.info("%s %s in %s: %s", service, image_version, environment, live)
+            continue
+        error = state.result(raise_on_failure=False)
+        rolled_back = (
+            isinstance(error, ReleaseFailed) and error.summary is not None and error.summary.outcome == "rolled-back"
+        )
+        outcome: StageResult = "rolled-back" if rolled_back else "failed"
+        detail = str(error) if isinstance(error, BaseException) else (state.message or state.name or "")
+        stages.append(StageOutcome(environment=environment, outcome=outcome, detail=detail, flow_run_id=run_id))
+        logger.error("%s %s in %s: %s: %s", service, image_version, environment, outcome, detail)
+        stages += [
+            StageOutcome(environment=later, outcome="not-run", detail=f"stopped: {environment} {outcome}")
+            for later in environments[position + 1 :]
+        ]
+        break
+    return stages
+
+
+@flow(name="release-on-merge", log_prints=True)
+def release_on_merge(
+    service: str,
+    app_version: str,
+    git_commit: str,
+    environments: list[str] = DEFAULT_ENVIRONMENTS,
+    committed_at: datetime | None = None,
+) -> MergeRelease:
+    """Build `service` at `git_commit` (app `app_version`) and release it to `environments` in order.
+    `committed_at` (the merge commit's time) is where DORA's lead time starts."""
+    logger = get_run_logger()
+    started = datetime.now(UTC)
+    environments = check_environments(environments)
+    git_commit = check_commit(git_commit)
+    app_version = check_app_version(app_version)
+    committed_at = check_committed_at(committed_at, started)
+    if committed_at is None:
+        logger.warning("no commit time given: lead time is measured from the start of this run")
+    result = MergeRelease(
+        service=service,
+        app_version=app_version,
+        git_commit=git_commit,
+        committed_at=committed_at,
+        image_version=None,
+        stages=[],
+    )
+    with tags(*change_tags(commit=git_commit, change_at=committed_at or started, trigger="merge")):
+        # One gallery serves every stage (fleet.yaml shares it); the last stage's replication
+        # targets are the ones the image must reach.
+        build = image_pipeline(
+            service=service,
+            app_version=app_version,
+            git_commit=git_commit,
+            environment=environments[-1],
+            return_state=True,
+        )
+        if not build.is_completed():
+            error = build.result(raise_on_failure=False)
+            result.stages = [
+                StageOutcome(environment=e, outcome="not-run", detail="the image was not published")
+                for e in environments
+            ]
+            _publish(result, f"The image pipeline failed: {error}")
+            raise ReleaseChainFailed(
+                f"{service} at {git_commit[:12]} was not released: the image pipeline failed: {error}"
+            )
+        published = build.result()
+        result.image_version = published.gallery_version
+        result.stages = release_through(service, published.gallery_version, environments)
+    _publish(result, "")
+    failed = chain_failure(result.stages)
+    if failed is not None:
+        raise ReleaseChainFailed(
+            f"{service} {result.image_version} (commit {git_commit[:12]}) stopped in {failed.environment}: "
+            f"{failed.outcome}: {failed.detail}"
+        )
+    return result
+
+
+def _publish(result: MergeRelease, problem: str) -> None:
+    committed = result.committed_at.isoformat() if result.committed_at else "unknown"
+    markdown = (
+        f"# Merge of {result.service} at `{result.git_commit[:12]}`\n\n"
+        f"| | |\n|---|---|\n| app version | {result.app_version} |\n| commit | `{result.git_commit}` |\n"
+        f"| committed at | {committed} |\n| image | {result.image_version or '-'} |\n\n"
+        + (f"**{problem}**\n\n" if problem else "")
+        + stages_markdown(result.stages)
+    )
+    failed = chain_failure(result.stages)
+    create_markdown_artifact(
+        key=f"merge-{result.service}",
+        markdown=markdown,
+        description=f"{result.service} {result.git_commit[:12]}: "
+        + (f"stopped in {failed.environment}" if failed else "problem" if problem else "released"),
+    )

@@ -1,0 +1,188 @@
+"""Tasks and models the routine flows share: monthly patch and release on merge.
+
+What a chain of releases reports (one outcome per environment), which services the fleet has,
+and which image a service's production runs now (from the gateway and the gallery: the cloud is
+the truth, DESIGN.md decision 4).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.states import State
+from pydantic import BaseModel
+
+from blocks import ServiceBlock
+from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
+from switchyard.core.versions import AppVersion, VersionError
+from tasks.context import ServiceContext, cloud_for, load_environment, load_service
+
+StageResult = Literal["promoted", "already-live", "rolled-back", "failed", "not-run"]
+SUCCEEDED: tuple[StageResult, ...] = ("promoted", "already-live")
+
+_COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
+# A commit time this far ahead of our clock is a mistake, not skew.
+_CLOCK_SKEW = timedelta(minutes=5)
+
+
+class StageOutcome(BaseModel):
+    """How the release of one image to one environment ended."""
+
+    environment: str
+    outcome: StageResult
+    detail: str = ""
+    flow_run_id: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome in SUCCEEDED
+
+
+def chain_failure(stages: list[StageOutcome]) -> StageOutcome | None:
+    """The stage that stopped the chain, if any."""
+    return next((stage for stage in stages if stage.outcome not in (*SUCCEEDED, "not-run")), None)
+
+
+STAGE_ICONS: dict[str, str] = {
+    "promoted": "✅",
+    "already-live": "✅",
+    "rolled-back": "↩️",
+    "failed": "❌",
+    "not-run": "⏭️",
+}
+
+
+def stages_markdown(stages: list[StageOutcome]) -> str:
+    lines = ["| Environment | Outcome | Detail |", "|---|---|---|"]
+    for stage in stages:
+        detail = stage.detail.replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {stage.environment} | {STAGE_ICONS[stage.outcome]} {stage.outcome} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
+# Input checks: refuse bad parameters before anything is built --------------------------------------
+
+
+def check_environments(environments: list[str]) -> list[str]:
+    if not environments:
+        raise ValueError("environments is empty: name at least one, e.g. ['staging', 'production']")
+    duplicates = sorted({e for e in environments if environments.count(e) > 1})
+    if duplicates:
+        raise ValueError(f"environments lists {', '.join(duplicates)} more than once: {environments}")
+    return list(environments)
+
+
+def check_commit(git_commit: str) -> str:
+    if not _COMMIT.fullmatch(git_commit):
+        raise ValueError(f"git_commit {git_commit!r} is not a commit id: 7 to 64 lower-case hex digits")
+    return git_commit
+
+
+def check_app_version(app_version: str) -> str:
+    try:
+        return str(AppVersion.parse(app_version))
+    except VersionError as error:
+        raise ValueError(f"app_version {app_version!r} is invalid: {error}") from None
+
+
+def check_committed_at(committed_at: datetime | None, now: datetime) -> datetime | None:
+    if committed_at is None:
+        return None
+    if committed_at.tzinfo is None:
+        raise ValueError(
+            f"committed_at {committed_at.isoformat()} has no timezone: send it as ISO 8601 with an offset, "
+            "e.g. 2026-11-26T10:00:00+00:00"
+        )
+    if committed_at - now > _CLOCK_SKEW:
+        raise ValueError(f"committed_at {committed_at.isoformat()} is in the future (now {now.isoformat()})")
+    return committed_at.astimezone(UTC)
+
+
+# The fleet ---------------------------------------------------------------------------------------
+
+
+@task(name="list the fleet's services", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def fleet_services() -> list[str]:
+    """Every service block's name: the fleet as configured in Prefect."""
+    with get_client(sync_client=True) as client:
+        documents = client.read_block_documents_by_type(ServiceBlock.get_block_type_slug(), include_secrets=False)
+    return sorted(d.name for d in documents if d.name and not d.is_anonymous)
+
+
+class ProductionImage(BaseModel):
+    """What an environment serves now, or why there is nothing to patch."""
+
+    service: str
+    environment: str
+    image: ImageMetadata | None = None
+    reason: str = ""  # when image is None: why the service is skipped
+
+
+def _retry_cloud_errors(task: object, task_run: object, state: State) -> bool:
+    """Retry what a retry can fix (the cloud's hiccups), not a wrong name or a missing image."""
+    try:
+        state.result()
+    except (ValueError, LookupError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+@task(
+    name="find the image production runs",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=_retry_cloud_errors,
+)
+def production_image(service: str, environment: str) -> ProductionImage:
+    """The image every live instance runs, read from the gateway, the scale set and the gallery.
+
+    An unknown service raises (a mistake to report); a service without anything live there is a
+    normal answer (skipped)."""
+    logger = get_run_logger()
+    service_config = load_service(service)  # raises UnknownNameError, naming the known services
+    if environment not in service_config.frontend_ports:
+        return ProductionImage(
+            service=service, environment=environment, reason=f"{service} is not deployed to {environment}"
+        )
+    context = ServiceContext(environment=load_environment(environment), service=service_config)
+    cloud = cloud_for(context)
+    gateway = cloud.router.observe(context.topology, with_health=False)
+    if not gateway.exists or gateway.live_color is None:
+        return ProductionImage(
+            service=service, environment=environment, reason=f"{context.topology.gateway} is not provisioned"
+        )
+    live = cloud.scale_sets.observe(context.topology, gateway.live_color)
+    version = live.runs_only
+    if version is None:
+        reason = (
+            f"{live.name} runs no image yet"
+            if not live.instances
+            else f"{live.name} runs mixed versions {sorted({i.image_version or '?' for i in live.instances})}"
+        )
+        return ProductionImage(service=service, environment=environment, reason=reason)
+    observed = cloud.gallery.image_version(service, version)
+    if not observed.exists:
+        raise LookupError(f"{service} in {environment} runs {version}, which is not in the gallery any more")
+    try:
+        metadata = ImageMetadata.from_tags(observed.tags)
+    except ImageMetadataError as error:
+        raise LookupError(
+            f"{service} in {environment} runs {version}, whose gallery tags are unusable: {error}"
+        ) from None
+    logger.info(
+        "%s in %s runs %s (app %s, commit %s)",
+        service,
+        environment,
+        version,
+        metadata.app_version,
+        metadata.git_commit[:12],
+    )
+    return ProductionImage(service=service, environment=environment, image=metadata)

@@ -17,7 +17,6 @@ so a re-run after a crash continues from where things really stand.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
@@ -47,7 +46,6 @@ from switchyard.core.rollout import (
     next_action,
 )
 from switchyard.core.state import ServiceObservation
-from switchyard.core.topology import Color
 from tasks.locks import ensure_release_lock
 from tasks.release import (
     Analysis,
@@ -61,12 +59,12 @@ from tasks.release import (
     finalize,
     heartbeat,
     load_release_context,
+    mark_rolled_back,
     now,
     observe_service,
     preflight,
     prepare_idle_color,
     promote,
-    retire_idle_color,
     roll_back,
     set_canary_split,
     smoke_test,
@@ -128,8 +126,6 @@ def release(
             _run(context, summary, progress_id)
         finally:
             _publish_summary(context, summary)
-    if summary.outcome in ("promoted", "already-live"):
-        _retire_old_color_later(context, summary)
     return summary
 
 
@@ -269,6 +265,7 @@ def _roll_back(context: ReleaseContext, summary: ReleaseSummary, analysis: Analy
         summary.outcome_detail = f"{reason}. It cannot be rolled back: {error}."
         _publish_summary(context, summary)
         raise ReleaseFailed(f"release of {context.image_version} failed: {reason}; {error}", summary) from None
+    mark_rolled_back(context, report.abandoned_image)
     summary.traffic_restored_at = report.restored_at or now()
     summary.add(now(), "rolled back", report.action)
     summary.outcome = "rolled-back"
@@ -293,16 +290,3 @@ def _await_approval(context: ReleaseContext, summary: ReleaseSummary) -> None:
 
 class ApprovalMissing(Exception):
     """Nobody approved the switch in time, or someone rejected it."""
-
-
-def _retire_old_color_later(context: ReleaseContext, summary: ReleaseSummary) -> None:
-    """The old color stays warm for the policy's delay (a fast way back), then scales to zero."""
-    logger = get_run_logger()
-    delay = context.policy.scale_down_delay_s
-    old = Color(summary.live_before) if summary.live_before else None
-    if old is None or summary.live_after == summary.live_before:
-        return
-    logger.info("keeping %s warm for %.0f s", context.topology.scale_set(old), delay)
-    time.sleep(delay)
-    with concurrency(context.topology.release_lock, occupy=1, lease_duration=LOCK_LEASE_S, strict=True):
-        logger.info(retire_idle_color(context))

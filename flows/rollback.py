@@ -12,7 +12,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.provision import load_service_context
-from tasks.release import RollbackReport, roll_back
+from tasks.release import RollbackReport, mark_rolled_back, roll_back
 
 
 @flow(name="rollback", log_prints=True)
@@ -20,11 +20,12 @@ def rollback(service: str, environment: str, reason: str = "requested by a perso
     """Put all of `service`'s production traffic in `environment` back on the stable color."""
     context = load_service_context(service, environment)
     report = roll_back(context, reason, None)
+    marked = mark_rolled_back(context, report.abandoned_image)
     create_markdown_artifact(
         key=f"rollback-{service}-{environment}",
         markdown=(
             f"# Rollback of {service} in {environment}\n\n**Reason:** {reason}\n\n"
-            f"**Action:** {report.action}\n\n**Image marked rolled back:** {report.image_marked or '-'}\n"
+            f"**Action:** {report.action}\n\n**Image marked rolled back:** {marked or '-'}\n"
         ),
     )
     return report

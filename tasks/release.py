@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from prefect import get_run_logger, task
@@ -35,6 +35,7 @@ from switchyard.core.rollout import (
     TAG_PHASE,
     TAG_PREVIOUS,
     TAG_RELEASE,
+    TAG_RETIRE_AFTER,
     CanaryStep,
     ImpossiblePlanError,
     Phase,
@@ -43,6 +44,7 @@ from switchyard.core.rollout import (
     Strategy,
     canary_addresses_for,
     plan_canary_steps,
+    retirement,
     rollback_target,
 )
 from switchyard.core.state import ScaleSetObservation, ServiceObservation
@@ -550,7 +552,8 @@ def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> A
 
 @task(name="finalize release", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def finalize(context: ReleaseContext, live: Color) -> None:
-    """Autoscale follows the new live color; the image becomes eligible as latest; phase recorded."""
+    """Autoscale follows the new live color; the image becomes eligible as latest; the old color's
+    warm period starts (the retire-idle-colors flow scales it down when the period is over)."""
     logger = get_run_logger()
     cloud = cloud_for(context)
     cloud.infrastructure.ensure_autoscale(context.topology, context.service, live)
@@ -561,7 +564,13 @@ def finalize(context: ReleaseContext, live: Color) -> None:
     logger.info("image %s is now eligible as latest", context.image_version)
     observed = cloud.observe(context.topology, with_health=False)
     assert observed.gateway.etag is not None
-    cloud.router.tag(context.topology, {TAG_PHASE: Phase.FINALIZED.value}, observed.gateway.etag)
+    retire_after = now() + timedelta(seconds=context.policy.scale_down_delay_s)
+    cloud.router.tag(
+        context.topology,
+        {TAG_PHASE: Phase.FINALIZED.value, TAG_RETIRE_AFTER: retire_after.isoformat(timespec="seconds")},
+        observed.gateway.etag,
+    )
+    logger.info("%s stays warm until %s", context.topology.scale_set(live.other), retire_after.isoformat())
     emit(context, "finalized", {"color": live.value, "image": context.image_version})
 
 
@@ -570,14 +579,12 @@ def retire_idle_color(context: ServiceContext) -> str:
     """After the warm period: the idle color scales to zero unless it serves anything again."""
     cloud = cloud_for(context)
     observed = cloud.observe(context.topology, with_health=False)
-    idle = observed.idle_color
-    if idle is None:
-        return "no idle color"
-    scale_set = observed.scale_set(idle)
-    if observed.canary_addresses or not scale_set.exists or scale_set.capacity == 0:
-        return f"{scale_set.name} left as it is"
-    cloud.scale_sets.scale(context.topology, idle, 0)
-    return f"{scale_set.name} scaled to zero"
+    idle, why = retirement(observed, now())
+    if idle is not None:
+        cloud.scale_sets.scale(context.topology, idle, 0)
+        emit(context, "retired", {"color": idle.value})
+        return f"{why}: scaled to zero"
+    return why
 
 
 # Roll back ---------------------------------------------------------------------------------------
@@ -587,7 +594,7 @@ class RollbackReport(BaseModel):
     stable_color: Color | None
     action: str
     restored_at: datetime | None
-    image_marked: str | None
+    abandoned_image: str | None  # the version traffic left: to be marked rolled back
 
 
 @task(
@@ -638,13 +645,25 @@ def roll_back(context: ServiceContext, reason: str, image_version: str | None) -
     after = cloud.observe(context.topology, with_health=False)
     if after.canary_addresses or (stable is not None and after.live_color != stable):
         raise VerificationFailed(f"after rollback production routes to {after.live_color} {after.canary_addresses}")
-    marked = None
-    if abandoned and stable is not None:
-        image = cloud.gallery.image_version(context.service.name, abandoned)
-        if image.exists:
-            tags_now = ImageMetadata.from_tags(image.tags).with_rolled_back().to_tags()
-            cloud.gallery.update_version(context.service.name, abandoned, tags=tags_now, exclude_from_latest=True)
-            marked = abandoned
     logger.warning("rolled back (%s): %s", reason, action)
     emit(context, "rolled-back", {"reason": reason, "action": action, "image": abandoned or ""})
-    return RollbackReport(stable_color=stable, action=action, restored_at=restored_at, image_marked=marked)
+    return RollbackReport(
+        stable_color=stable,
+        action=action,
+        restored_at=restored_at,
+        abandoned_image=abandoned if stable is not None else None,
+    )
+
+
+@task(name="mark image rolled back", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=1)
+def mark_rolled_back(context: ServiceContext, image_version: str | None) -> str | None:
+    """Tag the abandoned version rolled back and exclude it from latest, so nothing picks it again."""
+    if not image_version:
+        return None
+    cloud = cloud_for(context)
+    image = cloud.gallery.image_version(context.service.name, image_version)
+    if not image.exists:
+        return None
+    tags = ImageMetadata.from_tags(image.tags).with_rolled_back().to_tags()
+    cloud.gallery.update_version(context.service.name, image_version, tags=tags, exclude_from_latest=True)
+    return image_version

@@ -11,6 +11,7 @@ the nearest reachable share and the plan says so.
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from itertools import pairwise
 from typing import Annotated, Literal, Self
@@ -26,6 +27,7 @@ from switchyard.core.topology import Color
 TAG_RELEASE = "switchyard.release"
 TAG_PHASE = "switchyard.phase"
 TAG_PREVIOUS = "switchyard.previous"
+TAG_RETIRE_AFTER = "switchyard.retireAfter"  # when the old color may scale to zero (ISO 8601, UTC)
 
 
 class Phase(StrEnum):
@@ -319,6 +321,32 @@ def next_action(
             + f"; production moves to {idle.value}"
         ),
     )
+
+
+def retirement(observed: ServiceObservation, now: datetime) -> tuple[Color | None, str]:
+    """Should the idle color scale to zero now? (the color, or None) and why.
+
+    Only after a finalized release whose warm period has passed, and never while the idle color
+    serves anything: a canary, or a release in flight (the gateway says canary or promoted).
+    """
+    idle = observed.idle_color
+    if idle is None:
+        return None, "no live color"
+    scale_set = observed.scale_set(idle)
+    if not scale_set.exists or scale_set.capacity == 0:
+        return None, f"{scale_set.name} is already scaled down"
+    if observed.canary_addresses:
+        return None, f"{scale_set.name} serves a canary"
+    tags = observed.gateway.tags
+    if tags.get(TAG_PHASE) != Phase.FINALIZED:
+        return None, f"{scale_set.name} stays: the last release is {tags.get(TAG_PHASE) or 'unknown'}, not finalized"
+    try:
+        due = datetime.fromisoformat(tags.get(TAG_RETIRE_AFTER, ""))
+    except ValueError:
+        return None, f"{scale_set.name} stays: no retirement time on the gateway"
+    if now < due:
+        return None, f"{scale_set.name} stays warm until {due.isoformat()}"
+    return idle, f"{scale_set.name} was kept warm until {due.isoformat()}"
 
 
 def canary_addresses_for(observed: ServiceObservation, step: CanaryStep) -> list[str]:

@@ -235,3 +235,41 @@ def test_killing_a_release_mid_canary_and_starting_it_again_converges(
     assert summary.outcome == "promoted"  # a good image converges to promoted
     assert report.failed == 0, f"{report.failed} of {report.sent} requests failed"
     assert live_version()[1] == target
+
+
+def test_status_shows_the_live_color_the_image_on_each_color_and_health(
+    fleet: Fleet, images: dict[str, str], v1_live: str, repo_root: Path
+) -> None:
+    import json
+
+    live, image = live_version()
+    result = subprocess.run(
+        [sys.executable, "-m", "switchyard.cli", "status", SERVICE, "--env", ENV, "--json"],
+        cwd=repo_root, env=dict(os.environ), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{SERVICE} in {ENV}: production on {live.value}" in result.stdout
+    status = json.loads(result.stdout.strip().splitlines()[-1])
+    colors = {c["color"]: c for c in status["colors"]}
+    assert status["live_color"] == live.value and status["canary_share"] == 0.0
+    assert colors[live.value]["image_version"] == image and colors[live.value]["role"] == "live"
+    assert colors[live.value]["healthy"] == colors[live.value]["instances"] > 0
+
+
+def test_the_old_color_scales_to_zero_only_after_its_warm_period(
+    fleet: Fleet, images: dict[str, str], v1_live: str
+) -> None:
+    from flows.retire import retire_idle_colors
+
+    _, current = live_version()
+    target = images["v2"] if current != images["v2"] else images["v4"]
+    with traffic(fleet):
+        summary = release(service=SERVICE, environment=ENV, image_version=target, strategy=Strategy.BLUE_GREEN)
+    old = Color(summary.live_before)
+    assert observe().scale_set(old).capacity > 0  # type: ignore[attr-defined]  # warm: a fast way back
+    time.sleep(1.5)  # the test policy keeps the old color warm for 1 s
+    results = retire_idle_colors(services=[SERVICE])
+    assert "scaled to zero" in results[f"{SERVICE}/{ENV}"]
+    after = observe()
+    assert after.scale_set(old).capacity == 0 and not after.scale_set(old).instances  # type: ignore[attr-defined]
+    assert live_version() == (old.other, target)

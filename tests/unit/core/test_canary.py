@@ -517,3 +517,20 @@ def test_the_split_check_rejects_impossible_input(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         verify_split(expected, canary, total, tolerance)
+
+
+def test_after_promotion_only_the_slos_are_judged() -> None:
+    """With no baseline serving beside the new version, the judge checks SLOs and compares nothing."""
+    window = AnalysisWindow(start=datetime(2026, 11, 26, tzinfo=UTC), end=datetime(2026, 11, 26, 0, 1, tzinfo=UTC))
+    canary = SideEvidence(latency_ms=[10.0] * 300, request_count=300, error_count=0, cpu_percent=[20.0] * 5)
+    empty = SideEvidence(request_count=0, error_count=0)
+    verdict = judge_canary(
+        CanaryEvidence(window=window, baseline=empty, canary=canary), CanaryPolicy(), compare_with_baseline=False
+    )
+    assert verdict.outcome is CanaryOutcome.PASS
+    assert {r.check for r in verdict.reasons} == {CheckKind.SLO}
+    breached = canary.model_copy(update={"error_count": 30})
+    failed = judge_canary(
+        CanaryEvidence(window=window, baseline=empty, canary=breached), CanaryPolicy(), compare_with_baseline=False
+    )
+    assert failed.outcome is CanaryOutcome.FAIL

@@ -262,3 +262,19 @@ def test_nothing_to_roll_back_when_production_is_stable() -> None:
         scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), tags={TAG_PHASE: Phase.ROLLED_BACK.value}
     )
     assert rollback_target(rolled_back) is None
+
+
+def test_the_idle_color_retires_only_after_a_finalized_release_and_its_warm_period() -> None:
+    from datetime import timedelta
+
+    from switchyard.core.rollout import TAG_RETIRE_AFTER, retirement
+
+    due = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    tags = {TAG_PHASE: Phase.FINALIZED.value, TAG_RETIRE_AFTER: due.isoformat()}
+    state = observed(scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3), tags=tags)
+    assert retirement(state, due - timedelta(seconds=1))[0] is None
+    assert retirement(state, due)[0] is Color.GREEN
+    in_flight = observed(scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3), tags={TAG_PHASE: "promoted"})
+    assert retirement(in_flight, due)[0] is None
+    canary = observed(scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3), tags=tags, canary=["127.2.0.4"])
+    assert retirement(canary, due)[0] is None

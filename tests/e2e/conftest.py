@@ -108,7 +108,7 @@ def fleet(
         {**policy.model_dump(), **TEST_RELEASE_POLICY, "slo": {**policy.slo.model_dump(), **TEST_SLO}}
     )
     default = fleet.release_policies["default"]
-    fleet.release_policies["impossible-steps"] = default.model_copy(update={"canary_steps": [0.25, 0.75]})
+    fleet.release_policies["impossible-steps"] = default.model_copy(update={"canary_steps": [0.25, 0.95]})
     fleet.release_policies["needs-approval"] = default.model_copy(
         update={"strategy": "blue-green", "approval_required": True, "approval_timeout_s": 120}
     )

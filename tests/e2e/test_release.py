@@ -165,7 +165,7 @@ def test_bad_input_fails_before_any_change(fleet: Fleet, images: dict[str, str],
         release(service=SERVICE, environment=ENV, image_version="9000000.20261100.1")
     with pytest.raises(ReleaseRefused, match="not a switchyard gallery version"):
         release(service=SERVICE, environment=ENV, image_version="latest")
-    with pytest.raises(ReleaseRefused, match="largest canary share is 50%"):
+    with pytest.raises(ReleaseRefused, match="canary step 95% cannot be reached"):
         release(service=SERVICE, environment=ENV, image_version=images["v5"], policy="impossible-steps")
     after = observe()
     assert after.gateway.etag == before.gateway.etag  # type: ignore[attr-defined]

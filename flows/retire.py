@@ -30,7 +30,7 @@ def retire_idle_colors(services: list[str] | None = None) -> dict[str, str]:
             ensure_release_lock(lock)
             try:
                 # A release in flight owns the colors: try again on the next run.
-                with concurrency(lock, occupy=1, timeout_seconds=1, lease_duration=60, strict=True):
+                with concurrency(lock, occupy=1, timeout_seconds=15, lease_duration=60, strict=True):
                     results[f"{service}/{environment}"] = retire_idle_color(context)
             except TimeoutError:
                 results[f"{service}/{environment}"] = "a release is running: skipped"

@@ -25,15 +25,16 @@ app.add_typer(image_app, name="image")
 fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: services and environments as Prefect blocks.")
 app.add_typer(fleet_app, name="fleet")
 
-STACK_FILE = Path(".state") / "stack.json"
-
 
 def _use_local_stack() -> None:
     """Talk to the local stack's Prefect server when it runs and nothing else was chosen."""
-    if os.environ.get("PREFECT_API_URL") or not STACK_FILE.is_file():
+    from deployments.local_stack import default_state_dir
+
+    stack_file = default_state_dir() / "stack.json"
+    if os.environ.get("PREFECT_API_URL") or not stack_file.is_file():
         return
     try:
-        api_url = json.loads(STACK_FILE.read_text())["prefect_api_url"]
+        api_url = json.loads(stack_file.read_text())["prefect_api_url"]
     except (ValueError, KeyError):
         return
     os.environ["PREFECT_API_URL"] = api_url
@@ -198,11 +199,53 @@ def status(
         _emit_json(report.model_dump(mode="json"))
 
 
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    rate: Annotated[float, typer.Option(help="Steady synthetic traffic, requests per second.")] = 120.0,
+) -> None:
+    """Bring the local stack up, then under steady traffic: release v1, a good v2 by canary, and a v3
+    with 20% errors that is rolled back automatically. The stack keeps running for the UI."""
+    from deployments.demo import run_demo
+    from deployments.local_stack import REPO_ROOT, StackError, StackPaths, UpOptions, default_state_dir
+    from deployments.local_stack import up as start_stack
+
+    options = UpOptions(state_dir=default_state_dir())
+    try:
+        state = start_stack(options, echo=typer.echo)
+    except (StackError, ValueError) as error:
+        _fail(f"switchyard demo: the local stack did not come up: {error}")
+        return
+    os.environ["SWITCHYARD_STATE_DIR"] = state.state_dir
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    paths = StackPaths(state_dir=Path(state.state_dir))
+    with temporary_settings(updates={PREFECT_API_URL: state.prefect_api_url, PREFECT_HOME: str(paths.prefect_home)}):
+        try:
+            report = run_demo(REPO_ROOT, rate=rate, say=typer.echo)
+        except Exception as error:
+            if as_json:
+                _emit_json({"error": str(error), "type": type(error).__name__})
+            _fail(f"switchyard demo failed: {error}")
+            return
+    typer.echo("")
+    typer.echo(report.text())
+    typer.echo("")
+    typer.echo(f"The runs, their summaries and events are in the Prefect UI: {state.ui_url}")
+    typer.echo("`switchyard down` stops the stack.")
+    if as_json:
+        _emit_json(report.model_dump(mode="json"))
+
+
 def _mount_edge_commands() -> None:
     """Commands whose code lives with the local stack and the relay (deployments/)."""
     from deployments.relay_cli import relay
+    from deployments.stack_cli import down, ui_url, up
 
     app.command("relay", help="Run the merge-webhook relay: signed Git pushes -> Prefect merge events.")(relay)
+    app.command()(up)
+    app.command()(down)
+    app.command("ui-url")(ui_url)
 
 
 _mount_edge_commands()

@@ -126,10 +126,19 @@ def heartbeat(context: ServiceContext, image_version: str, interval_s: float = 5
     thread.start()
     try:
         yield
-    finally:
+    except Exception:
         stop.set()
         thread.join(timeout=interval_s)
-        emit(context, "finished", {"image": image_version})
+        emit(context, "finished", {"image": image_version})  # failed, but on its own terms
+        raise
+    except BaseException:
+        # Cancelled or terminated: no `finished`, so the guard treats the run as dead and takes any
+        # canary it left out of production.
+        stop.set()
+        raise
+    stop.set()
+    thread.join(timeout=interval_s)
+    emit(context, "finished", {"image": image_version})
 
 
 # Configuration and preflight --------------------------------------------------------------------

@@ -1,0 +1,300 @@
+"""`switchyard up` and `switchyard down` for real: the emulator, a Prefect server with its UI, the
+blocks, the sample service's topologies, prefect.yaml's deployments and a worker, as processes on
+this machine. The tests drive them the way a person does: the commands, the API behind the UI's
+forms (run_deployment), a merge event, and the process table afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import json
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from uuid import uuid4
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import yaml
+from azure.mgmt.resource.resources import ResourceManagementClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.server.schemas.schedules import CronSchedule
+from prefect.states import Cancelling
+
+from deployments.local_stack import PREFECT_FILE, WORK_POOL, WORKER_NAME, ProcStat, port_is_free, proc_stat
+from switchyard.emulator.testing import StaticTokenCredential
+from tests.e2e.stack_support import (
+    SERVICE,
+    Stack,
+    all_flow_runs,
+    artifacts,
+    build_image,
+    deployment_runs,
+    flow_run,
+    live_processes_of,
+    new_stack,
+    service_observation,
+    start_run,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+DEPLOYMENTS = {
+    "image-pipeline",
+    "provision",
+    "release",
+    "rollback",
+    "monthly-patch",
+    "release-on-merge",
+    "weekly-report",
+    "retire-idle-colors",
+    "guard",
+}
+COMMIT = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[Stack]:
+    """Not started: the first test starts it (from cold), the last one stops it."""
+    stack = new_stack(tmp_path_factory.mktemp("stack"), shared_dir)
+    try:
+        yield stack
+    finally:
+        stack.down()
+        stack.kill_leftovers()
+
+
+def patch_thursday(year: int, month: int) -> date:
+    """Independently of cron: the 2nd Tuesday of the month (Patch Tuesday) plus two days."""
+    tuesdays = [d for d in calendar.Calendar().itermonthdates(year, month) if d.month == month and d.weekday() == 1]
+    return tuesdays[1] + timedelta(days=2)
+
+
+def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stack) -> None:
+    started = time.monotonic()
+    first = stack.up()
+    took = time.monotonic() - started
+    assert first.returncode == 0, first.stdout + first.stderr
+    print(f"switchyard up from cold took {took:.1f} s")  # the speed target lives in the report, not here
+    state = stack.state
+    assert f"Prefect UI: http://127.0.0.1:{stack.port}" in first.stdout
+    assert state.prefect_api_url == f"http://127.0.0.1:{stack.port}/api"
+    assert Path(state.emulator_file) == stack.state_dir / "emulator" / "emulator.json"
+    assert set(state.pids) == {"emulator", "prefect_server", "worker"}
+    for name, record in state.processes.items():
+        stat = proc_stat(record.pid)
+        assert stat is not None and stat.state != "Z", f"{name} is not running"
+        assert stat.pgrp == record.pid, f"{name} is not the leader of its own process group"
+
+    # Everything answers: the Prefect API and UI, the emulator's ARM API (with the sample topologies).
+    assert httpx.get(f"{state.prefect_api_url}/health", timeout=5).json() is True
+    assert "<html" in httpx.get(state.ui_url, timeout=5).text.lower()
+    emulator = json.loads(Path(state.emulator_file).read_text())
+    resources = ResourceManagementClient(
+        StaticTokenCredential(emulator["token"]),
+        emulator["subscription_id"],
+        base_url=emulator["endpoint"],
+        connection_verify=emulator["ca_bundle"],
+    )
+    with resources:
+        groups = {group.name for group in resources.resource_groups.list()}
+    assert {"switchyard-staging", "switchyard-production"} <= groups
+    with stack.client_settings(), get_client(sync_client=True) as client:
+        assert {d.name for d in client.read_deployments()} == DEPLOYMENTS
+        pool = client.read_work_pool(WORK_POOL)
+        assert pool.type == "process"
+        workers = client.read_workers_for_work_pool(WORK_POOL)
+        assert [w.status.value for w in workers if w.name == WORKER_NAME] == ["ONLINE"]
+        automations = {a.name: a for a in client.read_automations()}
+        assert automations["release-guard"].enabled and automations["release-on-merge"].enabled
+        for environment in ("staging", "production"):
+            gateway = service_observation(environment).gateway
+            assert gateway.exists and gateway.live_color is not None, f"{SERVICE} is not provisioned in {environment}"
+    runs_before = len(_all_runs(stack))
+    stack_file_before = (stack.state_dir / "stack.json").read_bytes()
+
+    second = stack.up()
+
+    assert second.returncode == 0, second.stdout + second.stderr
+    for what in ("emulator already running", "Prefect server already running", "worker already running"):
+        assert what in second.stdout
+    assert "nothing changed" in second.stdout
+    assert (stack.state_dir / "stack.json").read_bytes() == stack_file_before
+    assert len(_all_runs(stack)) == runs_before  # no provisioning ran again
+
+
+def _all_runs(stack: Stack) -> list[FlowRun]:
+    """Flow runs anything started (the server's own scheduler adds runs of schedules: not those)."""
+    with stack.client_settings():
+        return [run for run in all_flow_runs() if "auto-scheduled" not in run.tags]
+
+
+def test_monthly_patch_runs_on_the_thursday_after_patch_tuesday(stack: Stack) -> None:
+    """Computed by Prefect's own schedule code from prefect.yaml, and scheduled by the stack's server."""
+    spec = yaml.safe_load(PREFECT_FILE.read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    (monthly,) = deployments["monthly-patch"]["schedules"]
+    schedule = CronSchedule(cron=monthly["cron"], timezone=monthly["timezone"], day_or=monthly["day_or"])
+    # Two years, across daylight-saving changes, starting from a month whose Thursday has passed.
+    dates = asyncio.run(schedule.get_dates(24, start=datetime(2026, 11, 20, tzinfo=UTC)))
+    expected = [(2026 + (11 + i) // 12, (11 + i) % 12 + 1) for i in range(24)]
+    assert [(d.year, d.month) for d in dates] == expected
+    for run_at in dates:
+        local = run_at.astimezone(AMSTERDAM)
+        assert local.date() == patch_thursday(local.year, local.month), f"{local} is not the Thursday after"
+        assert (local.hour, local.minute) == (3, 0)
+    (weekly,) = deployments["weekly-report"]["schedules"]
+    assert weekly["timezone"] == "Europe/Amsterdam"
+
+    # The running server scheduled the same dates (it creates the next runs of active schedules).
+    with stack.client_settings():
+        scheduled = wait_for("scheduled monthly-patch runs", lambda: deployment_runs("monthly-patch"), timeout_s=60)
+        weekly_runs = wait_for("scheduled weekly-report runs", lambda: deployment_runs("weekly-report"), timeout_s=60)
+    for run in scheduled:
+        assert run.state_type == StateType.SCHEDULED and run.expected_start_time is not None
+        local = run.expected_start_time.astimezone(AMSTERDAM)
+        assert local.date() == patch_thursday(local.year, local.month) and (local.hour, local.minute) == (3, 0)
+    for run in weekly_runs:
+        assert run.expected_start_time is not None
+        local = run.expected_start_time.astimezone(AMSTERDAM)
+        assert (local.weekday(), local.hour, local.minute) == (0, 7, 0)
+
+
+def test_a_release_started_from_the_deployment_runs_on_the_worker_and_finishes(stack: Stack) -> None:
+    with stack.client_settings():
+        image = build_image("1.0.0", COMMIT)
+        # What the UI's "Run" form does: create a run of the deployment with the form's parameters.
+        released = start_run("release", {"service": SERVICE, "environment": "staging", "image_version": image})
+        assert released.state is not None and released.state.is_completed(), released.state
+        assert released.work_pool_name == WORK_POOL
+        assert released.infrastructure_pid, "the run did not run in a worker's process"
+        observed = service_observation("staging")
+        assert observed.scale_set(observed.live_color).runs_only == image
+        (summary, *_) = artifacts(f"release-{SERVICE}-staging")
+        assert summary.flow_run_id == released.id
+        assert f"Release of {SERVICE} {image} to staging: **PROMOTED**" in str(summary.data)
+
+
+def test_a_merge_event_starts_release_on_merge_with_the_commit_of_the_event(stack: Stack) -> None:
+    committed_at = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+    event = {
+        "id": str(uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": "switchyard.git.merged",
+        "resource": {"prefect.resource.id": "switchyard.repo.acme-sample", "switchyard.service": SERVICE},
+        "payload": {
+            "service": SERVICE,
+            "app_version": "1.1.0",
+            "commit": COMMIT[::-1],
+            "repository": "acme/sample",
+            "ref": "refs/heads/main",
+            "committed_at": committed_at.isoformat(),
+        },
+    }
+    response = httpx.post(f"{stack.api_url}/events", json=[event], timeout=10)
+    assert response.status_code == 204, response.text
+    with stack.client_settings():
+        (run,) = wait_for("a release-on-merge run", lambda: deployment_runs("release-on-merge"), timeout_s=60)
+        assert run.parameters["service"] == SERVICE
+        assert run.parameters["app_version"] == "1.1.0"
+        assert run.parameters["git_commit"] == COMMIT[::-1]
+        assert datetime.fromisoformat(str(run.parameters["committed_at"])) == committed_at
+
+        # The worker picks it up; then it is cancelled (a whole build and two releases is not this test).
+        def picked_up() -> FlowRun | None:
+            current = flow_run(run.id)
+            return current if current.state_type in (StateType.RUNNING, StateType.COMPLETED) else None
+
+        running = wait_for("the worker running release-on-merge", picked_up, timeout_s=60)
+        assert running.infrastructure_pid
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, Cancelling(), force=True)
+        wait_for(
+            "the cancelled run to stop",
+            lambda: flow_run(run.id).state_type in (StateType.CANCELLED, StateType.COMPLETED),
+            timeout_s=60,
+        )
+
+
+def test_down_stops_everything_up_started_and_leaves_no_process(stack: Stack) -> None:
+    from deployments.local_stack import process_tree
+
+    state = stack.state
+    trees = {name: process_tree(record) for name, record in state.processes.items()}
+    seen = {stat.pid: stat.start_ticks for tree in trees.values() for stat in tree}
+    # the emulator runs the scale-set instances and the gateway worker: they are part of the stack
+    assert len(trees["emulator"]) > 2, trees["emulator"]
+
+    result = stack.down()
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "none left" in result.stdout
+    assert live_processes_of(list(seen), seen) == []
+    for record in state.processes.values():
+        members = [p for p in _group_members(record.pid) if p.state not in ("Z", "X")]
+        assert members == [], f"process group {record.pid} still has {members}"
+    assert not (stack.state_dir / "stack.json").exists()
+    assert port_is_free(stack.port)
+    for environment in ("staging", "production"):
+        for port in stack.ports(environment).values():
+            assert port_is_free(port), f"gateway port {port} of {environment} is still held"
+    again = stack.down()
+    assert again.returncode == 0 and "no stack to stop" in again.stdout
+
+
+def _group_members(pgid: int) -> list[ProcStat]:
+    from deployments.local_stack import _all_processes
+
+    return [p for p in _all_processes() if p.pgrp == pgid]
+
+
+def test_up_refuses_a_port_in_use_and_starts_nothing(tmp_path: Path, shared_dir: Path) -> None:
+    stack = new_stack(tmp_path, shared_dir)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", stack.port))
+        squatter.listen()
+        result = stack.up()
+    assert result.returncode == 1
+    assert f"port {stack.port} on 127.0.0.1 is in use by another program" in result.stderr
+    assert not (stack.state_dir / "stack.json").exists()
+    assert not (stack.state_dir / "emulator" / "emulator.json").exists()
+
+
+def test_up_stops_what_it_started_when_the_emulator_cannot_start(tmp_path: Path, shared_dir: Path) -> None:
+    stack = new_stack(tmp_path, shared_dir)
+    emulator_dir = stack.state_dir / "emulator"
+    emulator_dir.mkdir(parents=True)
+    (emulator_dir / "arm.sqlite").write_bytes(b"this is not a database" * 100)
+    try:
+        result = stack.up()
+        assert result.returncode == 1
+        assert "the emulator exited with code" in result.stderr, result.stdout + result.stderr
+        assert "stopping what this run started: prefect_server" in result.stdout
+        assert not (stack.state_dir / "stack.json").exists()
+        assert port_is_free(stack.port), "the Prefect server this run started is still listening"
+        # no process of this stack survives: nothing runs with its Prefect home
+        assert _processes_with_environment(f"PREFECT_HOME={stack.state_dir / 'prefect'}") == []
+    finally:
+        stack.kill_leftovers()
+
+
+def _processes_with_environment(entry: str) -> list[int]:
+    found = []
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            environment = (pid_dir / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        stat = proc_stat(int(pid_dir.name))
+        if entry.encode() in environment and stat is not None and stat.state not in ("Z", "X"):
+            found.append(int(pid_dir.name))
+    return found

@@ -42,7 +42,7 @@ class Emulator:
         *,
         faults: FaultInjector | None = None,
         page_size: int = 100,
-        lro_retry_after: int = 0,
+        lro_retry_after: int = 1,
     ) -> None:
         from switchyard.emulator.resources.gallery import Galleries
         from switchyard.emulator.resources.gateways import Gateways

@@ -29,10 +29,11 @@ def start(
     lro_retry_after: Annotated[
         int,
         typer.Option(
-            help="Retry-After (s) on long-running operations. 0 (default) sends none, so the client's own "
-            "polling interval applies: the emulator finishes most operations in well under a second."
+            help="Retry-After (s) on long-running operations (as Azure sends it; SDK clients with default "
+            "settings poll this often). 0 sends none, so the client's own polling interval applies: the "
+            "emulator finishes most operations in well under a second, and switchyard polls every 50 ms."
         ),
-    ] = 0,
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the emulator in the foreground until SIGTERM/SIGINT; writes STATE_DIR/emulator.json when ready."""

@@ -37,7 +37,7 @@ class EmulatorSettings(BaseModel):
     allow_remote: bool = False
     faults: FaultConfig = Field(default_factory=FaultConfig)
     page_size: int = Field(default=100, ge=1, le=1000)
-    lro_retry_after: int = Field(default=0, ge=0, le=60)
+    lro_retry_after: int = Field(default=1, ge=0, le=60)
     log_level: str = "info"
 
 

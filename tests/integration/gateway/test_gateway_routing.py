@@ -194,17 +194,21 @@ def test_a_new_member_gets_traffic_only_after_its_first_successful_probe(
         async with running_fleet(tmp_path) as fleet:
             await fleet.apply(spec([backends[0].ip]))
             await wait_for_health(fleet, GATEWAY_ID, {backends[0].ip: "Up"})
-            # b1 is healthy, but its first probe answer takes 3 s: until then it is Unknown and
-            # must get no request (Azure: unhealthy until the first successful probe).
+            # b1 is healthy, but its first probe answer takes 3 s. A configuration that adds it
+            # takes traffic only once that probe has answered (Azure: unhealthy until the first
+            # successful probe; the gateway probes new members before it routes to them), so
+            # meanwhile every request still goes to b0.
             async with httpx.AsyncClient() as direct:
                 await direct.post(f"http://{backends[1].address}/admin/health?status=200&delay_ms=3000")
-            await fleet.apply(spec([backends[0].ip, backends[1].ip]))
+            applying = asyncio.create_task(fleet.apply(spec([backends[0].ip, backends[1].ip])))
+            await asyncio.sleep(0.5)
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
                 before = [(await client.get("/whoami")).text for _ in range(10)]
-                report = {s.address: s.health for s in (await fleet.health(GATEWAY_ID))["blue"]}
-                assert report[backends[1].ip] == "Unknown"  # so all 10 requests ran before its probe
+                assert not applying.done()  # so all 10 requests ran before its first probe answered
                 assert set(before) == {"b0"}
-                await wait_for_health(fleet, GATEWAY_ID, {backends[1].ip: "Up"})
+                await applying
+                report = {s.address: s.health for s in (await fleet.health(GATEWAY_ID))["blue"]}
+                assert report[backends[1].ip] == "Up"
                 after = [(await client.get("/whoami")).text for _ in range(10)]
             assert Counter(after) == {"b0": 5, "b1": 5}
 

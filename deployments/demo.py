@@ -3,10 +3,14 @@
 publish and release v1 -> release a good v2 by canary -> build a v3 with a fault profile (20% errors)
 and watch it be rolled back automatically. Every run is a real Prefect flow run on the stack's
 server, so the UI shows the runs, their artifacts and events afterwards.
+
+Traffic starts as soon as something serves production: on a fresh stack that is after v1 (a first
+release has nobody to keep serving), on a stack that ran the demo before it is before v1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -20,7 +24,7 @@ from switchyard.core.config import FaultProfile
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.rollout import Strategy
 from switchyard.demo.traffic import SteadyTraffic
-from tasks.context import load_service
+from tasks.context import ServiceContext, cloud_for, load_environment, load_service
 from tasks.release import ReleaseRefused
 
 SERVICE = "sample"
@@ -70,6 +74,14 @@ def _commit(repo: Path) -> str:
         return "0" * 40  # not a git checkout: the demo still runs, the images say so
 
 
+def _serves_production() -> bool:
+    """Whether the production listener has something behind it: its live color runs instances."""
+    context = ServiceContext(environment=load_environment(ENVIRONMENT), service=load_service(SERVICE))
+    observed = cloud_for(context).observe(context.topology)
+    live = observed.live_color
+    return live is not None and bool(observed.scale_set(live).instances)
+
+
 def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = print) -> DemoReport:
     service = load_service(SERVICE)
     port = service.ports_in(ENVIRONMENT).production
@@ -88,13 +100,18 @@ def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = pr
         force=True,
     ).gallery_version
 
-    with SteadyTraffic("127.0.0.1", port, rate=rate, connections=8) as traffic:
+    with contextlib.ExitStack() as running:
+        traffic: SteadyTraffic | None = None
         for name, version, strategy in (
             ("v1", v1, Strategy.BLUE_GREEN),
             ("v2", v2, Strategy.CANARY),
             ("v3", v3, Strategy.CANARY),
         ):
-            say(f"releasing {name} ({version}) by {strategy.value} under steady traffic")
+            if traffic is None and _serves_production():
+                traffic = running.enter_context(SteadyTraffic("127.0.0.1", port, rate=rate, connections=8))
+            elif traffic is None:
+                say(f"nothing serves {SERVICE} in {ENVIRONMENT} yet: traffic starts once {name} is live")
+            say(f"releasing {name} ({version}) by {strategy.value}" + (" under steady traffic" if traffic else ""))
             started = time.time()
             try:
                 summary: ReleaseSummary | None = release(
@@ -106,13 +123,16 @@ def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = pr
                 say(f"  {name}: refused: {refusal}")
                 summary = None
             ended = time.time()
-            time.sleep(0.5)
-            during = traffic.report().between(started, ended)
+            sent = failed = 0
             restored = None
+            if traffic is not None:
+                time.sleep(0.5)  # answers still in flight at the end belong to this release
+                during = traffic.report().between(started, ended)
+                sent, failed = during.sent, during.failed
             if summary is not None and summary.failed_verdict_at is not None:
                 verdict = summary.failed_verdict_at.timestamp()
-                last_bad = traffic.report().last_answer_from(version)
                 candidates = [summary.seconds_to_restore or 0.0]
+                last_bad = traffic.report().last_answer_from(version) if traffic is not None else None
                 if last_bad is not None:
                     candidates.append(last_bad - verdict)
                 restored = max(0.0, *candidates)
@@ -121,11 +141,12 @@ def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = pr
                 image_version=version,
                 strategy=strategy.value,
                 outcome=summary.outcome if summary else "failed",
-                requests_sent=during.sent,
-                requests_failed=during.failed,
+                requests_sent=sent,
+                requests_failed=failed,
                 seconds_from_verdict_to_restored=restored,
                 detail=summary.outcome_detail if summary else "",
             )
             outcomes.append(outcome)
-            say(f"  {name}: {outcome.outcome}; {during.failed} of {during.sent} requests failed")
+            measured = f"{failed} of {sent} requests failed" if traffic else "no traffic yet"
+            say(f"  {name}: {outcome.outcome}; {measured}")
     return DemoReport(service=SERVICE, environment=ENVIRONMENT, traffic_rate=rate, releases=outcomes)

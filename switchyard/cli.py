@@ -203,14 +203,29 @@ def status(
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
     rate: Annotated[float, typer.Option(help="Steady synthetic traffic, requests per second.")] = 120.0,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option("--state-dir", help="The local stack's state (default: $SWITCHYARD_STATE_DIR or .state)."),
+    ] = None,
+    fleet: Annotated[
+        Path | None,
+        typer.Option(help="The fleet file the stack registers as blocks (default deployments/fleet.yaml)."),
+    ] = None,
 ) -> None:
     """Bring the local stack up, then under steady traffic: release v1, a good v2 by canary, and a v3
     with 20% errors that is rolled back automatically. The stack keeps running for the UI."""
     from deployments.demo import run_demo
-    from deployments.local_stack import REPO_ROOT, StackError, StackPaths, UpOptions, default_state_dir
+    from deployments.local_stack import (
+        DEFAULT_FLEET_FILE,
+        REPO_ROOT,
+        StackError,
+        StackPaths,
+        UpOptions,
+        default_state_dir,
+    )
     from deployments.local_stack import up as start_stack
 
-    options = UpOptions(state_dir=default_state_dir())
+    options = UpOptions(state_dir=state_dir or default_state_dir(), fleet_file=fleet or DEFAULT_FLEET_FILE)
     try:
         state = start_stack(options, echo=typer.echo)
     except (StackError, ValueError) as error:

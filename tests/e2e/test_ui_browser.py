@@ -1,15 +1,32 @@
-"""The Prefect UI of the local stack in a real browser (Debian's Chromium, headless): a person opens
-the runs page, finds the release that finished, and reads its Markdown summary artifact.
+"""`switchyard demo` from cold, then its runs in the Prefect UI in a real browser (Debian's Chromium,
+headless): what a person does after `make demo`.
 
-The stack is real (`switchyard up`); the release ran on its worker from the release deployment.
+The demo brings the local stack up itself (`switchyard up`), then under steady traffic releases v1
+(blue-green), a good v2 (canary) and a v3 with 20% errors that must be rolled back. A person then
+opens the runs page, finds the release that finished, and reads its Markdown summary artifact.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -18,14 +35,16 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.e2e.stack_support import SERVICE, Stack, build_image, running_stack, start_run
+from deployments.local_stack import REPO_ROOT
+from tests.e2e.stack_support import SERVICE, Stack, new_stack
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+# The first test carries the demo (stack from cold, three builds, three releases) in its setup.
+pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(600)]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-ENV = "staging"
-COMMIT = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c"
+ENV = "production"  # where the demo releases
+DEMO_TIMEOUT_S = 600
 PAGE_TIMEOUT_S = 30
 
 # A finished release run in the runs list: its flow is "release", its state badge says Completed.
@@ -38,19 +57,69 @@ RELEASE_RUN_LINK = (
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("ui-stack"), shared_dir) as stack:
-        yield stack
+def demo(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[tuple[Stack, dict[str, Any]]]:
+    """`switchyard demo --json` on a cold state directory (a test fleet: free ports, short windows);
+    the stack it brought up and the JSON of its last line. `switchyard down` at the end."""
+    stack = new_stack(tmp_path_factory.mktemp("demo-stack"), shared_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SWITCHYARD_"))}
+    demo_location = ["--state-dir", str(stack.state_dir), "--fleet", str(stack.fleet_file)]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "switchyard.cli", "demo", "--json", *demo_location],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=DEMO_TIMEOUT_S,
+        )
+        assert result.returncode == 0, f"switchyard demo failed:\n{result.stdout}\n{result.stderr}"
+        stack.up_output = result.stdout
+        yield stack, json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        stack.down()
+        stack.kill_leftovers()
 
 
-@pytest.fixture(scope="module")
-def released(stack: Stack) -> tuple[str, str]:
-    """(flow run name, image) of a release that finished on the stack's worker."""
-    with stack.client_settings():
-        image = build_image("1.0.0", COMMIT)
-        run = start_run("release", {"service": SERVICE, "environment": ENV, "image_version": image})
-    assert run.state is not None and run.state.is_completed(), run.state
-    return run.name, image
+def test_the_demo_releases_v1_then_v2_without_a_failed_request_and_rolls_v3_back(
+    demo: tuple[Stack, dict[str, Any]],
+) -> None:
+    stack, report = demo
+    assert (report["service"], report["environment"]) == (SERVICE, ENV)
+    releases = {r["name"]: r for r in report["releases"]}
+    assert [(r["name"], r["strategy"]) for r in report["releases"]] == [
+        ("v1", "blue-green"),
+        ("v2", "canary"),
+        ("v3", "canary"),
+    ]
+    # A fresh stack: nothing serves production before v1, so traffic starts once v1 is live.
+    first = releases["v1"]
+    assert first["outcome"] == "promoted" and first["requests_sent"] == first["requests_failed"] == 0, first
+    good = releases["v2"]
+    assert good["outcome"] == "promoted", good
+    assert good["requests_sent"] > 100 and good["requests_failed"] == 0, good
+    assert good["seconds_from_verdict_to_restored"] is None, good
+    bad = releases["v3"]
+    assert bad["outcome"] == "rolled-back", bad
+    assert bad["requests_sent"] > 100 and bad["requests_failed"] <= 0.01 * bad["requests_sent"], bad
+    assert bad["seconds_from_verdict_to_restored"] is not None and bad["seconds_from_verdict_to_restored"] <= 2.0, bad
+    # The human-readable summary comes first, and says where to look next.
+    assert "traffic starts once v1 is live" in stack.up_output
+    assert "releasing v3" in stack.up_output and stack.state.ui_url in stack.up_output
+
+
+def newest_completed_release(stack: Stack) -> tuple[str, str]:
+    """(run name, image) of the newest release run that completed, as the stack's API records it."""
+    with stack.client_settings(), get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["release"])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+            ),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+            limit=1,
+        )
+    assert runs, "no completed release run on the stack"
+    return runs[0].name, str(runs[0].parameters["image_version"])
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +150,12 @@ def visible(driver: WebDriver, xpath: str) -> WebElement:
     return WebDriverWait(driver, PAGE_TIMEOUT_S).until(conditions.visibility_of_element_located((By.XPATH, xpath)))
 
 
-def test_the_ui_shows_a_finished_release_and_its_summary(
-    stack: Stack, released: tuple[str, str], browser: WebDriver
+def test_the_ui_shows_the_demos_finished_release_and_its_summary(
+    demo: tuple[Stack, dict[str, Any]], browser: WebDriver
 ) -> None:
-    run_name, image = released
+    stack, report = demo
+    run_name, image = newest_completed_release(stack)
+    assert image == next(r["image_version"] for r in report["releases"] if r["name"] == "v2")
     browser.get(f"{stack.state.ui_url}/runs")
 
     # The runs page lists the release run as completed; open it.

@@ -12,8 +12,10 @@ STAMP  := $(VENV)/.installed
 demo: setup
 	$(BIN)/switchyard demo
 
+# Two workers, one test file each at a time: the end-to-end files mostly wait on real traffic and
+# analysis windows, so two of them side by side fit two cores (module fixtures stay in one worker).
 test: setup tools-test
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 setup: $(STAMP) tools
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run
@@ -120,8 +121,7 @@ def release(
         summary.live_before = report.live_color.value
         summary.add(now(), "preflight", "; ".join(report.checks))
         emit(context, "started", {"image": image_version, "strategy": context.policy.strategy.value})
-        progress_id = create_progress_artifact(progress=0.0, key=_artifact_key(context) + "-progress")
-        assert progress_id is not None
+        progress_id = cast(UUID, create_progress_artifact(progress=0.0, key=_artifact_key(context) + "-progress"))
         try:
             _run(context, summary, progress_id)
         finally:

@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import logging
 import threading
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict
@@ -46,7 +46,7 @@ def _known(block_type: type[Block]) -> list[str]:
 
 def load_block(block_type: type[B], name: str, kind: str) -> B:
     try:
-        block = block_type.load(name)
+        block = cast(B, block_type.load(name))  # sync context: load returns the block, not a coroutine
     except ValueError:
         try:
             known = ", ".join(_known(block_type)) or "none"
@@ -88,7 +88,7 @@ def load_scan_policy(name: str) -> ScanConfiguration:
 
 def load_recipe(service: str) -> ImageRecipe:
     try:
-        return as_model(ImageRecipe, ImageRecipeBlock.load(service))
+        return as_model(ImageRecipe, cast(ImageRecipeBlock, ImageRecipeBlock.load(service)))
     except ValueError:
         return ImageRecipe(service=service)
 

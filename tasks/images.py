@@ -234,7 +234,7 @@ def _recorded_findings(service: str, gallery_version: str) -> list[Finding] | No
         return None
     data = artifacts[0].data
     rows = json.loads(data) if isinstance(data, str) else data
-    return [Finding.model_validate(row) for row in rows or [] if row.get("kind") != "none"]
+    return [Finding.model_validate(row) for row in rows or [] if isinstance(row, dict) and row.get("kind") != "none"]
 
 
 @task(name="find production's findings", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

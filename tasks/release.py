@@ -509,9 +509,11 @@ def analyse_canary(
         verdict, canary_requests, total, early = _watch(
             context, observed, canary_addresses, live, live.other, 2 * window, compare=True, start=start
         )
-    split = None if early else verify_split(step.share, canary_requests, total, context.policy.split_tolerance)
-    analysis = Analysis(verdict=verdict, split=split, decided_at=now(), early=early)
-    logger.info("canary at %.1f%%: %s%s", step.share * 100, verdict.summary, f"; {split.reason}" if split else "")
+    delivered = None if early else verify_split(step.share, canary_requests, total, context.policy.split_tolerance)
+    analysis = Analysis(verdict=verdict, split=delivered, decided_at=now(), early=early)
+    logger.info(
+        "canary at %.1f%%: %s%s", step.share * 100, verdict.summary, f"; {delivered.reason}" if delivered else ""
+    )
     emit(
         context,
         "analysed",

@@ -203,7 +203,7 @@ class AzureGallery:
                 )
             except ResourceNotFoundError:
                 return []
-        return [self._observe(v.name, v) for v in versions]
+        return [self._observe(str(v.name), v) for v in versions]
 
     def publish(
         self,

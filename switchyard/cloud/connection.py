@@ -83,7 +83,7 @@ class AzureClients:
             emulator = EmulatorEndpoint.read(environment.emulator_file)
             self.credential: TokenCredential = StaticTokenCredential(emulator.token)
             self.subscription_id = environment.subscription_id or emulator.subscription_id
-            self.log_analytics_workspace_id = (
+            self.log_analytics_workspace_id: str | None = (
                 environment.log_analytics_workspace_id or emulator.log_analytics_workspace_id
             )
             self._arm_endpoint: str | None = emulator.endpoint

@@ -128,7 +128,7 @@ class SteadyTraffic:
             try:
                 if writer is None:
                     reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 5)
-                assert reader is not None
+                assert reader is not None and writer is not None
                 writer.write(request)
                 status, version, instance, keep_alive = await asyncio.wait_for(self._response(reader), 10)
                 if not keep_alive:

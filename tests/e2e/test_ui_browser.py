@@ -3,7 +3,8 @@ headless): what a person does after `make demo`.
 
 The demo brings the local stack up itself (`switchyard up`), then under steady traffic releases v1
 (blue-green), a good v2 (canary) and a v3 with 20% errors that must be rolled back. A person then
-opens the runs page, finds the release that finished, and reads its Markdown summary artifact.
+opens the runs page, finds the release that finished, and reads its Markdown summary artifact; and
+starts a release from the deployment's run form, which the stack's worker runs to completion.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -25,7 +27,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -36,7 +38,7 @@ from selenium.webdriver.support import expected_conditions as conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from deployments.local_stack import REPO_ROOT
-from tests.e2e.stack_support import SERVICE, Stack, new_stack
+from tests.e2e.stack_support import SERVICE, Stack, flow_run, new_stack, wait_for
 
 # The first test carries the demo (stack from cold, three builds, three releases) in its setup.
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(600)]
@@ -179,3 +181,55 @@ def test_the_ui_shows_the_demos_finished_release_and_its_summary(
     heading = visible(browser, f"//h1[contains(normalize-space(), 'Release of {SERVICE} {image} to {ENV}')]")
     assert heading.text.endswith(f"Release of {SERVICE} {image} to {ENV}: PROMOTED")
     assert "Timeline" in browser.find_element(By.TAG_NAME, "body").text
+
+
+def field(driver: WebDriver, parameter: str) -> WebElement:
+    """The input of one parameter in the deployment's run form (found by its label)."""
+    return visible(
+        driver,
+        f"//span[contains(@class, 'schema-form-property__label')][normalize-space() = '{parameter}']"
+        "/ancestor::div[contains(concat(' ', @class, ' '), ' schema-form-property ')][1]//textarea",
+    )
+
+
+def test_a_release_started_from_the_ui_form_runs_on_the_worker_and_completes(
+    demo: tuple[Stack, dict[str, Any]], browser: WebDriver
+) -> None:
+    stack, report = demo
+    image = next(r["image_version"] for r in report["releases"] if r["name"] == "v2")
+    with stack.client_settings(), get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("release/release")
+
+    # Deployments > release > Run > Custom run: the form Prefect draws from the flow's typed parameters.
+    browser.get(f"{stack.state.ui_url}/deployments/deployment/{deployment.id}/run")
+    for parameter, value in (("service", SERVICE), ("environment", "staging"), ("image_version", image)):
+        field(browser, parameter).send_keys(value)
+    visible(browser, "//form//button[@type = 'submit'][normalize-space() = 'Submit']").click()
+    # Submitting schedules the run and shows the deployment's runs, the new one among them.
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(conditions.url_contains("tab=Runs"))
+    with stack.client_settings():
+        [started] = wait_for("the run the form scheduled", lambda: runs_of_release_with(image, "staging"), 30)
+    visible(browser, f"//a[normalize-space() = '{started.name}']")
+    assert started.parameters.get("service") == SERVICE
+
+    # The stack's worker picks it up and releases v2 to staging; its page says Completed.
+    with stack.client_settings():
+        run = wait_for("the release started from the form to end", lambda: finished_run(started.id), timeout_s=300)
+    assert run.state is not None and run.state.is_completed(), run.state
+    browser.get(f"{stack.state.ui_url}/runs/flow-run/{run.id}")
+    visible(browser, "//*[contains(@class, 'state-badge')][normalize-space() = 'Completed']")
+
+
+def runs_of_release_with(image: str, environment: str) -> list[FlowRun]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["release"])))
+    return [
+        run
+        for run in runs
+        if run.parameters.get("image_version") == image and run.parameters.get("environment") == environment
+    ]
+
+
+def finished_run(run_id: UUID) -> FlowRun | None:
+    current = flow_run(run_id)
+    return current if current.state is not None and current.state.is_final() else None

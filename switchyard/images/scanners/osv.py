@@ -226,6 +226,10 @@ class OsvScanner:
 # --- reading records ---------------------------------------------------------------------------
 
 
+# libyaml's safe loader when PyYAML was built with it: a database of thousands of records loads ~10x faster.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _advisory_files(directory: Path) -> Iterator[Path]:
     for path in directory.rglob("*"):
         if path.is_file() and path.suffix.lower() in _ADVISORY_SUFFIXES:
@@ -235,7 +239,7 @@ def _advisory_files(directory: Path) -> Iterator[Path]:
 def _load_records(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.load(text, Loader=_YAML_LOADER)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
         raise OsvDatabaseError(f"cannot read OSV record {path}: {error}") from None
     records = data if isinstance(data, list) else [data]

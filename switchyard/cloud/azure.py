@@ -22,6 +22,7 @@ from azure.core.exceptions import (
 from switchyard.cloud.connection import AzureClients
 from switchyard.cloud.errors import CloudError, NotFoundError, OperationFailedError, StaleStateError
 from switchyard.cloud.ports import Progress, RequestCounts
+from switchyard.core.capacity import ComputeQuota, QuotaUsage
 from switchyard.core.config import AzureEnvironment, ServiceConfig
 from switchyard.core.state import (
     GatewayObservation,
@@ -301,6 +302,22 @@ class AzureScaleSets:
                 if address:
                     addresses[match.group(1)] = address
         return addresses
+
+    def compute_quota(self) -> ComputeQuota:
+        """The location's compute usage and limits, and what one VM of the service's size takes."""
+        location, size = self._environment.location, self._service.vm_size
+        with _azure_errors(f"compute quota in {location}"):
+            usages = {
+                str(u.name.value): QuotaUsage(name=str(u.name.value), current=u.current_value, limit=u.limit)
+                for u in self._compute.usage.list(location)
+                if u.name is not None and u.name.value
+            }
+            skus = self._compute.resource_skus.list(filter=f"location eq '{location}'")
+            sku = next((s for s in skus if s.resource_type == "virtualMachines" and s.name == size), None)
+        if sku is None:
+            raise CloudError(f"VM size {size} is not offered in {location}: choose another vm_size for the service")
+        vcpus = next((int(c.value) for c in sku.capabilities or [] if c.name == "vCPUs" and c.value), 1)
+        return ComputeQuota(location=location, vm_size=size, vcpus_per_vm=vcpus, family=sku.family or "", usages=usages)
 
     def observe(self, topology: Topology, color: Color) -> ScaleSetObservation:
         rg = self._environment.resource_group

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import AzureEnvironment, ServiceConfig
 from switchyard.core.state import GatewayObservation, ImageObservation, ScaleSetObservation
 from switchyard.core.topology import Color, Topology
@@ -79,6 +80,10 @@ class ScaleSets(Protocol):
         ...
 
     def scale(self, topology: Topology, color: Color, capacity: int) -> ScaleSetObservation: ...
+
+    def compute_quota(self) -> ComputeQuota:
+        """The location's compute usage and limits, for the service's VM size."""
+        ...
 
 
 class TrafficRouter(Protocol):
@@ -157,9 +162,23 @@ class Infrastructure(Protocol):
 
 
 class Cloud(Protocol):
-    environment: AzureEnvironment
-    gallery: ImageGallery
-    scale_sets: ScaleSets
-    router: TrafficRouter
-    telemetry: Telemetry
-    infrastructure: Infrastructure
+    """One environment's cloud: the ports above. Read-only members, so that an adapter's own
+    component types (AzureGallery, ...) satisfy them."""
+
+    @property
+    def environment(self) -> AzureEnvironment: ...
+
+    @property
+    def gallery(self) -> ImageGallery: ...
+
+    @property
+    def scale_sets(self) -> ScaleSets: ...
+
+    @property
+    def router(self) -> TrafficRouter: ...
+
+    @property
+    def telemetry(self) -> Telemetry: ...
+
+    @property
+    def infrastructure(self) -> Infrastructure: ...

@@ -17,6 +17,8 @@ NETWORK = frozenset({"2026-03-01", "2025-05-01", "2025-03-01", "2025-01-01", "20
 # the network SDK lists scale-set NICs under Microsoft.Compute with this old version
 SCALE_SET_NICS = frozenset({"2018-10-01", "2017-03-30"})
 METRICS = frozenset({"2024-02-01", "2023-10-01", "2021-05-01", "2018-01-01"})
+# resource_skus.list keeps an older version than the rest of the compute SDK
+RESOURCE_SKUS = frozenset({"2021-07-01", "2019-04-01"})
 AUTOSCALE = frozenset({"2022-10-01", "2021-05-01-preview", "2015-04-01"})
 
 API_VERSION_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}(-(preview|alpha|beta|privatepreview))?$", re.IGNORECASE)

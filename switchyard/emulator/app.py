@@ -24,6 +24,7 @@ from switchyard.emulator.errors import ArmError
 from switchyard.emulator.faults import FaultInjector
 from switchyard.emulator.identity import Identity
 from switchyard.emulator.lro import Operations
+from switchyard.emulator.resources.quotas import DEFAULT_VCPU_QUOTA
 from switchyard.emulator.store import Store
 
 log = logging.getLogger("switchyard.emulator")
@@ -43,12 +44,14 @@ class Emulator:
         faults: FaultInjector | None = None,
         page_size: int = 100,
         lro_retry_after: int = 1,
+        vcpu_quota: int = DEFAULT_VCPU_QUOTA,
     ) -> None:
         from switchyard.emulator.resources.gallery import Galleries
         from switchyard.emulator.resources.gateways import Gateways
         from switchyard.emulator.resources.groups import ResourceGroups
         from switchyard.emulator.resources.insights import Insights
         from switchyard.emulator.resources.network import Networks
+        from switchyard.emulator.resources.quotas import Quotas
         from switchyard.emulator.resources.scalesets import ScaleSets
 
         self.state_dir = state_dir
@@ -64,6 +67,7 @@ class Emulator:
         self.galleries = Galleries(self)
         self.gateways = Gateways(self)
         self.scale_sets = ScaleSets(self)
+        self.quotas = Quotas(self, vcpu_quota)
         self.insights = Insights(self)
         self.routes: list[Route] = [
             *self.ops.routes(),
@@ -73,6 +77,7 @@ class Emulator:
             *self.galleries.routes(),
             *self.gateways.routes(),
             *self.scale_sets.routes(),
+            *self.quotas.routes(),
         ]
         self.started = False
 
@@ -138,6 +143,8 @@ class Emulator:
         lowered = [s.lower() for s in segments]
         if lowered[:2] == ["switchyard", "faults"] and len(segments) == 2:
             return await self._faults_admin(request)
+        if lowered[:2] == ["switchyard", "quotas"] and len(segments) == 2:
+            return await self._quotas_admin(request)
 
         kind = self.faults.draw()
         if kind is not None:
@@ -217,6 +224,17 @@ class Emulator:
         elif request.method != "GET":
             raise ArmError(405, "MethodNotAllowed", "Use GET or PUT on /switchyard/faults.")
         return json_response(200, self.faults.status())
+
+    async def _quotas_admin(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                data: Any = await request.json()
+            except ValueError:
+                raise ArmError(400, "InvalidRequestContent", "The quota configuration must be JSON.") from None
+            self.quotas.configure(data)
+        elif request.method != "GET":
+            raise ArmError(405, "MethodNotAllowed", "Use GET or PUT on /switchyard/quotas.")
+        return json_response(200, self.quotas.status())
 
 
 class _ArmFacade:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from switchyard.emulator.resources.quotas import DEFAULT_VCPU_QUOTA
+
 app = typer.Typer(no_args_is_help=True, help="The local Azure emulator (ARM API over HTTPS + data plane).")
 
 
@@ -34,6 +36,13 @@ def start(
             "emulator finishes most operations in well under a second, and switchyard polls every 50 ms."
         ),
     ] = 1,
+    vcpu_quota: Annotated[
+        int,
+        typer.Option(
+            help="Total regional vCPU quota per location (usage.list; scale set writes beyond it get 409). "
+            "Change it at run time with PUT /switchyard/quotas."
+        ),
+    ] = DEFAULT_VCPU_QUOTA,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the emulator in the foreground until SIGTERM/SIGINT; writes STATE_DIR/emulator.json when ready."""
@@ -56,6 +65,7 @@ def start(
             ),
             page_size=page_size,
             lro_retry_after=lro_retry_after,
+            vcpu_quota=vcpu_quota,
             log_level=log_level,
         )
         code = run(settings)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from switchyard.emulator.app import Emulator, create_app
 from switchyard.emulator.faults import FaultConfig, FaultInjector
 from switchyard.emulator.identity import load_or_create_identity
+from switchyard.emulator.resources.quotas import DEFAULT_VCPU_QUOTA
 from switchyard.emulator.tls import ensure_tls
 
 log = logging.getLogger("switchyard.emulator")
@@ -38,6 +39,7 @@ class EmulatorSettings(BaseModel):
     faults: FaultConfig = Field(default_factory=FaultConfig)
     page_size: int = Field(default=100, ge=1, le=1000)
     lro_retry_after: int = Field(default=1, ge=0, le=60)
+    vcpu_quota: int = Field(default=DEFAULT_VCPU_QUOTA, ge=0)
     log_level: str = "info"
 
 
@@ -127,6 +129,7 @@ def run(settings: EmulatorSettings) -> int:
         faults=FaultInjector(settings.faults),
         page_size=settings.page_size,
         lro_retry_after=settings.lro_retry_after,
+        vcpu_quota=settings.vcpu_quota,
     )
     config = uvicorn.Config(
         create_app(emulator),

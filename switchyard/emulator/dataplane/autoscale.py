@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from switchyard.emulator.dataplane import telemetry
 from switchyard.emulator.dataplane.api import ArmFacade
 from switchyard.emulator.dataplane.timespec import TimeSpecError, parse_duration, parse_instant
+from switchyard.emulator.errors import ArmError
 
 log = logging.getLogger(__name__)
 
@@ -521,7 +522,14 @@ class Autoscaler:
             if decision is None:
                 continue
             log.info("autoscale: %s", decision.reason)
-            await self.arm.set_scale_set_capacity(setting.target_resource_uri, decision.new_capacity, decision.reason)
+            try:
+                await self.arm.set_scale_set_capacity(
+                    setting.target_resource_uri, decision.new_capacity, decision.reason
+                )
+            except ArmError as refused:  # e.g. the vCPU quota: Azure logs the failed action and waits
+                log.warning("autoscale could not scale %s: %s", setting.target_resource_uri, refused.message)
+                self.last_action_at[setting.id.lower()] = now
+                continue
             self.last_action_at[setting.id.lower()] = now
             self.decisions = [*self.decisions[-99:], (now, setting.id, decision)]
             made.append(decision)

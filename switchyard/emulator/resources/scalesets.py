@@ -258,6 +258,7 @@ class ScaleSets:
             profile = models[current_version]
         profile = self._complete_profile(profile)
         image = self._check_profile(profile, location)
+        self.em.quotas.check_scale_set_write(key, location, str(sku["name"]), capacity)
         model_changed = existing is None or _canonical(profile) != _canonical(models.get(current_version))
         model_version = current_version + 1 if model_changed else current_version
 

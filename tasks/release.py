@@ -19,6 +19,8 @@ from prefect.events import emit_event
 from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
+from switchyard.cloud.errors import CloudError
+from switchyard.cloud.ports import Cloud
 from switchyard.core.canary import (
     AnalysisWindow,
     CanaryEvidence,
@@ -30,6 +32,7 @@ from switchyard.core.canary import (
     judge_canary,
     verify_split,
 )
+from switchyard.core.capacity import REGIONAL_VCPUS, shortfall
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.rollout import (
     TAG_PHASE,
@@ -171,6 +174,22 @@ class PreflightReport(BaseModel):
     checks: list[str]
 
 
+def _room_to_double(cloud: Cloud, additional_vms: int, checks: list[str]) -> list[str]:
+    """The new color runs beside the live one: the region's quota must hold both at once."""
+    try:
+        quota = cloud.scale_sets.compute_quota()
+    except CloudError as error:
+        return [f"cannot read the compute quota, so room for the new color is unknown: {error}"]
+    problems = shortfall(quota, additional_vms)
+    if not problems:
+        free = quota.usages[REGIONAL_VCPUS].free if REGIONAL_VCPUS in quota.usages else "unknown"
+        checks.append(
+            f"quota: room for {max(additional_vms, 0)} more {quota.vm_size} VM(s) in {quota.location} "
+            f"({free} regional vCPUs free)"
+        )
+    return problems
+
+
 @task(name="preflight checks", cache_policy=NO_CACHE)
 def preflight(context: ReleaseContext) -> PreflightReport:
     """Everything that can be known before the first change; every problem found is reported."""
@@ -231,6 +250,7 @@ def preflight(context: ReleaseContext) -> PreflightReport:
         else:
             checks.append(f"no live instances yet: first release of {context.service.name} here")
         capacity = max(context.service.capacity, live_set.capacity)
+        problems += _room_to_double(cloud, capacity - observed.scale_set(live.other).capacity, checks)
         if context.policy.strategy == Strategy.CANARY and live_set.instances:
             try:
                 plan = plan_canary_steps(context.policy.canary_steps, len(live_set.instances), capacity)

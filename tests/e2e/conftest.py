@@ -82,15 +82,16 @@ def fleet(
 ) -> Fleet:
     """The repository's fleet.yaml, pointed at the test emulator and free ports, registered as blocks.
 
-    Besides `sample`, two more services run the same app so that tests can own a topology each:
-    `shop` (releases) and `cart` (bad input).
+    Besides `sample`, more services run the same app so that tests can own a topology each:
+    `shop` (releases), `cart` (bad input), `broken` (a template Packer rejects), `till` (approval),
+    `depot` (quota) and `vulnerable` (an app with a critical advisory).
     """
     fleet = load_fleet()
     emulator_file = str(emulator.state_dir / "emulator.json")
     for name, environment in fleet.environments.items():
         fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
     sample = fleet.services["sample"]
-    for name in ("shop", "cart", "broken", "till"):
+    for name in ("shop", "cart", "broken", "till", "depot"):
         fleet.services[name] = sample.model_copy(update={"name": name})
     fleet.services["vulnerable"] = sample.model_copy(
         update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}

@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import calendar
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -25,8 +28,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.server.schemas.schedules import CronSchedule
 from prefect.states import Cancelling
+from pydantic import ValidationError
 
-from deployments.local_stack import PREFECT_FILE, WORK_POOL, WORKER_NAME, ProcStat, port_is_free, proc_stat
+from blocks import ALL_BLOCKS, AzureEnvironmentBlock, ServiceBlock
+from deployments.fleet import load_fleet
+from deployments.local_stack import PREFECT_FILE, REPO_ROOT, WORK_POOL, WORKER_NAME, ProcStat, port_is_free, proc_stat
 from switchyard.emulator.testing import StaticTokenCredential
 from tests.e2e.stack_support import (
     SERVICE,
@@ -128,6 +134,39 @@ def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stac
     assert "nothing changed" in second.stdout
     assert (stack.state_dir / "stack.json").read_bytes() == stack_file_before
     assert len(_all_runs(stack)) == runs_before  # no provisioning ran again
+
+
+def test_the_block_types_register_with_the_prefect_cli_and_refuse_invalid_values(stack: Stack) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
+        cwd=REPO_ROOT,
+        env={**environment, "PREFECT_API_URL": stack.api_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Successfully registered {len(ALL_BLOCKS)} blocks" in result.stdout
+    with stack.client_settings(), get_client(sync_client=True) as client:
+        for block in ALL_BLOCKS:
+            registered = client.read_block_type_by_slug(block.get_block_type_slug())
+            schema = client.get_most_recent_block_schema_for_block_type(registered.id)
+            assert schema is not None and set(block.model_fields) <= set(schema.fields["properties"])
+        azure = client.read_block_type_by_slug("switchyard-azure-environment")
+        schema = client.get_most_recent_block_schema_for_block_type(azure.id)
+        assert schema is not None and schema.fields["secret_fields"] == ["client_secret"]
+
+    # What the UI's block form sends is validated by the same models: one bad field, named.
+    fleet = load_fleet()
+    for block, valid, field, bad in (
+        (ServiceBlock, fleet.services[SERVICE], "capacity", 0),
+        (AzureEnvironmentBlock, fleet.environments["production"], "location", "West Europe"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            block.model_validate({**valid.model_dump(), field: bad})
+        [error] = refused.value.errors()
+        assert error["loc"] == (field,), error
 
 
 def _all_runs(stack: Stack) -> list[FlowRun]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -142,9 +142,9 @@ class Emulator:
         segments = [s for s in path.split("/") if s]
         lowered = [s.lower() for s in segments]
         if lowered[:2] == ["switchyard", "faults"] and len(segments) == 2:
-            return await self._faults_admin(request)
+            return await self._control(request, "faults", self.faults.configure_from_json, self.faults.status)
         if lowered[:2] == ["switchyard", "quotas"] and len(segments) == 2:
-            return await self._quotas_admin(request)
+            return await self._control(request, "quotas", self.quotas.configure, self.quotas.status)
 
         kind = self.faults.draw()
         if kind is not None:
@@ -214,27 +214,19 @@ class Emulator:
                 f"'{candidate.resource_type}'. The supported api-versions are '{supported}'.",
             )
 
-    async def _faults_admin(self, request: Request) -> Response:
+    async def _control(
+        self, request: Request, what: str, configure: Callable[[Any], object], status: Callable[[], Any]
+    ) -> Response:
+        """/switchyard/<what>: GET answers the settings, PUT changes them (JSON; 400 if it is not)."""
         if request.method == "PUT":
             try:
                 data: Any = await request.json()
             except ValueError:
-                raise ArmError(400, "InvalidRequestContent", "The fault configuration must be JSON.") from None
-            self.faults.configure_from_json(data)
+                raise ArmError(400, "InvalidRequestContent", f"The {what} configuration must be JSON.") from None
+            configure(data)
         elif request.method != "GET":
-            raise ArmError(405, "MethodNotAllowed", "Use GET or PUT on /switchyard/faults.")
-        return json_response(200, self.faults.status())
-
-    async def _quotas_admin(self, request: Request) -> Response:
-        if request.method == "PUT":
-            try:
-                data: Any = await request.json()
-            except ValueError:
-                raise ArmError(400, "InvalidRequestContent", "The quota configuration must be JSON.") from None
-            self.quotas.configure(data)
-        elif request.method != "GET":
-            raise ArmError(405, "MethodNotAllowed", "Use GET or PUT on /switchyard/quotas.")
-        return json_response(200, self.quotas.status())
+            raise ArmError(405, "MethodNotAllowed", f"Use GET or PUT on /switchyard/{what}.")
+        return json_response(200, status())
 
 
 class _ArmFacade:

@@ -28,16 +28,21 @@ def usages(clients: EmulatorClients, location: str) -> dict[str, tuple[int, int]
     return {u.name.value: (u.current_value, u.limit) for u in clients.compute.usage.list(location)}
 
 
+def create_web(clients: EmulatorClients, topo: SampleTopology, image: Path, capacity: int) -> None:
+    """Scale set `web` of Standard_B1s at `capacity`, on a published image."""
+    topo.network()
+    topo.gallery()
+    topo.publish("1.0.0", image)
+    clients.compute.virtual_machine_scale_sets.begin_create_or_update(
+        topo.rg, "web", topo.scale_set_body(topo.version_id("1.0.0"), capacity)
+    ).result()
+
+
 def test_usage_and_skus_report_the_scale_sets_and_their_sizes(
     clients: EmulatorClients, topo: SampleTopology, artifacts: dict[str, Path], quota: httpx.Client
 ) -> None:
-    topo.network()
-    topo.gallery()
-    topo.publish("1.0.0", artifacts["1.0.0"])
     before = usages(clients, topo.location)
-    clients.compute.virtual_machine_scale_sets.begin_create_or_update(
-        topo.rg, "web", topo.scale_set_body(topo.version_id("1.0.0"), 2)
-    ).result()
+    create_web(clients, topo, artifacts["1.0.0"], capacity=2)
 
     after = usages(clients, topo.location)
     assert after["cores"][0] - before["cores"][0] == 2 * B1S_VCPUS
@@ -58,12 +63,7 @@ def test_usage_and_skus_report_the_scale_sets_and_their_sizes(
 def test_a_scale_out_beyond_the_vcpu_quota_is_refused_and_changes_nothing(
     clients: EmulatorClients, topo: SampleTopology, artifacts: dict[str, Path], quota: httpx.Client
 ) -> None:
-    topo.network()
-    topo.gallery()
-    topo.publish("1.0.0", artifacts["1.0.0"])
-    clients.compute.virtual_machine_scale_sets.begin_create_or_update(
-        topo.rg, "web", topo.scale_set_body(topo.version_id("1.0.0"), 1)
-    ).result()
+    create_web(clients, topo, artifacts["1.0.0"], capacity=1)
     in_use = usages(clients, topo.location)["cores"][0]
     quota.put("/switchyard/quotas", json={"cores": in_use + 1}).raise_for_status()
     etag = clients.compute.virtual_machine_scale_sets.get(topo.rg, "web").etag

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tests.shared_data import REPO_ROOT, SHARED_DIR
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +17,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """The read-only data sets beside the repository (../shared); SWITCHYARD_SHARED_DIR overrides."""
-    directory = Path(os.environ.get("SWITCHYARD_SHARED_DIR", REPO_ROOT.parent / "shared"))
+    directory = SHARED_DIR
     assert (directory / "trivy-reports").is_dir() and (directory / "osv-pypi").is_dir(), (
         f"the shared data sets are missing at {directory}: set SWITCHYARD_SHARED_DIR"
     )

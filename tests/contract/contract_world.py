@@ -14,8 +14,9 @@ from switchyard.emulator.testing import (
     SampleTopology,
     free_port,
 )
+from tests.shared_data import SHARED_DIR
 
-EXAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "azure-rest-examples"
+EXAMPLES = SHARED_DIR / "azure-rest-examples"
 
 
 def load_example(name: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,9 @@ from switchyard.emulator.dataplane.autoscale import (
     metric_value,
     parse_setting,
 )
+from tests.shared_data import SHARED_DIR
 
-EXAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "azure-rest-examples" / "monitor"
+EXAMPLES = SHARED_DIR / "azure-rest-examples" / "monitor"
 
 
 def rule(

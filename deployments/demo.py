@@ -125,14 +125,16 @@ def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = pr
             ended = time.time()
             sent = failed = 0
             restored = None
+            last_bad = None
             if traffic is not None:
                 time.sleep(0.5)  # answers still in flight at the end belong to this release
-                during = traffic.report().between(started, ended)
+                report = traffic.report()
+                during = report.between(started, ended)
                 sent, failed = during.sent, during.failed
+                last_bad = report.last_answer_from(version)
             if summary is not None and summary.failed_verdict_at is not None:
                 verdict = summary.failed_verdict_at.timestamp()
                 candidates = [summary.seconds_to_restore or 0.0]
-                last_bad = traffic.report().last_answer_from(version) if traffic is not None else None
                 if last_bad is not None:
                     candidates.append(last_bad - verdict)
                 restored = max(0.0, *candidates)

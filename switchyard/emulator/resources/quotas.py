@@ -107,29 +107,14 @@ class Quotas:
 
     # -- usage -------------------------------------------------------------------------------------
 
-    def usage(
-        self, location: str, *, replacing: str | None = None, adding: tuple[str, int] | None = None
-    ) -> dict[str, int]:
-        """name -> current value in `location`; `replacing` leaves out one scale set (by key) and
-        `adding` counts (size, capacity) in its place: the usage a write would leave behind."""
+    def usage(self, location: str) -> dict[str, int]:
+        """name -> current value in `location`, from the scale sets held there."""
         counts: dict[str, int] = {REGIONAL_CORES: 0, "virtualMachines": 0, "virtualMachineScaleSets": 0}
         for size in SIZES.values():
             counts.setdefault(size.family, 0)
-        members: list[tuple[str, int]] = []
         for resource in self.em.store.of_type(SCALE_SET_TYPE_KEY):
-            if resource.key == replacing or _region(str(resource.body.get("location", ""))) != _region(location):
-                continue
-            sku = resource.body.get("sku") or {}
-            members.append((str(sku.get("name", "")), int(sku.get("capacity", 0))))
-        if adding is not None:
-            members.append(adding)
-        for size_name, capacity in members:
-            size = size_of(size_name)
-            counts[REGIONAL_CORES] += size.vcpus * capacity
-            if size.family:
-                counts[size.family] = counts.get(size.family, 0) + size.vcpus * capacity
-            counts["virtualMachines"] += capacity
-            counts["virtualMachineScaleSets"] += 1
+            if _region(str(resource.body.get("location", ""))) == _region(location):
+                _count(counts, resource.body.get("sku") or {}, +1)
         return counts
 
     def limit(self, name: str) -> int:
@@ -138,7 +123,11 @@ class Quotas:
     def check_scale_set_write(self, key: str, location: str, size_name: str, capacity: int) -> None:
         """409 OperationNotAllowed, as Azure answers, when the write would exceed a quota it raises."""
         before = self.usage(location)
-        after = self.usage(location, replacing=key, adding=(size_name, capacity))
+        after = dict(before)
+        existing = self.em.store.get(key)
+        if existing is not None:  # its location cannot change: it is counted in `before`
+            _count(after, existing.body.get("sku") or {}, -1)
+        _count(after, {"name": size_name, "capacity": capacity}, +1)
         size = size_of(size_name)
         for name, label in ((REGIONAL_CORES, "Total Regional Cores"), (size.family, f"{size.family} Cores")):
             if not name or after[name] <= before[name] or after[name] <= self.limit(name):
@@ -188,6 +177,16 @@ class Quotas:
 
     def status(self) -> dict[str, int]:
         return dict(self.limits)
+
+
+def _count(counts: dict[str, int], sku: dict[str, Any], sign: int) -> None:
+    """Add (sign +1) or take away (-1) one scale set of this sku in `counts`."""
+    size, capacity = size_of(str(sku.get("name", ""))), int(sku.get("capacity", 0))
+    counts[REGIONAL_CORES] += sign * size.vcpus * capacity
+    if size.family:
+        counts[size.family] = counts.get(size.family, 0) + sign * size.vcpus * capacity
+    counts["virtualMachines"] += sign * capacity
+    counts["virtualMachineScaleSets"] += sign
 
 
 def _location_filter(expression: str | None) -> str | None:

@@ -198,6 +198,12 @@ def flow_run(run_id: UUID) -> FlowRun:
         return client.read_flow_run(run_id)
 
 
+def finished_run(run_id: UUID) -> FlowRun | None:
+    """The run once it is in a final state; None while it still runs (a probe for `wait_for`)."""
+    current = flow_run(run_id)
+    return current if current.state is not None and current.state.is_final() else None
+
+
 def all_flow_runs() -> list[FlowRun]:
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(), limit=200)
@@ -256,12 +262,7 @@ def build_images(*app_versions: str, commit: str, timeout_s: float = 300) -> dic
         for version in app_versions
     }
     for version, run in runs.items():
-
-        def finished(run_id: UUID = run.id) -> FlowRun | None:
-            current = flow_run(run_id)
-            return current if current.state is not None and current.state.is_final() else None
-
-        done = wait_for(f"the image build of {version}", finished, timeout_s)
+        done = wait_for(f"the image build of {version}", lambda run_id=run.id: finished_run(run_id), timeout_s)
         assert done.state is not None and done.state.is_completed(), f"image build {version}: {done.state}"
     return {version: published_image(version) for version in app_versions}
 

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -38,7 +37,7 @@ from selenium.webdriver.support import expected_conditions as conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from deployments.local_stack import REPO_ROOT
-from tests.e2e.stack_support import SERVICE, Stack, flow_run, new_stack, wait_for
+from tests.e2e.stack_support import SERVICE, Stack, finished_run, new_stack, wait_for
 
 # The first test carries the demo (stack from cold, three builds, three releases) in its setup.
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.timeout(600)]
@@ -228,8 +227,3 @@ def runs_of_release_with(image: str, environment: str) -> list[FlowRun]:
         for run in runs
         if run.parameters.get("image_version") == image and run.parameters.get("environment") == environment
     ]
-
-
-def finished_run(run_id: UUID) -> FlowRun | None:
-    current = flow_run(run_id)
-    return current if current.state is not None and current.state.is_final() else None

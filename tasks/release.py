@@ -6,6 +6,7 @@ re-run after a crash. Tasks never cache results (a cached observation would be a
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -125,7 +126,10 @@ def heartbeat(context: ServiceContext, image_version: str, interval_s: float = 5
             emit(context, "heartbeat", {"image": image_version, "interval_s": interval_s})
 
     emit(context, "heartbeat", {"image": image_version, "interval_s": interval_s})
-    thread = threading.Thread(target=beat, name="release-heartbeat", daemon=True)
+    # The beats run in the caller's context: a Prefect API chosen by temporary_settings (the demo,
+    # tests) is a context variable, and a thread without it would send to a temporary server instead.
+    caller = contextvars.copy_context()
+    thread = threading.Thread(target=caller.run, args=(beat,), name="release-heartbeat", daemon=True)
     thread.start()
     try:
         yield

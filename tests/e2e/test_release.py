@@ -13,9 +13,14 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.events import Event
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+from prefect.events.worker import EventsWorker
 
 from deployments.fleet import Fleet
 from flows.image_pipeline import image_pipeline
@@ -28,7 +33,7 @@ from switchyard.core.topology import Color
 from switchyard.demo.traffic import SteadyTraffic
 from switchyard.emulator.testing import EmulatorHandle
 from tasks.context import ServiceContext, UnknownNameError, cloud_for, load_environment, load_service
-from tasks.release import ReleaseRefused
+from tasks.release import ReleaseRefused, heartbeat
 
 pytestmark = pytest.mark.e2e
 
@@ -273,3 +278,41 @@ def test_the_old_color_scales_to_zero_only_after_its_warm_period(
     after = observe()
     assert after.scale_set(old).capacity == 0 and not after.scale_set(old).instances  # type: ignore[attr-defined]
     assert live_version() == (old.other, target)
+
+
+def release_events(name: str, since: datetime) -> list[Event]:
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            filter=EventFilter(
+                occurred=EventOccurredFilter.model_validate({"since": since}),
+                event=EventNameFilter(name=[f"switchyard.release.{name}"]),
+                resource=EventResourceFilter(id=[f"switchyard.service.{SERVICE}.{ENV}"]),
+            ),
+            limit=50,
+        )
+    return list(page.events)
+
+
+def test_heartbeats_reach_the_prefect_api_the_release_was_given(
+    fleet: Fleet, prefect_api: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard takes canaries out of production when a release's heartbeats stop: every beat must
+    reach the API the caller chose, also when only its settings (not the environment) name it, as
+    in the demo."""
+    monkeypatch.delenv("PREFECT_API_URL")
+    since = datetime.now(UTC)
+    with heartbeat(context(), "1000000.20261100.1", interval_s=0.2):
+        time.sleep(1.5)
+    EventsWorker.drain_all(timeout=10)
+    finished = wait_for_events("finished", since, count=1)
+    beats = wait_for_events("heartbeat", since, count=5)
+    assert all(event.payload["image"] == "1000000.20261100.1" for event in beats + finished)
+
+
+def wait_for_events(name: str, since: datetime, count: int, timeout_s: float = 30.0) -> list[Event]:
+    """The persisted events, once at least `count` of them are there (the server stores in batches)."""
+    deadline = time.monotonic() + timeout_s
+    while len(events := release_events(name, since)) < count:
+        assert time.monotonic() < deadline, f"{len(events)} {name} event(s) reached the API, expected >= {count}"
+        time.sleep(0.5)
+    return events

@@ -211,6 +211,10 @@ def demo(
         Path | None,
         typer.Option(help="The fleet file the stack registers as blocks (default deployments/fleet.yaml)."),
     ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port of the Prefect server and UI (default 4200, or a free one if it is taken)."),
+    ] = None,
 ) -> None:
     """Bring the local stack up, then under steady traffic: release v1, a good v2 by canary, and a v3
     with 20% errors that is rolled back automatically. The stack keeps running for the UI."""
@@ -225,7 +229,7 @@ def demo(
     )
     from deployments.local_stack import up as start_stack
 
-    options = UpOptions(state_dir=state_dir or default_state_dir(), fleet_file=fleet or DEFAULT_FLEET_FILE)
+    options = UpOptions(state_dir=state_dir or default_state_dir(), port=port, fleet_file=fleet or DEFAULT_FLEET_FILE)
     try:
         state = start_stack(options, echo=typer.echo)
     except (StackError, ValueError) as error:

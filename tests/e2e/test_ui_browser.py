@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -59,11 +60,11 @@ RELEASE_RUN_LINK = (
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[tuple[Stack, dict[str, Any]]]:
-    """`switchyard demo --json` on a cold state directory (a test fleet: free ports, short windows);
+    """`switchyard demo --json` on a cold state directory (test fleet, free ports, short windows);
     the stack it brought up and the JSON of its last line. `switchyard down` at the end."""
     stack = new_stack(tmp_path_factory.mktemp("demo-stack"), shared_dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SWITCHYARD_"))}
-    demo_location = ["--state-dir", str(stack.state_dir), "--fleet", str(stack.fleet_file)]
+    demo_location = ["--state-dir", str(stack.state_dir), "--fleet", str(stack.fleet_file), "--port", str(stack.port)]
     try:
         result = subprocess.run(
             [sys.executable, "-m", "switchyard.cli", "demo", "--json", *demo_location],
@@ -140,6 +141,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for failure messages
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -191,6 +193,34 @@ def field(driver: WebDriver, parameter: str) -> WebElement:
     )
 
 
+def fill_in(driver: WebDriver, values: dict[str, str]) -> None:
+    """Type each parameter's value and read all of them back: the form may still be re-rendering
+    when it first shows, and a value it dropped would be submitted as missing."""
+
+    def form_holds_the_values(driver: WebDriver) -> bool:
+        held = True
+        for parameter, value in values.items():
+            try:
+                element = field(driver, parameter)
+                if element.get_attribute("value") != value:
+                    held = False
+                    element.clear()
+                    element.send_keys(value)
+            except StaleElementReferenceException:
+                held = False
+        return held
+
+    WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.5).until(form_holds_the_values)
+
+
+def what_the_page_says(driver: WebDriver) -> str:
+    """For a failure message: where the browser is, the page's text (toasts and field errors
+    included) and what the console logged."""
+    console = [entry.get("message", "") for entry in driver.get_log("browser") if entry.get("level") != "DEBUG"]
+    body = driver.find_element(By.TAG_NAME, "body").text
+    return f"at {driver.current_url}\n--- page ---\n{body}\n--- console ---\n" + "\n".join(console[-20:])
+
+
 def test_a_release_started_from_the_ui_form_runs_on_the_worker_and_completes(
     demo: tuple[Stack, dict[str, Any]], browser: WebDriver
 ) -> None:
@@ -201,21 +231,27 @@ def test_a_release_started_from_the_ui_form_runs_on_the_worker_and_completes(
 
     # Deployments > release > Run > Custom run: the form Prefect draws from the flow's typed parameters.
     browser.get(f"{stack.state.ui_url}/deployments/deployment/{deployment.id}/run")
-    for parameter, value in (("service", SERVICE), ("environment", "staging"), ("image_version", image)):
-        field(browser, parameter).send_keys(value)
+    fill_in(browser, {"service": SERVICE, "environment": "staging", "image_version": image})
     visible(browser, "//form//button[@type = 'submit'][normalize-space() = 'Submit']").click()
-    # Submitting schedules the run and shows the deployment's runs, the new one among them.
-    WebDriverWait(browser, PAGE_TIMEOUT_S).until(conditions.url_contains("tab=Runs"))
+    # Submitting creates the run on the server, with the parameters typed in the form.
     with stack.client_settings():
-        [started] = wait_for("the run the form scheduled", lambda: runs_of_release_with(image, "staging"), 30)
-    visible(browser, f"//a[normalize-space() = '{started.name}']")
+        try:
+            [started] = wait_for("the run the form scheduled", lambda: runs_of_release_with(image, "staging"), 60)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the browser is {what_the_page_says(browser)}") from None
     assert started.parameters.get("service") == SERVICE
 
-    # The stack's worker picks it up and releases v2 to staging; its page says Completed.
+    # The stack's worker picks it up and releases v2 to staging.
     with stack.client_settings():
         run = wait_for("the release started from the form to end", lambda: finished_run(started.id), timeout_s=300)
     assert run.state is not None and run.state.is_completed(), run.state
-    browser.get(f"{stack.state.ui_url}/runs/flow-run/{run.id}")
+
+    # Back on the deployment's Runs tab, the run is listed; its page says Completed.
+    browser.get(f"{stack.state.ui_url}/deployments/deployment/{deployment.id}?tab=Runs")
+    visible(
+        browser, f"//a[contains(@class, 'flow-run-bread-crumbs__flow-run-link')][normalize-space() = '{run.name}']"
+    ).click()
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(conditions.url_contains(f"/runs/flow-run/{run.id}"))
     visible(browser, "//*[contains(@class, 'state-badge')][normalize-space() = 'Completed']")
 
 

@@ -53,6 +53,7 @@ format: setup
 bench: setup
 	$(BIN)/python bench/gateway_throughput.py
 	$(BIN)/python bench/image_pipeline.py
+	$(BIN)/python bench/emulator_arm_latency.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache

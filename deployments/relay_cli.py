@@ -59,7 +59,8 @@ def relay(
     except RelaySetupError as error:
         typer.secho(f"relay not started: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP: asyncio sets TCP_NODELAY only on connections whose socket says TCP (no Nagle stalls).
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((host, port))

@@ -205,7 +205,8 @@ def _guarded_drain(writer: asyncio.StreamWriter, *, backend: bool) -> Callable[[
 
 
 def bind_listener_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, so that asyncio sets TCP_NODELAY on the accepted connections (see emulator/server.py).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         # SO_REUSEADDR only skips TIME_WAIT leftovers; a live listener on the port still conflicts.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -38,6 +38,8 @@ class ReleaseOutcome(BaseModel):
     outcome: str
     requests_sent: int
     requests_failed: int
+    # Which version answered the failed requests: a bad image's own errors, or lost traffic ("no answer").
+    failed_by_version: dict[str, int] = {}
     seconds_from_verdict_to_restored: float | None = None
     detail: str = ""
 
@@ -124,6 +126,7 @@ def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = pr
                 summary = None
             ended = time.time()
             sent = failed = 0
+            failed_by_version: dict[str, int] = {}
             restored = None
             last_bad = None
             if traffic is not None:
@@ -131,6 +134,7 @@ def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = pr
                 report = traffic.report()
                 during = report.between(started, ended)
                 sent, failed = during.sent, during.failed
+                failed_by_version = dict(during.failed_by_version)
                 last_bad = report.last_answer_from(version)
             if summary is not None and summary.failed_verdict_at is not None:
                 verdict = summary.failed_verdict_at.timestamp()
@@ -145,6 +149,7 @@ def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = pr
                 outcome=summary.outcome if summary else "failed",
                 requests_sent=sent,
                 requests_failed=failed,
+                failed_by_version=failed_by_version,
                 seconds_from_verdict_to_restored=restored,
                 detail=summary.outcome_detail if summary else "",
             )

@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 _HEADER_END = b"\r\n\r\n"
+NO_ANSWER = "no answer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,11 @@ class TrafficReport:
     @property
     def by_version(self) -> Counter[str]:
         return Counter(r.image_version for r in self.records)
+
+    @property
+    def failed_by_version(self) -> Counter[str]:
+        """Failed requests per image version that answered them ("no answer": nothing answered)."""
+        return Counter(r.image_version or NO_ANSWER for r in self.records if r.failed)
 
     @property
     def by_instance(self) -> Counter[tuple[str, str]]:

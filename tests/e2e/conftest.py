@@ -18,6 +18,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from deployments.fleet import Fleet, load_fleet, seed_blocks
 from deployments.prefect_server import PrefectServer
 from switchyard.core.config import FrontendPorts, ImageRecipe
+from switchyard.core.rollout import Strategy
 from switchyard.core.scan_policy import ScanConfiguration
 from switchyard.emulator.testing import EmulatorHandle, free_port, run_emulator
 
@@ -111,7 +112,7 @@ def fleet(
     default = fleet.release_policies["default"]
     fleet.release_policies["impossible-steps"] = default.model_copy(update={"canary_steps": [0.25, 0.95]})
     fleet.release_policies["needs-approval"] = default.model_copy(
-        update={"strategy": "blue-green", "approval_required": True, "approval_timeout_s": 120}
+        update={"strategy": Strategy.BLUE_GREEN, "approval_required": True, "approval_timeout_s": 120}
     )
     fleet.release_policies["approval-times-out"] = default.model_copy(
         update={"canary_steps": [0.25], "approval_required": True, "approval_timeout_s": 3}

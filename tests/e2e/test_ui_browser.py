@@ -95,15 +95,17 @@ def test_the_demo_releases_v1_then_v2_without_a_failed_request_and_rolls_v3_back
     ]
     # A fresh stack: nothing serves production before v1, so traffic starts once v1 is live.
     first = releases["v1"]
-    assert first["outcome"] == "promoted" and first["requests_sent"] == first["requests_failed"] == 0, first
+    assert first["outcome"] == "promoted" and first["requests_sent"] == first["requests_failed"] == 0, json.dumps(first)
     good = releases["v2"]
-    assert good["outcome"] == "promoted", good
-    assert good["requests_sent"] > 100 and good["requests_failed"] == 0, good
-    assert good["seconds_from_verdict_to_restored"] is None, good
+    assert good["outcome"] == "promoted", json.dumps(good)
+    assert good["requests_sent"] > 100 and good["requests_failed"] == 0, json.dumps(good)
+    assert good["seconds_from_verdict_to_restored"] is None, json.dumps(good)
     bad = releases["v3"]
-    assert bad["outcome"] == "rolled-back", bad
-    assert bad["requests_sent"] > 100 and bad["requests_failed"] <= 0.01 * bad["requests_sent"], bad
-    assert bad["seconds_from_verdict_to_restored"] is not None and bad["seconds_from_verdict_to_restored"] <= 2.0, bad
+    assert bad["outcome"] == "rolled-back", json.dumps(bad)
+    assert bad["requests_sent"] > 100 and bad["requests_failed"] <= 0.01 * bad["requests_sent"], json.dumps(bad)
+    assert set(bad["failed_by_version"]) <= {bad["image_version"]}, json.dumps(bad)  # no traffic lost
+    restored = bad["seconds_from_verdict_to_restored"]
+    assert restored is not None and restored <= 2.0, json.dumps(bad)
     # The human-readable summary comes first, and says where to look next.
     assert "traffic starts once v1 is live" in stack.up_output
     assert "releasing v3" in stack.up_output and stack.state.ui_url in stack.up_output

@@ -40,7 +40,7 @@ variable "git_commit" {
 
 variable "fault_profile" {
   type        = string
-  description = "JSON object: error_rate, extra_latency_ms, fail_health (a build-time fault for demos)."
+  description = "JSON object: error_rate, extra_latency_ms, fail_health, crash_after_s (a build-time fault for demos)."
   default     = "{\"error_rate\": 0, \"extra_latency_ms\": 0, \"fail_health\": false}"
 }
 

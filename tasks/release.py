@@ -287,17 +287,30 @@ def observe_service(context: ServiceContext) -> ServiceObservation:
 # Act and verify ----------------------------------------------------------------------------------
 
 
-def _wait_healthy(context: ServiceContext, color: Color, timeout_s: float) -> ServiceObservation:
-    """Wait until the gateway's own probes call every instance of `color` healthy."""
+def _wait_healthy(
+    context: ServiceContext, color: Color, timeout_s: float, *, stay_healthy_s: float = 0.0
+) -> ServiceObservation:
+    """Wait until the gateway's own probes call every instance of `color` healthy, and keep calling
+    them so for `stay_healthy_s` (Kubernetes' minReadySeconds): a crash loop shows here, not to users."""
     logger = get_run_logger()
     cloud = cloud_for(context)
     deadline = time.monotonic() + timeout_s
+    healthy_since: float | None = None
     while True:
         observed = cloud.observe(context.topology)
         scale_set = observed.scale_set(color)
         pool = observed.gateway.pool_of(color)
         if scale_set.addresses and pool.healthy(scale_set.addresses):
-            return observed
+            if healthy_since is None:
+                healthy_since = time.monotonic()
+                if stay_healthy_s:
+                    logger.info("%s is healthy; it must stay so for %.0f s", scale_set.name, stay_healthy_s)
+            if time.monotonic() - healthy_since >= stay_healthy_s:
+                return observed
+        else:
+            if healthy_since is not None:
+                logger.warning("%s was healthy and is not any more: %s", scale_set.name, pool.health)
+            healthy_since = None
         failed = [i for i in scale_set.instances if i.provisioning_state.lower() == "failed"]
         if failed:
             raise VerificationFailed(
@@ -306,8 +319,13 @@ def _wait_healthy(context: ServiceContext, color: Color, timeout_s: float) -> Se
             )
         if time.monotonic() > deadline:
             states = {a: pool.health.get(a, "not in pool") for a in scale_set.addresses}
-            raise VerificationFailed(f"{scale_set.name} not healthy after {timeout_s:.0f} s: {states}")
-        logger.info("waiting for %s to be healthy: %s", scale_set.name, pool.health or "no probes yet")
+            raise VerificationFailed(
+                f"{scale_set.name} not healthy for {stay_healthy_s:.0f} s in a row within {timeout_s:.0f} s: {states}"
+                if stay_healthy_s
+                else f"{scale_set.name} not healthy after {timeout_s:.0f} s: {states}"
+            )
+        if healthy_since is None:
+            logger.info("waiting for %s to be healthy: %s", scale_set.name, pool.health or "no probes yet")
         time.sleep(0.5)
 
 
@@ -322,7 +340,8 @@ def prepare_idle_color(context: ReleaseContext, action: PrepareIdle) -> ScaleSet
         capacity=action.capacity,
         progress=logger.info,
     )
-    observed = _wait_healthy(context, action.color, context.policy.healthy_timeout_s)
+    policy = context.policy
+    observed = _wait_healthy(context, action.color, policy.healthy_timeout_s, stay_healthy_s=policy.min_ready_s)
     scale_set = observed.scale_set(action.color)
     if scale_set.runs_only != action.image_version:
         raise VerificationFailed(f"{scale_set.name} does not run {action.image_version} on every instance")

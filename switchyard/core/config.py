@@ -219,10 +219,15 @@ class FaultProfile(BaseModel):
     error_rate: float = Field(0.0, ge=0.0, le=1.0)
     extra_latency_ms: int = Field(0, ge=0, le=60_000)
     fail_health: bool = False
+    crash_after_s: float | None = Field(
+        None, gt=0, le=3600, description="The service exits with an error this long after it starts."
+    )
 
     @property
     def is_clean(self) -> bool:
-        return self.error_rate == 0 and self.extra_latency_ms == 0 and not self.fail_health
+        return (
+            self.error_rate == 0 and self.extra_latency_ms == 0 and not self.fail_health and self.crash_after_s is None
+        )
 
 
 class ImageRecipe(BaseModel):

@@ -74,6 +74,12 @@ class ReleasePolicy(BaseModel):
     slo: CanaryPolicy = Field(default_factory=CanaryPolicy)
     smoke_checks: list[HttpCheck] = Field(default_factory=list)
     healthy_timeout_s: float = Field(300.0, gt=0, description="Wait for new instances to be healthy.")
+    min_ready_s: float = Field(
+        0.0,
+        ge=0,
+        description="How long new instances must stay healthy before smoke tests and user traffic "
+        "(an instance that passes one probe and then crashes is caught before anyone uses it).",
+    )
     scale_down_delay_s: float = Field(600.0, ge=0, description="How long the old color stays warm after a release.")
     approval_required: bool = Field(False, description="Pause for a person before production switches.")
     approval_timeout_s: float = Field(3600.0, gt=0, description="No answer by then: roll back.")

@@ -44,10 +44,11 @@ UP_TIMEOUT_S = 240.0
 # Short windows: the emulator's metrics have one-second grains and test traffic is steady.
 TEST_RELEASE_POLICY = {
     "analysis_window_s": 4,
-    "check_interval_s": 0.5,
+    "check_interval_s": 0.1,
     "promoted_analysis_window_s": 2,
     "scale_down_delay_s": 1,
     "healthy_timeout_s": 60,
+    "min_ready_s": 3,
     "split_tolerance": 0.15,
 }
 TEST_SLO = {"min_requests": 40, "min_latency_samples": 40, "min_cpu_samples": 1}

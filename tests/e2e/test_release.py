@@ -26,6 +26,7 @@ from deployments.fleet import Fleet
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import ReleaseFailed, release
+from switchyard.cloud.errors import OperationFailedError
 from switchyard.core.config import FaultProfile
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.rollout import Strategy
@@ -33,7 +34,7 @@ from switchyard.core.topology import Color
 from switchyard.demo.traffic import SteadyTraffic
 from switchyard.emulator.testing import EmulatorHandle
 from tasks.context import ServiceContext, UnknownNameError, cloud_for, load_environment, load_service
-from tasks.release import ReleaseRefused, heartbeat
+from tasks.release import ReleaseRefused, VerificationFailed, heartbeat
 
 pytestmark = pytest.mark.e2e
 
@@ -316,3 +317,25 @@ def wait_for_events(name: str, since: datetime, count: int, timeout_s: float = 3
         assert time.monotonic() < deadline, f"{len(events)} {name} event(s) reached the API, expected >= {count}"
         time.sleep(0.5)
     return events
+
+
+def test_an_image_that_crashes_soon_after_starting_never_meets_a_user(
+    fleet: Fleet, images: dict[str, str], v1_live: str
+) -> None:
+    """The new color must stay healthy for the policy's min_ready_s before smoke tests and traffic:
+    a build that passes its first probes and then crashes stops the release right there."""
+    crashing = image_pipeline(
+        service=SERVICE, app_version="6.0.0", git_commit=COMMIT, fault_profile=FaultProfile(crash_after_s=1.0)
+    ).gallery_version
+    stable = live_version()
+    with traffic(fleet) as load:
+        # Seen by the health watch (VerificationFailed), or by the retry's roll-out (OperationFailedError).
+        with pytest.raises((VerificationFailed, OperationFailedError)) as failure:
+            release(service=SERVICE, environment=ENV, image_version=crashing, strategy=Strategy.CANARY)
+        time.sleep(0.5)
+    report = load.report()
+
+    assert "exited with code 70" in str(failure.value), failure.value  # names the crash
+    assert report.sent > 100 and report.failed == 0
+    assert report.by_version[crashing] == 0  # not one user request reached it
+    assert live_version() == stable

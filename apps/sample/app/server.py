@@ -14,7 +14,8 @@ gallery version of the image it runs), so a client can see which
 instance served it, errors included (e.g. to verify a canary's traffic split).
 
 The image's fault profile (manifest.json "fault_profile") is applied to /work/* only:
-error_rate is the share of requests answered 500, extra_latency_ms is added before answering.
+error_rate is the share of requests answered 500, extra_latency_ms is added before answering;
+crash_after_s makes the whole process exit with code 70 that long after it started listening.
 
 Configuration comes from the environment the emulator (or a VM's init) sets:
 SWITCHYARD_LISTEN_HOST, SWITCHYARD_LISTEN_PORT, SWITCHYARD_INSTANCE_ID, SWITCHYARD_MANIFEST.
@@ -41,6 +42,7 @@ MAX_COMPUTE_ROUNDS = 5_000_000
 MAX_SLEEP_MS = 60_000
 # How long a SIGTERM waits for requests in flight before giving up on them.
 SHUTDOWN_GRACE_S = 30.0
+CRASH_EXIT_CODE = 70  # EX_SOFTWARE: what fault_profile.crash_after_s exits with
 
 REASONS = {
     200: "OK",
@@ -88,6 +90,10 @@ class Config:
         self.error_rate = float(faults.get("error_rate", 0.0))
         self.extra_latency_s = float(faults.get("extra_latency_ms", 0)) / 1000.0
         self.fail_health = bool(faults.get("fail_health", False))
+        crash_after = faults.get("crash_after_s")
+        self.crash_after_s = float(crash_after) if crash_after is not None else None
+        if self.crash_after_s is not None and self.crash_after_s <= 0:
+            raise SystemExit("sample: fault_profile.crash_after_s must be positive")
         if not 0.0 <= self.error_rate <= 1.0:
             raise SystemExit(f"sample: fault_profile.error_rate must be within 0..1, got {self.error_rate}")
         if self.extra_latency_s < 0:
@@ -401,6 +407,8 @@ async def serve(config: Config) -> int:
         f"sample: instance {config.instance_id} listening on {config.host}:{config.port} (pid {os.getpid()})",
         flush=True,
     )
+    if config.crash_after_s is not None:
+        loop.call_later(config.crash_after_s, _crash, config.crash_after_s)
     await stop.wait()
 
     # Graceful stop: no new connections; idle keep-alive connections close now; busy ones close
@@ -419,6 +427,11 @@ async def serve(config: Config) -> int:
     in_flight = len(service.connections)
     print(f"sample: stopped ({in_flight} connection(s) cut at the grace deadline)", flush=True)
     return 0
+
+
+def _crash(after_s: float) -> None:
+    print(f"sample: crashing on purpose after {after_s:g} s (fault_profile.crash_after_s)", file=sys.stderr, flush=True)
+    os._exit(CRASH_EXIT_CODE)
 
 
 def main() -> int:

@@ -550,7 +550,7 @@ class LocalImageRequest(BaseModel):
             "app_version": str(self.version.app_version),
             "gallery_version": self.version.gallery_version,
             "git_commit": self.git_commit,
-            "fault_profile": self.fault_profile.model_dump_json(),
+            "fault_profile": self.fault_profile.model_dump_json(exclude_none=True),  # unset faults stay out
             "built_at": format_utc(self.built_at),
             "output_dir": str(self.output_dir.resolve()),
             "packer_manifest_path": str(self.packer_manifest_path),

@@ -3,7 +3,8 @@
 It composes
 * the instance supervisor (supervisor.py): one real process per scale-set instance;
 * B1's GatewayFleet (gateway/): the Application Gateway reverse proxy in its own process;
-* telemetry (telemetry.py): DIR/telemetry.sqlite, plus a 1 s sampler of instance CPU/memory;
+* telemetry (telemetry.py): DIR/telemetry.sqlite, plus a 1 s sampler of instance CPU/memory; all
+  of it (access log included) is kept for `sample_retention_s` (2 days), then pruned;
 * Azure Monitor answers: metrics.py (Metrics - List, Metric Definitions) and logs.py + kql.py
   (Log Analytics queries over AzureDiagnostics);
 * autoscale.py: evaluates autoscale settings every few seconds and changes capacity through the

@@ -73,7 +73,8 @@ InstanceSample = tuple[float, str, str, str, float, float]
 
 
 class SampleWriter:
-    """Appends instance samples; used from a worker thread, one writer connection."""
+    """Appends instance samples and prunes all telemetry past its retention; used from a worker
+    thread, one writer connection."""
 
     def __init__(self, path: Path) -> None:
         self._connection = connect(path)
@@ -92,9 +93,22 @@ class SampleWriter:
             self._connection.commit()
 
     def prune(self, older_than_ts: float) -> None:
+        """Forget all telemetry older than `older_than_ts`: instance samples, and the gateway worker's
+        access log and health samples, which would otherwise grow with every request forever.
+
+        Deletes go gateway by gateway so that each uses the (gateway_id, ts) index and holds the
+        write lock only for the rows it removes; the gateway worker waits on its busy timeout."""
         with self._lock:
-            self._connection.execute("DELETE FROM instance_samples WHERE ts < ?", (older_than_ts,))
-            self._connection.commit()
+            connection = self._connection
+            connection.execute("DELETE FROM instance_samples WHERE ts < ?", (older_than_ts,))
+            connection.commit()
+            for table in ("access_log", "backend_health_samples"):
+                gateways = [row[0] for row in connection.execute(f"SELECT DISTINCT gateway_id FROM {table}")]
+                for gateway_id in gateways:
+                    connection.execute(
+                        f"DELETE FROM {table} WHERE gateway_id = ? AND ts < ?", (gateway_id, older_than_ts)
+                    )
+                    connection.commit()
 
     def close(self) -> None:
         with self._lock:

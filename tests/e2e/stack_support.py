@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from uuid import UUID
@@ -23,6 +24,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events import Event
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -183,6 +186,20 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interva
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
         time.sleep(interval_s)
+
+
+def release_events(step: str, service: str, environment: str, since: datetime) -> list[Event]:
+    """`switchyard.release.<step>` events of a service in an environment since `since`, newest first."""
+    with get_client(sync_client=True) as client:
+        page = client.read_events(
+            filter=EventFilter(
+                occurred=EventOccurredFilter.model_validate({"since": since}),
+                event=EventNameFilter(name=[f"switchyard.release.{step}"]),
+                resource=EventResourceFilter(id=[f"switchyard.service.{service}.{environment}"]),
+            ),
+            limit=50,
+        )
+    return list(page.events)
 
 
 def deployment_runs(deployment: str) -> list[FlowRun]:

@@ -20,9 +20,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 
 from switchyard.demo.traffic import SteadyTraffic
 from tests.e2e.stack_support import (
@@ -32,6 +30,7 @@ from tests.e2e.stack_support import (
     build_images,
     deployment_runs,
     flow_run,
+    release_events,
     running_stack,
     service_observation,
     start_run,
@@ -90,16 +89,7 @@ def v1_live(stack: Stack, images: dict[str, str], finished_release: str) -> str:
 
 
 def guard_events(since: datetime) -> list[dict[str, object]]:
-    with get_client(sync_client=True) as client:
-        page = client.read_events(
-            filter=EventFilter(
-                occurred=EventOccurredFilter.model_validate({"since": since}),
-                event=EventNameFilter(name=["switchyard.release.guarded"]),
-                resource=EventResourceFilter(id=[f"switchyard.service.{SERVICE}.{ENV}"]),
-            ),
-            limit=50,
-        )
-    return [dict(event.payload) for event in page.events]
+    return [dict(event.payload) for event in release_events("guarded", SERVICE, ENV, since)]
 
 
 def test_the_guard_changes_nothing_when_production_is_not_split(stack: Stack, v1_live: str) -> None:

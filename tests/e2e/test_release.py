@@ -17,9 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prefect.client.orchestration import get_client
 from prefect.events import Event
-from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.events.worker import EventsWorker
 
 from deployments.fleet import Fleet
@@ -35,6 +33,7 @@ from switchyard.demo.traffic import SteadyTraffic
 from switchyard.emulator.testing import EmulatorHandle
 from tasks.context import ServiceContext, UnknownNameError, cloud_for, load_environment, load_service
 from tasks.release import ReleaseRefused, VerificationFailed, heartbeat
+from tests.e2e.stack_support import release_events
 
 pytestmark = pytest.mark.e2e
 
@@ -281,19 +280,6 @@ def test_the_old_color_scales_to_zero_only_after_its_warm_period(
     assert live_version() == (old.other, target)
 
 
-def release_events(name: str, since: datetime) -> list[Event]:
-    with get_client(sync_client=True) as client:
-        page = client.read_events(
-            filter=EventFilter(
-                occurred=EventOccurredFilter.model_validate({"since": since}),
-                event=EventNameFilter(name=[f"switchyard.release.{name}"]),
-                resource=EventResourceFilter(id=[f"switchyard.service.{SERVICE}.{ENV}"]),
-            ),
-            limit=50,
-        )
-    return list(page.events)
-
-
 def test_heartbeats_reach_the_prefect_api_the_release_was_given(
     fleet: Fleet, prefect_api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -310,11 +296,11 @@ def test_heartbeats_reach_the_prefect_api_the_release_was_given(
     assert all(event.payload["image"] == "1000000.20261100.1" for event in beats + finished)
 
 
-def wait_for_events(name: str, since: datetime, count: int, timeout_s: float = 30.0) -> list[Event]:
+def wait_for_events(step: str, since: datetime, count: int, timeout_s: float = 30.0) -> list[Event]:
     """The persisted events, once at least `count` of them are there (the server stores in batches)."""
     deadline = time.monotonic() + timeout_s
-    while len(events := release_events(name, since)) < count:
-        assert time.monotonic() < deadline, f"{len(events)} {name} event(s) reached the API, expected >= {count}"
+    while len(events := release_events(step, SERVICE, ENV, since)) < count:
+        assert time.monotonic() < deadline, f"{len(events)} {step} event(s) reached the API, expected >= {count}"
         time.sleep(0.5)
     return events
 

@@ -21,20 +21,9 @@ from switchyard.core.config import FrontendPorts, ImageRecipe
 from switchyard.core.rollout import Strategy
 from switchyard.core.scan_policy import ScanConfiguration
 from switchyard.emulator.testing import EmulatorHandle, free_port, run_emulator
+from tests.e2e.stack_support import TEST_RELEASE_POLICY, TEST_SLO
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
-
-# Short windows: the emulator's metrics have one-second grains and the tests' traffic is steady.
-TEST_RELEASE_POLICY = {
-    "analysis_window_s": 4,
-    "check_interval_s": 0.1,
-    "promoted_analysis_window_s": 2,
-    "scale_down_delay_s": 1,
-    "healthy_timeout_s": 60,
-    "min_ready_s": 3,
-    "split_tolerance": 0.15,
-}
-TEST_SLO = {"min_requests": 40, "min_latency_samples": 40, "min_cpu_samples": 1}
 
 
 @pytest.fixture(scope="session")

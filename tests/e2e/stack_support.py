@@ -44,7 +44,8 @@ SERVICE = "sample"
 FLEET_FILE = REPO_ROOT / "deployments" / "fleet.yaml"
 UP_TIMEOUT_S = 240.0
 
-# Short windows: the emulator's metrics have one-second grains and test traffic is steady.
+# Short windows for every test release (the session fleet in conftest.py and each stack): the
+# emulator's metrics have one-second grains and test traffic is steady.
 TEST_RELEASE_POLICY = {
     "analysis_window_s": 4,
     "check_interval_s": 0.1,

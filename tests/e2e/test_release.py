@@ -33,7 +33,7 @@ from switchyard.demo.traffic import SteadyTraffic
 from switchyard.emulator.testing import EmulatorHandle
 from tasks.context import ServiceContext, UnknownNameError, cloud_for, load_environment, load_service
 from tasks.release import ReleaseRefused, VerificationFailed, heartbeat
-from tests.e2e.stack_support import release_events
+from tests.e2e.stack_support import release_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -291,18 +291,15 @@ def test_heartbeats_reach_the_prefect_api_the_release_was_given(
     with heartbeat(context(), "1000000.20261100.1", interval_s=0.2):
         time.sleep(1.5)
     EventsWorker.drain_all(timeout=10)
-    finished = wait_for_events("finished", since, count=1)
-    beats = wait_for_events("heartbeat", since, count=5)
+    # The server stores events in batches: wait until they are all there.
+    finished = wait_for("the finished event", lambda: at_least(1, "finished", since), timeout_s=30)
+    beats = wait_for("five heartbeats", lambda: at_least(5, "heartbeat", since), timeout_s=30)
     assert all(event.payload["image"] == "1000000.20261100.1" for event in beats + finished)
 
 
-def wait_for_events(step: str, since: datetime, count: int, timeout_s: float = 30.0) -> list[Event]:
-    """The persisted events, once at least `count` of them are there (the server stores in batches)."""
-    deadline = time.monotonic() + timeout_s
-    while len(events := release_events(step, SERVICE, ENV, since)) < count:
-        assert time.monotonic() < deadline, f"{len(events)} {step} event(s) reached the API, expected >= {count}"
-        time.sleep(0.5)
-    return events
+def at_least(count: int, step: str, since: datetime) -> list[Event] | None:
+    events = release_events(step, SERVICE, ENV, since)
+    return events if len(events) >= count else None
 
 
 def test_an_image_that_crashes_soon_after_starting_never_meets_a_user(

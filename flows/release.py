@@ -24,7 +24,6 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.input import RunInput
 
 from switchyard.core.canary import CanaryOutcome
@@ -43,11 +42,12 @@ from switchyard.core.rollout import (
     ReleaseRequest,
     SetSplit,
     SmokeTest,
+    Stop,
     Strategy,
     next_action,
 )
 from switchyard.core.state import ServiceObservation
-from tasks.locks import ensure_release_lock
+from tasks.locks import LockBusy, hold_release_lock
 from tasks.release import (
     Analysis,
     NothingToRollBackTo,
@@ -62,7 +62,7 @@ from tasks.release import (
     load_release_context,
     mark_rolled_back,
     now,
-    observe_service,
+    observe_release,
     preflight,
     prepare_idle_color,
     promote,
@@ -71,8 +71,6 @@ from tasks.release import (
     smoke_test,
 )
 
-# A dead run's lock expires after this (Prefect's minimum lease); a live run renews it.
-LOCK_LEASE_S = 60.0
 MAX_STEPS = 40
 
 
@@ -107,7 +105,6 @@ def release(
     logger = get_run_logger()
     context = load_release_context(service, environment, image_version, policy, strategy)
     topology = context.topology
-    ensure_release_lock(topology.release_lock)
     summary = ReleaseSummary(
         service=service,
         environment=environment,
@@ -143,20 +140,10 @@ def _publish_summary(context: ReleaseContext, summary: ReleaseSummary) -> None:
 def _release_lock(context: ReleaseContext, timeout_s: float) -> Iterator[None]:
     """One release per service and environment; a second one waits, then is refused clearly."""
     topology = context.topology
-    acquired = False
     try:
-        with concurrency(
-            topology.release_lock,
-            occupy=1,
-            timeout_seconds=timeout_s,
-            lease_duration=LOCK_LEASE_S,
-            strict=True,
-        ):
-            acquired = True
+        with hold_release_lock(topology.release_lock, timeout_s):
             yield
-    except TimeoutError:
-        if acquired:
-            raise
+    except LockBusy:
         raise ReleaseRefused(
             f"another release of {topology.service} in {topology.environment} is running (lock "
             f"{topology.release_lock} held for more than {timeout_s:.0f} s); nothing was changed. "
@@ -174,8 +161,8 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
     )
     progress = ReleaseProgress()
     for step_number in range(1, MAX_STEPS + 1):
-        observed = observe_service(context)
-        action: Action = next_action(observed, request, context.policy, progress)
+        observed, target_image = observe_release(context)
+        action: Action = next_action(observed, target_image, request, context.policy, progress)
         summary.add(now(), action.kind.replace("_", " "), action.reason)
         logger.info("step %d: %s: %s", step_number, action.kind, action.reason)
         update_progress_artifact(progress_id, progress=min(95.0, step_number * 100.0 / 12))
@@ -184,6 +171,8 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
             summary.live_after = observed.live_color.value if observed.live_color else None
             update_progress_artifact(progress_id, progress=100.0)
             return
+        if isinstance(action, Stop):
+            _stop(context, summary, observed, action.reason)
         # Users see the new version once it serves in the live pool or production points at it.
         exposed = (
             bool(observed.canary_addresses)
@@ -203,11 +192,35 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
                 summary.outcome_detail = f"Failed before any user traffic reached {context.image_version}: {error}"
                 raise
             summary.add(now(), "error", f"{type(error).__name__}: {error}")
-            _roll_back(context, summary, None, f"{action.kind.replace('_', ' ')} failed: {error}")
+            _roll_back(context, request, progress, summary, None, f"{action.kind.replace('_', ' ')} failed: {error}")
         if failed_analysis is not None:
             analysis, reason = failed_analysis
-            _roll_back(context, summary, analysis, reason)
+            _roll_back(context, request, progress, summary, analysis, reason)
     raise ReleaseFailed(f"the release did not converge in {MAX_STEPS} steps; see the timeline", summary)
+
+
+def _stopped_elsewhere(
+    context: ReleaseContext, request: ReleaseRequest, progress: ReleaseProgress
+) -> tuple[ServiceObservation, str] | None:
+    """Does the cloud say another run rolled this release back meanwhile?"""
+    try:
+        observed, target_image = observe_release(context)
+        action = next_action(observed, target_image, request, context.policy, progress)
+    except Exception:  # cannot tell: the caller rolls back, which is safe either way
+        return None
+    return (observed, action.reason) if isinstance(action, Stop) else None
+
+
+def _stop(context: ReleaseContext, summary: ReleaseSummary, observed: ServiceObservation, reason: str) -> None:
+    """Another run rolled this release's image back: the rollback stands; make sure the image stays
+    marked (that run may have died between its gateway write and its mark) and end here."""
+    mark_rolled_back(context, context.image_version)
+    summary.add(now(), "stopped", reason)
+    summary.outcome = "rolled-back"
+    summary.outcome_detail = f"Stopped: {reason}. Nothing was undone by this run; the rollback stands."
+    summary.live_after = observed.live_color.value if observed.live_color else None
+    _publish_summary(context, summary)
+    raise ReleaseFailed(f"release of {context.image_version} stopped: {reason}", summary)
 
 
 def _perform(
@@ -246,11 +259,18 @@ def _perform(
             return analysis, "the new version failed under full traffic"
         progress.promoted_analysis_passed = True
     elif isinstance(action, Finalize):
-        finalize(context, action.live)
+        finalize(context, action.live, observed)
     return None
 
 
-def _roll_back(context: ReleaseContext, summary: ReleaseSummary, analysis: Analysis | None, reason: str) -> None:
+def _roll_back(
+    context: ReleaseContext,
+    request: ReleaseRequest,
+    progress: ReleaseProgress,
+    summary: ReleaseSummary,
+    analysis: Analysis | None,
+    reason: str,
+) -> None:
     if analysis is not None:
         summary.failed_verdict_at = analysis.decided_at
         reasons = analysis.verdict.failing_reasons or []
@@ -265,6 +285,12 @@ def _roll_back(context: ReleaseContext, summary: ReleaseSummary, analysis: Analy
         summary.outcome_detail = f"{reason}. It cannot be rolled back: {error}."
         _publish_summary(context, summary)
         raise ReleaseFailed(f"release of {context.image_version} failed: {reason}; {error}", summary) from None
+    if report.restored_at is None:
+        # Nothing was left to undo. A failed write or a failed analysis may have met someone else's
+        # rollback (a canary that left the pool serves nothing): if so, that rollback stands.
+        stopped = _stopped_elsewhere(context, request, progress)
+        if stopped is not None:
+            _stop(context, summary, *stopped)
     mark_rolled_back(context, report.abandoned_image)
     summary.traffic_restored_at = report.restored_at or now()
     summary.add(now(), "rolled back", report.action)

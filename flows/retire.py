@@ -8,10 +8,9 @@ touches a color that serves anything, and skips a service whose release is in fl
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
-from prefect.concurrency.sync import concurrency
 
 from tasks.context import load_service
-from tasks.locks import ensure_release_lock
+from tasks.locks import LockBusy, hold_release_lock
 from tasks.provision import load_service_context
 from tasks.release import retire_idle_color
 from tasks.routine import fleet_services
@@ -26,13 +25,11 @@ def retire_idle_colors(services: list[str] | None = None) -> dict[str, str]:
     for service in services or fleet_services():
         for environment in load_service(service).frontend_ports:
             context = load_service_context(service, environment)
-            lock = context.topology.release_lock
-            ensure_release_lock(lock)
             try:
-                # A release in flight owns the colors: try again on the next run.
-                with concurrency(lock, occupy=1, timeout_seconds=15, lease_duration=60, strict=True):
+                # A release (or a rollback) in flight owns the colors: try again on the next run.
+                with hold_release_lock(context.topology.release_lock, timeout_s=15):
                     results[f"{service}/{environment}"] = retire_idle_color(context)
-            except TimeoutError:
+            except LockBusy:
                 results[f"{service}/{environment}"] = "a release is running: skipped"
             logger.info("%s/%s: %s", service, environment, results[f"{service}/{environment}"])
     return results

@@ -99,7 +99,7 @@ def remove_canary(context: ServiceContext, reason: str) -> GuardReport:
         return report
     assert observed.gateway.etag is not None
     try:
-        cloud.router.set_split(topology, [], observed.gateway.etag, tags={TAG_PHASE: Phase.ROLLED_BACK.value})
+        cloud.router.set_split(topology, [], observed.gateway.etag, tags={TAG_PHASE: Phase.INTERRUPTED.value})
     except StaleStateError:
         logger.warning("the gateway changed while the guard decided; observing again")
         raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -20,7 +20,7 @@ from prefect.events import emit_event
 from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
-from switchyard.cloud.errors import CloudError
+from switchyard.cloud.errors import CloudError, StaleStateError
 from switchyard.cloud.ports import Cloud
 from switchyard.core.canary import (
     AnalysisWindow,
@@ -51,7 +51,7 @@ from switchyard.core.rollout import (
     retirement,
     rollback_target,
 )
-from switchyard.core.state import ScaleSetObservation, ServiceObservation
+from switchyard.core.state import ImageObservation, ScaleSetObservation, ServiceObservation
 from switchyard.core.topology import Color
 from switchyard.core.versions import ImageVersion, VersionError
 from tasks.context import ServiceContext, cloud_for, load_environment, load_release_policy, load_service
@@ -78,15 +78,19 @@ class NothingToRollBackTo(Exception):
     """The first release of a service has no previous version to return to."""
 
 
-def _retry_unless_hopeless(task: object, task_run: object, state: State) -> bool:
-    """Retry a rollback on anything but the one failure no retry can fix."""
-    try:
-        state.result()
-    except NothingToRollBackTo:
-        return False
-    except Exception:
+def retry_unless(*hopeless: type[BaseException]) -> Callable[[object, object, State], bool]:
+    """A Prefect retry condition: retry on anything but the failures no retry can fix."""
+
+    def condition(task: object, task_run: object, state: State) -> bool:
+        try:
+            state.result()
+        except hopeless:
+            return False
+        except Exception:
+            return True
         return True
-    return True
+
+    return condition
 
 
 def now() -> datetime:
@@ -282,6 +286,14 @@ def preflight(context: ReleaseContext) -> PreflightReport:
 @task(name="observe service", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def observe_service(context: ServiceContext) -> ServiceObservation:
     return cloud_for(context).observe(context.topology)
+
+
+@task(name="observe release", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def observe_release(context: ReleaseContext) -> tuple[ServiceObservation, ImageObservation]:
+    """What the planner decides on: the service, and the image being released as the gallery shows
+    it now (a rollback elsewhere marks it)."""
+    cloud = cloud_for(context)
+    return cloud.observe(context.topology), cloud.gallery.image_version(context.service.name, context.image_version)
 
 
 # Act and verify ----------------------------------------------------------------------------------
@@ -604,26 +616,52 @@ def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> A
     return Analysis(verdict=verdict, decided_at=now(), early=early)
 
 
-@task(name="finalize release", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
-def finalize(context: ReleaseContext, live: Color) -> None:
-    """Autoscale follows the new live color; the image becomes eligible as latest; the old color's
-    warm period starts (the retire-idle-colors flow scales it down when the period is over)."""
+class ReleaseStopped(Exception):
+    """Someone else rolled this release's image back while it ran: it stops and undoes nothing."""
+
+
+# A stale ETag means someone else wrote the gateway since the planner decided: the flow looks again.
+@task(
+    name="finalize release",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=retry_unless(ReleaseStopped, StaleStateError),
+)
+def finalize(context: ReleaseContext, live: Color, observed: ServiceObservation) -> None:
+    """The old color's warm period starts, autoscale follows the new live color, the image becomes
+    eligible as latest (the retire-idle-colors flow scales the old color down after the period).
+
+    The gateway write comes first, guarded by the ETag the planner decided on: if a rollback wrote
+    the gateway since, it fails and nothing is finalized. The gallery has no ETags, so a rollback
+    that lands after that write is caught by looking at the gateway again after the gallery write:
+    a rollback writes the gateway before it marks the image, so either this run sees the rollback
+    and marks the image again, or the rollback's mark comes after this run's write (rolled back wins).
+    """
     logger = get_run_logger()
     cloud = cloud_for(context)
-    cloud.infrastructure.ensure_autoscale(context.topology, context.service, live)
-    logger.info("autoscale settings now target %s", context.topology.scale_set(live))
-    image = cloud.gallery.image_version(context.service.name, context.image_version)
-    tags = ImageMetadata.from_tags(image.tags).with_released(now()).to_tags()
-    cloud.gallery.update_version(context.service.name, context.image_version, tags=tags, exclude_from_latest=False)
-    logger.info("image %s is now eligible as latest", context.image_version)
-    observed = cloud.observe(context.topology, with_health=False)
     assert observed.gateway.etag is not None
+    image = cloud.gallery.image_version(context.service.name, context.image_version)
+    if image.rolled_back:
+        raise ReleaseStopped(f"{context.image_version} was marked rolled back: it is not finalized")
     retire_after = now() + timedelta(seconds=context.policy.scale_down_delay_s)
     cloud.router.tag(
         context.topology,
         {TAG_PHASE: Phase.FINALIZED.value, TAG_RETIRE_AFTER: retire_after.isoformat(timespec="seconds")},
         observed.gateway.etag,
     )
+    cloud.infrastructure.ensure_autoscale(context.topology, context.service, live)
+    logger.info("autoscale settings now target %s", context.topology.scale_set(live))
+    tags = ImageMetadata.from_tags(image.tags).with_released(now()).to_tags()
+    cloud.gallery.update_version(context.service.name, context.image_version, tags=tags, exclude_from_latest=False)
+    after = cloud.router.observe(context.topology, with_health=False)
+    if after.tags.get(TAG_RELEASE) != context.image_version or after.tags.get(TAG_PHASE) != Phase.FINALIZED:
+        mark_rolled_back.fn(context, context.image_version)
+        raise ReleaseStopped(
+            f"{context.image_version} was rolled back while it was finalized (the gateway now says "
+            f"{after.tags.get(TAG_PHASE)} for {after.tags.get(TAG_RELEASE)}); it stays rolled back"
+        )
+    logger.info("image %s is now eligible as latest", context.image_version)
     logger.info("%s stays warm until %s", context.topology.scale_set(live.other), retire_after.isoformat())
     emit(context, "finalized", {"color": live.value, "image": context.image_version})
 
@@ -656,7 +694,7 @@ class RollbackReport(BaseModel):
     cache_policy=NO_CACHE,
     retries=3,
     retry_delay_seconds=0.2,
-    retry_condition_fn=_retry_unless_hopeless,
+    retry_condition_fn=retry_unless(NothingToRollBackTo),
 )
 def roll_back(context: ServiceContext, reason: str, image_version: str | None) -> RollbackReport:
     """All traffic back on the stable color in one gateway write, verified; the image marked."""

@@ -19,7 +19,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from switchyard.core.canary import CanaryPolicy
-from switchyard.core.state import ServiceObservation
+from switchyard.core.state import ImageObservation, ServiceObservation
 from switchyard.core.topology import Color
 
 # Gateway tags that carry a release's phase, written in the same PUT as the routing change, so
@@ -34,7 +34,10 @@ class Phase(StrEnum):
     CANARY = "canary"
     PROMOTED = "promoted"
     FINALIZED = "finalized"
+    # Judged and undone (by the release itself or a person): the release of that image is over.
     ROLLED_BACK = "rolled-back"
+    # The guard took a dead release's canary out without judging it: running the release again continues it.
+    INTERRUPTED = "interrupted"
 
 
 class Strategy(StrEnum):
@@ -226,6 +229,12 @@ class Done(_Action):
     outcome: Literal["promoted", "already-live"]
 
 
+class Stop(_Action):
+    """Someone else decided this release is over (a rollback of its image): go no further, undo nothing."""
+
+    kind: Literal["stop"] = "stop"
+
+
 Action = Annotated[
     PrepareIdle
     | ClearCanary
@@ -236,7 +245,8 @@ Action = Annotated[
     | Promote
     | AnalysePromoted
     | Finalize
-    | Done,
+    | Done
+    | Stop,
     Field(discriminator="kind"),
 ]
 
@@ -247,10 +257,13 @@ class InconsistentStateError(RuntimeError):
 
 def next_action(
     observed: ServiceObservation,
+    target_image: ImageObservation,
     request: ReleaseRequest,
     policy: ReleasePolicy,
     progress: ReleaseProgress,
 ) -> Action:
+    """The next step of the release of `request.image_version` (`target_image`, as the gallery shows
+    it now) from what the cloud shows now."""
     gateway = observed.gateway
     if not gateway.exists or observed.live_color is None:
         raise InconsistentStateError(
@@ -263,6 +276,13 @@ def next_action(
     idle_set = observed.scale_set(idle)
     phase = gateway.tags.get(TAG_PHASE)
     tagged_release = gateway.tags.get(TAG_RELEASE)
+
+    # A rollback wins over the release it rolled back, whoever ran it and whenever this run looks
+    # again: nothing below may prepare, split or promote that image any more.
+    if tagged_release == target and phase == Phase.ROLLED_BACK:
+        return Stop(reason=f"{target} was rolled back on {gateway.name} while this release ran; it stops here")
+    if target_image.rolled_back:
+        return Stop(reason=f"{target} is marked rolled back in the gallery; it never goes to users again")
 
     if observed.foreign_addresses:
         raise InconsistentStateError(

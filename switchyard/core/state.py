@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from switchyard.core.image_metadata import TAG_ROLLED_BACK
 from switchyard.core.topology import Color, Topology
 
 BackendHealth = Literal["Up", "Down", "Unknown", "Draining"]
@@ -95,6 +96,11 @@ class ImageObservation(_Observed):
     provisioning_state: str | None = None
     replication: dict[str, str] = Field(default_factory=dict)  # region -> Completed / Replicating / Failed
     resource_id: str | None = None
+
+    @property
+    def rolled_back(self) -> bool:
+        """A person or a release rolled this version back: nothing may put it in front of users again."""
+        return self.tags.get(TAG_ROLLED_BACK) == "true"
 
     @property
     def replicated(self) -> bool:

@@ -75,14 +75,15 @@ def fleet(
 
     Besides `sample`, more services run the same app so that tests can own a topology each:
     `shop` (releases), `cart` (bad input), `broken` (a template Packer rejects), `till` (approval),
-    `depot` (quota) and `vulnerable` (an app with a critical advisory).
+    `depot` (quota), `ledger` (rollbacks racing releases) and `vulnerable` (an app with a critical
+    advisory).
     """
     fleet = load_fleet()
     emulator_file = str(emulator.state_dir / "emulator.json")
     for name, environment in fleet.environments.items():
         fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
     sample = fleet.services["sample"]
-    for name in ("shop", "cart", "broken", "till", "depot"):
+    for name in ("shop", "cart", "broken", "till", "depot", "ledger"):
         fleet.services[name] = sample.model_copy(update={"name": name})
     fleet.services["vulnerable"] = sample.model_copy(
         update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}
@@ -103,6 +104,13 @@ def fleet(
     fleet.release_policies["impossible-steps"] = default.model_copy(update={"canary_steps": [0.25, 0.95]})
     fleet.release_policies["needs-approval"] = default.model_copy(
         update={"strategy": Strategy.BLUE_GREEN, "approval_required": True, "approval_timeout_s": 120}
+    )
+    # Long enough windows that a person's rollback lands while the release still runs.
+    fleet.release_policies["slow-canary"] = default.model_copy(
+        update={"strategy": Strategy.CANARY, "canary_steps": [0.25], "analysis_window_s": 25}
+    )
+    fleet.release_policies["slow-promotion"] = default.model_copy(
+        update={"strategy": Strategy.BLUE_GREEN, "promoted_analysis_window_s": 25}
     )
     fleet.release_policies["approval-times-out"] = default.model_copy(
         update={"canary_steps": [0.25], "approval_required": True, "approval_timeout_s": 3}

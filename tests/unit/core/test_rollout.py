@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from switchyard.core.image_metadata import TAG_ROLLED_BACK
 from switchyard.core.rollout import (
     TAG_PHASE,
     TAG_PREVIOUS,
@@ -27,6 +28,7 @@ from switchyard.core.rollout import (
     ReleaseRequest,
     SetSplit,
     SmokeTest,
+    Stop,
     Strategy,
     canary_addresses_for,
     next_action,
@@ -35,6 +37,7 @@ from switchyard.core.rollout import (
 )
 from switchyard.core.state import (
     GatewayObservation,
+    ImageObservation,
     InstanceObservation,
     PoolObservation,
     ScaleSetObservation,
@@ -102,12 +105,14 @@ def observed(
 
 
 REQUEST = ReleaseRequest(service="sample", environment="production", image_version=V2, capacity=3)
+TARGET = ImageObservation(gallery_version=V2, exists=True, tags={TAG_ROLLED_BACK: "false"})
 CANARY = ReleasePolicy(strategy=Strategy.CANARY, canary_steps=[0.25, 0.5])
 
 
 def test_first_step_prepares_the_idle_color_at_the_live_capacity() -> None:
     action = next_action(
         observed(scale_set(Color.BLUE, V1, 4), scale_set(Color.GREEN, None, 0)),
+        TARGET,
         REQUEST,
         CANARY,
         ReleaseProgress(),
@@ -118,27 +123,27 @@ def test_first_step_prepares_the_idle_color_at_the_live_capacity() -> None:
 
 def test_an_idle_color_that_is_not_healthy_yet_is_prepared_again() -> None:
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), healthy=False)
-    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress()), PrepareIdle)
+    assert isinstance(next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress()), PrepareIdle)
 
 
 def test_smoke_tests_come_before_any_user_traffic() -> None:
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
-    action = next_action(state, REQUEST, CANARY, ReleaseProgress())
+    action = next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress())
     assert isinstance(action, SmokeTest) and action.color is Color.GREEN
 
 
 def test_canary_steps_snap_to_instance_ratios_and_alternate_split_and_analysis() -> None:
     progress = ReleaseProgress(smoke_passed_for=V2)
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
-    first = next_action(state, REQUEST, CANARY, progress)
+    first = next_action(state, TARGET, REQUEST, CANARY, progress)
     assert isinstance(first, SetSplit)
     assert first.step.canary_instances == 1 and first.step.share == pytest.approx(0.25)
 
     split = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["127.2.0.4"])
-    assert isinstance(next_action(split, REQUEST, CANARY, progress), Analyse)
+    assert isinstance(next_action(split, TARGET, REQUEST, CANARY, progress), Analyse)
 
     progress.passed_steps.append(1)
-    second = next_action(split, REQUEST, CANARY, progress)
+    second = next_action(split, TARGET, REQUEST, CANARY, progress)
     assert isinstance(second, SetSplit)
     assert second.step.canary_instances == 3 and second.step.share == pytest.approx(0.5)
 
@@ -150,36 +155,36 @@ def test_after_every_step_passed_production_switches() -> None:
         scale_set(Color.GREEN, V2, 3),
         canary=["127.2.0.4", "127.2.0.5", "127.2.0.6"],
     )
-    action = next_action(state, REQUEST, CANARY, progress)
+    action = next_action(state, TARGET, REQUEST, CANARY, progress)
     assert isinstance(action, Promote) and action.to_color is Color.GREEN
 
 
 def test_blue_green_switches_right_after_smoke_tests() -> None:
     policy = ReleasePolicy(strategy=Strategy.BLUE_GREEN)
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
-    action = next_action(state, REQUEST, policy, ReleaseProgress(smoke_passed_for=V2))
+    action = next_action(state, TARGET, REQUEST, policy, ReleaseProgress(smoke_passed_for=V2))
     assert isinstance(action, Promote)
 
 
 def test_approval_is_awaited_before_the_switch_when_required() -> None:
     policy = ReleasePolicy(strategy=Strategy.BLUE_GREEN, approval_required=True)
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
-    assert isinstance(next_action(state, REQUEST, policy, ReleaseProgress(smoke_passed_for=V2)), AwaitApproval)
+    assert isinstance(next_action(state, TARGET, REQUEST, policy, ReleaseProgress(smoke_passed_for=V2)), AwaitApproval)
     approved = ReleaseProgress(smoke_passed_for=V2, approved=True)
-    assert isinstance(next_action(state, REQUEST, policy, approved), Promote)
+    assert isinstance(next_action(state, TARGET, REQUEST, policy, approved), Promote)
 
 
 def test_the_first_release_has_no_baseline_so_it_switches_without_a_canary() -> None:
     state = observed(scale_set(Color.BLUE, None, 0), scale_set(Color.GREEN, V2, 3))
-    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress(smoke_passed_for=V2)), Promote)
+    assert isinstance(next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress(smoke_passed_for=V2)), Promote)
 
 
 def test_after_promotion_the_new_color_is_judged_then_finalized_then_done() -> None:
     tags = {TAG_RELEASE: V2, TAG_PHASE: Phase.PROMOTED.value, TAG_PREVIOUS: "blue"}
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), live=Color.GREEN, tags=tags)
-    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress()), AnalysePromoted)
+    assert isinstance(next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress()), AnalysePromoted)
     judged = ReleaseProgress(promoted_analysis_passed=True)
-    action = next_action(state, REQUEST, CANARY, judged)
+    action = next_action(state, TARGET, REQUEST, CANARY, judged)
     assert isinstance(action, Finalize) and action.live is Color.GREEN
     finalized = observed(
         scale_set(Color.BLUE, V1, 3),
@@ -187,13 +192,55 @@ def test_after_promotion_the_new_color_is_judged_then_finalized_then_done() -> N
         live=Color.GREEN,
         tags={**tags, TAG_PHASE: Phase.FINALIZED.value},
     )
-    done = next_action(finalized, REQUEST, CANARY, judged)
+    done = next_action(finalized, TARGET, REQUEST, CANARY, judged)
     assert isinstance(done, Done) and done.outcome == "promoted"
+
+
+def test_a_release_whose_image_was_rolled_back_after_promotion_stops_instead_of_promoting_again() -> None:
+    """The rollback put production back on blue; the release that was judging green under full
+    traffic must not see 'idle ready, steps passed' and promote it again."""
+    rolled_back = {TAG_RELEASE: V2, TAG_PHASE: Phase.ROLLED_BACK.value, TAG_PREVIOUS: "blue"}
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), tags=rolled_back)
+    everything_passed = ReleaseProgress(smoke_passed_for=V2, passed_steps=[1, 3], promoted_analysis_passed=True)
+    action = next_action(state, TARGET, REQUEST, CANARY, everything_passed)
+    assert isinstance(action, Stop) and "rolled back" in action.reason
+
+
+def test_a_release_whose_image_the_gallery_marks_rolled_back_stops_at_any_step() -> None:
+    marked = TARGET.model_copy(update={"tags": {TAG_ROLLED_BACK: "true"}})
+    mid_canary = observed(
+        scale_set(Color.BLUE, V1, 3),
+        scale_set(Color.GREEN, V2, 3),
+        canary=["127.2.0.4"],
+        tags={TAG_RELEASE: V2, TAG_PHASE: Phase.CANARY.value},
+    )
+    fresh = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, None, 0))
+    for state in (mid_canary, fresh):
+        assert isinstance(next_action(state, marked, REQUEST, CANARY, ReleaseProgress(smoke_passed_for=V2)), Stop)
+
+
+def test_a_canary_the_guard_interrupted_is_continued_by_running_the_release_again() -> None:
+    """The guard takes a dead release's canary out without judging it: that is no rollback."""
+    state = observed(
+        scale_set(Color.BLUE, V1, 3),
+        scale_set(Color.GREEN, V2, 3),
+        tags={TAG_RELEASE: V2, TAG_PHASE: Phase.INTERRUPTED.value},
+    )
+    assert isinstance(next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress()), SmokeTest)
+
+
+def test_a_rollback_of_another_image_does_not_stop_this_release() -> None:
+    state = observed(
+        scale_set(Color.BLUE, V1, 3),
+        scale_set(Color.GREEN, V2, 3),
+        tags={TAG_RELEASE: "1000500.20261100.1", TAG_PHASE: Phase.ROLLED_BACK.value},
+    )
+    assert isinstance(next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress()), SmokeTest)
 
 
 def test_releasing_what_already_serves_production_changes_nothing() -> None:
     state = observed(scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3))
-    action = next_action(state, REQUEST, CANARY, ReleaseProgress())
+    action = next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress())
     assert isinstance(action, Done) and action.outcome == "already-live"
 
 
@@ -204,20 +251,20 @@ def test_a_rerun_after_a_crash_mid_canary_takes_the_canary_out_before_smoke_test
         canary=["127.2.0.4"],
         tags={TAG_RELEASE: V2, TAG_PHASE: Phase.CANARY.value},
     )
-    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress()), ClearCanary)
+    assert isinstance(next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress()), ClearCanary)
 
 
 def test_a_canary_of_an_older_image_leaves_production_before_the_idle_color_changes() -> None:
     state = observed(
         scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, "1000500.20261100.1", 3), canary=["127.2.0.4"]
     )
-    assert isinstance(next_action(state, REQUEST, CANARY, ReleaseProgress()), ClearCanary)
+    assert isinstance(next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress()), ClearCanary)
 
 
 def test_unknown_addresses_in_the_live_pool_stop_the_release() -> None:
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["10.9.9.9"])
     with pytest.raises(InconsistentStateError, match=r"10\.9\.9\.9"):
-        next_action(state, REQUEST, CANARY, ReleaseProgress(smoke_passed_for=V2))
+        next_action(state, TARGET, REQUEST, CANARY, ReleaseProgress(smoke_passed_for=V2))
 
 
 def test_reachable_shares_are_instance_ratios() -> None:

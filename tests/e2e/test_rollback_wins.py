@@ -1,0 +1,165 @@
+"""A person's rollback wins over the release it rolls back, whenever it lands.
+
+The release runs in its own process (as on a worker); the rollback runs here while that release
+is mid-canary or judging the new version under full traffic. The rollback must put production
+back, the release must stop and say why, the image must stay rolled back, and nothing may promote
+it again: the release that was rolled back must not see "idle color ready, steps passed" and
+switch production back to the image a person just took out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployments.fleet import Fleet
+from flows.image_pipeline import image_pipeline
+from flows.provision import provision
+from flows.release import release
+from flows.rollback import rollback
+from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase
+from switchyard.core.state import ServiceObservation
+from switchyard.demo.traffic import SteadyTraffic
+from tasks.context import ServiceContext, cloud_for, load_environment, load_service
+from tests.e2e.stack_support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+SERVICE, ENV = "ledger", "production"
+COMMIT = "2222222333333344444445555555666666677777"
+
+
+def context() -> ServiceContext:
+    return ServiceContext(environment=load_environment(ENV), service=load_service(SERVICE))
+
+
+def observe() -> ServiceObservation:
+    ctx = context()
+    return cloud_for(ctx).observe(ctx.topology, with_health=False)
+
+
+def image_tags(version: str) -> tuple[dict[str, str], bool | None]:
+    ctx = context()
+    image = cloud_for(ctx).gallery.image_version(SERVICE, version)
+    return image.tags, image.exclude_from_latest
+
+
+@pytest.fixture(scope="module")
+def images(fleet: Fleet) -> dict[str, str]:
+    built = {
+        name: image_pipeline(service=SERVICE, app_version=version, git_commit=COMMIT).gallery_version
+        for name, version in (("v1", "1.0.0"), ("v2", "2.0.0"), ("v3", "3.0.0"))
+    }
+    provision(service=SERVICE, environment=ENV)
+    assert release(service=SERVICE, environment=ENV, image_version=built["v1"]).outcome == "promoted"
+    return built
+
+
+@pytest.fixture
+def users(fleet: Fleet) -> Iterator[SteadyTraffic]:
+    port = fleet.services[SERVICE].ports_in(ENV).production
+    with SteadyTraffic("127.0.0.1", port, rate=60.0, connections=4) as load:
+        yield load
+
+
+def release_elsewhere(image: str, policy: str, log: Path) -> subprocess.Popen[bytes]:
+    """The release in another process; it prints its summary as JSON however it ends."""
+    code = (
+        "import json\n"
+        "from flows.release import ReleaseFailed, release\n"
+        "try:\n"
+        f"    summary = release(service={SERVICE!r}, environment={ENV!r}, image_version={image!r}, policy={policy!r})\n"
+        "except ReleaseFailed as failure:\n"
+        "    summary = failure.summary\n"
+        "print('SUMMARY ' + summary.model_dump_json())\n"
+    )
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).resolve().parents[2],
+            env=dict(os.environ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def summary_of(process: subprocess.Popen[bytes], log: Path) -> dict[str, object]:
+    try:
+        process.wait(timeout=180)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    lines = [line for line in log.read_text().splitlines() if line.startswith("SUMMARY ")]
+    assert lines, f"the release printed no summary:\n{log.read_text()[-3000:]}"
+    return dict(json.loads(lines[-1].removeprefix("SUMMARY ")))
+
+
+def assert_rolled_back_for_good(image: str, stable_image: str, summary: dict[str, object]) -> None:
+    assert summary["outcome"] == "rolled-back", summary
+    assert "Stopped" in str(summary["outcome_detail"]) and "rolled back" in str(summary["outcome_detail"])
+    tags, excluded = image_tags(image)
+    assert tags["switchyard.rolledBack"] == "true" and "switchyard.releasedAt" not in tags
+    assert excluded is True
+    # Nothing re-promotes it: production stays on the stable image, with no canary, from now on.
+    for _ in range(6):
+        now = observe()
+        assert now.live_color is not None and now.scale_set(now.live_color).runs_only == stable_image
+        assert not now.canary_addresses
+        assert now.gateway.tags.get(TAG_PHASE) == Phase.ROLLED_BACK
+        time.sleep(0.5)
+
+
+def test_a_rollback_after_promotion_is_not_undone_by_the_release_it_rolled_back(
+    images: dict[str, str], users: SteadyTraffic, tmp_path: Path
+) -> None:
+    stable = observe()
+    assert stable.live_color is not None
+    stable_image = stable.scale_set(stable.live_color).runs_only
+    log = tmp_path / "release.log"
+    running = release_elsewhere(images["v2"], "slow-promotion", log)
+    try:
+        wait_for(
+            "the release's promotion",
+            lambda: (
+                observe().gateway.tags.get(TAG_PHASE) == Phase.PROMOTED
+                and observe().gateway.tags.get(TAG_RELEASE) == images["v2"]
+            ),
+            timeout_s=150,
+            interval_s=0.2,
+        )
+        report = rollback(service=SERVICE, environment=ENV, reason="a person saw a problem", preempt_after_s=1)
+    finally:
+        summary = summary_of(running, log)
+
+    assert report.stable_color == stable.live_color and report.abandoned_image == images["v2"]
+    assert_rolled_back_for_good(images["v2"], str(stable_image), summary)
+    assert summary["live_after"] == stable.live_color.value
+    assert users.report().failed == 0
+
+
+def test_a_rollback_mid_canary_stops_the_release_and_the_image_stays_rolled_back(
+    images: dict[str, str], users: SteadyTraffic, tmp_path: Path
+) -> None:
+    stable = observe()
+    assert stable.live_color is not None
+    stable_image = stable.scale_set(stable.live_color).runs_only
+    log = tmp_path / "release.log"
+    running = release_elsewhere(images["v3"], "slow-canary", log)
+    try:
+        wait_for("the release's canary", lambda: observe().canary_addresses, timeout_s=150, interval_s=0.2)
+        report = rollback(service=SERVICE, environment=ENV, reason="a person saw a problem", preempt_after_s=1)
+    finally:
+        summary = summary_of(running, log)
+
+    assert report.stable_color == stable.live_color and report.abandoned_image == images["v3"]
+    assert_rolled_back_for_good(images["v3"], str(stable_image), summary)
+    assert users.report().failed == 0

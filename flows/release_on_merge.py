@@ -2,7 +2,9 @@
 
 Triggered by the event `switchyard.git.merged` (the merge relay, deployments/merge_relay.py, emits
 it from the Git host's webhook; prefect.yaml maps its payload to this flow's parameters). The runbook:
-  1. check the parameters (before anything is built);
+  1. check the parameters (before anything is built), and that the version is newer than what
+     every environment of the chain runs now: a redelivered or out-of-order merge is refused, so
+     it never puts an older version in front of users;
   2. build, scan and publish the image of the app at that commit (the image pipeline; an
      identical build already published is reused);
   3. release it to each environment in order (staging, then production), stopping at the first
@@ -23,6 +25,7 @@ from pydantic import BaseModel
 from flows.image_pipeline import image_pipeline
 from flows.release import ReleaseFailed, release
 from switchyard.core.release_report import ReleaseSummary
+from switchyard.core.versions import AppVersion, versions_not_moving_forward
 from tasks.history import change_tags
 from tasks.routine import (
     StageOutcome,
@@ -32,6 +35,7 @@ from tasks.routine import (
     check_commit,
     check_committed_at,
     check_environments,
+    production_image,
     stages_markdown,
 )
 
@@ -40,6 +44,10 @@ DEFAULT_ENVIRONMENTS = ["staging", "production"]
 
 class ReleaseChainFailed(Exception):
     """A stage of the chain did not go live; the later stages were not run."""
+
+
+class MergeRefused(ValueError):
+    """The merge would not move every environment forward; nothing was built or released."""
 
 
 class MergeRelease(BaseModel):
@@ -100,6 +108,7 @@ def release_on_merge(
     git_commit = check_commit(git_commit)
     app_version = check_app_version(app_version)
     committed_at = check_committed_at(committed_at, started)
+    _refuse_unless_newer(service, app_version, git_commit, environments)
     if committed_at is None:
         logger.warning("no commit time given: lead time is measured from the start of this run")
     result = MergeRelease(
@@ -141,6 +150,21 @@ def release_on_merge(
             f"{failed.outcome}: {failed.detail}"
         )
     return result
+
+
+def _refuse_unless_newer(service: str, app_version: str, git_commit: str, environments: list[str]) -> None:
+    running = {}
+    for environment in environments:
+        live = production_image(service, environment)
+        if live.image is not None:
+            running[environment] = live.image.app_version
+    problems = versions_not_moving_forward(AppVersion.parse(app_version), running)
+    if problems:
+        raise MergeRefused(
+            f"merge of {service} {app_version} (commit {git_commit[:12]}) refused, nothing was built: "
+            + "; ".join(problems)
+            + ". A redelivered or out-of-order merge never goes back; bump the version to ship this commit"
+        )
 
 
 def _publish(result: MergeRelease, problem: str) -> None:

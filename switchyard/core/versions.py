@@ -364,3 +364,14 @@ def next_patch_level(
             f"revisions 0..{REVISION_LIMIT - 1} are used"
         )
     return PatchLevel._checked(year=year, month=month, revision=following)
+
+
+def versions_not_moving_forward(requested: AppVersion, running: dict[str, AppVersion]) -> list[str]:
+    """Where a merge of `requested` would not move an environment forward (each environment -> the app
+    version it runs now). A redelivered or out-of-order merge must never put an older version, or
+    the same version again, in front of users."""
+    return [
+        f"{environment} runs {current}, and {requested} is not newer"
+        for environment, current in running.items()
+        if not current < requested
+    ]

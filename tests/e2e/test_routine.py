@@ -29,7 +29,7 @@ from flows.image_pipeline import image_pipeline
 from flows.monthly_patch import MonthlyPatchFailed, monthly_patch
 from flows.provision import provision
 from flows.release import ReleaseFailed, release
-from flows.release_on_merge import ReleaseChainFailed, release_on_merge
+from flows.release_on_merge import MergeRefused, ReleaseChainFailed, release_on_merge
 from flows.weekly_report import weekly_report
 from switchyard.core.config import FaultProfile, FrontendPorts, ServiceConfig
 from switchyard.core.image_metadata import ImageMetadata
@@ -76,6 +76,11 @@ def live_image(service: str, environment: str) -> str | None:
 def gallery_metadata(service: str, version: str) -> ImageMetadata:
     context = ServiceContext(environment=load_environment("production"), service=load_service(service))
     return ImageMetadata.from_tags(cloud_for(context).gallery.image_version(service, version).tags)
+
+
+def published_versions(service: str) -> list[str]:
+    context = ServiceContext(environment=load_environment("production"), service=load_service(service))
+    return [image.gallery_version for image in cloud_for(context).gallery.image_versions(service)]
 
 
 def latest_artifact(key: str) -> str:
@@ -190,9 +195,18 @@ def test_a_merge_stops_at_the_first_environment_that_fails_and_bad_input_is_refu
     before = live_image("merger", "production")
     with pytest.raises(ReleaseChainFailed, match="stopped in qa: failed: unknown environment 'qa'"):
         release_on_merge(
-            service="merger", app_version="2.1.0", git_commit=MERGE_COMMIT, environments=["qa", "production"]
+            service="merger", app_version="2.1.1", git_commit=MERGE_COMMIT, environments=["qa", "production"]
         )
     assert "| production | ⏭️ not-run | stopped: qa failed |" in latest_artifact("merge-merger")
+    assert live_image("merger", "production") == before
+
+    # A redelivered merge (the same version) and an out-of-order one (older) never go back.
+    published = len(published_versions("merger"))
+    for version in ("2.1.0", "2.0.5"):
+        refused = rf"merger {version} .* refused, nothing was built: staging runs 2\.1\.0"
+        with pytest.raises(MergeRefused, match=refused):
+            release_on_merge(service="merger", app_version=version, git_commit=MERGE_COMMIT)
+    assert len(published_versions("merger")) == published
     assert live_image("merger", "production") == before
 
     cases: list[tuple[dict[str, Any], str]] = [

@@ -224,3 +224,18 @@ def test_next_patch_level_refuses_when_the_month_is_full() -> None:
 def test_next_patch_level_rejects_foreign_gallery_versions() -> None:
     with pytest.raises(VersionError, match=r"'1\.0\.0' was not made by switchyard"):
         next_patch_level(2026, 11, base="debian-12", app_version="1.4.2", existing=["1.0.0"])
+
+
+def test_a_merge_must_move_every_environment_forward() -> None:
+    from switchyard.core.versions import versions_not_moving_forward
+
+    running = {"staging": AppVersion.parse("2.1.0"), "production": AppVersion.parse("2.0.0")}
+    assert versions_not_moving_forward(AppVersion.parse("2.1.1"), running) == []
+    assert versions_not_moving_forward(AppVersion.parse("2.1.0"), running) == [
+        "staging runs 2.1.0, and 2.1.0 is not newer"
+    ]
+    assert versions_not_moving_forward(AppVersion.parse("1.9.9"), running) == [
+        "staging runs 2.1.0, and 1.9.9 is not newer",
+        "production runs 2.0.0, and 1.9.9 is not newer",
+    ]
+    assert versions_not_moving_forward(AppVersion.parse("0.0.1"), {}) == []

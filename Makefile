@@ -19,10 +19,10 @@ test: setup tools-test
 
 setup: $(STAMP) tools
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml emulator/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e ./emulator -e '.[dev]'
 	touch $(STAMP)
 
 # Packer comes from Debian (1.6.6): see images/README.md for what that version can do.

@@ -1,0 +1,535 @@
+"""Run a real emulator process for tests, the local stack and the demo.
+
+    with run_emulator(tmp_path / "emulator") as emulator:
+        clients = emulator.clients()
+        clients.compute.galleries.begin_create_or_update(...)
+
+The emulator runs as a child process in its own process group (`python -m switchyard_emulator
+start`); leaving the block SIGTERMs the group and SIGKILLs it if it does not stop in time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+_START_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 20.0
+
+
+class EmulatorStartError(RuntimeError):
+    pass
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the process that started it dies (a killed test
+    run must not leave emulators behind on a shared machine). Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        pass
+
+
+class StaticTokenCredential:
+    """A TokenCredential that always presents the emulator's bearer token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo(self._token, int(time.time()) + 3600)
+
+    def __repr__(self) -> str:  # never show the token
+        return "StaticTokenCredential(<redacted>)"
+
+
+@dataclass
+class EmulatorClients:
+    compute: Any  # azure.mgmt.compute.ComputeManagementClient
+    network: Any  # azure.mgmt.network.NetworkManagementClient
+    monitor: Any  # azure.mgmt.monitor.MonitorManagementClient
+    resource: Any  # azure.mgmt.resource.ResourceManagementClient
+    logs: Any  # azure.monitor.query.LogsQueryClient
+
+    def close(self) -> None:
+        for client in (self.compute, self.network, self.monitor, self.resource, self.logs):
+            client.close()
+
+
+class EmulatorHandle:
+    """A running emulator child process and what clients need to reach it."""
+
+    def __init__(self, state_dir: Path, port: int | None, extra_args: Sequence[str]) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.extra_args = list(extra_args)
+        self._requested_port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.info: dict[str, Any] = {}
+
+    # what emulator.json says
+    @property
+    def endpoint(self) -> str:
+        return str(self.info["endpoint"])
+
+    @property
+    def ca_bundle(self) -> str:
+        return str(self.info["ca_bundle"])
+
+    @property
+    def token(self) -> str:
+        return str(self.info["token"])
+
+    @property
+    def subscription_id(self) -> str:
+        return str(self.info["subscription_id"])
+
+    @property
+    def log_analytics_workspace_id(self) -> str:
+        return str(self.info["log_analytics_workspace_id"])
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "emulator.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def __repr__(self) -> str:
+        return f"EmulatorHandle(state_dir={str(self.state_dir)!r}, endpoint={self.info.get('endpoint')!r})"
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        info_path = self.state_dir / "emulator.json"
+        info_path.unlink(missing_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "switchyard_emulator",
+            "start",
+            "--state-dir",
+            str(self.state_dir),
+            "--port",
+            str(self._requested_port or 0),
+            *self.extra_args,
+        ]
+        log = self.log_path.open("ab")
+        try:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stop() signals the group
+                preexec_fn=_die_with_parent,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if info_path.exists():
+                try:
+                    info = json.loads(info_path.read_text())
+                except ValueError:
+                    info = {}
+                if info.get("pid") == self.process.pid:
+                    self.info = info
+                    self._requested_port = self.port
+                    return
+            code = self.process.poll()
+            if code is not None:
+                raise EmulatorStartError(
+                    f"the emulator exited with code {code} before it was ready:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+        self._kill_group()
+        raise EmulatorStartError(f"the emulator was not ready within {_START_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        """SIGTERM the emulator's process group; SIGKILL it if it does not stop in time."""
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        if process.poll() is None:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._kill_group(process)
+                process.wait()
+        else:
+            self._kill_group(process)
+        return process.returncode
+
+    def _kill_group(self, process: subprocess.Popen[bytes] | None = None) -> None:
+        process = process or self.process
+        if process is None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def restart(self) -> None:
+        """Stop and start again on the same state dir (and the same port if it is still free)."""
+        port = self._requested_port
+        self.stop()
+        try:
+            self._requested_port = port
+            self.start()
+        except EmulatorStartError:
+            self.stop()
+            self._requested_port = None
+            self.start()
+
+    def credential(self) -> StaticTokenCredential:
+        return StaticTokenCredential(self.token)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {"base_url": self.endpoint, "connection_verify": self.ca_bundle}
+
+    def clients(self, **kwargs: Any) -> EmulatorClients:
+        """Real azure-mgmt clients (and a LogsQueryClient) pointed at this emulator."""
+        from azure.mgmt.compute import ComputeManagementClient
+        from azure.mgmt.monitor import MonitorManagementClient
+        from azure.mgmt.network import NetworkManagementClient
+        from azure.mgmt.resource.resources import ResourceManagementClient
+        from azure.monitor.query import LogsQueryClient
+
+        credential = self.credential()
+        common = {**self.client_kwargs(), **kwargs}
+        return EmulatorClients(
+            compute=ComputeManagementClient(credential, self.subscription_id, **common),
+            network=NetworkManagementClient(credential, self.subscription_id, **common),
+            monitor=MonitorManagementClient(credential, self.subscription_id, **common),
+            resource=ResourceManagementClient(credential, self.subscription_id, **common),
+            logs=LogsQueryClient(
+                credential,
+                endpoint=self.endpoint,
+                connection_verify=self.ca_bundle,
+                **{k: v for k, v in kwargs.items() if k != "polling_interval"},
+            ),
+        )
+
+
+@contextmanager
+def run_emulator(
+    state_dir: Path, *, port: int | None = None, extra_args: Sequence[str] = ()
+) -> Iterator[EmulatorHandle]:
+    handle = EmulatorHandle(state_dir, port, extra_args)
+    handle.start()
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+SAMPLE_APP_DIR = Path(__file__).resolve().parents[2] / "apps" / "sample"
+
+
+def pack_sample_image(
+    dest_dir: Path,
+    *,
+    app_version: str = "1.0.0",
+    gallery_version: str = "1000000.20261100.1",
+    fault_profile: dict[str, Any] | None = None,
+    entrypoint: list[str] | None = None,
+    app_dir: Path = SAMPLE_APP_DIR,
+) -> Path:
+    """A local image artifact (docs/architecture.md) of the sample service, as a test fixture.
+
+    Packer builds the real ones (images/); this packs apps/sample/app plus a manifest.json so tests
+    can publish an image version without running Packer.
+    """
+    import io
+    import tarfile
+
+    app_manifest = json.loads((app_dir / "switchyard-app.json").read_text())
+    manifest = {
+        "schema": "switchyard.image/v1",
+        "name": app_dir.name,
+        "base": "debian-12",
+        "patch_level": "2026.11",
+        "app_version": app_version,
+        "gallery_version": gallery_version,
+        "git_commit": "0" * 40,
+        "entrypoint": entrypoint or app_manifest["entrypoint"],
+        "service_port": app_manifest["service_port"],
+        "health_path": app_manifest["health_path"],
+        "fault_profile": fault_profile or {"error_rate": 0.0, "extra_latency_ms": 0, "fail_health": False},
+        "built_at": "2026-11-26T10:00:00Z",
+    }
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    path = dest_dir / f"{app_dir.name}-{gallery_version}.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        data = json.dumps(manifest, indent=2).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        info.mode = 0o644
+        archive.addfile(info, io.BytesIO(data))
+        archive.add(app_dir / "app", arcname="app", filter=lambda t: None if "__pycache__" in t.name else t)
+    return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for gateway frontend ports in tests)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class SampleTopology:
+    """Builds, through the real SDK clients, the Azure-shaped topology switchyard deploys into:
+    resource group, virtual network (gateway + instance subnets), public IP, gallery and image
+    definition, image versions from local artifacts, a Standard_v2 gateway with blue/green pools,
+    and scale sets whose NICs join a pool. Bodies are plain dicts (the SDKs accept both)."""
+
+    def __init__(
+        self, clients: EmulatorClients, subscription_id: str, resource_group: str, location: str = "westus"
+    ) -> None:
+        self.c = clients
+        self.sub = subscription_id
+        self.rg = resource_group
+        self.location = location
+
+    # ids
+    def rg_id(self) -> str:
+        return f"/subscriptions/{self.sub}/resourceGroups/{self.rg}"
+
+    def network_id(self, kind: str, name: str) -> str:
+        return f"{self.rg_id()}/providers/Microsoft.Network/{kind}/{name}"
+
+    def subnet_id(self, subnet: str, vnet: str = "vnet") -> str:
+        return f"{self.network_id('virtualNetworks', vnet)}/subnets/{subnet}"
+
+    def gateway_id(self, name: str = "agw") -> str:
+        return self.network_id("applicationGateways", name)
+
+    def pool_id(self, pool: str, gateway: str = "agw") -> str:
+        return f"{self.gateway_id(gateway)}/backendAddressPools/{pool}"
+
+    def image_id(self, gallery: str = "gallery", image: str = "sample") -> str:
+        return f"{self.rg_id()}/providers/Microsoft.Compute/galleries/{gallery}/images/{image}"
+
+    def version_id(self, version: str, gallery: str = "gallery", image: str = "sample") -> str:
+        return f"{self.image_id(gallery, image)}/versions/{version}"
+
+    # resources
+    def network(self) -> None:
+        """Resource group, vnet with 'gateway' and 'instances' subnets, public IP 'pip'."""
+        self.c.resource.resource_groups.create_or_update(self.rg, {"location": self.location})
+        self.c.network.virtual_networks.begin_create_or_update(
+            self.rg,
+            "vnet",
+            {
+                "location": self.location,
+                "properties": {
+                    "addressSpace": {"addressPrefixes": ["10.0.0.0/16"]},
+                    "subnets": [
+                        {"name": "gateway", "properties": {"addressPrefix": "10.0.0.0/24"}},
+                        {"name": "instances", "properties": {"addressPrefix": "10.0.1.0/24"}},
+                    ],
+                },
+            },
+        ).result()
+        self.c.network.public_ip_addresses.begin_create_or_update(
+            self.rg,
+            "pip",
+            {
+                "location": self.location,
+                "sku": {"name": "Standard"},
+                "properties": {"publicIPAllocationMethod": "Static"},
+            },
+        ).result()
+
+    def gallery(self, gallery: str = "gallery", image: str = "sample") -> None:
+        self.c.compute.galleries.begin_create_or_update(self.rg, gallery, {"location": self.location}).result()
+        self.c.compute.gallery_images.begin_create_or_update(
+            self.rg,
+            gallery,
+            image,
+            {
+                "location": self.location,
+                "properties": {
+                    "osType": "Linux",
+                    "osState": "Generalized",
+                    "identifier": {"publisher": "switchyard", "offer": image, "sku": "debian-12"},
+                },
+            },
+        ).result()
+
+    def publish(
+        self,
+        version: str,
+        artifact: Path,
+        *,
+        exclude_from_latest: bool = False,
+        gallery: str = "gallery",
+        image: str = "sample",
+        tags: dict[str, str] | None = None,
+    ) -> Any:
+        return self.c.compute.gallery_image_versions.begin_create_or_update(
+            self.rg,
+            gallery,
+            image,
+            version,
+            {
+                "location": self.location,
+                "tags": tags or {},
+                "properties": {
+                    "publishingProfile": {"excludeFromLatest": exclude_from_latest},
+                    "storageProfile": {"osDiskImage": {"source": {"uri": artifact.as_uri()}}},
+                },
+            },
+        ).result()
+
+    def gateway_body(
+        self,
+        port: int,
+        *,
+        live_pool: str = "blue",
+        test_port: int | None = None,
+        name: str = "agw",
+        pools: tuple[str, ...] = ("blue", "green"),
+        probe_interval: int = 1,
+    ) -> dict[str, Any]:
+        gw = self.gateway_id(name)
+        ports = [{"name": "production", "properties": {"port": port}}]
+        listeners = [self._listener(gw, "production")]
+        rules = [self._rule(gw, "production", live_pool, 100)]
+        if test_port is not None:
+            ports.append({"name": "test", "properties": {"port": test_port}})
+            listeners.append(self._listener(gw, "test"))
+            rules.append(self._rule(gw, "test", "green" if live_pool == "blue" else "blue", 200))
+        return {
+            "location": self.location,
+            "properties": {
+                "sku": {"name": "Standard_v2", "tier": "Standard_v2", "capacity": 1},
+                "gatewayIPConfigurations": [
+                    {"name": "gateway", "properties": {"subnet": {"id": self.subnet_id("gateway")}}}
+                ],
+                "frontendIPConfigurations": [
+                    {
+                        "name": "frontend",
+                        "properties": {"publicIPAddress": {"id": self.network_id("publicIPAddresses", "pip")}},
+                    }
+                ],
+                "frontendPorts": ports,
+                "backendAddressPools": [{"name": p} for p in pools],
+                "probes": [
+                    {
+                        "name": "health",
+                        "properties": {
+                            "protocol": "Http",
+                            "host": "127.0.0.1",
+                            "path": "/health",
+                            "interval": probe_interval,
+                            "timeout": 1,
+                            "unhealthyThreshold": 2,
+                        },
+                    }
+                ],
+                "backendHttpSettingsCollection": [
+                    {
+                        "name": "service",
+                        "properties": {
+                            "port": 8000,
+                            "protocol": "Http",
+                            "requestTimeout": 10,
+                            "probe": {"id": f"{gw}/probes/health"},
+                            "connectionDraining": {"enabled": True, "drainTimeoutInSec": 5},
+                        },
+                    }
+                ],
+                "httpListeners": listeners,
+                "requestRoutingRules": rules,
+            },
+        }
+
+    @staticmethod
+    def _listener(gw: str, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "properties": {
+                "frontendIPConfiguration": {"id": f"{gw}/frontendIPConfigurations/frontend"},
+                "frontendPort": {"id": f"{gw}/frontendPorts/{name}"},
+                "protocol": "Http",
+            },
+        }
+
+    @staticmethod
+    def _rule(gw: str, name: str, pool: str, priority: int) -> dict[str, Any]:
+        return {
+            "name": name,
+            "properties": {
+                "ruleType": "Basic",
+                "priority": priority,
+                "httpListener": {"id": f"{gw}/httpListeners/{name}"},
+                "backendAddressPool": {"id": f"{gw}/backendAddressPools/{pool}"},
+                "backendHttpSettings": {"id": f"{gw}/backendHttpSettingsCollection/service"},
+            },
+        }
+
+    def scale_set_body(
+        self,
+        image_ref_id: str,
+        capacity: int,
+        *,
+        pool: str | None = None,
+        mode: str = "Manual",
+        gateway: str = "agw",
+    ) -> dict[str, Any]:
+        ip_config: dict[str, Any] = {"subnet": {"id": self.subnet_id("instances")}}
+        if pool is not None:
+            ip_config["applicationGatewayBackendAddressPools"] = [{"id": self.pool_id(pool, gateway)}]
+        return {
+            "location": self.location,
+            "sku": {"name": "Standard_B1s", "tier": "Standard", "capacity": capacity},
+            "properties": {
+                "upgradePolicy": {"mode": mode},
+                "virtualMachineProfile": {
+                    "storageProfile": {"imageReference": {"id": image_ref_id}},
+                    "osProfile": {"computerNamePrefix": "vm", "adminUsername": "switchyard"},
+                    "networkProfile": {
+                        "networkInterfaceConfigurations": [
+                            {
+                                "name": "nic",
+                                "properties": {
+                                    "primary": True,
+                                    "ipConfigurations": [{"name": "ipconfig", "properties": ip_config}],
+                                },
+                            }
+                        ]
+                    },
+                },
+            },
+        }

@@ -1,0 +1,83 @@
+"""Fault injection: a seeded share of ARM calls answers 429 (the SDK retries after Retry-After),
+500 or slowly; configurable at start and at runtime through the authenticated admin route."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from switchyard_emulator.testing import EmulatorHandle, run_emulator
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
+    args = ["--fault-rate", "0.2", "--fault-kinds", "429", "--fault-seed", "7", "--lro-retry-after", "0"]
+    with run_emulator(tmp_path_factory.mktemp("faulty"), extra_args=args) as handle:
+        yield handle
+
+
+@pytest.fixture
+def admin(faulty: EmulatorHandle) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=faulty.endpoint, verify=faulty.ca_bundle, headers={"Authorization": f"Bearer {faulty.token}"}
+    ) as client:
+        yield client
+
+
+def test_throttled_calls_are_retried_by_the_sdk_and_succeed(faulty: EmulatorHandle, admin: httpx.Client) -> None:
+    clients = faulty.clients(polling_interval=0.05)
+    clients.resource.resource_groups.create_or_update("rg", {"location": "westus"})
+    for i in range(6):
+        clients.compute.galleries.begin_create_or_update("rg", f"g{i}", {"location": "westus"}).result()
+    assert len(list(clients.compute.galleries.list_by_resource_group("rg"))) == 6
+    status = admin.get("/switchyard/faults").json()
+    assert status["kinds"] == ["429"] and status["seed"] == 7
+    assert status["injected"]["429"] > 0  # faults really happened, and the SDK rode over them
+    clients.close()
+
+
+def test_the_admin_route_needs_the_token_and_validates(faulty: EmulatorHandle, admin: httpx.Client) -> None:
+    with httpx.Client(base_url=faulty.endpoint, verify=faulty.ca_bundle) as anonymous:
+        assert anonymous.get("/switchyard/faults").status_code == 401
+        assert anonymous.put("/switchyard/faults", json={"rate": 0}).status_code == 401
+    bad = admin.put("/switchyard/faults", json={"rate": 2})
+    assert bad.status_code == 400 and bad.json()["error"]["target"] == "rate"
+    unknown = admin.put("/switchyard/faults", json={"rate": 0.1, "kinds": ["boom"]})
+    assert unknown.status_code == 400
+
+
+def test_faults_set_at_runtime_change_what_clients_see(faulty: EmulatorHandle, admin: httpx.Client) -> None:
+    no_retries = faulty.clients(retry_total=0)
+    admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["500"], "seed": 1})
+    with pytest.raises(HttpResponseError) as raised:
+        no_retries.resource.resource_groups.get("rg")
+    assert raised.value.status_code == 500
+    assert raised.value.error.code == "InternalServerError"
+    admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["429"], "retry_after_seconds": 7})
+    throttled = httpx.get(
+        f"{faulty.endpoint}/subscriptions/{faulty.subscription_id}/resourcegroups/rg",
+        params={"api-version": "2025-04-01"},
+        verify=faulty.ca_bundle,
+        headers={"Authorization": f"Bearer {faulty.token}"},
+    )
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "7"
+    admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["slow"], "slow_seconds": 0.2})
+    assert no_retries.resource.resource_groups.get("rg").name == "rg"  # slow, but answered
+    admin.put("/switchyard/faults", json={"rate": 0})
+    assert no_retries.resource.resource_groups.get("rg").name == "rg"
+    assert admin.get("/switchyard/faults").json()["injected"] == {"429": 0, "500": 0, "slow": 0}
+    no_retries.close()
+
+
+def test_a_faulted_write_writes_nothing(faulty: EmulatorHandle, admin: httpx.Client, tmp_path: Path) -> None:
+    clients = faulty.clients(retry_total=0)
+    admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["500"]})
+    with pytest.raises(HttpResponseError):
+        clients.resource.resource_groups.create_or_update("never", {"location": "westus"})
+    admin.put("/switchyard/faults", json={"rate": 0})
+    assert not clients.resource.resource_groups.check_existence("never")
+    clients.close()

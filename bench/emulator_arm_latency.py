@@ -50,7 +50,7 @@ def timed(call: Callable[[], Any], calls: int) -> dict[str, float]:
 
 
 def bench(calls: int) -> dict[str, object]:
-    from switchyard.emulator.testing import run_emulator
+    from switchyard_emulator.testing import run_emulator
 
     with tempfile.TemporaryDirectory(prefix="arm-bench-") as state, run_emulator(Path(state)) as emulator:
         clients = emulator.clients()

@@ -171,7 +171,7 @@ def _free_port(host: str) -> int:
 
 async def bench(duration_s: float, concurrency: int, rate: float) -> dict[str, object]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from switchyard.emulator.dataplane.api import (
+    from switchyard_emulator.dataplane.api import (
         BackendSettingsSpec,
         GatewaySpec,
         ListenerSpec,
@@ -179,7 +179,7 @@ async def bench(duration_s: float, concurrency: int, rate: float) -> dict[str, o
         ProbeSpec,
         RuleSpec,
     )
-    from switchyard.emulator.dataplane.gateway import GatewayFleet
+    from switchyard_emulator.dataplane.gateway import GatewayFleet
 
     backend_ip = "127.77.0.1"
     backend_port = _free_port(backend_ip)

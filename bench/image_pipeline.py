@@ -64,12 +64,13 @@ def main() -> int:
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.testing.utilities import prefect_test_harness
 
-    from deployments.fleet import load_fleet, seed_blocks
+    from blocks.seed import seed_blocks
+    from switchyard.checkout import checkout_fleet
     from switchyard.cloud.azure import AzureGallery
-    from switchyard.emulator.testing import run_emulator
     from switchyard.images.packer import PackerRunner
     from switchyard.images.scanners.osv import OsvScanner
     from switchyard.images.scanners.trivy import TrivyScanner
+    from switchyard_emulator.testing import run_emulator
 
     watch = Stopwatch()
     watch.wrap(PackerRunner, "run", "packer")
@@ -85,7 +86,7 @@ def main() -> int:
             run_emulator(Path(scratch) / "emulator", extra_args=["--lro-retry-after", "0"]) as emulator,
             prefect_test_harness(server_startup_timeout=120),
         ):
-            fleet = load_fleet()
+            fleet = checkout_fleet()
             for name, environment in fleet.environments.items():
                 fleet.environments[name] = environment.model_copy(
                     update={"emulator_file": str(emulator.state_dir / "emulator.json"), "target_regions": []}

@@ -1,17 +1,24 @@
-"""Prefect Block types: the configuration users edit in the Prefect UI.
+"""Prefect Block types: the configuration users edit in the Prefect UI, and loading it by name.
 
 Each block *is* the switchyard.core model it names (multiple inheritance), so what the UI saves
 is validated by the same code the flows use, and invalid values are refused with the field named.
-Register them with `prefect block register -m blocks` (`switchyard up` does).
+Register them with `prefect block register -m blocks` (`switchyard up` does). Block documents are
+looked up by name; a missing one is a user error that names what exists.
 """
 
 from __future__ import annotations
 
-from prefect.blocks.core import Block
+import contextlib
+from typing import TypeVar, cast
 
-from switchyard.core.config import AzureEnvironment, ImageRecipe, ServiceConfig
+from prefect.blocks.core import Block
+from pydantic import BaseModel
+
+from switchyard.cloud.connection import EmulatorEndpoint
+from switchyard.core.config import AzureEnvironment, ImageRecipe, ServiceConfig, ServiceContext
 from switchyard.core.rollout import ReleasePolicy
 from switchyard.core.scan_policy import ScanConfiguration
+from switchyard.redaction import register_secret
 
 
 class AzureEnvironmentBlock(Block, AzureEnvironment):
@@ -61,3 +68,87 @@ ALL_BLOCKS: tuple[type[Block], ...] = (
     ScanPolicyBlock,
     ImageRecipeBlock,
 )
+
+
+# Loading by name ---------------------------------------------------------------------------------
+
+B = TypeVar("B", bound=Block)
+
+
+class UnknownNameError(ValueError):
+    """A service, environment or policy name that no block document has."""
+
+
+def _known(block_type: type[Block]) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        slug = block_type.get_block_type_slug()
+        documents = client.read_block_documents_by_type(slug, include_secrets=False)
+    return sorted(d.name for d in documents if d.name and not d.is_anonymous)
+
+
+def load_block(block_type: type[B], name: str, kind: str) -> B:
+    try:
+        block = cast(B, block_type.load(name))  # sync context: load returns the block, not a coroutine
+    except ValueError:
+        try:
+            known = ", ".join(_known(block_type)) or "none"
+        except Exception:  # listing is only a courtesy in the error message
+            known = "unknown"
+        raise UnknownNameError(
+            f"unknown {kind} {name!r}: there is no {block_type.get_block_type_slug()} block named {name!r} "
+            f"(known: {known}). Register the fleet with `switchyard fleet apply` or create the block "
+            "in the Prefect UI."
+        ) from None
+    return block
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def as_model(model: type[M], block: Block) -> M:
+    """The plain core model a block is (without the block's own bookkeeping fields)."""
+    return model.model_validate(block.model_dump(include=set(model.model_fields)))
+
+
+def load_environment(name: str) -> AzureEnvironment:
+    environment = as_model(AzureEnvironment, load_block(AzureEnvironmentBlock, name, "environment"))
+    register_environment_secrets(environment)
+    return environment
+
+
+def load_service(name: str) -> ServiceConfig:
+    return as_model(ServiceConfig, load_block(ServiceBlock, name, "service"))
+
+
+def load_release_policy(name: str) -> ReleasePolicy:
+    return as_model(ReleasePolicy, load_block(ReleasePolicyBlock, name, "release policy"))
+
+
+def load_scan_policy(name: str) -> ScanConfiguration:
+    return as_model(ScanConfiguration, load_block(ScanPolicyBlock, name, "scan policy"))
+
+
+def load_recipe(service: str) -> ImageRecipe:
+    try:
+        return as_model(ImageRecipe, cast(ImageRecipeBlock, ImageRecipeBlock.load(service)))
+    except ValueError:
+        return ImageRecipe(service=service)
+
+
+def load_service_context(service: str, environment: str) -> ServiceContext:
+    """A service in an environment it is deployed to (an environment it is not in is refused)."""
+    service_config = load_service(service)
+    service_config.ports_in(environment)
+    return ServiceContext(environment=load_environment(environment), service=service_config)
+
+
+def register_environment_secrets(environment: AzureEnvironment) -> None:
+    """The secrets an environment holds never reach a log (switchyard/redaction.py)."""
+    if environment.client_secret:
+        register_secret(environment.client_secret.get_secret_value())
+    if environment.auth == "emulator" and environment.emulator_file:
+        # An unreadable file fails later, with a better message.
+        with contextlib.suppress(Exception):
+            register_secret(EmulatorEndpoint.read(environment.emulator_file).token)

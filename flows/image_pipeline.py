@@ -17,8 +17,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from switchyard.core.config import FaultProfile
-from tasks.context import ServiceContext, load_recipe, load_scan_policy
+from blocks import load_recipe, load_scan_policy
+from switchyard.core.config import FaultProfile, ServiceContext
 from tasks.images import (
     PublishedImage,
     build_image,

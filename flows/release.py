@@ -27,6 +27,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.input import RunInput
 
 from switchyard.core.canary import CanaryOutcome
+from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary, StepAnalysis
 from switchyard.core.rollout import (
     Action,
@@ -52,7 +53,6 @@ from tasks.release import (
     Analysis,
     NothingToRollBackTo,
     ReleaseContext,
-    ReleaseRefused,
     analyse_canary,
     analyse_promoted,
     clear_canary,
@@ -77,14 +77,6 @@ MAX_STEPS = 40
 class Approval(RunInput):
     approve: bool
     comment: str = ""
-
-
-class ReleaseFailed(Exception):
-    """The release did not reach production; what happened is in `summary` (and its artifact)."""
-
-    def __init__(self, message: str, summary: ReleaseSummary | None = None) -> None:
-        super().__init__(message)
-        self.summary = summary
 
 
 def _artifact_key(context: ReleaseContext) -> str:

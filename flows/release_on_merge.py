@@ -23,7 +23,8 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from flows.image_pipeline import image_pipeline
-from flows.release import ReleaseFailed, release
+from flows.release import release
+from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.versions import AppVersion, versions_not_moving_forward
 from tasks.history import change_tags

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from tasks.context import load_service
+from blocks import load_service
 from tasks.locks import LockBusy, hold_release_lock
 from tasks.provision import load_service_context
 from tasks.release import retire_idle_color

@@ -2,52 +2,76 @@
 
 Commands that run a flow run it in this process against the Prefect API in use: the local stack's
 (`switchyard up`), PREFECT_API_URL's, or Prefect's own ephemeral one. Blocks missing from that
-API are first registered from deployments/fleet.yaml (existing ones are never overwritten).
+API are first registered from deployments/fleet.yaml (existing ones are never overwritten). Flows
+are found by their prefect.yaml entrypoints (switchyard/runbooks.py); the local stack, the demo, the
+relay and the emulator are sub-apps loaded only when one of their commands runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from switchyard.emulator.cli import app as emulator_app
+from switchyard.stack.cli import use_local_stack
 
-app = typer.Typer(no_args_is_help=True, help="Immutable VM image delivery to Azure scale sets, on Prefect.")
-app.add_typer(emulator_app, name="emulator", help="The local Azure emulator.")
+# command -> (module whose `app` holds it, the command's name there; None: the whole app as a group)
+_SUB_APPS: dict[str, tuple[str, str | None]] = {
+    "up": ("switchyard.stack.cli", "up"),
+    "down": ("switchyard.stack.cli", "down"),
+    "ui-url": ("switchyard.stack.cli", "ui-url"),
+    "demo": ("switchyard.demo.cli", "demo"),
+    "relay": ("switchyard.relay.cli", "relay"),
+    "emulator": ("switchyard_emulator.cli", None),
+}
+
+
+class _LazyCommands(TyperGroup):
+    """The commands of the sub-apps are imported when they are used (or listed by --help)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *_SUB_APPS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in _SUB_APPS:
+            return super().get_command(ctx, cmd_name)
+        module, name = _SUB_APPS[cmd_name]
+        command = typer.main.get_command(importlib.import_module(module).app)
+        if name is not None and isinstance(command, TyperGroup):
+            return command.get_command(ctx, name)
+        command.name = cmd_name
+        return command
+
+
+app = typer.Typer(
+    cls=_LazyCommands, no_args_is_help=True, help="Immutable VM image delivery to Azure scale sets, on Prefect."
+)
 image_app = typer.Typer(no_args_is_help=True, help="Images: build, scan, publish.")
 app.add_typer(image_app, name="image")
 fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: services and environments as Prefect blocks.")
 app.add_typer(fleet_app, name="fleet")
 
 
-def _use_local_stack() -> None:
-    """Talk to the local stack's Prefect server when it runs and nothing else was chosen."""
-    from deployments.local_stack import default_state_dir
-
-    stack_file = default_state_dir() / "stack.json"
-    if os.environ.get("PREFECT_API_URL") or not stack_file.is_file():
-        return
-    try:
-        api_url = json.loads(stack_file.read_text())["prefect_api_url"]
-    except (ValueError, KeyError):
-        return
-    os.environ["PREFECT_API_URL"] = api_url
-
-
 def _apply_fleet(quiet: bool = True) -> list[str]:
-    from deployments.fleet import load_fleet, seed_blocks
+    from blocks.seed import seed_blocks
+    from switchyard.checkout import checkout_fleet
 
-    created = asyncio.run(seed_blocks(load_fleet()))
+    created = asyncio.run(seed_blocks(checkout_fleet()))
     if created and not quiet:
         for name in created:
             typer.echo(f"registered block {name}")
     return created
+
+
+def _flow(deployment: str) -> Any:
+    from switchyard.runbooks import load_flow
+
+    return load_flow(deployment)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -63,7 +87,7 @@ def _emit_json(payload: dict[str, Any]) -> None:
 @fleet_app.command("apply")
 def fleet_apply() -> None:
     """Register deployments/fleet.yaml's services, environments and policies as blocks (missing ones only)."""
-    _use_local_stack()
+    use_local_stack()
     created = _apply_fleet(quiet=False)
     typer.echo(f"{len(created)} block(s) registered; existing blocks were left as they are")
 
@@ -81,10 +105,9 @@ def image_build(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
 ) -> None:
     """Build, scan and publish an image of SERVICE (runs the image-pipeline flow)."""
-    _use_local_stack()
+    use_local_stack()
     _apply_fleet()
-    from flows.image_pipeline import image_pipeline
-
+    image_pipeline = _flow("image-pipeline")
     try:
         published = image_pipeline(
             service=service,
@@ -113,10 +136,9 @@ def provision(
     environment: Annotated[str, typer.Option("--env", help="Environment, e.g. production.")],
 ) -> None:
     """Create or update SERVICE's topology in an environment (runs the provision flow)."""
-    _use_local_stack()
+    use_local_stack()
     _apply_fleet()
-    from flows.provision import provision as provision_flow
-
+    provision_flow = _flow("provision")
     try:
         live = provision_flow(service=service, environment=environment)
     except Exception as error:
@@ -135,11 +157,11 @@ def release(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
 ) -> None:
     """Release an image of SERVICE to an environment (runs the release flow)."""
-    _use_local_stack()
+    use_local_stack()
     _apply_fleet()
-    from flows.release import release as release_flow
     from switchyard.core.rollout import Strategy
 
+    release_flow = _flow("release")
     chosen = Strategy(strategy) if strategy else None
     try:
         summary = release_flow(
@@ -162,10 +184,9 @@ def rollback(
     reason: Annotated[str, typer.Option(help="Why (recorded in the run and the event).")] = "requested by a person",
 ) -> None:
     """Put all of SERVICE's traffic back on the stable color (runs the rollback flow)."""
-    _use_local_stack()
+    use_local_stack()
     _apply_fleet()
-    from flows.rollback import rollback as rollback_flow
-
+    rollback_flow = _flow("rollback")
     try:
         report = rollback_flow(service=service, environment=environment, reason=reason)
     except Exception as error:
@@ -181,10 +202,12 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
 ) -> None:
     """Live color, the image on each color, the current split and health, read from the cloud."""
-    _use_local_stack()
+    use_local_stack()
     _apply_fleet()
+    from blocks import load_environment, load_service
+    from switchyard.cloud.factory import cloud_for
+    from switchyard.core.config import ServiceContext
     from switchyard.core.status import service_status
-    from tasks.context import ServiceContext, cloud_for, load_environment, load_service
 
     try:
         config = load_service(service)
@@ -198,76 +221,6 @@ def status(
     if as_json:
         _emit_json(report.model_dump(mode="json"))
 
-
-@app.command()
-def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
-    rate: Annotated[float, typer.Option(help="Steady synthetic traffic, requests per second.")] = 120.0,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option("--state-dir", help="The local stack's state (default: $SWITCHYARD_STATE_DIR or .state)."),
-    ] = None,
-    fleet: Annotated[
-        Path | None,
-        typer.Option(help="The fleet file the stack registers as blocks (default deployments/fleet.yaml)."),
-    ] = None,
-    port: Annotated[
-        int | None,
-        typer.Option(help="Port of the Prefect server and UI (default 4200, or a free one if it is taken)."),
-    ] = None,
-) -> None:
-    """Bring the local stack up, then under steady traffic: release v1, a good v2 by canary, and a v3
-    with 20% errors that is rolled back automatically. The stack keeps running for the UI."""
-    from deployments.demo import run_demo
-    from deployments.local_stack import (
-        DEFAULT_FLEET_FILE,
-        REPO_ROOT,
-        StackError,
-        StackPaths,
-        UpOptions,
-        default_state_dir,
-    )
-    from deployments.local_stack import up as start_stack
-
-    options = UpOptions(state_dir=state_dir or default_state_dir(), port=port, fleet_file=fleet or DEFAULT_FLEET_FILE)
-    try:
-        state = start_stack(options, echo=typer.echo)
-    except (StackError, ValueError) as error:
-        _fail(f"switchyard demo: the local stack did not come up: {error}")
-        return
-    os.environ["SWITCHYARD_STATE_DIR"] = state.state_dir
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-
-    paths = StackPaths(state_dir=Path(state.state_dir))
-    with temporary_settings(updates={PREFECT_API_URL: state.prefect_api_url, PREFECT_HOME: str(paths.prefect_home)}):
-        try:
-            report = run_demo(REPO_ROOT, rate=rate, say=typer.echo)
-        except Exception as error:
-            if as_json:
-                _emit_json({"error": str(error), "type": type(error).__name__})
-            _fail(f"switchyard demo failed: {error}")
-            return
-    typer.echo("")
-    typer.echo(report.text())
-    typer.echo("")
-    typer.echo(f"The runs, their summaries and events are in the Prefect UI: {state.ui_url}")
-    typer.echo("`switchyard down` stops the stack.")
-    if as_json:
-        _emit_json(report.model_dump(mode="json"))
-
-
-def _mount_edge_commands() -> None:
-    """Commands whose code lives with the local stack and the relay (deployments/)."""
-    from deployments.relay_cli import relay
-    from deployments.stack_cli import down, ui_url, up
-
-    app.command("relay", help="Run the merge-webhook relay: signed Git pushes -> Prefect merge events.")(relay)
-    app.command()(up)
-    app.command()(down)
-    app.command("ui-url")(ui_url)
-
-
-_mount_edge_commands()
 
 if __name__ == "__main__":
     app()

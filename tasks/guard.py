@@ -19,9 +19,10 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from pydantic import BaseModel
 
 from switchyard.cloud.errors import StaleStateError
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import ServiceContext
 from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase
 from switchyard.core.state import ServiceObservation
-from tasks.context import ServiceContext, cloud_for
 from tasks.release import FINISHED_EVENT, HEARTBEAT_EVENT, VerificationFailed, now
 
 # A live release beats every 5 s; three missed beats is silence, one seen in this window is life.

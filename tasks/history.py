@@ -44,6 +44,9 @@ from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.client.schemas.sorting import FlowRunSort
 from pydantic import AwareDatetime, BaseModel, Field
 
+from blocks import load_environment, load_service
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import ServiceContext
 from switchyard.core.dora import (
     ManualRollback,
     ReleaseRecord,
@@ -55,7 +58,6 @@ from switchyard.core.dora import (
     record_from_run,
 )
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
-from tasks.context import ServiceContext, cloud_for, load_environment, load_service
 from tasks.release import finalize, promote, roll_back, set_canary_split
 
 RELEASE_FLOW = "release"

@@ -22,7 +22,8 @@ from prefect.runtime import task_run
 from pydantic import BaseModel, ConfigDict
 
 from switchyard.cloud.azure import AzureGallery
-from switchyard.core.config import FaultProfile, ImageRecipe
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import FaultProfile, ImageRecipe, ServiceContext
 from switchyard.core.findings import SEVERITIES_WORST_FIRST, Finding, FindingKind, ScanSummary
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
 from switchyard.core.scan_policy import GateResult, ScanConfiguration, evaluate
@@ -38,7 +39,6 @@ from switchyard.images.packer import (
 from switchyard.images.scan import ImageScan, scan_artifact
 from switchyard.images.scanners.osv import OsvScanner
 from switchyard.images.scanners.trivy import TrivyConfig, TrivyScanner
-from tasks.context import ServiceContext, cloud_for
 
 
 class ScanGateFailed(Exception):

@@ -5,15 +5,16 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+import blocks
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import ServiceContext
 from switchyard.core.state import GatewayObservation
-from tasks.context import ServiceContext, cloud_for, load_environment, load_service
 
 
 @task(name="load service configuration", cache_policy=NO_CACHE)
 def load_service_context(service: str, environment: str) -> ServiceContext:
-    service_config = load_service(service)
-    service_config.ports_in(environment)  # refuses an environment the service is not deployed to
-    return ServiceContext(environment=load_environment(environment), service=service_config)
+    """The service's and the environment's blocks; an environment the service is not deployed to is refused."""
+    return blocks.load_service_context(service, environment)
 
 
 @task(name="ensure network and gallery", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)

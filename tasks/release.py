@@ -20,7 +20,9 @@ from prefect.events import emit_event
 from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
+from blocks import load_environment, load_release_policy, load_service
 from switchyard.cloud.errors import CloudError, StaleStateError
+from switchyard.cloud.factory import cloud_for
 from switchyard.cloud.ports import Cloud
 from switchyard.core.canary import (
     AnalysisWindow,
@@ -34,7 +36,9 @@ from switchyard.core.canary import (
     verify_split,
 )
 from switchyard.core.capacity import REGIONAL_VCPUS, shortfall
+from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.outcomes import ReleaseRefused
 from switchyard.core.rollout import (
     TAG_PHASE,
     TAG_PREVIOUS,
@@ -54,16 +58,11 @@ from switchyard.core.rollout import (
 from switchyard.core.state import ImageObservation, ScaleSetObservation, ServiceObservation
 from switchyard.core.topology import Color
 from switchyard.core.versions import ImageVersion, VersionError
-from tasks.context import ServiceContext, cloud_for, load_environment, load_release_policy, load_service
 
 
 class ReleaseContext(ServiceContext):
     policy: ReleasePolicy
     image_version: str
-
-
-class ReleaseRefused(Exception):
-    """The release cannot start; nothing was changed."""
 
 
 class SmokeTestFailed(Exception):

@@ -17,10 +17,11 @@ from prefect.client.orchestration import get_client
 from prefect.states import State
 from pydantic import BaseModel
 
-from blocks import ServiceBlock
+from blocks import ServiceBlock, load_environment, load_service
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
 from switchyard.core.versions import AppVersion, VersionError
-from tasks.context import ServiceContext, cloud_for, load_environment, load_service
 
 StageResult = Literal["promoted", "already-live", "rolled-back", "failed", "not-run"]
 SUCCEEDED: tuple[StageResult, ...] = ("promoted", "already-live")

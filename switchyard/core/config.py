@@ -6,13 +6,14 @@ Block base, so what a user edits in the UI is validated by exactly this code.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from switchyard.core.topology import check_name
+from switchyard.core.topology import Topology, check_name
 
 AuthMode = Literal["emulator", "default", "service_principal"]
 
@@ -247,3 +248,21 @@ class ImageRecipe(BaseModel):
     @classmethod
     def _service(cls, value: str) -> str:
         return check_name("service", value)
+
+
+class ServiceContext(BaseModel):
+    """One service in one environment: everything a task needs to reach the cloud."""
+
+    model_config = ConfigDict(frozen=True)
+
+    environment: AzureEnvironment
+    service: ServiceConfig
+
+    @property
+    def topology(self) -> Topology:
+        return Topology(service=self.service.name, environment=self.environment.name)
+
+    def fingerprint(self) -> str:
+        secret = self.environment.client_secret.get_secret_value() if self.environment.client_secret else ""
+        raw = self.model_dump_json() + secret
+        return hashlib.sha256(raw.encode()).hexdigest()

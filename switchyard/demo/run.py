@@ -18,14 +18,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from flows.image_pipeline import image_pipeline
-from flows.release import ReleaseFailed, release
-from switchyard.core.config import FaultProfile
+from blocks import load_environment, load_service
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import FaultProfile, ServiceContext
+from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.rollout import Strategy
 from switchyard.demo.traffic import SteadyTraffic
-from tasks.context import ServiceContext, cloud_for, load_environment, load_service
-from tasks.release import ReleaseRefused
+from switchyard.runbooks import load_flow
 
 SERVICE = "sample"
 ENVIRONMENT = "production"
@@ -85,6 +85,7 @@ def _serves_production() -> bool:
 
 
 def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = print) -> DemoReport:
+    image_pipeline, release = load_flow("image-pipeline"), load_flow("release")
     service = load_service(SERVICE)
     port = service.ports_in(ENVIRONMENT).production
     commit = _commit(repo)

@@ -1,7 +1,7 @@
-"""`switchyard relay`: run the merge-webhook relay (deployments/merge_relay.py) in the foreground.
+"""`switchyard relay`: run the merge-webhook relay (switchyard/relay/app.py) in the foreground.
 
-Exported as the function `relay`, which the main CLI mounts as a command; it also runs on its own:
-`python -m deployments.relay_cli --port 8765`.
+The main command line loads this sub-app when `relay` is used; it also runs on its own:
+`python -m switchyard.relay.cli --port 8765`.
 """
 
 from __future__ import annotations
@@ -13,19 +13,15 @@ from typing import Annotated
 
 import typer
 
-from deployments.merge_relay import MergeRelay, RelayConfig, RelaySetupError, load_secret
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from switchyard.checkout import REPO_ROOT
+from switchyard.relay.config import RelayConfig, RelaySetupError, load_secret
 
 
 def _prefect_api_url() -> str:
     """The relay only makes sense against a real Prefect server: refuse the ephemeral fallback."""
-    try:  # the local stack's server when it runs and nothing else was chosen
-        from switchyard.cli import _use_local_stack
+    from switchyard.stack.cli import use_local_stack
 
-        _use_local_stack()
-    except ImportError:
-        pass
+    use_local_stack()  # the local stack's server when it runs and nothing else was chosen (before Prefect loads)
     from prefect.settings import PREFECT_API_URL
 
     url = PREFECT_API_URL.value()
@@ -36,6 +32,10 @@ def _prefect_api_url() -> str:
     return str(url)
 
 
+app = typer.Typer(help="The merge-webhook relay: signed Git pushes -> Prefect merge events.")
+
+
+@app.command()
 def relay(
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one (printed).")] = 8765,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -50,6 +50,8 @@ def relay(
 ) -> None:
     """Relay Git merges (GitHub push webhooks, or the generic shape) to Prefect as switchyard.git.merged events."""
     import uvicorn
+
+    from switchyard.relay.app import MergeRelay
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -81,4 +83,4 @@ def relay(
 
 
 if __name__ == "__main__":
-    typer.run(relay)
+    app()

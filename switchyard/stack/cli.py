@@ -1,27 +1,20 @@
-"""`switchyard up`, `switchyard down` and `switchyard ui-url`: the local stack from the command line.
+"""`switchyard up`, `switchyard down`, `switchyard ui-url` and `switchyard emulator ...`: the local stack.
 
-switchyard/cli.py mounts these functions (`app.command()(up)` ...); `python -m deployments.stack_cli`
-runs them on their own.
+The main command line (switchyard/cli.py) loads this sub-app when one of its commands is used;
+`python -m switchyard.stack.cli` runs it on its own.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from deployments.local_stack import (
-    DEFAULT_FLEET_FILE,
-    DEFAULT_PORT,
-    StackError,
-    UpOptions,
-    current_stack,
-    default_state_dir,
-)
-from deployments.local_stack import down as stop_stack
-from deployments.local_stack import up as start_stack
+from switchyard.stack.state import DEFAULT_FLEET_FILE, DEFAULT_PORT, StackError, StackPaths, default_state_dir
 
 StateDirOption = Annotated[
     Path | None,
@@ -30,6 +23,26 @@ StateDirOption = Annotated[
         help="Where the stack keeps its state (default: $SWITCHYARD_STATE_DIR or .state in the repository).",
     ),
 ]
+PortOption = Annotated[
+    int | None,
+    typer.Option(help=f"Port of the Prefect server and UI (default {DEFAULT_PORT}, or a free one if it is taken)."),
+]
+FleetOption = Annotated[
+    Path | None,
+    typer.Option(help="The fleet file the stack registers as blocks (default deployments/fleet.yaml)."),
+]
+
+
+def use_local_stack() -> None:
+    """Talk to the local stack's Prefect server when it runs and no other API was chosen."""
+    stack_file = StackPaths(state_dir=default_state_dir()).stack_file
+    if os.environ.get("PREFECT_API_URL") or not stack_file.is_file():
+        return
+    try:
+        api_url = json.loads(stack_file.read_text())["prefect_api_url"]
+    except (ValueError, KeyError):
+        return
+    os.environ["PREFECT_API_URL"] = api_url
 
 
 def _fail(message: str) -> None:
@@ -37,13 +50,14 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+app = typer.Typer(no_args_is_help=True, help="The local stack: emulator, Prefect server and UI, worker.")
+
+
+@app.command()
 def up(
     state_dir: StateDirOption = None,
-    port: Annotated[
-        int | None,
-        typer.Option(help=f"Port of the Prefect server and UI (default {DEFAULT_PORT}, or a free one if it is taken)."),
-    ] = None,
-    fleet: Annotated[Path, typer.Option(help="The fleet file to register as blocks.")] = DEFAULT_FLEET_FILE,
+    port: PortOption = None,
+    fleet: FleetOption = None,
     redeploy: Annotated[
         bool,
         typer.Option(help="Run `prefect deploy --all` even if every deployment exists (after editing prefect.yaml)."),
@@ -51,8 +65,13 @@ def up(
 ) -> None:
     """Start the local stack: the Azure emulator, a Prefect server with its UI, the blocks, the sample
     service's topologies, the deployments and a worker. Running it again keeps what runs."""
+    from switchyard.stack.up import UpOptions
+    from switchyard.stack.up import up as start_stack
+
     started = time.monotonic()
-    options = UpOptions(state_dir=state_dir or default_state_dir(), port=port, fleet_file=fleet, redeploy=redeploy)
+    options = UpOptions(
+        state_dir=state_dir or default_state_dir(), port=port, fleet_file=fleet or DEFAULT_FLEET_FILE, redeploy=redeploy
+    )
     try:
         state = start_stack(options, echo=typer.echo)
     except (StackError, ValueError) as error:  # FleetError is a ValueError with the file named
@@ -61,16 +80,22 @@ def up(
     typer.echo(f"up in {time.monotonic() - started:.1f} s; `switchyard down` stops it. Open {state.ui_url}")
 
 
+@app.command()
 def down(state_dir: StateDirOption = None) -> None:
     """Stop everything `switchyard up` started (and what those processes started), nothing else."""
+    from switchyard.stack.up import down as stop_stack
+
     try:
         stop_stack(state_dir or default_state_dir(), echo=typer.echo)
     except StackError as error:
         _fail(f"switchyard down failed: {error}")
 
 
+@app.command("ui-url")
 def ui_url(state_dir: StateDirOption = None) -> None:
     """Print the Prefect UI address of the running local stack."""
+    from switchyard.stack.up import current_stack
+
     try:
         state = current_stack(state_dir or default_state_dir())
     except StackError as error:
@@ -81,11 +106,6 @@ def ui_url(state_dir: StateDirOption = None) -> None:
         return
     typer.echo(state.ui_url)
 
-
-app = typer.Typer(no_args_is_help=True, help="The local stack: emulator, Prefect server and UI, worker.")
-app.command()(up)
-app.command()(down)
-app.command("ui-url")(ui_url)
 
 if __name__ == "__main__":
     app()

@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.fleet import Fleet, load_fleet, seed_blocks
-from deployments.prefect_server import PrefectServer
+from blocks.seed import seed_blocks
+from switchyard.checkout import checkout_fleet
 from switchyard.core.config import FrontendPorts, ImageRecipe
+from switchyard.core.fleet import Fleet
 from switchyard.core.rollout import Strategy
 from switchyard.core.scan_policy import ScanConfiguration
-from switchyard.emulator.testing import EmulatorHandle, free_port, run_emulator
+from switchyard.stack.prefect_server import PrefectServer
+from switchyard_emulator.testing import EmulatorHandle, free_port, run_emulator
 from tests.e2e.stack_support import TEST_RELEASE_POLICY, TEST_SLO
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
@@ -78,7 +80,7 @@ def fleet(
     `depot` (quota), `ledger` (rollbacks racing releases) and `vulnerable` (an app with a critical
     advisory).
     """
-    fleet = load_fleet()
+    fleet = checkout_fleet()
     emulator_file = str(emulator.state_dir / "emulator.json")
     for name, environment in fleet.environments.items():
         fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})

@@ -29,16 +29,9 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.local_stack import (
-    REPO_ROOT,
-    StackPaths,
-    StackState,
-    free_port,
-    is_running,
-    process_tree,
-    read_stack,
-    stop_processes,
-)
+from switchyard.checkout import REPO_ROOT
+from switchyard.stack.processes import free_port, is_running, process_tree, stop_processes
+from switchyard.stack.state import StackPaths, StackState, read_stack
 
 SERVICE = "sample"
 FLEET_FILE = REPO_ROOT / "deployments" / "fleet.yaml"
@@ -76,10 +69,10 @@ def write_test_fleet(path: Path, shared_dir: Path) -> dict[str, Any]:
 
 
 def stack_command(*args: str, timeout_s: float = UP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    """`python -m deployments.stack_cli ARGS` (what `switchyard up/down` run), output captured."""
+    """`python -m switchyard.stack.cli ARGS` (what `switchyard up/down` run), output captured."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the stack picks its own
     return subprocess.run(
-        [sys.executable, "-m", "deployments.stack_cli", *args],
+        [sys.executable, "-m", "switchyard.stack.cli", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -230,7 +223,9 @@ def all_flow_runs() -> list[FlowRun]:
 
 def service_observation(environment: str) -> Any:
     """The sample service as the cloud adapter sees it (blocks read from the stack's server)."""
-    from tasks.context import ServiceContext, cloud_for, load_environment, load_service
+    from blocks import load_environment, load_service
+    from switchyard.cloud.factory import cloud_for
+    from switchyard.core.config import ServiceContext
 
     context = ServiceContext(environment=load_environment(environment), service=load_service(SERVICE))
     return cloud_for(context).observe(context.topology)
@@ -238,7 +233,7 @@ def service_observation(environment: str) -> Any:
 
 def live_processes_of(pids: list[int], start_ticks: dict[int, int]) -> list[int]:
     """Which of these processes still run (zombies and reused pids do not count)."""
-    from deployments.local_stack import proc_stat
+    from switchyard.stack.processes import proc_stat
 
     alive = []
     for pid in pids:
@@ -261,8 +256,10 @@ def artifacts(key: str) -> list[Any]:
 
 def published_image(app_version: str, environment: str = "staging") -> str:
     """The gallery version of `sample` at `app_version` (read from the gallery, newest first)."""
+    from blocks import load_environment, load_service
+    from switchyard.cloud.factory import cloud_for
+    from switchyard.core.config import ServiceContext
     from switchyard.core.versions import ImageVersion
-    from tasks.context import ServiceContext, cloud_for, load_environment, load_service
 
     context = ServiceContext(environment=load_environment(environment), service=load_service(SERVICE))
     versions = [v.gallery_version for v in cloud_for(context).gallery.image_versions(SERVICE) if v.exists]

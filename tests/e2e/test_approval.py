@@ -16,13 +16,16 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
-from deployments.fleet import Fleet
+from blocks import load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
-from flows.release import ReleaseFailed, release
+from flows.release import release
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import ServiceContext
+from switchyard.core.fleet import Fleet
+from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.demo.traffic import SteadyTraffic
-from tasks.context import ServiceContext, cloud_for, load_environment, load_service
 
 pytestmark = pytest.mark.e2e
 

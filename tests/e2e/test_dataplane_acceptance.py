@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from switchyard.demo.traffic import SteadyTraffic
-from switchyard.emulator.testing import (
+from switchyard_emulator.testing import (
     EmulatorClients,
     EmulatorHandle,
     SampleTopology,

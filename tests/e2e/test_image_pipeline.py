@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from deployments.fleet import Fleet
 from flows.image_pipeline import image_pipeline
+from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.versions import ImageVersion, VersionError
-from switchyard.emulator.testing import EmulatorHandle
 from switchyard.images.packer import PackerTemplateError
+from switchyard_emulator.testing import EmulatorHandle
 from tasks.images import ScanGateFailed
 
 pytestmark = pytest.mark.e2e

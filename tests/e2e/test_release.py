@@ -20,19 +20,21 @@ import pytest
 from prefect.events import Event
 from prefect.events.worker import EventsWorker
 
-from deployments.fleet import Fleet
+from blocks import UnknownNameError, load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
-from flows.release import ReleaseFailed, release
+from flows.release import release
 from switchyard.cloud.errors import OperationFailedError
-from switchyard.core.config import FaultProfile
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import FaultProfile, ServiceContext
+from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.rollout import Strategy
 from switchyard.core.topology import Color
 from switchyard.demo.traffic import SteadyTraffic
-from switchyard.emulator.testing import EmulatorHandle
-from tasks.context import ServiceContext, UnknownNameError, cloud_for, load_environment, load_service
-from tasks.release import ReleaseRefused, VerificationFailed, heartbeat
+from switchyard_emulator.testing import EmulatorHandle
+from tasks.release import VerificationFailed, heartbeat
 from tests.e2e.stack_support import release_events, wait_for
 
 pytestmark = pytest.mark.e2e

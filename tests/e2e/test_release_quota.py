@@ -10,13 +10,15 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from deployments.fleet import Fleet
+from blocks import load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
-from switchyard.emulator.testing import EmulatorHandle
-from tasks.context import ServiceContext, cloud_for, load_environment, load_service
-from tasks.release import ReleaseRefused
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import ServiceContext
+from switchyard.core.fleet import Fleet
+from switchyard.core.outcomes import ReleaseRefused
+from switchyard_emulator.testing import EmulatorHandle
 
 pytestmark = pytest.mark.e2e
 

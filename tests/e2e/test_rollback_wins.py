@@ -20,15 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from deployments.fleet import Fleet
+from blocks import load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
 from flows.rollback import rollback
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import ServiceContext
+from switchyard.core.fleet import Fleet
 from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase
 from switchyard.core.state import ServiceObservation
 from switchyard.demo.traffic import SteadyTraffic
-from tasks.context import ServiceContext, cloud_for, load_environment, load_service
 from tests.e2e.stack_support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -74,7 +76,8 @@ def release_elsewhere(image: str, policy: str, log: Path) -> subprocess.Popen[by
     """The release in another process; it prints its summary as JSON however it ends."""
     code = (
         "import json\n"
-        "from flows.release import ReleaseFailed, release\n"
+        "from flows.release import release\n"
+        "from switchyard.core.outcomes import ReleaseFailed\n"
         "try:\n"
         f"    summary = release(service={SERVICE!r}, environment={ENV!r}, image_version={image!r}, policy={policy!r})\n"
         "except ReleaseFailed as failure:\n"

@@ -23,21 +23,22 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import ArtifactSort
 
-from blocks import ServiceBlock
-from deployments.fleet import Fleet
+from blocks import ServiceBlock, load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.monthly_patch import MonthlyPatchFailed, monthly_patch
 from flows.provision import provision
-from flows.release import ReleaseFailed, release
+from flows.release import release
 from flows.release_on_merge import MergeRefused, ReleaseChainFailed, release_on_merge
 from flows.weekly_report import weekly_report
-from switchyard.core.config import FaultProfile, FrontendPorts, ServiceConfig
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import FaultProfile, FrontendPorts, ServiceConfig, ServiceContext
+from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.versions import ImageVersion
 from switchyard.demo.traffic import SteadyTraffic, TrafficReport
-from switchyard.emulator.testing import free_port
-from tasks.context import ServiceContext, cloud_for, load_environment, load_service
+from switchyard_emulator.testing import free_port
 from tasks.history import TAG_COMMIT, parse_change_tags
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

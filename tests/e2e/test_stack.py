@@ -31,9 +31,10 @@ from prefect.states import Cancelling
 from pydantic import ValidationError
 
 from blocks import ALL_BLOCKS, AzureEnvironmentBlock, ServiceBlock
-from deployments.fleet import load_fleet
-from deployments.local_stack import PREFECT_FILE, REPO_ROOT, WORK_POOL, WORKER_NAME, ProcStat, port_is_free, proc_stat
-from switchyard.emulator.testing import StaticTokenCredential
+from switchyard.checkout import PREFECT_FILE, REPO_ROOT, checkout_fleet
+from switchyard.stack.processes import ProcStat, port_is_free, proc_stat
+from switchyard.stack.state import WORK_POOL, WORKER_NAME
+from switchyard_emulator.testing import StaticTokenCredential
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,
@@ -158,7 +159,7 @@ def test_the_block_types_register_with_the_prefect_cli_and_refuse_invalid_values
         assert schema is not None and schema.fields["secret_fields"] == ["client_secret"]
 
     # What the UI's block form sends is validated by the same models: one bad field, named.
-    fleet = load_fleet()
+    fleet = checkout_fleet()
     for block, valid, field, bad in (
         (ServiceBlock, fleet.services[SERVICE], "capacity", 0),
         (AzureEnvironmentBlock, fleet.environments["production"], "location", "West Europe"),
@@ -263,7 +264,7 @@ def test_a_merge_event_starts_release_on_merge_with_the_commit_of_the_event(stac
 
 
 def test_down_stops_everything_up_started_and_leaves_no_process(stack: Stack) -> None:
-    from deployments.local_stack import process_tree
+    from switchyard.stack.processes import process_tree
 
     state = stack.state
     trees = {name: process_tree(record) for name, record in state.processes.items()}
@@ -289,7 +290,7 @@ def test_down_stops_everything_up_started_and_leaves_no_process(stack: Stack) ->
 
 
 def _group_members(pgid: int) -> list[ProcStat]:
-    from deployments.local_stack import _all_processes
+    from switchyard.stack.processes import _all_processes
 
     return [p for p in _all_processes() if p.pgrp == pgid]
 

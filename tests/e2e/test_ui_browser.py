@@ -37,7 +37,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from deployments.local_stack import REPO_ROOT
+from switchyard.checkout import REPO_ROOT
 from tests.e2e.stack_support import SERVICE, Stack, finished_run, new_stack, wait_for
 
 # The first test carries the demo (stack from cold, three builds, three releases) in its setup.

@@ -25,7 +25,7 @@ from prefect.events.filters import EventFilter, EventNameFilter
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
-from deployments.merge_relay import RelayConfig, RelaySetupError, load_secret
+from switchyard.relay.config import RelayConfig, RelaySetupError, load_secret
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SECRET = "relay-test-secret-" + uuid.uuid4().hex
@@ -153,7 +153,7 @@ def relay(prefect_api: str, repository: Repository, tmp_path_factory: pytest.Tem
     env.pop("SWITCHYARD_RELAY_SECRET_FILE", None)
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "deployments.relay_cli", "--port", "0", "--config", str(config)],
+            [sys.executable, "-m", "switchyard.relay.cli", "--port", "0", "--config", str(config)],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,

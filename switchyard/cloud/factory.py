@@ -1,0 +1,22 @@
+"""The one place that builds a cloud from configuration: the Azure adapter for a service in an
+environment, once per process (its SDK clients keep their connections)."""
+
+from __future__ import annotations
+
+import threading
+
+from switchyard.cloud.azure import AzureCloud
+from switchyard.core.config import ServiceContext
+
+_clouds: dict[str, AzureCloud] = {}
+_clouds_lock = threading.Lock()
+
+
+def cloud_for(context: ServiceContext) -> AzureCloud:
+    """The adapter for this context (keyed by everything in it, secrets included)."""
+    key = context.fingerprint()
+    with _clouds_lock:
+        cloud = _clouds.get(key)
+        if cloud is None:
+            cloud = _clouds[key] = AzureCloud(context.environment, context.service)
+        return cloud

@@ -1,0 +1,130 @@
+"""What the relay reads and writes: signatures, the GitHub push payload, the merge event."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from switchyard.core.topology import check_name
+from switchyard.core.versions import AppVersion, VersionError
+
+EVENT_NAME = "switchyard.git.merged"
+# Event ids: uuid5 in switchyard's own namespace, from (repository, commit, service).
+_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://switchyard.invalid/events/git-merged")
+FULL_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+ANY_COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The signature header value GitHub sends: sha256=<hex HMAC-SHA256 of the raw body>."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def signature_valid(secret: bytes, body: bytes, header: str | None) -> bool:
+    if not header or not header.startswith("sha256="):
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), header.strip().encode())
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class GitHubRepository(_Payload):
+    full_name: str = Field(min_length=3)
+
+
+class GitHubCommit(_Payload):
+    id: str
+    timestamp: AwareDatetime | None = None
+    added: list[str] = Field(default_factory=list)
+    modified: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+
+    @property
+    def paths(self) -> list[str]:
+        return [*self.added, *self.modified, *self.removed]
+
+
+class GitHubPush(_Payload):
+    ref: str
+    after: str
+    deleted: bool = False
+    repository: GitHubRepository
+    head_commit: GitHubCommit | None = None
+    commits: list[GitHubCommit] = Field(default_factory=list)
+
+    @field_validator("after")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not FULL_COMMIT.fullmatch(value):
+            raise ValueError("must be a full commit id (40 or 64 lower-case hex digits)")
+        return value
+
+    @property
+    def changed_paths(self) -> list[str]:
+        paths = [path for commit in self.commits for path in commit.paths]
+        if self.head_commit is not None:
+            paths += self.head_commit.paths
+        return paths
+
+
+class MergedPayload(_Payload):
+    """The event's payload, and the generic webhook's body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    app_version: str
+    commit: str
+    repository: str = Field(min_length=1)
+    ref: str
+    committed_at: AwareDatetime
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return check_name("service", value)
+
+    @field_validator("app_version")
+    @classmethod
+    def _app_version(cls, value: str) -> str:
+        try:
+            return str(AppVersion.parse(value))
+        except VersionError as error:
+            raise ValueError(str(error)) from None
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, value: str) -> str:
+        if not ANY_COMMIT.fullmatch(value):
+            raise ValueError("must be a commit id: 7 to 64 lower-case hex digits")
+        return value
+
+    def event(self) -> dict[str, Any]:
+        """The Prefect event (JSON), its id fixed by (repository, commit, service)."""
+        event_id = uuid.uuid5(_EVENT_NAMESPACE, f"{self.repository.lower()}@{self.commit}:{self.service}")
+        return {
+            "id": str(event_id),
+            "occurred": datetime.now(UTC).isoformat(),
+            "event": EVENT_NAME,
+            "resource": {
+                "prefect.resource.id": f"switchyard.repo.{self.repository}",
+                "prefect.resource.name": self.repository,
+                "switchyard.service": self.service,
+            },
+            "related": [],
+            "payload": {**self.model_dump(mode="json"), "committed_at": self.committed_at.astimezone(UTC).isoformat()},
+        }
+
+
+def problems(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['msg']}" for item in error.errors()
+    )

@@ -1,0 +1,188 @@
+"""The local stack's state: its directory, stack.json, and how to reach what it runs.
+
+See switchyard/stack/up.py for what `switchyard up` and `switchyard down` do with it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+
+from switchyard.checkout import FLEET_FILE, REPO_ROOT
+from switchyard.stack.processes import ProcessRecord
+
+DEFAULT_FLEET_FILE = FLEET_FILE
+DEFAULT_PORT = 4200
+WORK_POOL = "switchyard-local"
+WORKER_NAME = "switchyard-local-worker"
+SAMPLE_SERVICE = "sample"
+STACK_SCHEMA = "switchyard.stack/v1"
+
+# The worker asks for runs every 2 s: a run started from the UI (or by an automation) starts
+# within seconds. Its heartbeat tells the server (and `up`) it is online.
+WORKER_QUERY_SECONDS = 2
+WORKER_HEARTBEAT_SECONDS = 10
+
+EMULATOR_START_TIMEOUT_S = 60.0
+SERVER_START_TIMEOUT_S = 120.0
+WORKER_ONLINE_TIMEOUT_S = 60.0
+DEPLOY_TIMEOUT_S = 300.0
+PROVISION_TIMEOUT_S = 600.0
+# `prefect server start` takes 30 s and more to shut down on SIGTERM; SQLite is safe to kill.
+STOP_GRACE_S = {"worker": 5.0, "prefect_server": 5.0, "emulator": 15.0}
+STOP_ORDER = ("worker", "prefect_server", "emulator")
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or stop as asked; the message says why and what to do."""
+
+
+# Paths -------------------------------------------------------------------------------------------
+
+
+def default_state_dir() -> Path:
+    """$SWITCHYARD_STATE_DIR, or .state in the repository (where fleet.yaml expects the emulator)."""
+    configured = os.environ.get("SWITCHYARD_STATE_DIR")
+    return Path(configured).resolve() if configured else REPO_ROOT / ".state"
+
+
+class StackPaths(BaseModel):
+    state_dir: Path
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / "stack.json"
+
+    @property
+    def emulator_dir(self) -> Path:
+        return self.state_dir / "emulator"
+
+    @property
+    def emulator_file(self) -> Path:
+        return self.emulator_dir / "emulator.json"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / ".stack.lock"
+
+
+@contextmanager
+def exclusive(paths: StackPaths) -> Iterator[None]:
+    """One `up` or `down` at a time per state directory (a second one is refused, not queued)."""
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    with paths.lock_file.open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(
+                f"another `switchyard up` or `switchyard down` is working on {paths.state_dir}; wait for it"
+            ) from None
+        yield
+
+
+# stack.json --------------------------------------------------------------------------------------
+
+
+class StackState(BaseModel):
+    schema_: str = Field(STACK_SCHEMA, alias="schema")
+    state_dir: str
+    repo_root: str
+    prefect_api_url: str
+    ui_url: str
+    prefect_home: str
+    port: int
+    emulator_file: str
+    work_pool: str = WORK_POOL
+    worker_name: str = WORKER_NAME
+    pids: dict[str, int] = Field(default_factory=dict)
+    processes: dict[str, ProcessRecord] = Field(default_factory=dict)
+    started_at: datetime
+    updated_at: datetime
+
+    model_config = {"populate_by_name": True}
+
+    def write(self, path: Path) -> None:
+        self.pids = {name: record.pid for name, record in self.processes.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(self.model_dump_json(indent=2, by_alias=True) + "\n")
+        temporary.replace(path)
+
+
+def read_stack(paths: StackPaths) -> StackState | None:
+    try:
+        return StackState.model_validate_json(paths.stack_file.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as error:
+        raise StackError(
+            f"{paths.stack_file} is not a switchyard stack file ({error}); move it away and run `switchyard up` again"
+        ) from None
+
+
+# Health ------------------------------------------------------------------------------------------
+
+
+def prefect_healthy(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def emulator_info(paths: StackPaths) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(paths.emulator_file.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def emulator_answers(info: dict[str, Any]) -> bool:
+    """Any HTTP answer of its ARM endpoint (a 401 without a token is an answer)."""
+    try:
+        httpx.get(f"{info['endpoint']}/subscriptions?api-version=2022-12-01", verify=info["ca_bundle"], timeout=3)
+        return True
+    except (httpx.HTTPError, KeyError, OSError):
+        return False
+
+
+# Environments of the processes -------------------------------------------------------------------
+
+
+def client_environment(paths: StackPaths, api_url: str) -> dict[str, str]:
+    """What every Prefect client the stack starts (deploy, provision, worker, flow runs) needs."""
+    return {
+        **os.environ,
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(paths.prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "SWITCHYARD_STATE_DIR": str(paths.state_dir),
+        "SWITCHYARD_REPO_ROOT": str(REPO_ROOT),  # prefect.yaml's pull step moves there
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@contextmanager
+def prefect_client_settings(paths: StackPaths, api_url: str) -> Iterator[None]:
+    """Point this process's Prefect client at the stack's server for the block of code."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url, PREFECT_HOME: str(paths.prefect_home)}):
+        yield

@@ -1,0 +1,588 @@
+"""The local stack behind `switchyard up` and `switchyard down`.
+
+`up` brings up, on this machine and on loopback only:
+  * the Azure emulator (`python -m switchyard_emulator start`, state in STATE/emulator),
+  * a Prefect server on SQLite with its UI (switchyard/stack/prefect_server.py, home STATE/prefect),
+  * switchyard's block types and the fleet's blocks (blocks/seed.py, from deployments/fleet.yaml),
+  * the sample service's topology in every environment of the fleet (the provision flow),
+  * the work pool and the deployments of prefect.yaml (`prefect deploy --all`),
+  * a process worker polling that pool,
+and writes STATE/stack.json: the API and UI addresses, the emulator.json path and the processes
+it started (pid + start time, so that a pid the system reused is never mistaken for ours).
+
+Every long-running process starts in its own session (process group) and outlives `up`. `down`
+stops exactly those processes and everything they started (flow runs, scale-set instances, the
+gateway worker), found by walking the process tree from the recorded pids *before* signalling
+anything: SIGTERM, a grace period, SIGKILL. It leaves nothing behind and touches nothing else.
+
+`up` is idempotent: what is running and healthy is kept and reported; only what is missing is
+started or created. A failure stops whatever this invocation started and says what went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from switchyard.checkout import PREFECT_FILE, REPO_ROOT
+from switchyard.stack.prefect_server import PrefectServer, PrefectServerError
+from switchyard.stack.processes import (
+    ProcessRecord,
+    free_port,
+    is_running,
+    log_tail,
+    port_is_free,
+    proc_stat,
+    process_tree,
+    spawn,
+    stop_processes,
+)
+from switchyard.stack.state import (
+    DEFAULT_FLEET_FILE,
+    DEFAULT_PORT,
+    DEPLOY_TIMEOUT_S,
+    EMULATOR_START_TIMEOUT_S,
+    PROVISION_TIMEOUT_S,
+    SAMPLE_SERVICE,
+    SERVER_START_TIMEOUT_S,
+    STACK_SCHEMA,
+    STOP_GRACE_S,
+    STOP_ORDER,
+    WORK_POOL,
+    WORKER_HEARTBEAT_SECONDS,
+    WORKER_NAME,
+    WORKER_ONLINE_TIMEOUT_S,
+    WORKER_QUERY_SECONDS,
+    StackError,
+    StackPaths,
+    StackState,
+    client_environment,
+    emulator_answers,
+    emulator_info,
+    exclusive,
+    prefect_client_settings,
+    prefect_healthy,
+    read_stack,
+)
+
+Echo = Callable[[str], None]
+# A launch tells its launcher how to find the process it spawned, so that an aborted `up` can kill
+# a process that is still starting.
+Register = Callable[[Callable[[], "subprocess.Popen[bytes] | None"]], None]
+
+# The steps of `up` -------------------------------------------------------------------------------
+
+
+class UpOptions(BaseModel):
+    state_dir: Path
+    port: int | None = None  # None: DEFAULT_PORT, or a free one when it is taken
+    fleet_file: Path = DEFAULT_FLEET_FILE
+    redeploy: bool = False
+
+
+class _Clock:
+    def __init__(self, echo: Echo) -> None:
+        self.start = time.monotonic()
+        self.echo = echo
+
+    def say(self, message: str) -> None:
+        self.echo(f"[{time.monotonic() - self.start:5.1f}s] {message}")
+
+
+def _deployment_names() -> list[str]:
+    spec = yaml.safe_load(PREFECT_FILE.read_text()) or {}
+    return [str(d["name"]) for d in spec.get("deployments", [])]
+
+
+def _start_emulator(paths: StackPaths, clock: _Clock, register: Register) -> ProcessRecord:
+    paths.emulator_dir.mkdir(parents=True, exist_ok=True)
+    paths.emulator_file.unlink(missing_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "switchyard_emulator",
+        "start",
+        "--state-dir",
+        str(paths.emulator_dir),
+        "--lro-retry-after",
+        "0",
+    ]
+    process, record = spawn(argv, env=dict(os.environ), log=paths.emulator_dir / "emulator.log")
+    register(lambda: process)
+    deadline = time.monotonic() + EMULATOR_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        info = emulator_info(paths)
+        if info and info.get("pid") == process.pid:
+            clock.say(f"emulator ready at {info['endpoint']} (pid {process.pid})")
+            return record
+        if process.poll() is not None:
+            raise StackError(
+                f"the emulator exited with code {process.returncode} before it was ready "
+                f"(log {record.log}):\n{log_tail(record.log)}"
+            )
+        time.sleep(0.1)
+    stop_processes([process_tree(record)], STOP_GRACE_S["emulator"])
+    raise StackError(f"the emulator was not ready within {EMULATOR_START_TIMEOUT_S:.0f} s:\n{log_tail(record.log)}")
+
+
+def _choose_port(requested: int | None, clock: _Clock) -> int:
+    if requested is not None:
+        if not 1 <= requested <= 65535:
+            raise StackError(f"--port {requested} is not a TCP port (1-65535)")
+        if not port_is_free(requested):
+            raise StackError(
+                f"port {requested} on 127.0.0.1 is in use by another program: stop it, or choose another "
+                "port with --port"
+            )
+        return requested
+    if port_is_free(DEFAULT_PORT):
+        return DEFAULT_PORT
+    port = free_port()
+    clock.say(f"port {DEFAULT_PORT} is in use by another program: the Prefect server uses port {port} instead")
+    return port
+
+
+def _start_prefect(paths: StackPaths, port: int, clock: _Clock, register: Register) -> ProcessRecord:
+    server = PrefectServer(paths.prefect_home, port)
+    register(lambda: server.process)
+    try:
+        server.start(timeout_s=SERVER_START_TIMEOUT_S)
+    except PrefectServerError as error:
+        raise StackError(f"the Prefect server did not start on port {port}: {error}") from None
+    assert server.process is not None
+    stat = proc_stat(server.process.pid)
+    clock.say(f"Prefect server ready at {server.ui_url} (pid {server.process.pid})")
+    return ProcessRecord(
+        pid=server.process.pid,
+        start_ticks=stat.start_ticks if stat else -1,
+        argv=[str(a) for a in server.process.args],  # type: ignore[union-attr]
+        log=str(server.log_path),
+    )
+
+
+def _fleet_for_stack(fleet_file: Path, paths: StackPaths) -> Any:
+    """fleet.yaml, with emulator environments pointed at this stack's emulator."""
+    from switchyard.checkout import checkout_fleet
+
+    fleet = checkout_fleet(fleet_file)
+    for name, environment in fleet.environments.items():
+        if environment.auth == "emulator":
+            fleet.environments[name] = environment.model_copy(update={"emulator_file": str(paths.emulator_file)})
+    return fleet
+
+
+async def _ensure_work_pool() -> bool:
+    """Create the process work pool if it is missing; True when created."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    async with get_client() as client:
+        try:
+            await client.read_work_pool(WORK_POOL)
+            return False
+        except ObjectNotFound:
+            pass
+        try:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=WORK_POOL,
+                    type="process",
+                    description="switchyard's local work pool: flow runs as processes on this machine.",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                )
+            )
+        except ObjectAlreadyExists:
+            return False
+    return True
+
+
+async def _register_blocks(fleet: Any) -> list[str]:
+    """switchyard's block types, then the fleet's blocks that do not exist yet; returns those created."""
+    from blocks import ALL_BLOCKS
+    from blocks.seed import seed_blocks
+
+    for block_type in ALL_BLOCKS:
+        await block_type.register_type_and_schema()
+    return await seed_blocks(fleet)
+
+
+async def _missing_deployments() -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        present = {d.name for d in await client.read_deployments()}
+    return [name for name in _deployment_names() if name not in present]
+
+
+async def _worker_online(since: datetime) -> bool:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        workers = await client.read_workers_for_work_pool(WORK_POOL)
+    return any(
+        w.name == WORKER_NAME and w.last_heartbeat_time is not None and w.last_heartbeat_time >= since for w in workers
+    )
+
+
+def _run_to_log(argv: list[str], env: dict[str, str], log: Path, timeout_s: float, what: str) -> None:
+    """Run a command to completion, its output in `log`; a failure shows the log's end."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO_ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            code = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise StackError(f"{what} did not finish within {timeout_s:.0f} s (log {log}):\n{log_tail(log)}") from None
+    if code != 0:
+        raise StackError(f"{what} failed with exit code {code} (log {log}):\n{log_tail(log)}")
+
+
+def _deploy(paths: StackPaths, api_url: str, clock: _Clock) -> None:
+    clock.say("deploying prefect.yaml (prefect deploy --all) ...")
+    argv = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)]
+    _run_to_log(
+        argv,
+        client_environment(paths, api_url),
+        paths.logs_dir / "deploy.log",
+        DEPLOY_TIMEOUT_S,
+        "prefect deploy --all",
+    )
+    clock.say(f"deployed: {', '.join(_deployment_names())}")
+
+
+def _provision(paths: StackPaths, api_url: str, environments: list[str], clock: _Clock) -> None:
+    clock.say(f"provisioning {SAMPLE_SERVICE} in {', '.join(environments)} (the provision flow) ...")
+    for environment in environments:
+        argv = [sys.executable, "-m", "switchyard.cli", "provision", SAMPLE_SERVICE, "--env", environment]
+        _run_to_log(
+            argv,
+            client_environment(paths, api_url),
+            paths.logs_dir / f"provision-{environment}.log",
+            PROVISION_TIMEOUT_S,
+            f"provisioning {SAMPLE_SERVICE} in {environment}",
+        )
+    clock.say(f"{SAMPLE_SERVICE} provisioned in {', '.join(environments)} (logs in {paths.logs_dir})")
+
+
+def _start_worker(paths: StackPaths, api_url: str, clock: _Clock, register: Register) -> ProcessRecord:
+    env = {
+        **client_environment(paths, api_url),
+        "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
+        "PREFECT_WORKER_HEARTBEAT_SECONDS": str(WORKER_HEARTBEAT_SECONDS),
+    }
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    argv += ["--name", WORKER_NAME]
+    since = datetime.now(UTC)
+    process, record = spawn(argv, env=env, log=paths.logs_dir / "worker.log")
+    register(lambda: process)
+    deadline = time.monotonic() + WORKER_ONLINE_TIMEOUT_S
+    with prefect_client_settings(paths, api_url):
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise StackError(f"the worker exited with code {process.returncode}:\n{log_tail(record.log)}")
+            if asyncio.run(_worker_online(since)):
+                clock.say(f"worker {WORKER_NAME} polls work pool {WORK_POOL} (pid {process.pid})")
+                return record
+            time.sleep(0.5)
+    stop_processes([process_tree(record)], STOP_GRACE_S["worker"])
+    raise StackError(f"the worker did not come online within {WORKER_ONLINE_TIMEOUT_S:.0f} s:\n{log_tail(record.log)}")
+
+
+def _frontend_port_conflicts(fleet: Any, service: str) -> list[str]:
+    """Gateway frontend ports of the sample service that another program holds."""
+    conflicts = []
+    config = fleet.services.get(service)
+    if config is None:
+        raise StackError(f"{service!r} is not a service of the fleet file; the stack provisions it")
+    for environment, ports in config.frontend_ports.items():
+        for listener, port in (("production", ports.production), ("test", ports.test)):
+            if not port_is_free(port):
+                conflicts.append(f"{service} {environment} {listener} listener: port {port}")
+    return conflicts
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) if isinstance(error, StackError) else f"{type(error).__name__}: {error}"
+
+
+def _stop(record: ProcessRecord, name: str, clock: _Clock, why: str) -> None:
+    clock.say(f"{name} (pid {record.pid}) {why}: stopping it")
+    stop_processes([process_tree(record)], STOP_GRACE_S[name])
+
+
+class _Launches:
+    """Background starts of long-running processes: whatever happens, each one that started is
+    known, so that a failure stops it, and one still starting can be killed."""
+
+    def __init__(self, threads: ThreadPoolExecutor) -> None:
+        self.threads = threads
+        self.pending: dict[str, Future[ProcessRecord]] = {}
+        self.handles: dict[str, Callable[[], subprocess.Popen[bytes] | None]] = {}
+        self.started: dict[str, ProcessRecord] = {}
+
+    def launch(self, name: str, start: Callable[[Register], ProcessRecord]) -> None:
+        def register(handle: Callable[[], subprocess.Popen[bytes] | None]) -> None:
+            self.handles[name] = handle
+
+        self.pending[name] = self.threads.submit(start, register)
+
+    def wait(self, name: str) -> ProcessRecord:
+        future = self.pending.pop(name)
+        record = future.result()
+        self.started[name] = record
+        return record
+
+    def failed(self, name: str) -> bool:
+        future = self.pending.get(name)
+        return future is not None and future.done() and future.exception() is not None
+
+    def abort(self) -> list[str]:
+        """Kill the processes of launches that are still starting; return their names."""
+        killed = []
+        for name, future in self.pending.items():
+            process = self.handles.get(name, lambda: None)()
+            if not future.done() and process is not None and process.poll() is None:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                killed.append(name)
+        return killed
+
+    def settle(self) -> list[str]:
+        """Wait for every pending start; record what started, return what failed."""
+        errors = []
+        for name in list(self.pending):
+            try:
+                self.wait(name)
+            except Exception as error:
+                errors.append(_describe(error))
+        return errors
+
+
+def _collect(jobs: list[Future[None]]) -> list[str]:
+    errors = []
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as error:
+            errors.append(_describe(error))
+    return errors
+
+
+def up(options: UpOptions, echo: Echo = print) -> StackState:
+    with exclusive(StackPaths(state_dir=options.state_dir.resolve())):
+        return _up(options, echo)
+
+
+def _up(options: UpOptions, echo: Echo) -> StackState:
+    """Start what is not running; report what is. Returns what stack.json now says.
+
+    Order, with everything that can overlap overlapping (the server's first start, with its
+    database migrations, is the long pole): the Prefect server; meanwhile the fleet file and the
+    emulator; then the work pool and `prefect deploy --all`; meanwhile the blocks, the worker and
+    the provisioning of the sample service."""
+    clock = _Clock(echo)
+    paths = StackPaths(state_dir=options.state_dir.resolve())
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    previous = read_stack(paths)
+    kept: dict[str, ProcessRecord] = {}
+    if previous is not None:
+        kept = {name: record for name, record in previous.processes.items() if is_running(record)}
+    threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="switchyard-up")
+    launches = _Launches(threads)
+    jobs: list[Future[None]] = []
+    try:
+        # 1. the Prefect server (started first: it takes longest)
+        server = kept.get("prefect_server")
+        if server and previous and prefect_healthy(previous.prefect_api_url):
+            port, api_url = previous.port, previous.prefect_api_url
+            clock.say(f"Prefect server already running at {previous.ui_url} (pid {server.pid})")
+            if options.port not in (None, port):
+                clock.say(f"(it keeps port {port}; run `switchyard down` first to move it to {options.port})")
+        else:
+            if server:
+                _stop(server, "prefect_server", clock, "does not answer")
+            server = None
+            port = _choose_port(options.port, clock)
+            api_url = f"http://127.0.0.1:{port}/api"
+            clock.say(f"starting the Prefect server on 127.0.0.1:{port} ...")
+            launches.launch("prefect_server", lambda register: _start_prefect(paths, port, clock, register))
+
+        # 2. meanwhile: the fleet file and the emulator
+        fleet = _fleet_for_stack(options.fleet_file, paths)
+        emulator = kept.get("emulator")
+        info = emulator_info(paths)
+        if emulator and info and info.get("pid") == emulator.pid and emulator_answers(info):
+            clock.say(f"emulator already running at {info['endpoint']} (pid {emulator.pid})")
+        else:
+            if emulator:
+                _stop(emulator, "emulator", clock, "does not answer")
+            emulator = None
+            conflicts = _frontend_port_conflicts(fleet, SAMPLE_SERVICE)
+            if conflicts:
+                raise StackError(
+                    "ports the sample service's gateways listen on are in use by another program:\n- "
+                    + "\n- ".join(conflicts)
+                    + f"\nStop that program or change frontend_ports in {options.fleet_file}"
+                )
+            clock.say("starting the emulator ...")
+            launches.launch("emulator", lambda register: _start_emulator(paths, clock, register))
+        if server is None:
+            # the emulator is ready long before the server's first start: if it failed, stop now
+            concurrent.futures.wait(
+                [launches.pending[n] for n in ("prefect_server", "emulator") if n in launches.pending],
+                return_when=concurrent.futures.FIRST_EXCEPTION,
+            )
+            if launches.failed("emulator"):
+                launches.wait("emulator")
+            server = launches.wait("prefect_server")
+        if emulator is None and launches.pending["emulator"].done():
+            emulator = launches.wait("emulator")
+
+        # 3. the work pool, then the deployments in the background
+        with prefect_client_settings(paths, api_url):
+            pool_created = asyncio.run(_ensure_work_pool())
+            missing = asyncio.run(_missing_deployments())
+            clock.say(f"work pool {WORK_POOL} " + ("created" if pool_created else "present"))
+            if missing or options.redeploy:
+                jobs.append(threads.submit(_deploy, paths, api_url, clock))
+            else:
+                clock.say(f"deployments already present: {', '.join(_deployment_names())}")
+
+            # 4. the blocks; the worker; once the emulator is ready, the sample service's topologies
+            created = asyncio.run(_register_blocks(fleet))
+        clock.say(f"blocks: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
+        worker = kept.get("worker")
+        if worker and "prefect_server" in launches.started:
+            _stop(worker, "worker", clock, "polled the previous Prefect server")
+            worker = None
+        if worker is None:
+            clock.say(f"starting a worker on work pool {WORK_POOL} ...")
+            launches.launch("worker", lambda register: _start_worker(paths, api_url, clock, register))
+        else:
+            clock.say(f"worker already running (pid {worker.pid})")
+        if emulator is None:
+            emulator = launches.wait("emulator")
+        deployed_to = fleet.services[SAMPLE_SERVICE].frontend_ports
+        environments = [name for name in fleet.environments if name in deployed_to]
+        if "emulator" in launches.started or created:
+            jobs.append(threads.submit(_provision, paths, api_url, environments, clock))
+        else:
+            clock.say(f"{SAMPLE_SERVICE} already provisioned in {', '.join(environments)}")
+        errors = launches.settle() + _collect(jobs)
+        if errors:
+            raise StackError("\n".join(errors))
+        worker = worker or launches.started["worker"]
+    except BaseException:
+        aborted = launches.abort()
+        launches.settle()
+        _collect(jobs)  # a deploy or provisioning still running finishes before its server stops
+        if launches.started or aborted:
+            echo(f"stopping what this run started: {', '.join([*aborted, *launches.started])}")
+            trees = [process_tree(launches.started[n]) for n in STOP_ORDER if n in launches.started]
+            stop_processes(trees, max(STOP_GRACE_S.values()))
+        raise
+    finally:
+        threads.shutdown(wait=True)
+
+    started = launches.started
+    assert emulator is not None and server is not None and worker is not None
+    now = datetime.now(UTC)
+    state = StackState(
+        schema=STACK_SCHEMA,
+        state_dir=str(paths.state_dir),
+        repo_root=str(REPO_ROOT),
+        prefect_api_url=api_url,
+        ui_url=api_url.removesuffix("/api"),
+        prefect_home=str(paths.prefect_home),
+        port=port,
+        emulator_file=str(paths.emulator_file),
+        processes={"emulator": emulator, "prefect_server": server, "worker": worker},
+        started_at=previous.started_at if previous and not started else now,
+        updated_at=now,
+    )
+    if started or previous is None:
+        state.write(paths.stack_file)
+    if started:
+        clock.say(f"stack up; started {', '.join(started)}; state in {paths.stack_file}")
+    else:
+        clock.say("stack already up: nothing changed")
+    echo(f"Prefect UI: {state.ui_url}")
+    return state
+
+
+# `down` ------------------------------------------------------------------------------------------
+
+
+class DownReport(BaseModel):
+    stopped: dict[str, int] = Field(default_factory=dict)  # component -> processes stopped
+    already_gone: list[str] = Field(default_factory=list)
+    survivors: list[int] = Field(default_factory=list)
+
+
+def down(state_dir: Path, echo: Echo = print) -> DownReport:
+    """Stop what stack.json says `up` started, and everything those processes started."""
+    paths = StackPaths(state_dir=state_dir.resolve())
+    if not paths.stack_file.exists():
+        echo(f"no stack to stop: {paths.stack_file} does not exist")
+        return DownReport()
+    with exclusive(paths):
+        return _down(paths, echo)
+
+
+def _down(paths: StackPaths, echo: Echo) -> DownReport:
+    state = read_stack(paths)
+    report = DownReport()
+    if state is None:
+        echo(f"no stack to stop: {paths.stack_file} does not exist")
+        return report
+    for name in STOP_ORDER:
+        # The whole tree is walked before any of it is signalled: a killed parent's children are
+        # re-parented and lose their link to it. (Flow runs are the worker's children.)
+        tree = process_tree(state.processes[name]) if name in state.processes else []
+        if not tree:
+            report.already_gone.append(name)
+            echo(f"{name}: not running")
+            continue
+        echo(f"stopping {name} (pid {tree[0].pid}, {len(tree)} process(es)) ...")
+        survivors = stop_processes([tree], STOP_GRACE_S[name])
+        report.stopped[name] = len(tree) - len(survivors)
+        report.survivors += [s.pid for s in survivors]
+    if report.survivors:
+        raise StackError(f"processes {report.survivors} survived SIGKILL; stack.json is kept in {paths.stack_file}")
+    paths.stack_file.unlink(missing_ok=True)
+    echo(f"stack down: {sum(report.stopped.values())} process(es) stopped, none left")
+    return report
+
+
+def current_stack(state_dir: Path) -> StackState | None:
+    """stack.json, if its Prefect server answers."""
+    state = read_stack(StackPaths(state_dir=state_dir.resolve()))
+    if state is None or not prefect_healthy(state.prefect_api_url):
+        return None
+    return state

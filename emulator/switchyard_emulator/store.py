@@ -68,6 +68,13 @@ CREATE TABLE IF NOT EXISTS operations (
 """
 
 
+def _under(key: str) -> str:
+    """A LIKE pattern for everything nested under `key`. ARM names may hold '_' (and '%' is no
+    wildcard in an id), so both are escaped: deleting `rg_1` must not delete `rgx1`'s resources."""
+    escaped = key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "/%"
+
+
 @dataclass
 class StoredResource:
     key: str
@@ -206,8 +213,8 @@ class Store:
             sql += " AND parent_key = ?"
             args.append(parent_key.lower())
         if subscription is not None:
-            sql += " AND key LIKE ?"
-            args.append(f"/subscriptions/{subscription.lower()}/%")
+            sql += " AND key LIKE ? ESCAPE '\\'"
+            args.append(_under(f"/subscriptions/{subscription.lower()}"))
         sql += " ORDER BY created_at, key"
         return [self._resource(r) for r in self._query(sql, tuple(args))]
 
@@ -254,9 +261,10 @@ class Store:
         """Delete a resource and everything nested under its id (child resources, instances)."""
         key = key.lower()
         with self.write():
-            self._exec("DELETE FROM resources WHERE key = ? OR key LIKE ?", (key, key + "/%"))
-            self._exec("DELETE FROM instances WHERE vmss_key = ? OR vmss_key LIKE ?", (key, key + "/%"))
-            self._exec("DELETE FROM vmss_models WHERE vmss_key = ? OR vmss_key LIKE ?", (key, key + "/%"))
+            nested = _under(key)
+            self._exec("DELETE FROM resources WHERE key = ? OR key LIKE ? ESCAPE '\\'", (key, nested))
+            self._exec("DELETE FROM instances WHERE vmss_key = ? OR vmss_key LIKE ? ESCAPE '\\'", (key, nested))
+            self._exec("DELETE FROM vmss_models WHERE vmss_key = ? OR vmss_key LIKE ? ESCAPE '\\'", (key, nested))
 
     # -- scale-set models and instances ------------------------------------------------------------
 

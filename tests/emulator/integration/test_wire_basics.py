@@ -136,3 +136,16 @@ def test_sdk_errors_carry_the_arm_error(clients: EmulatorClients, topo: SampleTo
         clients.compute.galleries.begin_create_or_update(topo.rg, "bad-name", {"location": "westus"}).result()
     assert raised.value.status_code == 400
     assert raised.value.error.code == "InvalidGalleryName"
+
+
+def test_deleting_a_group_deletes_only_what_is_in_it_even_when_names_differ_by_a_wildcard(
+    clients: EmulatorClients,
+) -> None:
+    """'_' is a LIKE wildcard: deleting group rg_1 once took rgx1's resources with it."""
+    for group in ("rg_1", "rgx1"):
+        clients.resource.resource_groups.create_or_update(group, {"location": "westus"})
+        clients.compute.galleries.begin_create_or_update(group, "g1", {"location": "westus"}).result()
+    clients.resource.resource_groups.begin_delete("rg_1").result()
+
+    assert not clients.resource.resource_groups.check_existence("rg_1")
+    assert clients.compute.galleries.get("rgx1", "g1").name == "g1"

@@ -4,6 +4,7 @@ app that authenticates, injects faults, routes case-insensitively and checks api
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
 from switchyard_emulator.apiversions import API_VERSION_FORMAT
-from switchyard_emulator.common import Ctx, Route, error_response, json_response
+from switchyard_emulator.common import Ctx, Route, error_response, json_response, read_body
 from switchyard_emulator.dataplane.api import DataPlane
 from switchyard_emulator.errors import ArmError
 from switchyard_emulator.faults import FaultInjector
@@ -175,7 +176,7 @@ class Emulator:
                 query=query,
                 raw_query=raw_query,
                 api_version=api_version,
-                body_bytes=await request.body(),
+                body_bytes=await read_body(request),
             )
             return await candidate.handler(ctx)
         if any(c.match(segments) is not None for c in self.routes):
@@ -220,7 +221,7 @@ class Emulator:
         """/switchyard/<what>: GET answers the settings, PUT changes them (JSON; 400 if it is not)."""
         if request.method == "PUT":
             try:
-                data: Any = await request.json()
+                data: Any = json.loads(await read_body(request))
             except ValueError:
                 raise ArmError(400, "InvalidRequestContent", f"The {what} configuration must be JSON.") from None
             configure(data)

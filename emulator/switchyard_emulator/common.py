@@ -108,6 +108,34 @@ def route(
 # -- answers -----------------------------------------------------------------------------------------
 
 
+# ARM caps a request's content at 4 MB (the template and request limits of Azure Resource Manager:
+# https://learn.microsoft.com/azure/azure-resource-manager/templates/best-practices#template-limits).
+# The emulator refuses more before reading it: a client holding the token must not make it buffer
+# (or parse) an unbounded body.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+async def read_body(request: Request) -> bytes:
+    """The request's body, at most MAX_BODY_BYTES (413 beyond, before reading more than that)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _too_large(int(declared))
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > MAX_BODY_BYTES:
+            raise _too_large(len(received))
+    return bytes(received)
+
+
+def _too_large(size: int) -> ArmError:
+    return ArmError(
+        413,
+        "RequestEntityTooLarge",
+        f"The request content ({size} bytes or more) exceeds the maximum allowed size of {MAX_BODY_BYTES} bytes.",
+    )
+
+
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(
         content=json.dumps(body) if body is not None else b"",

@@ -20,6 +20,7 @@ from switchyard_emulator.common import (
     merge_patch,
     new_etag,
     page_response,
+    read_body,
     require_resource_group,
     resource_response,
     route,
@@ -143,7 +144,7 @@ class Insights:
                 },
             )
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await read_body(request))
         except ValueError:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):

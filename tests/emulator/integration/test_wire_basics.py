@@ -3,6 +3,9 @@ paths, paging with nextLink, request ids. Real emulator process, real HTTPS."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+
 import httpx
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
@@ -149,3 +152,21 @@ def test_deleting_a_group_deletes_only_what_is_in_it_even_when_names_differ_by_a
 
     assert not clients.resource.resource_groups.check_existence("rg_1")
     assert clients.compute.galleries.get("rgx1", "g1").name == "g1"
+
+
+def test_bodies_over_4_mb_are_refused_before_anything_is_written(http: httpx.Client, emulator: EmulatorHandle) -> None:
+    group = f"/subscriptions/{emulator.subscription_id}/resourcegroups/huge"
+    padding = "x" * (4 * 1024 * 1024 + 1)
+    body = json.dumps({"location": "westus", "tags": {"padding": padding}})
+    refused = http.put(group, params={"api-version": "2025-04-01"}, content=body)
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "RequestEntityTooLarge"
+    assert http.get(group, params={"api-version": "2025-04-01"}).status_code == 404
+
+    # Without a Content-Length (chunked), the limit holds while reading.
+    def chunks() -> Iterator[bytes]:
+        yield body.encode()
+
+    chunked = http.put(group, params={"api-version": "2025-04-01"}, content=chunks())
+    assert chunked.status_code == 413
+    assert http.put("/switchyard/faults", content=json.dumps({"rate": 0, "pad": padding})).status_code == 413
+    assert http.get("/switchyard/faults").json()["rate"] == 0

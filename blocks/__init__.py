@@ -79,7 +79,8 @@ class UnknownNameError(ValueError):
     """A service, environment or policy name that no block document has."""
 
 
-def _known(block_type: type[Block]) -> list[str]:
+def known_names(block_type: type[Block]) -> list[str]:
+    """The names of the saved documents of a block type."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -93,7 +94,7 @@ def load_block(block_type: type[B], name: str, kind: str) -> B:
         block = cast(B, block_type.load(name))  # sync context: load returns the block, not a coroutine
     except ValueError:
         try:
-            known = ", ".join(_known(block_type)) or "none"
+            known = ", ".join(known_names(block_type)) or "none"
         except Exception:  # listing is only a courtesy in the error message
             known = "unknown"
         raise UnknownNameError(

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from flows.image_pipeline import image_pipeline
 from flows.release import release
-from switchyard.core.outcomes import ReleaseFailed
+from switchyard.core.outcomes import MergeRefused, ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.versions import AppVersion, versions_not_moving_forward
 from tasks.history import change_tags
@@ -45,10 +45,6 @@ DEFAULT_ENVIRONMENTS = ["staging", "production"]
 
 class ReleaseChainFailed(Exception):
     """A stage of the chain did not go live; the later stages were not run."""
-
-
-class MergeRefused(ValueError):
-    """The merge would not move every environment forward; nothing was built or released."""
 
 
 class MergeRelease(BaseModel):

@@ -13,11 +13,18 @@ import asyncio
 import importlib
 import json
 import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from switchyard.console import quiet_console_tracebacks
+from switchyard.core.rollout import Strategy
 from switchyard.stack.cli import use_local_stack
 
 # command -> (module whose `app` holds it, the command's name there; None: the whole app as a group)
@@ -57,59 +64,191 @@ fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: services and envi
 app.add_typer(fleet_app, name="fleet")
 
 
-def _apply_fleet(quiet: bool = True) -> list[str]:
-    from blocks.seed import seed_blocks
+class Outcome(IntEnum):
+    """Exit codes, one per class of outcome (README, "Command line")."""
+
+    OK = 0
+    FAILED = 1  # something broke: an error, not a decision (the run's logs have the details)
+    BAD_INPUT = 2  # the command line or a name is wrong; nothing was touched (typer's usage errors too)
+    REFUSED = 3  # refused before any change: preflight, a scan gate, a merge that would go back
+    ROLLED_BACK = 4  # the change reached users and was taken back
+
+
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks and Prefect's full logs.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")]
+ServiceArgument = Annotated[str, typer.Argument(help="A service of the fleet, e.g. sample.")]
+EnvironmentOption = Annotated[str, typer.Option("--env", help="Environment, e.g. staging or production.")]
+
+
+class BadInput(ValueError):
+    """A name or value the command cannot use; nothing was touched."""
+
+
+def _say(outcome: Outcome, line: str, as_json: bool, payload: dict[str, Any] | None = None) -> None:
+    """The one outcome line (stderr unless OK), the JSON object when asked, and the exit code."""
+    if outcome is Outcome.OK:
+        typer.echo(line)
+    else:
+        typer.secho(line, fg=typer.colors.RED if outcome is not Outcome.ROLLED_BACK else typer.colors.YELLOW, err=True)
+    if as_json:
+        sys.stdout.flush()
+        typer.echo(json.dumps({"outcome": outcome.name.lower().replace("_", "-"), **(payload or {})}, default=str))
+    if outcome is not Outcome.OK:
+        raise typer.Exit(int(outcome))
+
+
+def _is_switchyards(error: BaseException) -> bool:
+    """switchyard's own exception types carry deliberate messages; anything else is a bug."""
+    module = type(error).__module__
+    return module.split(".")[0] in ("switchyard", "flows", "tasks", "blocks", "pydantic")
+
+
+@contextmanager
+def _outcomes(what: str, as_json: bool, debug: bool) -> Iterator[None]:
+    """Turn what a flow raises into one outcome line and its exit code; tracebacks only with --debug
+    or for real bugs. Prefect's run logs keep every detail either way."""
+    from switchyard.core.outcomes import Refused, ReleaseFailed
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as error:
+        if debug:
+            traceback.print_exc()
+        message = str(error).strip() or type(error).__name__
+        if isinstance(error, ReleaseFailed) and error.rolled_back:
+            outcome, line = Outcome.ROLLED_BACK, f"{what}: rolled back. {message}"
+        elif isinstance(error, ReleaseFailed):
+            outcome, line = Outcome.FAILED, f"{what}: failed. {message}"
+        elif isinstance(error, Refused):
+            outcome, line = Outcome.REFUSED, f"{what}: refused, nothing was changed. {message}"
+        elif isinstance(error, BadInput) or type(error).__name__ == "UnknownNameError":
+            outcome, line = Outcome.BAD_INPUT, f"{what}: {message}"
+        elif _is_switchyards(error):
+            outcome, line = Outcome.FAILED, f"{what}: failed. {message}"
+        else:
+            if not debug:
+                traceback.print_exc()
+            outcome, line = (
+                Outcome.FAILED,
+                f"{what}: failed with an unexpected {type(error).__name__} (a bug): {message}",
+            )
+        if not debug and outcome is Outcome.FAILED:
+            line += " (details: the run's logs in the Prefect UI, or run again with --debug)"
+        payload: dict[str, Any] = {"error": message, "type": type(error).__name__}
+        summary = getattr(error, "summary", None)
+        if summary is not None:
+            payload["summary"] = summary.model_dump(mode="json", exclude={"analyses"})
+        _say(outcome, line, as_json, payload)
+
+
+def _check_names(**names: str | None) -> None:
+    """Names must be names (before anything connects anywhere)."""
+    from switchyard.core.topology import check_name
+
+    for kind, value in names.items():
+        if value is not None:
+            try:
+                check_name(kind, value)
+            except ValueError as error:
+                raise BadInput(str(error)) from None
+
+
+def _connect(service: str | None = None, environment: str | None = None) -> None:
+    """Point at the Prefect API (the local stack's when it runs), refuse unknown names, then register
+    the fleet file's missing blocks. Unknown names are refused before any block is written, and
+    without starting Prefect's temporary server when no API is configured (its blocks would be the
+    fleet file's anyway)."""
+    use_local_stack()
     from switchyard.checkout import checkout_fleet
 
-    created = asyncio.run(seed_blocks(checkout_fleet()))
+    fleet = checkout_fleet()
+    known_services, known_environments = set(fleet.services), set(fleet.environments)
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        from blocks import AzureEnvironmentBlock, ServiceBlock, known_names
+
+        known_services |= set(known_names(ServiceBlock))
+        known_environments |= set(known_names(AzureEnvironmentBlock))
+    if service is not None and service not in known_services:
+        raise BadInput(f"unknown service {service!r}; the fleet has: {', '.join(sorted(known_services)) or 'none'}")
+    if environment is not None and environment not in known_environments:
+        raise BadInput(
+            f"unknown environment {environment!r}; the fleet has: {', '.join(sorted(known_environments)) or 'none'}"
+        )
+    if not PREFECT_API_URL.value() and environment in fleet.environments:
+        chosen = fleet.environments[environment]
+        if chosen.auth == "emulator" and chosen.emulator_file and not Path(chosen.emulator_file).exists():
+            from switchyard.core.outcomes import Refused
+
+            raise Refused(
+                f"{environment} is on the local Azure emulator, which is not running ({chosen.emulator_file} "
+                "does not exist): start the local stack with `switchyard up`"
+            )
+    _apply_fleet(fleet)
+    if not PREFECT_API_URL.value():
+        typer.echo("(no Prefect API configured and no local stack running: using a temporary Prefect server)", err=True)
+
+
+def _apply_fleet(fleet: Any, quiet: bool = True) -> list[str]:
+    from blocks.seed import seed_blocks
+
+    created = asyncio.run(seed_blocks(fleet))
     if created and not quiet:
         for name in created:
             typer.echo(f"registered block {name}")
     return created
 
 
-def _flow(deployment: str) -> Any:
+def _flow(deployment: str, debug: bool) -> Any:
+    """The flow of a deployment in prefect.yaml; without --debug, Prefect's console shows no tracebacks."""
     from switchyard.runbooks import load_flow
 
-    return load_flow(deployment)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _emit_json(payload: dict[str, Any]) -> None:
-    sys.stdout.flush()
-    typer.echo(json.dumps(payload, default=str))
+    flow = load_flow(deployment)
+    if not debug:
+        quiet_console_tracebacks()
+    return flow
 
 
 @fleet_app.command("apply")
 def fleet_apply() -> None:
     """Register deployments/fleet.yaml's services, environments and policies as blocks (missing ones only)."""
     use_local_stack()
-    created = _apply_fleet(quiet=False)
+    from switchyard.checkout import checkout_fleet
+
+    created = _apply_fleet(checkout_fleet(), quiet=False)
     typer.echo(f"{len(created)} block(s) registered; existing blocks were left as they are")
 
 
 @image_app.command("build")
 def image_build(
-    service: Annotated[str, typer.Argument(help="A service of the fleet, e.g. sample.")],
+    service: ServiceArgument,
     app_version: Annotated[str, typer.Option("--app-version", help="The app's version, MAJOR.MINOR.PATCH.")],
     base: Annotated[str | None, typer.Option(help="Base image (default: the service's).")] = None,
     environment: Annotated[str, typer.Option("--env", help="Environment whose gallery receives the image.")] = (
         "staging"
     ),
     force: Annotated[bool, typer.Option(help="Rebuild even if identical inputs were published.")] = False,
-    git_commit: Annotated[str | None, typer.Option(help="Commit to record (default: the app's checkout).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    git_commit: Annotated[str | None, typer.Option(help="Commit to build (default: the app's checkout).")] = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Build, scan and publish an image of SERVICE (runs the image-pipeline flow)."""
-    use_local_stack()
-    _apply_fleet()
-    image_pipeline = _flow("image-pipeline")
-    try:
-        published = image_pipeline(
+    what = f"image build of {service} {app_version}"
+    with _outcomes(what, as_json, debug):
+        _check_names(service=service, environment=environment)
+        from switchyard.core.versions import AppVersion, Base, VersionError
+
+        try:
+            AppVersion.parse(app_version)
+            if base is not None:
+                Base.parse(base)
+        except VersionError as error:
+            raise BadInput(str(error)) from None
+        _connect(service, environment)
+        published = _flow("image-pipeline", debug)(
             service=service,
             app_version=app_version,
             base=base,
@@ -117,109 +256,90 @@ def image_build(
             force=force,
             git_commit=git_commit,
         )
-    except Exception as error:  # the flow's own error names what failed (findings, versions, ...)
-        if as_json:
-            _emit_json({"error": str(error), "type": type(error).__name__})
-        _fail(f"image build failed: {error}")
-        return
-    typer.echo(
+    _say(
+        Outcome.OK,
         f"{'reused' if published.reused else 'published'} {published.service} {published.gallery_version} "
-        f"({published.base}, patch {published.patch_level}, app {published.app_version})"
+        f"({published.base}, patch {published.patch_level}, app {published.app_version})",
+        as_json,
+        published.model_dump(mode="json"),
     )
-    if as_json:
-        _emit_json(published.model_dump())
 
 
 @app.command()
-def provision(
-    service: Annotated[str, typer.Argument(help="A service of the fleet.")],
-    environment: Annotated[str, typer.Option("--env", help="Environment, e.g. production.")],
-) -> None:
+def provision(service: ServiceArgument, environment: EnvironmentOption, debug: DebugOption = False) -> None:
     """Create or update SERVICE's topology in an environment (runs the provision flow)."""
-    use_local_stack()
-    _apply_fleet()
-    provision_flow = _flow("provision")
-    try:
-        live = provision_flow(service=service, environment=environment)
-    except Exception as error:
-        _fail(f"provision failed: {error}")
-        return
-    typer.echo(f"{service} in {environment} is provisioned; production routes to {live}")
+    with _outcomes(f"provision of {service} in {environment}", False, debug):
+        _check_names(service=service, environment=environment)
+        _connect(service, environment)
+        live = _flow("provision", debug)(service=service, environment=environment)
+    _say(Outcome.OK, f"{service} in {environment} is provisioned; production routes to {live}", False)
 
 
 @app.command()
 def release(
-    service: Annotated[str, typer.Argument(help="A service of the fleet.")],
-    environment: Annotated[str, typer.Option("--env", help="Environment, e.g. production.")],
-    image: Annotated[str, typer.Option("--image", help="Gallery version to release.")],
-    strategy: Annotated[str | None, typer.Option(help="canary or blue-green (default: the policy's).")] = None,
+    service: ServiceArgument,
+    environment: EnvironmentOption,
+    image: Annotated[str, typer.Option("--image", help="Gallery version to release, e.g. 1002000.20261100.1.")],
+    strategy: Annotated[
+        Strategy | None, typer.Option(help="canary or blue-green (default: the release policy's).")
+    ] = None,
     policy: Annotated[str, typer.Option(help="Release policy block.")] = "default",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
 ) -> None:
     """Release an image of SERVICE to an environment (runs the release flow)."""
-    use_local_stack()
-    _apply_fleet()
-    from switchyard.core.rollout import Strategy
+    what = f"release of {service} {image} to {environment}"
+    with _outcomes(what, as_json, debug):
+        _check_names(service=service, environment=environment, policy=policy)
+        from switchyard.core.versions import ImageVersion, VersionError
 
-    release_flow = _flow("release")
-    chosen = Strategy(strategy) if strategy else None
-    try:
-        summary = release_flow(
-            service=service, environment=environment, image_version=image, strategy=chosen, policy=policy
+        try:
+            ImageVersion.from_gallery_version(image)
+        except VersionError as error:
+            raise BadInput(f"--image {image!r} is not a switchyard gallery version: {error}") from None
+        _connect(service, environment)
+        summary = _flow("release", debug)(
+            service=service, environment=environment, image_version=image, strategy=strategy, policy=policy
         )
-    except Exception as error:
-        if as_json:
-            _emit_json({"outcome": "failed", "error": str(error)})
-        _fail(f"release failed: {error}")
-        return
-    typer.echo(f"{service} {image} in {environment}: {summary.outcome}")
-    if as_json:
-        _emit_json(summary.model_dump(mode="json", exclude={"analyses"}))
+    live = f"; production is on {summary.live_after}" if summary.live_after else ""
+    _say(
+        Outcome.OK,
+        f"{what}: {summary.outcome}{live}",
+        as_json,
+        {"summary": summary.model_dump(mode="json", exclude={"analyses"})},
+    )
 
 
 @app.command()
 def rollback(
-    service: Annotated[str, typer.Argument(help="A service of the fleet.")],
-    environment: Annotated[str, typer.Option("--env", help="Environment, e.g. production.")],
+    service: ServiceArgument,
+    environment: EnvironmentOption,
     reason: Annotated[str, typer.Option(help="Why (recorded in the run and the event).")] = "requested by a person",
+    debug: DebugOption = False,
 ) -> None:
     """Put all of SERVICE's traffic back on the stable color (runs the rollback flow)."""
-    use_local_stack()
-    _apply_fleet()
-    rollback_flow = _flow("rollback")
-    try:
-        report = rollback_flow(service=service, environment=environment, reason=reason)
-    except Exception as error:
-        _fail(f"rollback failed: {error}")
-        return
-    typer.echo(report.action)
+    with _outcomes(f"rollback of {service} in {environment}", False, debug):
+        _check_names(service=service, environment=environment)
+        _connect(service, environment)
+        report = _flow("rollback", debug)(service=service, environment=environment, reason=reason)
+    _say(Outcome.OK, f"rollback of {service} in {environment}: {report.action}", False)
 
 
 @app.command()
 def status(
-    service: Annotated[str, typer.Argument(help="A service of the fleet.")],
-    environment: Annotated[str, typer.Option("--env", help="Environment, e.g. production.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object as the last line.")] = False,
+    service: ServiceArgument, environment: EnvironmentOption, as_json: JsonOption = False, debug: DebugOption = False
 ) -> None:
     """Live color, the image on each color, the current split and health, read from the cloud."""
-    use_local_stack()
-    _apply_fleet()
-    from blocks import load_environment, load_service
-    from switchyard.cloud.factory import cloud_for
-    from switchyard.core.config import ServiceContext
-    from switchyard.core.status import service_status
+    with _outcomes(f"status of {service} in {environment}", as_json, debug):
+        _check_names(service=service, environment=environment)
+        _connect(service, environment)
+        from blocks import load_service_context
+        from switchyard.cloud.factory import cloud_for
+        from switchyard.core.status import service_status
 
-    try:
-        config = load_service(service)
-        config.ports_in(environment)
-        context = ServiceContext(environment=load_environment(environment), service=config)
+        context = load_service_context(service, environment)
         report = service_status(cloud_for(context).observe(context.topology))
-    except Exception as error:
-        _fail(f"status failed: {error}")
-        return
-    typer.echo(report.text())
-    if as_json:
-        _emit_json(report.model_dump(mode="json"))
+    _say(Outcome.OK, report.text(), as_json, report.model_dump(mode="json"))
 
 
 if __name__ == "__main__":

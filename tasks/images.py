@@ -26,6 +26,7 @@ from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import FaultProfile, ImageRecipe, ServiceContext
 from switchyard.core.findings import SEVERITIES_WORST_FIRST, Finding, FindingKind, ScanSummary
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
+from switchyard.core.outcomes import GateFailed
 from switchyard.core.scan_policy import GateResult, ScanConfiguration, evaluate
 from switchyard.core.versions import ImageVersion, PatchLevel, next_patch_level
 from switchyard.images.artifact import load_app_config
@@ -39,10 +40,6 @@ from switchyard.images.packer import (
 from switchyard.images.scan import ImageScan, scan_artifact
 from switchyard.images.scanners.osv import OsvScanner
 from switchyard.images.scanners.trivy import TrivyConfig, TrivyScanner
-
-
-class ScanGateFailed(Exception):
-    """The image has findings the scan policy does not let through; nothing was published."""
 
 
 def state_dir() -> Path:
@@ -270,7 +267,7 @@ def gate(plan: ImagePlan, scan: ImageScan, scanning: ScanConfiguration, baseline
     return result
 
 
-def gate_failure(plan: ImagePlan, result: GateResult) -> ScanGateFailed:
+def gate_failure(plan: ImagePlan, result: GateResult) -> GateFailed:
     """The error that names every finding that failed the gate, and why."""
     failing = "; ".join(
         f"{f.finding.id} ({f.finding.kind.value}, {f.finding.severity.value}"
@@ -279,7 +276,7 @@ def gate_failure(plan: ImagePlan, result: GateResult) -> ScanGateFailed:
         for f in result.failing
     )
     missing = ", ".join(kind.value for kind in result.missing_kinds)
-    return ScanGateFailed(
+    return GateFailed(
         f"scan gate failed for {plan.service} {plan.gallery_version}: "
         + (failing or "")
         + (f"; not scanned: {missing}" if missing else "")

@@ -1,7 +1,8 @@
-"""How a release ends when it does not go live: outcomes people act on, not crashes.
+"""How an operation ends when it does not do what was asked: outcomes people act on, not crashes.
 
 Flows raise these; the command line, the demo and the routine flows read them. A refusal changed
 nothing; a failed release says in its summary what it did (rolled back, or stopped before users).
+The command line turns each class into one outcome line and its own exit code.
 """
 
 from __future__ import annotations
@@ -9,8 +10,20 @@ from __future__ import annotations
 from switchyard.core.release_report import ReleaseSummary
 
 
-class ReleaseRefused(Exception):
+class Refused(Exception):
+    """Refused before any change: nothing was changed. The message says why and what to do."""
+
+
+class ReleaseRefused(Refused):
     """The release cannot start; nothing was changed."""
+
+
+class GateFailed(Refused):
+    """The image has findings its scan policy does not let through; nothing was published."""
+
+
+class MergeRefused(Refused, ValueError):
+    """The merge would not move every environment forward; nothing was built or released."""
 
 
 class ReleaseFailed(Exception):
@@ -19,3 +32,8 @@ class ReleaseFailed(Exception):
     def __init__(self, message: str, summary: ReleaseSummary | None = None) -> None:
         super().__init__(message)
         self.summary = summary
+
+    @property
+    def rolled_back(self) -> bool:
+        """Users met the new version and it was taken back (by this release or by a person)."""
+        return self.summary is not None and self.summary.outcome == "rolled-back"

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from blocks import load_environment, load_service
 from switchyard.cloud.factory import cloud_for
+from switchyard.console import quiet_console_tracebacks
 from switchyard.core.config import FaultProfile, ServiceContext
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary
@@ -86,6 +87,7 @@ def _serves_production() -> bool:
 
 def run_demo(repo: Path, *, rate: float = 120.0, say: Callable[[str], None] = print) -> DemoReport:
     image_pipeline, release = load_flow("image-pipeline"), load_flow("release")
+    quiet_console_tracebacks()  # v3 is meant to roll back: its outcome line says so, not a traceback
     service = load_service(SERVICE)
     port = service.ports_in(ENVIRONMENT).production
     commit = _commit(repo)

@@ -15,10 +15,10 @@ from azure.core.exceptions import ResourceNotFoundError
 from flows.image_pipeline import image_pipeline
 from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.outcomes import GateFailed
 from switchyard.core.versions import ImageVersion, VersionError
 from switchyard.images.packer import PackerTemplateError
 from switchyard_emulator.testing import EmulatorHandle
-from tasks.images import ScanGateFailed
 
 pytestmark = pytest.mark.e2e
 
@@ -81,7 +81,7 @@ def test_the_same_inputs_reuse_the_published_version_and_force_rebuilds_a_new_re
 def test_a_dependency_with_a_critical_advisory_is_stopped_at_the_gate_and_named(
     fleet: Fleet, emulator: EmulatorHandle
 ) -> None:
-    with pytest.raises(ScanGateFailed) as failure:
+    with pytest.raises(GateFailed) as failure:
         image_pipeline(service="vulnerable", app_version="1.0.0", git_commit=COMMIT, scan_policy="critical-only")
 
     message = str(failure.value)
@@ -93,7 +93,7 @@ def test_a_dependency_with_a_critical_advisory_is_stopped_at_the_gate_and_named(
 def test_an_allowlist_entry_that_expired_does_not_let_the_finding_through(
     fleet: Fleet, emulator: EmulatorHandle
 ) -> None:
-    with pytest.raises(ScanGateFailed, match="SWITCHYARD-TEST-2026-0001"):
+    with pytest.raises(GateFailed, match="SWITCHYARD-TEST-2026-0001"):
         image_pipeline(service="vulnerable", app_version="1.0.1", git_commit=COMMIT, scan_policy="allow-expired")
     assert gallery_versions(emulator, "vulnerable") == []
 

@@ -28,13 +28,13 @@ from flows.image_pipeline import image_pipeline
 from flows.monthly_patch import MonthlyPatchFailed, monthly_patch
 from flows.provision import provision
 from flows.release import release
-from flows.release_on_merge import MergeRefused, ReleaseChainFailed, release_on_merge
+from flows.release_on_merge import ReleaseChainFailed, release_on_merge
 from flows.weekly_report import weekly_report
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import FaultProfile, FrontendPorts, ServiceConfig, ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
-from switchyard.core.outcomes import ReleaseFailed
+from switchyard.core.outcomes import MergeRefused, ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.versions import ImageVersion
 from switchyard.demo.traffic import SteadyTraffic, TrafficReport

@@ -14,7 +14,7 @@ from typing import TypeVar, cast
 from prefect.blocks.core import Block
 from pydantic import BaseModel
 
-from switchyard.cloud.connection import EmulatorEndpoint
+from switchyard.cloud.azure.clients import EmulatorEndpoint
 from switchyard.core.config import AzureEnvironment, ImageRecipe, ServiceConfig, ServiceContext
 from switchyard.core.rollout import ReleasePolicy
 from switchyard.core.scan_policy import ScanConfiguration

@@ -21,8 +21,8 @@ from prefect.events import emit_event
 from prefect.runtime import task_run
 from pydantic import BaseModel, ConfigDict
 
-from switchyard.cloud.azure import AzureGallery
 from switchyard.cloud.factory import cloud_for
+from switchyard.cloud.ports import ImageGallery
 from switchyard.core.config import FaultProfile, ImageRecipe, ServiceContext
 from switchyard.core.findings import SEVERITIES_WORST_FIRST, Finding, FindingKind, ScanSummary
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
@@ -47,7 +47,7 @@ def state_dir() -> Path:
     return Path(os.environ.get("SWITCHYARD_STATE_DIR", ".state")).resolve()
 
 
-def _gallery(context: ServiceContext) -> AzureGallery:
+def _gallery(context: ServiceContext) -> ImageGallery:
     return cloud_for(context).gallery
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import threading
 
 from switchyard.cloud.azure import AzureCloud
+from switchyard.cloud.ports import Cloud
 from switchyard.core.config import ServiceContext
 
-_clouds: dict[str, AzureCloud] = {}
+_clouds: dict[str, Cloud] = {}
 _clouds_lock = threading.Lock()
 
 
-def cloud_for(context: ServiceContext) -> AzureCloud:
+def cloud_for(context: ServiceContext) -> Cloud:
     """The adapter for this context (keyed by everything in it, secrets included)."""
     key = context.fingerprint()
     with _clouds_lock:

@@ -1,4 +1,4 @@
-"""The ports switchyard needs from a cloud. azure.py is the one implementation (DESIGN.md, decision 1).
+"""The ports switchyard needs from a cloud. The azure package is the one implementation (DESIGN.md, decision 1).
 
 Read them like Argo Rollouts' traffic routers: each write has a matching observation, and every
 write that could race another writer takes the ETag it decided on.
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import AzureEnvironment, ServiceConfig
-from switchyard.core.state import GatewayObservation, ImageObservation, ScaleSetObservation
+from switchyard.core.state import GatewayObservation, ImageObservation, ScaleSetObservation, ServiceObservation
 from switchyard.core.topology import Color, Topology
 
 Progress = Callable[[str], None]
@@ -89,7 +89,10 @@ class ScaleSets(Protocol):
 class TrafficRouter(Protocol):
     """The Application Gateway. Writes are GET-modify-PUT guarded by If-Match."""
 
-    def observe(self, topology: Topology) -> GatewayObservation: ...
+    def observe(self, topology: Topology, *, with_health: bool = True) -> GatewayObservation:
+        """Routing, pools, tags and ETag; with_health=False skips asking the gateway's probes (a
+        slower call), for callers that decide on routing alone."""
+        ...
 
     def set_split(
         self,
@@ -162,8 +165,8 @@ class Infrastructure(Protocol):
 
 
 class Cloud(Protocol):
-    """One environment's cloud: the ports above. Read-only members, so that an adapter's own
-    component types (AzureGallery, ...) satisfy them."""
+    """One service's cloud in one environment: the ports above. Read-only members, so that an
+    adapter's own component types (AzureGallery, ...) satisfy them."""
 
     @property
     def environment(self) -> AzureEnvironment: ...
@@ -182,3 +185,7 @@ class Cloud(Protocol):
 
     @property
     def infrastructure(self) -> Infrastructure: ...
+
+    def observe(self, topology: Topology, *, with_health: bool = True) -> ServiceObservation:
+        """The gateway and both colors' scale sets, read now (what every planning step starts from)."""
+        ...

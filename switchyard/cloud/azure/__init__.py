@@ -1,0 +1,58 @@
+"""The Azure adapter: switchyard's ports on the official azure-mgmt SDKs.
+
+It talks to real Azure and to the emulator alike; only client construction (clients.py) differs.
+Bodies are written in ARM's wire shape so what is sent is what the REST reference shows. One
+module per port (gallery, scale_sets, router, telemetry, infrastructure); AzureCloud composes them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from switchyard.cloud.azure.clients import AzureClients, ConfigurationError, EmulatorEndpoint
+from switchyard.cloud.azure.gallery import AzureGallery
+from switchyard.cloud.azure.ids import AzureIds
+from switchyard.cloud.azure.infrastructure import AzureInfrastructure
+from switchyard.cloud.azure.router import AzureTrafficRouter
+from switchyard.cloud.azure.scale_sets import AzureScaleSets
+from switchyard.cloud.azure.telemetry import AzureMonitorTelemetry
+from switchyard.core.config import AzureEnvironment, ServiceConfig
+from switchyard.core.state import ServiceObservation
+from switchyard.core.topology import Color, Topology
+
+__all__ = [
+    "AzureClients",
+    "AzureCloud",
+    "AzureGallery",
+    "AzureIds",
+    "AzureInfrastructure",
+    "AzureMonitorTelemetry",
+    "AzureScaleSets",
+    "AzureTrafficRouter",
+    "ConfigurationError",
+    "EmulatorEndpoint",
+]
+
+
+class AzureCloud:
+    """switchyard's ports for one environment and one service, on Azure (or its emulator)."""
+
+    def __init__(self, environment: AzureEnvironment, service: ServiceConfig) -> None:
+        self.environment = environment
+        self.service = service
+        self.clients = AzureClients(environment)
+        ids = AzureIds(self.clients.subscription_id, environment)
+        self.ids = ids
+        self.gallery = AzureGallery(self.clients, ids, environment)
+        self.scale_sets = AzureScaleSets(self.clients, ids, environment, service)
+        self.router = AzureTrafficRouter(self.clients, ids, environment)
+        self.telemetry = AzureMonitorTelemetry(self.clients, ids, environment, self.clients.metrics_grain)
+        self.infrastructure = AzureInfrastructure(self.clients, ids, environment, self.gallery, self.router)
+
+    def observe(self, topology: Topology, *, with_health: bool = True) -> ServiceObservation:
+        return ServiceObservation(
+            topology=topology,
+            observed_at=datetime.now(UTC),
+            gateway=self.router.observe(topology, with_health=with_health),
+            scale_sets={color: self.scale_sets.observe(topology, color) for color in Color},
+        )

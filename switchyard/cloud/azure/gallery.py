@@ -1,0 +1,180 @@
+"""The image gallery port on the Azure Compute Gallery: definitions, versions and their tags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from switchyard.cloud.azure.clients import AzureClients
+from switchyard.cloud.azure.ids import AzureIds
+from switchyard.cloud.azure.wire import azure_errors, no_progress, wire
+from switchyard.cloud.errors import OperationFailedError
+from switchyard.cloud.ports import Progress
+from switchyard.core.config import AzureEnvironment
+from switchyard.core.state import ImageObservation
+
+
+class AzureGallery:
+    def __init__(self, clients: AzureClients, ids: AzureIds, environment: AzureEnvironment) -> None:
+        self._clients = clients
+        self._compute = clients.compute
+        self._ids = ids
+        self._environment = environment
+
+    def ensure_gallery(self) -> None:
+        env = self._environment
+        with azure_errors(f"resource group {env.gallery_group}"):
+            if not self._clients.resources.resource_groups.check_existence(env.gallery_group):
+                self._clients.resources.resource_groups.create_or_update(
+                    env.gallery_group, {"location": env.location, "tags": {"managedBy": "switchyard"}}
+                )
+        with azure_errors(f"gallery {env.gallery}"):
+            try:
+                self._compute.galleries.get(env.gallery_group, env.gallery)
+                return
+            except ResourceNotFoundError:
+                pass
+            self._compute.galleries.begin_create_or_update(
+                env.gallery_group,
+                env.gallery,
+                {"location": env.location, "properties": {"description": "switchyard images"}},
+            ).result()
+
+    def ensure_image_definition(self, service: str, base: str) -> None:
+        env = self._environment
+        self.ensure_gallery()
+        with azure_errors(f"gallery image definition {service}"):
+            try:
+                self._compute.gallery_images.get(env.gallery_group, env.gallery, service)
+                return
+            except ResourceNotFoundError:
+                pass
+            self._compute.gallery_images.begin_create_or_update(
+                env.gallery_group,
+                env.gallery,
+                service,
+                {
+                    "location": env.location,
+                    "tags": {"switchyard.service": service, "switchyard.base": base},
+                    "properties": {
+                        "osType": "Linux",
+                        "osState": "Generalized",
+                        "hyperVGeneration": "V2",
+                        "identifier": {"publisher": "switchyard", "offer": service, "sku": base},
+                        "description": f"switchyard images of service {service}",
+                    },
+                },
+            ).result()
+
+    def image_version_id(self, service: str, gallery_version: str) -> str:
+        return self._ids.gallery_version(service, gallery_version)
+
+    @staticmethod
+    def _observe(gallery_version: str, version: Any) -> ImageObservation:
+        body = wire(version)
+        props = body.get("properties", {})
+        replication = {
+            summary.get("region", "?").replace(" ", "").lower(): summary.get("state", "Unknown")
+            for summary in (props.get("replicationStatus") or {}).get("summary", [])
+        }
+        publishing = props.get("publishingProfile") or {}
+        return ImageObservation(
+            gallery_version=gallery_version,
+            exists=True,
+            tags=body.get("tags") or {},
+            exclude_from_latest=publishing.get("excludeFromLatest"),
+            provisioning_state=props.get("provisioningState"),
+            replication=replication,
+            resource_id=body.get("id"),
+        )
+
+    def image_version(self, service: str, gallery_version: str) -> ImageObservation:
+        env = self._environment
+        with azure_errors(f"image {service} {gallery_version}"):
+            try:
+                version = self._compute.gallery_image_versions.get(
+                    env.gallery_group, env.gallery, service, gallery_version, expand="ReplicationStatus"
+                )
+            except ResourceNotFoundError:
+                return ImageObservation(gallery_version=gallery_version, exists=False)
+        return self._observe(gallery_version, version)
+
+    def image_versions(self, service: str) -> list[ImageObservation]:
+        env = self._environment
+        with azure_errors(f"images of {service}"):
+            try:
+                versions = list(
+                    self._compute.gallery_image_versions.list_by_gallery_image(env.gallery_group, env.gallery, service)
+                )
+            except ResourceNotFoundError:
+                return []
+        return [self._observe(str(v.name), v) for v in versions]
+
+    def publish(
+        self,
+        service: str,
+        gallery_version: str,
+        source_uri: str,
+        tags: dict[str, str],
+        regions: list[str],
+        progress: Progress | None = None,
+    ) -> ImageObservation:
+        env = self._environment
+        say = progress or no_progress
+        body = {
+            "location": env.location,
+            "tags": tags,
+            "properties": {
+                "publishingProfile": {
+                    # Not "latest" until a release has held full traffic (DESIGN.md, decision 6).
+                    "excludeFromLatest": True,
+                    "replicaCount": 1,
+                    "targetRegions": [
+                        {"name": region, "regionalReplicaCount": 1, "storageAccountType": "Standard_LRS"}
+                        for region in regions
+                    ],
+                },
+                "storageProfile": {"osDiskImage": {"source": {"uri": source_uri}}},
+            },
+        }
+        with azure_errors(f"publishing image {service} {gallery_version}"):
+            poller = self._compute.gallery_image_versions.begin_create_or_update(
+                env.gallery_group, env.gallery, service, gallery_version, body
+            )
+            say(f"replicating {service} {gallery_version} to {', '.join(regions)}")
+            while not poller.done():
+                poller.wait(2)
+                observed = self.image_version(service, gallery_version)
+                if observed.replication:
+                    say("replication: " + ", ".join(f"{r} {s}" for r, s in observed.replication.items()))
+            result = poller.result()
+        if wire(result).get("properties", {}).get("provisioningState") not in (None, "Succeeded"):
+            raise OperationFailedError(f"publishing image {service} {gallery_version} did not succeed")
+        return self.image_version(service, gallery_version)
+
+    def update_version(
+        self,
+        service: str,
+        gallery_version: str,
+        *,
+        tags: dict[str, str] | None = None,
+        exclude_from_latest: bool | None = None,
+    ) -> ImageObservation:
+        env = self._environment
+        with azure_errors(f"updating image {service} {gallery_version}"):
+            current = wire(
+                self._compute.gallery_image_versions.get(env.gallery_group, env.gallery, service, gallery_version)
+            )
+            patch: dict[str, Any] = {}
+            if tags is not None:
+                patch["tags"] = {**(current.get("tags") or {}), **tags}
+            if exclude_from_latest is not None:
+                publishing = dict(current.get("properties", {}).get("publishingProfile") or {})
+                publishing["excludeFromLatest"] = exclude_from_latest
+                patch["properties"] = {"publishingProfile": publishing}
+            if patch:
+                self._compute.gallery_image_versions.begin_update(
+                    env.gallery_group, env.gallery, service, gallery_version, patch
+                ).result()
+        return self.image_version(service, gallery_version)

@@ -1,0 +1,96 @@
+"""The image gallery port (AzureGallery) against a real emulator: what publishing leaves in the
+Azure Compute Gallery, and how a version's tags and latest-ness change afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switchyard.cloud.azure import AzureCloud
+from switchyard.cloud.errors import CloudError, NotFoundError
+from switchyard.core.config import AzureEnvironment
+from tests.integration.cloud.cloud_support import FAILING, V1, V2, publish, service_in
+
+
+def test_a_published_version_reads_back_with_its_tags_and_every_region_replicated(
+    cloud: AzureCloud, artifacts: dict[str, Path]
+) -> None:
+    gallery, service = cloud.gallery, cloud.service.name
+    progress: list[str] = []
+    gallery.ensure_image_definition(service, "debian-12")
+    tags = {"switchyard.app": "1.0.0", "switchyard.commit": "c0ffee"}
+
+    published = gallery.publish(
+        service, V1, artifacts[V1].as_uri(), tags, ["westeurope", "northeurope"], progress.append
+    )
+
+    assert published.exists and published.provisioning_state == "Succeeded"
+    assert published.tags == tags
+    assert published.replication == {"westeurope": "Completed", "northeurope": "Completed"}
+    # Not "latest" until a release has held full traffic: a scale set asking for latest must not get it.
+    assert published.exclude_from_latest is True
+    assert published.resource_id is not None
+    assert published.resource_id.lower() == gallery.image_version_id(service, V1).lower()
+    assert progress[0] == f"replicating {service} {V1} to westeurope, northeurope"
+    assert gallery.image_version(service, V1) == published
+
+
+def test_update_version_merges_tags_and_flips_latest_separately(cloud: AzureCloud, artifacts: dict[str, Path]) -> None:
+    gallery, service = cloud.gallery, cloud.service.name
+    publish(cloud, artifacts[V2], V2, **{"switchyard.app": "2.0.0", "switchyard.scan": "passed"})
+
+    tagged = gallery.update_version(
+        service, V2, tags={"switchyard.releasedAt": "2026-11-27T10:00:00Z", "switchyard.scan": "re-scanned"}
+    )
+
+    assert tagged.tags == {
+        "switchyard.service": service,
+        "switchyard.app": "2.0.0",  # kept
+        "switchyard.scan": "re-scanned",  # replaced
+        "switchyard.releasedAt": "2026-11-27T10:00:00Z",  # added
+    }
+    assert tagged.exclude_from_latest is True  # untouched when not asked
+
+    released = gallery.update_version(service, V2, exclude_from_latest=False)
+
+    assert released.exclude_from_latest is False
+    assert released.tags == tagged.tags  # untouched when not asked
+    assert gallery.image_version(service, V2) == released
+
+
+def test_image_versions_lists_every_published_version_and_nothing_for_an_unknown_service(
+    environment: AzureEnvironment, artifacts: dict[str, Path]
+) -> None:
+    till = AzureCloud(environment, service_in(environment, name="till"))
+    assert till.gallery.image_versions("till") == []  # no image definition yet: no error either
+
+    publish(till, artifacts[V1], V1)
+    publish(till, artifacts[FAILING], FAILING)
+    till.gallery.ensure_image_definition("till", "debian-12")  # again: changes nothing
+
+    listed = till.gallery.image_versions("till")
+    assert [image.gallery_version for image in listed] == [V1, FAILING]
+    assert all(image.exists and image.tags["switchyard.service"] == "till" for image in listed)
+
+
+def test_a_version_that_was_never_published_reads_as_missing(cloud: AzureCloud) -> None:
+    missing = cloud.gallery.image_version(cloud.service.name, "1.2.3")
+
+    assert missing.exists is False and missing.tags == {}
+    with pytest.raises(NotFoundError):
+        cloud.gallery.update_version(cloud.service.name, "1.2.3", tags={"switchyard.rolledBack": "true"})
+
+
+def test_publishing_an_artifact_that_is_not_there_fails_and_leaves_no_version(
+    cloud: AzureCloud, tmp_path: Path
+) -> None:
+    gallery, service = cloud.gallery, cloud.service.name
+    gallery.ensure_image_definition(service, "debian-12")
+    absent = tmp_path / "never-built.tar.gz"
+
+    with pytest.raises(CloudError) as failure:
+        gallery.publish(service, "4000000.20261100.1", absent.as_uri(), {}, ["westeurope"])
+
+    assert "never-built.tar.gz" in str(failure.value)
+    assert gallery.image_version(service, "4000000.20261100.1").exists is False

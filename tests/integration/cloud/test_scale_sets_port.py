@@ -1,0 +1,130 @@
+"""The scale sets port (AzureScaleSets) against a real emulator: roll-outs leave instances that
+really run the version (their own processes answer /version), scaling, failures, quota."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from switchyard.cloud.azure import AzureCloud
+from switchyard.cloud.errors import CloudError
+from switchyard.core.state import ScaleSetObservation
+from switchyard.core.topology import Color, Topology
+from tests.integration.cloud.cloud_support import BROKEN, V1, V2, get, provision, publish
+
+
+@pytest.fixture(scope="module", autouse=True)
+def published(cloud: AzureCloud, artifacts: dict[str, Path]) -> None:
+    provision(cloud)
+    for version in (V1, V2, BROKEN):
+        publish(cloud, artifacts[version], version)
+
+
+def served_by_each_instance(scale_set: ScaleSetObservation, service_port: int) -> list[str]:
+    """The gallery version each instance's own process answers with, asked at its private IP."""
+    versions = []
+    for instance in scale_set.instances:
+        assert instance.private_ip, f"{instance.name} has no private IP"
+        versions.append(get(instance.private_ip, service_port).json()["gallery_version"])
+    return versions
+
+
+def test_roll_out_creates_instances_that_all_run_the_version(cloud: AzureCloud, topology: Topology) -> None:
+    progress: list[str] = []
+
+    rolled = cloud.scale_sets.roll_out(topology, Color.BLUE, image_version=V1, capacity=2, progress=progress.append)
+
+    assert rolled.exists and rolled.capacity == 2 and rolled.image_version == V1
+    assert rolled.runs_only == V1
+    assert [i.power_state for i in rolled.instances] == ["running", "running"]
+    assert len(set(rolled.addresses)) == 2
+    assert served_by_each_instance(rolled, cloud.service.service_port) == [V1, V1]
+    assert progress == [f"{topology.scale_set(Color.BLUE)}: model -> image {V1}, capacity 2"]
+    assert cloud.scale_sets.observe(topology, Color.BLUE) == rolled
+
+
+def test_rolling_out_the_same_version_again_changes_nothing(cloud: AzureCloud, topology: Topology) -> None:
+    before = cloud.scale_sets.roll_out(topology, Color.BLUE, image_version=V1, capacity=2)
+    progress: list[str] = []
+
+    again = cloud.scale_sets.roll_out(topology, Color.BLUE, image_version=V1, capacity=2, progress=progress.append)
+
+    assert progress == []  # no write at all
+    assert again == before
+
+
+def test_roll_out_of_a_new_version_moves_every_existing_instance_to_it(cloud: AzureCloud, topology: Topology) -> None:
+    before = cloud.scale_sets.roll_out(topology, Color.BLUE, image_version=V1, capacity=2)
+
+    after = cloud.scale_sets.roll_out(topology, Color.BLUE, image_version=V2, capacity=2)
+
+    assert after.runs_only == V2
+    assert all(i.latest_model_applied for i in after.instances)
+    # Manual upgrade policy: the same instances were updated in place, none added or replaced.
+    assert [i.instance_id for i in after.instances] == [i.instance_id for i in before.instances]
+    assert served_by_each_instance(after, cloud.service.service_port) == [V2, V2]
+
+
+def test_scale_changes_the_instance_count_and_keeps_the_version(cloud: AzureCloud, topology: Topology) -> None:
+    cloud.scale_sets.roll_out(topology, Color.GREEN, image_version=V1, capacity=1)
+
+    grown = cloud.scale_sets.scale(topology, Color.GREEN, 3)
+
+    assert grown.capacity == 3 and len(grown.instances) == 3
+    assert grown.runs_only == V1
+    assert served_by_each_instance(grown, cloud.service.service_port) == [V1, V1, V1]
+
+    emptied = cloud.scale_sets.scale(topology, Color.GREEN, 0)
+
+    assert emptied.exists and emptied.capacity == 0 and emptied.instances == []
+
+
+def test_a_roll_out_whose_instances_cannot_start_says_why_and_a_good_version_repairs_it(
+    cloud: AzureCloud, topology: Topology
+) -> None:
+    # Azure fails the scale set's long-running operation; the error carries the instance's reason.
+    with pytest.raises(CloudError) as failure:
+        cloud.scale_sets.roll_out(topology, Color.GREEN, image_version=BROKEN, capacity=1)
+
+    assert f"rolling out {BROKEN} on {topology.scale_set(Color.GREEN)}" in str(failure.value)
+    assert "boom: cannot start" in str(failure.value)  # the service's own last words
+    failed = cloud.scale_sets.observe(topology, Color.GREEN)
+    assert [i.provisioning_state.lower() for i in failed.instances] == ["failed"]
+
+    repaired = cloud.scale_sets.roll_out(topology, Color.GREEN, image_version=V1, capacity=1)
+
+    assert repaired.runs_only == V1
+    assert served_by_each_instance(repaired, cloud.service.service_port) == [V1]
+
+
+def test_a_color_never_rolled_out_reads_as_missing(cloud: AzureCloud) -> None:
+    elsewhere = Topology(service=cloud.service.name, environment="nowhere")
+
+    missing = cloud.scale_sets.observe(elsewhere, Color.GREEN)
+
+    assert missing.exists is False and missing.instances == [] and missing.capacity == 0
+
+
+def test_compute_quota_counts_the_instances_running_in_the_location(cloud: AzureCloud, topology: Topology) -> None:
+    cloud.scale_sets.roll_out(topology, Color.BLUE, image_version=V2, capacity=2)
+    running_vms = sum(cloud.scale_sets.observe(topology, color).capacity for color in Color)
+
+    quota = cloud.scale_sets.compute_quota()
+
+    assert (quota.location, quota.vm_size) == ("westeurope", "Standard_B2s")
+    assert quota.vcpus_per_vm == 2 and quota.family == "standardBSFamily"
+    assert quota.usages["cores"].current == running_vms * 2
+    assert quota.usages["cores"].limit > quota.usages["cores"].current
+
+    bigger = cloud.scale_sets.roll_out(topology, Color.BLUE, image_version=V2, capacity=3)
+
+    assert cloud.scale_sets.compute_quota().usages["cores"].current == quota.usages["cores"].current + 2
+    assert bigger.capacity == 3
+
+
+def test_a_vm_size_the_location_does_not_offer_is_named_in_the_error(cloud: AzureCloud) -> None:
+    oversized = AzureCloud(cloud.environment, cloud.service.model_copy(update={"vm_size": "Standard_Z99s_v9"}))
+
+    with pytest.raises(CloudError, match="VM size Standard_Z99s_v9 is not offered in westeurope"):
+        oversized.scale_sets.compute_quota()

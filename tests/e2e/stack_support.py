@@ -53,7 +53,7 @@ TEST_SLO = {"min_requests": 40, "min_latency_samples": 40, "min_cpu_samples": 1}
 T = TypeVar("T")
 
 
-def write_test_fleet(path: Path, shared_dir: Path) -> dict[str, Any]:
+def write_test_fleet(path: Path) -> dict[str, Any]:
     """fleet.yaml with free gateway ports for `sample` and a fast release policy; returns it."""
     fleet = yaml.safe_load(FLEET_FILE.read_text())
     sample = fleet["services"][SERVICE]
@@ -63,7 +63,6 @@ def write_test_fleet(path: Path, shared_dir: Path) -> dict[str, Any]:
     policy = fleet["release_policies"]["default"]
     policy.update(TEST_RELEASE_POLICY)
     policy["slo"].update(TEST_SLO)
-    fleet["scan_policies"]["default"]["osv_databases"] = [str(shared_dir / "osv-pypi" / "vulns")]
     path.write_text(yaml.safe_dump(fleet, sort_keys=False))
     return fleet
 
@@ -141,16 +140,16 @@ class Stack:
                 os.environ["PREFECT_API_URL"] = previous
 
 
-def new_stack(directory: Path, shared_dir: Path) -> Stack:
+def new_stack(directory: Path) -> Stack:
     fleet_file = directory / "fleet.yaml"
-    fleet = write_test_fleet(fleet_file, shared_dir)
+    fleet = write_test_fleet(fleet_file)
     return Stack(state_dir=directory / "state", fleet_file=fleet_file, fleet=fleet, port=free_port())
 
 
 @contextmanager
-def running_stack(directory: Path, shared_dir: Path) -> Iterator[Stack]:
+def running_stack(directory: Path) -> Iterator[Stack]:
     """`up` (asserted to succeed), then `down` at the end; a failed test leaves nothing behind."""
-    stack = new_stack(directory, shared_dir)
+    stack = new_stack(directory)
     try:
         result = stack.up()
         assert result.returncode == 0, f"switchyard up failed:\n{result.stdout}\n{result.stderr}"

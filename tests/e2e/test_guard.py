@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import cast
 from uuid import uuid4
 
@@ -48,8 +47,8 @@ FINISHED_RESOURCE = "switchyard.service.finished-release.production"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("guard-stack"), shared_dir) as stack:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("guard-stack")) as stack:
         yield stack
 
 

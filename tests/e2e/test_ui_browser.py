@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,10 +58,10 @@ RELEASE_RUN_LINK = (
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[tuple[Stack, dict[str, Any]]]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dict[str, Any]]]:
     """`switchyard demo --json` on a cold state directory (test fleet, free ports, short windows);
     the stack it brought up and the JSON of its last line. `switchyard down` at the end."""
-    stack = new_stack(tmp_path_factory.mktemp("demo-stack"), shared_dir)
+    stack = new_stack(tmp_path_factory.mktemp("demo-stack"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SWITCHYARD_"))}
     demo_location = ["--state-dir", str(stack.state_dir), "--fleet", str(stack.fleet_file), "--port", str(stack.port)]
     try:

@@ -1,4 +1,4 @@
-"""Every example in ../shared/azure-rest-examples, replayed through the real SDK clients.
+"""Every example in tests/fixtures/azure-rest-examples, replayed through the real SDK clients.
 
 For each example: the request is sent as the service team wrote it (names filled in). If the
 emulator refuses it, the refusal must be the one documented in tests/emulator/contract/README.md; the

@@ -13,7 +13,6 @@ from pathlib import Path
 from dataplane_harness import (
     address_block,
     all_running,
-    free_port,
     gateway_id,
     pack_artifact,
     process_alive,
@@ -33,6 +32,7 @@ from switchyard_emulator.dataplane.api import (
 )
 from switchyard_emulator.dataplane.local import LocalDataPlane
 from switchyard_emulator.dataplane.timespec import format_instant
+from switchyard_emulator.testing import free_port
 
 VMSS = scale_set_id("sample-e2e-blue")
 GATEWAY = gateway_id("sample-e2e-agw")

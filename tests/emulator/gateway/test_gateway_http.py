@@ -16,11 +16,12 @@ from gateway_harness import (
     GATEWAY_ID,
     Backend,
     BackendSet,
-    free_port,
     make_spec,
     running_fleet,
     wait_for_health,
 )
+
+from switchyard_emulator.testing import free_port
 
 StartBackends = Callable[[int], BackendSet]
 

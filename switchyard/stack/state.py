@@ -49,12 +49,6 @@ class StackError(RuntimeError):
 # Paths -------------------------------------------------------------------------------------------
 
 
-def default_state_dir() -> Path:
-    """$SWITCHYARD_STATE_DIR, or .state in the repository (where fleet.yaml expects the emulator)."""
-    configured = os.environ.get("SWITCHYARD_STATE_DIR")
-    return Path(configured).resolve() if configured else REPO_ROOT / ".state"
-
-
 class StackPaths(BaseModel):
     state_dir: Path
 

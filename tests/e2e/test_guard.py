@@ -9,8 +9,6 @@ emulator's gateway under steady traffic, and the gateway observed through the cl
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stack.processes import kill_process_group
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,
@@ -124,7 +123,7 @@ def test_a_release_killed_mid_canary_leaves_production_on_the_stable_color(
             assert running.state_type == StateType.RUNNING and running.infrastructure_pid
             pid = int(running.infrastructure_pid.rsplit(":", 1)[-1])
             since = datetime.now(UTC)
-            os.killpg(pid, signal.SIGKILL)  # the run's whole process group, as a lost machine
+            kill_process_group(pid)  # the run's whole process group, as a lost machine
             killed = time.monotonic()
             wait_for(
                 f"production back on {stable.value} within the guard's deadline",

@@ -9,7 +9,6 @@ the traffic the test sends, and the azure-mgmt SDK in between.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.rollout import Strategy
 from switchyard.core.topology import Color
 from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stack.processes import kill_process_group
 from switchyard_emulator.testing import EmulatorHandle
 from tasks.release import VerificationFailed, heartbeat
 from tests.e2e.stack_support import release_events, wait_for
@@ -222,7 +222,7 @@ def test_a_second_release_meanwhile_waits_or_is_refused_clearly(
             assert first.wait(timeout=180) == 0, (tmp_path / "first.log").read_text()[-3000:]
         finally:
             if first.poll() is None:
-                os.killpg(first.pid, signal.SIGKILL)
+                kill_process_group(first.pid)
     assert live_version()[1] == images["v5"]
 
 
@@ -235,7 +235,7 @@ def test_killing_a_release_mid_canary_and_starting_it_again_converges(
         try:
             _wait_for_canary()
         finally:
-            os.killpg(doomed.pid, signal.SIGKILL)
+            kill_process_group(doomed.pid)
             doomed.wait()
         # the run is gone with traffic split: the gateway holds a whole, consistent configuration
         split = observe()

@@ -23,7 +23,7 @@ from switchyard.images.packer import (
     PackerTimeoutError,
     call_cancellable,
 )
-from switchyard.images.processes import live_group_members
+from switchyard.stack.processes import live_group_members, proc_stat
 
 SLEEP_TEMPLATE = FIXTURES / "templates" / "sleep.pkr.hcl"
 MALFORMED_TEMPLATE = FIXTURES / "templates" / "malformed.pkr.hcl"
@@ -42,8 +42,9 @@ class SleepWatch:
     def __call__(self, line: PackerLine) -> None:
         if "sleeping now" in line.text and not self.sleeping.is_set():
             self.pid = int(self.pid_file.read_text())
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-            self.pgid = int(stat[stat.rfind(")") + 2 :].split()[2])
+            stat = proc_stat(self.pid)
+            assert stat is not None, f"the sleeping step {self.pid} is gone already"
+            self.pgid = stat.pgrp
             self.sleeping.set()
 
     def assert_all_gone(self) -> None:

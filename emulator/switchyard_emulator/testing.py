@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.exceptions import HttpResponseError
 
 from switchyard_emulator.dataplane.procfs import signal_group
 from switchyard_emulator.launcher import LOG_FILE, log_tail, start_emulator
@@ -45,6 +46,23 @@ class StaticTokenCredential:
 
     def __repr__(self) -> str:  # never show the token
         return "StaticTokenCredential(<redacted>)"
+
+
+@dataclass(frozen=True)
+class ArmError:
+    """The ARM error body of a refused call, as the SDK parsed it ("" where a field is absent)."""
+
+    status: int
+    code: str
+    message: str
+    target: str
+
+
+def arm_error(refused: HttpResponseError) -> ArmError:
+    """What the emulator (or ARM) answered a refused call with; fails when it sent no ARM error body."""
+    body = refused.error
+    assert body is not None, f"the answer ({refused.status_code}) had no ARM error body: {refused}"
+    return ArmError(refused.status_code or 0, body.code or "", body.message or "", body.target or "")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from uuid import UUID
@@ -277,7 +278,7 @@ def build_images(*app_versions: str, commit: str, timeout_s: float = 300) -> dic
         for version in app_versions
     }
     for version, run in runs.items():
-        done = wait_for(f"the image build of {version}", lambda run_id=run.id: finished_run(run_id), timeout_s)
+        done = wait_for(f"the image build of {version}", partial(finished_run, run.id), timeout_s)
         assert done.state is not None and done.state.is_completed(), f"image build {version}: {done.state}"
     return {version: published_image(version) for version in app_versions}
 

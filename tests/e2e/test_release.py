@@ -134,6 +134,7 @@ def test_a_release_that_returns_errors_is_rolled_back_automatically(
         ended = time.time()
         time.sleep(1)
     summary = failure.value.summary
+    assert summary is not None, "a failed release reports what happened"
     during = load.report().between(started, ended)
 
     assert summary.outcome == "rolled-back"
@@ -278,6 +279,7 @@ def test_the_old_color_scales_to_zero_only_after_its_warm_period(
     target = images["v2"] if current != images["v2"] else images["v4"]
     with traffic(fleet):
         summary = release(service=SERVICE, environment=ENV, image_version=target, strategy=Strategy.BLUE_GREEN)
+    assert summary.live_before is not None, "production had a live color before this release"
     old = Color(summary.live_before)
     assert observe().scale_set(old).capacity > 0  # type: ignore[attr-defined]  # warm: a fast way back
     time.sleep(1.5)  # the test policy keeps the old color warm for 1 s

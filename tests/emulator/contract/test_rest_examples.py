@@ -97,7 +97,7 @@ def refused_with(call: Callable[[], Any]) -> Refusal | None:
         call()
     except HttpResponseError as exc:
         error = exc.error
-        return Refusal(exc.status_code or 0, error.code if error else "", error.target if error else None)
+        return Refusal(exc.status_code or 0, (error.code or "") if error else "", error.target if error else None)
     return None
 
 

@@ -150,7 +150,7 @@ def test_malformed_requests_are_refused(gateway: int) -> None:
 
 
 def _read_headers(reader: BinaryIO) -> dict[bytes, bytes]:
-    headers = {}
+    headers: dict[bytes, bytes] = {}
     while True:
         line = reader.readline()
         if line in (b"\r\n", b""):

@@ -74,7 +74,12 @@ def test_a_timeout_stops_the_whole_process_group(tmp_path: Path) -> None:
 def test_a_cancel_event_stops_the_whole_process_group(tmp_path: Path) -> None:
     watch = SleepWatch(tmp_path / "pid")
     cancel = threading.Event()
-    threading.Thread(target=lambda: watch.sleeping.wait(60) and cancel.set(), daemon=True).start()
+
+    def cancel_once_sleeping() -> None:
+        if watch.sleeping.wait(60):
+            cancel.set()
+
+    threading.Thread(target=cancel_once_sleeping, daemon=True).start()
     with pytest.raises(PackerCancelledError, match="was cancelled"):
         sleep_build(PackerRunner(), tmp_path, watch, timeout=120, cancel_event=cancel)
     watch.assert_all_gone()

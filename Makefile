@@ -41,10 +41,14 @@ apt-install:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(PKGS) >/dev/null
 
+# Every package: the library, the Prefect layer, the emulator, the benchmarks and the tests. The
+# tests' folders have no __init__.py (pytest imports their helpers by file name), so mypy names
+# them by path from the repository root.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy switchyard
+	$(BIN)/mypy switchyard flows tasks blocks emulator/switchyard_emulator bench
+	$(BIN)/mypy --explicit-package-bases tests
 
 format: setup
 	$(BIN)/ruff format .

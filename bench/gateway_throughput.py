@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -163,12 +162,6 @@ def percentile(values: list[float], q: float) -> float:
 # ---- the run ----------------------------------------------------------------------------------
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 async def bench(duration_s: float, concurrency: int, rate: float) -> dict[str, object]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from switchyard_emulator.dataplane.api import (
@@ -180,9 +173,10 @@ async def bench(duration_s: float, concurrency: int, rate: float) -> dict[str, o
         RuleSpec,
     )
     from switchyard_emulator.dataplane.gateway import GatewayFleet
+    from switchyard_emulator.testing import free_port
 
     backend_ip = "127.77.0.1"
-    backend_port = _free_port(backend_ip)
+    backend_port = free_port(backend_ip)
     backend = subprocess.Popen(
         [sys.executable, __file__, "--backend", backend_ip, str(backend_port)], stdout=subprocess.PIPE
     )
@@ -191,7 +185,7 @@ async def bench(duration_s: float, concurrency: int, rate: float) -> dict[str, o
     try:
         assert backend.stdout is not None and backend.stdout.readline().strip() == b"READY"
         await fleet.start()
-        gateway_port = _free_port("127.0.0.1")
+        gateway_port = free_port("127.0.0.1")
         spec = GatewaySpec(
             gateway_id="/subscriptions/bench/resourcegroups/bench/providers/microsoft.network/applicationgateways/bench",
             listeners=[ListenerSpec(name="production", port=gateway_port)],

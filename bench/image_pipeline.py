@@ -79,7 +79,6 @@ def main() -> int:
     watch.wrap(OsvScanner, "scan", "osv")
     watch.wrap(AzureGallery, "publish", "gallery_publish")
 
-    shared = Path(os.environ.get("SWITCHYARD_SHARED_DIR", REPO.parent / "shared"))
     with tempfile.TemporaryDirectory(prefix="bench-image-") as scratch:
         os.environ["SWITCHYARD_STATE_DIR"] = str(Path(scratch) / "state")
         with (
@@ -91,10 +90,7 @@ def main() -> int:
                 fleet.environments[name] = environment.model_copy(
                     update={"emulator_file": str(emulator.state_dir / "emulator.json"), "target_regions": []}
                 )
-            scanning = fleet.scan_policies["default"]
-            fleet.scan_policies["default"] = scanning.model_validate(
-                {**scanning.model_dump(), "osv_databases": [str(shared / "osv-pypi" / "vulns")]}
-            )
+            # The default scan policy already reads the advisory snapshot switchyard ships.
             asyncio.run(seed_blocks(fleet))
 
             from flows.image_pipeline import image_pipeline

@@ -6,6 +6,7 @@ directory to it, and the local stack runs in it), so these paths are relative to
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from switchyard.core.fleet import Fleet, load_fleet
@@ -13,6 +14,13 @@ from switchyard.core.fleet import Fleet, load_fleet
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLEET_FILE = REPO_ROOT / "deployments" / "fleet.yaml"
 PREFECT_FILE = REPO_ROOT / "prefect.yaml"
+
+
+def default_state_dir() -> Path:
+    """Where this checkout's local state lives (the stack, builds, scan outputs): $SWITCHYARD_STATE_DIR,
+    or .state in the repository, where fleet.yaml expects the local emulator."""
+    configured = os.environ.get("SWITCHYARD_STATE_DIR")
+    return Path(configured).resolve() if configured else REPO_ROOT / ".state"
 
 
 def checkout_fleet(path: Path = FLEET_FILE) -> Fleet:

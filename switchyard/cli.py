@@ -34,7 +34,7 @@ _SUB_APPS: dict[str, tuple[str, str | None]] = {
     "ui-url": ("switchyard.stack.cli", "ui-url"),
     "demo": ("switchyard.demo.cli", "demo"),
     "relay": ("switchyard.relay.cli", "relay"),
-    "emulator": ("switchyard_emulator.cli", None),
+    "emulator": ("switchyard.stack.emulator_cli", None),
 }
 
 

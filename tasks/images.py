@@ -6,7 +6,6 @@ Retries where a retry can help (a cloud call, a scanner that crashed); never on 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 from datetime import UTC, date, datetime
@@ -21,6 +20,7 @@ from prefect.events import emit_event
 from prefect.runtime import task_run
 from pydantic import BaseModel, ConfigDict
 
+from switchyard.checkout import default_state_dir
 from switchyard.cloud.factory import cloud_for
 from switchyard.cloud.ports import ImageGallery
 from switchyard.core.config import FaultProfile, ImageRecipe, ServiceContext
@@ -40,11 +40,6 @@ from switchyard.images.packer import (
 from switchyard.images.scan import ImageScan, scan_artifact
 from switchyard.images.scanners.osv import OsvScanner
 from switchyard.images.scanners.trivy import TrivyConfig, TrivyScanner
-
-
-def state_dir() -> Path:
-    """Where builds and scan outputs go: $SWITCHYARD_STATE_DIR, or .state under the working directory."""
-    return Path(os.environ.get("SWITCHYARD_STATE_DIR", ".state")).resolve()
 
 
 def _gallery(context: ServiceContext) -> ImageGallery:
@@ -165,7 +160,7 @@ def _request(context: ServiceContext, plan: ImagePlan) -> LocalImageRequest:
         version=plan.version,
         git_commit=plan.git_commit,
         fault_profile=plan.fault_profile,
-        output_dir=state_dir() / "builds" / plan.service,
+        output_dir=default_state_dir() / "builds" / plan.service,
         built_at=datetime.now(UTC).replace(microsecond=0),
     )
 

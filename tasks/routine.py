@@ -2,7 +2,7 @@
 
 What a chain of releases reports (one outcome per environment), which services the fleet has,
 and which image a service's production runs now (from the gateway and the gallery: the cloud is
-the truth, DESIGN.md decision 4).
+the truth, docs/decisions/0004-truth-lives-in-the-cloud.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The first of each set is what the pinned SDKs send (azure-mgmt-compute 39, -network 33.1,
 -monitor 7, -resource 26); the others are versions whose wire shape for the fields the emulator
-honours is the same (the REST examples in ../shared/azure-rest-examples use some of them).
+honours is the same (the Azure REST API spec examples the contract tests replay use some of them).
 An api-version outside the set is refused like ARM does (400 NoRegisteredProviderFound).
 """
 

@@ -4,44 +4,32 @@
         clients = emulator.clients()
         clients.compute.galleries.begin_create_or_update(...)
 
-The emulator runs as a child process in its own process group (`python -m switchyard_emulator
-start`); leaving the block SIGTERMs the group and SIGKILLs it if it does not stop in time.
+The emulator runs as a child process in its own process group, started by
+switchyard_emulator.launcher (as the local stack starts it); leaving the block SIGTERMs the group
+and SIGKILLs it if it does not stop in time.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
+import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.core.exceptions import HttpResponseError
 
-_START_TIMEOUT_S = 60.0
+from switchyard_emulator.dataplane.procfs import signal_group
+from switchyard_emulator.launcher import LOG_FILE, log_tail, start_emulator
+from switchyard_emulator.launcher import EmulatorStartError as EmulatorStartError  # what start() raises
+
 _STOP_TIMEOUT_S = 20.0
-
-
-class EmulatorStartError(RuntimeError):
-    pass
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it if the process that started it dies (a killed test
-    run must not leave emulators behind on a shared machine). Linux only; elsewhere a no-op."""
-    try:
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-    except (OSError, AttributeError):
-        pass
 
 
 class StaticTokenCredential:
@@ -58,6 +46,23 @@ class StaticTokenCredential:
 
     def __repr__(self) -> str:  # never show the token
         return "StaticTokenCredential(<redacted>)"
+
+
+@dataclass(frozen=True)
+class ArmError:
+    """The ARM error body of a refused call, as the SDK parsed it ("" where a field is absent)."""
+
+    status: int
+    code: str
+    message: str
+    target: str
+
+
+def arm_error(refused: HttpResponseError) -> ArmError:
+    """What the emulator (or ARM) answered a refused call with; fails when it sent no ARM error body."""
+    body = refused.error
+    assert body is not None, f"the answer ({refused.status_code}) had no ARM error body: {refused}"
+    return ArmError(refused.status_code or 0, body.code or "", body.message or "", body.target or "")
 
 
 @dataclass
@@ -110,7 +115,7 @@ class EmulatorHandle:
 
     @property
     def log_path(self) -> Path:
-        return self.state_dir / "emulator.log"
+        return self.state_dir / LOG_FILE
 
     @property
     def pid(self) -> int | None:
@@ -120,58 +125,14 @@ class EmulatorHandle:
         return f"EmulatorHandle(state_dir={str(self.state_dir)!r}, endpoint={self.info.get('endpoint')!r})"
 
     def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        info_path = self.state_dir / "emulator.json"
-        info_path.unlink(missing_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "switchyard_emulator",
-            "start",
-            "--state-dir",
-            str(self.state_dir),
-            "--port",
-            str(self._requested_port or 0),
-            *self.extra_args,
-        ]
-        log = self.log_path.open("ab")
-        try:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group: stop() signals the group
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if info_path.exists():
-                try:
-                    info = json.loads(info_path.read_text())
-                except ValueError:
-                    info = {}
-                if info.get("pid") == self.process.pid:
-                    self.info = info
-                    self._requested_port = self.port
-                    return
-            code = self.process.poll()
-            if code is not None:
-                raise EmulatorStartError(
-                    f"the emulator exited with code {code} before it was ready:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
-        self._kill_group()
-        raise EmulatorStartError(f"the emulator was not ready within {_START_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
+        # A killed test run must not leave emulators behind on a shared machine: it dies with us.
+        self.process, self.info = start_emulator(
+            self.state_dir, port=self._requested_port, extra_args=self.extra_args, die_with_parent=True
+        )
+        self._requested_port = self.port
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.state_dir, lines)
 
     def stop(self) -> int | None:
         """SIGTERM the emulator's process group; SIGKILL it if it does not stop in time."""
@@ -179,23 +140,15 @@ class EmulatorHandle:
             return None
         process, self.process = self.process, None
         if process.poll() is None:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                self._kill_group(process)
+                signal_group(process.pid, signal.SIGKILL)
                 process.wait()
         else:
-            self._kill_group(process)
+            signal_group(process.pid, signal.SIGKILL)
         return process.returncode
-
-    def _kill_group(self, process: subprocess.Popen[bytes] | None = None) -> None:
-        process = process or self.process
-        if process is None:
-            return
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
 
     def restart(self) -> None:
         """Stop and start again on the same state dir (and the same port if it is still free)."""
@@ -298,12 +251,10 @@ def pack_sample_image(
     return path
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for gateway frontend ports in tests)."""
-    import socket
-
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now (gateway frontend ports, test backends)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
 
 

@@ -25,8 +25,8 @@ def demo(
 ) -> None:
     """Bring the local stack up, then under steady traffic: release v1, a good v2 by canary, and a v3
     with 20% errors that is rolled back automatically. The stack keeps running for the UI."""
-    from switchyard.checkout import REPO_ROOT
-    from switchyard.stack.state import DEFAULT_FLEET_FILE, StackError, StackPaths, default_state_dir
+    from switchyard.checkout import REPO_ROOT, default_state_dir
+    from switchyard.stack.state import DEFAULT_FLEET_FILE, StackError, StackPaths
     from switchyard.stack.up import UpOptions
     from switchyard.stack.up import up as start_stack
 

@@ -39,7 +39,7 @@ from switchyard.images.artifact import (
     read_manifest,
     sha256_file,
 )
-from switchyard.images.processes import stop_process_group
+from switchyard.stack.processes import stop_process_group
 
 T = TypeVar("T")
 

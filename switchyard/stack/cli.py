@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from switchyard.stack.state import DEFAULT_FLEET_FILE, DEFAULT_PORT, StackError, StackPaths, default_state_dir
+from switchyard.checkout import default_state_dir
+from switchyard.stack.state import DEFAULT_FLEET_FILE, DEFAULT_PORT, StackError, StackPaths
 
 StateDirOption = Annotated[
     Path | None,

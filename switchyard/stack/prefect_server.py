@@ -7,10 +7,7 @@ API does not do.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,11 +15,7 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from switchyard.stack.processes import free_port, stop_process_group
 
 
 class PrefectServerError(RuntimeError):
@@ -104,23 +97,6 @@ class PrefectServer:
         process = self.process
         if process is None:
             return
-        stop_process_group(process.pid, grace_s)
-        process.wait()
+        # The whole group: some of the server's processes ignore the first SIGTERM.
+        stop_process_group(process, grace_s)
         self.process = None
-
-
-def stop_process_group(pgid: int, grace_s: float) -> None:
-    """SIGTERM the group, then SIGKILL what is left (some Prefect processes ignore the first TERM)."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)

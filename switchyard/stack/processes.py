@@ -1,6 +1,9 @@
-"""Processes the local stack starts and stops: spawned in their own session, recognised by their
-start time (so a pid the system reused is never mistaken for ours), stopped with everything they
-started (SIGTERM, a grace period, SIGKILL). Linux: /proc.
+"""Processes switchyard starts and stops: spawned in their own session, recognised by their start
+time (so a pid the system reused is never mistaken for ours), stopped with everything they started
+(SIGTERM, a grace period, SIGKILL). Linux: /proc.
+
+The one home of these helpers in switchyard: the local stack's long-running processes, the Prefect
+server, and the image pipeline's Packer and Trivy children all stop through here.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import subprocess
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -155,7 +159,63 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at `host` right now."""
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return int(probe.getsockname()[1])
+
+
+# One child and its process group (Packer, Trivy, the Prefect server) ------------------------------
+
+
+def live_group_members(pgid: int) -> list[int]:
+    """Processes of a process group that still run (zombies do not count: they run nothing).
+
+    Reads /proc where it exists, because a zombie that nobody reaps (PID 1 in a container may not)
+    still answers ``killpg(pgid, 0)``.
+    """
+    if not Path("/proc").is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    return [stat.pid for stat in _all_processes() if stat.pgrp == pgid and stat.state not in ("Z", "X")]
+
+
+def kill_process_group(pgid: int) -> None:
+    """SIGKILL a process group at once, if it still exists (a start that must be abandoned)."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def stop_process_group(process: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM the group `process` leads, SIGKILL what is left after `grace_s`; reap the leader.
+
+    The child must have been started with ``start_new_session=True`` (its pid is then the group's
+    id). Stopping the group, not the child alone, also stops what it started, such as a
+    provisioning script's ``sleep`` that would otherwise outlive a cancelled build, or the
+    Prefect server's own subprocesses, some of which ignore the first SIGTERM.
+    """
+    pgid = process.pid
+
+    def gone_within(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            process.poll()  # reap the leader so it does not linger as a zombie
+            if not live_group_members(pgid):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    if not gone_within(0):
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+        if not gone_within(grace_s):
+            kill_process_group(pgid)
+            gone_within(5.0)
+    process.wait()

@@ -6,7 +6,6 @@ See switchyard/stack/up.py for what `switchyard up` and `switchyard down` do wit
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from switchyard.checkout import FLEET_FILE, REPO_ROOT
 from switchyard.stack.processes import ProcessRecord
+from switchyard_emulator.launcher import read_info
 
 DEFAULT_FLEET_FILE = FLEET_FILE
 DEFAULT_PORT = 4200
@@ -47,12 +47,6 @@ class StackError(RuntimeError):
 
 
 # Paths -------------------------------------------------------------------------------------------
-
-
-def default_state_dir() -> Path:
-    """$SWITCHYARD_STATE_DIR, or .state in the repository (where fleet.yaml expects the emulator)."""
-    configured = os.environ.get("SWITCHYARD_STATE_DIR")
-    return Path(configured).resolve() if configured else REPO_ROOT / ".state"
 
 
 class StackPaths(BaseModel):
@@ -148,10 +142,8 @@ def prefect_healthy(api_url: str) -> bool:
 
 
 def emulator_info(paths: StackPaths) -> dict[str, Any] | None:
-    try:
-        return dict(json.loads(paths.emulator_file.read_text()))
-    except (OSError, ValueError):
-        return None
+    """What the stack's emulator wrote to emulator.json, or None while there is none."""
+    return read_info(paths.emulator_dir)
 
 
 def emulator_answers(info: dict[str, Any]) -> bool:

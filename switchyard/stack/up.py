@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,7 @@ from switchyard.stack.processes import (
     ProcessRecord,
     free_port,
     is_running,
+    kill_process_group,
     log_tail,
     port_is_free,
     proc_stat,
@@ -78,6 +76,8 @@ from switchyard.stack.state import (
     prefect_healthy,
     read_stack,
 )
+from switchyard_emulator.launcher import LOG_FILE as EMULATOR_LOG_FILE
+from switchyard_emulator.launcher import EmulatorStartError, start_emulator
 
 Echo = Callable[[str], None]
 # A launch tells its launcher how to find the process it spawned, so that an aborted `up` can kill
@@ -109,34 +109,24 @@ def _deployment_names() -> list[str]:
 
 
 def _start_emulator(paths: StackPaths, clock: _Clock, register: Register) -> ProcessRecord:
-    paths.emulator_dir.mkdir(parents=True, exist_ok=True)
-    paths.emulator_file.unlink(missing_ok=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "switchyard_emulator",
-        "start",
-        "--state-dir",
-        str(paths.emulator_dir),
-        "--lro-retry-after",
-        "0",
-    ]
-    process, record = spawn(argv, env=dict(os.environ), log=paths.emulator_dir / "emulator.log")
-    register(lambda: process)
-    deadline = time.monotonic() + EMULATOR_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        info = emulator_info(paths)
-        if info and info.get("pid") == process.pid:
-            clock.say(f"emulator ready at {info['endpoint']} (pid {process.pid})")
-            return record
-        if process.poll() is not None:
-            raise StackError(
-                f"the emulator exited with code {process.returncode} before it was ready "
-                f"(log {record.log}):\n{log_tail(record.log)}"
-            )
-        time.sleep(0.1)
-    stop_processes([process_tree(record)], STOP_GRACE_S["emulator"])
-    raise StackError(f"the emulator was not ready within {EMULATOR_START_TIMEOUT_S:.0f} s:\n{log_tail(record.log)}")
+    # Not tied to this process's life (no die_with_parent): the emulator outlives `up`.
+    try:
+        process, info = start_emulator(
+            paths.emulator_dir,
+            extra_args=["--lro-retry-after", "0"],
+            timeout_s=EMULATOR_START_TIMEOUT_S,
+            on_spawn=lambda started: register(lambda: started),
+        )
+    except EmulatorStartError as error:
+        raise StackError(str(error)) from None
+    stat = proc_stat(process.pid)
+    clock.say(f"emulator ready at {info['endpoint']} (pid {process.pid})")
+    return ProcessRecord(
+        pid=process.pid,
+        start_ticks=stat.start_ticks if stat else -1,
+        argv=[str(a) for a in process.args],  # type: ignore[union-attr]
+        log=str(paths.emulator_dir / EMULATOR_LOG_FILE),
+    )
 
 
 def _choose_port(requested: int | None, clock: _Clock) -> int:
@@ -256,7 +246,7 @@ def _run_to_log(argv: list[str], env: dict[str, str], log: Path, timeout_s: floa
         try:
             code = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_process_group(process.pid)
             process.wait()
             raise StackError(f"{what} did not finish within {timeout_s:.0f} s (log {log}):\n{log_tail(log)}") from None
     if code != 0:
@@ -368,8 +358,7 @@ class _Launches:
         for name, future in self.pending.items():
             process = self.handles.get(name, lambda: None)()
             if not future.done() and process is not None and process.poll() is None:
-                with suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
+                kill_process_group(process.pid)
                 killed.append(name)
         return killed
 

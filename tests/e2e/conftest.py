@@ -70,7 +70,6 @@ def fleet(
     emulator: EmulatorHandle,
     state_dir: Path,
     repo_root: Path,
-    shared_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Fleet:
     """The repository's fleet.yaml, pointed at the test emulator and free ports, registered as blocks.
@@ -117,13 +116,12 @@ def fleet(
     fleet.release_policies["approval-times-out"] = default.model_copy(
         update={"canary_steps": [0.25], "approval_required": True, "approval_timeout_s": 3}
     )
+    # The default scan policy reads the advisory snapshot switchyard ships, as fleet.yaml says.
     scanning = fleet.scan_policies["default"]
-    shared_osv = str(shared_dir / "osv-pypi" / "vulns")
-    fleet.scan_policies["default"] = scanning.model_validate({**scanning.model_dump(), "osv_databases": [shared_osv]})
     # Only CRITICAL vulnerabilities fail; the fixture's test advisory is the one critical finding.
     critical_only = {
         **scanning.model_dump(),
-        "osv_databases": [shared_osv, str(FIXTURES / "osv-extra")],
+        "osv_databases": [*scanning.osv_databases, str(FIXTURES / "osv-extra")],
         "thresholds": {"vulnerability": "CRITICAL"},
         "unknown_counts_as": "LOW",
     }

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from uuid import UUID
@@ -53,7 +54,7 @@ TEST_SLO = {"min_requests": 40, "min_latency_samples": 40, "min_cpu_samples": 1}
 T = TypeVar("T")
 
 
-def write_test_fleet(path: Path, shared_dir: Path) -> dict[str, Any]:
+def write_test_fleet(path: Path) -> dict[str, Any]:
     """fleet.yaml with free gateway ports for `sample` and a fast release policy; returns it."""
     fleet = yaml.safe_load(FLEET_FILE.read_text())
     sample = fleet["services"][SERVICE]
@@ -63,7 +64,6 @@ def write_test_fleet(path: Path, shared_dir: Path) -> dict[str, Any]:
     policy = fleet["release_policies"]["default"]
     policy.update(TEST_RELEASE_POLICY)
     policy["slo"].update(TEST_SLO)
-    fleet["scan_policies"]["default"]["osv_databases"] = [str(shared_dir / "osv-pypi" / "vulns")]
     path.write_text(yaml.safe_dump(fleet, sort_keys=False))
     return fleet
 
@@ -141,16 +141,16 @@ class Stack:
                 os.environ["PREFECT_API_URL"] = previous
 
 
-def new_stack(directory: Path, shared_dir: Path) -> Stack:
+def new_stack(directory: Path) -> Stack:
     fleet_file = directory / "fleet.yaml"
-    fleet = write_test_fleet(fleet_file, shared_dir)
+    fleet = write_test_fleet(fleet_file)
     return Stack(state_dir=directory / "state", fleet_file=fleet_file, fleet=fleet, port=free_port())
 
 
 @contextmanager
-def running_stack(directory: Path, shared_dir: Path) -> Iterator[Stack]:
+def running_stack(directory: Path) -> Iterator[Stack]:
     """`up` (asserted to succeed), then `down` at the end; a failed test leaves nothing behind."""
-    stack = new_stack(directory, shared_dir)
+    stack = new_stack(directory)
     try:
         result = stack.up()
         assert result.returncode == 0, f"switchyard up failed:\n{result.stdout}\n{result.stderr}"
@@ -278,7 +278,7 @@ def build_images(*app_versions: str, commit: str, timeout_s: float = 300) -> dic
         for version in app_versions
     }
     for version, run in runs.items():
-        done = wait_for(f"the image build of {version}", lambda run_id=run.id: finished_run(run_id), timeout_s)
+        done = wait_for(f"the image build of {version}", partial(finished_run, run.id), timeout_s)
         assert done.state is not None and done.state.is_completed(), f"image build {version}: {done.state}"
     return {version: published_image(version) for version in app_versions}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -51,7 +52,7 @@ def live_image() -> str | None:
     return observed.scale_set(observed.live_color).runs_only
 
 
-def paused_release(timeout_s: float = 60) -> str:
+def paused_release(timeout_s: float = 60) -> UUID:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
@@ -61,7 +62,7 @@ def paused_release(timeout_s: float = 60) -> str:
                 )
             )
         if runs:
-            return str(runs[0].id)
+            return runs[0].id
         time.sleep(0.5)
     raise AssertionError("no release paused for approval")
 

@@ -9,12 +9,9 @@ emulator's gateway under steady traffic, and the gateway observed through the cl
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import cast
 from uuid import uuid4
 
@@ -23,6 +20,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stack.processes import kill_process_group
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,
@@ -48,8 +46,8 @@ FINISHED_RESOURCE = "switchyard.service.finished-release.production"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("guard-stack"), shared_dir) as stack:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("guard-stack")) as stack:
         yield stack
 
 
@@ -125,7 +123,7 @@ def test_a_release_killed_mid_canary_leaves_production_on_the_stable_color(
             assert running.state_type == StateType.RUNNING and running.infrastructure_pid
             pid = int(running.infrastructure_pid.rsplit(":", 1)[-1])
             since = datetime.now(UTC)
-            os.killpg(pid, signal.SIGKILL)  # the run's whole process group, as a lost machine
+            kill_process_group(pid)  # the run's whole process group, as a lost machine
             killed = time.monotonic()
             wait_for(
                 f"production back on {stable.value} within the guard's deadline",

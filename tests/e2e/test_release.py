@@ -9,7 +9,6 @@ the traffic the test sends, and the azure-mgmt SDK in between.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.rollout import Strategy
 from switchyard.core.topology import Color
 from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stack.processes import kill_process_group
 from switchyard_emulator.testing import EmulatorHandle
 from tasks.release import VerificationFailed, heartbeat
 from tests.e2e.stack_support import release_events, wait_for
@@ -134,6 +134,7 @@ def test_a_release_that_returns_errors_is_rolled_back_automatically(
         ended = time.time()
         time.sleep(1)
     summary = failure.value.summary
+    assert summary is not None, "a failed release reports what happened"
     during = load.report().between(started, ended)
 
     assert summary.outcome == "rolled-back"
@@ -222,7 +223,7 @@ def test_a_second_release_meanwhile_waits_or_is_refused_clearly(
             assert first.wait(timeout=180) == 0, (tmp_path / "first.log").read_text()[-3000:]
         finally:
             if first.poll() is None:
-                os.killpg(first.pid, signal.SIGKILL)
+                kill_process_group(first.pid)
     assert live_version()[1] == images["v5"]
 
 
@@ -235,7 +236,7 @@ def test_killing_a_release_mid_canary_and_starting_it_again_converges(
         try:
             _wait_for_canary()
         finally:
-            os.killpg(doomed.pid, signal.SIGKILL)
+            kill_process_group(doomed.pid)
             doomed.wait()
         # the run is gone with traffic split: the gateway holds a whole, consistent configuration
         split = observe()
@@ -278,6 +279,7 @@ def test_the_old_color_scales_to_zero_only_after_its_warm_period(
     target = images["v2"] if current != images["v2"] else images["v4"]
     with traffic(fleet):
         summary = release(service=SERVICE, environment=ENV, image_version=target, strategy=Strategy.BLUE_GREEN)
+    assert summary.live_before is not None, "production had a live color before this release"
     old = Color(summary.live_before)
     assert observe().scale_set(old).capacity > 0  # type: ignore[attr-defined]  # warm: a fast way back
     time.sleep(1.5)  # the test policy keeps the old color warm for 1 s

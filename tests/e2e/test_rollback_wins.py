@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase
 from switchyard.core.state import ServiceObservation
 from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stack.processes import kill_process_group
 from tests.e2e.stack_support import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -100,7 +100,7 @@ def summary_of(process: subprocess.Popen[bytes], log: Path) -> dict[str, object]
         process.wait(timeout=180)
     finally:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_process_group(process.pid)
     lines = [line for line in log.read_text().splitlines() if line.startswith("SUMMARY ")]
     assert lines, f"the release printed no summary:\n{log.read_text()[-3000:]}"
     return dict(json.loads(lines[-1].removeprefix("SUMMARY ")))

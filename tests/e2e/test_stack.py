@@ -68,9 +68,9 @@ COMMIT = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[Stack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Not started: the first test starts it (from cold), the last one stops it."""
-    stack = new_stack(tmp_path_factory.mktemp("stack"), shared_dir)
+    stack = new_stack(tmp_path_factory.mktemp("stack"))
     try:
         yield stack
     finally:
@@ -295,8 +295,8 @@ def _group_members(pgid: int) -> list[ProcStat]:
     return [p for p in _all_processes() if p.pgrp == pgid]
 
 
-def test_up_refuses_a_port_in_use_and_starts_nothing(tmp_path: Path, shared_dir: Path) -> None:
-    stack = new_stack(tmp_path, shared_dir)
+def test_up_refuses_a_port_in_use_and_starts_nothing(tmp_path: Path) -> None:
+    stack = new_stack(tmp_path)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", stack.port))
         squatter.listen()
@@ -307,8 +307,8 @@ def test_up_refuses_a_port_in_use_and_starts_nothing(tmp_path: Path, shared_dir:
     assert not (stack.state_dir / "emulator" / "emulator.json").exists()
 
 
-def test_up_stops_what_it_started_when_the_emulator_cannot_start(tmp_path: Path, shared_dir: Path) -> None:
-    stack = new_stack(tmp_path, shared_dir)
+def test_up_stops_what_it_started_when_the_emulator_cannot_start(tmp_path: Path) -> None:
+    stack = new_stack(tmp_path)
     emulator_dir = stack.state_dir / "emulator"
     emulator_dir.mkdir(parents=True)
     (emulator_dir / "arm.sqlite").write_bytes(b"this is not a database" * 100)

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,10 +58,10 @@ RELEASE_RUN_LINK = (
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iterator[tuple[Stack, dict[str, Any]]]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dict[str, Any]]]:
     """`switchyard demo --json` on a cold state directory (test fleet, free ports, short windows);
     the stack it brought up and the JSON of its last line. `switchyard down` at the end."""
-    stack = new_stack(tmp_path_factory.mktemp("demo-stack"), shared_dir)
+    stack = new_stack(tmp_path_factory.mktemp("demo-stack"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "SWITCHYARD_"))}
     demo_location = ["--state-dir", str(stack.state_dir), "--fleet", str(stack.fleet_file), "--port", str(stack.port)]
     try:
@@ -127,7 +126,7 @@ def newest_completed_release(stack: Stack) -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -215,7 +214,7 @@ def fill_in(driver: WebDriver, values: dict[str, str]) -> None:
     WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.5).until(form_holds_the_values)
 
 
-def what_the_page_says(driver: WebDriver) -> str:
+def what_the_page_says(driver: webdriver.Chrome) -> str:
     """For a failure message: where the browser is, the page's text (toasts and field errors
     included) and what the console logged."""
     console = [entry.get("message", "") for entry in driver.get_log("browser") if entry.get("level") != "DEBUG"]
@@ -224,7 +223,7 @@ def what_the_page_says(driver: WebDriver) -> str:
 
 
 def test_a_release_started_from_the_ui_form_runs_on_the_worker_and_completes(
-    demo: tuple[Stack, dict[str, Any]], browser: WebDriver
+    demo: tuple[Stack, dict[str, Any]], browser: webdriver.Chrome
 ) -> None:
     stack, report = demo
     image = next(r["image_version"] for r in report["releases"] if r["name"] == "v2")

@@ -1,13 +1,18 @@
-"""Reading /proc: process groups' CPU and memory, listening sockets, process identity.
+"""Processes on this machine: /proc (process identity, process groups' CPU and memory, listening
+sockets), signalling process groups, and tying a child's life to its parent's.
 
-Linux only (the emulator's data plane runs real processes on this machine).
+The emulator's one home for these: the instance supervisor, the gateway worker, the launcher and
+the tests use them. Linux only (the emulator's data plane runs real processes on this machine).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +24,8 @@ _TCP_LISTEN = "0A"
 @dataclass(frozen=True)
 class ProcStat:
     pid: int
+    ppid: int
+    state: str  # R, S, D, ...; Z for a zombie (exited, not reaped yet)
     pgrp: int
     cpu_ticks: int  # utime + stime
     rss_bytes: int
@@ -32,9 +39,11 @@ def read_stat(pid: int) -> ProcStat | None:
         return None
     # The command name (field 2) may hold spaces and ')' - split after its last ')'.
     fields = text[text.rfind(")") + 2 :].split()
-    # fields[0] is field 3 (state): pgrp is field 5, utime 14, stime 15, starttime 22, rss 24.
+    # fields[0] is field 3 (state): ppid is field 4, pgrp 5, utime 14, stime 15, starttime 22, rss 24.
     return ProcStat(
         pid=pid,
+        ppid=int(fields[1]),
+        state=fields[0],
         pgrp=int(fields[2]),
         cpu_ticks=int(fields[11]) + int(fields[12]),
         start_ticks=int(fields[19]),
@@ -42,16 +51,60 @@ def read_stat(pid: int) -> ProcStat | None:
     )
 
 
+def is_alive(pid: int) -> bool:
+    """True while `pid` exists and has not exited (a zombie has: only its reaping is missing)."""
+    stat = read_stat(pid)
+    return stat is not None and stat.state not in ("Z", "X")
+
+
+def _all_stats() -> list[ProcStat]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = read_stat(int(entry.name))
+            if stat is not None:
+                found.append(stat)
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The living processes whose parent is `pid`."""
+    return sorted(stat.pid for stat in _all_stats() if stat.ppid == pid and stat.state not in ("Z", "X"))
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to a process group; False when it is already gone (or not ours to signal)."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send `sig` to this process when its parent exits (even by SIGKILL), so that a
+    killed parent leaves nothing behind. False where unsupported.
+
+    Linux sends it when the *thread* that started this process exits, not the whole parent."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}")
+    return True
+
+
 def group_usage(pgids: set[int]) -> dict[int, tuple[int, int]]:
     """For each process group: (cpu ticks, rss bytes) summed over its live members."""
     usage: dict[int, tuple[int, int]] = {}
     if not pgids:
         return usage
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        stat = read_stat(int(entry.name))
-        if stat is None or stat.pgrp not in pgids:
+    for stat in _all_stats():
+        if stat.pgrp not in pgids:
             continue
         ticks, rss = usage.get(stat.pgrp, (0, 0))
         usage[stat.pgrp] = (ticks + stat.cpu_ticks, rss + stat.rss_bytes)

@@ -44,6 +44,7 @@ from switchyard_emulator.dataplane.procfs import (
     host_available_memory,
     is_listening,
     read_stat,
+    signal_group,
 )
 from switchyard_emulator.dataplane.telemetry import InstanceSample, canonical_id
 
@@ -171,10 +172,9 @@ class InstanceSupervisor:
                 continue  # ours, started by this run
             stat = read_stat(int(pid_text))
             # Same pid AND same start time: the very process we started, not a reused pid.
-            if stat is not None and stat.start_ticks == info.get("start_ticks"):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(int(info["pgid"]), signal.SIGKILL)
-                    killed.append(int(pid_text))
+            same = stat is not None and stat.start_ticks == info.get("start_ticks")
+            if same and signal_group(int(info["pgid"]), signal.SIGKILL):
+                killed.append(int(pid_text))
         self._save_pids()
         return killed
 
@@ -371,8 +371,7 @@ class InstanceSupervisor:
         assert process is not None and process.returncode is not None
         # Whatever the app left in its process group goes with it (a VM whose app crashed keeps
         # running, but here the "VM" is the app's process group).
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
+        signal_group(process.pid, signal.SIGKILL)
         self._forget(process.pid)
         slot.process = None
         code = process.returncode
@@ -397,17 +396,14 @@ class InstanceSupervisor:
         slot.process = None
         pgid = process.pid
         if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(process.wait()), self.settings.stop_grace_s)
             except TimeoutError:
                 log.warning("instance %s/%s ignored SIGTERM; killing", slot.scale_set_id, slot.instance_id)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
                 await process.wait()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
         self._forget(pgid)
         slot.pid = None
 

@@ -1,8 +1,9 @@
 """The telemetry database (DIR/telemetry.sqlite, WAL): what Azure Monitor answers are computed from.
 
-Writers: the gateway worker process (access_log, backend_health_samples; schema shared with it,
-copied exactly from the gateway brief) and the instance sampler here (instance_samples). Readers:
-metrics and Log Analytics queries, autoscale. WAL lets readers run while writers append.
+Writers: the gateway worker process (access_log, backend_health_samples: GATEWAY_SCHEMA, which
+gateway/telemetry.py creates from here) and the instance sampler here (instance_samples). Readers:
+metrics and Log Analytics queries, autoscale. WAL lets readers run while writers append. The
+schema is defined here only: the writers and the readers must agree on it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-SHARED_SCHEMA = """
+GATEWAY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS access_log (
   ts REAL NOT NULL,             -- unix seconds when the response finished
   gateway_id TEXT NOT NULL,     -- canonical lower-case ARM id (GatewaySpec.gateway_id)
@@ -63,7 +64,7 @@ def ensure_schema(path: Path) -> None:
     connection = connect(path)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.executescript(SHARED_SCHEMA + INSTANCE_SCHEMA)
+        connection.executescript(GATEWAY_SCHEMA + INSTANCE_SCHEMA)
         connection.commit()
     finally:
         connection.close()

@@ -31,9 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard.core.findings import Finding, FindingKind, Sbom, ScanResult, Severity
 from switchyard.images.artifact import sha256_file
-from switchyard.images.processes import stop_process_group
 from switchyard.images.scanners.base import ScanError
 from switchyard.images.scanners.requirements import normalize_name
+from switchyard.stack.processes import stop_process_group
 
 SCANNER_NAME = "trivy"
 DB_FILE = Path("db") / "trivy.db"
@@ -256,10 +256,10 @@ class TrivyScanner:
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            stop_process_group(process, grace_seconds=5.0)
+            stop_process_group(process, grace_s=5.0)
             raise TrivyError(f"trivy {arguments[0]} did not finish within {timeout:g} s and was stopped") from None
         except BaseException:
-            stop_process_group(process, grace_seconds=5.0)
+            stop_process_group(process, grace_s=5.0)
             raise
         if process.returncode != 0:
             tail = stderr.decode(errors="replace").strip().splitlines()[-_STDERR_TAIL:]

@@ -1,4 +1,4 @@
-"""Contract tests: the Azure REST API spec examples in ../shared/azure-rest-examples, replayed
+"""Contract tests: the Azure REST API spec examples in tests/fixtures/azure-rest-examples, replayed
 through the real azure-mgmt SDK clients against a real emulator process."""
 
 from __future__ import annotations

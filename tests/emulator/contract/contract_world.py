@@ -14,9 +14,9 @@ from switchyard_emulator.testing import (
     SampleTopology,
     free_port,
 )
-from tests.shared_data import SHARED_DIR
+from tests.datasets import AZURE_REST_EXAMPLES
 
-EXAMPLES = SHARED_DIR / "azure-rest-examples"
+EXAMPLES = AZURE_REST_EXAMPLES
 
 
 def load_example(name: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Every example in ../shared/azure-rest-examples, replayed through the real SDK clients.
+"""Every example in tests/fixtures/azure-rest-examples, replayed through the real SDK clients.
 
 For each example: the request is sent as the service team wrote it (names filled in). If the
 emulator refuses it, the refusal must be the one documented in tests/emulator/contract/README.md; the
@@ -97,7 +97,7 @@ def refused_with(call: Callable[[], Any]) -> Refusal | None:
         call()
     except HttpResponseError as exc:
         error = exc.error
-        return Refusal(exc.status_code or 0, error.code if error else "", error.target if error else None)
+        return Refusal(exc.status_code or 0, (error.code or "") if error else "", error.target if error else None)
     return None
 
 

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import http.client
 import json
-import os
 import random
 import socket
 import tarfile
@@ -20,6 +19,7 @@ from typing import Any
 
 from switchyard_emulator.dataplane.api import InstanceSpec
 from switchyard_emulator.dataplane.local import LocalDataPlane
+from switchyard_emulator.dataplane.procfs import is_alive
 from switchyard_emulator.dataplane.supervisor import SupervisorSettings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -98,12 +98,6 @@ def address_block() -> AddressBlock:
             probe.close()
         return AddressBlock(prefix, port)
     raise RuntimeError("no free loopback address block found")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def specs(
@@ -192,13 +186,5 @@ def http_get(ip: str, port: int, path: str, timeout_s: float = 10.0) -> tuple[in
 
 
 def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie has exited; only its parent has not reaped it yet.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    """True while `pid` runs (a zombie has exited; only its parent has not reaped it yet)."""
+    return is_alive(pid)

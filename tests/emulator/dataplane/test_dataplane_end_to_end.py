@@ -13,7 +13,6 @@ from pathlib import Path
 from dataplane_harness import (
     address_block,
     all_running,
-    free_port,
     gateway_id,
     pack_artifact,
     process_alive,
@@ -33,6 +32,7 @@ from switchyard_emulator.dataplane.api import (
 )
 from switchyard_emulator.dataplane.local import LocalDataPlane
 from switchyard_emulator.dataplane.timespec import format_instant
+from switchyard_emulator.testing import free_port
 
 VMSS = scale_set_id("sample-e2e-blue")
 GATEWAY = gateway_id("sample-e2e-agw")
@@ -106,7 +106,7 @@ def test_gateway_metrics_and_logs_count_exactly_what_the_client_saw(tmp_path: Pa
             finished = time.time() + 1
             timespan = f"{format_instant(started)}/{format_instant(finished)}"
             assert sum(observed.values()) == 600
-            per_ip = Counter()
+            per_ip: Counter[str] = Counter()
             for (instance_id, _status), count in observed.items():
                 per_ip[ip_of[instance_id]] += count
             failures = sum(count for (_, status), count in observed.items() if status == 500)
@@ -174,7 +174,7 @@ def test_gateway_metrics_and_logs_count_exactly_what_the_client_saw(tmp_path: Pa
                 timespan,
             )
             rows = {row[0]: (row[1], row[2]) for row in logs["tables"][0]["rows"]}
-            failed_per_ip = Counter()
+            failed_per_ip: Counter[str] = Counter()
             for (instance_id, status), count in observed.items():
                 if status == 500:
                     failed_per_ip[ip_of[instance_id]] += count

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from switchyard_emulator.dataplane.api import (
     RuleSpec,
 )
 from switchyard_emulator.dataplane.gateway import GatewayFleet
+from switchyard_emulator.dataplane.procfs import children, is_alive
+from switchyard_emulator.testing import free_port
 
 BACKEND_APP = Path(__file__).with_name("backend_app.py")
 GATEWAY_ID = (
@@ -87,19 +88,9 @@ def start_backend_set(count: int, started: list[Backend]) -> BackendSet:
     raise RuntimeError("could not start test backends")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def pid_alive(pid: int) -> bool:
     """True while `pid` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    return is_alive(pid)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0, what: str = "condition") -> None:
@@ -192,8 +183,4 @@ async def wait_for_inflight(backend: Backend, count: int, timeout_s: float = 15.
 
 
 def worker_children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(child) for child in handle.read().split()]
-    except FileNotFoundError:
-        return []
+    return children(pid)

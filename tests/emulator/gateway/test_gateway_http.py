@@ -16,11 +16,12 @@ from gateway_harness import (
     GATEWAY_ID,
     Backend,
     BackendSet,
-    free_port,
     make_spec,
     running_fleet,
     wait_for_health,
 )
+
+from switchyard_emulator.testing import free_port
 
 StartBackends = Callable[[int], BackendSet]
 
@@ -149,7 +150,7 @@ def test_malformed_requests_are_refused(gateway: int) -> None:
 
 
 def _read_headers(reader: BinaryIO) -> dict[bytes, bytes]:
-    headers = {}
+    headers: dict[bytes, bytes] = {}
     while True:
         line = reader.readline()
         if line in (b"\r\n", b""):

@@ -15,7 +15,6 @@ import pytest
 from gateway_harness import (
     GATEWAY_ID,
     BackendSet,
-    free_port,
     make_spec,
     running_fleet,
     wait_for_health,
@@ -24,6 +23,7 @@ from gateway_harness import (
 
 from switchyard_emulator.dataplane.api import GatewaySpec
 from switchyard_emulator.dataplane.gateway import GatewayConfigError, GatewayPortInUseError
+from switchyard_emulator.testing import free_port
 
 StartBackends = Callable[[int], BackendSet]
 

@@ -17,7 +17,6 @@ import httpx
 from gateway_harness import (
     GATEWAY_ID,
     BackendSet,
-    free_port,
     make_spec,
     pid_alive,
     running_fleet,
@@ -27,6 +26,7 @@ from gateway_harness import (
 )
 
 from switchyard_emulator.dataplane.gateway import GatewayFleet
+from switchyard_emulator.testing import free_port
 
 StartBackends = Callable[[int], BackendSet]
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from switchyard_emulator.testing import EmulatorHandle, run_emulator
+from switchyard_emulator.testing import EmulatorHandle, arm_error, run_emulator
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_faults_set_at_runtime_change_what_clients_see(faulty: EmulatorHandle, a
     with pytest.raises(HttpResponseError) as raised:
         no_retries.resource.resource_groups.get("rg")
     assert raised.value.status_code == 500
-    assert raised.value.error.code == "InternalServerError"
+    assert arm_error(raised.value).code == "InternalServerError"
     admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["429"], "retry_after_seconds": 7})
     throttled = httpx.get(
         f"{faulty.endpoint}/subscriptions/{faulty.subscription_id}/resourcegroups/rg",

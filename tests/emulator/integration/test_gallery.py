@@ -12,7 +12,7 @@ import azure.mgmt.compute.models as cm
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from switchyard_emulator.testing import EmulatorClients, EmulatorHandle, SampleTopology
+from switchyard_emulator.testing import EmulatorClients, EmulatorHandle, SampleTopology, arm_error
 
 URI = "properties.storageProfile.osDiskImage.source.uri"
 
@@ -29,9 +29,8 @@ def _version_body(uri: str, **publishing: object) -> dict[str, object]:
 
 def _exclude(value: bool) -> cm.GalleryImageVersionUpdate:
     """The SDK model of a PATCH that flips excludeFromLatest (as the release pipeline does)."""
-    return cm.GalleryImageVersionUpdate(
-        publishing_profile=cm.GalleryImageVersionPublishingProfile(exclude_from_latest=value)
-    )
+    # The mapping form: the model's typed keywords do not include the flattened publishing_profile.
+    return cm.GalleryImageVersionUpdate({"properties": {"publishingProfile": {"excludeFromLatest": value}}})
 
 
 def test_the_artifact_must_be_a_gzipd_tar_with_a_manifest(
@@ -65,13 +64,13 @@ def test_the_artifact_must_be_a_gzipd_tar_with_a_manifest(
                 topo.rg, "gallery", "sample", "1.0.0", _version_body(uri)
             ).result()
         assert raised.value.status_code == 400
-        assert raised.value.error.target == URI
-        assert says in raised.value.error.message
+        assert arm_error(raised.value).target == URI
+        assert says in arm_error(raised.value).message
     with pytest.raises(HttpResponseError) as raised:
         clients.compute.gallery_image_versions.begin_create_or_update(
             topo.rg, "gallery", "sample", "1.0", _version_body(no_manifest.as_uri())
         ).result()
-    assert "MAJOR.MINOR.PATCH" in raised.value.error.message
+    assert "MAJOR.MINOR.PATCH" in arm_error(raised.value).message
     assert list(clients.compute.gallery_image_versions.list_by_gallery_image(topo.rg, "gallery", "sample")) == []
 
 
@@ -182,7 +181,7 @@ def test_exclude_from_latest_decides_what_latest_resolves_to(
         clients.compute.virtual_machine_scale_sets.begin_create_or_update(
             topo.rg, "other", topo.scale_set_body(topo.image_id(), 1)
         ).result()
-    assert raised.value.error.target == "properties.virtualMachineProfile.storageProfile.imageReference.id"
+    assert arm_error(raised.value).target == "properties.virtualMachineProfile.storageProfile.imageReference.id"
 
 
 def test_tags_update_and_source_change_is_refused(
@@ -204,6 +203,6 @@ def test_tags_update_and_source_change_is_refused(
             "1.0.0",
             {"properties": {"storageProfile": {"osDiskImage": {"source": {"uri": artifacts["2.0.0"].as_uri()}}}}},
         ).result()
-    assert raised.value.error.code == "PropertyChangeNotAllowed"
+    assert arm_error(raised.value).code == "PropertyChangeNotAllowed"
     listed = list(versions.list_by_gallery_image(topo.rg, "gallery", "sample"))
     assert [(v.name, v.tags) for v in listed] == [("1.0.0", {"app_version": "1.0.0", "rolled_back": "true"})]

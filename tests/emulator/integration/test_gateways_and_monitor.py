@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from emulator_helpers import eventually, gateway_get
 
-from switchyard_emulator.testing import EmulatorClients, SampleTopology, free_port
+from switchyard_emulator.testing import EmulatorClients, SampleTopology, arm_error, free_port
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_manual_policy_moves_instances_between_pools_only_when_upgraded(
     gateway.request_routing_rules[0].backend_address_pool.id = topo.pool_id("blue")
     with pytest.raises(HttpResponseError) as raised:
         clients.network.application_gateways.begin_create_or_update(topo.rg, "agw", gateway).result()
-    assert raised.value.error.code == "ApplicationGatewayBackendAddressPoolInUse"
+    assert arm_error(raised.value).code == "ApplicationGatewayBackendAddressPoolInUse"
     with pytest.raises(HttpResponseError) as raised:
         clients.network.application_gateways.begin_delete(topo.rg, "agw").result()
     assert raised.value.status_code == 400
@@ -168,7 +169,7 @@ def test_autoscale_settings_target_an_existing_scale_set(
 ) -> None:
     topo, _port = deployed
     target = f"{topo.rg_id()}/providers/Microsoft.Compute/virtualMachineScaleSets/blue"
-    setting = {
+    setting: dict[str, Any] = {
         "location": "westus",
         "properties": {
             "enabled": False,
@@ -210,12 +211,12 @@ def test_autoscale_settings_target_an_existing_scale_set(
     setting["properties"]["targetResourceUri"] = target.replace("/blue", "/nosuch")
     with pytest.raises(HttpResponseError) as raised:
         autoscale.create_or_update(topo.rg, "other", setting)
-    assert raised.value.error.target == "properties.targetResourceUri"
+    assert arm_error(raised.value).target == "properties.targetResourceUri"
     setting["properties"]["targetResourceUri"] = target
     setting["properties"]["profiles"][0]["capacity"] = {"minimum": "3", "maximum": "2", "default": "2"}
     with pytest.raises(HttpResponseError) as raised:
         autoscale.create_or_update(topo.rg, "other", setting)
-    assert raised.value.error.target == "properties.profiles[0].capacity"
+    assert arm_error(raised.value).target == "properties.profiles[0].capacity"
     autoscale.delete(topo.rg, "blue-autoscale")
     with pytest.raises(ResourceNotFoundError):
         autoscale.get(topo.rg, "blue-autoscale")

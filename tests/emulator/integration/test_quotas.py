@@ -11,7 +11,7 @@ import httpx
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from switchyard_emulator.testing import EmulatorClients, SampleTopology
+from switchyard_emulator.testing import EmulatorClients, SampleTopology, arm_error
 
 B1S_VCPUS = 1
 
@@ -70,7 +70,7 @@ def test_a_scale_out_beyond_the_vcpu_quota_is_refused_and_changes_nothing(
 
     with pytest.raises(HttpResponseError) as refused:
         clients.compute.virtual_machine_scale_sets.begin_update(topo.rg, "web", {"sku": {"capacity": 3}}).result()
-    assert refused.value.status_code == 409 and refused.value.error.code == "OperationNotAllowed"
+    assert refused.value.status_code == 409 and arm_error(refused.value).code == "OperationNotAllowed"
     assert "exceeding approved Total Regional Cores quota" in refused.value.message
     assert f"Current Limit: {in_use + 1}" in refused.value.message
     assert "Additional Required: 2" in refused.value.message

@@ -9,7 +9,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from emulator_helpers import instance_version
 
-from switchyard_emulator.testing import EmulatorClients, SampleTopology
+from switchyard_emulator.testing import EmulatorClients, SampleTopology, arm_error
 
 
 def _ips(clients: EmulatorClients, topo: SampleTopology, name: str) -> dict[str, str]:
@@ -112,7 +112,7 @@ def test_manual_policy_keeps_instances_on_their_model_until_manual_upgrade(
     assert _versions(clients, topo, "web")["0"] == "2.0.0"
     with pytest.raises(HttpResponseError) as raised:
         scale_sets.begin_update_instances(topo.rg, "web", {"instanceIds": ["99"]}).result()
-    assert raised.value.error.target == "instanceIds[0]"
+    assert arm_error(raised.value).target == "instanceIds[0]"
 
 
 def test_automatic_policy_moves_every_instance_to_the_new_model(
@@ -161,14 +161,14 @@ def test_unsupported_image_references_and_bad_filters_are_refused_clearly(
     }
     with pytest.raises(HttpResponseError) as raised:
         clients.compute.virtual_machine_scale_sets.begin_create_or_update(topo.rg, "web", body).result()
-    assert raised.value.error.code == "NotSupportedByEmulator"
-    assert raised.value.error.target == "properties.virtualMachineProfile.storageProfile.imageReference"
+    assert arm_error(raised.value).code == "NotSupportedByEmulator"
+    assert arm_error(raised.value).target == "properties.virtualMachineProfile.storageProfile.imageReference"
     clients.compute.virtual_machine_scale_sets.begin_create_or_update(
         topo.rg, "web", topo.scale_set_body(topo.version_id("1.0.0"), 1)
     ).result()
     with pytest.raises(HttpResponseError) as raised:
         list(clients.compute.virtual_machine_scale_set_vms.list(topo.rg, "web", filter="name eq 'x'"))
-    assert raised.value.error.target == "$filter"
+    assert arm_error(raised.value).target == "$filter"
 
 
 def test_deletes_are_long_running_and_stop_what_they_deleted(

@@ -15,12 +15,12 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
 )
 
-from switchyard_emulator.testing import EmulatorClients, SampleTopology, free_port
+from switchyard_emulator.testing import EmulatorClients, SampleTopology, arm_error, free_port
 
 
 def _refused(raised: pytest.ExceptionInfo[HttpResponseError]) -> tuple[int, str, str]:
-    error = raised.value.error
-    return raised.value.status_code, error.code, error.target
+    error = arm_error(raised.value)
+    return error.status, error.code, error.target
 
 
 def test_unknown_fields_wrong_types_and_missing_fields_are_400_naming_the_field(
@@ -80,7 +80,7 @@ def test_a_scale_set_needs_what_it_references_to_exist(
     ][0]["properties"]["subnet"]["id"] = topo.subnet_id("nosuch")
     with pytest.raises(HttpResponseError) as raised:
         clients.compute.virtual_machine_scale_sets.begin_create_or_update(topo.rg, "vmss", body).result()
-    assert raised.value.error.target.endswith("ipConfigurations[0].properties.subnet.id")
+    assert arm_error(raised.value).target.endswith("ipConfigurations[0].properties.subnet.id")
     assert list(clients.compute.virtual_machine_scale_sets.list(topo.rg)) == []  # nothing written
 
 
@@ -97,14 +97,14 @@ def test_gateway_internal_references_must_resolve(clients: EmulatorClients, topo
     body["properties"]["httpListeners"][0]["properties"]["frontendPort"]["id"] += "-missing"
     with pytest.raises(HttpResponseError) as raised:
         clients.network.application_gateways.begin_create_or_update(topo.rg, "agw", body).result()
-    assert raised.value.error.target == "properties.httpListeners[0].properties.frontendPort.id"
+    assert arm_error(raised.value).target == "properties.httpListeners[0].properties.frontendPort.id"
     body = topo.gateway_body(free_port())
     body["properties"]["frontendIPConfigurations"][0]["properties"]["publicIPAddress"]["id"] = topo.network_id(
         "publicIPAddresses", "ghost"
     )
     with pytest.raises(HttpResponseError) as raised:
         clients.network.application_gateways.begin_create_or_update(topo.rg, "agw", body).result()
-    assert raised.value.error.target == "properties.frontendIPConfigurations[0].properties.publicIPAddress.id"
+    assert arm_error(raised.value).target == "properties.frontendIPConfigurations[0].properties.publicIPAddress.id"
     with pytest.raises(ResourceNotFoundError):
         clients.network.application_gateways.get(topo.rg, "agw")
 
@@ -208,7 +208,7 @@ def test_409_conflicts_say_what_is_in_the_way(
     with pytest.raises(ResourceExistsError) as raised:
         clients.compute.galleries.begin_delete(topo.rg, "gallery").result()
     assert raised.value.status_code == 409
-    assert "image definitions" in raised.value.error.message
+    assert "image definitions" in arm_error(raised.value).message
     # a frontend port another process holds cannot be used by a new listener
     import socket
 
@@ -220,7 +220,7 @@ def test_409_conflicts_say_what_is_in_the_way(
             clients.network.application_gateways.begin_create_or_update(
                 topo.rg, "agw", topo.gateway_body(holder.getsockname()[1])
             ).result()
-        assert raised.value.error.code == "FrontendPortInUse"
-        assert str(holder.getsockname()[1]) in raised.value.error.message
+        assert arm_error(raised.value).code == "FrontendPortInUse"
+        assert str(holder.getsockname()[1]) in arm_error(raised.value).message
     finally:
         holder.close()

@@ -10,7 +10,13 @@ import httpx
 import pytest
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
 
-from switchyard_emulator.testing import EmulatorClients, EmulatorHandle, SampleTopology, StaticTokenCredential
+from switchyard_emulator.testing import (
+    EmulatorClients,
+    EmulatorHandle,
+    SampleTopology,
+    StaticTokenCredential,
+    arm_error,
+)
 
 
 def test_calls_without_or_with_a_wrong_token_get_401_with_an_arm_error_body(emulator: EmulatorHandle) -> None:
@@ -60,7 +66,7 @@ def test_unknown_or_missing_api_version_is_refused_like_arm(http: httpx.Client, 
 def test_everything_needs_an_existing_resource_group(clients: EmulatorClients, topo: SampleTopology) -> None:
     with pytest.raises(ResourceNotFoundError) as raised:
         clients.compute.galleries.get(topo.rg, "nope")
-    assert raised.value.error.code == "ResourceGroupNotFound"
+    assert arm_error(raised.value).code == "ResourceGroupNotFound"
     with pytest.raises(ResourceNotFoundError):
         clients.compute.galleries.begin_create_or_update(topo.rg, "g1", {"location": "westus"}).result()
     assert not clients.resource.resource_groups.check_existence(topo.rg)
@@ -71,7 +77,7 @@ def test_everything_needs_an_existing_resource_group(clients: EmulatorClients, t
     assert group.tags == {"a": "1"}
     with pytest.raises(ResourceNotFoundError) as raised:
         clients.compute.galleries.get(topo.rg, "nope")
-    assert raised.value.error.code == "ResourceNotFound"
+    assert arm_error(raised.value).code == "ResourceNotFound"
 
 
 def test_paths_and_names_are_case_insensitive_and_keep_their_creation_casing(
@@ -138,7 +144,7 @@ def test_sdk_errors_carry_the_arm_error(clients: EmulatorClients, topo: SampleTo
     with pytest.raises(HttpResponseError) as raised:
         clients.compute.galleries.begin_create_or_update(topo.rg, "bad-name", {"location": "westus"}).result()
     assert raised.value.status_code == 400
-    assert raised.value.error.code == "InvalidGalleryName"
+    assert arm_error(raised.value).code == "InvalidGalleryName"
 
 
 def test_deleting_a_group_deletes_only_what_is_in_it_even_when_names_differ_by_a_wildcard(

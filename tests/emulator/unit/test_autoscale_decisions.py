@@ -18,9 +18,9 @@ from switchyard_emulator.dataplane.autoscale import (
     metric_value,
     parse_setting,
 )
-from tests.shared_data import SHARED_DIR
+from tests.datasets import AZURE_REST_EXAMPLES
 
-EXAMPLES = SHARED_DIR / "azure-rest-examples" / "monitor"
+EXAMPLES = AZURE_REST_EXAMPLES / "monitor"
 
 
 def rule(

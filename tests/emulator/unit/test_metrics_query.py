@@ -66,8 +66,10 @@ def test_total_requests_per_second_bucket_with_whole_second_timestamps(
     assert body["namespace"] == "microsoft.network/applicationgateways"
     # The body is what the real SDK deserializes into its Response model.
     parsed = Response.deserialize(body)
-    assert parsed.value[0].name.value == "TotalRequests"
-    assert [point.total for point in parsed.value[0].timeseries[0].data] == [3.0, 1.0, 0.0, 1.0]
+    metric = parsed.value[0]
+    assert metric.name.value == "TotalRequests"
+    assert metric.timeseries is not None and metric.timeseries[0].data is not None
+    assert [point.total for point in metric.timeseries[0].data] == [3.0, 1.0, 0.0, 1.0]
 
 
 def test_rows_outside_the_timespan_are_not_counted_even_inside_its_first_bucket(
@@ -280,10 +282,10 @@ def test_healthy_host_count_averages_samples_per_pool_and_settings(
         metricnames="HealthyHostCount,UnhealthyHostCount",
         **{"$filter": "BackendSettingsPool eq '*'"},
     )
-    healthy = {key: data[0]["average"] for key, data in series_by(body, 0).items()}
-    unhealthy = {key: data[0]["average"] for key, data in series_by(body, 1).items()}
-    assert healthy == {("blue~service",): 2.5, ("green~service",): 0.0}
-    assert unhealthy == {("blue~service",): 0.5, ("green~service",): 3.0}
+    healthy_by_pool = {key: data[0]["average"] for key, data in series_by(body, 0).items()}
+    unhealthy_by_pool = {key: data[0]["average"] for key, data in series_by(body, 1).items()}
+    assert healthy_by_pool == {("blue~service",): 2.5, ("green~service",): 0.0}
+    assert unhealthy_by_pool == {("blue~service",): 0.5, ("green~service",): 3.0}
 
 
 def test_scale_set_cpu_split_by_vm_name(telemetry_db: Path, add_instance_sample: Callable[..., None]) -> None:
@@ -384,11 +386,16 @@ def test_unsupported_resource_type_is_refused() -> None:
 def test_metric_definitions_deserialize_with_the_sdk_and_list_azure_names_and_dimensions() -> None:
     body = metric_definitions_body(GATEWAY_ID, GATEWAY_TYPE)
     parsed = MetricDefinitionCollection.deserialize(body)
-    by_name = {definition.name.value: definition for definition in parsed.value}
+    by_name = {}
+    for definition in parsed.value:
+        assert definition.name is not None, "every metric definition has a name"
+        by_name[definition.name.value] = definition
     assert {"TotalRequests", "FailedRequests", "ResponseStatus", "BackendResponseStatus",
             "BackendLastByteResponseTime", "ApplicationGatewayTotalTime", "HealthyHostCount",
             "UnhealthyHostCount"} <= set(by_name)  # fmt: skip
-    assert [d.value for d in by_name["BackendResponseStatus"].dimensions] == [
+    dimensions = by_name["BackendResponseStatus"].dimensions
+    assert dimensions is not None
+    assert [d.value for d in dimensions] == [
         "BackendServer",
         "BackendPool",
         "BackendHttpSetting",

@@ -17,6 +17,7 @@ from switchyard.images.scan import ImageScan, scan_artifact
 from switchyard.images.scanners.base import ScanError
 from switchyard.images.scanners.osv import OsvScanner
 from switchyard.images.scanners.trivy import TrivyScanner
+from switchyard.images.vulndb import PYPA_OSV
 
 TODAY = date(2026, 11, 26)
 
@@ -33,14 +34,14 @@ def scan(artifact: Path, tmp_path: Path, osv_dirs: list[Path]) -> ImageScan:
 
 
 @pytest.fixture(scope="module")
-def vulnerable_scan(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> ImageScan:
+def vulnerable_scan(tmp_path_factory: pytest.TempPathFactory) -> ImageScan:
     """The vulnerable fixture app with a planted fake GitHub token, built and scanned once."""
     work = tmp_path_factory.mktemp("vulnerable-scan")
     app_dir = work / "apps" / "vulnerable"
     shutil.copytree(VULNERABLE_APP, app_dir)
     (app_dir / "app" / "settings.py").write_text('TOKEN = "ghp_' + "0123456789abcdefghijklmnopqrstuvwxyzAB" + '"\n')
     image = build_local_image(request_for(app_dir, work / "out", service="vulnerable"))
-    return scan(image.artifact_path, work, [shared_dir / "osv-pypi" / "vulns", FIXTURES / "osv-extra"])
+    return scan(image.artifact_path, work, [PYPA_OSV, FIXTURES / "osv-extra"])
 
 
 def test_a_dependency_with_a_critical_advisory_and_a_secret_stop_the_gate(vulnerable_scan: ImageScan) -> None:
@@ -99,9 +100,9 @@ def test_an_expired_allowlist_entry_does_not_release_the_critical_advisory(
     assert [hit.entry for hit in result.expired_allowlist_hits] == [expired]
 
 
-def test_the_sample_image_passes_the_default_gate(tmp_path: Path, shared_dir: Path) -> None:
+def test_the_sample_image_passes_the_default_gate(tmp_path: Path) -> None:
     image = build_local_image(request_for(SAMPLE_APP, tmp_path / "out"))
-    sample_scan = scan(image.artifact_path, tmp_path, [shared_dir / "osv-pypi" / "vulns"])
+    sample_scan = scan(image.artifact_path, tmp_path, [PYPA_OSV])
     result = evaluate(ScanPolicy(), sample_scan.findings, today=TODAY, scanned_kinds=sample_scan.scanned_kinds)
     assert result.passed, result.to_markdown()
     assert not list(tmp_path.glob("switchyard-scan-*")), "the scratch unpack directory is removed"

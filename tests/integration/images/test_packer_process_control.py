@@ -23,7 +23,7 @@ from switchyard.images.packer import (
     PackerTimeoutError,
     call_cancellable,
 )
-from switchyard.images.processes import live_group_members
+from switchyard.stack.processes import live_group_members, proc_stat
 
 SLEEP_TEMPLATE = FIXTURES / "templates" / "sleep.pkr.hcl"
 MALFORMED_TEMPLATE = FIXTURES / "templates" / "malformed.pkr.hcl"
@@ -42,8 +42,9 @@ class SleepWatch:
     def __call__(self, line: PackerLine) -> None:
         if "sleeping now" in line.text and not self.sleeping.is_set():
             self.pid = int(self.pid_file.read_text())
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-            self.pgid = int(stat[stat.rfind(")") + 2 :].split()[2])
+            stat = proc_stat(self.pid)
+            assert stat is not None, f"the sleeping step {self.pid} is gone already"
+            self.pgid = stat.pgrp
             self.sleeping.set()
 
     def assert_all_gone(self) -> None:
@@ -73,7 +74,12 @@ def test_a_timeout_stops_the_whole_process_group(tmp_path: Path) -> None:
 def test_a_cancel_event_stops_the_whole_process_group(tmp_path: Path) -> None:
     watch = SleepWatch(tmp_path / "pid")
     cancel = threading.Event()
-    threading.Thread(target=lambda: watch.sleeping.wait(60) and cancel.set(), daemon=True).start()
+
+    def cancel_once_sleeping() -> None:
+        if watch.sleeping.wait(60):
+            cancel.set()
+
+    threading.Thread(target=cancel_once_sleeping, daemon=True).start()
     with pytest.raises(PackerCancelledError, match="was cancelled"):
         sleep_build(PackerRunner(), tmp_path, watch, timeout=120, cancel_event=cancel)
     watch.assert_all_gone()

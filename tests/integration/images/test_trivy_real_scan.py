@@ -14,7 +14,6 @@ from images_support import SAMPLE_APP, VULNERABLE_APP, request_for
 from switchyard.core.findings import FindingKind, Severity
 from switchyard.images.artifact import sha256_file, unpack_artifact
 from switchyard.images.packer import build_local_image
-from switchyard.images.processes import live_group_members
 from switchyard.images.scanners.trivy import (
     TrivyConfig,
     TrivyDatabaseMissingError,
@@ -23,6 +22,7 @@ from switchyard.images.scanners.trivy import (
     TrivyScanner,
     find_trivy,
 )
+from switchyard.stack.processes import live_group_members
 
 # Assembled here so that no key-shaped string sits in the repository for other scanners to flag.
 FAKE_AWS_ACCESS_KEY_ID = "AKIA" + "SWITCHYARDFAKE01"

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
 from switchyard.relay.config import RelayConfig, RelaySetupError, load_secret
+from switchyard.stack.processes import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SECRET = "relay-test-secret-" + uuid.uuid4().hex
@@ -175,12 +175,7 @@ def relay(prefect_api: str, repository: Repository, tmp_path_factory: pytest.Tem
                 time.sleep(0.1)
         yield Relay(process, url, log)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, grace_s=15)
 
 
 def merged_events() -> list[Any]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from switchyard.core.findings import Severity
 from switchyard.images.scanners.cvss import CvssError, cvss3_base_score, severity_from_score
+from tests.datasets import TRIVY_REPORTS
 
 
 @pytest.mark.parametrize(
@@ -30,9 +30,9 @@ def test_base_scores(vector: str, score: float) -> None:
     assert cvss3_base_score(vector) == score
 
 
-def test_scores_match_those_trivy_recorded_in_the_pip_report(shared_dir: Path) -> None:
+def test_scores_match_those_trivy_recorded_in_the_pip_report() -> None:
     # (The amazonlinux golden file pairs a vector with another CVE's score: it is test data, not NVD's.)
-    report = json.loads((shared_dir / "trivy-reports" / "pip.json.golden").read_text())
+    report = json.loads((TRIVY_REPORTS / "pip.json.golden").read_text())
     pairs = [
         (cvss["V3Vector"], cvss["V3Score"])
         for result in report["Results"]

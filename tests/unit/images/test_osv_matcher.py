@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 import yaml
 
+from switchyard.checkout import checkout_fleet
 from switchyard.core.findings import FindingKind, Severity
 from switchyard.images.scanners.base import ScanError
 from switchyard.images.scanners.osv import OsvDatabase, OsvDatabaseError, OsvScanner
 from switchyard.images.scanners.requirements import RequirementsError, parse_requirements
+from switchyard.images.vulndb import PYPA_OSV, pypa_snapshot_manifest
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "images"
 CRITICAL_VECTOR = "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"
@@ -22,11 +24,23 @@ BROKEN_CVSS = {"type": "CVSS_V3", "score": "CVSS:3.1/AV:Q"}
 
 
 @pytest.fixture(scope="module")
-def pypa(shared_dir: Path) -> OsvDatabase:
-    return OsvDatabase(shared_dir / "osv-pypi" / "vulns")
+def pypa() -> OsvDatabase:
+    return OsvDatabase(PYPA_OSV)
 
 
-# The known-vulnerable pins listed in ../shared/osv-pypi/README.md, with their advisory counts.
+def test_the_shipped_snapshot_is_the_one_its_manifest_describes() -> None:
+    manifest = pypa_snapshot_manifest()
+    on_disk = {folder.name: len(list(folder.glob("*.yaml"))) for folder in PYPA_OSV.iterdir()}
+    assert on_disk == manifest["advisories"]
+    assert manifest["licence"] == "CC-BY-4.0"
+    assert (PYPA_OSV.parent / "LICENSE").read_text().startswith("Attribution 4.0 International")
+
+
+def test_the_default_scan_policy_reads_the_shipped_snapshot() -> None:
+    assert checkout_fleet().scan_policies["default"].osv_databases == (str(PYPA_OSV),)
+
+
+# The known-vulnerable pins listed in switchyard/images/vulndb/osv-pypi/README.md, with their advisory counts.
 @pytest.mark.parametrize(
     ("pin", "count"),
     [
@@ -71,8 +85,8 @@ def test_fixed_versions_are_not_affected(pypa: OsvDatabase) -> None:
     assert pypa.match(parse_requirements("requests==2.31.0")) == []
 
 
-def test_the_labelled_test_advisory_is_critical(shared_dir: Path) -> None:
-    database = OsvDatabase([shared_dir / "osv-pypi" / "vulns", FIXTURES / "osv-extra"])
+def test_the_labelled_test_advisory_is_critical() -> None:
+    database = OsvDatabase([PYPA_OSV, FIXTURES / "osv-extra"])
     findings = database.match(parse_requirements("switchyard-fixture-critical==1.0.0\nrequests==2.19.1"))
     critical = [finding for finding in findings if finding.severity is Severity.CRITICAL]
     assert [finding.id for finding in critical] == ["SWITCHYARD-TEST-2026-0001"]

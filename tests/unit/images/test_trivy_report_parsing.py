@@ -1,15 +1,15 @@
-"""Trivy JSON reports -> findings, on every real report in ../shared/trivy-reports."""
+"""Trivy JSON reports -> findings, on every real report in tests/fixtures/trivy-reports."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from switchyard.core.findings import FindingKind, Severity
 from switchyard.images.scanners.trivy import TrivyReportError, parse_trivy_report
+from tests.datasets import TRIVY_REPORTS
 
 PIP_TARGET = "demo-image-1.2.3-2024.06.01/opt/app/requirements.txt"
 DOCKERFILE = "demo-image-1.2.3-2024.06.01/opt/app/Dockerfile"
@@ -85,20 +85,20 @@ EXPECTED: dict[str, tuple[str, str, list[tuple[str, str, str, str, str, str, str
 }  # fmt: skip
 
 
-def load(shared_dir: Path, name: str) -> Any:
-    return json.loads((shared_dir / "trivy-reports" / name).read_text())
+def load(name: str) -> Any:
+    return json.loads((TRIVY_REPORTS / name).read_text())
 
 
-def test_every_shared_report_is_covered(shared_dir: Path) -> None:
-    root = shared_dir / "trivy-reports"
+def test_every_report_is_covered() -> None:
+    root = TRIVY_REPORTS
     on_disk = {str(path.relative_to(root)) for path in root.rglob("*") if path.suffix in (".json", ".golden")}
     assert on_disk == set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_report_findings(shared_dir: Path, name: str) -> None:
+def test_report_findings(name: str) -> None:
     artifact_type, version, expected = EXPECTED[name]
-    report = parse_trivy_report(load(shared_dir, name))
+    report = parse_trivy_report(load(name))
     assert report.artifact_type == artifact_type
     assert report.trivy_version == version
     got = [
@@ -108,31 +108,31 @@ def test_report_findings(shared_dir: Path, name: str) -> None:
     assert got == expected
 
 
-def test_old_and_new_misconfiguration_ids_are_the_same_finding(shared_dir: Path) -> None:
-    new = parse_trivy_report(load(shared_dir, "dockerfile.json.golden")).findings
-    old = parse_trivy_report(load(shared_dir, "legacy-v0.63.0/dockerfile.json.golden")).findings
+def test_old_and_new_misconfiguration_ids_are_the_same_finding() -> None:
+    new = parse_trivy_report(load("dockerfile.json.golden")).findings
+    old = parse_trivy_report(load("legacy-v0.63.0/dockerfile.json.golden")).findings
     assert [finding.key for finding in old] == [finding.key for finding in new] == [("misconfiguration", "DS-0002", "")]
     assert set(old[0].aliases) == {"DS002", "AVD-DS-0002"}
 
 
-def test_secret_findings_never_carry_the_secret(shared_dir: Path) -> None:
+def test_secret_findings_never_carry_the_secret() -> None:
     for name in ("secrets.json.golden", "generated-trivy-0.76.0/trivy-0.76.0-fs-vuln-misconfig-secret.json"):
-        findings = parse_trivy_report(load(shared_dir, name)).findings
+        findings = parse_trivy_report(load(name)).findings
         serialized = json.dumps([finding.model_dump(mode="json") for finding in findings])
         assert "ghp_" not in serialized
         assert "AKIA" not in serialized
         assert "export " not in serialized  # no line of the file at all
 
 
-def test_passing_misconfiguration_checks_are_not_findings(shared_dir: Path) -> None:
-    report = load(shared_dir, "dockerfile.json.golden")
+def test_passing_misconfiguration_checks_are_not_findings() -> None:
+    report = load("dockerfile.json.golden")
     failing = report["Results"][0]["Misconfigurations"][0]
     report["Results"][0]["Misconfigurations"].append({**failing, "ID": "DS-0001", "Status": "PASS"})
     assert [finding.id for finding in parse_trivy_report(report).findings] == ["DS-0002"]
 
 
-def test_null_result_lists_are_empty(shared_dir: Path) -> None:
-    report = load(shared_dir, "pip.json.golden")
+def test_null_result_lists_are_empty() -> None:
+    report = load("pip.json.golden")
     report["Results"][0]["Vulnerabilities"] = None
     assert parse_trivy_report(report).findings == []
     report["Results"] = None
@@ -160,13 +160,13 @@ def test_null_result_lists_are_empty(shared_dir: Path) -> None:
         ),
     ],
 )
-def test_reports_of_another_shape_are_errors(shared_dir: Path, mutate: Any, message: str) -> None:
+def test_reports_of_another_shape_are_errors(mutate: Any, message: str) -> None:
     with pytest.raises(TrivyReportError, match=message):
-        parse_trivy_report(mutate(load(shared_dir, "pip.json.golden")))
+        parse_trivy_report(mutate(load("pip.json.golden")))
 
 
-def test_unknown_severity_words_become_unknown(shared_dir: Path) -> None:
-    report = load(shared_dir, "pip.json.golden")
+def test_unknown_severity_words_become_unknown() -> None:
+    report = load("pip.json.golden")
     report["Results"][0]["Vulnerabilities"][0]["Severity"] = "SEVERE"
     del report["Results"][0]["Vulnerabilities"][1]["Severity"]
     severities = [finding.severity for finding in parse_trivy_report(report).findings]

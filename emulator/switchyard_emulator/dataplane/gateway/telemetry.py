@@ -2,8 +2,8 @@
 
 The proxy appends rows to an in-memory batch (no I/O on the request path); a writer thread
 commits batches to SQLite (WAL, so the emulator process can read while the worker writes) at most
-~100 ms after they were made, and `flush()` forces everything recorded so far to disk. The schema
-is a contract shared with the data plane's metrics and log queries: do not change it here alone.
+~100 ms after they were made, and `flush()` forces everything recorded so far to disk. The tables
+are defined once, in dataplane/telemetry.py (GATEWAY_SCHEMA), for writers and readers alike.
 """
 
 from __future__ import annotations
@@ -18,28 +18,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from switchyard_emulator.dataplane.telemetry import GATEWAY_SCHEMA
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS access_log (
-  ts REAL NOT NULL,             -- unix seconds when the response finished
-  gateway_id TEXT NOT NULL,     -- canonical lower-case ARM id (GatewaySpec.gateway_id)
-  listener TEXT, rule TEXT, pool TEXT, settings TEXT,
-  backend TEXT,                 -- "ip:port" of the backend, NULL if none was reachable
-  method TEXT, path TEXT, client TEXT,
-  status INTEGER NOT NULL,      -- status sent to the client
-  backend_status INTEGER,       -- status from the backend, NULL if none
-  time_taken_ms REAL NOT NULL,  -- total time at the gateway, first byte in to last byte out
-  backend_time_ms REAL,         -- request sent to backend -> its last byte received
-  bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS access_log_gw_ts ON access_log(gateway_id, ts);
-CREATE TABLE IF NOT EXISTS backend_health_samples (
-  ts REAL NOT NULL, gateway_id TEXT NOT NULL, pool TEXT NOT NULL, settings TEXT NOT NULL,
-  healthy INTEGER NOT NULL, unhealthy INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS backend_health_gw_ts ON backend_health_samples(gateway_id, ts);
-"""
+log = logging.getLogger(__name__)
 
 _INSERT_ACCESS = "INSERT INTO access_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_HEALTH = "INSERT INTO backend_health_samples VALUES (?,?,?,?,?,?)"
@@ -80,7 +61,7 @@ def open_telemetry_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(SCHEMA)
+    db.executescript(GATEWAY_SCHEMA)
     return db
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import logging
 import os
@@ -29,22 +28,11 @@ from switchyard_emulator.dataplane.gateway.protocol import ErrorKind, WorkerErro
 from switchyard_emulator.dataplane.gateway.proxy import GatewayEngine, PortInUseError, UnknownGatewayError
 from switchyard_emulator.dataplane.gateway.routing import GatewaySpecError
 from switchyard_emulator.dataplane.gateway.telemetry import TelemetryError, TelemetryWriter
+from switchyard_emulator.dataplane.procfs import set_parent_death_signal
 
 log = logging.getLogger("switchyard.gateway.worker")
 
-_PR_SET_PDEATHSIG = 1
 _SHUTDOWN_GRACE_S = 5.0
-
-
-def set_parent_death_signal(sig: int) -> bool:
-    """Ask Linux to send `sig` to this process when its parent exits. False where unsupported."""
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}")
-    return True
 
 
 class _ControlChannel:

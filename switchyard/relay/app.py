@@ -29,8 +29,10 @@ GET /health answers 200.
 Answers: 202 with the emitted events, or with `ignored` and the reason (another branch, another
 event, no service's path changed, an unconfigured repository); 401 for a missing or wrong
 signature (and nothing is emitted); 400 for a malformed body, naming the problem; 413 for a body
-over the limit; 422 when the app version cannot be read at that commit; 502 when the Prefect API
-did not take the event (the Git host can redeliver). The secret never appears in logs or answers.
+over `max_body_bytes` (2 MiB by default; checked before the signature); 422 when the app version
+cannot be read at that commit, or git cannot run; 503 when git timed out (retry later: redeliver);
+502 when the Prefect API did not take the event (the Git host can redeliver). The secret never
+appears in logs or answers.
 
 The event (one per service): resource {"prefect.resource.id": "switchyard.repo.<repository>",
 "switchyard.service": "<service>"}, payload {"service", "app_version", "commit", "repository",
@@ -53,14 +55,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from switchyard.relay.config import RelayConfig
-from switchyard.relay.git import GitVersions, VersionUnavailable
+from switchyard.relay.git import CommitUnreadable, GitVersions
 from switchyard.relay.payloads import GitHubPush, MergedPayload, problems, signature_valid
 
 logger = logging.getLogger("switchyard.relay")
 
 SIGNATURE_HEADERS = ("x-hub-signature-256", "x-switchyard-signature-256")
-# GitHub caps webhook payloads at 25 MB.
-MAX_BODY_BYTES = 25 * 1024 * 1024
+# GitHub does not retry on its own; the hint is for GitLab and hand-written clients.
+_RETRY_AFTER_S = "60"
 
 
 # Delivering events ---------------------------------------------------------------------------------
@@ -88,8 +90,8 @@ class PrefectEventSink:
 # The HTTP application ---------------------------------------------------------------------------------
 
 
-def _answer(code: int, /, **body: Any) -> JSONResponse:
-    return JSONResponse(body, status_code=code)
+def _answer(code: int, /, headers: dict[str, str] | None = None, **body: Any) -> JSONResponse:
+    return JSONResponse(body, status_code=code, headers=headers)
 
 
 class MergeRelay:
@@ -97,7 +99,7 @@ class MergeRelay:
         self.config = config
         self._secret = secret
         self.sink = sink or PrefectEventSink()
-        self.versions = GitVersions()
+        self.versions = GitVersions(timeout_s=config.git_timeout_s)
 
     def app(self) -> Starlette:
         return Starlette(
@@ -112,14 +114,19 @@ class MergeRelay:
         return _answer(200, status="ok")
 
     async def _signed_body(self, request: Request) -> bytes | JSONResponse:
+        # The body is read (and then HMAC'd) before anything proves who sent it, so the limit is what
+        # a stranger can make the relay read and hash: small, because a merge webhook is
+        # (config.DEFAULT_MAX_BODY_BYTES).
+        limit = self.config.max_body_bytes
+        too_large = f"body over {limit} bytes: a merge webhook is smaller than that"
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return _answer(413, error=f"body over {MAX_BODY_BYTES} bytes")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return _answer(413, error=too_large)
         received = bytearray()
-        async for chunk in request.stream():
+        async for chunk in request.stream():  # a chunked body has no content-length to trust
             received += chunk
-            if len(received) > MAX_BODY_BYTES:
-                return _answer(413, error=f"body over {MAX_BODY_BYTES} bytes")
+            if len(received) > limit:
+                return _answer(413, error=too_large)
         body = bytes(received)
         header = next((request.headers[h] for h in SIGNATURE_HEADERS if h in request.headers), None)
         if header is None:
@@ -175,9 +182,11 @@ class MergeRelay:
         for service in services:
             try:
                 version = await self.versions.version(route, push.after, route.services[service])
-            except VersionUnavailable as error:
+            except CommitUnreadable as error:
                 logger.warning("delivery %s: %s: %s", delivery, service, error)
-                return _answer(422, error=f"cannot read the app version of {service}: {error}")
+                retry = {"Retry-After": _RETRY_AFTER_S} if error.status == 503 else None
+                problem = f"cannot read the app version of {service}: {error}"
+                return _answer(error.status, headers=retry, error=problem)
             merges.append(
                 MergedPayload(
                     service=service,

@@ -1,12 +1,16 @@
-"""The merge relay end to end: real HTTP requests to the relay process, real git repositories, and a
-real Prefect API (the test harness's server) where the `switchyard.git.merged` events must arrive,
-or must not.
+"""The merge relay end to end: real HTTP requests to the relay process, real git
+repositories (and a `git` on PATH that hangs, or none), and a real Prefect API (the test harness's
+server) where the `switchyard.git.merged` events must arrive, or must not.
+
+Every test uses its own repository name (all routed to the same clone), so what one test emitted
+never counts as "already emitted" or "a newer version" in another.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import signal
@@ -15,13 +19,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.events.filters import EventFilter, EventNameFilter
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
@@ -30,6 +35,13 @@ from switchyard.relay.config import RelayConfig, RelaySetupError, load_secret
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SECRET = "relay-test-secret-" + uuid.uuid4().hex
 REPOSITORY = "acme/shop"
+# One name per test that must not see another's events (see the module docstring).
+ROUTED = [
+    REPOSITORY,
+    "acme/sentinel",
+    "acme/limits",
+    "acme/git-env",
+]
 EVENT = "switchyard.git.merged"
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author",
@@ -39,6 +51,7 @@ GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_CONFIG_GLOBAL": os.devnull,
 }
+MIB = 1024 * 1024
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -64,8 +77,7 @@ class Repository:
         git(root, "init", "--quiet", "--bare", str(self.origin))
         git(root, "clone", "--quiet", str(self.origin), str(self.work))
 
-    def commit(self, files: dict[str, str | None], message: str) -> str:
-        """Write (or, for None, delete) files, commit, push to origin main; the commit id."""
+    def write(self, files: dict[str, str | None]) -> None:
         for name, content in files.items():
             path = self.work / name
             if content is None:
@@ -73,9 +85,17 @@ class Repository:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(content)
+
+    def commit(self, files: dict[str, str | None], message: str, *, push: bool = True) -> str:
+        """Write (or, for None, delete) files, commit, push to origin main; the commit id."""
+        self.write(files)
         git(self.work, "add", "--all")
         git(self.work, "commit", "--quiet", "-m", message)
-        git(self.work, "push", "--quiet", "origin", "HEAD:main")
+        if push:
+            git(self.work, "push", "--quiet", "origin", "HEAD:main")
+        return git(self.work, "rev-parse", "HEAD")
+
+    def head(self) -> str:
         return git(self.work, "rev-parse", "HEAD")
 
 
@@ -130,30 +150,31 @@ class Relay:
         return httpx.post(self.url + path, content=body, headers=headers, timeout=60)
 
 
-@pytest.fixture(scope="module")
-def relay(prefect_api: str, repository: Repository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
-    directory = tmp_path_factory.mktemp("relay")
-    config = directory / "relay.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "branch": "main",
-                "repositories": {
-                    REPOSITORY: {
-                        "services": {"alpha": "apps/alpha", "beta": "apps/beta"},
-                        "shared_paths": ["images"],
-                        "checkout": str(repository.relay_clone),
-                    }
-                },
-            }
-        )
-    )
-    log = directory / "relay.log"
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "SWITCHYARD_RELAY_SECRET": SECRET, **GIT_ENV}
+def relay_config(repository: Repository, **settings: Any) -> dict[str, Any]:
+    route = {
+        "services": {"alpha": "apps/alpha", "beta": "apps/beta"},
+        "shared_paths": ["images"],
+        "checkout": str(repository.relay_clone),
+    }
+    return {"branch": "main", "repositories": dict.fromkeys(ROUTED, route), **settings}
+
+
+@contextmanager
+def running_relay(
+    directory: Path, api: str, config: dict[str, Any], *, path: str | None = None, name: str = "relay"
+) -> Iterator[Relay]:
+    """A relay process (`python -m switchyard.relay.cli`), as an operator starts it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config_file = directory / f"{name}.yaml"
+    config_file.write_text(json.dumps(config))
+    log = directory / f"{name}.log"
+    env = {**os.environ, "PREFECT_API_URL": api, "SWITCHYARD_RELAY_SECRET": SECRET, **GIT_ENV}
     env.pop("SWITCHYARD_RELAY_SECRET_FILE", None)
+    if path is not None:
+        env["PATH"] = path
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "switchyard.relay.cli", "--port", "0", "--config", str(config)],
+            [sys.executable, "-m", "switchyard.relay.cli", "--port", "0", "--config", str(config_file)],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -183,9 +204,16 @@ def relay(prefect_api: str, repository: Repository, tmp_path_factory: pytest.Tem
             process.wait()
 
 
-def merged_events() -> list[Any]:
+@pytest.fixture(scope="module")
+def relay(prefect_api: str, repository: Repository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    with running_relay(tmp_path_factory.mktemp("relay"), prefect_api, relay_config(repository)) as process:
+        yield process
+
+
+def merged_events(repository: str | None = None) -> list[Any]:
+    resource = EventResourceFilter(id=[f"switchyard.repo.{repository}"]) if repository else None
     with get_client(sync_client=True) as client:
-        page = client.read_events(EventFilter(event=EventNameFilter(name=[EVENT])), limit=50)
+        page = client.read_events(EventFilter(event=EventNameFilter(name=[EVENT]), resource=resource), limit=50)
         events = list(page.events)
         while page.next_page:
             page = client.read_events_page(str(page.next_page))
@@ -193,11 +221,11 @@ def merged_events() -> list[Any]:
     return events
 
 
-def wait_for_events(predicate: Any, timeout_s: float = 60) -> list[Any]:
+def wait_for_events(predicate: Any, timeout_s: float = 60, repository: str | None = None) -> list[Any]:
     """The merged events once `predicate(events)` holds (Prefect persists events in batches)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        events = merged_events()
+        events = merged_events(repository)
         if predicate(events):
             return events
         if time.monotonic() > deadline:
@@ -205,13 +233,42 @@ def wait_for_events(predicate: Any, timeout_s: float = 60) -> list[Any]:
         time.sleep(0.3)
 
 
-def push(commit: str, paths: list[str], *, ref: str = "refs/heads/main", timestamp: str = "2026-11-20T09:30:00+01:00"):
+def wait_for_commit(commit: str, services: int = 1, repository: str | None = None) -> list[Any]:
+    """The stored events of `commit`, once `services` of them are there."""
+    events = wait_for_events(
+        lambda found: sum(e.payload.get("commit") == commit for e in found) >= services, repository=repository
+    )
+    return [e for e in events if e.payload.get("commit") == commit]
+
+
+_sentinel_versions = itertools.count(1)
+
+
+def nothing_emitted_for(relay: Relay, *commits: str) -> None:
+    """Send a sentinel merge after the deliveries under test; once it is stored, theirs would be too."""
+    sentinel = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+    version = f"{next(_sentinel_versions)}.0.0"
+    payload = generic("alpha", sentinel, repository="acme/sentinel", app_version=version)
+    answer = relay.post("/webhooks/merge", payload, event=None)
+    assert answer.status_code == 202, answer.text
+    events = wait_for_events(lambda found: any(e.payload.get("commit") == sentinel for e in found))
+    assert not [e.payload for e in events if e.payload.get("commit") in commits]
+
+
+def push(
+    commit: str,
+    paths: list[str],
+    *,
+    ref: str = "refs/heads/main",
+    timestamp: str = "2026-11-20T09:30:00+01:00",
+    repository: str = REPOSITORY,
+) -> dict[str, Any]:
     return {
         "ref": ref,
         "before": "0" * 40,
         "after": commit,
         "deleted": False,
-        "repository": {"full_name": REPOSITORY, "name": "shop"},
+        "repository": {"full_name": repository, "name": repository.split("/")[-1]},
         "head_commit": {"id": commit, "timestamp": timestamp, "added": [], "modified": paths, "removed": []},
         "commits": [{"id": commit, "timestamp": timestamp, "added": [], "modified": paths, "removed": []}],
     }
@@ -229,6 +286,9 @@ def generic(service: str, commit: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
+# GitHub and the generic shape --------------------------------------------------------------------------
+
+
 def test_a_signed_push_to_main_emits_one_event_per_changed_service_with_the_version_at_that_commit(
     relay: Relay, repository: Repository
 ) -> None:
@@ -236,14 +296,16 @@ def test_a_signed_push_to_main_emits_one_event_per_changed_service_with_the_vers
     # (the working tree's VERSION changes again afterwards, and must not be what is read).
     commit = repository.commit({"apps/alpha/VERSION": "1.3.0\n", "apps/alpha/app.py": "print('alpha 1.3')\n"}, "alpha")
     repository.commit({"apps/alpha/VERSION": "9.9.9\n"}, "later")
+    delivery = str(uuid.uuid4())
 
-    answer = relay.post("/webhooks/github", push(commit, ["apps/alpha/VERSION", "apps/alpha/app.py"]))
+    answer = relay.post(
+        "/webhooks/github", push(commit, ["apps/alpha/VERSION", "apps/alpha/app.py"]), delivery=delivery
+    )
 
     assert answer.status_code == 202, answer.text
     assert answer.json()["status"] == "emitted"
     assert [(e["service"], e["app_version"]) for e in answer.json()["events"]] == [("alpha", "1.3.0")]
-    events = wait_for_events(lambda found: any(e.payload.get("commit") == commit for e in found))
-    event = next(e for e in events if e.payload.get("commit") == commit)
+    [event] = wait_for_commit(commit)
     assert event.resource.id == f"switchyard.repo.{REPOSITORY}"
     assert event.resource["switchyard.service"] == "alpha"
     assert event.payload == {
@@ -257,26 +319,21 @@ def test_a_signed_push_to_main_emits_one_event_per_changed_service_with_the_vers
     assert str(event.id) == answer.json()["events"][0]["id"]
 
 
-def test_a_change_to_a_shared_folder_releases_every_service_and_a_redelivery_does_not_release_twice(
-    relay: Relay, repository: Repository
-) -> None:
+def test_a_change_to_a_shared_folder_releases_every_service(relay: Relay, repository: Repository) -> None:
     commit = repository.commit({"images/base.pkr.hcl": "# template v2\n", "apps/alpha/VERSION": "1.4.0\n"}, "template")
-    delivery = str(uuid.uuid4())
 
-    first = relay.post("/webhooks/github", push(commit, ["images/base.pkr.hcl"]), delivery=delivery)
-    again = relay.post("/webhooks/github", push(commit, ["images/base.pkr.hcl"]), delivery=delivery)
+    answer = relay.post("/webhooks/github", push(commit, ["images/base.pkr.hcl"]))
 
-    assert first.status_code == again.status_code == 202, (first.text, again.text)
-    assert {(e["service"], e["app_version"]) for e in first.json()["events"]} == {("alpha", "1.4.0"), ("beta", "2.0.0")}
-    assert first.json()["events"] == again.json()["events"]  # same event ids
-    events = wait_for_events(lambda found: sum(e.payload.get("commit") == commit for e in found) >= 2)
-    time.sleep(2)  # a duplicate would be persisted by now as well
-    ours = [e for e in merged_events() if e.payload.get("commit") == commit]
-    assert sorted(e.payload["service"] for e in ours) == ["alpha", "beta"], [e.payload for e in events]
+    assert answer.status_code == 202, answer.text
+    assert {(e["service"], e["app_version"]) for e in answer.json()["events"]} == {
+        ("alpha", "1.4.0"),
+        ("beta", "2.0.0"),
+    }
+    assert sorted(e.payload["service"] for e in wait_for_commit(commit, services=2)) == ["alpha", "beta"]
 
 
 def test_bad_missing_or_unsigned_deliveries_are_refused_and_emit_nothing(relay: Relay, repository: Repository) -> None:
-    commit = repository.commit({"apps/beta/app.py": "print('beta 2')\n"}, "beta")
+    commit = repository.commit({"apps/beta/VERSION": "2.1.0\n", "apps/beta/app.py": "print('beta 2')\n"}, "beta")
     body = push(commit, ["apps/beta/app.py"])
     other_secret = "sha256=" + hmac.new(b"not-the-secret-at-all", json.dumps(body).encode(), hashlib.sha256).hexdigest()
 
@@ -289,17 +346,17 @@ def test_bad_missing_or_unsigned_deliveries_are_refused_and_emit_nothing(relay: 
     }
     # signed for another body: the signature covers every byte
     tampered = json.dumps({**body, "after": "f" * 40}).encode()
-    signed = relay.post("/webhooks/github", body)  # sanity: the same body, signed, is accepted
     good_signature = "sha256=" + hmac.new(SECRET.encode(), json.dumps(body).encode(), hashlib.sha256).hexdigest()
     answers["tampered"] = relay.post("/webhooks/github", None, raw=tampered, signature=good_signature)
+    nothing_emitted_for(relay, commit, "f" * 40)
+    signed = relay.post("/webhooks/github", body)  # sanity: the same body, signed, is accepted
 
     for name, answer in answers.items():
         assert answer.status_code == 401, f"{name}: {answer.status_code} {answer.text}"
         assert "signature" in answer.json()["error"]
         assert SECRET not in answer.text
-    assert signed.status_code == 202
-    wait_for_events(lambda found: any(e.payload.get("commit") == commit for e in found))
-    assert not [e for e in merged_events() if e.payload.get("commit") == "f" * 40]
+    assert signed.status_code == 202, signed.text
+    wait_for_commit(commit)
     assert SECRET not in relay.log.read_text()
 
 
@@ -314,9 +371,7 @@ def test_pushes_to_other_branches_other_events_and_unrelated_paths_are_ignored(
     unrelated = relay.post("/webhooks/github", push(docs, ["README.md"]))
     issue = relay.post("/webhooks/github", {"action": "opened"}, event="issues")
     ping = relay.post("/webhooks/github", {"zen": "Keep it logically awesome."}, event="ping")
-    unknown_repo = relay.post(
-        "/webhooks/github", {**push(commit, ["apps/alpha/app.py"]), "repository": {"full_name": "acme/other"}}
-    )
+    unknown_repo = relay.post("/webhooks/github", push(commit, ["apps/alpha/app.py"], repository="acme/other"))
     generic_branch = relay.post("/webhooks/merge", generic("alpha", "a" * 40, ref="refs/heads/feature-x"), event=None)
 
     assert branch.status_code == 202 and "refs/heads/feature-x is not refs/heads/main" in branch.json()["reason"]
@@ -326,11 +381,7 @@ def test_pushes_to_other_branches_other_events_and_unrelated_paths_are_ignored(
     assert ping.status_code == 200 and ping.json() == {"status": "pong"}
     assert unknown_repo.status_code == 202 and "acme/other is not configured" in unknown_repo.json()["reason"]
     assert generic_branch.status_code == 202 and generic_branch.json()["status"] == "ignored"
-    # a sentinel sent after them arrives; none of theirs ever does
-    sentinel = "5e" * 20
-    assert relay.post("/webhooks/merge", generic("alpha", sentinel), event=None).status_code == 202
-    events = wait_for_events(lambda found: any(e.payload.get("commit") == sentinel for e in found))
-    assert not [e for e in events if e.payload.get("commit") in (commit, docs, "a" * 40)]
+    nothing_emitted_for(relay, commit, docs, "a" * 40)
 
 
 def test_malformed_deliveries_get_400_naming_the_problem(relay: Relay) -> None:
@@ -365,10 +416,8 @@ def test_a_missing_version_file_or_unrouted_service_is_refused_and_emits_nothing
     assert missing.status_code == 422 and "apps/beta/VERSION does not exist" in missing.json()["error"]
     assert unknown.status_code == 422 and "even after fetching" in unknown.json()["error"]
     assert unrouted.status_code == 422 and "gamma is not routed" in unrouted.json()["error"]
-    sentinel = "6f" * 20
-    assert relay.post("/webhooks/merge", generic("beta", sentinel), event=None).status_code == 202
-    events = wait_for_events(lambda found: any(e.payload.get("commit") == sentinel for e in found))
-    assert not [e for e in events if e.payload.get("commit") in (commit, "d" * 40, "e" * 40)]
+    nothing_emitted_for(relay, commit, "d" * 40, "e" * 40)
+    repository.commit({"apps/beta/VERSION": "2.1.0\n"}, "version back")
 
 
 def test_the_generic_shape_emits_exactly_its_payload(relay: Relay) -> None:
@@ -376,8 +425,7 @@ def test_the_generic_shape_emits_exactly_its_payload(relay: Relay) -> None:
     answer = relay.post("/webhooks/merge", generic("beta", commit), event=None, signature="good")
 
     assert answer.status_code == 202, answer.text
-    events = wait_for_events(lambda found: any(e.payload.get("commit") == commit for e in found))
-    event = next(e for e in events if e.payload.get("commit") == commit)
+    [event] = wait_for_commit(commit)
     assert event.payload == {**generic("beta", commit), "committed_at": "2026-11-21T08:00:00+00:00"}
     assert event.resource["switchyard.service"] == "beta"
 
@@ -400,3 +448,116 @@ def test_the_relay_refuses_to_start_without_a_usable_secret(tmp_path: Path, monk
     (tmp_path / "bad.yaml").write_text("repositories: {acme/shop: {services: {}}}\n")
     with pytest.raises(RelaySetupError, match="at least one service"):
         RelayConfig.load(tmp_path / "bad.yaml")
+
+
+# Hardening ------------------------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_limit_is_refused_413_before_its_signature_is_checked(
+    relay: Relay, repository: Repository
+) -> None:
+    project = "acme/limits"
+    commit = repository.commit({"apps/alpha/VERSION": "1.7.0\n"}, "limits")
+    padded = {**push(commit, ["apps/alpha/VERSION"], repository=project), "padding": "x" * (2 * MIB)}
+    body = json.dumps(padded).encode()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"Content-Type": "application/json", "X-GitHub-Event": "push", "X-Hub-Signature-256": signature}
+
+    signed = httpx.post(relay.url + "/webhooks/github", content=body, headers=headers, timeout=60)
+    # chunked: no content-length to judge by, the relay stops reading at the limit
+    chunked = httpx.post(relay.url + "/webhooks/github", content=iter([body]), headers=headers, timeout=60)
+    unsigned = relay.post("/webhooks/github", None, raw=body, signature=None)
+
+    for answer in (signed, chunked, unsigned):
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["error"] == f"body over {2 * MIB} bytes: a merge webhook is smaller than that"
+    nothing_emitted_for(relay, commit)
+    # A large but ordinary push (1.5 MiB: hundreds of commits) still gets through.
+    large = {**push(commit, ["apps/alpha/VERSION"], repository=project), "padding": "x" * (3 * MIB // 2)}
+    assert relay.post("/webhooks/github", large).status_code == 202
+    wait_for_commit(commit, repository=project)
+
+
+def test_git_runs_without_the_relay_secret_in_its_environment_or_its_hooks(
+    relay: Relay, repository: Repository, tmp_path: Path
+) -> None:
+    # A real hook in the relay's clone: git runs it when the relay's fetch updates refs.
+    dump = tmp_path / "hook-environment"
+    hook = repository.relay_clone / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(f"#!/bin/sh\ncat >/dev/null\nenv >> '{dump}'\n")
+    hook.chmod(0o755)
+    try:
+        commit = repository.commit({"apps/alpha/VERSION": "1.8.0\n"}, "git env")
+        answer = relay.post("/webhooks/github", push(commit, ["apps/alpha/VERSION"], repository="acme/git-env"))
+    finally:
+        hook.unlink()
+
+    assert answer.status_code == 202, answer.text
+    seen = dump.read_text()
+    assert "GIT_EXEC_PATH=" in seen  # the hook ran, inside git
+    assert SECRET not in seen
+    assert "SWITCHYARD_RELAY_SECRET" not in seen
+    assert "PREFECT_API_URL" not in seen  # nor Prefect's settings (an API key would sit beside it)
+
+
+FAKE_GIT = """#!/bin/sh
+# A git that never answers, and has started a child of its own (as ssh or a credential helper would).
+/usr/bin/sleep 300 &
+echo $! > '{folder}/child.pid'
+exec /usr/bin/sleep 300
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_git_relay(
+    prefect_api: str, repository: Repository, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Relay, Path]]:
+    """A relay whose PATH holds nothing but a folder with a fake `git` (and later, not even that)."""
+    folder = tmp_path_factory.mktemp("fake-git")
+    (folder / "git").write_text(FAKE_GIT.format(folder=folder))
+    (folder / "git").chmod(0o755)
+    config = relay_config(repository, git_timeout_s=2)
+    with running_relay(folder / "relay", prefect_api, config, path=str(folder), name="fake-git") as process:
+        yield process, folder
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"  # a zombie is dead, waiting for whoever adopted it to reap it
+
+
+def test_a_git_that_hangs_is_stopped_with_everything_it_started_and_answered_503(
+    fake_git_relay: tuple[Relay, Path],
+) -> None:
+    fake, folder = fake_git_relay
+    commit = "ab" * 20
+
+    answer = fake.post("/webhooks/github", push(commit, ["apps/alpha/app.py"]))
+
+    child = int((folder / "child.pid").read_text())
+    try:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["retry-after"] == "60"
+        assert "did not finish within 2 s and was stopped; retry later" in answer.json()["error"]
+        deadline = time.monotonic() + 5
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "the timed-out git's child is still running"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+    assert not [e for e in merged_events(REPOSITORY) if e.payload["commit"] == commit]
+
+
+def test_no_git_on_the_relay_is_answered_422_naming_the_problem(fake_git_relay: tuple[Relay, Path]) -> None:
+    fake, folder = fake_git_relay
+    (folder / "git").unlink()
+
+    answer = fake.post("/webhooks/github", push("cd" * 20, ["apps/alpha/app.py"]))
+
+    assert answer.status_code == 422, answer.text
+    assert "the relay cannot run git (No such file or directory)" in answer.json()["error"]
+    assert "install git or put it on the relay's PATH" in answer.json()["error"]

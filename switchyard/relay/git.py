@@ -127,13 +127,16 @@ class GitVersions:
         if not route.fetch:
             raise CommitUnreadable(f"commit {commit} is not in the relay's clone {checkout} (fetching is off)")
         fetched = self._git(checkout, "fetch", "--quiet", "origin")
+        # Whether the commit arrived is what counts: two relay processes sharing a clone fetch at the
+        # same time, and the one that loses the race for the ref locks fails with the objects in place.
+        if self._has_commit(checkout, commit):
+            return
         if fetched.returncode != 0:
             raise CommitUnreadable(
                 f"commit {commit} is not in the relay's clone {checkout}, and fetching failed: "
                 f"{fetched.stderr.strip()[-300:]}"
             )
-        if not self._has_commit(checkout, commit):
-            raise CommitUnreadable(f"commit {commit} is not in {checkout}, even after fetching from origin")
+        raise CommitUnreadable(f"commit {commit} is not in {checkout}, even after fetching from origin")
 
     def _read_version(self, route: RepositoryRoute, commit: str, folder: str) -> str:
         checkout = self._checkout(route)

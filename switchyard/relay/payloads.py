@@ -19,6 +19,29 @@ EVENT_NAME = "switchyard.git.merged"
 _EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://switchyard.invalid/events/git-merged")
 FULL_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 ANY_COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
+# The resource label that carries the Git host's delivery id (X-GitHub-Delivery).
+DELIVERY_LABEL = "switchyard.delivery"
+SERVICE_LABEL = "switchyard.service"
+# Delivery headers are not covered by the signature, and Prefect's label filters read '*' and a
+# leading '!' as patterns: only plain ids (GUIDs, UUIDs) are used to look deliveries up.
+_DELIVERY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def event_id(repository: str, commit: str, service: str) -> str:
+    """The merge event's id: uuid5 of (repository, commit, service). Every replica and every redelivery
+    of one merge give the same id."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{repository.lower()}@{commit}:{service}"))
+
+
+def resource_id(repository: str) -> str:
+    return f"switchyard.repo.{repository}"
+
+
+def delivery_id(header: str | None) -> str | None:
+    """The delivery id to remember, or None when the header is absent or not a plain id."""
+    if header is None or not _DELIVERY_ID.fullmatch(header.strip()):
+        return None
+    return header.strip()
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -107,18 +130,25 @@ class MergedPayload(_Payload):
             raise ValueError("must be a commit id: 7 to 64 lower-case hex digits")
         return value
 
-    def event(self) -> dict[str, Any]:
-        """The Prefect event (JSON), its id fixed by (repository, commit, service)."""
-        event_id = uuid.uuid5(_EVENT_NAMESPACE, f"{self.repository.lower()}@{self.commit}:{self.service}")
+    @property
+    def event_id(self) -> str:
+        return event_id(self.repository, self.commit, self.service)
+
+    def event(self, delivery: str | None = None) -> dict[str, Any]:
+        """The Prefect event (JSON), its id fixed by (repository, commit, service). The delivery id rides
+        along as a resource label, so a redelivery can be found in the event store by it."""
+        resource = {
+            "prefect.resource.id": resource_id(self.repository),
+            "prefect.resource.name": self.repository,
+            SERVICE_LABEL: self.service,
+        }
+        if delivery is not None:
+            resource[DELIVERY_LABEL] = delivery
         return {
-            "id": str(event_id),
+            "id": self.event_id,
             "occurred": datetime.now(UTC).isoformat(),
             "event": EVENT_NAME,
-            "resource": {
-                "prefect.resource.id": f"switchyard.repo.{self.repository}",
-                "prefect.resource.name": self.repository,
-                "switchyard.service": self.service,
-            },
+            "resource": resource,
             "related": [],
             "payload": {**self.model_dump(mode="json"), "committed_at": self.committed_at.astimezone(UTC).isoformat()},
         }

@@ -1,4 +1,4 @@
-"""The merge relay end to end: real HTTP requests to the relay process, real git
+"""The merge relay end to end: real HTTP requests to the relay process (or several: replicas), real git
 repositories (and a `git` on PATH that hangs, or none), and a real Prefect API (the test harness's
 server) where the `switchyard.git.merged` events must arrive, or must not.
 
@@ -16,17 +16,21 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.events.actions import DoNothing
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.settings import PREFECT_API_URL
 from prefect.testing.utilities import prefect_test_harness
 
@@ -39,6 +43,9 @@ REPOSITORY = "acme/shop"
 ROUTED = [
     REPOSITORY,
     "acme/sentinel",
+    "acme/replay",
+    "acme/race",
+    "acme/downgrade",
     "acme/limits",
     "acme/git-env",
 ]
@@ -308,6 +315,7 @@ def test_a_signed_push_to_main_emits_one_event_per_changed_service_with_the_vers
     [event] = wait_for_commit(commit)
     assert event.resource.id == f"switchyard.repo.{REPOSITORY}"
     assert event.resource["switchyard.service"] == "alpha"
+    assert event.resource["switchyard.delivery"] == delivery  # what a redelivery is looked up by
     assert event.payload == {
         "service": "alpha",
         "app_version": "1.3.0",
@@ -448,6 +456,166 @@ def test_the_relay_refuses_to_start_without_a_usable_secret(tmp_path: Path, monk
     (tmp_path / "bad.yaml").write_text("repositories: {acme/shop: {services: {}}}\n")
     with pytest.raises(RelaySetupError, match="at least one service"):
         RelayConfig.load(tmp_path / "bad.yaml")
+    (tmp_path / "window.yaml").write_text("replay_window_days: 0\nrepositories: {acme/shop: {services: {a: a}}}\n")
+    with pytest.raises(RelaySetupError, match="replay_window_days"):
+        RelayConfig.load(tmp_path / "window.yaml")
+    assert RelayConfig.model_validate({"repositories": {}}).replay_window_days == 7  # Prefect's event retention
+
+
+# Replays and downgrades: read back from Prefect's event store ------------------------------------------
+
+
+def test_a_redelivery_is_a_duplicate_for_any_replica_and_any_restart_within_the_window(
+    relay: Relay, repository: Repository, prefect_api: str, tmp_path: Path
+) -> None:
+    project = "acme/replay"
+    commit = repository.commit({"images/base.pkr.hcl": "# template v3\n", "apps/alpha/VERSION": "1.5.0\n"}, "replay")
+    body = push(commit, ["images/base.pkr.hcl"], repository=project)
+    delivery = str(uuid.uuid4())
+    first = relay.post("/webhooks/github", body, delivery=delivery)
+    assert first.status_code == 202, first.text
+    emitted = sorted((e["id"], e["service"], e["app_version"]) for e in first.json()["events"])
+    assert sorted(service for _, service, _ in emitted) == ["alpha", "beta"]
+    wait_for_commit(commit, services=2, repository=project)
+    stored_at = time.monotonic()
+
+    # A relay process started after the delivery (a restart, or another replica) knows it from
+    # Prefect's store alone: the same delivery id, and the same merge under a new delivery id (a
+    # second webhook, say) are duplicates; nothing is emitted.
+    with running_relay(tmp_path / "replica", prefect_api, relay_config(repository), name="replica") as replica:
+        redelivered = replica.post("/webhooks/github", body, delivery=delivery)
+        same_merge = replica.post("/webhooks/github", body, delivery=str(uuid.uuid4()))
+        generic_again = replica.post("/webhooks/merge", generic("beta", commit, repository=project), event=None)
+        replica_log = replica.log.read_text()
+
+        # A relay whose window is shorter than the event's age looks no further back than that.
+        short = relay_config(repository, replay_window_days=5 / 86400)
+        time.sleep(max(0.0, stored_at + 6 - time.monotonic()))
+        with running_relay(tmp_path / "short", prefect_api, short, name="short-window") as forgetful:
+            outside = forgetful.post("/webhooks/github", body, delivery=delivery)
+
+    for answer in (redelivered, same_merge, generic_again):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "duplicate"
+        assert "nothing emitted" in answer.json()["reason"]
+    assert f"delivery {delivery} was already relayed" in redelivered.json()["reason"]
+    assert "already relayed" in same_merge.json()["reason"]
+    assert sorted((e["id"], e["service"], e["app_version"]) for e in redelivered.json()["events"]) == emitted
+    assert sorted((e["id"], e["service"], e["app_version"]) for e in same_merge.json()["events"]) == emitted
+    assert "-> event" not in replica_log  # the replica emitted nothing
+    assert outside.status_code == 202 and outside.json()["status"] == "emitted", outside.text
+    assert sorted(e.payload["service"] for e in merged_events(project) if e.payload["commit"] == commit) == [
+        "alpha",
+        "beta",
+    ]
+
+
+def test_two_replicas_receiving_the_same_delivery_at_once_start_one_release_per_service(
+    relay: Relay, repository: Repository, prefect_api: str, tmp_path: Path
+) -> None:
+    """Neither replica can see the other's event yet (Prefect persists in batches): both emit it. The
+    event ids are the same, so Prefect stores each once and a trigger like release-on-merge's fires
+    once per service; both Git-host deliveries are answered 2xx."""
+    project = "acme/race"
+    with get_client(sync_client=True) as client:
+        automation = client.create_automation(
+            AutomationCore(
+                name="race: like release-on-merge",
+                trigger=EventTrigger(
+                    expect={EVENT},
+                    match={"prefect.resource.id": f"switchyard.repo.{project}"},
+                    posture=Posture.Reactive,
+                    threshold=1,
+                    within=timedelta(0),
+                ),
+                actions=[DoNothing()],
+            )
+        )
+    commit = repository.commit({"images/base.pkr.hcl": "# template v4\n", "apps/alpha/VERSION": "1.6.0\n"}, "race")
+    body = push(commit, ["images/base.pkr.hcl"], repository=project)
+    delivery = str(uuid.uuid4())
+    answers: dict[str, httpx.Response] = {}
+
+    with running_relay(tmp_path / "replica", prefect_api, relay_config(repository), name="replica") as replica:
+        start = threading.Barrier(2)
+
+        def deliver(name: str, to: Relay) -> None:
+            start.wait()
+            answers[name] = to.post("/webhooks/github", body, delivery=delivery)
+
+        threads = [threading.Thread(target=deliver, args=item) for item in (("a", relay), ("b", replica))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert {a.status_code for a in answers.values()} <= {200, 202}, [a.text for a in answers.values()]
+    assert any(a.json()["status"] == "emitted" for a in answers.values())
+    assert len(wait_for_commit(commit, services=2, repository=project)) == 2
+
+    def triggered() -> int:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(
+                EventFilter(
+                    event=EventNameFilter(name=["prefect.automation.triggered"]),
+                    resource=EventResourceFilter(id=[f"prefect.automation.{automation}"]),
+                ),
+                limit=50,
+            )
+        return len(page.events)
+
+    deadline = time.monotonic() + 60
+    while triggered() < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(6)  # a second firing for the same event would be stored by now as well
+    assert triggered() == 2
+
+
+def test_a_merge_that_would_move_a_service_back_is_refused_409_and_emits_nothing(
+    relay: Relay, repository: Repository
+) -> None:
+    project = "acme/downgrade"
+    older = repository.commit({"apps/alpha/VERSION": "4.0.0\n", "apps/alpha/app.py": "print('4')\n"}, "older")
+    newer = repository.commit(
+        {"apps/alpha/VERSION": "5.0.0\n", "apps/beta/VERSION": "2.1.0\n", "images/base.pkr.hcl": "# v5\n"}, "newer"
+    )
+    first = relay.post("/webhooks/github", push(newer, ["images/base.pkr.hcl"], repository=project))
+    assert first.status_code == 202, first.text
+    assert {(e["service"], e["app_version"]) for e in first.json()["events"]} == {("alpha", "5.0.0"), ("beta", "2.1.0")}
+    wait_for_commit(newer, services=2, repository=project)
+
+    # The older commit's webhook arrives late (out of order, or redelivered by hand).
+    late = relay.post("/webhooks/github", push(older, ["apps/alpha/app.py"], repository=project))
+    # A change without a version bump: the same version again.
+    unbumped = repository.commit({"apps/alpha/app.py": "print('5, faster')\n"}, "unbumped")
+    same = relay.post("/webhooks/github", push(unbumped, ["apps/alpha/app.py"], repository=project))
+    via_ci = relay.post("/webhooks/merge", generic("alpha", "c0ffee" * 6 + "c0ff", repository=project), event=None)
+    # A shared change that bumps alpha only: alpha is released, beta (not newer) is refused.
+    mixed = repository.commit({"apps/alpha/VERSION": "5.1.0\n", "images/base.pkr.hcl": "# v5.1\n"}, "mixed")
+    partly = relay.post("/webhooks/github", push(mixed, ["images/base.pkr.hcl"], repository=project))
+
+    assert late.status_code == 409, late.text
+    assert "alpha 4.0.0 is not newer than 5.0.0, which the relay already emitted" in late.json()["error"]
+    assert f"from commit {newer[:12]}" in late.json()["error"]
+    assert late.json()["refused"][0] | {"reason": ""} == {
+        "service": "alpha",
+        "app_version": "4.0.0",
+        "commit": older,
+        "emitted": "5.0.0",
+        "emitted_commit": newer,
+        "reason": "",
+    }
+    assert same.status_code == 409 and "alpha 5.0.0 is not newer than 5.0.0" in same.json()["error"], same.text
+    assert via_ci.status_code == 409 and "alpha 3.1.4 is not newer than 5.0.0" in via_ci.json()["error"], via_ci.text
+    assert partly.status_code == 202, partly.text
+    assert [(e["service"], e["app_version"]) for e in partly.json()["events"]] == [("alpha", "5.1.0")]
+    assert [(r["service"], r["app_version"], r["emitted"]) for r in partly.json()["refused"]] == [
+        ("beta", "2.1.0", "2.1.0")
+    ]
+    wait_for_commit(mixed, repository=project)
+    nothing_emitted_for(relay, older, unbumped, "c0ffee" * 6 + "c0ff")
+    stored = {(e.payload["service"], e.payload["commit"]) for e in merged_events(project)}
+    assert stored == {("alpha", newer), ("beta", newer), ("alpha", mixed)}
 
 
 # Hardening ------------------------------------------------------------------------------------------------

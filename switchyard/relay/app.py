@@ -1,7 +1,7 @@
 """The merge relay: a Git host's webhook in, the Prefect event `switchyard.git.merged` out.
 
 Prefect's open-source server has no incoming webhooks, so merges reach it through this small HTTP
-server. It accepts two shapes, both signed with the shared secret:
+server. It accepts three shapes, each authenticated with the shared secret:
 
 POST /webhooks/github
     A GitHub push webhook (content type application/json, or form-encoded with a `payload`
@@ -11,16 +11,33 @@ POST /webhooks/github
     Read: `ref`, `after` (the commit), `repository.full_name`, `head_commit.timestamp`, and the
     changed paths of `commits[]`/`head_commit` (added, modified, removed).
 
-    Which services: the relay configuration routes each repository's paths to
+POST /webhooks/gitlab
+    A GitLab project webhook, authenticated by `X-Gitlab-Token` (GitLab's "secret token": the shared
+    secret itself, compared in constant time). `Idempotency-Key` (or, before GitLab 17.4,
+    `X-Gitlab-Event-UUID`) is remembered as the delivery id.
+    `X-Gitlab-Event: Push Hook`: a push to the branch. Read: `ref`, `before`, `after`,
+    `project.path_with_namespace` (the repository), the commits' timestamps and changed paths.
+    GitLab lists the newest 20 commits only: when `total_commits_count` says more were pushed,
+    the changed paths are `git diff before after` in the relay's clone instead.
+    `X-Gitlab-Event: Merge Request Hook`: a merge request merged into the branch
+    (`object_attributes.action` "merge", `target_branch` the branch); other actions are ignored
+    with the reason. The commit is `object_attributes.merge_commit_sha`. The payload names no
+    changed paths, so they are `git diff <merge commit>^1 <merge commit>` in the relay's clone (what
+    the merge brought into the branch; reading it also proves the commit exists), and the commit
+    time is the merge commit's. A fast-forward merge has no merge commit: the push to the branch
+    releases it. With both hooks on, one merge arrives twice and is relayed once (same event id).
+    Other GitLab events are ignored.
+
+    Which services, for both hosts: the relay configuration routes each repository's paths to
     services (a push that touches `apps/sample/...` releases `sample`; a shared path, e.g.
     `images/`, releases every service of the repository).
     Which app version: the file `<service path>/VERSION` at the commit, read from a local clone of
-    the repository (`checkout`); when the clone lacks the commit, the relay fetches it first. GitHub
-    push payloads carry no file contents, and the version must be the one at that commit, not whatever
+    the repository (`checkout`); when the clone lacks the commit, the relay fetches it first. Push
+    payloads carry no file contents, and the version must be the one at that commit, not whatever
     the working tree holds now.
 
 POST /webhooks/merge
-    A generic shape for any CI system, exactly the event's payload, signed the same way
+    A generic shape for any CI system, exactly the event's payload, signed the same way as GitHub's
     (`X-Hub-Signature-256` or `X-Switchyard-Signature-256`):
     {"service": "sample", "app_version": "1.4.2", "commit": "<7-64 hex>",
      "repository": "acme/shop", "ref": "refs/heads/main", "committed_at": "2026-11-26T10:00:00Z"}
@@ -46,13 +63,14 @@ minutes). Both answers are 2xx. Two *different* merges racing that closely are n
 relay; release-on-merge checks what each environment runs before it builds anything.
 
 Answers: 202 with the emitted events (and any duplicates and refused services), or with `ignored`
-and the reason (another branch, another event, no service's path changed, an unconfigured
-repository); 200 for a duplicate; 401 for a missing or wrong signature (nothing is emitted); 400
-for a malformed body, naming the problem; 409 when every service's version is not newer than what
-was emitted; 413 for a body over `max_body_bytes` (2 MiB by default; checked before the
-signature); 422 when the app version cannot be read at that commit, or git cannot run; 503 when git
-timed out (retry later: redeliver); 502 when the Prefect API did not answer the look-up or did not
-take the event (the Git host can redeliver). The secret never appears in logs or answers.
+and the reason (another branch, another event, an unmerged merge request, no service's path
+changed, an unconfigured repository); 200 for a duplicate; 401 for a missing or wrong signature or
+token (nothing is emitted); 400 for a malformed body, naming the problem; 409 when every service's
+version is not newer than what was emitted; 413 for a body over `max_body_bytes` (2 MiB by default;
+checked before the signature); 422 when the app version or changed paths cannot be read at that
+commit, or git cannot run; 503 when git timed out (retry later: redeliver); 502 when the Prefect
+API did not answer the look-up or did not take the event (the Git host can redeliver). The secret
+never appears in logs or answers.
 
 The event (one per service): resource {"prefect.resource.id": "switchyard.repo.<repository>",
 "switchyard.service": "<service>", "switchyard.delivery": "<delivery id>" (when the host sent one)},
@@ -79,7 +97,17 @@ from starlette.routing import Route
 from switchyard.core.versions import AppVersion
 from switchyard.relay.config import RelayConfig, RepositoryRoute
 from switchyard.relay.git import CommitUnreadable, GitVersions
-from switchyard.relay.payloads import GitHubPush, MergedPayload, delivery_id, event_id, problems, signature_valid
+from switchyard.relay.payloads import (
+    GitHubPush,
+    GitLabMergeRequest,
+    GitLabPush,
+    MergedPayload,
+    delivery_id,
+    event_id,
+    problems,
+    signature_valid,
+    token_valid,
+)
 from switchyard.relay.store import EventStoreError, PrefectEventStore, StoredMerge
 
 logger = logging.getLogger("switchyard.relay")
@@ -87,7 +115,7 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 SIGNATURE_HEADERS = ("x-hub-signature-256", "x-switchyard-signature-256")
-# GitHub does not retry on its own; the hint is for hand-written clients.
+# GitHub does not retry on its own; the hint is for GitLab and hand-written clients.
 _RETRY_AFTER_S = "60"
 
 
@@ -134,6 +162,7 @@ class MergeRelay:
         return Starlette(
             routes=[
                 Route("/webhooks/github", self._handler(self.github), methods=["POST"]),
+                Route("/webhooks/gitlab", self._handler(self.gitlab), methods=["POST"]),
                 Route("/webhooks/merge", self._handler(self.generic), methods=["POST"]),
                 Route("/health", self.health, methods=["GET"]),
             ]
@@ -187,6 +216,19 @@ class MergeRelay:
             )
         return body
 
+    async def _token_body(self, request: Request) -> bytes:
+        body = await self._body(request)
+        token = request.headers.get("x-gitlab-token")
+        if token is None:
+            logger.warning("refused a delivery to %s: no X-Gitlab-Token", request.url.path)
+            raise _Refusal(
+                _answer(401, error="missing token: set the GitLab webhook's secret token to the shared secret")
+            )
+        if not token_valid(self._secret, token):
+            logger.warning("refused a delivery to %s: the token does not match", request.url.path)
+            raise _Refusal(_answer(401, error="invalid token: X-Gitlab-Token is not the shared secret"))
+        return body
+
     @staticmethod
     def _json(body: bytes, content_type: str) -> Any:
         """The JSON document: the body itself, or the `payload` field of a form-encoded body."""
@@ -225,7 +267,7 @@ class MergeRelay:
             raise _Refusal(_answer(202, status="ignored", reason="the push changes no service's folder"))
         return services
 
-    # The shapes ---------------------------------------------------------------------------------------
+    # The hosts ----------------------------------------------------------------------------------------
 
     async def github(self, request: Request) -> JSONResponse:
         body = await self._signed_body(request)
@@ -254,6 +296,84 @@ class MergeRelay:
             services=services,
         )
         return await self._relay(merge)
+
+    async def gitlab(self, request: Request) -> JSONResponse:
+        body = await self._token_body(request)
+        header = request.headers.get("idempotency-key") or request.headers.get("x-gitlab-event-uuid")
+        delivery = delivery_id(header)
+        kind = request.headers.get("x-gitlab-event")
+        if not kind:
+            return _answer(400, error="missing X-Gitlab-Event header")
+        if kind == "Push Hook":
+            return await self._gitlab_push(self._parse(GitLabPush, body, request, "push"), delivery)
+        if kind == "Merge Request Hook":
+            return await self._gitlab_merge(self._parse(GitLabMergeRequest, body, request, "merge request"), delivery)
+        return _answer(
+            202, status="ignored", reason=f"event {kind!r} is not handled (only Push Hook and Merge Request Hook)"
+        )
+
+    async def _gitlab_push(self, push: GitLabPush, delivery: str | None) -> JSONResponse:
+        self._on_branch(push.ref)
+        if push.deleted:
+            return _answer(202, status="ignored", reason=f"{push.ref} was deleted: nothing to release")
+        route = self._routed(push.project.path_with_namespace)
+        await self._stop_if_delivered(delivery, push.project.path_with_namespace, push.after)
+        paths = push.changed_paths
+        # GitLab lists the newest 20 commits only; an older one may be the one that touched a service.
+        # (A push that creates the branch has no `before` to diff against: its listed commits are all
+        # there is to go on.)
+        if not push.lists_every_commit and not push.created:
+            try:
+                paths = await self.versions.changed_between(route, push.before, push.after)
+            except CommitUnreadable as error:
+                raise _unreadable(error, f"the paths pushed to {push.ref}") from None
+        merge = _Merge(
+            host="gitlab",
+            delivery=delivery,
+            repository=push.project.path_with_namespace,
+            route=route,
+            commit=push.after,
+            ref=push.ref,
+            committed_at=push.head_timestamp or datetime.now(UTC),
+            services=self._touched(route, paths),
+        )
+        return await self._relay(merge, delivery_checked=True)
+
+    async def _gitlab_merge(self, request: GitLabMergeRequest, delivery: str | None) -> JSONResponse:
+        attributes = request.object_attributes
+        name = f"merge request !{attributes.iid}" if attributes.iid is not None else "the merge request"
+        if attributes.action != "merge":
+            reason = f"{name} was not merged (action {attributes.action!r}): nothing to release"
+            return _answer(202, status="ignored", reason=reason)
+        ref = f"refs/heads/{attributes.target_branch}"
+        if ref != self.config.ref:
+            return _answer(202, status="ignored", reason=f"{name} was merged into {ref}, not {self.config.ref}")
+        commit = attributes.merge_commit_sha
+        if commit is None:
+            return _answer(
+                202,
+                status="ignored",
+                reason=f"{name} was merged without a merge commit (fast-forward): the push to {ref} releases it; "
+                "enable push events on the webhook",
+            )
+        repository = request.project.path_with_namespace
+        route = self._routed(repository)
+        await self._stop_if_delivered(delivery, repository, commit)
+        try:
+            merged = await self.versions.merge(route, commit)
+        except CommitUnreadable as error:
+            raise _unreadable(error, f"what {name} changed") from None
+        merge = _Merge(
+            host="gitlab",
+            delivery=delivery,
+            repository=repository,
+            route=route,
+            commit=commit,
+            ref=ref,
+            committed_at=merged.committed_at,
+            services=self._touched(route, merged.paths),
+        )
+        return await self._relay(merge, delivery_checked=True)
 
     async def generic(self, request: Request) -> JSONResponse:
         body = await self._signed_body(request)
@@ -308,9 +428,10 @@ class MergeRelay:
                 )
             )
 
-    async def _relay(self, merge: _Merge) -> JSONResponse:
+    async def _relay(self, merge: _Merge, *, delivery_checked: bool = False) -> JSONResponse:
         label = f"{merge.host} delivery {merge.delivery or '-'}"
-        await self._stop_if_delivered(merge.delivery, merge.repository, merge.commit)
+        if not delivery_checked:
+            await self._stop_if_delivered(merge.delivery, merge.repository, merge.commit)
         ids = {service: event_id(merge.repository, merge.commit, service) for service in merge.services}
         stored = {m.id: m for m in await self._lookup(self.store.by_ids(list(ids.values())), label)}
         duplicates = [stored[ids[s]] for s in merge.services if ids[s] in stored]

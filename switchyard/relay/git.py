@@ -1,4 +1,5 @@
-"""What the relay reads from a local clone of the repository: `<folder>/VERSION` at a commit.
+"""What the relay reads from a local clone of the repository: `<folder>/VERSION` at a commit, and the
+paths a commit (or a range of commits) changed.
 
 git runs as a child process with a scrubbed environment (the relay's secret, Prefect's API key and
 anything else not needed to fetch stay out of git, its hooks and its credential helpers), in its own
@@ -14,6 +15,8 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -71,6 +74,12 @@ class GitTimedOut(CommitUnreadable):
     """git did not finish in time: a slow remote or a stuck credential helper. Worth retrying."""
 
     status = 503
+
+
+@dataclass(frozen=True)
+class MergeCommit:
+    paths: list[str]
+    committed_at: datetime
 
 
 class GitVersions:
@@ -151,6 +160,35 @@ class GitVersions:
         except VersionError as error:
             raise CommitUnreadable(f"{file} at commit {commit[:12]} holds {text[:40]!r}: {error}") from None
 
+    def _diff(self, checkout: str, old: str, new: str) -> list[str]:
+        # -z: paths as they are (no quoting of unusual names); --no-renames: a file moved out of a
+        # service's folder changes that folder too, so both names count.
+        diffed = self._git(checkout, "diff", "--name-only", "-z", "--no-renames", old, new, "--")
+        if diffed.returncode != 0:
+            raise CommitUnreadable(
+                f"cannot list the paths changed from {old[:12]} to {new[:12]}: {diffed.stderr.strip()[-300:]}"
+            )
+        return [path for path in diffed.stdout.split("\0") if path]
+
+    def _read_range(self, route: RepositoryRoute, before: str, after: str) -> list[str]:
+        checkout = self._checkout(route)
+        self._ensure(route, checkout, after)
+        self._ensure(route, checkout, before)
+        return self._diff(checkout, before, after)
+
+    def _read_merge(self, route: RepositoryRoute, commit: str) -> MergeCommit:
+        checkout = self._checkout(route)
+        self._ensure(route, checkout, commit)
+        if self._git(checkout, "cat-file", "-e", f"{commit}^1").returncode != 0:
+            raise CommitUnreadable(f"commit {commit[:12]} has no parent: it is not a merge into the branch")
+        paths = self._diff(checkout, f"{commit}^1", commit)
+        shown = self._git(checkout, "show", "-s", "--format=%cI", commit)
+        try:
+            committed_at = datetime.fromisoformat(shown.stdout.strip())
+        except ValueError:
+            raise CommitUnreadable(f"cannot read the commit time of {commit[:12]}: {shown.stderr[-300:]}") from None
+        return MergeCommit(paths, committed_at)
+
     async def _locked(self, route: RepositoryRoute, read: Callable[[], T]) -> T:
         lock = self._locks.setdefault(route.checkout or "", asyncio.Lock())
         async with lock:  # one git at a time per clone: concurrent fetches fight over ref locks
@@ -159,6 +197,15 @@ class GitVersions:
     async def version(self, route: RepositoryRoute, commit: str, folder: str) -> str:
         """The app version in `<folder>/<version_file>` at `commit`."""
         return await self._locked(route, lambda: self._read_version(route, commit, folder))
+
+    async def changed_between(self, route: RepositoryRoute, before: str, after: str) -> list[str]:
+        """The paths that differ between two commits (a push whose payload does not list every commit)."""
+        return await self._locked(route, lambda: self._read_range(route, before, after))
+
+    async def merge(self, route: RepositoryRoute, commit: str) -> MergeCommit:
+        """What a merge commit brought into its branch: the paths changed against its first parent (the
+        branch before the merge), and when it was committed. Proves the commit exists, too."""
+        return await self._locked(route, lambda: self._read_merge(route, commit))
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:

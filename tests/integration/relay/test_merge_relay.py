@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,11 @@ ROUTED = [
     "acme/downgrade",
     "acme/limits",
     "acme/git-env",
+    "platform/web/shop",
+    "platform/web/long-push",
+    "platform/web/merged",
+    "platform/web/tokens",
+    "platform/web/unmerged",
 ]
 EVENT = "switchyard.git.merged"
 GIT_ENV = {
@@ -155,6 +160,17 @@ class Relay:
             headers["X-GitHub-Event"] = event
         headers["X-GitHub-Delivery"] = delivery or str(uuid.uuid4())
         return httpx.post(self.url + path, content=body, headers=headers, timeout=60)
+
+    def gitlab(
+        self, payload: Any, *, event: str | None = "Push Hook", token: str | None = SECRET, key: str | None = None
+    ) -> httpx.Response:
+        """As GitLab sends it: the secret token in X-Gitlab-Token, an Idempotency-Key per event."""
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key or str(uuid.uuid4())}
+        if event is not None:
+            headers["X-Gitlab-Event"] = event
+        if token is not None:
+            headers["X-Gitlab-Token"] = token
+        return httpx.post(self.url + "/webhooks/gitlab", json=payload, headers=headers, timeout=60)
 
 
 def relay_config(repository: Repository, **settings: Any) -> dict[str, Any]:
@@ -290,6 +306,141 @@ def generic(service: str, commit: str, **overrides: Any) -> dict[str, Any]:
         "ref": "refs/heads/main",
         "committed_at": "2026-11-21T08:00:00Z",
         **overrides,
+    }
+
+
+# GitLab's payloads, shaped after its documented examples
+# (https://docs.gitlab.com/user/project/integrations/webhook_events/, "Push events" and "Merge request
+# events"), with this repository's commits and paths filled in.
+
+
+def gitlab_project(path_with_namespace: str) -> dict[str, Any]:
+    name = path_with_namespace.rsplit("/", 1)[-1]
+    return {
+        "id": 15,
+        "name": name,
+        "description": "",
+        "web_url": f"http://example.com/{path_with_namespace}",
+        "avatar_url": None,
+        "git_ssh_url": f"git@example.com:{path_with_namespace}.git",
+        "git_http_url": f"http://example.com/{path_with_namespace}.git",
+        "namespace": path_with_namespace.split("/")[0],
+        "visibility_level": 0,
+        "path_with_namespace": path_with_namespace,
+        "default_branch": "main",
+        "homepage": f"http://example.com/{path_with_namespace}",
+        "url": f"git@example.com:{path_with_namespace}.git",
+        "ssh_url": f"git@example.com:{path_with_namespace}.git",
+        "http_url": f"http://example.com/{path_with_namespace}.git",
+    }
+
+
+def gitlab_commit(commit: str, *, modified: list[str], timestamp: str = "2012-01-03T23:36:29+02:00") -> dict[str, Any]:
+    return {
+        "id": commit,
+        "message": "fixed readme",
+        "title": "fixed readme",
+        "timestamp": timestamp,
+        "url": f"http://example.com/mike/diaspora/commit/{commit}",
+        "author": {"name": "GitLab dev user", "email": "gitlabdev@dv6700.(none)"},
+        "added": [],
+        "modified": modified,
+        "removed": [],
+    }
+
+
+def gitlab_push(
+    project: str,
+    before: str,
+    after: str,
+    commits: list[dict[str, Any]],
+    *,
+    total: int | None = None,
+    ref: str = "refs/heads/main",
+) -> dict[str, Any]:
+    return {
+        "object_kind": "push",
+        "event_name": "push",
+        "before": before,
+        "after": after,
+        "ref": ref,
+        "ref_protected": True,
+        "checkout_sha": after,
+        "user_id": 4,
+        "user_name": "John Smith",
+        "user_username": "jsmith",
+        "user_email": "john@example.com",
+        "user_avatar": "https://s.gravatar.com/avatar/d4c74594d841139328695756648b6bd6?s=80",
+        "project_id": 15,
+        "project": gitlab_project(project),
+        "repository": {
+            "name": project.rsplit("/", 1)[-1],
+            "url": f"git@example.com:{project}.git",
+            "description": "",
+            "homepage": f"http://example.com/{project}",
+            "git_http_url": f"http://example.com/{project}.git",
+            "git_ssh_url": f"git@example.com:{project}.git",
+            "visibility_level": 0,
+        },
+        "commits": commits,
+        "total_commits_count": len(commits) if total is None else total,
+    }
+
+
+def gitlab_merge_request(
+    project: str,
+    *,
+    action: str,
+    state: str,
+    merge_commit_sha: str | None,
+    last_commit: str,
+    target_branch: str = "main",
+) -> dict[str, Any]:
+    return {
+        "object_kind": "merge_request",
+        "event_type": "merge_request",
+        "user": {"id": 1, "name": "Administrator", "username": "root", "email": "admin@example.com"},
+        "project": gitlab_project(project),
+        "repository": {
+            "name": project.rsplit("/", 1)[-1],
+            "url": f"http://example.com/{project}.git",
+            "description": "",
+            "homepage": f"http://example.com/{project}",
+        },
+        "object_attributes": {
+            "id": 99,
+            "iid": 7,
+            "target_branch": target_branch,
+            "source_branch": "feature",
+            "source_project_id": 15,
+            "author_id": 51,
+            "title": "Beta: faster",
+            "created_at": "2026-11-20T08:00:00Z",
+            "updated_at": "2026-11-20T09:00:00Z",
+            "state_id": 3 if state == "merged" else 1,
+            "state": state,
+            "merge_commit_sha": merge_commit_sha,
+            "merge_status": "can_be_merged",
+            "target_project_id": 15,
+            "url": f"http://example.com/{project}/-/merge_requests/7",
+            "source": gitlab_project(project),
+            "target": gitlab_project(project),
+            "last_commit": {
+                "id": last_commit,
+                "message": "beta: faster",
+                "title": "beta: faster",
+                "timestamp": "2026-11-20T08:30:00+01:00",
+                "url": f"http://example.com/{project}/-/commit/{last_commit}",
+                "author": {"name": "GitLab dev user", "email": "gitlabdev@dv6700.(none)"},
+            },
+            "labels": [],
+            "action": action,
+            "detailed_merge_status": "mergeable",
+        },
+        "labels": [],
+        "changes": {},
+        "assignees": [],
+        "reviewers": [],
     }
 
 
@@ -481,7 +632,7 @@ def test_a_redelivery_is_a_duplicate_for_any_replica_and_any_restart_within_the_
 
     # A relay process started after the delivery (a restart, or another replica) knows it from
     # Prefect's store alone: the same delivery id, and the same merge under a new delivery id (a
-    # second webhook, say) are duplicates; nothing is emitted.
+    # second webhook, GitLab's push and merge-request hooks) are duplicates; nothing is emitted.
     with running_relay(tmp_path / "replica", prefect_api, relay_config(repository), name="replica") as replica:
         redelivered = replica.post("/webhooks/github", body, delivery=delivery)
         same_merge = replica.post("/webhooks/github", body, delivery=str(uuid.uuid4()))
@@ -635,8 +786,14 @@ def test_a_body_over_the_limit_is_refused_413_before_its_signature_is_checked(
     # chunked: no content-length to judge by, the relay stops reading at the limit
     chunked = httpx.post(relay.url + "/webhooks/github", content=iter([body]), headers=headers, timeout=60)
     unsigned = relay.post("/webhooks/github", None, raw=body, signature=None)
+    gitlab = httpx.post(
+        relay.url + "/webhooks/gitlab",
+        content=body,
+        headers={"Content-Type": "application/json", "X-Gitlab-Event": "Push Hook"},
+        timeout=60,
+    )
 
-    for answer in (signed, chunked, unsigned):
+    for answer in (signed, chunked, unsigned, gitlab):
         assert answer.status_code == 413, answer.text
         assert answer.json()["error"] == f"body over {2 * MIB} bytes: a merge webhook is smaller than that"
     nothing_emitted_for(relay, commit)
@@ -729,3 +886,152 @@ def test_no_git_on_the_relay_is_answered_422_naming_the_problem(fake_git_relay: 
     assert answer.status_code == 422, answer.text
     assert "the relay cannot run git (No such file or directory)" in answer.json()["error"]
     assert "install git or put it on the relay's PATH" in answer.json()["error"]
+
+
+# GitLab ---------------------------------------------------------------------------------------------------
+
+
+def test_a_gitlab_push_to_the_branch_emits_the_merge_event(relay: Relay, repository: Repository) -> None:
+    project = "platform/web/shop"
+    before = repository.head()
+    commit = repository.commit({"apps/alpha/VERSION": "2.0.0\n", "apps/alpha/app.py": "print('gl')\n"}, "gitlab")
+    key = str(uuid.uuid4())
+    payload = gitlab_push(project, before, commit, [gitlab_commit(commit, modified=["apps/alpha/app.py"])])
+
+    answer = relay.gitlab(payload, key=key)
+
+    assert answer.status_code == 202, answer.text
+    assert [(e["service"], e["app_version"]) for e in answer.json()["events"]] == [("alpha", "2.0.0")]
+    [event] = wait_for_commit(commit, repository=project)
+    assert event.payload == {
+        "service": "alpha",
+        "app_version": "2.0.0",
+        "commit": commit,
+        "repository": project,
+        "ref": "refs/heads/main",
+        "committed_at": "2012-01-03T21:36:29+00:00",
+    }
+    assert event.resource["switchyard.delivery"] == key
+    # GitLab retries with the same Idempotency-Key: a duplicate
+    again = relay.gitlab(payload, key=key)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate", again.text
+
+
+def test_a_gitlab_push_listing_only_the_newest_commits_reads_the_others_from_git(
+    relay: Relay, repository: Repository
+) -> None:
+    project = "platform/web/long-push"
+    before = repository.head()
+    beta = repository.commit({"apps/beta/VERSION": "2.2.0\n"}, "beta, first of the push", push=False)
+    docs = repository.commit({"README.md": "shop, again\n"}, "docs, last of the push")
+    # GitLab lists the newest 20 commits only; here the newest 1 of 2.
+    payload = gitlab_push(project, before, docs, [gitlab_commit(docs, modified=["README.md"])], total=2)
+
+    answer = relay.gitlab(payload)
+
+    assert answer.status_code == 202, answer.text
+    assert [(e["service"], e["app_version"]) for e in answer.json()["events"]] == [("beta", "2.2.0")]
+    assert beta != docs
+    wait_for_commit(docs, repository=project)
+
+
+def test_a_merged_gitlab_merge_request_emits_the_event_for_what_the_merge_brought_in(
+    relay: Relay, repository: Repository
+) -> None:
+    project = "platform/web/merged"
+    work = repository.work
+    git(work, "checkout", "--quiet", "-b", "feature")
+    feature = repository.commit(
+        {"apps/beta/VERSION": "2.3.0\n", "apps/beta/app.py": "print('b')\n"}, "beta", push=False
+    )
+    git(work, "checkout", "--quiet", "main")
+    # main moves on meanwhile (alpha): not part of what the merge brings in
+    repository.commit({"apps/alpha/app.py": "print('alpha, meanwhile')\n"}, "alpha meanwhile")
+    git(work, "merge", "--quiet", "--no-ff", "-m", "Merge branch 'feature' into 'main'", "feature")
+    git(work, "push", "--quiet", "origin", "HEAD:main")
+    merge_commit = repository.head()
+    committed = datetime.fromisoformat(git(work, "show", "-s", "--format=%cI", merge_commit)).astimezone(UTC)
+    payload = gitlab_merge_request(
+        project, action="merge", state="merged", merge_commit_sha=merge_commit, last_commit=feature
+    )
+
+    answer = relay.gitlab(payload, event="Merge Request Hook")
+
+    assert answer.status_code == 202, answer.text
+    assert [(e["service"], e["app_version"]) for e in answer.json()["events"]] == [("beta", "2.3.0")]
+    [event] = wait_for_commit(merge_commit, repository=project)
+    assert event.payload == {
+        "service": "beta",
+        "app_version": "2.3.0",
+        "commit": merge_commit,
+        "repository": project,
+        "ref": "refs/heads/main",
+        "committed_at": committed.isoformat(),
+    }
+    # The push of that merge (GitLab's other hook) is the same merge: relayed once.
+    pushed = relay.gitlab(
+        gitlab_push(project, feature, merge_commit, [gitlab_commit(merge_commit, modified=["apps/beta/VERSION"])])
+    )
+    assert pushed.status_code == 200 and pushed.json()["status"] == "duplicate", pushed.text
+
+
+def test_a_gitlab_delivery_without_the_right_token_is_refused_401_and_emits_nothing(
+    relay: Relay, repository: Repository
+) -> None:
+    project = "platform/web/tokens"
+    before = repository.head()
+    commit = repository.commit({"apps/alpha/VERSION": "2.1.0\n"}, "tokens")
+    payload = gitlab_push(project, before, commit, [gitlab_commit(commit, modified=["apps/alpha/VERSION"])])
+    github_style = hmac.new(SECRET.encode(), json.dumps(payload).encode(), hashlib.sha256).hexdigest()
+
+    missing = relay.gitlab(payload, token=None)
+    wrong = relay.gitlab(payload, token="not-the-secret-" + uuid.uuid4().hex)
+    prefix = relay.gitlab(payload, token=SECRET[:-1])
+    signed_instead = httpx.post(
+        relay.url + "/webhooks/gitlab",
+        json=payload,
+        headers={"X-Gitlab-Event": "Push Hook", "X-Hub-Signature-256": "sha256=" + github_style},
+        timeout=60,
+    )
+
+    assert missing.status_code == 401 and "missing token" in missing.json()["error"], missing.text
+    for answer in (wrong, prefix):
+        assert answer.status_code == 401 and "invalid token" in answer.json()["error"], answer.text
+    assert signed_instead.status_code == 401, signed_instead.text
+    for answer in (missing, wrong, prefix, signed_instead):
+        assert SECRET not in answer.text
+    nothing_emitted_for(relay, commit)
+    assert SECRET not in relay.log.read_text()
+
+
+def test_a_gitlab_merge_request_that_was_not_merged_into_the_branch_is_ignored_with_the_reason(
+    relay: Relay, repository: Repository
+) -> None:
+    project = "platform/web/unmerged"
+    commit = repository.commit({"apps/alpha/VERSION": "2.2.0\n"}, "unmerged")
+
+    def request(**fields: Any) -> httpx.Response:
+        settings = {"action": "merge", "state": "merged", "merge_commit_sha": commit, "last_commit": commit} | fields
+        return relay.gitlab(gitlab_merge_request(project, **settings), event="Merge Request Hook")
+
+    opened = request(action="open", state="opened", merge_commit_sha=None)
+    closed = request(action="close", state="closed", merge_commit_sha=None)
+    updated = request(action="update", state="opened", merge_commit_sha=None)
+    elsewhere = request(target_branch="release-1")
+    fast_forward = request(merge_commit_sha=None)
+    tag = relay.gitlab({"object_kind": "tag_push", "ref": "refs/tags/v1"}, event="Tag Push Hook")
+    no_kind = relay.gitlab({"object_kind": "push"}, event=None)
+
+    for answer in (opened, closed, updated, elsewhere, fast_forward, tag):
+        assert answer.status_code == 202 and answer.json()["status"] == "ignored", answer.text
+    assert opened.json()["reason"] == "merge request !7 was not merged (action 'open'): nothing to release"
+    assert closed.json()["reason"] == "merge request !7 was not merged (action 'close'): nothing to release"
+    assert "action 'update'" in updated.json()["reason"]
+    assert "merged into refs/heads/release-1, not refs/heads/main" in elsewhere.json()["reason"]
+    assert (
+        "without a merge commit (fast-forward): the push to refs/heads/main releases it"
+        in (fast_forward.json()["reason"])
+    )
+    assert "'Tag Push Hook' is not handled" in tag.json()["reason"]
+    assert no_kind.status_code == 400 and "X-Gitlab-Event" in no_kind.json()["error"]
+    nothing_emitted_for(relay, commit)

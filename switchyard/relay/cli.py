@@ -32,7 +32,7 @@ def _prefect_api_url() -> str:
     return str(url)
 
 
-app = typer.Typer(help="The merge-webhook relay: signed Git pushes -> Prefect merge events.")
+app = typer.Typer(help="The merge-webhook relay: signed Git merges (GitHub, GitLab) -> Prefect merge events.")
 
 
 @app.command()
@@ -48,7 +48,8 @@ def relay(
         typer.Option(help="File holding the webhook secret (default: $SWITCHYARD_RELAY_SECRET[_FILE])."),
     ] = None,
 ) -> None:
-    """Relay Git merges (GitHub push webhooks, or the generic shape) to Prefect as switchyard.git.merged events."""
+    """Relay Git merges (GitHub pushes, GitLab pushes and merged merge requests, or the generic shape) to Prefect
+    as switchyard.git.merged events."""
     import uvicorn
 
     from switchyard.relay.app import MergeRelay
@@ -75,7 +76,11 @@ def relay(
     bound = listener.getsockname()[1]
     routes = ", ".join(f"{name}: {sorted(r.services)}" for name, r in routing.repositories.items())
     typer.echo(f"switchyard relay listening on http://{host}:{bound} (refs/heads/{routing.branch}; {routes})")
-    typer.echo(f"  POST /webhooks/github (GitHub push), POST /webhooks/merge (generic); events go to {api_url}")
+    typer.echo(
+        "  POST /webhooks/github (GitHub push), /webhooks/gitlab (GitLab push, merged merge request), "
+        f"/webhooks/merge (generic); events go to {api_url}, duplicates looked up there for "
+        f"{routing.replay_window_days:g} days"
+    )
     server = uvicorn.Server(
         uvicorn.Config(MergeRelay(routing, secret).app(), log_level="info", access_log=True, lifespan="off")
     )

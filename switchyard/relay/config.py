@@ -1,4 +1,4 @@
-"""The relay's configuration: which branch ships, each repository's services, and the webhook secret."""
+"""The relay's configuration: which branch ships, each repository's services, its limits, and the webhook secret."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from switchyard.core.topology import check_name
 SECRET_ENV = "SWITCHYARD_RELAY_SECRET"
 SECRET_FILE_ENV = "SWITCHYARD_RELAY_SECRET_FILE"
 MIN_SECRET_LENGTH = 16
+
+# A merge webhook is small: GitHub's push payload for an ordinary merge is a few to a few hundred
+# kilobytes (GitLab lists at most 20 commits). The body is read, and HMAC'd, before the sender is
+# known to hold the secret, so the limit is what an unauthenticated sender can make the relay read
+# and hash per request; 2 MiB instead of GitHub's own 25 MB cap.
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
+# Prefect's default event retention (PREFECT_SERVER_EVENTS_RETENTION_PERIOD): the relay cannot
+# remember a delivery for longer than the server keeps its events.
+DEFAULT_REPLAY_WINDOW_DAYS = 7.0
 
 
 class RelaySetupError(ValueError):
@@ -76,6 +85,7 @@ class RelayConfig(BaseModel):
     In YAML (or JSON)::
 
         branch: main
+        replay_window_days: 7        # optional; see the fields below
         repositories:
           acme/shop:                 # repository.full_name; "*" matches any repository
             services: {sample: apps/sample}
@@ -87,6 +97,24 @@ class RelayConfig(BaseModel):
 
     branch: str = Field(default="main", description="only pushes to refs/heads/<branch> release")
     repositories: dict[str, RepositoryRoute]
+    replay_window_days: float = Field(
+        default=DEFAULT_REPLAY_WINDOW_DAYS,
+        gt=0,
+        le=366,
+        description=(
+            "how far back the relay looks in Prefect's event store for a delivery or merge it already relayed, "
+            "and for the newest version it emitted (default: Prefect's default event retention, 7 days)"
+        ),
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=64 * 1024,
+        le=25 * 1024 * 1024,
+        description="largest webhook body the relay reads (413 above it), checked before the signature",
+    )
+    git_timeout_s: float = Field(
+        default=60.0, gt=0, le=600, description="how long one git command (fetch, show, diff) may take (503 after)"
+    )
 
     @property
     def ref(self) -> str:

@@ -13,6 +13,7 @@ import hmac
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading

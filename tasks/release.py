@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict
 from blocks import load_environment, load_release_policy, load_service
 from switchyard.cloud.errors import CloudError, StaleStateError
 from switchyard.cloud.factory import cloud_for
-from switchyard.cloud.ports import Cloud
 from switchyard.core.canary import (
     AnalysisWindow,
     CanaryEvidence,
@@ -35,29 +34,27 @@ from switchyard.core.canary import (
     judge_canary,
     verify_split,
 )
-from switchyard.core.capacity import REGIONAL_VCPUS, shortfall
+from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import ReleaseRefused
+from switchyard.core.preflight import check_release, version_refusal
 from switchyard.core.rollout import (
     TAG_PHASE,
     TAG_PREVIOUS,
     TAG_RELEASE,
     TAG_RETIRE_AFTER,
     CanaryStep,
-    ImpossiblePlanError,
     Phase,
     PrepareIdle,
     ReleasePolicy,
     Strategy,
     canary_addresses_for,
-    plan_canary_steps,
     retirement,
     rollback_target,
 )
 from switchyard.core.state import ImageObservation, ScaleSetObservation, ServiceObservation
 from switchyard.core.topology import Color
-from switchyard.core.versions import ImageVersion, VersionError
 
 
 class ReleaseContext(ServiceContext):
@@ -181,101 +178,35 @@ class PreflightReport(BaseModel):
     checks: list[str]
 
 
-def _room_to_double(cloud: Cloud, additional_vms: int, checks: list[str]) -> list[str]:
-    """The new color runs beside the live one: the region's quota must hold both at once."""
-    try:
-        quota = cloud.scale_sets.compute_quota()
-    except CloudError as error:
-        return [f"cannot read the compute quota, so room for the new color is unknown: {error}"]
-    problems = shortfall(quota, additional_vms)
-    if not problems:
-        free = quota.usages[REGIONAL_VCPUS].free if REGIONAL_VCPUS in quota.usages else "unknown"
-        checks.append(
-            f"quota: room for {max(additional_vms, 0)} more {quota.vm_size} VM(s) in {quota.location} "
-            f"({free} regional vCPUs free)"
-        )
-    return problems
-
-
 @task(name="preflight checks", cache_policy=NO_CACHE)
 def preflight(context: ReleaseContext) -> PreflightReport:
     """Everything that can be known before the first change; every problem found is reported."""
     logger = get_run_logger()
+    refusal = version_refusal(context.image_version)
+    if refusal is not None:
+        raise ReleaseRefused(refusal)
     cloud = cloud_for(context)
-    problems: list[str] = []
-    checks: list[str] = []
-    version = context.image_version
-    try:
-        ImageVersion.from_gallery_version(version)
-    except VersionError as error:
-        raise ReleaseRefused(f"image version {version!r} is not a switchyard gallery version: {error}") from None
-
-    image = cloud.gallery.image_version(context.service.name, version)
-    if not image.exists:
-        available = sorted(v.gallery_version for v in cloud.gallery.image_versions(context.service.name))
-        problems.append(
-            f"image {context.service.name} {version} is not in gallery {context.environment.gallery} "
-            f"(published versions: {', '.join(available[-5:]) or 'none'}); build it with "
-            f"`switchyard image build {context.service.name} --app-version ...`"
-        )
-    else:
-        metadata = ImageMetadata.from_tags(image.tags)
-        if not metadata.scan_gate_passed:
-            problems.append(f"image {version} did not pass its scan gate; it can never be released")
-        else:
-            checks.append(f"image {version} passed its scan gate ({metadata.scan_summary_text()})")
-        if metadata.rolled_back:
-            problems.append(f"image {version} was rolled back before; publish a fixed version instead")
-        if not image.replicated:
-            problems.append(f"image {version} is not replicated everywhere yet: {image.replication or 'unknown'}")
-        else:
-            checks.append(f"image replicated to {', '.join(image.replication)}")
-
+    image = cloud.gallery.image_version(context.service.name, context.image_version)
+    # The published versions only matter to say what exists instead of a missing image.
+    published = [] if image.exists else [v.gallery_version for v in cloud.gallery.image_versions(context.service.name)]
     observed = cloud.observe(context.topology)
-    gateway = observed.gateway
-    live = observed.live_color
-    if not gateway.exists:
-        raise ReleaseRefused(
-            f"{context.topology.gateway} does not exist: provision {context.service.name} in "
-            f"{context.environment.name} first (`switchyard provision ...` or the provision deployment)"
-        )
-    if live is None or gateway.test_pool is None or gateway.production_pool == gateway.test_pool:
-        problems.append(
-            f"gateway {gateway.name} is inconsistent: production -> {gateway.production_pool}, "
-            f"test -> {gateway.test_pool}; run provision to repair it"
-        )
-    if observed.foreign_addresses:
-        problems.append(f"the live pool serves unknown addresses {observed.foreign_addresses}; run rollback")
-    plan: list[CanaryStep] = []
-    if live is not None:
-        live_set = observed.scale_set(live)
-        unhealthy = [a for a in live_set.addresses if gateway.pool_of(live).health.get(a) != "Up"]
-        if live_set.instances and unhealthy:
-            problems.append(f"live color {live.value} is not healthy: {', '.join(unhealthy)} not Up")
-        elif live_set.instances:
-            checks.append(f"live color {live.value}: {len(live_set.instances)} healthy instance(s)")
-        else:
-            checks.append(f"no live instances yet: first release of {context.service.name} here")
-        capacity = max(context.service.capacity, live_set.capacity)
-        problems += _room_to_double(cloud, capacity - observed.scale_set(live.other).capacity, checks)
-        if context.policy.strategy == Strategy.CANARY and live_set.instances:
-            try:
-                plan = plan_canary_steps(context.policy.canary_steps, len(live_set.instances), capacity)
-                checks += [f"canary step {step.describe()}" for step in plan]
-            except ImpossiblePlanError as error:
-                problems.append(str(error))
-    if problems:
-        message = "release refused before any change:\n- " + "\n- ".join(problems)
-        logger.error(message)
-        raise ReleaseRefused(message)
-    for check in checks:
+    quota: ComputeQuota | CloudError
+    try:
+        quota = cloud.scale_sets.compute_quota()
+    except CloudError as error:
+        quota = error
+    found = check_release(context, context.policy, image, published, observed, quota)
+    if found.refusal is not None:
+        logger.error(found.refusal)
+        raise ReleaseRefused(found.refusal)
+    for check in found.checks:
         logger.info("preflight: %s", check)
-    assert live is not None
+    assert found.live_color is not None  # no problem found: the gateway routes production somewhere
     return PreflightReport(
-        live_color=live,
-        live_image=observed.scale_set(live).runs_only,
-        canary_plan=plan,
-        checks=checks,
+        live_color=found.live_color,
+        live_image=found.live_image,
+        canary_plan=found.canary_plan,
+        checks=found.checks,
     )
 
 

@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.input import RunInput
 
+from switchyard.core.analysis import Analysis
 from switchyard.core.canary import CanaryOutcome
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary, StepAnalysis
@@ -50,7 +51,6 @@ from switchyard.core.rollout import (
 from switchyard.core.state import ServiceObservation
 from tasks.locks import LockBusy, hold_release_lock
 from tasks.release import (
-    Analysis,
     NothingToRollBackTo,
     ReleaseContext,
     analyse_canary,

@@ -23,13 +23,16 @@ from pydantic import BaseModel, ConfigDict
 from blocks import load_environment, load_release_policy, load_service
 from switchyard.cloud.errors import CloudError, StaleStateError
 from switchyard.cloud.factory import cloud_for
+from switchyard.core.analysis import (
+    Analysis,
+    CanarySides,
+    GoldenSignals,
+    WatchDecision,
+    canary_sides,
+    golden_signals,
+    watch_decision,
+)
 from switchyard.core.canary import (
-    AnalysisWindow,
-    CanaryEvidence,
-    CanaryOutcome,
-    CheckKind,
-    SideEvidence,
-    SplitCheck,
     Verdict,
     judge_canary,
     verify_split,
@@ -385,86 +388,64 @@ def clear_canary(context: ReleaseContext, observed: ServiceObservation) -> Servi
     return cloud.observe(context.topology, with_health=False)
 
 
-class Analysis(BaseModel):
-    verdict: Verdict
-    split: SplitCheck | None = None
-    decided_at: datetime
-    early: bool = False  # an SLO breach decided before the window ended
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict.outcome == CanaryOutcome.PASS and (self.split is None or self.split.matches)
-
-
-def _evidence(
-    context: ServiceContext,
-    observed: ServiceObservation,
-    canary_addresses: list[str],
-    baseline_color: Color,
-    canary_color: Color,
-    start: datetime,
-    end: datetime,
-) -> tuple[CanaryEvidence, int, int]:
+def _golden_signals(context: ServiceContext, sides: CanarySides, start: datetime, end: datetime) -> GoldenSignals:
     """Golden signals of both sides over [start, end): counts and CPU from metrics, latency from logs."""
-    cloud = cloud_for(context)
+    telemetry = cloud_for(context).telemetry
     topology = context.topology
-    canary_set = set(canary_addresses)
-    baseline_set = set(observed.scale_set(baseline_color).addresses) - canary_set
-    counts = cloud.telemetry.requests_by_backend(topology, start, end)
-    latency = cloud.telemetry.latency_by_backend(topology, start, end, topology.production_listener)
-    canary_vms = [i.name for i in observed.scale_set(canary_color).instances if i.private_ip in canary_set]
-
-    def side(color: Color, addresses: set[str], vm_names: list[str] | None) -> SideEvidence:
-        return SideEvidence(
-            color=color.value,
-            latency_ms=[ms for a in addresses for ms in latency.get(a, [])],
-            request_count=sum(counts[a].total for a in addresses if a in counts),
-            error_count=sum(counts[a].failed for a in addresses if a in counts),
-            cpu_percent=cloud.telemetry.cpu_percent(topology, color, start, end, vm_names),
-        )
-
-    baseline = side(baseline_color, baseline_set, None)
-    canary = side(canary_color, canary_set, canary_vms)
-    evidence = CanaryEvidence(window=AnalysisWindow(start=start, end=end), baseline=baseline, canary=canary)
-    total = sum(c.total for a, c in counts.items() if a in baseline_set | canary_set)
-    return evidence, canary.request_count, total
+    return golden_signals(
+        sides,
+        start,
+        end,
+        counts=telemetry.requests_by_backend(topology, start, end),
+        latency_ms=telemetry.latency_by_backend(topology, start, end, topology.production_listener),
+        baseline_cpu=telemetry.cpu_percent(topology, sides.baseline_color, start, end, None),
+        canary_cpu=telemetry.cpu_percent(topology, sides.canary_color, start, end, sides.canary_vm_names),
+    )
 
 
 def _watch(
     context: ReleaseContext,
-    observed: ServiceObservation,
-    canary_addresses: list[str],
-    baseline_color: Color,
-    canary_color: Color,
+    sides: CanarySides,
     window_s: float,
+    *,
+    start: datetime,
     compare: bool,
-    start: datetime | None = None,
-) -> tuple[Verdict, int, int, bool]:
-    """Judge at every check interval for certain SLO breaches; judge everything at the end.
-
-    The window runs from `start` (when the new version got its traffic) for `window_s` seconds."""
+    may_extend: bool,
+) -> tuple[Verdict, GoldenSignals, bool]:
+    """Look at every check interval (core's watch_decision says what each look means) until the
+    window that began at `start` is decided; (the verdict, its signals, whether it ended early)."""
     logger = get_run_logger()
     policy = context.policy
-    start = start or now()
     deadline = time.monotonic() + window_s - (now() - start).total_seconds()
+    extended = False
     # The first look comes soon: a bad version shows itself in its first requests.
     pause = min(0.1, policy.check_interval_s)
     while True:
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = policy.check_interval_s
-        end = now()
-        evidence, canary_requests, total = _evidence(
-            context, observed, canary_addresses, baseline_color, canary_color, start, end
+        signals = _golden_signals(context, sides, start, now())
+        verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
+        decision = watch_decision(
+            verdict, window_ended=time.monotonic() >= deadline, may_extend=may_extend and not extended
         )
-        verdict = judge_canary(evidence, policy.slo, compare_with_baseline=compare)
-        finished = time.monotonic() >= deadline
-        slo_breaches = [r for r in verdict.failing_reasons if r.check == CheckKind.SLO]
-        if slo_breaches and not finished:
+        if decision == WatchDecision.STOP_EARLY:
             logger.warning("SLO breach before the window ended: %s", verdict.summary)
-            return verdict, canary_requests, total, True
-        if finished:
-            return verdict, canary_requests, total, False
-        logger.info("analysing: %d canary / %d total requests, %s", canary_requests, total, verdict.summary)
+            return verdict, signals, True
+        if decision == WatchDecision.DECIDED:
+            return verdict, signals, False
+        if decision == WatchDecision.EXTEND:
+            # Same start, more data: the window becomes twice as long.
+            logger.info("inconclusive after %.0f s (%s): extending the window once", window_s, verdict.summary)
+            deadline += window_s
+            extended = True
+            pause = min(0.1, policy.check_interval_s)
+            continue
+        logger.info(
+            "analysing: %d canary / %d total requests, %s",
+            signals.canary_requests,
+            signals.total_requests,
+            verdict.summary,
+        )
 
 
 @task(name="analyse canary", cache_policy=NO_CACHE)
@@ -482,19 +463,17 @@ def analyse_canary(
     live = observed.live_color
     assert live is not None
     canary_addresses = split.canary_addresses if split else observed.canary_addresses
-    since = split.at if split else None
-    window = context.policy.analysis_window_s
-    start = since or now()
-    verdict, canary_requests, total, early = _watch(
-        context, observed, canary_addresses, live, live.other, window, compare=True, start=start
+    sides = canary_sides(observed, canary_addresses, live, live.other)
+    start = split.at if split else now()
+    verdict, signals, early = _watch(
+        context, sides, context.policy.analysis_window_s, start=start, compare=True, may_extend=True
     )
-    if not early and verdict.outcome == CanaryOutcome.INCONCLUSIVE:
-        # Too little data is never a pass: look as long again (same start, more data), then decide.
-        logger.info("inconclusive after %.0f s (%s): extending the window once", window, verdict.summary)
-        verdict, canary_requests, total, early = _watch(
-            context, observed, canary_addresses, live, live.other, 2 * window, compare=True, start=start
-        )
-    delivered = None if early else verify_split(step.share, canary_requests, total, context.policy.split_tolerance)
+    # An early stop has too few requests to verify a split with; the verdict decides alone.
+    delivered = (
+        None
+        if early
+        else verify_split(step.share, signals.canary_requests, signals.total_requests, context.policy.split_tolerance)
+    )
     analysis = Analysis(verdict=verdict, split=delivered, decided_at=now(), early=early)
     logger.info(
         "canary at %.1f%%: %s%s", step.share * 100, verdict.summary, f"; {delivered.reason}" if delivered else ""
@@ -538,9 +517,9 @@ def promote(context: ReleaseContext, to_color: Color, observed: ServiceObservati
 def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> Analysis:
     live = observed.live_color
     assert live is not None
-    addresses = observed.scale_set(live).addresses
-    verdict, _, _, early = _watch(
-        context, observed, addresses, live, live, context.policy.promoted_analysis_window_s, compare=False
+    sides = canary_sides(observed, observed.scale_set(live).addresses, live, live)
+    verdict, _, early = _watch(
+        context, sides, context.policy.promoted_analysis_window_s, start=now(), compare=False, may_extend=False
     )
     emit(context, "analysed-promoted", {"outcome": verdict.outcome.value, "summary": verdict.summary})
     return Analysis(verdict=verdict, decided_at=now(), early=early)

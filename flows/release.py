@@ -47,6 +47,7 @@ from switchyard.core.rollout import (
     Stop,
     Strategy,
     next_action,
+    reaches_users,
 )
 from switchyard.core.state import ServiceObservation
 from tasks.locks import LockBusy, hold_release_lock
@@ -165,15 +166,7 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
             return
         if isinstance(action, Stop):
             _stop(context, summary, observed, action.reason)
-        # Users see the new version once it serves in the live pool or production points at it.
-        exposed = (
-            bool(observed.canary_addresses)
-            or isinstance(action, SetSplit | Promote)
-            or (
-                observed.live_color is not None
-                and observed.scale_set(observed.live_color).runs_only == request.image_version
-            )
-        )
+        exposed = reaches_users(observed, action, request.image_version)
         if exposed and summary.first_user_request_at is None:
             summary.first_user_request_at = now()
         try:

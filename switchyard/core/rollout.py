@@ -349,6 +349,20 @@ def next_action(
     )
 
 
+def reaches_users(observed: ServiceObservation, action: Action, image_version: str) -> bool:
+    """Do users see `image_version` once `action` runs? From then on a failure rolls back instead
+    of just stopping.
+
+    They do when new instances serve in the live pool (a canary), when the action puts them there
+    (a split) or points production at them (the switch), or when production already runs it."""
+    live = observed.live_color
+    return (
+        bool(observed.canary_addresses)
+        or isinstance(action, SetSplit | Promote)
+        or (live is not None and observed.scale_set(live).runs_only == image_version)
+    )
+
+
 def retirement(observed: ServiceObservation, now: datetime) -> tuple[Color | None, str]:
     """Should the idle color scale to zero now? (the color, or None) and why.
 

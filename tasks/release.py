@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -58,6 +57,7 @@ from switchyard.core.rollout import (
 )
 from switchyard.core.state import ImageObservation, ScaleSetObservation, ServiceObservation
 from switchyard.core.topology import Color
+from switchyard.stages.smoke import run_smoke_tests
 
 
 class ReleaseContext(ServiceContext):
@@ -308,49 +308,21 @@ def smoke_test(context: ReleaseContext, color: Color) -> SmokeReport:
         raise VerificationFailed(f"the test listener routes to {observed.gateway.test_pool}, not {color.value}")
     instances = len(observed.scale_set(color).instances)
     address = cloud.router.frontend_address(context.topology)
-    base = f"http://{address}:{context.service.ports_in(context.environment.name).test}"
-    failures: list[str] = []
-    passed: list[str] = []
-    with httpx.Client(base_url=base, timeout=5.0) as http:
-        # Round robin over the pool: 2 requests per instance reach each of them.
-        for _ in range(2 * instances):
-            try:
-                response = http.get(context.service.health_path)
-                if response.status_code != 200:
-                    failures.append(f"GET {context.service.health_path} -> {response.status_code}")
-            except httpx.HTTPError as error:
-                failures.append(f"GET {context.service.health_path} -> {type(error).__name__}: {error}")
-        passed.append(f"{2 * instances}x GET {context.service.health_path}")
-        for _ in range(instances):
-            try:
-                served = http.get("/version").json().get("gallery_version")
-            except (httpx.HTTPError, ValueError) as error:
-                failures.append(f"GET /version -> {error}")
-                continue
-            if served != context.image_version:
-                failures.append(f"GET /version served {served!r}, expected {context.image_version}")
-        passed.append(f"/version serves {context.image_version}")
-        # Each check once per instance (round robin): a check is a promise every instance keeps.
-        for check in [c for c in context.policy.smoke_checks for _ in range(instances)]:
-            try:
-                response = http.request(check.method, check.path)
-            except httpx.HTTPError as error:
-                failures.append(f"{check.method} {check.path} -> {error}")
-                continue
-            if response.status_code != check.expect_status:
-                failures.append(
-                    f"{check.method} {check.path} -> {response.status_code}, expected {check.expect_status}"
-                )
-            elif check.expect_body_contains and check.expect_body_contains not in response.text:
-                failures.append(f"{check.method} {check.path}: body lacks {check.expect_body_contains!r}")
-            else:
-                passed.append(f"{check.method} {check.path} -> {check.expect_status}")
-    if failures:
-        raise SmokeTestFailed(f"smoke tests of {context.image_version} on {color.value} failed: " + "; ".join(failures))
-    for line in passed:
+    result = run_smoke_tests(
+        f"http://{address}:{context.service.ports_in(context.environment.name).test}",
+        instances=instances,
+        health_path=context.service.health_path,
+        image_version=context.image_version,
+        checks=context.policy.smoke_checks,
+    )
+    if not result.ok:
+        raise SmokeTestFailed(
+            f"smoke tests of {context.image_version} on {color.value} failed: " + "; ".join(result.failures)
+        )
+    for line in result.passed:
         logger.info("smoke: %s", line)
     emit(context, "smoke-tested", {"color": color.value, "image": context.image_version})
-    return SmokeReport(checks=passed)
+    return SmokeReport(checks=result.passed)
 
 
 class SplitSet(BaseModel):

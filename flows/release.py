@@ -30,6 +30,7 @@ from switchyard.core.analysis import Analysis
 from switchyard.core.canary import CanaryOutcome
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary, StepAnalysis
+from switchyard.core.reports import release_report
 from switchyard.core.rollout import (
     Action,
     Analyse,
@@ -122,11 +123,8 @@ def release(
 def _publish_summary(context: ReleaseContext, summary: ReleaseSummary) -> None:
     """The Markdown summary in the Prefect UI (one artifact key per service and environment)."""
     summary.finished_at = now()
-    create_markdown_artifact(
-        key=_artifact_key(context),
-        markdown=summary.markdown(),
-        description=f"Release of {summary.service} {summary.image_version} to {summary.environment}: {summary.outcome}",
-    )
+    report = release_report(summary)
+    create_markdown_artifact(key=_artifact_key(context), markdown=report.markdown, description=report.description)
 
 
 @contextmanager

@@ -31,11 +31,7 @@ from switchyard.core.analysis import (
     golden_signals,
     watch_decision,
 )
-from switchyard.core.canary import (
-    Verdict,
-    judge_canary,
-    verify_split,
-)
+from switchyard.core.canary import Verdict, judge_canary, verify_split
 from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata

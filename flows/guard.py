@@ -25,7 +25,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from tasks.guard import GuardReport, guard_markdown, live_release_heartbeat, remove_canary
+from switchyard.core.guard import GuardReport
+from switchyard.core.reports import guard_report
+from tasks.guard import live_release_heartbeat, remove_canary
 from tasks.provision import load_service_context
 from tasks.release import emit, now, observe_service
 
@@ -70,9 +72,8 @@ def restore_stable_traffic(service: str, environment: str, reason: str = DEFAULT
             "at": now().isoformat(),
         },
     )
+    artifact = guard_report(report)
     create_markdown_artifact(
-        key=f"guard-{service}-{environment}",
-        markdown=guard_markdown(report),
-        description=f"Release guard of {service} in {environment}: {report.action}",
+        key=f"guard-{service}-{environment}", markdown=artifact.markdown, description=artifact.description
     )
     return report

@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from blocks import load_recipe, load_scan_policy
 from switchyard.core.config import FaultProfile, ServiceContext
+from switchyard.core.reports import Report, image_report, scan_gate_stop_report
 from tasks.images import (
     PublishedImage,
     build_image,
@@ -62,9 +63,8 @@ def image_pipeline(
         force,
     )
     if plan.reuse is not None:
-        published = PublishedImage.of(plan.reuse, reused=True)
-        _report(published, None, reused=True)
-        return published
+        _publish(f"image-{service}", image_report(plan.reuse, reused=True))
+        return PublishedImage.of(plan.reuse, reused=True)
 
     template = template_of(recipe)
     validate_inputs(context, plan, template)
@@ -74,16 +74,11 @@ def image_pipeline(
     production_version, baseline = production_baseline(production)
     result = gate(plan, scan, scanning, baseline)
     if not result.passed:
-        create_markdown_artifact(
-            key=f"image-{service}",
-            markdown=f"# {service} {plan.gallery_version}: stopped at the scan gate\n\nNothing was published.\n\n"
-            + result.to_markdown(),
-            description=f"{service} {plan.gallery_version} failed its scan gate",
-        )
+        _publish(f"image-{service}", scan_gate_stop_report(service, plan.gallery_version, result))
         raise gate_failure(plan, result)
     metadata = publish(context, plan, image, scan, result)
     published = PublishedImage.of(metadata, reused=False)
-    _report(published, result.to_markdown(), reused=False, production=production_version)
+    _publish(f"image-{service}", image_report(metadata, reused=False, production=production_version, gate=result))
     logger.info("published %s %s", service, published.gallery_version)
     return published
 
@@ -97,27 +92,5 @@ def _production_context(service: str, environment: str | None) -> ServiceContext
         return None  # the service is not deployed there: no baseline
 
 
-def _report(
-    published: PublishedImage, gate_markdown: str | None, *, reused: bool, production: str | None = None
-) -> None:
-    rows = "\n".join(
-        f"| {kind} | "
-        + " | ".join(str(counts.get(s, 0)) for s in ("CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN"))
-        + " |"
-        for kind, counts in published.scan.items()
-    )
-    markdown = (
-        f"# {published.service} {published.gallery_version}: {'reused' if reused else 'published'}\n\n"
-        f"| | |\n|---|---|\n| base | {published.base} |\n| patch level | {published.patch_level} |\n"
-        f"| app version | {published.app_version} |\n| commit | `{published.git_commit}` |\n"
-        f"| production runs | {production or '-'} |\n\n"
-        "## Scan summary\n\n| kind | critical | high | medium | low | unknown |\n|---|---|---|---|---|---|\n"
-        f"{rows}\n"
-    )
-    if gate_markdown:
-        markdown += "\n" + gate_markdown
-    create_markdown_artifact(
-        key=f"image-{published.service}",
-        markdown=markdown,
-        description=f"{published.service} {published.gallery_version}",
-    )
+def _publish(key: str, report: Report) -> None:
+    create_markdown_artifact(key=key, markdown=report.markdown, description=report.description)

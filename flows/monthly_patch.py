@@ -14,19 +14,19 @@ outcome. The run fails when any service failed, after every service had its turn
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
 
 from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import BaseModel
 
 from flows.image_pipeline import image_pipeline
 from flows.release_on_merge import DEFAULT_ENVIRONMENTS, release_through
+from switchyard.core.reports import monthly_patch_report
+from switchyard.core.routine import ServicePatch, StageOutcome, chain_failure
 from tasks.history import change_tags
-from tasks.routine import STAGE_ICONS, StageOutcome, chain_failure, check_environments, fleet_services, production_image
+from tasks.routine import check_environments, fleet_services, production_image
 
 # Builds and releases of different services are independent; a few at a time keeps one machine's
 # Packer builds and the Prefect database (SQLite locally) comfortable.
@@ -35,15 +35,6 @@ MAX_PARALLEL = 4
 
 class MonthlyPatchFailed(Exception):
     """At least one service could not be patched; the artifact says which and why."""
-
-
-class ServicePatch(BaseModel):
-    service: str
-    result: Literal["patched", "skipped", "failed"]
-    detail: str = ""
-    old_version: str | None = None
-    new_version: str | None = None
-    stages: list[StageOutcome] = []
 
 
 @task(name="patch one service", cache_policy=NO_CACHE)
@@ -120,32 +111,5 @@ def monthly_patch(
 
 
 def _publish(results: list[ServicePatch], environments: list[str]) -> None:
-    header = "| Service | Production before | Patched image | " + " | ".join(environments) + " | Result |"
-    lines = [
-        f"# Monthly patch, {datetime.now(UTC):%B %Y}",
-        "",
-        header,
-        "|---" * (len(environments) + 4) + "|",
-    ]
-    for patch in results:
-        by_environment = {stage.environment: stage for stage in patch.stages}
-        cells = []
-        for environment in environments:
-            stage = by_environment.get(environment)
-            cells.append(f"{STAGE_ICONS[stage.outcome]} {stage.outcome}" if stage else "-")
-        detail = patch.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| {patch.service} | {patch.old_version or '-'} | {patch.new_version or '-'} | "
-            + " | ".join(cells)
-            + f" | **{patch.result}**: {detail} |"
-        )
-    counts = {kind: sum(1 for r in results if r.result == kind) for kind in ("patched", "skipped", "failed")}
-    tally = f"{counts['patched']} patched, {counts['skipped']} skipped, {counts['failed']} failed"
-    lines += ["", f"{tally}."]
-    failures = [(p.service, s) for p in results for s in p.stages if s.outcome in ("failed", "rolled-back")]
-    if failures:
-        lines += ["", "## Failures", ""]
-        lines += [f"- **{service}** in {stage.environment}: {stage.detail}" for service, stage in failures]
-    create_markdown_artifact(
-        key="monthly-patch", markdown="\n".join(lines) + "\n", description=f"Monthly patch: {tally}"
-    )
+    report = monthly_patch_report(results, environments, datetime.now(UTC))
+    create_markdown_artifact(key="monthly-patch", markdown=report.markdown, description=report.description)

@@ -26,9 +26,11 @@ from prefect import flow, get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.input import RunInput
 
+from switchyard.core.analysis import Analysis
 from switchyard.core.canary import CanaryOutcome
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary, StepAnalysis
+from switchyard.core.reports import release_report
 from switchyard.core.rollout import (
     Action,
     Analyse,
@@ -46,11 +48,11 @@ from switchyard.core.rollout import (
     Stop,
     Strategy,
     next_action,
+    reaches_users,
 )
 from switchyard.core.state import ServiceObservation
 from tasks.locks import LockBusy, hold_release_lock
 from tasks.release import (
-    Analysis,
     NothingToRollBackTo,
     ReleaseContext,
     analyse_canary,
@@ -121,11 +123,8 @@ def release(
 def _publish_summary(context: ReleaseContext, summary: ReleaseSummary) -> None:
     """The Markdown summary in the Prefect UI (one artifact key per service and environment)."""
     summary.finished_at = now()
-    create_markdown_artifact(
-        key=_artifact_key(context),
-        markdown=summary.markdown(),
-        description=f"Release of {summary.service} {summary.image_version} to {summary.environment}: {summary.outcome}",
-    )
+    report = release_report(summary)
+    create_markdown_artifact(key=_artifact_key(context), markdown=report.markdown, description=report.description)
 
 
 @contextmanager
@@ -165,15 +164,7 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
             return
         if isinstance(action, Stop):
             _stop(context, summary, observed, action.reason)
-        # Users see the new version once it serves in the live pool or production points at it.
-        exposed = (
-            bool(observed.canary_addresses)
-            or isinstance(action, SetSplit | Promote)
-            or (
-                observed.live_color is not None
-                and observed.scale_set(observed.live_color).runs_only == request.image_version
-            )
-        )
+        exposed = reaches_users(observed, action, request.image_version)
         if exposed and summary.first_user_request_at is None:
             summary.first_user_request_at = now()
         try:

@@ -20,24 +20,21 @@ from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel
 
 from flows.image_pipeline import image_pipeline
 from flows.release import release
 from switchyard.core.outcomes import MergeRefused, ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
+from switchyard.core.reports import merge_report
+from switchyard.core.routine import MergeRelease, StageOutcome, StageResult, chain_failure
 from switchyard.core.versions import AppVersion, versions_not_moving_forward
 from tasks.history import change_tags
 from tasks.routine import (
-    StageOutcome,
-    StageResult,
-    chain_failure,
     check_app_version,
     check_commit,
     check_committed_at,
     check_environments,
     production_image,
-    stages_markdown,
 )
 
 DEFAULT_ENVIRONMENTS = ["staging", "production"]
@@ -45,15 +42,6 @@ DEFAULT_ENVIRONMENTS = ["staging", "production"]
 
 class ReleaseChainFailed(Exception):
     """A stage of the chain did not go live; the later stages were not run."""
-
-
-class MergeRelease(BaseModel):
-    service: str
-    app_version: str
-    git_commit: str
-    committed_at: datetime | None
-    image_version: str | None
-    stages: list[StageOutcome]
 
 
 def release_through(service: str, image_version: str, environments: list[str]) -> list[StageOutcome]:
@@ -165,18 +153,5 @@ def _refuse_unless_newer(service: str, app_version: str, git_commit: str, enviro
 
 
 def _publish(result: MergeRelease, problem: str) -> None:
-    committed = result.committed_at.isoformat() if result.committed_at else "unknown"
-    markdown = (
-        f"# Merge of {result.service} at `{result.git_commit[:12]}`\n\n"
-        f"| | |\n|---|---|\n| app version | {result.app_version} |\n| commit | `{result.git_commit}` |\n"
-        f"| committed at | {committed} |\n| image | {result.image_version or '-'} |\n\n"
-        + (f"**{problem}**\n\n" if problem else "")
-        + stages_markdown(result.stages)
-    )
-    failed = chain_failure(result.stages)
-    create_markdown_artifact(
-        key=f"merge-{result.service}",
-        markdown=markdown,
-        description=f"{result.service} {result.git_commit[:12]}: "
-        + (f"stopped in {failed.environment}" if failed else "problem" if problem else "released"),
-    )
+    report = merge_report(result, problem)
+    create_markdown_artifact(key=f"merge-{result.service}", markdown=report.markdown, description=report.description)

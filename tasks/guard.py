@@ -16,33 +16,17 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
-from pydantic import BaseModel
 
 from switchyard.cloud.errors import StaleStateError
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import ServiceContext
+from switchyard.core.guard import GuardReport
 from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase
 from switchyard.core.state import ServiceObservation
 from tasks.release import FINISHED_EVENT, HEARTBEAT_EVENT, VerificationFailed, now
 
 # A live release beats every 5 s; three missed beats is silence, one seen in this window is life.
 LIVE_HEARTBEAT_WINDOW_S = 15.0
-
-
-class GuardReport(BaseModel):
-    """What the guard saw and did; the flow turns it into an event and a Markdown artifact."""
-
-    service: str
-    environment: str
-    reason: str
-    acted: bool
-    action: str
-    live_color: str | None
-    removed_addresses: list[str] = []
-    abandoned_release: str | None = None  # the image the dead release was rolling out (gateway tag)
-    live_heartbeat_at: datetime | None = None  # a release is alive: its last heartbeat
-    observed_at: datetime
-    restored_at: datetime | None = None
 
 
 def service_resource_id(service: str, environment: str) -> str:
@@ -120,31 +104,3 @@ def remove_canary(context: ServiceContext, reason: str) -> GuardReport:
     )
     logger.warning("guard: %s (%s)", report.action, reason)
     return report
-
-
-def guard_markdown(report: GuardReport) -> str:
-    """The artifact people read in the Prefect UI."""
-    title = "restored the stable color" if report.acted else "nothing to do"
-    lines = [
-        f"# Release guard of {report.service} in {report.environment}: {title}",
-        "",
-        f"**Why the guard ran:** {report.reason}",
-        "",
-        f"**What it did:** {report.action}",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| live color (unchanged) | {report.live_color or '-'} |",
-        f"| canary instances removed | {', '.join(report.removed_addresses) or '-'} |",
-        f"| release it interrupted | {report.abandoned_release or '-'} |",
-        f"| observed at | {report.observed_at.isoformat()} |",
-        f"| traffic restored at | {report.restored_at.isoformat() if report.restored_at else '-'} |",
-    ]
-    if report.live_heartbeat_at:
-        lines.append(f"| live release heartbeat | {report.live_heartbeat_at.isoformat()} |")
-    lines += [
-        "",
-        "The guard never switches colors and does not mark the image rolled back: the release died, "
-        "it was not judged. Run the release again to continue it, or `switchyard rollback` to undo a promotion.",
-    ]
-    return "\n".join(lines) + "\n"

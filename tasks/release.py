@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -23,41 +22,38 @@ from pydantic import BaseModel, ConfigDict
 from blocks import load_environment, load_release_policy, load_service
 from switchyard.cloud.errors import CloudError, StaleStateError
 from switchyard.cloud.factory import cloud_for
-from switchyard.cloud.ports import Cloud
-from switchyard.core.canary import (
-    AnalysisWindow,
-    CanaryEvidence,
-    CanaryOutcome,
-    CheckKind,
-    SideEvidence,
-    SplitCheck,
-    Verdict,
-    judge_canary,
-    verify_split,
+from switchyard.core.analysis import (
+    Analysis,
+    CanarySides,
+    GoldenSignals,
+    WatchDecision,
+    canary_sides,
+    golden_signals,
+    watch_decision,
 )
-from switchyard.core.capacity import REGIONAL_VCPUS, shortfall
+from switchyard.core.canary import Verdict, judge_canary, verify_split
+from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import ReleaseRefused
+from switchyard.core.preflight import check_release, version_refusal
 from switchyard.core.rollout import (
     TAG_PHASE,
     TAG_PREVIOUS,
     TAG_RELEASE,
     TAG_RETIRE_AFTER,
     CanaryStep,
-    ImpossiblePlanError,
     Phase,
     PrepareIdle,
     ReleasePolicy,
     Strategy,
     canary_addresses_for,
-    plan_canary_steps,
     retirement,
     rollback_target,
 )
 from switchyard.core.state import ImageObservation, ScaleSetObservation, ServiceObservation
 from switchyard.core.topology import Color
-from switchyard.core.versions import ImageVersion, VersionError
+from switchyard.stages.smoke import run_smoke_tests
 
 
 class ReleaseContext(ServiceContext):
@@ -181,101 +177,35 @@ class PreflightReport(BaseModel):
     checks: list[str]
 
 
-def _room_to_double(cloud: Cloud, additional_vms: int, checks: list[str]) -> list[str]:
-    """The new color runs beside the live one: the region's quota must hold both at once."""
-    try:
-        quota = cloud.scale_sets.compute_quota()
-    except CloudError as error:
-        return [f"cannot read the compute quota, so room for the new color is unknown: {error}"]
-    problems = shortfall(quota, additional_vms)
-    if not problems:
-        free = quota.usages[REGIONAL_VCPUS].free if REGIONAL_VCPUS in quota.usages else "unknown"
-        checks.append(
-            f"quota: room for {max(additional_vms, 0)} more {quota.vm_size} VM(s) in {quota.location} "
-            f"({free} regional vCPUs free)"
-        )
-    return problems
-
-
 @task(name="preflight checks", cache_policy=NO_CACHE)
 def preflight(context: ReleaseContext) -> PreflightReport:
     """Everything that can be known before the first change; every problem found is reported."""
     logger = get_run_logger()
+    refusal = version_refusal(context.image_version)
+    if refusal is not None:
+        raise ReleaseRefused(refusal)
     cloud = cloud_for(context)
-    problems: list[str] = []
-    checks: list[str] = []
-    version = context.image_version
-    try:
-        ImageVersion.from_gallery_version(version)
-    except VersionError as error:
-        raise ReleaseRefused(f"image version {version!r} is not a switchyard gallery version: {error}") from None
-
-    image = cloud.gallery.image_version(context.service.name, version)
-    if not image.exists:
-        available = sorted(v.gallery_version for v in cloud.gallery.image_versions(context.service.name))
-        problems.append(
-            f"image {context.service.name} {version} is not in gallery {context.environment.gallery} "
-            f"(published versions: {', '.join(available[-5:]) or 'none'}); build it with "
-            f"`switchyard image build {context.service.name} --app-version ...`"
-        )
-    else:
-        metadata = ImageMetadata.from_tags(image.tags)
-        if not metadata.scan_gate_passed:
-            problems.append(f"image {version} did not pass its scan gate; it can never be released")
-        else:
-            checks.append(f"image {version} passed its scan gate ({metadata.scan_summary_text()})")
-        if metadata.rolled_back:
-            problems.append(f"image {version} was rolled back before; publish a fixed version instead")
-        if not image.replicated:
-            problems.append(f"image {version} is not replicated everywhere yet: {image.replication or 'unknown'}")
-        else:
-            checks.append(f"image replicated to {', '.join(image.replication)}")
-
+    image = cloud.gallery.image_version(context.service.name, context.image_version)
+    # The published versions only matter to say what exists instead of a missing image.
+    published = [] if image.exists else [v.gallery_version for v in cloud.gallery.image_versions(context.service.name)]
     observed = cloud.observe(context.topology)
-    gateway = observed.gateway
-    live = observed.live_color
-    if not gateway.exists:
-        raise ReleaseRefused(
-            f"{context.topology.gateway} does not exist: provision {context.service.name} in "
-            f"{context.environment.name} first (`switchyard provision ...` or the provision deployment)"
-        )
-    if live is None or gateway.test_pool is None or gateway.production_pool == gateway.test_pool:
-        problems.append(
-            f"gateway {gateway.name} is inconsistent: production -> {gateway.production_pool}, "
-            f"test -> {gateway.test_pool}; run provision to repair it"
-        )
-    if observed.foreign_addresses:
-        problems.append(f"the live pool serves unknown addresses {observed.foreign_addresses}; run rollback")
-    plan: list[CanaryStep] = []
-    if live is not None:
-        live_set = observed.scale_set(live)
-        unhealthy = [a for a in live_set.addresses if gateway.pool_of(live).health.get(a) != "Up"]
-        if live_set.instances and unhealthy:
-            problems.append(f"live color {live.value} is not healthy: {', '.join(unhealthy)} not Up")
-        elif live_set.instances:
-            checks.append(f"live color {live.value}: {len(live_set.instances)} healthy instance(s)")
-        else:
-            checks.append(f"no live instances yet: first release of {context.service.name} here")
-        capacity = max(context.service.capacity, live_set.capacity)
-        problems += _room_to_double(cloud, capacity - observed.scale_set(live.other).capacity, checks)
-        if context.policy.strategy == Strategy.CANARY and live_set.instances:
-            try:
-                plan = plan_canary_steps(context.policy.canary_steps, len(live_set.instances), capacity)
-                checks += [f"canary step {step.describe()}" for step in plan]
-            except ImpossiblePlanError as error:
-                problems.append(str(error))
-    if problems:
-        message = "release refused before any change:\n- " + "\n- ".join(problems)
-        logger.error(message)
-        raise ReleaseRefused(message)
-    for check in checks:
+    quota: ComputeQuota | CloudError
+    try:
+        quota = cloud.scale_sets.compute_quota()
+    except CloudError as error:
+        quota = error
+    found = check_release(context, context.policy, image, published, observed, quota)
+    if found.refusal is not None:
+        logger.error(found.refusal)
+        raise ReleaseRefused(found.refusal)
+    for check in found.checks:
         logger.info("preflight: %s", check)
-    assert live is not None
+    assert found.live_color is not None  # no problem found: the gateway routes production somewhere
     return PreflightReport(
-        live_color=live,
-        live_image=observed.scale_set(live).runs_only,
-        canary_plan=plan,
-        checks=checks,
+        live_color=found.live_color,
+        live_image=found.live_image,
+        canary_plan=found.canary_plan,
+        checks=found.checks,
     )
 
 
@@ -374,49 +304,21 @@ def smoke_test(context: ReleaseContext, color: Color) -> SmokeReport:
         raise VerificationFailed(f"the test listener routes to {observed.gateway.test_pool}, not {color.value}")
     instances = len(observed.scale_set(color).instances)
     address = cloud.router.frontend_address(context.topology)
-    base = f"http://{address}:{context.service.ports_in(context.environment.name).test}"
-    failures: list[str] = []
-    passed: list[str] = []
-    with httpx.Client(base_url=base, timeout=5.0) as http:
-        # Round robin over the pool: 2 requests per instance reach each of them.
-        for _ in range(2 * instances):
-            try:
-                response = http.get(context.service.health_path)
-                if response.status_code != 200:
-                    failures.append(f"GET {context.service.health_path} -> {response.status_code}")
-            except httpx.HTTPError as error:
-                failures.append(f"GET {context.service.health_path} -> {type(error).__name__}: {error}")
-        passed.append(f"{2 * instances}x GET {context.service.health_path}")
-        for _ in range(instances):
-            try:
-                served = http.get("/version").json().get("gallery_version")
-            except (httpx.HTTPError, ValueError) as error:
-                failures.append(f"GET /version -> {error}")
-                continue
-            if served != context.image_version:
-                failures.append(f"GET /version served {served!r}, expected {context.image_version}")
-        passed.append(f"/version serves {context.image_version}")
-        # Each check once per instance (round robin): a check is a promise every instance keeps.
-        for check in [c for c in context.policy.smoke_checks for _ in range(instances)]:
-            try:
-                response = http.request(check.method, check.path)
-            except httpx.HTTPError as error:
-                failures.append(f"{check.method} {check.path} -> {error}")
-                continue
-            if response.status_code != check.expect_status:
-                failures.append(
-                    f"{check.method} {check.path} -> {response.status_code}, expected {check.expect_status}"
-                )
-            elif check.expect_body_contains and check.expect_body_contains not in response.text:
-                failures.append(f"{check.method} {check.path}: body lacks {check.expect_body_contains!r}")
-            else:
-                passed.append(f"{check.method} {check.path} -> {check.expect_status}")
-    if failures:
-        raise SmokeTestFailed(f"smoke tests of {context.image_version} on {color.value} failed: " + "; ".join(failures))
-    for line in passed:
+    result = run_smoke_tests(
+        f"http://{address}:{context.service.ports_in(context.environment.name).test}",
+        instances=instances,
+        health_path=context.service.health_path,
+        image_version=context.image_version,
+        checks=context.policy.smoke_checks,
+    )
+    if not result.ok:
+        raise SmokeTestFailed(
+            f"smoke tests of {context.image_version} on {color.value} failed: " + "; ".join(result.failures)
+        )
+    for line in result.passed:
         logger.info("smoke: %s", line)
     emit(context, "smoke-tested", {"color": color.value, "image": context.image_version})
-    return SmokeReport(checks=passed)
+    return SmokeReport(checks=result.passed)
 
 
 class SplitSet(BaseModel):
@@ -454,86 +356,64 @@ def clear_canary(context: ReleaseContext, observed: ServiceObservation) -> Servi
     return cloud.observe(context.topology, with_health=False)
 
 
-class Analysis(BaseModel):
-    verdict: Verdict
-    split: SplitCheck | None = None
-    decided_at: datetime
-    early: bool = False  # an SLO breach decided before the window ended
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict.outcome == CanaryOutcome.PASS and (self.split is None or self.split.matches)
-
-
-def _evidence(
-    context: ServiceContext,
-    observed: ServiceObservation,
-    canary_addresses: list[str],
-    baseline_color: Color,
-    canary_color: Color,
-    start: datetime,
-    end: datetime,
-) -> tuple[CanaryEvidence, int, int]:
+def _golden_signals(context: ServiceContext, sides: CanarySides, start: datetime, end: datetime) -> GoldenSignals:
     """Golden signals of both sides over [start, end): counts and CPU from metrics, latency from logs."""
-    cloud = cloud_for(context)
+    telemetry = cloud_for(context).telemetry
     topology = context.topology
-    canary_set = set(canary_addresses)
-    baseline_set = set(observed.scale_set(baseline_color).addresses) - canary_set
-    counts = cloud.telemetry.requests_by_backend(topology, start, end)
-    latency = cloud.telemetry.latency_by_backend(topology, start, end, topology.production_listener)
-    canary_vms = [i.name for i in observed.scale_set(canary_color).instances if i.private_ip in canary_set]
-
-    def side(color: Color, addresses: set[str], vm_names: list[str] | None) -> SideEvidence:
-        return SideEvidence(
-            color=color.value,
-            latency_ms=[ms for a in addresses for ms in latency.get(a, [])],
-            request_count=sum(counts[a].total for a in addresses if a in counts),
-            error_count=sum(counts[a].failed for a in addresses if a in counts),
-            cpu_percent=cloud.telemetry.cpu_percent(topology, color, start, end, vm_names),
-        )
-
-    baseline = side(baseline_color, baseline_set, None)
-    canary = side(canary_color, canary_set, canary_vms)
-    evidence = CanaryEvidence(window=AnalysisWindow(start=start, end=end), baseline=baseline, canary=canary)
-    total = sum(c.total for a, c in counts.items() if a in baseline_set | canary_set)
-    return evidence, canary.request_count, total
+    return golden_signals(
+        sides,
+        start,
+        end,
+        counts=telemetry.requests_by_backend(topology, start, end),
+        latency_ms=telemetry.latency_by_backend(topology, start, end, topology.production_listener),
+        baseline_cpu=telemetry.cpu_percent(topology, sides.baseline_color, start, end, None),
+        canary_cpu=telemetry.cpu_percent(topology, sides.canary_color, start, end, sides.canary_vm_names),
+    )
 
 
 def _watch(
     context: ReleaseContext,
-    observed: ServiceObservation,
-    canary_addresses: list[str],
-    baseline_color: Color,
-    canary_color: Color,
+    sides: CanarySides,
     window_s: float,
+    *,
+    start: datetime,
     compare: bool,
-    start: datetime | None = None,
-) -> tuple[Verdict, int, int, bool]:
-    """Judge at every check interval for certain SLO breaches; judge everything at the end.
-
-    The window runs from `start` (when the new version got its traffic) for `window_s` seconds."""
+    may_extend: bool,
+) -> tuple[Verdict, GoldenSignals, bool]:
+    """Look at every check interval (core's watch_decision says what each look means) until the
+    window that began at `start` is decided; (the verdict, its signals, whether it ended early)."""
     logger = get_run_logger()
     policy = context.policy
-    start = start or now()
     deadline = time.monotonic() + window_s - (now() - start).total_seconds()
+    extended = False
     # The first look comes soon: a bad version shows itself in its first requests.
     pause = min(0.1, policy.check_interval_s)
     while True:
         time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         pause = policy.check_interval_s
-        end = now()
-        evidence, canary_requests, total = _evidence(
-            context, observed, canary_addresses, baseline_color, canary_color, start, end
+        signals = _golden_signals(context, sides, start, now())
+        verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
+        decision = watch_decision(
+            verdict, window_ended=time.monotonic() >= deadline, may_extend=may_extend and not extended
         )
-        verdict = judge_canary(evidence, policy.slo, compare_with_baseline=compare)
-        finished = time.monotonic() >= deadline
-        slo_breaches = [r for r in verdict.failing_reasons if r.check == CheckKind.SLO]
-        if slo_breaches and not finished:
+        if decision == WatchDecision.STOP_EARLY:
             logger.warning("SLO breach before the window ended: %s", verdict.summary)
-            return verdict, canary_requests, total, True
-        if finished:
-            return verdict, canary_requests, total, False
-        logger.info("analysing: %d canary / %d total requests, %s", canary_requests, total, verdict.summary)
+            return verdict, signals, True
+        if decision == WatchDecision.DECIDED:
+            return verdict, signals, False
+        if decision == WatchDecision.EXTEND:
+            # Same start, more data: the window becomes twice as long.
+            logger.info("inconclusive after %.0f s (%s): extending the window once", window_s, verdict.summary)
+            deadline += window_s
+            extended = True
+            pause = min(0.1, policy.check_interval_s)
+            continue
+        logger.info(
+            "analysing: %d canary / %d total requests, %s",
+            signals.canary_requests,
+            signals.total_requests,
+            verdict.summary,
+        )
 
 
 @task(name="analyse canary", cache_policy=NO_CACHE)
@@ -551,19 +431,17 @@ def analyse_canary(
     live = observed.live_color
     assert live is not None
     canary_addresses = split.canary_addresses if split else observed.canary_addresses
-    since = split.at if split else None
-    window = context.policy.analysis_window_s
-    start = since or now()
-    verdict, canary_requests, total, early = _watch(
-        context, observed, canary_addresses, live, live.other, window, compare=True, start=start
+    sides = canary_sides(observed, canary_addresses, live, live.other)
+    start = split.at if split else now()
+    verdict, signals, early = _watch(
+        context, sides, context.policy.analysis_window_s, start=start, compare=True, may_extend=True
     )
-    if not early and verdict.outcome == CanaryOutcome.INCONCLUSIVE:
-        # Too little data is never a pass: look as long again (same start, more data), then decide.
-        logger.info("inconclusive after %.0f s (%s): extending the window once", window, verdict.summary)
-        verdict, canary_requests, total, early = _watch(
-            context, observed, canary_addresses, live, live.other, 2 * window, compare=True, start=start
-        )
-    delivered = None if early else verify_split(step.share, canary_requests, total, context.policy.split_tolerance)
+    # An early stop has too few requests to verify a split with; the verdict decides alone.
+    delivered = (
+        None
+        if early
+        else verify_split(step.share, signals.canary_requests, signals.total_requests, context.policy.split_tolerance)
+    )
     analysis = Analysis(verdict=verdict, split=delivered, decided_at=now(), early=early)
     logger.info(
         "canary at %.1f%%: %s%s", step.share * 100, verdict.summary, f"; {delivered.reason}" if delivered else ""
@@ -607,9 +485,9 @@ def promote(context: ReleaseContext, to_color: Color, observed: ServiceObservati
 def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> Analysis:
     live = observed.live_color
     assert live is not None
-    addresses = observed.scale_set(live).addresses
-    verdict, _, _, early = _watch(
-        context, observed, addresses, live, live, context.policy.promoted_analysis_window_s, compare=False
+    sides = canary_sides(observed, observed.scale_set(live).addresses, live, live)
+    verdict, _, early = _watch(
+        context, sides, context.policy.promoted_analysis_window_s, start=now(), compare=False, may_extend=False
     )
     emit(context, "analysed-promoted", {"outcome": verdict.outcome.value, "summary": verdict.summary})
     return Analysis(verdict=verdict, decided_at=now(), early=early)

@@ -1,15 +1,15 @@
-"""Tasks and models the routine flows share: monthly patch and release on merge.
+"""Tasks the routine flows share: monthly patch and release on merge.
 
-What a chain of releases reports (one outcome per environment), which services the fleet has,
-and which image a service's production runs now (from the gateway and the gallery: the cloud is
-the truth, docs/decisions/0004-truth-lives-in-the-cloud.md).
+Their parameters' checks, which services the fleet has, and which image a service's production
+runs now (from the gateway and the gallery: the cloud is the truth,
+docs/decisions/0004-truth-lives-in-the-cloud.md). What a chain of releases reports is
+switchyard/core/routine.py.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -23,47 +23,9 @@ from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
 from switchyard.core.versions import AppVersion, VersionError
 
-StageResult = Literal["promoted", "already-live", "rolled-back", "failed", "not-run"]
-SUCCEEDED: tuple[StageResult, ...] = ("promoted", "already-live")
-
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 # A commit time this far ahead of our clock is a mistake, not skew.
 _CLOCK_SKEW = timedelta(minutes=5)
-
-
-class StageOutcome(BaseModel):
-    """How the release of one image to one environment ended."""
-
-    environment: str
-    outcome: StageResult
-    detail: str = ""
-    flow_run_id: str | None = None
-
-    @property
-    def succeeded(self) -> bool:
-        return self.outcome in SUCCEEDED
-
-
-def chain_failure(stages: list[StageOutcome]) -> StageOutcome | None:
-    """The stage that stopped the chain, if any."""
-    return next((stage for stage in stages if stage.outcome not in (*SUCCEEDED, "not-run")), None)
-
-
-STAGE_ICONS: dict[str, str] = {
-    "promoted": "✅",
-    "already-live": "✅",
-    "rolled-back": "↩️",
-    "failed": "❌",
-    "not-run": "⏭️",
-}
-
-
-def stages_markdown(stages: list[StageOutcome]) -> str:
-    lines = ["| Environment | Outcome | Detail |", "|---|---|---|"]
-    for stage in stages:
-        detail = stage.detail.replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {stage.environment} | {STAGE_ICONS[stage.outcome]} {stage.outcome} | {detail} |")
-    return "\n".join(lines) + "\n"
 
 
 # Input checks: refuse bad parameters before anything is built --------------------------------------

@@ -1,4 +1,5 @@
-"""The ports switchyard needs from a cloud. The azure package is the one implementation (DESIGN.md, decision 1).
+"""The ports switchyard needs from a cloud. The azure package is the one implementation
+(docs/decisions/0001-one-cloud-code-path.md).
 
 Read them like Argo Rollouts' traffic routers: each write has a matching observation, and every
 write that could race another writer takes the ETag it decided on.

@@ -52,6 +52,8 @@ traffic, so the delivered share is verified, with an exact binomial confidence i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -333,13 +335,9 @@ def judge_canary(evidence: CanaryEvidence, policy: CanaryPolicy, *, compare_with
     baseline = _Side(evidence.baseline)
     canary = _Side(evidence.canary)
 
-    reasons: list[Reason] = [_error_rate_slo(baseline, canary, policy)]
-    if policy.max_p95_ms is not None:
-        reasons.append(_latency_slo(Metric.LATENCY_P95, 0.95, policy.max_p95_ms, baseline, canary, policy))
-    if policy.max_p99_ms is not None:
-        reasons.append(_latency_slo(Metric.LATENCY_P99, 0.99, policy.max_p99_ms, baseline, canary, policy))
-    if policy.max_cpu_percent is not None:
-        reasons.append(_cpu_slo(policy.max_cpu_percent, baseline, canary, policy))
+    reasons: list[Reason] = [
+        reason for check in _SLO_CHECKS if (reason := _judge_slo(check, baseline, canary, policy)) is not None
+    ]
     if compare_with_baseline:
         reasons.append(_latency_comparison(baseline, canary, policy))
         reasons.append(_error_rate_comparison(baseline, canary, policy))
@@ -383,60 +381,194 @@ def _short_data(
     )
 
 
-def _error_rate_slo(baseline: _Side, canary: _Side, policy: CanaryPolicy) -> Reason:
-    limit = policy.max_error_rate
-    minimum = policy.min_requests
-    requests, errors = canary.requests, canary.errors
+# SLO checks: one table, one classifier.
+#
+# Every SLO check asks one question: over a sample of n, is the canary's value above the policy's
+# limit? At or above the minimum sample, n is what was measured. Below it, n is the minimum and the
+# samples not seen yet count at their best (no error, 0 ms, 0 % CPU): a breach even so is certain,
+# and more data can never undo it (the module docstring). What differs per metric (how the value is
+# measured, how the messages put it) is one row of the table.
 
-    if requests >= minimum:
-        rate = errors / requests
-        if rate > limit:
-            return Reason(
-                metric=Metric.ERROR_RATE,
-                check=CheckKind.SLO,
-                classification=Classification.SLO_BREACH,
-                message=(
-                    f"Canary error rate {_pct(rate)} ({errors} of {requests} requests) is above the SLO of "
-                    f"{_pct(limit)}{_baseline_error_note(baseline, limit)}."
-                ),
-                observed=rate,
-                threshold=limit,
-            )
-        return Reason(
-            metric=Metric.ERROR_RATE,
-            check=CheckKind.SLO,
-            classification=Classification.PASS,
-            message=(
-                f"Canary error rate {_pct(rate)} ({errors} of {requests} requests) is within the SLO of {_pct(limit)}."
-            ),
-            observed=rate,
-            threshold=limit,
+
+@dataclass(frozen=True)
+class _Reading:
+    """What one SLO check measured on the canary over n samples."""
+
+    observed: float | None  # the canary's value, as the reason reports it
+    breached: bool  # above the limit over n samples, the missing ones at their best
+    facts: dict[str, object]  # what the check's messages quote
+
+
+@dataclass(frozen=True)
+class _SloCheck:
+    metric: Metric
+    limit: Callable[[CanaryPolicy], float | None]  # None: the policy disables the check
+    minimum: Callable[[CanaryPolicy], int]
+    samples: Callable[[_Side], int]
+    read: Callable[[_Side, _Side, float, int], _Reading]  # (baseline, canary, limit, n)
+    # Messages, formatted with the reading's facts:
+    breached: str  # at or above the minimum sample, above the limit
+    within: str  # at or above the minimum sample, within the limit
+    certain: str  # below the minimum sample, breached whatever the missing samples do
+    short: str  # below the minimum sample, nothing decided yet
+
+
+def _read_error_rate(baseline: _Side, canary: _Side, limit: float, n: int) -> _Reading:
+    requests, errors = canary.requests, canary.errors
+    return _Reading(
+        observed=errors / requests if requests else None,
+        breached=errors / n > limit,
+        facts={
+            "errors": errors,
+            "requests": requests,
+            "n": n,
+            "missing": n - requests,
+            "rate": _pct(errors / requests) if requests else "n/a",
+            "rate_over_n": _pct(errors / n),
+            "limit": _pct(limit),
+            "budget": _error_budget(limit, n),
+            "baseline_note": _baseline_error_note(baseline, limit),
+        },
+    )
+
+
+def _read_percentile(quantile: float) -> Callable[[_Side, _Side, float, int], _Reading]:
+    name = f"p{round(quantile * 100)}"
+
+    def read(baseline: _Side, canary: _Side, limit_ms: float, n: int) -> _Reading:
+        samples = int(canary.latency.size)
+        slow = int(np.count_nonzero(canary.latency > limit_ms))
+        allowed = allowed_exceedances(quantile, n)
+        value = nearest_rank_percentile(canary.latency, quantile)
+        baseline_value = nearest_rank_percentile(baseline.latency, quantile)
+        return _Reading(
+            observed=value,
+            # More slow requests than the budget is exactly "nearest-rank percentile > limit",
+            # stated in requests: 0 ms for the missing ones leaves the count as it is.
+            breached=slow > allowed,
+            facts={
+                "name": name,
+                "value": _ms(value),
+                "limit": _ms(limit_ms),
+                "slow": slow,
+                "samples": samples,
+                "allowed": allowed,
+                "n": n,
+                "missing": n - samples,
+                "baseline_note": f"; baseline {name} is {_ms(baseline_value)}" if baseline_value is not None else "",
+            },
         )
 
-    # Below the minimum sample: fail only if the budget of the whole minimum sample is already spent.
-    worst_case_kept = errors / minimum
-    if worst_case_kept > limit:
+    return read
+
+
+def _read_cpu(baseline: _Side, canary: _Side, limit: float, n: int) -> _Reading:
+    total = float(canary.cpu.sum())
+    return _Reading(
+        observed=canary.cpu_mean,
+        breached=total / n > limit,  # the missing samples at 0 %
+        facts={
+            "mean": canary.cpu_mean,
+            "mean_over_n": total / n,
+            "total": total,
+            "limit": limit,
+            "samples": int(canary.cpu.size),
+            "n": n,
+            "baseline_note": f"; baseline mean is {baseline.cpu_mean:.1f}%" if baseline.cpu_mean is not None else "",
+        },
+    )
+
+
+_LATENCY_MESSAGES = {
+    "breached": "Canary {name} latency {value} is above the SLO of {limit}: {slow} of {samples} requests took "
+    "longer, {allowed} would have been allowed{baseline_note}.",
+    "within": "Canary {name} latency {value} is within the SLO of {limit} ({slow} of {samples} requests slower, "
+    "{allowed} allowed){baseline_note}.",
+    "certain": "Canary already has {slow} requests slower than {limit} among its first {samples}: a {name} within "
+    "the SLO over the minimum sample of {n} allows only {allowed}, so the SLO is breached whatever the next "
+    "{missing} do.",
+    "short": "Only {samples} canary latency samples, fewer than the minimum of {n}; {slow} slower than {limit} so "
+    "far, {allowed} allowed over the minimum sample.",
+}
+
+# In the order the verdict lists them.
+_SLO_CHECKS: tuple[_SloCheck, ...] = (
+    _SloCheck(
+        metric=Metric.ERROR_RATE,
+        limit=lambda policy: policy.max_error_rate,
+        minimum=lambda policy: policy.min_requests,
+        samples=lambda side: side.requests,
+        read=_read_error_rate,
+        breached="Canary error rate {rate} ({errors} of {requests} requests) is above the SLO of "
+        "{limit}{baseline_note}.",
+        within="Canary error rate {rate} ({errors} of {requests} requests) is within the SLO of {limit}.",
+        certain="Canary already has {errors} errors in {requests} requests: even if the next {missing} requests "
+        "all succeed, the error rate over the minimum sample of {n} requests is at least {rate_over_n}, above "
+        "the SLO of {limit}.",
+        short="Only {requests} canary requests, fewer than the minimum of {n}; {errors} errors so far, within "
+        "the budget of {budget} errors over the minimum sample.",
+    ),
+    _SloCheck(
+        metric=Metric.LATENCY_P95,
+        limit=lambda policy: policy.max_p95_ms,
+        minimum=lambda policy: policy.min_latency_samples,
+        samples=lambda side: int(side.latency.size),
+        read=_read_percentile(0.95),
+        **_LATENCY_MESSAGES,
+    ),
+    _SloCheck(
+        metric=Metric.LATENCY_P99,
+        limit=lambda policy: policy.max_p99_ms,
+        minimum=lambda policy: policy.min_latency_samples,
+        samples=lambda side: int(side.latency.size),
+        read=_read_percentile(0.99),
+        **_LATENCY_MESSAGES,
+    ),
+    _SloCheck(
+        metric=Metric.CPU,
+        limit=lambda policy: policy.max_cpu_percent,
+        minimum=lambda policy: policy.min_cpu_samples,
+        samples=lambda side: int(side.cpu.size),
+        read=_read_cpu,
+        breached="Canary mean CPU {mean:.1f}% over {samples} samples is above the SLO of {limit:.1f}%{baseline_note}.",
+        within="Canary mean CPU {mean:.1f}% over {samples} samples is within the SLO of {limit:.1f}%{baseline_note}.",
+        certain="Canary CPU samples already sum to {total:.1f}% over {samples} samples: the mean over the minimum "
+        "of {n} samples is at least {mean_over_n:.1f}%, above the SLO of {limit:.1f}%.",
+        short="Only {samples} canary CPU samples, fewer than the minimum of {n}.",
+    ),
+)
+
+
+def _judge_slo(check: _SloCheck, baseline: _Side, canary: _Side, policy: CanaryPolicy) -> Reason | None:
+    """The one SLO classifier: PASS or SLO_BREACH on the measured sample; below the minimum, a
+    certain SLO_BREACH or short data. None when the policy disables the check."""
+    limit = check.limit(policy)
+    if limit is None:
+        return None
+    minimum = check.minimum(policy)
+    samples = check.samples(canary)
+    if samples >= minimum:
+        reading = check.read(baseline, canary, limit, samples)
         return Reason(
-            metric=Metric.ERROR_RATE,
+            metric=check.metric,
+            check=CheckKind.SLO,
+            classification=Classification.SLO_BREACH if reading.breached else Classification.PASS,
+            message=(check.breached if reading.breached else check.within).format(**reading.facts),
+            observed=reading.observed,
+            threshold=limit,
+        )
+    reading = check.read(baseline, canary, limit, minimum)
+    if reading.breached:
+        return Reason(
+            metric=check.metric,
             check=CheckKind.SLO,
             classification=Classification.SLO_BREACH,
-            message=(
-                f"Canary already has {errors} errors in {requests} requests: even if the next "
-                f"{minimum - requests} requests all succeed, the error rate over the minimum sample of "
-                f"{minimum} requests is at least {_pct(worst_case_kept)}, above the SLO of {_pct(limit)}."
-            ),
-            observed=errors / requests,
+            message=check.certain.format(**reading.facts),
+            observed=reading.observed,
             threshold=limit,
             certain=True,
         )
-    return _short_data(
-        Metric.ERROR_RATE,
-        CheckKind.SLO,
-        f"Only {requests} canary requests, fewer than the minimum of {minimum}; {errors} errors so far, "
-        f"within the budget of {_error_budget(limit, minimum)} errors over the minimum sample.",
-        policy,
-        threshold=limit,
-    )
+    return _short_data(check.metric, CheckKind.SLO, check.short.format(**reading.facts), policy, threshold=limit)
 
 
 def _error_budget(limit: float, minimum: int) -> int:
@@ -457,125 +589,6 @@ def _baseline_error_note(baseline: _Side, limit: float) -> str:
     if rate > limit:
         return f"; the baseline is at {_pct(rate)}, also above it, which does not excuse the canary"
     return f"; the baseline is at {_pct(rate)}"
-
-
-def _latency_slo(
-    metric: Metric, quantile: float, limit_ms: float, baseline: _Side, canary: _Side, policy: CanaryPolicy
-) -> Reason:
-    name = f"p{round(quantile * 100)}"
-    minimum = policy.min_latency_samples
-    samples = int(canary.latency.size)
-    slow = int(np.count_nonzero(canary.latency > limit_ms))
-
-    if samples >= minimum:
-        allowed = allowed_exceedances(quantile, samples)
-        value = nearest_rank_percentile(canary.latency, quantile)
-        assert value is not None  # samples >= minimum >= 1
-        baseline_value = baseline.p95 if metric is Metric.LATENCY_P95 else baseline.p99
-        baseline_note = f"; baseline {name} is {_ms(baseline_value)}" if baseline_value is not None else ""
-        # slow > allowed is exactly "nearest-rank percentile > limit", stated in requests.
-        if slow > allowed:
-            return Reason(
-                metric=metric,
-                check=CheckKind.SLO,
-                classification=Classification.SLO_BREACH,
-                message=(
-                    f"Canary {name} latency {_ms(value)} is above the SLO of {_ms(limit_ms)}: {slow} of "
-                    f"{samples} requests took longer, {allowed} would have been allowed{baseline_note}."
-                ),
-                observed=value,
-                threshold=limit_ms,
-            )
-        return Reason(
-            metric=metric,
-            check=CheckKind.SLO,
-            classification=Classification.PASS,
-            message=(
-                f"Canary {name} latency {_ms(value)} is within the SLO of {_ms(limit_ms)} "
-                f"({slow} of {samples} requests slower, {allowed} allowed){baseline_note}."
-            ),
-            observed=value,
-            threshold=limit_ms,
-        )
-
-    allowed_over_minimum = allowed_exceedances(quantile, minimum)
-    if slow > allowed_over_minimum:
-        return Reason(
-            metric=metric,
-            check=CheckKind.SLO,
-            classification=Classification.SLO_BREACH,
-            message=(
-                f"Canary already has {slow} requests slower than {_ms(limit_ms)} among its first {samples}: "
-                f"a {name} within the SLO over the minimum sample of {minimum} allows only "
-                f"{allowed_over_minimum}, so the SLO is breached whatever the next {minimum - samples} do."
-            ),
-            observed=nearest_rank_percentile(canary.latency, quantile),
-            threshold=limit_ms,
-            certain=True,
-        )
-    return _short_data(
-        metric,
-        CheckKind.SLO,
-        f"Only {samples} canary latency samples, fewer than the minimum of {minimum}; {slow} slower than "
-        f"{_ms(limit_ms)} so far, {allowed_over_minimum} allowed over the minimum sample.",
-        policy,
-        threshold=limit_ms,
-    )
-
-
-def _cpu_slo(limit: float, baseline: _Side, canary: _Side, policy: CanaryPolicy) -> Reason:
-    minimum = policy.min_cpu_samples
-    samples = int(canary.cpu.size)
-    baseline_note = f"; baseline mean is {baseline.cpu_mean:.1f}%" if baseline.cpu_mean is not None else ""
-
-    if samples >= minimum:
-        assert canary.cpu_mean is not None
-        value = canary.cpu_mean
-        if value > limit:
-            return Reason(
-                metric=Metric.CPU,
-                check=CheckKind.SLO,
-                classification=Classification.SLO_BREACH,
-                message=(
-                    f"Canary mean CPU {value:.1f}% over {samples} samples is above the SLO of {limit:.1f}%"
-                    f"{baseline_note}."
-                ),
-                observed=value,
-                threshold=limit,
-            )
-        return Reason(
-            metric=Metric.CPU,
-            check=CheckKind.SLO,
-            classification=Classification.PASS,
-            message=f"Canary mean CPU {value:.1f}% over {samples} samples is within the SLO of {limit:.1f}%"
-            f"{baseline_note}.",
-            observed=value,
-            threshold=limit,
-        )
-
-    # The missing samples could at best be 0 %: if the mean over the minimum is still above, it is certain.
-    lowest_possible_mean = float(canary.cpu.sum()) / minimum
-    if lowest_possible_mean > limit:
-        return Reason(
-            metric=Metric.CPU,
-            check=CheckKind.SLO,
-            classification=Classification.SLO_BREACH,
-            message=(
-                f"Canary CPU samples already sum to {float(canary.cpu.sum()):.1f}% over {samples} samples: "
-                f"the mean over the minimum of {minimum} samples is at least {lowest_possible_mean:.1f}%, "
-                f"above the SLO of {limit:.1f}%."
-            ),
-            observed=canary.cpu_mean,
-            threshold=limit,
-            certain=True,
-        )
-    return _short_data(
-        Metric.CPU,
-        CheckKind.SLO,
-        f"Only {samples} canary CPU samples, fewer than the minimum of {minimum}.",
-        policy,
-        threshold=limit,
-    )
 
 
 def _latency_comparison(baseline: _Side, canary: _Side, policy: CanaryPolicy) -> Reason:

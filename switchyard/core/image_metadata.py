@@ -1,9 +1,10 @@
 """An image version's history, kept as Azure tags on the gallery image version.
 
-Images carry their history (DESIGN.md, decision 6): base, patch level, app version, git commit, scan
-summary and gate verdict, SBOM digest, when it was built, whether it ever held full traffic
-(released) and whether it was rolled back. ``ImageMetadata.to_tags()`` and ``from_tags()`` convert
-both ways, exactly: a value that does not fit Azure's tag limits is an error, never silently cut.
+Images carry their history (docs/decisions/0006-images-carry-their-history.md): base, patch
+level, app version, git commit, scan summary and gate verdict, SBOM digest, when it was built,
+whether it ever held full traffic (released) and whether it was rolled back.
+``ImageMetadata.to_tags()`` and ``from_tags()`` convert both ways, exactly: a value that does not
+fit Azure's tag limits is an error, never silently cut.
 """
 
 from __future__ import annotations

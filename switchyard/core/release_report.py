@@ -1,4 +1,4 @@
-"""The release summary people read in the Prefect UI: timeline, splits, verdicts, golden signals."""
+"""The release summary: timeline, splits, verdicts, golden signals (switchyard.core.reports renders it)."""
 
 from __future__ import annotations
 
@@ -51,30 +51,3 @@ class ReleaseSummary(BaseModel):
         if self.failed_verdict_at and self.traffic_restored_at:
             return (self.traffic_restored_at - self.failed_verdict_at).total_seconds()
         return None
-
-    def markdown(self) -> str:
-        icon = {"promoted": "✅", "already-live": "✅", "rolled-back": "↩️", "failed": "❌"}.get(self.outcome, "⏳")
-        lines = [
-            f"# {icon} Release of {self.service} {self.image_version} to {self.environment}: "
-            f"**{self.outcome.upper()}**",
-            "",
-            f"Strategy **{self.strategy}**; production was on **{self.live_before or '-'}**, "
-            f"is now on **{self.live_after or '-'}**.",
-        ]
-        if self.outcome_detail:
-            lines += ["", self.outcome_detail]
-        if self.seconds_to_restore is not None:
-            lines += [
-                "",
-                f"Traffic was back on the stable color {self.seconds_to_restore:.2f} s after the verdict.",
-            ]
-        lines += ["", "## Timeline", "", "| Time (UTC) | Step | Detail |", "|---|---|---|"]
-        for entry in self.timeline:
-            detail = entry.detail.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {entry.at:%H:%M:%S.%f}"[:-3] + f" | {entry.step} | {detail} |")
-        for analysis in self.analyses:
-            lines += ["", f"## {analysis.title}", ""]
-            if analysis.split is not None:
-                lines += [f"**Traffic split:** {analysis.split.reason}", ""]
-            lines.append(analysis.verdict.markdown())
-        return "\n".join(lines) + "\n"

@@ -2,11 +2,11 @@
 
 Every release step is observe -> decide -> act -> verify. The decision is this pure function, so
 a release run that crashed and is started again decides from where things really stand in the
-cloud (DESIGN.md, decision 4), not from anything it remembered.
+cloud (docs/decisions/0004-truth-lives-in-the-cloud.md), not from anything it remembered.
 
-The canary is an instance ratio (DESIGN.md, decision 3): k instances of the new color serve in
-the live pool beside the N live ones, so the reachable shares are k/(N+k). Steps are snapped to
-the nearest reachable share and the plan says so.
+The canary is an instance ratio (docs/decisions/0003-canary-on-app-gateway-is-an-instance-ratio.md):
+k instances of the new color serve in the live pool beside the N live ones, so the reachable
+shares are k/(N+k). Steps are snapped to the nearest reachable share and the plan says so.
 """
 
 from __future__ import annotations
@@ -346,6 +346,20 @@ def next_action(
             + (" and every canary step" if policy.strategy == Strategy.CANARY and live_serving else "")
             + f"; production moves to {idle.value}"
         ),
+    )
+
+
+def reaches_users(observed: ServiceObservation, action: Action, image_version: str) -> bool:
+    """Do users see `image_version` once `action` runs? From then on a failure rolls back instead
+    of just stopping.
+
+    They do when new instances serve in the live pool (a canary), when the action puts them there
+    (a split) or points production at them (the switch), or when production already runs it."""
+    live = observed.live_color
+    return (
+        bool(observed.canary_addresses)
+        or isinstance(action, SetSplit | Promote)
+        or (live is not None and observed.scale_set(live).runs_only == image_version)
     )
 
 

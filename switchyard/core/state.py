@@ -1,7 +1,7 @@
 """What switchyard observed in the cloud: plain data the planner decides on.
 
-Nothing here is remembered between runs; every value is read back from the cloud (DESIGN.md,
-decision 4), so a re-run after a crash sees what really is.
+Nothing here is remembered between runs; every value is read back from the cloud
+(docs/decisions/0004-truth-lives-in-the-cloud.md), so a re-run after a crash sees what really is.
 """
 
 from __future__ import annotations

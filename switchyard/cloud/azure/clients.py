@@ -2,7 +2,8 @@
 
 Real Azure: DefaultAzureCredential (or a service principal) and the public endpoints. The emulator:
 its emulator.json names the endpoint, a static bearer token and the CA that signed its HTTPS
-certificate. Everything after client construction is the same code (DESIGN.md, decision 1).
+certificate. Everything after client construction is the same code
+(docs/decisions/0001-one-cloud-code-path.md).
 """
 
 from __future__ import annotations

@@ -127,7 +127,8 @@ class AzureGallery:
             "tags": tags,
             "properties": {
                 "publishingProfile": {
-                    # Not "latest" until a release has held full traffic (DESIGN.md, decision 6).
+                    # Not "latest" until a release has held full traffic
+                    # (docs/decisions/0006-images-carry-their-history.md).
                     "excludeFromLatest": True,
                     "replicaCount": 1,
                     "targetRegions": [

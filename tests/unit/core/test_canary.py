@@ -534,3 +534,78 @@ def test_after_promotion_only_the_slos_are_judged() -> None:
         CanaryEvidence(window=window, baseline=empty, canary=breached), CanaryPolicy(), compare_with_baseline=False
     )
     assert failed.outcome is CanaryOutcome.FAIL
+
+
+# --- every SLO check, every branch: what the release engineer reads -----------------------------
+
+
+def test_cpu_over_the_full_sample_is_judged_on_its_mean_and_names_the_baseline() -> None:
+    policy = CanaryPolicy(min_cpu_samples=3, max_cpu_percent=80.0)
+    baseline = fixed_side(latency_ms=[20.0] * 500)  # CPU 30 % on each of 3 samples
+
+    hot = judge_canary(evidence(baseline, fixed_side(latency_ms=[20.0] * 500, cpu=[85.0, 90.0, 95.0])), policy)
+    cpu = reason(hot, Metric.CPU, CheckKind.SLO)
+    assert cpu.classification is Classification.SLO_BREACH and not cpu.certain
+    assert cpu.message == "Canary mean CPU 90.0% over 3 samples is above the SLO of 80.0%; baseline mean is 30.0%."
+    assert (cpu.observed, cpu.threshold) == (90.0, 80.0)
+    assert hot.outcome is CanaryOutcome.FAIL
+
+    calm = judge_canary(evidence(baseline, fixed_side(latency_ms=[20.0] * 500, cpu=[50.0, 60.0, 70.0])), policy)
+    cpu = reason(calm, Metric.CPU, CheckKind.SLO)
+    assert cpu.classification is Classification.PASS
+    assert cpu.message == "Canary mean CPU 60.0% over 3 samples is within the SLO of 80.0%; baseline mean is 30.0%."
+
+
+def test_a_canary_without_cpu_samples_is_short_of_data_not_healthy() -> None:
+    no_cpu = fixed_side(latency_ms=[20.0] * 500, cpu=[])
+    verdict = judge_canary(evidence(no_cpu, no_cpu), CanaryPolicy(min_cpu_samples=3))
+    cpu = reason(verdict, Metric.CPU, CheckKind.SLO)
+    assert cpu.classification is Classification.INCONCLUSIVE
+    assert cpu.message == "Only 0 canary CPU samples, fewer than the minimum of 3."
+    assert verdict.outcome is CanaryOutcome.INCONCLUSIVE
+
+
+def test_an_error_rate_within_the_slo_reports_the_rate_and_the_counts() -> None:
+    verdict = judge_canary(
+        evidence(fixed_side(latency_ms=[20.0] * 400, errors=12), fixed_side(latency_ms=[20.0] * 400, errors=2)),
+        CanaryPolicy(),
+    )
+    slo = reason(verdict, Metric.ERROR_RATE, CheckKind.SLO)
+    assert slo.classification is Classification.PASS
+    # A bad baseline is no excuse for a breach, nor worth a word when the canary keeps the SLO.
+    assert slo.message == "Canary error rate 0.50% (2 of 400 requests) is within the SLO of 1.00%."
+    assert (slo.observed, slo.threshold) == (0.005, 0.01)
+
+
+def test_a_p95_breach_can_be_certain_before_the_minimum_sample_too() -> None:
+    # Over 200 samples a p95 <= 500 ms allows 200 - 190 = 10 slower requests.
+    policy = CanaryPolicy(min_latency_samples=200, max_p95_ms=500.0, max_p99_ms=None)
+    healthy = fixed_side(latency_ms=[20.0] * 500)
+
+    eleven_slow = judge_canary(evidence(healthy, fixed_side(latency_ms=[20.0] * 39 + [900.0] * 11)), policy)
+    p95 = reason(eleven_slow, Metric.LATENCY_P95, CheckKind.SLO)
+    assert p95.classification is Classification.SLO_BREACH and p95.certain
+    assert p95.message == (
+        "Canary already has 11 requests slower than 500.0 ms among its first 50: a p95 within the SLO over the "
+        "minimum sample of 200 allows only 10, so the SLO is breached whatever the next 150 do."
+    )
+
+    ten_slow = judge_canary(evidence(healthy, fixed_side(latency_ms=[20.0] * 40 + [900.0] * 10)), policy)
+    p95 = reason(ten_slow, Metric.LATENCY_P95, CheckKind.SLO)
+    assert p95.classification is Classification.INCONCLUSIVE
+    assert p95.message == (
+        "Only 50 canary latency samples, fewer than the minimum of 200; 10 slower than 500.0 ms so far, "
+        "10 allowed over the minimum sample."
+    )
+
+
+def test_a_policy_that_fails_short_data_fails_each_slo_check_short_of_its_minimum() -> None:
+    policy = CanaryPolicy(on_insufficient_data="fail", min_requests=200, min_latency_samples=200, min_cpu_samples=3)
+    short = fixed_side(latency_ms=[20.0] * 10, cpu=[30.0])
+    verdict = judge_canary(evidence(short, short), policy, compare_with_baseline=False)
+
+    assert verdict.outcome is CanaryOutcome.FAIL
+    for metric in (Metric.ERROR_RATE, Metric.LATENCY_P95, Metric.LATENCY_P99, Metric.CPU):
+        slo = reason(verdict, metric, CheckKind.SLO)
+        assert slo.classification is Classification.FAIL and not slo.certain
+        assert slo.message.endswith("The policy treats too little data as a failure.")

@@ -33,6 +33,7 @@ from switchyard.core.rollout import (
     canary_addresses_for,
     next_action,
     plan_canary_steps,
+    reaches_users,
     rollback_target,
 )
 from switchyard.core.state import (
@@ -325,3 +326,36 @@ def test_the_idle_color_retires_only_after_a_finalized_release_and_its_warm_peri
     assert retirement(in_flight, due)[0] is None
     canary = observed(scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3), tags=tags, canary=["127.2.0.4"])
     assert retirement(canary, due)[0] is None
+
+
+# --- when users see the new version: from then on a failure rolls back -------------------------
+
+STEP = plan_canary_steps([0.25], 3, 3)[0]
+
+
+def test_preparing_and_smoke_testing_the_idle_color_reaches_no_user() -> None:
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
+    assert not reaches_users(state, PrepareIdle(color=Color.GREEN, image_version=V2, capacity=3, reason=""), V2)
+    assert not reaches_users(state, SmokeTest(color=Color.GREEN, reason=""), V2)
+    assert not reaches_users(state, AwaitApproval(reason=""), V2)
+
+
+@pytest.mark.parametrize(
+    "action", [SetSplit(step=STEP, reason=""), Promote(to_color=Color.GREEN, reason="")], ids=["split", "switch"]
+)
+def test_a_split_or_the_switch_puts_the_new_version_in_front_of_users(action: SetSplit | Promote) -> None:
+    state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
+    assert reaches_users(state, action, V2)
+
+
+def test_instances_serving_in_the_live_pool_reach_users_whatever_the_next_action() -> None:
+    split = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["127.2.0.4"])
+    assert reaches_users(split, Analyse(step=STEP, reason=""), V2)
+    # Even taking them out: until the write lands, users are served by them.
+    assert reaches_users(split, ClearCanary(reason=""), V2)
+
+
+def test_a_version_production_already_runs_reaches_users() -> None:
+    promoted = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), live=Color.GREEN)
+    assert reaches_users(promoted, Finalize(live=Color.GREEN, reason=""), V2)
+    assert not reaches_users(promoted, Finalize(live=Color.GREEN, reason=""), "1002000.20261100.1")

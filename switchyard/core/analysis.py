@@ -1,0 +1,144 @@
+"""A canary analysis around the judge: whose signals are whose, and when the watch is decided.
+
+Pure, like the judge (switchyard.core.canary): the analyse task reads the gateway's metrics and
+access log and the instances' CPU, and these functions turn them into evidence and decisions.
+
+Who is who: the canary is the new color's instances that serve in the live pool; the baseline is
+the live color's instances beside them. Under full traffic (after the switch) the canary is the
+whole live color and there is no baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from switchyard.core.canary import (
+    AnalysisWindow,
+    CanaryEvidence,
+    CanaryOutcome,
+    CheckKind,
+    SideEvidence,
+    SplitCheck,
+    Verdict,
+)
+from switchyard.core.state import ServiceObservation
+from switchyard.core.topology import Color
+
+
+class BackendCounts(Protocol):
+    """Requests the gateway sent one backend address in a window (the telemetry port's counts)."""
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def failed(self) -> int: ...  # answered 5xx
+
+
+class CanarySides(BaseModel):
+    """Which instances the judge holds against which."""
+
+    model_config = ConfigDict(frozen=True)
+
+    baseline_color: Color
+    canary_color: Color
+    baseline_addresses: list[str]
+    canary_addresses: list[str]
+    canary_vm_names: list[str]  # the canary instances' VMs: their CPU is the canary's
+
+
+def canary_sides(
+    observed: ServiceObservation, canary_addresses: list[str], baseline_color: Color, canary_color: Color
+) -> CanarySides:
+    """The canary is `canary_addresses`; the baseline is the rest of `baseline_color`'s instances."""
+    canary = set(canary_addresses)
+    return CanarySides(
+        baseline_color=baseline_color,
+        canary_color=canary_color,
+        baseline_addresses=sorted(set(observed.scale_set(baseline_color).addresses) - canary),
+        canary_addresses=sorted(canary),
+        canary_vm_names=[i.name for i in observed.scale_set(canary_color).instances if i.private_ip in canary],
+    )
+
+
+class GoldenSignals(BaseModel):
+    """The evidence of one window, and the request counts the split is verified with."""
+
+    model_config = ConfigDict(frozen=True)
+
+    evidence: CanaryEvidence
+    canary_requests: int
+    total_requests: int  # to the canary and the baseline (not to addresses that are neither)
+
+
+def golden_signals(
+    sides: CanarySides,
+    start: datetime,
+    end: datetime,
+    counts: Mapping[str, BackendCounts],
+    latency_ms: Mapping[str, list[float]],
+    baseline_cpu: list[float],
+    canary_cpu: list[float],
+) -> GoldenSignals:
+    """Both sides' golden signals over [start, end): counts from the gateway's metrics per backend
+    address, latency from its access log per address, CPU samples as the telemetry gave them."""
+
+    def side(color: Color, addresses: list[str], cpu: list[float]) -> SideEvidence:
+        return SideEvidence(
+            color=color.value,
+            latency_ms=[ms for a in addresses for ms in latency_ms.get(a, [])],
+            request_count=sum(counts[a].total for a in addresses if a in counts),
+            error_count=sum(counts[a].failed for a in addresses if a in counts),
+            cpu_percent=cpu,
+        )
+
+    baseline = side(sides.baseline_color, sides.baseline_addresses, baseline_cpu)
+    canary = side(sides.canary_color, sides.canary_addresses, canary_cpu)
+    return GoldenSignals(
+        evidence=CanaryEvidence(window=AnalysisWindow(start=start, end=end), baseline=baseline, canary=canary),
+        canary_requests=canary.request_count,
+        total_requests=baseline.request_count + canary.request_count,
+    )
+
+
+class WatchDecision(StrEnum):
+    KEEP_WATCHING = "keep-watching"
+    # An SLO breach before the window ended: every further second puts users in front of it.
+    STOP_EARLY = "stop-early"
+    # Inconclusive at the end of the window: too little data is never a pass; look as long again.
+    EXTEND = "extend"
+    DECIDED = "decided"
+
+
+def watch_decision(verdict: Verdict, *, window_ended: bool, may_extend: bool) -> WatchDecision:
+    """What a watch over a canary does after a look at its verdict so far.
+
+    Only SLO breaches stop a watch early: comparisons are fixed-sample tests, judged once at the end
+    (switchyard.core.canary). `may_extend` is whether the window may still be extended (once)."""
+    if not window_ended:
+        if any(reason.check == CheckKind.SLO for reason in verdict.failing_reasons):
+            return WatchDecision.STOP_EARLY
+        return WatchDecision.KEEP_WATCHING
+    if may_extend and verdict.outcome == CanaryOutcome.INCONCLUSIVE:
+        return WatchDecision.EXTEND
+    return WatchDecision.DECIDED
+
+
+class Analysis(BaseModel):
+    """The outcome of one canary analysis (a step, or the check under full traffic)."""
+
+    verdict: Verdict
+    split: SplitCheck | None = None  # the delivered share, when one was aimed at and the window ran out
+    decided_at: datetime
+    early: bool = False  # an SLO breach decided before the window ended
+
+    @property
+    def passed(self) -> bool:
+        """The judge said PASS and the canary got the traffic it was meant to: a split that cannot
+        be verified fails the step too, since a canary that got no traffic proved nothing."""
+        return self.verdict.outcome == CanaryOutcome.PASS and (self.split is None or self.split.matches)

@@ -1,0 +1,158 @@
+"""Preflight: everything that can be known before a release changes anything, judged at once.
+
+Pure: the release task reads the gallery, the gateway, the scale sets and the compute quota, and
+this module says what is fine (checks, for the timeline) and what stops the release (problems).
+Every problem is reported together, so a person fixes them in one go instead of one per attempt.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from switchyard.core.capacity import REGIONAL_VCPUS, ComputeQuota, shortfall
+from switchyard.core.config import ServiceContext
+from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.rollout import CanaryStep, ImpossiblePlanError, ReleasePolicy, Strategy, plan_canary_steps
+from switchyard.core.state import ImageObservation, ServiceObservation
+from switchyard.core.topology import Color
+from switchyard.core.versions import ImageVersion, VersionError
+
+# How many of the published versions a "not in the gallery" problem names: the newest few are the
+# ones a person most likely meant.
+_PUBLISHED_SHOWN = 5
+
+
+class Preflight(BaseModel):
+    """What preflight found: checks that passed, problems that stop the release, and the plan."""
+
+    model_config = ConfigDict(frozen=True)
+
+    checks: list[str]
+    problems: list[str]
+    live_color: Color | None
+    live_image: str | None  # the version every live instance runs, None when mixed or empty
+    canary_plan: list[CanaryStep]
+    # A problem that makes every other check moot (no gateway at all): the refusal says only it.
+    blocker: str | None = None
+
+    @property
+    def refusal(self) -> str | None:
+        """Why the release is refused before any change, or None when it may start."""
+        if self.blocker is not None:
+            return self.blocker
+        if self.problems:
+            return "release refused before any change:\n- " + "\n- ".join(self.problems)
+        return None
+
+
+def version_refusal(image_version: str) -> str | None:
+    """A version that is not a switchyard gallery version is refused before anything is read."""
+    try:
+        ImageVersion.from_gallery_version(image_version)
+    except VersionError as error:
+        return f"image version {image_version!r} is not a switchyard gallery version: {error}"
+    return None
+
+
+def check_release(
+    context: ServiceContext,
+    policy: ReleasePolicy,
+    image: ImageObservation,
+    published: list[str],
+    observed: ServiceObservation,
+    quota: ComputeQuota | Exception,
+) -> Preflight:
+    """Judge a release of `image` from what the cloud shows before it starts.
+
+    `published` is the service's gallery versions (only quoted when `image` does not exist);
+    `quota` is the location's compute quota, or the error reading it."""
+    checks: list[str] = []
+    problems = _image_problems(context, image, published, checks)
+
+    gateway = observed.gateway
+    live = observed.live_color
+    if not gateway.exists:
+        return Preflight(
+            checks=checks,
+            problems=problems,
+            live_color=None,
+            live_image=None,
+            canary_plan=[],
+            blocker=f"{context.topology.gateway} does not exist: provision {context.service.name} in "
+            f"{context.environment.name} first (`switchyard provision ...` or the provision deployment)",
+        )
+    if live is None or gateway.test_pool is None or gateway.production_pool == gateway.test_pool:
+        problems.append(
+            f"gateway {gateway.name} is inconsistent: production -> {gateway.production_pool}, "
+            f"test -> {gateway.test_pool}; run provision to repair it"
+        )
+    if observed.foreign_addresses:
+        problems.append(f"the live pool serves unknown addresses {observed.foreign_addresses}; run rollback")
+    plan: list[CanaryStep] = []
+    if live is not None:
+        live_set = observed.scale_set(live)
+        unhealthy = [a for a in live_set.addresses if gateway.pool_of(live).health.get(a) != "Up"]
+        if live_set.instances and unhealthy:
+            problems.append(f"live color {live.value} is not healthy: {', '.join(unhealthy)} not Up")
+        elif live_set.instances:
+            checks.append(f"live color {live.value}: {len(live_set.instances)} healthy instance(s)")
+        else:
+            checks.append(f"no live instances yet: first release of {context.service.name} here")
+        # The new color starts at the live color's size (autoscale may have grown it) or more.
+        capacity = max(context.service.capacity, live_set.capacity)
+        problems += _room_to_double(quota, capacity - observed.scale_set(live.other).capacity, checks)
+        if policy.strategy == Strategy.CANARY and live_set.instances:
+            try:
+                plan = plan_canary_steps(policy.canary_steps, len(live_set.instances), capacity)
+                checks += [f"canary step {step.describe()}" for step in plan]
+            except ImpossiblePlanError as error:
+                problems.append(str(error))
+    return Preflight(
+        checks=checks,
+        problems=problems,
+        live_color=live,
+        live_image=observed.scale_set(live).runs_only if live is not None else None,
+        canary_plan=plan,
+    )
+
+
+def _image_problems(
+    context: ServiceContext, image: ImageObservation, published: list[str], checks: list[str]
+) -> list[str]:
+    """The image must exist, have passed its scan gate, never have been rolled back, and be
+    replicated to every region the scale sets may start it in."""
+    version = image.gallery_version
+    if not image.exists:
+        newest = sorted(published)[-_PUBLISHED_SHOWN:]
+        return [
+            f"image {context.service.name} {version} is not in gallery {context.environment.gallery} "
+            f"(published versions: {', '.join(newest) or 'none'}); build it with "
+            f"`switchyard image build {context.service.name} --app-version ...`"
+        ]
+    problems: list[str] = []
+    metadata = ImageMetadata.from_tags(image.tags)
+    if not metadata.scan_gate_passed:
+        problems.append(f"image {version} did not pass its scan gate; it can never be released")
+    else:
+        checks.append(f"image {version} passed its scan gate ({metadata.scan_summary_text()})")
+    if metadata.rolled_back:
+        problems.append(f"image {version} was rolled back before; publish a fixed version instead")
+    if not image.replicated:
+        problems.append(f"image {version} is not replicated everywhere yet: {image.replication or 'unknown'}")
+    else:
+        checks.append(f"image replicated to {', '.join(image.replication)}")
+    return problems
+
+
+def _room_to_double(quota: ComputeQuota | Exception, additional_vms: int, checks: list[str]) -> list[str]:
+    """The new color runs beside the live one: the region's quota must hold both at once."""
+    if isinstance(quota, Exception):
+        return [f"cannot read the compute quota, so room for the new color is unknown: {quota}"]
+    problems = shortfall(quota, additional_vms)
+    if not problems:
+        free = quota.usages[REGIONAL_VCPUS].free if REGIONAL_VCPUS in quota.usages else "unknown"
+        checks.append(
+            f"quota: room for {max(additional_vms, 0)} more {quota.vm_size} VM(s) in {quota.location} "
+            f"({free} regional vCPUs free)"
+        )
+    return problems

@@ -1,0 +1,154 @@
+"""Around the judge: whose signals are whose, and when a watch over a canary is decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from switchyard.core.analysis import Analysis, WatchDecision, canary_sides, golden_signals, watch_decision
+from switchyard.core.canary import (
+    AnalysisWindow,
+    CanaryEvidence,
+    CanaryOutcome,
+    CanaryPolicy,
+    CheckKind,
+    SideEvidence,
+    Verdict,
+    judge_canary,
+    verify_split,
+)
+from switchyard.core.topology import Color
+from tests.unit.core.cloud_states import OBSERVED_AT, V1, V2, address, observed, scale_set
+
+START, END = OBSERVED_AT, OBSERVED_AT + timedelta(seconds=30)
+# Blue serves production on 3 instances; green's first instance serves beside them as the canary.
+CANARY = address(Color.GREEN, 0)
+SPLIT = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=[CANARY])
+
+
+@dataclass(frozen=True)
+class Counts:
+    total: int
+    failed: int = 0
+
+
+def test_during_a_canary_the_baseline_is_the_live_color_and_the_canary_only_its_serving_instances() -> None:
+    sides = canary_sides(SPLIT, [CANARY], Color.BLUE, Color.GREEN)
+
+    assert sides.baseline_addresses == [address(Color.BLUE, i) for i in range(3)]
+    assert sides.canary_addresses == [CANARY]
+    # The idle instances of green serve nobody: their CPU would dilute the canary's.
+    assert sides.canary_vm_names == [f"{SPLIT.topology.scale_set(Color.GREEN)}_0"]
+
+
+def test_under_full_traffic_the_whole_live_color_is_the_canary_and_there_is_no_baseline() -> None:
+    promoted = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), live=Color.GREEN)
+    live = promoted.scale_set(Color.GREEN).addresses
+    sides = canary_sides(promoted, live, Color.GREEN, Color.GREEN)
+
+    assert sides.baseline_addresses == []
+    assert sides.canary_addresses == sorted(live)
+    assert len(sides.canary_vm_names) == 3
+
+
+def test_golden_signals_add_up_each_sides_backends_and_ignore_addresses_of_neither() -> None:
+    sides = canary_sides(SPLIT, [CANARY], Color.BLUE, Color.GREEN)
+    blue = [address(Color.BLUE, i) for i in range(3)]
+    counts = {
+        blue[0]: Counts(100, 1),
+        blue[1]: Counts(110, 0),
+        # blue[2] got nothing in the window: no row at all
+        CANARY: Counts(90, 9),
+        "10.9.9.9": Counts(500, 500),  # a foreign address: neither side's
+    }
+    latency = {blue[0]: [10.0, 11.0], blue[1]: [12.0], CANARY: [30.0, 31.0], "10.9.9.9": [999.0]}
+
+    signals = golden_signals(sides, START, END, counts, latency, baseline_cpu=[20.0, 25.0], canary_cpu=[70.0])
+
+    evidence = signals.evidence
+    assert evidence.window == AnalysisWindow(start=START, end=END)
+    assert (evidence.baseline.color, evidence.canary.color) == ("blue", "green")
+    assert (evidence.baseline.request_count, evidence.baseline.error_count) == (210, 1)
+    assert (evidence.canary.request_count, evidence.canary.error_count) == (90, 9)
+    assert sorted(evidence.baseline.latency_ms) == [10.0, 11.0, 12.0]
+    assert sorted(evidence.canary.latency_ms) == [30.0, 31.0]
+    assert (evidence.baseline.cpu_percent, evidence.canary.cpu_percent) == ([20.0, 25.0], [70.0])
+    # The split is verified on the two sides' traffic alone.
+    assert (signals.canary_requests, signals.total_requests) == (90, 300)
+
+
+def test_a_window_without_any_traffic_yet_is_empty_evidence_not_an_error() -> None:
+    sides = canary_sides(SPLIT, [CANARY], Color.BLUE, Color.GREEN)
+    signals = golden_signals(sides, START, END, {}, {}, baseline_cpu=[], canary_cpu=[])
+    assert signals.evidence.canary.request_count == 0 and signals.total_requests == 0
+
+
+# --- when a watch is decided ----------------------------------------------------------------------
+
+
+def verdict(canary_latency_ms: float, *, requests: int = 400, errors: int = 0) -> Verdict:
+    """A judged window: a healthy 20 ms baseline of 400 requests against the canary."""
+    baseline = SideEvidence(latency_ms=[20.0] * 400, request_count=400, error_count=0, cpu_percent=[30.0] * 3)
+    canary = SideEvidence(
+        latency_ms=[canary_latency_ms] * requests, request_count=requests, error_count=errors, cpu_percent=[30.0] * 3
+    )
+    evidence = CanaryEvidence(window=AnalysisWindow(start=START, end=END), baseline=baseline, canary=canary)
+    return judge_canary(evidence, CanaryPolicy())
+
+
+BREACHING = verdict(20.0, errors=40)  # 10 % errors against a 1 % SLO
+SLOWER = verdict(100.0)  # five times slower than the baseline, yet within every SLO
+SHORT = verdict(20.0, requests=20)  # too few requests to judge anything
+HEALTHY = verdict(20.0)
+
+
+def test_the_verdicts_the_watch_is_tested_with_are_what_their_names_say() -> None:
+    assert BREACHING.outcome is CanaryOutcome.FAIL
+    assert {r.check for r in BREACHING.failing_reasons} == {CheckKind.SLO, CheckKind.COMPARISON}
+    assert SLOWER.outcome is CanaryOutcome.FAIL
+    assert {r.check for r in SLOWER.failing_reasons} == {CheckKind.COMPARISON}
+    assert SHORT.outcome is CanaryOutcome.INCONCLUSIVE and HEALTHY.outcome is CanaryOutcome.PASS
+
+
+def test_an_slo_breach_stops_the_watch_before_the_window_ends() -> None:
+    assert watch_decision(BREACHING, window_ended=False, may_extend=True) is WatchDecision.STOP_EARLY
+
+
+def test_a_failing_comparison_waits_for_the_end_of_the_window() -> None:
+    # A comparison is a fixed-sample test: failing on its first significant look inflates false failures.
+    assert watch_decision(SLOWER, window_ended=False, may_extend=True) is WatchDecision.KEEP_WATCHING
+    assert watch_decision(SLOWER, window_ended=True, may_extend=True) is WatchDecision.DECIDED
+
+
+@pytest.mark.parametrize("current", [HEALTHY, SHORT])
+def test_a_window_that_has_not_ended_keeps_being_watched(current: Verdict) -> None:
+    assert watch_decision(current, window_ended=False, may_extend=True) is WatchDecision.KEEP_WATCHING
+
+
+def test_an_inconclusive_window_is_extended_once_then_decided() -> None:
+    assert watch_decision(SHORT, window_ended=True, may_extend=True) is WatchDecision.EXTEND
+    assert watch_decision(SHORT, window_ended=True, may_extend=False) is WatchDecision.DECIDED
+
+
+@pytest.mark.parametrize("final", [HEALTHY, BREACHING])
+def test_a_window_that_ended_is_decided_whatever_its_verdict(final: Verdict) -> None:
+    # An SLO breach found at the very end is a verdict of the whole window, not an early stop.
+    assert watch_decision(final, window_ended=True, may_extend=True) is WatchDecision.DECIDED
+
+
+# --- what passes -------------------------------------------------------------------------------------
+
+
+def test_a_canary_passes_on_a_pass_verdict_and_the_traffic_it_was_meant_to_get() -> None:
+    matched = verify_split(0.25, canary_requests=1000, total_requests=4000, tolerance=0.05)
+    starved = verify_split(0.25, canary_requests=0, total_requests=4000, tolerance=0.05)
+    unverified = verify_split(0.25, canary_requests=3, total_requests=10, tolerance=0.05)
+
+    assert Analysis(verdict=HEALTHY, split=matched, decided_at=END).passed
+    assert Analysis(verdict=HEALTHY, decided_at=END).passed  # under full traffic there is no split
+    assert not Analysis(verdict=HEALTHY, split=starved, decided_at=END).passed
+    assert not Analysis(verdict=HEALTHY, split=unverified, decided_at=END).passed
+    assert not Analysis(verdict=SLOWER, split=matched, decided_at=END).passed
+    assert not Analysis(verdict=SHORT, split=matched, decided_at=END).passed

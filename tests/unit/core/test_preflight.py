@@ -1,0 +1,132 @@
+"""Preflight: what a release checks before it changes anything, and how it says no."""
+
+from __future__ import annotations
+
+from switchyard.core.preflight import check_release, version_refusal
+from switchyard.core.rollout import ReleasePolicy, Strategy
+from switchyard.core.topology import Color
+from tests.unit.core.cloud_states import (
+    V1,
+    V2,
+    address,
+    context,
+    image,
+    missing_image,
+    observed,
+    quota,
+    scale_set,
+)
+
+CANARY = ReleasePolicy(strategy=Strategy.CANARY, canary_steps=[0.25, 0.5])
+BLUE_GREEN = ReleasePolicy(strategy=Strategy.BLUE_GREEN)
+STEADY = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V1, 0))
+
+
+def test_a_release_everything_is_ready_for_lists_what_was_checked_and_plans_the_canary() -> None:
+    found = check_release(context(), CANARY, image(), [], STEADY, quota())
+
+    assert found.refusal is None and found.problems == []
+    assert found.live_color is Color.BLUE and found.live_image == V1
+    assert [(step.canary_instances, step.live_instances) for step in found.canary_plan] == [(1, 3), (3, 3)]
+    assert found.checks == [
+        f"image {V2} passed its scan gate (vuln C0 H1 M0 L0 U0 | misconfig C0 H0 M0 L0 U0 | secret C0 H0 M0 L0 U0)",
+        "image replicated to westeurope",
+        "live color blue: 3 healthy instance(s)",
+        "quota: room for 3 more Standard_B2s VM(s) in westeurope (100 regional vCPUs free)",
+        "canary step 25% requested -> 25.0% delivered by 1 new beside 3 live instance(s)",
+        "canary step 50% requested -> 50.0% delivered by 3 new beside 3 live instance(s)",
+    ]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    sick = observed(
+        scale_set(Color.BLUE, V1, 3),
+        scale_set(Color.GREEN, V1, 0),
+        health={address(Color.BLUE, 1): "Down"},
+        canary=["10.9.9.9"],
+    )
+    found = check_release(
+        context(), CANARY, image(scan_gate_passed=False, rolled_back=True, replication={}), [], sick, quota(1)
+    )
+
+    assert found.refusal == "release refused before any change:\n- " + "\n- ".join(found.problems)
+    assert found.problems == [
+        f"image {V2} did not pass its scan gate; it can never be released",
+        f"image {V2} was rolled back before; publish a fixed version instead",
+        f"image {V2} is not replicated everywhere yet: unknown",
+        "the live pool serves unknown addresses ['10.9.9.9']; run rollback",
+        "live color blue is not healthy: 127.1.0.5 not Up",
+        "3 more Standard_B2s VM(s) need 6 total regional vCPUs in westeurope, but the quota leaves 1 "
+        "(limit 200, in use 199); ask for a quota increase, or lower the service's capacity",
+    ]
+
+
+def test_a_missing_image_names_the_newest_published_versions_and_how_to_build_it() -> None:
+    published = [f"1000000.20261100.{n}" for n in range(1, 8)]
+    found = check_release(context(), CANARY, missing_image(), published, STEADY, quota())
+
+    [problem] = found.problems
+    assert problem == (
+        f"image sample {V2} is not in gallery switchyard_gallery (published versions: 1000000.20261100.3, "
+        "1000000.20261100.4, 1000000.20261100.5, 1000000.20261100.6, 1000000.20261100.7); build it with "
+        "`switchyard image build sample --app-version ...`"
+    )
+    [nothing_published] = check_release(context(), CANARY, missing_image(), [], STEADY, quota()).problems
+    assert "(published versions: none)" in nothing_published
+
+
+def test_without_a_gateway_the_refusal_says_to_provision_and_nothing_else() -> None:
+    nothing = observed(scale_set(Color.BLUE, None, 0), scale_set(Color.GREEN, None, 0), gateway_exists=False)
+    found = check_release(context(), CANARY, missing_image(), [], nothing, quota())
+
+    assert found.refusal == (
+        f"{nothing.topology.gateway} does not exist: provision sample in production first "
+        "(`switchyard provision ...` or the provision deployment)"
+    )
+
+
+def test_a_gateway_that_routes_production_and_tests_to_one_pool_is_inconsistent() -> None:
+    tangled = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, None, 0), test_pool=Color.BLUE)
+    found = check_release(context(), CANARY, image(), [], tangled, quota())
+
+    assert found.problems == [
+        f"gateway {tangled.topology.gateway} is inconsistent: production -> blue, test -> blue; run provision to "
+        "repair it"
+    ]
+
+
+def test_a_first_release_has_nothing_live_and_no_canary_to_plan() -> None:
+    empty = observed(scale_set(Color.BLUE, None, 0), scale_set(Color.GREEN, None, 0))
+    found = check_release(context(), CANARY, image(), [], empty, quota())
+
+    assert found.refusal is None
+    assert "no live instances yet: first release of sample here" in found.checks
+    assert found.canary_plan == [] and found.live_image is None
+
+
+def test_blue_green_plans_no_canary_steps_even_where_none_could_be_reached() -> None:
+    one = observed(scale_set(Color.BLUE, V1, 1), scale_set(Color.GREEN, None, 0))
+    tight = ReleasePolicy(strategy=Strategy.CANARY, canary_steps=[0.95])
+
+    assert check_release(context(1), BLUE_GREEN, image(), [], one, quota()).refusal is None
+    [problem] = check_release(context(1), tight, image(), [], one, quota()).problems
+    assert problem.startswith("canary step 95% cannot be reached")
+
+
+def test_the_new_color_needs_room_for_the_live_colors_autoscaled_size_minus_what_the_idle_color_holds() -> None:
+    # Autoscale grew blue to 5; green still holds 2 warm instances: 3 more VMs, 6 vCPUs.
+    grown = observed(scale_set(Color.BLUE, V1, 5), scale_set(Color.GREEN, V1, 2))
+    assert check_release(context(), BLUE_GREEN, image(), [], grown, quota(6)).refusal is None
+    [problem] = check_release(context(), BLUE_GREEN, image(), [], grown, quota(5)).problems
+    assert problem.startswith("3 more Standard_B2s VM(s) need 6 total regional vCPUs")
+
+
+def test_an_unreadable_quota_is_a_problem_not_a_pass() -> None:
+    found = check_release(context(), CANARY, image(), [], STEADY, RuntimeError("403 Forbidden"))
+    assert found.problems == ["cannot read the compute quota, so room for the new color is unknown: 403 Forbidden"]
+
+
+def test_only_switchyard_gallery_versions_are_released() -> None:
+    assert version_refusal(V2) is None
+    refusal = version_refusal("latest")
+    assert refusal is not None and refusal.startswith("image version 'latest' is not a switchyard gallery version")

@@ -144,5 +144,6 @@ def test_the_cli_exits_non_zero_and_names_the_findings_when_the_gate_fails(
          "--git-commit", COMMIT],
         cwd=repo_root, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 3  # refused before any change: nothing was published
+    assert "refused, nothing was changed" in result.stderr
     assert "PYSEC-2018-28" in result.stderr  # requests 2.19.1, unknown severity counts as HIGH by default

@@ -16,6 +16,7 @@ from switchyard.stack.cli import (
     FleetOption,
     PortOption,
     StateDirOption,
+    WorkerLimitOption,
     WorkersOption,
     up_options,
 )
@@ -33,6 +34,7 @@ def demo(
     database: DatabaseOption = None,
     database_url: DatabaseUrlOption = None,
     workers: WorkersOption = None,
+    worker_limit: WorkerLimitOption = None,
 ) -> None:
     """Bring the local stack up, then under steady traffic: release v1, a good v2 by canary, and a v3
     with 20% errors that is rolled back automatically. The stack keeps running for the UI."""
@@ -40,7 +42,7 @@ def demo(
     from switchyard.stack.state import StackError, StackPaths
     from switchyard.stack.up import up as start_stack
 
-    options = up_options(state_dir, port, fleet, database, database_url, workers)
+    options = up_options(state_dir, port, fleet, database, database_url, workers, worker_limit)
     try:
         state = start_stack(options, echo=typer.echo)
     except (StackError, ValueError) as error:

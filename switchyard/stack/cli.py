@@ -62,6 +62,15 @@ WorkersOption = Annotated[
         help="Process workers on the work pool (default: as many as run now, else 1).",
     ),
 ]
+WorkerLimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--worker-limit",
+        min=0,
+        help="Flow runs each worker runs at once (prefect worker start --limit); 0: no limit. A limit spreads "
+        "runs over the workers. Default: as the running workers do, else no limit.",
+    ),
+]
 
 
 def up_options(
@@ -71,6 +80,7 @@ def up_options(
     database: str | None,
     database_url: str | None,
     workers: int | None,
+    worker_limit: int | None = None,
     redeploy: bool = False,
 ) -> UpOptions:
     """The options of `up` (and of the demo, which brings the stack up first), checked."""
@@ -90,6 +100,7 @@ def up_options(
         database="external" if database_url else database,  # type: ignore[arg-type]
         database_url=SecretStr(database_url) if database_url else None,
         workers=workers,
+        worker_limit=worker_limit,
     )
 
 
@@ -121,6 +132,7 @@ def up(
     database: DatabaseOption = None,
     database_url: DatabaseUrlOption = None,
     workers: WorkersOption = None,
+    worker_limit: WorkerLimitOption = None,
     redeploy: Annotated[
         bool,
         typer.Option(help="Run `prefect deploy --all` even if every deployment exists (after editing prefect.yaml)."),
@@ -132,7 +144,7 @@ def up(
     from switchyard.stack.up import up as start_stack
 
     started = time.monotonic()
-    options = up_options(state_dir, port, fleet, database, database_url, workers, redeploy)
+    options = up_options(state_dir, port, fleet, database, database_url, workers, worker_limit, redeploy)
     try:
         state = start_stack(options, echo=typer.echo)
     except (StackError, ValueError) as error:  # FleetError is a ValueError with the file named

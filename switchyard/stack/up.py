@@ -107,6 +107,8 @@ class UpOptions(BaseModel):
     database: DatabaseKind | None = None  # None: what the running stack uses, else SQLite
     database_url: SecretStr | None = None  # a PostgreSQL of your own (kind "external")
     workers: int | None = Field(default=None, ge=1)  # None: as many as run now, else one
+    # Flow runs each worker runs at once (`prefect worker start --limit`); 0: no limit; None: as now.
+    worker_limit: int | None = Field(default=None, ge=0)
 
 
 class _Clock:
@@ -295,15 +297,29 @@ def _provision(paths: StackPaths, api_url: str, environments: list[str], clock: 
     clock.say(f"{SAMPLE_SERVICE} provisioned in {', '.join(environments)} (logs in {paths.logs_dir})")
 
 
-def _start_worker(paths: StackPaths, api_url: str, number: int, clock: _Clock, register: Register) -> ProcessRecord:
+def _worker_argv(number: int, limit: int) -> list[str]:
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    argv += ["--name", worker_name(number)]
+    # A limit is what spreads runs: a worker without one takes every run that is due when it polls.
+    return argv + (["--limit", str(limit)] if limit else [])
+
+
+def _running_limit(record: ProcessRecord) -> int:
+    """The --limit a running worker was started with (0: none)."""
+    argv = record.argv
+    return int(argv[argv.index("--limit") + 1]) if "--limit" in argv[:-1] else 0
+
+
+def _start_worker(
+    paths: StackPaths, api_url: str, number: int, limit: int, clock: _Clock, register: Register
+) -> ProcessRecord:
     env = {
         **client_environment(paths, api_url),
         "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
         "PREFECT_WORKER_HEARTBEAT_SECONDS": str(WORKER_HEARTBEAT_SECONDS),
     }
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    argv = _worker_argv(number, limit)
     name = worker_name(number)
-    argv += ["--name", name]
     since = datetime.now(UTC)
     process, record = spawn(argv, env=env, log=paths.logs_dir / f"{worker_process(number)}.log")
     register(lambda: process)
@@ -659,12 +675,18 @@ def _ensure_workers(
     that polled a previous Prefect server, or that are more than asked for, are stopped."""
     running = {name: record for name, record in kept.items() if component(name) == "worker"}
     count = options.workers or max(1, len(running))
+    limits = {_running_limit(record) for record in running.values()}
+    limit = options.worker_limit if options.worker_limit is not None else (limits.pop() if len(limits) == 1 else 0)
     keep: dict[str, ProcessRecord] = {}
     for name, record in sorted(running.items()):
         if "prefect_server" in launches.started or "prefect_server" in launches.pending:
             _stop(record, name, clock, "polled the previous Prefect server")
         elif name not in {worker_process(n) for n in range(1, count + 1)}:
             _stop(record, name, clock, f"is more than the {count} worker(s) asked for")
+        elif _running_limit(record) != limit:
+            _stop(
+                record, name, clock, f"runs {_running_limit(record) or 'any number of'} flow runs at once, not {limit}"
+            )
         else:
             keep[name] = record
     for number in range(1, count + 1):
@@ -673,7 +695,7 @@ def _ensure_workers(
             clock.say(f"worker already running: {worker_name(number)} (pid {keep[name].pid})")
             continue
         clock.say(f"starting worker {worker_name(number)} on work pool {WORK_POOL} ...")
-        launches.launch(name, lambda register, n=number: _start_worker(paths, api_url, n, clock, register))  # type: ignore[misc]
+        launches.launch(name, lambda register, n=number: _start_worker(paths, api_url, n, limit, clock, register))  # type: ignore[misc]
     return keep
 
 

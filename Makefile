@@ -57,10 +57,11 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup
+bench: setup tools-test
 	$(BIN)/python bench/gateway_throughput.py
 	$(BIN)/python bench/image_pipeline.py
 	$(BIN)/python bench/emulator_arm_latency.py
+	$(BIN)/python bench/fleet_patch.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache

@@ -350,7 +350,7 @@ def external_database(url: str, passfile: Path) -> DatabaseConfig:
 
     postgresql:// and postgres:// are taken as postgresql+asyncpg:// (the driver Prefect needs);
     another driver is refused."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import URL, make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
@@ -373,7 +373,15 @@ def external_database(url: str, passfile: Path) -> DatabaseConfig:
     if parsed.password is not None:
         write_passfile(passfile, str(parsed.password))
         stored_passfile = str(passfile)
-        parsed = parsed.set(password=None)
+        # URL.set(password=None) leaves the password as it was: build the URL anew without it.
+        parsed = URL.create(
+            parsed.drivername,
+            username=parsed.username,
+            host=parsed.host,
+            port=parsed.port,
+            database=parsed.database,
+            query=parsed.query,
+        )
     else:
         passfile.unlink(missing_ok=True)
     return DatabaseConfig(kind="external", url=parsed.render_as_string(hide_password=False), passfile=stored_passfile)

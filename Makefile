@@ -1,6 +1,7 @@
 # switchyard: two commands for a fresh clone, `make demo` and `make test`.
 # Each sets up what it needs: a virtualenv with the package, Packer (apt, when missing) and,
-# for the tests, Debian's Chromium for the UI test.
+# for the tests, Debian's Chromium for the UI test and Debian's PostgreSQL for the stack on
+# PostgreSQL (switchyard/stack/postgres.py finds it in /usr/lib/postgresql/<version>/bin).
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -32,6 +33,8 @@ tools:
 tools-test: tools
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
 	  || $(MAKE) --no-print-directory apt-install PKGS="chromium chromium-driver"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || $(MAKE) --no-print-directory apt-install PKGS=postgresql
 
 apt-install:
 	@if [ "$$(id -u)" != "0" ]; then \
@@ -54,10 +57,11 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: setup
+bench: setup tools-test
 	$(BIN)/python bench/gateway_throughput.py
 	$(BIN)/python bench/image_pipeline.py
 	$(BIN)/python bench/emulator_arm_latency.py
+	$(BIN)/python bench/fleet_patch.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache

@@ -1,6 +1,6 @@
 """The monthly patch: every service of the fleet rebuilt on this month's patch level, and released.
 
-The runbook, per service (services fan out as tasks, up to MAX_PARALLEL at once):
+The runbook, per service:
   1. find what production runs now (gateway -> live scale set -> gallery tags); a service with
      nothing live there is reported and skipped;
   2. rebuild that image (same base, app version and commit) on this month's patch level: a forced
@@ -9,16 +9,39 @@ The runbook, per service (services fan out as tasks, up to MAX_PARALLEL at once)
      its first environment that does not go live; the other services carry on.
 A Markdown artifact (`monthly-patch`) shows the fleet: old -> new version and each environment's
 outcome. The run fails when any service failed, after every service had its turn.
+
+How the services fan out. A monthly patch started from its deployment (the schedule, the UI)
+runs on a worker, and gives each service its own run of the `patch-service` deployment: the work
+pool spreads them over its workers (and machines), and each shows in the UI as a subflow run with
+its own logs and a `patch-<service>` artifact. The parent waits for them all and reads each
+service's outcome back from that artifact, which lives in Prefect's database, so a child that ran
+on another machine reports just the same. Started in-process instead (the command line, tests,
+where there may be no worker), the services run here as tasks in threads, MAX_PARALLEL at once.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime
+from uuid import UUID
 
 from prefect import flow, get_run_logger, tags, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.futures import wait
+from prefect.runtime import deployment as current_deployment
+from prefect.runtime import flow_run as current_flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.image_pipeline import image_pipeline
@@ -28,17 +51,28 @@ from switchyard.core.routine import ServicePatch, StageOutcome, chain_failure
 from tasks.history import change_tags
 from tasks.routine import check_environments, fleet_services, production_image
 
-# Builds and releases of different services are independent; a few at a time keeps one machine's
-# Packer builds and the Prefect database (SQLite locally) comfortable.
+# In-process, builds and releases of different services run side by side, a few at a time: one
+# process's threads share one machine's Packer builds and the Prefect database.
 MAX_PARALLEL = 4
+# The deployment of one service's patch (prefect.yaml): flow name / deployment name.
+PATCH_SERVICE_DEPLOYMENT = "patch-service/patch-service"
+# How often the parent looks at its children: one query for all of them.
+CHILD_POLL_S = 1.0
 
 
 class MonthlyPatchFailed(Exception):
     """At least one service could not be patched; the artifact says which and why."""
 
 
-@task(name="patch one service", cache_policy=NO_CACHE)
-def patch_service(service: str, environments: list[str]) -> ServicePatch:
+class ServicePatchFailed(Exception):
+    """This service could not be patched; its `patch-<service>` artifact says why."""
+
+
+def patch_key(service: str) -> str:
+    return f"patch-{service}"
+
+
+def _patch(service: str, environments: list[str]) -> ServicePatch:
     """Rebuild what production runs on this month's patch level and release it down the chain.
 
     Never raises: a failure is this service's result, so the other services carry on."""
@@ -79,6 +113,29 @@ def patch_service(service: str, environments: list[str]) -> ServicePatch:
     return patch
 
 
+@task(name="patch one service", cache_policy=NO_CACHE)
+def patch_service(service: str, environments: list[str]) -> ServicePatch:
+    """One service's patch in this process (the in-process fan-out)."""
+    return _patch(service, environments)
+
+
+@flow(name="patch-service", log_prints=True)
+def patch_service_flow(service: str, environments: list[str] = DEFAULT_ENVIRONMENTS) -> ServicePatch:
+    """One service's monthly patch, as its own run (the monthly patch starts one per service).
+    Its outcome is kept as the table artifact `patch-<service>`; the run fails when the service
+    could not be patched."""
+    environments = check_environments(environments)
+    result = _patch(service, environments)
+    create_table_artifact(
+        key=patch_key(service),
+        table=[json.loads(result.model_dump_json())],
+        description=f"Monthly patch of {service}: {result.result}",
+    )
+    if result.result == "failed":
+        raise ServicePatchFailed(f"{service} not patched: {result.detail}")
+    return result
+
+
 # (Prefect's own annotation of task_runner is narrower than the runners it ships.)
 @flow(name="monthly-patch", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_PARALLEL))  # type: ignore[arg-type]
 def monthly_patch(
@@ -92,14 +149,10 @@ def monthly_patch(
     environments = check_environments(environments)
     names = sorted(set(services)) if services is not None else fleet_services()
     logger.info("patching %d service(s): %s", len(names), ", ".join(names) or "none")
-    futures = [patch_service.submit(name, environments) for name in names]
-    wait(futures)
-    results: list[ServicePatch] = []
-    for name, future in zip(names, futures, strict=True):
-        try:
-            results.append(future.result())
-        except Exception as error:  # the task itself broke; still report the service
-            results.append(ServicePatch(service=name, result="failed", detail=f"{type(error).__name__}: {error}"))
+    if current_deployment.id is not None:
+        results = _patch_as_deployment_runs(names, environments)
+    else:
+        results = _patch_in_threads(names, environments)
     _publish(results, environments)
     failed = [r for r in results if r.result == "failed"]
     if failed:
@@ -108,6 +161,77 @@ def monthly_patch(
             + "; ".join(f"{r.service}: {r.detail}" for r in failed)
         )
     return results
+
+
+def _patch_in_threads(names: list[str], environments: list[str]) -> list[ServicePatch]:
+    futures = [patch_service.submit(name, environments) for name in names]
+    wait(futures)
+    results: list[ServicePatch] = []
+    for name, future in zip(names, futures, strict=True):
+        try:
+            results.append(future.result())
+        except Exception as error:  # the task itself broke; still report the service
+            results.append(ServicePatch(service=name, result="failed", detail=f"{type(error).__name__}: {error}"))
+    return results
+
+
+def _patch_as_deployment_runs(names: list[str], environments: list[str]) -> list[ServicePatch]:
+    """One `patch-service` run per service, all scheduled at once; wait for all, read each outcome.
+
+    The idempotency key ties each child to this run and service: a retry of this run finds the
+    children it already started instead of patching twice."""
+    logger = get_run_logger()
+    parent = current_flow_run.id
+    children: dict[str, FlowRun] = {}
+    for name in names:
+        # (called from a sync flow, run_deployment returns the FlowRun itself)
+        children[name] = run_deployment(  # type: ignore[assignment]
+            PATCH_SERVICE_DEPLOYMENT,
+            parameters={"service": name, "environments": environments},
+            timeout=0,
+            idempotency_key=f"monthly-patch-{parent}-{name}",
+            flow_run_name=f"patch-{name}",
+        )
+    logger.info("started %d patch-service run(s); waiting for them", len(children))
+    finished = _wait_for_runs({run.id: name for name, run in children.items()})
+    return [_child_outcome(name, finished[children[name].id]) for name in names]
+
+
+def _wait_for_runs(runs: dict[UUID, str]) -> dict[UUID, FlowRun]:
+    """Poll every child with one query a second until each is in a final state (no timeout: the
+    children's own timeouts and the release locks bound them, as they bound the in-process path)."""
+    logger = get_run_logger()
+    done: dict[UUID, FlowRun] = {}
+    with get_client(sync_client=True) as client:
+        while len(done) < len(runs):
+            pending = [run_id for run_id in runs if run_id not in done]
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=pending))):
+                if run.state is not None and run.state.is_final():
+                    done[run.id] = run
+                    logger.info("%s: %s", runs[run.id], run.state.name)
+            if len(done) < len(runs):
+                time.sleep(CHILD_POLL_S)
+    return done
+
+
+def _child_outcome(service: str, run: FlowRun) -> ServicePatch:
+    """What the child recorded in its `patch-<service>` artifact; a child that ended without one
+    (crashed, cancelled) is this service's failure, with its state."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[patch_key(service)]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])
+            ),
+            limit=1,
+        )
+    if artifacts:
+        data = artifacts[0].data
+        rows = json.loads(data) if isinstance(data, str) else data
+        if isinstance(rows, list) and rows:
+            return ServicePatch.model_validate(rows[0])
+    state = run.state.name if run.state is not None else "unknown"
+    message = run.state.message if run.state is not None and run.state.message else "no outcome recorded"
+    return ServicePatch(service=service, result="failed", detail=f"run {run.name} ended {state}: {message}")
 
 
 def _publish(results: list[ServicePatch], environments: list[str]) -> None:

@@ -10,7 +10,16 @@ from typing import Annotated
 
 import typer
 
-from switchyard.stack.cli import FleetOption, PortOption, StateDirOption
+from switchyard.stack.cli import (
+    DatabaseOption,
+    DatabaseUrlOption,
+    FleetOption,
+    PortOption,
+    StateDirOption,
+    WorkerLimitOption,
+    WorkersOption,
+    up_options,
+)
 
 app = typer.Typer(help="The demo on the local stack.")
 
@@ -22,15 +31,18 @@ def demo(
     state_dir: StateDirOption = None,
     fleet: FleetOption = None,
     port: PortOption = None,
+    database: DatabaseOption = None,
+    database_url: DatabaseUrlOption = None,
+    workers: WorkersOption = None,
+    worker_limit: WorkerLimitOption = None,
 ) -> None:
     """Bring the local stack up, then under steady traffic: release v1, a good v2 by canary, and a v3
     with 20% errors that is rolled back automatically. The stack keeps running for the UI."""
-    from switchyard.checkout import REPO_ROOT, default_state_dir
-    from switchyard.stack.state import DEFAULT_FLEET_FILE, StackError, StackPaths
-    from switchyard.stack.up import UpOptions
+    from switchyard.checkout import REPO_ROOT
+    from switchyard.stack.state import StackError, StackPaths
     from switchyard.stack.up import up as start_stack
 
-    options = UpOptions(state_dir=state_dir or default_state_dir(), port=port, fleet_file=fleet or DEFAULT_FLEET_FILE)
+    options = up_options(state_dir, port, fleet, database, database_url, workers, worker_limit)
     try:
         state = start_stack(options, echo=typer.echo)
     except (StackError, ValueError) as error:

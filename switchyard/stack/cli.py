@@ -10,12 +10,15 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from switchyard.checkout import default_state_dir
 from switchyard.stack.state import DEFAULT_FLEET_FILE, DEFAULT_PORT, StackError, StackPaths
+
+if TYPE_CHECKING:
+    from switchyard.stack.up import UpOptions
 
 StateDirOption = Annotated[
     Path | None,
@@ -32,6 +35,73 @@ FleetOption = Annotated[
     Path | None,
     typer.Option(help="The fleet file the stack registers as blocks (default deployments/fleet.yaml)."),
 ]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        help="The Prefect server's database: sqlite (default) or postgresql (a PostgreSQL server of the "
+        "stack's own, from Debian's package). Default: what the running stack uses.",
+    ),
+]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="SWITCHYARD_DATABASE_URL",
+        show_envvar=True,
+        show_default=False,
+        help="A PostgreSQL of your own: postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB. Prefer the "
+        "environment variable (argv is visible to every user); the password is kept only in a 0600 pgpass file.",
+    ),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Process workers on the work pool (default: as many as run now, else 1).",
+    ),
+]
+WorkerLimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--worker-limit",
+        min=0,
+        help="Flow runs each worker runs at once (prefect worker start --limit); 0: no limit. A limit spreads "
+        "runs over the workers. Default: as the running workers do, else no limit.",
+    ),
+]
+
+
+def up_options(
+    state_dir: Path | None,
+    port: int | None,
+    fleet: Path | None,
+    database: str | None,
+    database_url: str | None,
+    workers: int | None,
+    worker_limit: int | None = None,
+    redeploy: bool = False,
+) -> UpOptions:
+    """The options of `up` (and of the demo, which brings the stack up first), checked."""
+    from pydantic import SecretStr
+
+    from switchyard.stack.up import UpOptions
+
+    if database not in (None, "sqlite", "postgresql"):
+        raise typer.BadParameter(
+            f"{database!r} is not a database switchyard runs: sqlite or postgresql", param_hint="--database"
+        )
+    return UpOptions(
+        state_dir=state_dir or default_state_dir(),
+        port=port,
+        fleet_file=fleet or DEFAULT_FLEET_FILE,
+        redeploy=redeploy,
+        database="external" if database_url else database,  # type: ignore[arg-type]
+        database_url=SecretStr(database_url) if database_url else None,
+        workers=workers,
+        worker_limit=worker_limit,
+    )
 
 
 def use_local_stack() -> None:
@@ -59,20 +129,22 @@ def up(
     state_dir: StateDirOption = None,
     port: PortOption = None,
     fleet: FleetOption = None,
+    database: DatabaseOption = None,
+    database_url: DatabaseUrlOption = None,
+    workers: WorkersOption = None,
+    worker_limit: WorkerLimitOption = None,
     redeploy: Annotated[
         bool,
         typer.Option(help="Run `prefect deploy --all` even if every deployment exists (after editing prefect.yaml)."),
     ] = False,
 ) -> None:
-    """Start the local stack: the Azure emulator, a Prefect server with its UI, the blocks, the sample
-    service's topologies, the deployments and a worker. Running it again keeps what runs."""
-    from switchyard.stack.up import UpOptions
+    """Start the local stack: the Azure emulator, a Prefect server with its UI (on SQLite or
+    PostgreSQL), the blocks, the sample service's topologies, the deployments and the workers.
+    Running it again keeps what runs."""
     from switchyard.stack.up import up as start_stack
 
     started = time.monotonic()
-    options = UpOptions(
-        state_dir=state_dir or default_state_dir(), port=port, fleet_file=fleet or DEFAULT_FLEET_FILE, redeploy=redeploy
-    )
+    options = up_options(state_dir, port, fleet, database, database_url, workers, worker_limit, redeploy)
     try:
         state = start_stack(options, echo=typer.echo)
     except (StackError, ValueError) as error:  # FleetError is a ValueError with the file named

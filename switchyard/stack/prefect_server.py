@@ -1,4 +1,5 @@
-"""A real Prefect server (SQLite) on loopback, started and stopped as one process group.
+"""A real Prefect server on loopback, started and stopped as one process group; on SQLite in its
+home, or on the PostgreSQL its database environment names (switchyard/stack/postgres.py).
 
 The local stack runs one, and so do the end-to-end tests: its background services (the lease
 repossessor among them) are what make a dead run's release lock expire, which an in-process test
@@ -25,9 +26,11 @@ class PrefectServerError(RuntimeError):
 class PrefectServer:
     """`prefect server start` with its own PREFECT_HOME, on 127.0.0.1:<port>."""
 
-    def __init__(self, home: Path, port: int | None = None) -> None:
+    def __init__(self, home: Path, port: int | None = None, database_environment: dict[str, str] | None = None) -> None:
         self.home = home
         self.port = port or free_port()
+        # PREFECT_API_DATABASE_CONNECTION_URL (and PGPASSFILE) for PostgreSQL; none: SQLite in `home`.
+        self.database_environment = database_environment or {}
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,6 +64,7 @@ class PrefectServer:
             "PREFECT_LOGGING_LEVEL": "WARNING",
             # A dead run's release lock is reclaimed soon after its lease (60 s at least) runs out.
             "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
+            **self.database_environment,
         }
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ import httpx
 from pydantic import BaseModel, Field
 
 from switchyard.checkout import FLEET_FILE, REPO_ROOT
+from switchyard.stack.postgres import DatabaseConfig
 from switchyard.stack.processes import ProcessRecord
 from switchyard_emulator.launcher import read_info
 
@@ -37,9 +38,31 @@ SERVER_START_TIMEOUT_S = 120.0
 WORKER_ONLINE_TIMEOUT_S = 60.0
 DEPLOY_TIMEOUT_S = 300.0
 PROVISION_TIMEOUT_S = 600.0
-# `prefect server start` takes 30 s and more to shut down on SIGTERM; SQLite is safe to kill.
-STOP_GRACE_S = {"worker": 5.0, "prefect_server": 5.0, "emulator": 15.0}
-STOP_ORDER = ("worker", "prefect_server", "emulator")
+# `prefect server start` takes 30 s and more to shut down on SIGTERM; SQLite is safe to kill, and
+# so is a PostgreSQL client. PostgreSQL itself gets a fast shutdown (switchyard/stack/postgres.py).
+STOP_GRACE_S = {"worker": 5.0, "prefect_server": 5.0, "postgres": 20.0, "emulator": 15.0}
+# Workers first (their flow runs with them), then the server, then its database, then the emulator.
+STOP_ORDER = ("worker", "prefect_server", "postgres", "emulator")
+
+
+def worker_process(number: int) -> str:
+    """stack.json's name of the n-th worker process (1-based): the first keeps the plain name."""
+    return "worker" if number == 1 else f"worker-{number}"
+
+
+def worker_name(number: int) -> str:
+    """The n-th worker's name in the work pool, as the Prefect UI shows it."""
+    return WORKER_NAME if number == 1 else f"{WORKER_NAME}-{number}"
+
+
+def component(process: str) -> str:
+    """worker-2 -> worker: the kind of a process, which its grace period and stop order follow."""
+    return "worker" if process.startswith("worker") else process
+
+
+def stop_order(processes: Iterable[str]) -> list[str]:
+    """The processes in the order `down` stops them."""
+    return sorted(processes, key=lambda name: (STOP_ORDER.index(component(name)), name))
 
 
 class StackError(RuntimeError):
@@ -67,6 +90,15 @@ class StackPaths(BaseModel):
     @property
     def prefect_home(self) -> Path:
         return self.state_dir / "prefect"
+
+    @property
+    def postgres_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
+    @property
+    def database_passfile(self) -> Path:
+        """The password of a PostgreSQL you named (--database-url), mode 0600."""
+        return self.state_dir / "database.pgpass"
 
     @property
     def logs_dir(self) -> Path:
@@ -105,6 +137,8 @@ class StackState(BaseModel):
     emulator_file: str
     work_pool: str = WORK_POOL
     worker_name: str = WORKER_NAME
+    # Never a password: the URL has none, the passfile holds it (switchyard/stack/postgres.py).
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     pids: dict[str, int] = Field(default_factory=dict)
     processes: dict[str, ProcessRecord] = Field(default_factory=dict)
     started_at: datetime

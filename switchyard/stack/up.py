@@ -2,11 +2,12 @@
 
 `up` brings up, on this machine and on loopback only:
   * the Azure emulator (`python -m switchyard_emulator start`, state in STATE/emulator),
-  * a Prefect server on SQLite with its UI (switchyard/stack/prefect_server.py, home STATE/prefect),
+  * a Prefect server with its UI (switchyard/stack/prefect_server.py, home STATE/prefect), on SQLite,
+    or on PostgreSQL: a server of its own or one you name (switchyard/stack/postgres.py),
   * switchyard's block types and the fleet's blocks (blocks/seed.py, from deployments/fleet.yaml),
   * the sample service's topology in every environment of the fleet (the provision flow),
   * the work pool and the deployments of prefect.yaml (`prefect deploy --all`),
-  * a process worker polling that pool,
+  * one or more process workers polling that pool (--workers N),
 and writes STATE/stack.json: the API and UI addresses, the emulator.json path and the processes
 it started (pid + start time, so that a pid the system reused is never mistaken for ours).
 
@@ -33,9 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from switchyard.checkout import PREFECT_FILE, REPO_ROOT
+from switchyard.stack.postgres import (
+    DatabaseConfig,
+    DatabaseError,
+    DatabaseKind,
+    LocalPostgres,
+    external_database,
+    stop_postgres,
+)
 from switchyard.stack.prefect_server import PrefectServer, PrefectServerError
 from switchyard.stack.processes import (
     ProcessRecord,
@@ -62,19 +71,22 @@ from switchyard.stack.state import (
     STOP_ORDER,
     WORK_POOL,
     WORKER_HEARTBEAT_SECONDS,
-    WORKER_NAME,
     WORKER_ONLINE_TIMEOUT_S,
     WORKER_QUERY_SECONDS,
     StackError,
     StackPaths,
     StackState,
     client_environment,
+    component,
     emulator_answers,
     emulator_info,
     exclusive,
     prefect_client_settings,
     prefect_healthy,
     read_stack,
+    stop_order,
+    worker_name,
+    worker_process,
 )
 from switchyard_emulator.launcher import LOG_FILE as EMULATOR_LOG_FILE
 from switchyard_emulator.launcher import EmulatorStartError, start_emulator
@@ -92,6 +104,11 @@ class UpOptions(BaseModel):
     port: int | None = None  # None: DEFAULT_PORT, or a free one when it is taken
     fleet_file: Path = DEFAULT_FLEET_FILE
     redeploy: bool = False
+    database: DatabaseKind | None = None  # None: what the running stack uses, else SQLite
+    database_url: SecretStr | None = None  # a PostgreSQL of your own (kind "external")
+    workers: int | None = Field(default=None, ge=1)  # None: as many as run now, else one
+    # Flow runs each worker runs at once (`prefect worker start --limit`); 0: no limit; None: as now.
+    worker_limit: int | None = Field(default=None, ge=0)
 
 
 class _Clock:
@@ -146,8 +163,10 @@ def _choose_port(requested: int | None, clock: _Clock) -> int:
     return port
 
 
-def _start_prefect(paths: StackPaths, port: int, clock: _Clock, register: Register) -> ProcessRecord:
-    server = PrefectServer(paths.prefect_home, port)
+def _start_prefect(
+    paths: StackPaths, port: int, database: DatabaseConfig, clock: _Clock, register: Register
+) -> ProcessRecord:
+    server = PrefectServer(paths.prefect_home, port, database_environment=database.server_environment())
     register(lambda: server.process)
     try:
         server.start(timeout_s=SERVER_START_TIMEOUT_S)
@@ -155,7 +174,7 @@ def _start_prefect(paths: StackPaths, port: int, clock: _Clock, register: Regist
         raise StackError(f"the Prefect server did not start on port {port}: {error}") from None
     assert server.process is not None
     stat = proc_stat(server.process.pid)
-    clock.say(f"Prefect server ready at {server.ui_url} (pid {server.process.pid})")
+    clock.say(f"Prefect server ready at {server.ui_url} on {database.describe()} (pid {server.process.pid})")
     return ProcessRecord(
         pid=server.process.pid,
         start_ticks=stat.start_ticks if stat else -1,
@@ -220,14 +239,12 @@ async def _missing_deployments() -> list[str]:
     return [name for name in _deployment_names() if name not in present]
 
 
-async def _worker_online(since: datetime) -> bool:
+async def _worker_online(name: str, since: datetime) -> bool:
     from prefect.client.orchestration import get_client
 
     async with get_client() as client:
         workers = await client.read_workers_for_work_pool(WORK_POOL)
-    return any(
-        w.name == WORKER_NAME and w.last_heartbeat_time is not None and w.last_heartbeat_time >= since for w in workers
-    )
+    return any(w.name == name and w.last_heartbeat_time is not None and w.last_heartbeat_time >= since for w in workers)
 
 
 def _run_to_log(argv: list[str], env: dict[str, str], log: Path, timeout_s: float, what: str) -> None:
@@ -280,28 +297,45 @@ def _provision(paths: StackPaths, api_url: str, environments: list[str], clock: 
     clock.say(f"{SAMPLE_SERVICE} provisioned in {', '.join(environments)} (logs in {paths.logs_dir})")
 
 
-def _start_worker(paths: StackPaths, api_url: str, clock: _Clock, register: Register) -> ProcessRecord:
+def _worker_argv(number: int, limit: int) -> list[str]:
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
+    argv += ["--name", worker_name(number)]
+    # A limit is what spreads runs: a worker without one takes every run that is due when it polls.
+    return argv + (["--limit", str(limit)] if limit else [])
+
+
+def _running_limit(record: ProcessRecord) -> int:
+    """The --limit a running worker was started with (0: none)."""
+    argv = record.argv
+    return int(argv[argv.index("--limit") + 1]) if "--limit" in argv[:-1] else 0
+
+
+def _start_worker(
+    paths: StackPaths, api_url: str, number: int, limit: int, clock: _Clock, register: Register
+) -> ProcessRecord:
     env = {
         **client_environment(paths, api_url),
         "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
         "PREFECT_WORKER_HEARTBEAT_SECONDS": str(WORKER_HEARTBEAT_SECONDS),
     }
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
-    argv += ["--name", WORKER_NAME]
+    argv = _worker_argv(number, limit)
+    name = worker_name(number)
     since = datetime.now(UTC)
-    process, record = spawn(argv, env=env, log=paths.logs_dir / "worker.log")
+    process, record = spawn(argv, env=env, log=paths.logs_dir / f"{worker_process(number)}.log")
     register(lambda: process)
     deadline = time.monotonic() + WORKER_ONLINE_TIMEOUT_S
     with prefect_client_settings(paths, api_url):
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise StackError(f"the worker exited with code {process.returncode}:\n{log_tail(record.log)}")
-            if asyncio.run(_worker_online(since)):
-                clock.say(f"worker {WORKER_NAME} polls work pool {WORK_POOL} (pid {process.pid})")
+            if asyncio.run(_worker_online(name, since)):
+                clock.say(f"worker {name} polls work pool {WORK_POOL} (pid {process.pid})")
                 return record
             time.sleep(0.5)
     stop_processes([process_tree(record)], STOP_GRACE_S["worker"])
-    raise StackError(f"the worker did not come online within {WORKER_ONLINE_TIMEOUT_S:.0f} s:\n{log_tail(record.log)}")
+    raise StackError(
+        f"worker {name} did not come online within {WORKER_ONLINE_TIMEOUT_S:.0f} s:\n{log_tail(record.log)}"
+    )
 
 
 def _frontend_port_conflicts(fleet: Any, service: str) -> list[str]:
@@ -323,7 +357,35 @@ def _describe(error: BaseException) -> str:
 
 def _stop(record: ProcessRecord, name: str, clock: _Clock, why: str) -> None:
     clock.say(f"{name} (pid {record.pid}) {why}: stopping it")
-    stop_processes([process_tree(record)], STOP_GRACE_S[name])
+    _stop_one(name, record)
+
+
+def _stop_one(name: str, record: ProcessRecord) -> list[int]:
+    """Stop one of the stack's processes with everything it started; return the survivors' pids."""
+    if component(name) == "postgres":
+        return stop_postgres(record, STOP_GRACE_S["postgres"])
+    return [stat.pid for stat in stop_processes([process_tree(record)], STOP_GRACE_S[component(name)])]
+
+
+def _choose_database(options: UpOptions, previous: StackState | None, paths: StackPaths) -> DatabaseConfig | None:
+    """The database asked for: a config for an external one, None for the local kinds (decided
+    when they start). A running stack keeps its database: moving it is `down` first."""
+    if options.database_url is not None:
+        if options.database not in (None, "external", "postgresql"):
+            raise StackError("--database-url names a PostgreSQL: it does not go with --database sqlite")
+        try:
+            return external_database(options.database_url.get_secret_value(), paths.database_passfile)
+        except DatabaseError as error:
+            raise StackError(str(error)) from None
+    return None
+
+
+def _database_kind(options: UpOptions, previous: StackState | None) -> DatabaseKind:
+    if options.database_url is not None:
+        return "external"
+    if options.database is not None:
+        return options.database
+    return previous.database.kind if previous is not None else "sqlite"
 
 
 class _Launches:
@@ -392,9 +454,9 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
     """Start what is not running; report what is. Returns what stack.json now says.
 
     Order, with everything that can overlap overlapping (the server's first start, with its
-    database migrations, is the long pole): the Prefect server; meanwhile the fleet file and the
-    emulator; then the work pool and `prefect deploy --all`; meanwhile the blocks, the worker and
-    the provisioning of the sample service."""
+    database migrations, is the long pole): PostgreSQL when asked for, then the Prefect server;
+    meanwhile the fleet file and the emulator; then the work pool and `prefect deploy --all`;
+    meanwhile the blocks, the workers and the provisioning of the sample service."""
     clock = _Clock(echo)
     paths = StackPaths(state_dir=options.state_dir.resolve())
     paths.state_dir.mkdir(parents=True, exist_ok=True)
@@ -402,25 +464,56 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
     kept: dict[str, ProcessRecord] = {}
     if previous is not None:
         kept = {name: record for name, record in previous.processes.items() if is_running(record)}
-    threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="switchyard-up")
+    kind = _database_kind(options, previous)
+    external = _choose_database(options, previous, paths)
+    threads = ThreadPoolExecutor(max_workers=6, thread_name_prefix="switchyard-up")
     launches = _Launches(threads)
     jobs: list[Future[None]] = []
+    database = DatabaseConfig()
     try:
-        # 1. the Prefect server (started first: it takes longest)
+        # 1. the Prefect server (started first: it takes longest), after its database
         server = kept.get("prefect_server")
+        postgres = kept.get("postgres")
         if server and previous and prefect_healthy(previous.prefect_api_url):
             port, api_url = previous.port, previous.prefect_api_url
-            clock.say(f"Prefect server already running at {previous.ui_url} (pid {server.pid})")
+            database = previous.database
+            if kind != database.kind or (external is not None and external.url != database.url):
+                raise StackError(
+                    f"the running stack's Prefect server uses {database.describe()}; run `switchyard down` first to "
+                    "move it to another database (its run history stays in the old one)"
+                )
+            if database.kind == "postgresql" and postgres is None:
+                raise StackError(
+                    "the stack's PostgreSQL is not running, but its Prefect server is: run `switchyard down`, "
+                    "then `switchyard up` again (the data stays)"
+                )
+            clock.say(
+                f"Prefect server already running at {previous.ui_url} on {database.describe()} (pid {server.pid})"
+            )
             if options.port not in (None, port):
                 clock.say(f"(it keeps port {port}; run `switchyard down` first to move it to {options.port})")
         else:
             if server:
                 _stop(server, "prefect_server", clock, "does not answer")
             server = None
+            if postgres is not None and kind != "postgresql":
+                _stop(postgres, "postgres", clock, "is not the database asked for")
+                postgres = None
             port = _choose_port(options.port, clock)
             api_url = f"http://127.0.0.1:{port}/api"
+            database, postgres = _prepare_database(kind, external, previous, postgres, paths, clock, launches)
             clock.say(f"starting the Prefect server on 127.0.0.1:{port} ...")
-            launches.launch("prefect_server", lambda register: _start_prefect(paths, port, clock, register))
+            database_ready = launches.pending.get("postgres")
+
+            def start_server(register: Register) -> ProcessRecord:
+                if database_ready is not None:
+                    try:
+                        database_ready.result()
+                    except Exception:
+                        raise StackError("the Prefect server was not started: its database did not start") from None
+                return _start_prefect(paths, port, database, clock, register)
+
+            launches.launch("prefect_server", start_server)
 
         # 2. meanwhile: the fleet file and the emulator
         fleet = _fleet_for_stack(options.fleet_file, paths)
@@ -449,6 +542,8 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
             )
             if launches.failed("emulator"):
                 launches.wait("emulator")
+            if "postgres" in launches.pending:
+                postgres = launches.wait("postgres")
             server = launches.wait("prefect_server")
         if emulator is None and launches.pending["emulator"].done():
             emulator = launches.wait("emulator")
@@ -463,18 +558,10 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
             else:
                 clock.say(f"deployments already present: {', '.join(_deployment_names())}")
 
-            # 4. the blocks; the worker; once the emulator is ready, the sample service's topologies
+            # 4. the blocks; the workers; once the emulator is ready, the sample service's topologies
             created = asyncio.run(_register_blocks(fleet))
         clock.say(f"blocks: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
-        worker = kept.get("worker")
-        if worker and "prefect_server" in launches.started:
-            _stop(worker, "worker", clock, "polled the previous Prefect server")
-            worker = None
-        if worker is None:
-            clock.say(f"starting a worker on work pool {WORK_POOL} ...")
-            launches.launch("worker", lambda register: _start_worker(paths, api_url, clock, register))
-        else:
-            clock.say(f"worker already running (pid {worker.pid})")
+        workers = _ensure_workers(options, kept, paths, api_url, clock, launches)
         if emulator is None:
             emulator = launches.wait("emulator")
         deployed_to = fleet.services[SAMPLE_SERVICE].frontend_ports
@@ -486,21 +573,25 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
         errors = launches.settle() + _collect(jobs)
         if errors:
             raise StackError("\n".join(errors))
-        worker = worker or launches.started["worker"]
+        workers.update({name: launches.started[name] for name in launches.started if component(name) == "worker"})
     except BaseException:
         aborted = launches.abort()
         launches.settle()
         _collect(jobs)  # a deploy or provisioning still running finishes before its server stops
         if launches.started or aborted:
             echo(f"stopping what this run started: {', '.join([*aborted, *launches.started])}")
-            trees = [process_tree(launches.started[n]) for n in STOP_ORDER if n in launches.started]
-            stop_processes(trees, max(STOP_GRACE_S.values()))
+            for name in stop_order(launches.started):
+                _stop_one(name, launches.started[name])
         raise
     finally:
         threads.shutdown(wait=True)
 
     started = launches.started
-    assert emulator is not None and server is not None and worker is not None
+    assert emulator is not None and server is not None and workers
+    processes = {"emulator": emulator, "prefect_server": server, **workers}
+    if database.kind == "postgresql":
+        assert postgres is not None
+        processes["postgres"] = postgres
     now = datetime.now(UTC)
     state = StackState(
         schema=STACK_SCHEMA,
@@ -511,18 +602,101 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
         prefect_home=str(paths.prefect_home),
         port=port,
         emulator_file=str(paths.emulator_file),
-        processes={"emulator": emulator, "prefect_server": server, "worker": worker},
+        database=database,
+        processes=processes,
         started_at=previous.started_at if previous and not started else now,
         updated_at=now,
     )
-    if started or previous is None:
+    changed = previous is None or set(previous.processes) != set(processes)
+    if started or changed:
         state.write(paths.stack_file)
     if started:
         clock.say(f"stack up; started {', '.join(started)}; state in {paths.stack_file}")
+    elif changed:
+        clock.say(f"stack up; stopped what was not asked for; state in {paths.stack_file}")
     else:
         clock.say("stack already up: nothing changed")
     echo(f"Prefect UI: {state.ui_url}")
     return state
+
+
+def _prepare_database(
+    kind: DatabaseKind,
+    external: DatabaseConfig | None,
+    previous: StackState | None,
+    postgres: ProcessRecord | None,
+    paths: StackPaths,
+    clock: _Clock,
+    launches: _Launches,
+) -> tuple[DatabaseConfig, ProcessRecord | None]:
+    """The database of a Prefect server about to start: SQLite, the URL you gave (or gave last
+    time: its password stays in its passfile), or the stack's own PostgreSQL, kept if it still
+    runs, else started in the background on its previous port when that is free."""
+    if kind == "sqlite":
+        return DatabaseConfig(), None
+    if kind == "external":
+        if external is not None:
+            return external, None
+        if previous is not None and previous.database.kind == "external":
+            return previous.database, None
+        raise StackError("--database external needs the URL: --database-url or $SWITCHYARD_DATABASE_URL")
+    local = LocalPostgres(paths.postgres_dir)
+    before = previous.database if previous is not None and previous.database.kind == "postgresql" else None
+    if postgres is not None and before is not None and before.port is not None:
+        clock.say(f"PostgreSQL already running on 127.0.0.1:{before.port} (pid {postgres.pid})")
+        return before, postgres
+    if postgres is not None:
+        _stop(postgres, "postgres", clock, "is not the one stack.json describes")
+    pg_port = before.port if before is not None and before.port and port_is_free(before.port) else free_port()
+    clock.say(f"starting PostgreSQL on 127.0.0.1:{pg_port} (data in {local.paths.data}) ...")
+
+    def start(register: Register) -> ProcessRecord:
+        try:
+            process, record, _ = local.start(pg_port)
+        except DatabaseError as error:
+            raise StackError(str(error)) from None
+        register(lambda: process)
+        clock.say(f"PostgreSQL ready on 127.0.0.1:{pg_port} (pid {record.pid})")
+        return record
+
+    launches.launch("postgres", start)
+    return local.config(pg_port), None
+
+
+def _ensure_workers(
+    options: UpOptions,
+    kept: dict[str, ProcessRecord],
+    paths: StackPaths,
+    api_url: str,
+    clock: _Clock,
+    launches: _Launches,
+) -> dict[str, ProcessRecord]:
+    """As many process workers as asked for (default: as many as run now, at least one). Workers
+    that polled a previous Prefect server, or that are more than asked for, are stopped."""
+    running = {name: record for name, record in kept.items() if component(name) == "worker"}
+    count = options.workers or max(1, len(running))
+    limits = {_running_limit(record) for record in running.values()}
+    limit = options.worker_limit if options.worker_limit is not None else (limits.pop() if len(limits) == 1 else 0)
+    keep: dict[str, ProcessRecord] = {}
+    for name, record in sorted(running.items()):
+        if "prefect_server" in launches.started or "prefect_server" in launches.pending:
+            _stop(record, name, clock, "polled the previous Prefect server")
+        elif name not in {worker_process(n) for n in range(1, count + 1)}:
+            _stop(record, name, clock, f"is more than the {count} worker(s) asked for")
+        elif _running_limit(record) != limit:
+            _stop(
+                record, name, clock, f"runs {_running_limit(record) or 'any number of'} flow runs at once, not {limit}"
+            )
+        else:
+            keep[name] = record
+    for number in range(1, count + 1):
+        name = worker_process(number)
+        if name in keep:
+            clock.say(f"worker already running: {worker_name(number)} (pid {keep[name].pid})")
+            continue
+        clock.say(f"starting worker {worker_name(number)} on work pool {WORK_POOL} ...")
+        launches.launch(name, lambda register, n=number: _start_worker(paths, api_url, n, limit, clock, register))  # type: ignore[misc]
+    return keep
 
 
 # `down` ------------------------------------------------------------------------------------------
@@ -550,18 +724,29 @@ def _down(paths: StackPaths, echo: Echo) -> DownReport:
     if state is None:
         echo(f"no stack to stop: {paths.stack_file} does not exist")
         return report
-    for name in STOP_ORDER:
+    for kind in STOP_ORDER:
+        names = [name for name in stop_order(state.processes) if component(name) == kind]
+        if not names and kind in ("worker", "prefect_server", "emulator"):
+            names = [kind]
         # The whole tree is walked before any of it is signalled: a killed parent's children are
-        # re-parented and lose their link to it. (Flow runs are the worker's children.)
-        tree = process_tree(state.processes[name]) if name in state.processes else []
-        if not tree:
+        # re-parented and lose their link to it. (Flow runs are the worker's children.) Processes
+        # of one kind (the workers) stop together: one grace period, not one each.
+        trees = {name: process_tree(state.processes[name]) if name in state.processes else [] for name in names}
+        for name in [name for name, tree in trees.items() if not tree]:
             report.already_gone.append(name)
             echo(f"{name}: not running")
+        running = {name: tree for name, tree in trees.items() if tree}
+        if not running:
             continue
-        echo(f"stopping {name} (pid {tree[0].pid}, {len(tree)} process(es)) ...")
-        survivors = stop_processes([tree], STOP_GRACE_S[name])
-        report.stopped[name] = len(tree) - len(survivors)
-        report.survivors += [s.pid for s in survivors]
+        for name, tree in running.items():
+            echo(f"stopping {name} (pid {tree[0].pid}, {len(tree)} process(es)) ...")
+        if kind == "postgres":
+            survivors = [pid for name in running for pid in stop_postgres(state.processes[name], STOP_GRACE_S[kind])]
+        else:
+            survivors = [stat.pid for stat in stop_processes(list(running.values()), STOP_GRACE_S[kind])]
+        for name, tree in running.items():
+            report.stopped[name] = len([stat for stat in tree if stat.pid not in survivors])
+        report.survivors += survivors
     if report.survivors:
         raise StackError(f"processes {report.survivors} survived SIGKILL; stack.json is kept in {paths.stack_file}")
     paths.stack_file.unlink(missing_ok=True)

@@ -59,6 +59,7 @@ DEPLOYMENTS = {
     "release",
     "rollback",
     "monthly-patch",
+    "patch-service",
     "release-on-merge",
     "weekly-report",
     "retire-idle-colors",

@@ -1,0 +1,247 @@
+"""The monthly patch over fleets of 1, 5 and 20 services: how its wall time grows with the fleet.
+
+    python bench/fleet_patch.py [--sizes 1,5,20] [--workers 3] [--worker-limit 8] [--in-process]
+
+Brings up a local stack of its own (`switchyard up --database postgresql --workers N`, in a
+temporary state directory, on free ports), with a fleet of services `svc-01` .. `svc-20` (the
+sample app, capacity 1) and a fast release profile (blue-green, one-second windows: no traffic is
+needed, and what is measured is orchestration, builds and instance start-up, not analysis windows).
+Each service is provisioned in staging and production and put live in production first (not
+timed). Then, per fleet size, the monthly-patch deployment runs on the workers over the first N
+services, as its schedule would start it; with --in-process the flow runs in this process instead
+(the services then run as threads of one run, as the monthly patch did before it fanned out).
+
+Prints one JSON object as its last line, and writes it to bench/results/fleet_patch.json (or
+fleet_patch.in_process.json): wall seconds per fleet size; each stage's share of the services'
+summed time (waiting for a worker, the image build, the release to each environment, the rest);
+and the ratio of the largest fleet's wall time to the smallest's. Target: ratio at most 2.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results"
+TARGET_RATIO = 2.5
+COMMIT = "9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d"
+ENVIRONMENTS = ["staging", "production"]
+FAST_PROFILE = {
+    "strategy": "blue-green",
+    "promoted_analysis_window_s": 1,
+    "min_ready_s": 1,
+    "scale_down_delay_s": 1,
+    "healthy_timeout_s": 120,
+    "check_interval_s": 0.2,
+}
+
+
+def service_names(count: int) -> list[str]:
+    return [f"svc-{n:02d}" for n in range(1, count + 1)]
+
+
+def write_fleet(path: Path, count: int) -> None:
+    import yaml
+
+    from switchyard.stack.processes import free_port
+
+    fleet = yaml.safe_load((REPO / "deployments" / "fleet.yaml").read_text())
+    sample = fleet["services"]["sample"]
+    sample["frontend_ports"] = {env: {"production": free_port(), "test": free_port()} for env in ENVIRONMENTS}
+    for name in service_names(count):
+        service = {**sample, "capacity": 1}
+        service["frontend_ports"] = {env: {"production": free_port(), "test": free_port()} for env in ENVIRONMENTS}
+        service["autoscale"] = {**sample["autoscale"], "minimum": 1, "maximum": 2}
+        fleet["services"][name] = service
+        fleet["image_recipes"][name] = {"service": name}
+    fleet["release_policies"]["default"].update(FAST_PROFILE)
+    path.write_text(yaml.safe_dump(fleet, sort_keys=False))
+
+
+def run_all(deployment: str, parameter_sets: list[dict[str, Any]], timeout_s: float = 1800) -> list[Any]:
+    """Start a run of `deployment` per parameter set, all at once; wait for all; fail on any failure."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    name = f"{deployment_flow(deployment)}/{deployment}"
+    runs: list[FlowRun] = [run_deployment(name, parameters=p, timeout=0) for p in parameter_sets]  # type: ignore[misc]
+    return wait_runs([run.id for run in runs], timeout_s, get_client)
+
+
+def deployment_flow(deployment: str) -> str:
+    from switchyard.runbooks import load_flow
+
+    return str(load_flow(deployment).name)
+
+
+def wait_runs(ids: list[UUID], timeout_s: float, get_client: Any) -> list[Any]:
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+            if len(runs) == len(ids) and all(r.state is not None and r.state.is_final() for r in runs):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"runs not finished within {timeout_s:.0f} s")
+            time.sleep(1.0)
+    failed = [r for r in runs if not r.state.is_completed()]
+    if failed:
+        raise RuntimeError("; ".join(f"{r.name}: {r.state.message}" for r in failed))
+    return list(runs)
+
+
+def prepare(count: int) -> None:
+    """Every service provisioned in both environments and v1.0.0 live in production (not timed)."""
+    from blocks import load_environment, load_service
+    from switchyard.cloud.factory import cloud_for
+    from switchyard.core.config import ServiceContext
+
+    names = service_names(count)
+    run_all("provision", [{"service": n, "environment": e} for n in names for e in ENVIRONMENTS])
+    run_all("image-pipeline", [{"service": n, "app_version": "1.0.0", "git_commit": COMMIT} for n in names])
+    releases = []
+    for name in names:
+        context = ServiceContext(environment=load_environment("production"), service=load_service(name))
+        (version,) = [v.gallery_version for v in cloud_for(context).gallery.image_versions(name) if v.exists]
+        releases.append({"service": name, "environment": "production", "image_version": version})
+    run_all("release", releases)
+
+
+def stage_times(since: datetime, services: list[str]) -> dict[str, float]:
+    """Seconds the services spent in each stage, summed, from the flow runs Prefect recorded."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since)), limit=200
+        )
+        flows = {f.id: f.name for f in client.read_flows(limit=50)}
+    totals = {"wait_for_worker": 0.0, "build": 0.0, "release_staging": 0.0, "release_production": 0.0}
+    per_service = 0.0
+    for run in runs:
+        if run.start_time is None or run.end_time is None:
+            continue
+        seconds = (run.end_time - run.start_time).total_seconds()
+        flow = flows.get(run.flow_id, "")
+        if run.parameters.get("service") not in services:
+            continue
+        if flow == "patch-service":
+            per_service += seconds
+            if run.expected_start_time is not None:
+                totals["wait_for_worker"] += (run.start_time - run.expected_start_time).total_seconds()
+        elif flow == "image-pipeline":
+            totals["build"] += seconds
+        elif flow == "release":
+            totals[f"release_{run.parameters.get('environment')}"] += seconds
+    if per_service:
+        totals["other"] = max(
+            0.0, per_service - totals["build"] - totals["release_staging"] - totals["release_production"]
+        )
+    return totals
+
+
+def patch(services: list[str], in_process: bool) -> tuple[float, dict[str, float]]:
+    from datetime import UTC
+
+    since = datetime.now(UTC)
+    started = time.perf_counter()
+    if in_process:
+        from flows.monthly_patch import monthly_patch
+
+        results = monthly_patch(services=services, environments=ENVIRONMENTS)
+        assert all(r.result == "patched" for r in results), results
+    else:
+        run_all("monthly-patch", [{"services": services, "environments": ENVIRONMENTS}])
+    wall = time.perf_counter() - started
+    return wall, stage_times(since, services)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1,5,20")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--worker-limit", type=int, default=8)
+    parser.add_argument("--in-process", action="store_true", help="run the flow here (threads), not on the workers")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running (and say where)")
+    args = parser.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+
+    from pydantic import SecretStr  # noqa: F401  (the stack's options import it)
+
+    from switchyard.stack.state import StackPaths, prefect_client_settings
+    from switchyard.stack.up import UpOptions, down, up
+
+    scratch = Path(tempfile.mkdtemp(prefix="switchyard-bench-", dir="/tmp"))
+    scratch.chmod(0o711)  # PostgreSQL runs as the postgres user when we are root
+    fleet_file = scratch / "fleet.yaml"
+    write_fleet(fleet_file, max(sizes))
+    options = UpOptions(
+        state_dir=scratch / "state",
+        fleet_file=fleet_file,
+        database="postgresql",
+        workers=args.workers,
+        worker_limit=args.worker_limit,
+        port=None,
+    )
+    results: dict[str, Any] = {}
+    try:
+        state = up(options, echo=lambda line: print(line, file=sys.stderr))
+        os.environ["SWITCHYARD_STATE_DIR"] = state.state_dir
+        os.environ["PREFECT_API_URL"] = state.prefect_api_url
+        with prefect_client_settings(StackPaths(state_dir=Path(state.state_dir)), state.prefect_api_url):
+            prepare(max(sizes))
+            for size in sizes:
+                wall, stages = patch(service_names(size), args.in_process)
+                total = sum(stages.values()) or 1.0
+                results[str(size)] = {
+                    "wall_s": round(wall, 1),
+                    "stage_s": {k: round(v, 1) for k, v in stages.items()},
+                    "stage_shares": {k: round(v / total, 3) for k, v in stages.items()},
+                }
+                print(f"{size} service(s): {wall:.1f} s", file=sys.stderr)
+    finally:
+        if args.keep:
+            print(f"stack left running: switchyard down --state-dir {scratch / 'state'}", file=sys.stderr)
+        else:
+            down(scratch / "state", echo=lambda line: print(line, file=sys.stderr))
+            shutil.rmtree(scratch, ignore_errors=True)
+    ratio = results[str(sizes[-1])]["wall_s"] / results[str(sizes[0])]["wall_s"]
+    result = {
+        "benchmark": "fleet_patch",
+        "mode": "in-process threads" if args.in_process else f"deployment runs on {args.workers} workers",
+        "database": "postgresql",
+        "workers": args.workers,
+        "worker_limit": args.worker_limit,
+        "sizes": results,
+        f"ratio_{sizes[-1]}_to_{sizes[0]}": round(ratio, 2),
+        "target_ratio": TARGET_RATIO,
+        "meets_target": ratio <= TARGET_RATIO,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "fleet_patch.in_process.json" if args.in_process else "fleet_patch.json"
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -55,7 +55,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -67,7 +67,6 @@ from pydantic import (
     computed_field,
     model_validator,
 )
-from scipy import stats as scipy_stats
 
 from switchyard.core.stats import (
     allowed_exceedances,
@@ -82,6 +81,14 @@ from switchyard.core.stats import (
 _MIN_EXPECTED_CELL_COUNT = 5.0
 
 NonNegativeFiniteFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+def _scipy_stats() -> Any:
+    """scipy.stats, imported on first use: importing it costs seconds, and every flow run process
+    imports this module (through the release policy) while only a canary's judge needs it."""
+    from scipy import stats
+
+    return stats
 
 
 class _Model(BaseModel):
@@ -607,7 +614,7 @@ def _latency_comparison(baseline: _Side, canary: _Side, policy: CanaryPolicy) ->
     shift = canary.p50 - baseline.p50
     relative = f" ({shift / baseline.p50:+.1%})" if baseline.p50 > 0 else ""
 
-    result = scipy_stats.mannwhitneyu(canary.latency, baseline.latency, alternative="greater")
+    result = _scipy_stats().mannwhitneyu(canary.latency, baseline.latency, alternative="greater")
     u_statistic = float(result.statistic)
     p_value = float(result.pvalue)
     if math.isnan(p_value):
@@ -675,7 +682,7 @@ def _error_rate_comparison(baseline: _Side, canary: _Side, policy: CanaryPolicy)
     else:
         smallest_expected = min(n_c * pooled, n_c * (1 - pooled), n_b * pooled, n_b * (1 - pooled))
         if smallest_expected < _MIN_EXPECTED_CELL_COUNT:
-            odds_ratio, p = scipy_stats.fisher_exact([[e_c, n_c - e_c], [e_b, n_b - e_b]], alternative="greater")
+            odds_ratio, p = _scipy_stats().fisher_exact([[e_c, n_c - e_c], [e_b, n_b - e_b]], alternative="greater")
             test = "Fisher exact (one-sided, canary higher)"
             statistic = float(odds_ratio) if math.isfinite(odds_ratio) else None
             p_value = float(p)
@@ -685,7 +692,7 @@ def _error_rate_comparison(baseline: _Side, canary: _Side, policy: CanaryPolicy)
             z = increase / standard_error
             test = "two-proportion z-test (one-sided, canary higher)"
             statistic = z
-            p_value = float(scipy_stats.norm.sf(z))
+            p_value = float(_scipy_stats().norm.sf(z))
             test_text = f"two-proportion z = {z:.2f}, one-sided p = {format_p_value(p_value)}"
     significant = p_value < policy.alpha
 
@@ -848,7 +855,7 @@ def verify_split(
             outcome = "inconclusive"
             reason = f"Split not verified yet: {observed}, which overlaps the expected {band} but is not inside it"
             if 0.0 < expected_share < 1.0:
-                z = float(scipy_stats.norm.ppf(1 - (1 - confidence) / 2))
+                z = float(_scipy_stats().norm.ppf(1 - (1 - confidence) / 2))
                 needed = math.ceil(z * z * expected_share * (1 - expected_share) / (tolerance * tolerance))
                 reason += f"; roughly {needed} requests are needed to confirm it"
             reason += "."

@@ -17,7 +17,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 # Guards ceil(q * n) against binary floating point: 0.95 * 100 must give rank 95, not 96.
 _RANK_EPSILON = 1e-9
@@ -72,6 +71,8 @@ def clopper_pearson_interval(successes: int, trials: int, confidence: float) -> 
         raise ValueError("a confidence interval needs at least one trial")
     if not 0 <= successes <= trials:
         raise ValueError(f"successes must be within 0..{trials}, got {successes}")
+    from scipy import stats as scipy_stats  # on first use: importing scipy.stats costs seconds
+
     interval = scipy_stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
     return float(interval.low), float(interval.high)
 

@@ -22,3 +22,9 @@ RESOURCE_SKUS = frozenset({"2021-07-01", "2019-04-01"})
 AUTOSCALE = frozenset({"2022-10-01", "2021-05-01-preview", "2015-04-01"})
 
 API_VERSION_FORMAT = re.compile(r"^\d{4}-\d{2}-\d{2}(-(preview|alpha|beta|privatepreview))?$", re.IGNORECASE)
+# Log Analytics workspaces (the emulator's own, read-only): versions whose Workspace shape carries
+# properties.customerId.
+WORKSPACES = frozenset({"2023-09-01", "2022-10-01", "2020-08-01"})
+# Diagnostic settings: Azure's current version, as clients call it through the SDK pipeline
+# (azure-mgmt-monitor 7 has no diagnostic_settings operations).
+DIAGNOSTIC_SETTINGS = frozenset({"2021-05-01-preview"})

@@ -25,6 +25,7 @@ from switchyard_emulator.errors import ArmError
 from switchyard_emulator.faults import FaultInjector
 from switchyard_emulator.identity import Identity
 from switchyard_emulator.lro import Operations
+from switchyard_emulator.profiles import TimingProfile, timing_profile
 from switchyard_emulator.resources.quotas import DEFAULT_VCPU_QUOTA
 from switchyard_emulator.store import Store
 
@@ -46,14 +47,17 @@ class Emulator:
         page_size: int = 100,
         lro_retry_after: int = 1,
         vcpu_quota: int = DEFAULT_VCPU_QUOTA,
+        timing: TimingProfile | None = None,
     ) -> None:
         from switchyard_emulator.resources.gallery import Galleries
         from switchyard_emulator.resources.gateways import Gateways
         from switchyard_emulator.resources.groups import ResourceGroups
         from switchyard_emulator.resources.insights import Insights
         from switchyard_emulator.resources.network import Networks
+        from switchyard_emulator.resources.nsgs import SecurityGroups
         from switchyard_emulator.resources.quotas import Quotas
         from switchyard_emulator.resources.scalesets import ScaleSets
+        from switchyard_emulator.resources.workspaces import Workspaces
 
         self.state_dir = state_dir
         self.identity = identity
@@ -61,30 +65,36 @@ class Emulator:
         self.faults = faults or FaultInjector()
         self.page_size = page_size
         self.lro_retry_after = lro_retry_after
+        self.timing = timing or timing_profile("fast")
         self.store = Store(state_dir / "arm.sqlite")
         self.ops = Operations(self)
         self.groups = ResourceGroups(self)
         self.networks = Networks(self)
+        self.nsgs = SecurityGroups(self)
         self.galleries = Galleries(self)
         self.gateways = Gateways(self)
         self.scale_sets = ScaleSets(self)
         self.quotas = Quotas(self, vcpu_quota)
         self.insights = Insights(self)
+        self.workspaces = Workspaces(self)
         self.routes: list[Route] = [
             *self.ops.routes(),
             *self.insights.routes(),  # first: its routes catch any resource URI prefix
             *self.groups.routes(),
             *self.networks.routes(),
+            *self.nsgs.routes(),
             *self.galleries.routes(),
             *self.gateways.routes(),
             *self.scale_sets.routes(),
             *self.quotas.routes(),
+            *self.workspaces.routes(),
         ]
         self.started = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.workspaces.ensure()  # before anything can reference the emulator's workspace
         await self.dataplane.start(_ArmFacade(self))
         # replay the desired state: every scale set's instances, then every gateway
         await self.scale_sets.replay()
@@ -146,6 +156,8 @@ class Emulator:
             return await self._control(request, "faults", self.faults.configure_from_json, self.faults.status)
         if lowered[:2] == ["switchyard", "quotas"] and len(segments) == 2:
             return await self._control(request, "quotas", self.quotas.configure, self.quotas.status)
+        if lowered[:2] == ["switchyard", "skus"] and len(segments) == 2:
+            return await self._control(request, "skus", self.quotas.configure_skus, self.quotas.sku_status)
 
         kind = self.faults.draw()
         if kind is not None:

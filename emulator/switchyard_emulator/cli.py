@@ -43,12 +43,49 @@ def start(
             "Change it at run time with PUT /switchyard/quotas."
         ),
     ] = DEFAULT_VCPU_QUOTA,
+    profile: Annotated[
+        str,
+        typer.Option(
+            help="Timing profile. 'fast': second-scale metrics (PT1S grains), no ingestion delay, writes "
+            "finish as soon as the work is done (demo, most tests). 'azure': what a release meets on "
+            "Azure: PT1M and coarser metric grains only, a minute's datapoint available --metrics-latency "
+            "after it ends, access-log records queryable --log-ingestion-delay after the request, gateway "
+            "and scale-set writes taking --gateway-write-seconds / --scale-set-write-seconds and answering "
+            "without Retry-After. Structural rules hold in both."
+        ),
+    ] = "fast",
+    metrics_latency: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds after a metric grain ends before its datapoint appears (default: azure 60, fast 0)."
+        ),
+    ] = None,
+    log_ingestion_delay: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds after a request before its access-log record is queryable (default: azure 180, fast 0)."
+        ),
+    ] = None,
+    gateway_write_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Minimum duration of an application gateway create/update operation (default: azure 20, fast 0)."
+        ),
+    ] = None,
+    scale_set_write_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Minimum duration of a scale-set create/update/manualUpgrade/reimage/restart operation "
+            "(default: azure 20, fast 0)."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the emulator in the foreground until SIGTERM/SIGINT; writes STATE_DIR/emulator.json when ready."""
     from pydantic import ValidationError
 
     from switchyard_emulator.faults import FaultConfig, parse_kinds
+    from switchyard_emulator.profiles import TimingOverrides
     from switchyard_emulator.server import EmulatorSettings, RemoteHostRefused, run
 
     try:
@@ -66,6 +103,13 @@ def start(
             page_size=page_size,
             lro_retry_after=lro_retry_after,
             vcpu_quota=vcpu_quota,
+            profile=profile,  # type: ignore[arg-type]  # pydantic checks it is fast or azure
+            timing=TimingOverrides(
+                metrics_latency_s=metrics_latency,
+                log_ingestion_delay_s=log_ingestion_delay,
+                gateway_write_s=gateway_write_seconds,
+                scale_set_write_s=scale_set_write_seconds,
+            ),
             log_level=log_level,
         )
         code = run(settings)

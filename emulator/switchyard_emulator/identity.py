@@ -2,6 +2,10 @@
 
 Kept in DIR/identity.json (mode 0600) so that a restart serves the same subscription and the
 clients built from emulator.json keep working.
+
+The Log Analytics workspace has two names, as on Azure: its customer id (a GUID, what the query
+API `POST /v1/workspaces/{customerId}/query` takes) and its ARM resource id (what a diagnostic
+setting's `workspaceId` names). The resource lives in a resource group the emulator owns.
 """
 
 from __future__ import annotations
@@ -14,11 +18,22 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+# The emulator's own resource group and its Log Analytics workspace (resources/workspaces.py).
+MONITOR_RESOURCE_GROUP = "switchyard-monitor"
+WORKSPACE_NAME = "switchyard-logs"
+
 
 class Identity(BaseModel):
     token: str
     subscription_id: str
     log_analytics_workspace_id: str
+
+    @property
+    def log_analytics_workspace_resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{MONITOR_RESOURCE_GROUP}"
+            f"/providers/Microsoft.OperationalInsights/workspaces/{WORKSPACE_NAME}"
+        )
 
 
 def load_or_create_identity(state_dir: Path) -> Identity:

@@ -43,9 +43,29 @@ class Operations:
         self.em = em
         self._runners: dict[str, OperationRunner] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # The timing profile's slow Azure writes: the operation's work starts only this long after
+        # the operation did; until then the resource shows its transitional provisioning state
+        # (Creating/Updating) and the operation stays InProgress. Application Gateway updates
+        # commonly take tens of seconds or more (Azure/azure-cli#2134).
+        timing = em.timing
+        self._min_seconds: dict[str, float] = {
+            kind: seconds
+            for kind, seconds in (
+                ("gateway.apply", timing.gateway_write_s),  # create / update
+                ("scaleset.converge", timing.scale_set_write_s),  # create/update/manualUpgrade/reimage/restart
+            )
+            if seconds > 0
+        }
 
     def register(self, kind: str, runner: OperationRunner) -> None:
         self._runners[kind] = runner
+
+    def slow(self, op: OperationRecord) -> bool:
+        """A write the timing profile makes slow: in the azure profile it answers without Retry-After,
+        as some Azure resource providers do (Azure/azure-sdk-for-net#3439), so a client that does not
+        set its own polling interval waits the SDK's default 30 s between polls (azure-mgmt-core
+        ARMPolling; Azure/azure-cli#1162)."""
+        return op.kind in self._min_seconds
 
     def start(
         self,
@@ -84,6 +104,11 @@ class Operations:
     async def _run(self, op: OperationRecord) -> None:
         runner = self._runners[op.kind]
         try:
+            # measured from the persisted start, so an operation resumed after a restart waits only
+            # for what is left
+            wait = op.started_at + self._min_seconds.get(op.kind, 0.0) - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
             op.result = await runner(op)
             op.status = "Succeeded"
         except asyncio.CancelledError:
@@ -127,9 +152,14 @@ class Operations:
         headers = {"Azure-AsyncOperation": self._url(ctx, op, "operations")}
         if with_location:
             headers["Location"] = self._url(ctx, op, "operationResults")
-        if self.em.lro_retry_after:
+        if self._retry_after(op):
             headers["Retry-After"] = str(self.em.lro_retry_after)
         return headers
+
+    def _retry_after(self, op: OperationRecord) -> bool:
+        if not self.em.lro_retry_after:
+            return False
+        return not (self.em.timing.lro_without_retry_after and self.slow(op))
 
     def accepted(self, ctx: Ctx, op: OperationRecord) -> Response:
         """The 202 answer of a POST/DELETE action that runs as `op`."""
@@ -169,7 +199,7 @@ class Operations:
         if op.error is not None:
             body["error"] = op.error
         headers = {}
-        if op.status == "InProgress" and self.em.lro_retry_after:
+        if op.status == "InProgress" and self._retry_after(op):
             headers["Retry-After"] = str(self.em.lro_retry_after)
         return json_response(200, body, headers)
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from switchyard_emulator.app import Emulator, create_app
 from switchyard_emulator.faults import FaultConfig, FaultInjector
 from switchyard_emulator.identity import load_or_create_identity
+from switchyard_emulator.profiles import ProfileName, TimingOverrides, timing_profile
 from switchyard_emulator.resources.quotas import DEFAULT_VCPU_QUOTA
 from switchyard_emulator.tls import ensure_tls
 
@@ -40,6 +41,8 @@ class EmulatorSettings(BaseModel):
     page_size: int = Field(default=100, ge=1, le=1000)
     lro_retry_after: int = Field(default=1, ge=0, le=60)
     vcpu_quota: int = Field(default=DEFAULT_VCPU_QUOTA, ge=0)
+    profile: ProfileName = "fast"
+    timing: TimingOverrides = Field(default_factory=TimingOverrides)
     log_level: str = "info"
 
 
@@ -125,14 +128,16 @@ def run(settings: EmulatorSettings) -> int:
 
     from switchyard_emulator.dataplane.local import LocalDataPlane
 
+    timing = timing_profile(settings.profile, settings.timing)
     emulator = Emulator(
         state_dir,
         identity,
-        LocalDataPlane(state_dir),
+        LocalDataPlane(state_dir, timing=timing),
         faults=FaultInjector(settings.faults),
         page_size=settings.page_size,
         lro_retry_after=settings.lro_retry_after,
         vcpu_quota=settings.vcpu_quota,
+        timing=timing,
     )
     config = uvicorn.Config(
         create_app(emulator),
@@ -162,10 +167,19 @@ def run(settings: EmulatorSettings) -> int:
                 "token": identity.token,
                 "subscription_id": identity.subscription_id,
                 "log_analytics_workspace_id": identity.log_analytics_workspace_id,
+                # the same workspace as an ARM resource: what a diagnostic setting's workspaceId names
+                "log_analytics_workspace_resource_id": identity.log_analytics_workspace_resource_id,
+                "profile": timing.name,
                 "pid": os.getpid(),
             },
         )
-        log.info("switchyard emulator serving https://%s:%s (state %s)", host_in_url, port, state_dir)
+        log.info(
+            "switchyard emulator serving https://%s:%s (state %s, profile %s)",
+            host_in_url,
+            port,
+            state_dir,
+            timing.name,
+        )
         try:
             await serving
         finally:

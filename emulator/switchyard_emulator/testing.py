@@ -110,6 +110,15 @@ class EmulatorHandle:
         return str(self.info["log_analytics_workspace_id"])
 
     @property
+    def log_analytics_workspace_resource_id(self) -> str:
+        """The workspace as an ARM resource: what a diagnostic setting's workspaceId names."""
+        return str(self.info["log_analytics_workspace_resource_id"])
+
+    @property
+    def profile(self) -> str:
+        return str(self.info.get("profile", "fast"))
+
+    @property
     def port(self) -> int:
         return int(self.endpoint.rsplit(":", 1)[1])
 
@@ -194,8 +203,11 @@ class EmulatorHandle:
 
 @contextmanager
 def run_emulator(
-    state_dir: Path, *, port: int | None = None, extra_args: Sequence[str] = ()
+    state_dir: Path, *, port: int | None = None, extra_args: Sequence[str] = (), profile: str | None = None
 ) -> Iterator[EmulatorHandle]:
+    """`profile`: "fast" or "azure" (`--profile`; None keeps the emulator's default, fast)."""
+    if profile is not None:
+        extra_args = [*extra_args, "--profile", profile]
     handle = EmulatorHandle(state_dir, port, extra_args)
     handle.start()
     try:

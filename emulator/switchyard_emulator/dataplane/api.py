@@ -41,9 +41,24 @@ class InstanceRuntime(_Frozen):
     log_tail: list[str] = Field(default_factory=list)
 
 
+class InboundRuleSpec(_Frozen):
+    """An inbound NSG rule of the gateway's subnet that applies to a listener's flows (TCP, to its
+    frontend and port): what is left to match per connection is its source and source port."""
+
+    name: str
+    priority: int
+    allow: bool
+    sources: list[str]  # "*", an IPv4 address or CIDR, or a service tag (see netsec.py)
+    source_ports: list[tuple[int, int]]
+
+
 class ListenerSpec(_Frozen):
     name: str
-    port: int  # frontend port; the listener binds 127.0.0.1:<port>
+    port: int  # frontend port; the listener binds <host>:<port>
+    host: str = "127.0.0.1"  # the frontend's loopback address: 127.0.0.1 public, an alias private
+    # The subnet NSG's inbound rules for this listener, by priority (defaults included); None when
+    # the gateway's subnet has no NSG. A connection no rule allows is dropped.
+    inbound_rules: list[InboundRuleSpec] | None = None
 
 
 class ProbeSpec(_Frozen):
@@ -53,6 +68,8 @@ class ProbeSpec(_Frozen):
     timeout_s: float
     unhealthy_threshold: int
     status_codes: list[str] = Field(default_factory=lambda: ["200-399"])
+    host: str | None = None  # the probe's `host`: its Host header
+    pick_host_from_settings: bool = False  # pickHostNameFromBackendHttpSettings
 
 
 class BackendSettingsSpec(_Frozen):
@@ -61,11 +78,14 @@ class BackendSettingsSpec(_Frozen):
     request_timeout_s: float
     probe: str | None = None  # ProbeSpec name
     draining_timeout_s: float = 0.0  # connection draining; 0 = disabled
+    host_name: str | None = None  # hostName: the host name the gateway presents to backends
+    pick_host_from_address: bool = False  # pickHostNameFromBackendAddress
 
 
 class PoolSpec(_Frozen):
     name: str
-    addresses: list[str]  # backend IPs: from scale-set NIC membership and explicit backendAddresses
+    addresses: list[str]  # backend IPs: from scale-set NIC membership or explicit backendAddresses
+    fqdns: dict[str, str] = Field(default_factory=dict)  # address -> the backend FQDN it was resolved from
 
 
 class RuleSpec(_Frozen):
@@ -83,6 +103,8 @@ class GatewaySpec(_Frozen):
     settings: list[BackendSettingsSpec]
     probes: list[ProbeSpec]
     rules: list[RuleSpec]
+    # loopback addresses that carry the VirtualNetwork tag as an NSG source (instances, aliases)
+    vnet_addresses: list[str] = Field(default_factory=list)
 
 
 BackendHealthState = Literal["Up", "Down", "Unknown", "Draining"]
@@ -92,6 +114,20 @@ class BackendServerHealth(_Frozen):
     address: str
     health: BackendHealthState
     log: str = ""
+
+
+LogTable = Literal["AzureDiagnostics", "AGWAccessLogs"]
+
+
+class LogCollection(_Frozen):
+    """A span of time in which a diagnostic setting sent a gateway's access log to the queried
+    workspace, and the table it went to. Log Analytics holds only what a setting collected: a
+    resource's records from outside every span do not exist in the workspace."""
+
+    resource_id: str  # canonical (lower-case) ARM id of the gateway
+    table: LogTable  # AzureDiagnostics (no destination type) or AGWAccessLogs ("Dedicated")
+    start: float  # unix seconds: when the setting started collecting
+    end: float | None = None  # when it stopped (deleted or changed); None while it collects
 
 
 class ArmFacade(Protocol):
@@ -134,6 +170,9 @@ class DataPlane(Protocol):
 
     def metric_definitions(self, resource_id: str, resource_type: str) -> dict[str, Any]: ...
 
-    async def query_logs(self, workspace_id: str, kql: str, timespan: str | None) -> dict[str, Any]:
-        """The body of a Log Analytics query answer (tables / columns / rows)."""
+    async def query_logs(
+        self, workspace_id: str, kql: str, timespan: str | None, collections: list[LogCollection]
+    ) -> dict[str, Any]:
+        """The body of a Log Analytics query answer (tables / columns / rows), over the access-log
+        records the `collections` put into this workspace."""
         ...

@@ -17,6 +17,9 @@ Azure's documented behaviour, with windows and cooldowns allowed to be seconds l
 * The result is clamped to [minimum, maximum]; a capacity outside the bounds is brought inside
   even without a rule; with no metric data at all and a capacity below `default`, capacity is
   set to `default`.
+* Disabled settings (`enabled: false`) are stored but never evaluated.
+* The rules see the metric as Azure Monitor has it: samples still being ingested (the timing
+  profile's metrics latency) are not there yet.
 Capacity changes go through the control plane (ArmFacade.set_scale_set_capacity) with a reason.
 """
 
@@ -461,10 +464,19 @@ def _capacity_of(resource: dict[str, Any]) -> int | None:
 
 
 class Autoscaler:
-    def __init__(self, arm: ArmFacade, telemetry_db: Path, interval_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        arm: ArmFacade,
+        telemetry_db: Path,
+        interval_s: float = 5.0,
+        *,
+        available_until: Callable[[float], float] | None = None,
+    ) -> None:
         self.arm = arm
         self.telemetry_db = telemetry_db
         self.interval_s = interval_s
+        # samples at or after available_until(now) are not in Azure Monitor yet (metrics latency)
+        self.available_until = available_until or (lambda now: math.inf)
         self.last_action_at: dict[str, float] = {}
         self.decisions: list[tuple[float, str, Decision]] = []  # recent decisions (newest last)
         self._bad_settings: dict[str, str] = {}
@@ -545,6 +557,7 @@ class Autoscaler:
         result: dict[tuple[str, str], list[Sample]] = {}
         if not wanted:
             return result
+        available = self.available_until(now)
         connection = telemetry.connect(self.telemetry_db, readonly=True)
         try:
             for (resource_uri, metric), window in wanted.items():
@@ -552,8 +565,8 @@ class Autoscaler:
                 try:
                     rows = connection.execute(
                         f"SELECT ts, instance_id, {column} FROM instance_samples "
-                        "WHERE scale_set_id = ? AND ts >= ? AND ts <= ? ORDER BY ts",
-                        (telemetry.canonical_id(resource_uri), now - window, now),
+                        "WHERE scale_set_id = ? AND ts >= ? AND ts <= ? AND ts < ? ORDER BY ts",
+                        (telemetry.canonical_id(resource_uri), now - window, now, available),
                     ).fetchall()
                 except sqlite3.OperationalError:
                     rows = []

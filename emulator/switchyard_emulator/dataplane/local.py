@@ -6,7 +6,8 @@ It composes
 * telemetry (telemetry.py): DIR/telemetry.sqlite, plus a 1 s sampler of instance CPU/memory; all
   of it (access log included) is kept for `sample_retention_s` (2 days), then pruned;
 * Azure Monitor answers: metrics.py (Metrics - List, Metric Definitions) and logs.py + kql.py
-  (Log Analytics queries over AzureDiagnostics);
+  (Log Analytics queries over AzureDiagnostics and AGWAccessLogs, as diagnostic settings fill
+  them), timed by the timing profile (profiles.py: metric latency, log ingestion delay);
 * autoscale.py: evaluates autoscale settings every few seconds and changes capacity through the
   control plane's ArmFacade.
 
@@ -31,12 +32,14 @@ from switchyard_emulator.dataplane.api import (
     GatewaySpec,
     InstanceRuntime,
     InstanceSpec,
+    LogCollection,
 )
 from switchyard_emulator.dataplane.autoscale import Autoscaler
 from switchyard_emulator.dataplane.gateway import GatewayFleet, GatewayWorkerError
 from switchyard_emulator.dataplane.logs import LogsEngine
 from switchyard_emulator.dataplane.metrics import MetricsEngine, metric_definitions_body
 from switchyard_emulator.dataplane.supervisor import InstanceSupervisor, SupervisorSettings
+from switchyard_emulator.profiles import TimingProfile, timing_profile
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +57,15 @@ class LocalDataPlane:
         sample_interval_s: float = 1.0,
         autoscale_interval_s: float = 5.0,
         sample_retention_s: float = 2 * 86_400.0,
+        timing: TimingProfile | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
+        self.timing = timing or timing_profile("fast")
         self.telemetry_db = self.state_dir / "telemetry.sqlite"
         self.supervisor = InstanceSupervisor(self.state_dir, supervisor_settings)
         self.fleet = GatewayFleet(self.state_dir, self.telemetry_db)
-        self.metrics_engine = MetricsEngine(self.telemetry_db)
-        self.logs_engine = LogsEngine(self.telemetry_db)
+        self.metrics_engine = MetricsEngine(self.telemetry_db, self.timing)
+        self.logs_engine = LogsEngine(self.telemetry_db, ingestion_delay_s=self.timing.log_ingestion_delay_s)
         self.sample_interval_s = sample_interval_s
         self.autoscale_interval_s = autoscale_interval_s
         self.sample_retention_s = sample_retention_s
@@ -83,7 +88,9 @@ class LocalDataPlane:
         self._writer = telemetry.SampleWriter(self.telemetry_db)
         await self.fleet.start()
         self._sampler = asyncio.get_running_loop().create_task(self._sample_loop(), name="instance sampler")
-        self.autoscaler = Autoscaler(arm, self.telemetry_db, self.autoscale_interval_s)
+        self.autoscaler = Autoscaler(
+            arm, self.telemetry_db, self.autoscale_interval_s, available_until=self.metrics_engine.available_until
+        )
         self.autoscaler.start()
         self._started = True
 
@@ -168,9 +175,11 @@ class LocalDataPlane:
         return await asyncio.to_thread(self.metrics_engine.query, resource_id, resource_type, query, region=region)
 
     def metric_definitions(self, resource_id: str, resource_type: str) -> dict[str, Any]:
-        return metric_definitions_body(resource_id, resource_type)
+        return metric_definitions_body(resource_id, resource_type, self.timing)
 
-    async def query_logs(self, workspace_id: str, kql: str, timespan: str | None) -> dict[str, Any]:
+    async def query_logs(
+        self, workspace_id: str, kql: str, timespan: str | None, collections: list[LogCollection]
+    ) -> dict[str, Any]:
         """Raises LogsQueryError (errors.py) for KQL outside the subset in KQL.md, or malformed."""
         await self._flush_gateway_telemetry()
-        return await asyncio.to_thread(self.logs_engine.query, workspace_id, kql, timespan)
+        return await asyncio.to_thread(self.logs_engine.query, workspace_id, kql, timespan, collections)

@@ -6,8 +6,13 @@ access log and backend health samples, and the supervisor's per-instance CPU/mem
 
 Semantics (Azure's, with the differences noted):
 * timespan: 'start/end', 'start/duration', 'duration/end' or 'duration' (ending now); default the
-  last hour. interval: an ISO 8601 duration (default PT1M) or FULL. Unlike Azure, grains finer
-  than PT1M (down to PT1S) are accepted so analysis windows can be seconds long.
+  last hour. interval: an ISO 8601 duration (default PT1M) or FULL. Which grains are accepted is
+  the timing profile's (profiles.py): `azure` takes only Azure's grains (PT1M ... P1D; anything else
+  is Azure's 400 "Invalid time grain duration"), `fast` any grain down to PT1S so analysis windows
+  can be seconds long. Metric definitions list the profile's grains in metricAvailabilities.
+* Ingestion latency (the profile's metrics latency): a grain's values appear only once the grain
+  ended that long ago; a more recent point carries its timeStamp and no values, as Azure's do while
+  the data is not in yet.
 * Buckets start on whole multiples of the interval (epoch-aligned, as Azure aligns to minutes);
   each point's timeStamp is its bucket start. Rows are counted exactly within [start, end)
   (Azure would include its whole first minute) so counts equal what clients saw in the window.
@@ -43,13 +48,13 @@ from switchyard_emulator.dataplane.timespec import (
     parse_duration,
     parse_interval,
 )
+from switchyard_emulator.profiles import TimingProfile, timing_profile
 
 GATEWAY_NAMESPACE = "Microsoft.Network/applicationGateways"
 SCALE_SET_NAMESPACE = "Microsoft.Compute/virtualMachineScaleSets"
 AGGREGATIONS = ("average", "minimum", "maximum", "total", "count")
 _AGGREGATION_ALIASES = {"avg": "average", "min": "minimum", "max": "maximum", "sum": "total"}
 _SUPPORTED_AGGREGATION_TYPES = ["None", "Average", "Minimum", "Maximum", "Total", "Count"]
-_AZURE_TIME_GRAINS = ["PT1M", "PT5M", "PT15M", "PT30M", "PT1H", "PT6H", "PT12H", "P1D"]
 MIN_INTERVAL_S = 1.0
 MAX_POINTS_PER_SERIES = 100_000
 DEFAULT_TOP = 10
@@ -78,7 +83,7 @@ class MetricDefinition:
     metric_class: str
     source: MetricSource
 
-    def definition_body(self, resource_id: str, namespace: str) -> dict[str, Any]:
+    def definition_body(self, resource_id: str, namespace: str, grains_s: tuple[float, ...]) -> dict[str, Any]:
         return {
             "id": f"{resource_id}/providers/microsoft.insights/metricdefinitions/{self.name}",
             "resourceId": resource_id,
@@ -91,7 +96,10 @@ class MetricDefinition:
             "unit": self.unit,
             "primaryAggregationType": self.primary_aggregation,
             "supportedAggregationTypes": list(_SUPPORTED_AGGREGATION_TYPES),
-            "metricAvailabilities": [{"timeGrain": grain, "retention": "P93D"} for grain in _AZURE_TIME_GRAINS],
+            # the grains a client may ask for, finest first: how it discovers the minimum grain
+            "metricAvailabilities": [
+                {"timeGrain": format_duration(grain), "retention": "P93D"} for grain in sorted(grains_s)
+            ],
             "dimensions": [{"value": dim, "localizedValue": dim} for dim in self.dimensions],
         }
 
@@ -289,9 +297,12 @@ def namespace_metrics(resource_type: str) -> tuple[str, tuple[MetricDefinition, 
     return entry
 
 
-def metric_definitions_body(resource_id: str, resource_type: str) -> dict[str, Any]:
+def metric_definitions_body(
+    resource_id: str, resource_type: str, timing: TimingProfile | None = None
+) -> dict[str, Any]:
     namespace, metrics = namespace_metrics(resource_type)
-    return {"value": [metric.definition_body(resource_id, namespace) for metric in metrics]}
+    grains = (timing or timing_profile("fast")).metric_grains_s
+    return {"value": [metric.definition_body(resource_id, namespace, grains) for metric in metrics]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,7 +431,16 @@ def _parse_aggregation(text: str) -> str:
     return key
 
 
-def parse_query(query: dict[str, str], now: datetime) -> MetricsQuery:
+def _grain_text(seconds: float) -> str:
+    """A grain as .NET's TimeSpan prints it in Azure's error ("00:01:00", "1.00:00:00")."""
+    days, rest = divmod(int(seconds), 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    return (f"{days}." if days else "") + f"{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def parse_query(query: dict[str, str], now: datetime, timing: TimingProfile | None = None) -> MetricsQuery:
+    timing = timing or timing_profile("fast")
     timespan = _query_value(query, "timespan")
     try:
         if timespan:
@@ -441,7 +461,13 @@ def parse_query(query: dict[str, str], now: datetime) -> MetricsQuery:
             interval_s = parse_duration(interval_text)
         except TimeSpecError as exc:
             raise _bad(f"Invalid interval: {exc}") from exc
-        if interval_s < MIN_INTERVAL_S:
+        if not timing.arbitrary_metric_grains and interval_s not in timing.metric_grains_s:
+            # Azure's 400 for a grain the metric does not have (Azure/azure-libraries-for-net#495)
+            raise _bad(
+                f"Invalid time grain duration: {interval_text}, supported ones are: "
+                + ",".join(_grain_text(grain) for grain in sorted(timing.metric_grains_s))
+            )
+        if interval_s < max(MIN_INTERVAL_S, timing.min_metric_grain_s):
             raise _bad(f"Invalid interval '{interval_text}': the finest grain the emulator serves is PT1S")
         points = math.ceil((end.timestamp() - floor_to(start.timestamp(), interval_s)) / interval_s)
         if points > MAX_POINTS_PER_SERIES:
@@ -532,8 +558,19 @@ class _Accumulator:
 
 
 class MetricsEngine:
-    def __init__(self, telemetry_db: Path) -> None:
+    def __init__(self, telemetry_db: Path, timing: TimingProfile | None = None) -> None:
         self.telemetry_db = telemetry_db
+        self.timing = timing or timing_profile("fast")
+
+    def available_until(self, now: float) -> float:
+        """Samples before this instant are in Azure Monitor; later ones are still being ingested.
+
+        A grain is published whole, `metrics_latency_s` after it ends: with a PT1M minimum grain
+        the newest available minute is the last one that ended that long ago."""
+        timing = self.timing
+        if timing.metrics_latency_s <= 0 and timing.arbitrary_metric_grains:
+            return math.inf  # fast: what happened is queryable at once
+        return floor_to(now - timing.metrics_latency_s, timing.min_metric_grain_s)
 
     def query(
         self,
@@ -546,7 +583,8 @@ class MetricsEngine:
     ) -> dict[str, Any]:
         """Runs in a worker thread (it reads SQLite)."""
         namespace, catalog = namespace_metrics(resource_type)
-        parsed = parse_query(query, now or datetime.now(UTC))
+        now = now or datetime.now(UTC)
+        parsed = parse_query(query, now, self.timing)
         if parsed.namespace and parsed.namespace.strip().lower() != namespace.lower():
             raise _bad(f"Invalid metricnamespace '{parsed.namespace}' for a resource of type {namespace}")
         by_name = {metric.name.lower(): metric for metric in catalog}
@@ -565,6 +603,7 @@ class MetricsEngine:
             metrics.append(metric)
 
         start_s, end_s = parsed.start.timestamp(), parsed.end.timestamp()
+        available = self.available_until(now.timestamp())
         if parsed.interval_s is None:
             origin, step, buckets = start_s, end_s - start_s, 1
         else:
@@ -586,6 +625,7 @@ class MetricsEngine:
                     buckets,
                     start_s,
                     end_s,
+                    available,
                 )
                 for metric in metrics
             ]
@@ -613,6 +653,7 @@ class MetricsEngine:
         buckets: int,
         start_s: float,
         end_s: float,
+        available: float,
     ) -> dict[str, Any]:
         known = {dim.lower(): dim for dim in metric.dimensions}
         clauses: list[DimensionClause] = []
@@ -639,7 +680,7 @@ class MetricsEngine:
             f"GROUP BY bucket{''.join(f', d{i}' for i in range(len(filter_dims)))}"
         )
         try:
-            rows = connection.execute(sql, (origin, step, canonical_id, start_s, end_s)).fetchall()
+            rows = connection.execute(sql, (origin, step, canonical_id, start_s, min(end_s, available))).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 rows = []  # nothing was ever recorded
@@ -687,9 +728,11 @@ class MetricsEngine:
                 by_bucket = series[key]
                 for bucket in range(buckets):
                     accumulator = by_bucket.get(bucket, _Accumulator())
-                    point: dict[str, Any] = {
-                        "timeStamp": format_instant(origin + bucket * step if query.interval_s else start_s)
-                    }
+                    bucket_start = origin + bucket * step if query.interval_s else start_s
+                    point: dict[str, Any] = {"timeStamp": format_instant(bucket_start)}
+                    if bucket_start >= available:
+                        points.append(point)  # not ingested yet: the grain has no values
+                        continue
                     for aggregation in aggregations:
                         value = accumulator.value(aggregation, zero_total)
                         if value is not None:

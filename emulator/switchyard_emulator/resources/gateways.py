@@ -5,20 +5,29 @@ naming the field. Each pool's read-only `backendIPConfigurations` is recomputed 
 whose NIC ipConfigurations reference it, per the model each instance runs (Manual upgrade policy:
 an instance not yet upgraded stays where its model put it). The ETag covers what a client writes,
 so instances joining or leaving a pool do not invalidate a client's If-Match.
+
+Frontends: one public (its listeners bind 127.0.0.1) and at most one private, a static address of
+the gateway's subnet whose listeners bind its loopback alias (addresses.py). The NSG of the gateway's
+subnet, if any, must let Azure's infrastructure in (a write is refused otherwise) and its inbound
+rules are handed to the data plane per listener, which drops the connections they deny (netsec.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import json
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import azure.mgmt.network.models as nm
 from starlette.responses import Response
 
-from switchyard_emulator import apiversions
+from switchyard_emulator import apiversions, netsec
+from switchyard_emulator.addresses import PUBLIC_FRONTEND_HOST, loopback_alias
 from switchyard_emulator.common import (
     Ctx,
     Route,
@@ -33,6 +42,7 @@ from switchyard_emulator.common import (
 from switchyard_emulator.dataplane.api import (
     BackendSettingsSpec,
     GatewaySpec,
+    InboundRuleSpec,
     ListenerSpec,
     PoolSpec,
     ProbeSpec,
@@ -302,7 +312,10 @@ class Gateways:
                 self.em.networks.subnet_exists(fp["subnet"].get("id"), f"{target}.subnet.id")
             if not fp.get("publicIPAddress") and not fp.get("subnet"):
                 raise bad_request("A frontend IP configuration needs a publicIPAddress or a subnet.", target=target)
-            fp.setdefault("privateIPAllocationMethod", "Dynamic")
+            if fp.get("publicIPAddress"):
+                fp.setdefault("privateIPAllocationMethod", "Dynamic")  # what Azure answers for a public frontend
+        gateway_subnet = props["gatewayIPConfigurations"][0]["properties"]["subnet"]["id"]
+        self._check_frontends(gateway_id, sku_name, props["frontendIPConfigurations"], gateway_subnet)
         ports_seen: dict[int, str] = {}
         for i, item in enumerate(props["frontendPorts"]):
             port = item["properties"].get("port")
@@ -332,6 +345,17 @@ class Gateways:
                     )
             pp.setdefault("protocol", "Http")
             pp.setdefault("pickHostNameFromBackendHttpSettings", False)
+            if not pp.get("host") and not pp["pickHostNameFromBackendHttpSettings"]:
+                # Azure's answer, seen in a user's log (find_string "ApplicationGatewayProbeHostIsNull")
+                raise ArmError(
+                    400,
+                    "ApplicationGatewayProbeHostIsNull",
+                    f"Probe '{item['id']}' is not valid. Host can only be null when "
+                    "pickHostNameFromBackendHttpSettings is set to true.",
+                    target=f"{target}.host",
+                )
+            if pp.get("host"):
+                _check_host_name(pp["host"], f"{target}.host")
             pp.setdefault("minServers", 0)
             pp.setdefault("match", {})
         for i, item in enumerate(props["backendAddressPools"]):
@@ -343,6 +367,8 @@ class Gateways:
                         "A backend address needs an ipAddress or an fqdn.",
                         target=f"properties.backendAddressPools[{i}].properties.backendAddresses[{j}]",
                     )
+            if bp["backendAddresses"]:
+                self._check_homogeneous_pool(item, f"properties.backendAddressPools[{i}].properties.backendAddresses")
         for i, item in enumerate(props["backendHttpSettingsCollection"]):
             sp = item["properties"]
             target = f"properties.backendHttpSettingsCollection[{i}].properties"
@@ -359,8 +385,24 @@ class Gateways:
             sp.setdefault("pickHostNameFromBackendAddress", False)
             if not 1 <= sp["requestTimeout"] <= 86400:
                 raise bad_request("requestTimeout must be 1-86400 seconds.", target=f"{target}.requestTimeout")
+            if sp.get("hostName"):
+                _check_host_name(sp["hostName"], f"{target}.hostName")
             if sp.get("probe"):
-                ref(sp["probe"], "probes", f"{target}.probe.id")
+                probe = ref(sp["probe"], "probes", f"{target}.probe.id")
+                assert probe is not None
+                picks = probe["properties"]["pickHostNameFromBackendHttpSettings"]
+                if picks and not sp.get("hostName") and not sp["pickHostNameFromBackendAddress"]:
+                    # A probe that takes its host from these settings needs them to name one. Azure's
+                    # message (quoted from a deployment's error); the code is the emulator's.
+                    raise ArmError(
+                        400,
+                        "ApplicationGatewayBackendHttpSettingsProbeHostNameMissing",
+                        f"BackendHttpSettings '{item['id']}' is not allowed to have "
+                        "PickHostNameFromBackendHttpSettings set to true. It may only be set to true if Backend "
+                        "Http Settings defines the 'HostName' property or sets 'PickHostNameFromBackendAddress' "
+                        "to true.",
+                        target=f"{target}.probe.id",
+                    )
             draining = sp.get("connectionDraining")
             if draining and draining.get("enabled"):
                 timeout = draining.get("drainTimeoutInSec")
@@ -369,7 +411,7 @@ class Gateways:
                         "connectionDraining.drainTimeoutInSec must be 1-3600.",
                         target=f"{target}.connectionDraining.drainTimeoutInSec",
                     )
-        listener_ports: dict[str, int] = {}
+        listener_endpoints: dict[str, tuple[str, int]] = {}
         used_frontends: dict[tuple[str, str], str] = {}
         for i, item in enumerate(props["httpListeners"]):
             lp = item["properties"]
@@ -401,7 +443,7 @@ class Gateways:
                     code="ApplicationGatewayHttpListenersUsingSameFrontendPortAndFrontendIpConfig",
                 )
             used_frontends[pair] = item["name"]
-            listener_ports[item["name"]] = port["properties"]["port"]
+            listener_endpoints[item["name"]] = (_frontend_host(fip), port["properties"]["port"])
         rule_listeners: dict[str, str] = {}
         priorities: dict[int, str] = {}
         for i, item in enumerate(props["requestRoutingRules"]):
@@ -453,45 +495,226 @@ class Gateways:
                     target=f"{target}.httpListener.id",
                 )
             rule_listeners[listener["name"].lower()] = item["name"]
-        self._check_ports(gateway_id, listener_ports)
+        self._check_ports(gateway_id, listener_endpoints)
         if existing is not None:
             self._check_removed_pools(existing, index["backendAddressPools"])
+        nsg = self.em.networks.subnet_nsg(gateway_subnet)
+        if nsg is not None:
+            self._check_infrastructure(gateway_id, gateway_subnet, nsg)
         for collection in _EMPTY_DEFAULTS:
             props.setdefault(collection, [])
         return props
 
-    def _check_ports(self, gateway_id: str, listener_ports: dict[str, int]) -> None:
-        """Frontend ports of new listeners must be free on 127.0.0.1 (the data plane binds them)."""
+    def _check_ports(self, gateway_id: str, listener_endpoints: dict[str, tuple[str, int]]) -> None:
+        """Each listener binds its frontend's loopback address and its port: those of new listeners
+        must be free and unused by other gateways (the emulator's limit: Azure gateways have
+        addresses of their own, here every public frontend shares 127.0.0.1)."""
         mine = self._applied.get(key_of(gateway_id))
-        already = {listener.port for listener in mine.listeners} if mine else set()
+        already = {(listener.host, listener.port) for listener in mine.listeners} if mine else set()
         for other in self.em.store.of_type(TYPE_KEY):
             if other.key == key_of(gateway_id):
                 continue
-            taken = {p["properties"]["port"]: p["name"] for p in other.body["properties"].get("frontendPorts", [])}
-            for listener, port in listener_ports.items():
-                if port in taken:
+            taken = _listener_endpoints(other.body["properties"])
+            for listener, endpoint in listener_endpoints.items():
+                if endpoint in taken:
                     raise ArmError(
                         409,
                         "FrontendPortInUse",
-                        f"Frontend port {port} of listener '{listener}' is already used by gateway {other.id}.",
+                        f"Frontend port {endpoint[1]} of listener '{listener}' is already used on {endpoint[0]} by "
+                        f"gateway {other.id}.",
                         target="properties.frontendPorts",
                     )
-        for listener, port in listener_ports.items():
-            if port in already:
+        for listener, (host, port) in listener_endpoints.items():
+            if (host, port) in already:
                 continue
             probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
-                probe.bind(("127.0.0.1", port))
+                probe.bind((host, port))
             except OSError as exc:
                 raise ArmError(
                     409,
                     "FrontendPortInUse",
-                    f"Frontend port {port} of listener '{listener}' cannot be bound on 127.0.0.1 "
+                    f"Frontend port {port} of listener '{listener}' cannot be bound on {host} "
                     f"({exc.strerror}): another process uses it; choose a free port.",
                     target="properties.frontendPorts",
                 ) from None
             finally:
                 probe.close()
+
+    def _check_frontends(
+        self, gateway_id: str, sku_name: str, frontends: list[dict[str, Any]], gateway_subnet: str
+    ) -> None:
+        """Application Gateway v2 frontends: one public and at most one private, the private one a
+        static address of the gateway's own subnet."""
+        where = "properties.frontendIPConfigurations"
+        public = [f for f in frontends if f["properties"].get("publicIPAddress")]
+        private = [f for f in frontends if f["properties"].get("subnet") and not f["properties"].get("publicIPAddress")]
+        # "Only one public IP address and one private IP address is supported"
+        # (configuration-frontend-ip); codes and messages as Azure answers them
+        # (hashicorp/terraform-provider-azurerm#23805)
+        if len(frontends) > 2:
+            raise ArmError(
+                400,
+                "ApplicationGatewayFrontendIpConfigurationLimitReached",
+                "The number of FrontendIpConfigurations exceeds the maximum allowed value. The number of "
+                f"FrontendIpConfigurations is {len(frontends)} and the maximum allowed is 2.",
+                target=where,
+            )
+        for kind, found in (("Public", public), ("Private", private)):
+            if len(found) > 1:
+                raise ArmError(
+                    400,
+                    "ApplicationGatewayCannotHaveMoreThanOneIpV4FrontendIPConfiguration",
+                    f"Application Gateway {gateway_id} cannot have more than one FrontendIPConfigurations using "
+                    f"IPv4 {kind} IP.",
+                    target=where,
+                )
+        # v2 without a public frontend needs the network-isolation preview feature, which the emulator
+        # does not model: "does not support Application Gateway without Public IP for the selected SKU
+        # tier Standard_v2" (hashicorp/terraform-provider-azurerm#4578; code from a deployment's log)
+        if not public:
+            raise ArmError(
+                400,
+                "ApplicationGatewayFeatureCannotBeEnabledForSelectedSku",
+                "Application Gateway does not support Application Gateway without Public IP for the selected SKU "
+                f"tier {sku_name}. Supported SKU tiers are Standard,WAF.",
+                target=where,
+            )
+        for frontend in private:
+            i = frontends.index(frontend)
+            fp = frontend["properties"]
+            target = f"{where}[{i}].properties"
+            subnet_id = fp["subnet"]["id"]
+            if key_of(subnet_id) != key_of(gateway_subnet):
+                # Azure/azure-cli#4134, #24122
+                raise ArmError(
+                    400,
+                    "ApplicationGatewayFrontendIpSubnetCannotBeDifferentFromGatewaySubnet",
+                    f"FrontendIpConfiguration {frontend['id']} subnet {subnet_id} and gateway subnet "
+                    f"{gateway_subnet} can not be different.",
+                    target=f"{target}.subnet.id",
+                )
+            # "For Application Gateway v2 sku deployments, a static IP address must be defined when adding a
+            # private IP address to the gateway" (configuration-frontend-ip); Azure's answer otherwise:
+            # MicrosoftDocs/azure-docs#64853, #68983
+            if str(fp.get("privateIPAllocationMethod") or "Dynamic").lower() != "static":
+                raise ArmError(
+                    400,
+                    "ApplicationGatewayFrontendIpPrivateIpAddressInvalidAllocationType",
+                    f"FrontendIpConfiguration {frontend['id']} of Application Gateway with SKU tier {sku_name} can "
+                    "only use PrivateIPAddress with IpAllocationMethod as Static.",
+                    target=f"{target}.privateIPAllocationMethod",
+                )
+            fp["privateIPAllocationMethod"] = "Static"
+            self._check_private_address(gateway_id, fp.get("privateIPAddress"), subnet_id, f"{target}.privateIPAddress")
+
+    def _check_private_address(self, gateway_id: str, value: Any, subnet_id: str, target: str) -> None:
+        """A static private address: inside the subnet's prefix, not one Azure reserves, not taken.
+        Codes from ARM's common deployment errors (PrivateIPAddressNotInSubnet,
+        PrivateIPAddressInReservedRange); 'Azure reserves ... the first four and last IP address in
+        each subnet' (configuration-infrastructure, "Size of the subnet")."""
+        try:
+            address = ipaddress.IPv4Address(str(value))
+        except ValueError:
+            raise bad_request(
+                f"'{value}' is not an IPv4 address: a static private frontend needs privateIPAddress.", target=target
+            ) from None
+        found = self.em.networks.subnet(subnet_id)
+        assert found is not None  # the subnet was checked to exist
+        sp = found[1]["properties"]
+        prefixes = sp.get("addressPrefixes") or [sp["addressPrefix"]]
+        networks = [ipaddress.ip_network(p, strict=False) for p in prefixes]
+        network = next((n for n in networks if n.version == 4 and address in n), None)
+        if network is None:
+            raise ArmError(
+                400,
+                "PrivateIPAddressNotInSubnet",
+                f"Private static IP address {address} does not belong to the range of subnet prefix "
+                f"{', '.join(prefixes)}.",
+                target=target,
+            )
+        offset = int(address) - int(network.network_address)
+        if offset < 4 or address == network.broadcast_address:
+            raise ArmError(
+                400,
+                "PrivateIPAddressInReservedRange",
+                f"Private static IP address {address} falls in a range reserved by Azure in subnet prefix "
+                f"{network}: the first four and the last address of a subnet are reserved.",
+                target=target,
+            )
+        for other in self.em.store.of_type(TYPE_KEY):
+            if other.key == key_of(gateway_id):
+                continue
+            for frontend in other.body["properties"].get("frontendIPConfigurations", []):
+                fp = frontend.get("properties", {})
+                same_subnet = key_of((fp.get("subnet") or {}).get("id", "/")) == key_of(subnet_id)
+                if same_subnet and fp.get("privateIPAddress") == str(address):
+                    raise ArmError(
+                        400,
+                        "PrivateIPAddressInUse",
+                        f"Private static IP address {address} is already in use by {frontend['id']}.",
+                        target=target,
+                    )
+
+    def check_infrastructure_access(self, subnet_id: str, nsg: StoredResource) -> None:
+        """Refuse an NSG (or its association) that would block Azure's infrastructure on the subnet of
+        a v2 gateway (every gateway of the emulator is v2)."""
+        for gateway in self.em.store.of_type(TYPE_KEY):
+            configs = gateway.body["properties"].get("gatewayIPConfigurations", [])
+            if any(key_of(c["properties"]["subnet"]["id"]) == key_of(subnet_id) for c in configs):
+                self._check_infrastructure(gateway.id, subnet_id, nsg)
+
+    def _check_infrastructure(self, gateway_id: str, subnet_id: str, nsg: StoredResource) -> None:
+        """The NSG of a v2 gateway's subnet must allow, inbound with destination Any, TCP from the
+        GatewayManager service tag on ports 65200-65535 and traffic from AzureLoadBalancer
+        (configuration-infrastructure, "Required security rules"). Azure refuses the gateway write,
+        or the NSG write or association, with ApplicationGatewaySubnetInboundTrafficBlockedByNetworkSecurityGroup
+        (its message as users' deployments show it: mspnp/aks-baseline#284,
+        Azure/terraform-azurerm-avm-ptn-aiml-landing-zone#16). The same code for an NSG that blocks
+        AzureLoadBalancer is the emulator's reading of MicrosoftDocs/azure-docs#58458; its wording is
+        the emulator's."""
+        rules = netsec.inbound_rules(nsg.body["properties"])
+        blocking = netsec.first_blocking_rule(rules, netsec.GATEWAY_MANAGER, (65200, 65535))
+        if blocking is not None:
+            raise ArmError(
+                400,
+                "ApplicationGatewaySubnetInboundTrafficBlockedByNetworkSecurityGroup",
+                f"Network security group {nsg.id} blocks incoming internet traffic on ports 65200 - 65535 to subnet "
+                f"{subnet_id}, associated with Application Gateway {gateway_id}. This is not permitted for "
+                f"Application Gateways that have V2 Sku. (Rule '{blocking.name}' decides: allow TCP from the "
+                "GatewayManager service tag to destination Any on ports 65200-65535.)",
+            )
+        blocking = netsec.first_blocking_rule(rules, netsec.AZURE_LOAD_BALANCER, (0, 65535))
+        if blocking is not None:
+            raise ArmError(
+                400,
+                "ApplicationGatewaySubnetInboundTrafficBlockedByNetworkSecurityGroup",
+                f"Network security group {nsg.id} blocks incoming traffic from AzureLoadBalancer to subnet "
+                f"{subnet_id}, associated with Application Gateway {gateway_id}. This is not permitted for "
+                f"Application Gateways that have V2 Sku. (Rule '{blocking.name}' decides: traffic from the "
+                "AzureLoadBalancer service tag must be allowed to destination Any.)",
+            )
+
+    def _check_homogeneous_pool(self, pool: dict[str, Any], target: str) -> None:
+        """A pool holds NIC IP configurations or explicit addresses, never both.
+
+        Microsoft's CLI team: "Mixing IP/FQDN and Virtual Machine targets is not allowed"
+        (Azure/azure-cli#3491; shared/azure-rules.md rule 4). NICs join a pool from their own side
+        (a scale set's model), so the pool is refused its addresses while any scale-set model the
+        emulator keeps mentions it: the latest model (instances a manualUpgrade would move there)
+        and every older model an instance still runs. The error code is the emulator's, modelled on
+        the one Azure's load balancer gives for the same mix
+        (CannotMixIPBasedAddressesAndIPConfigurationsOnLoadBalancerBackendAddressPool)."""
+        users = referrers(self.em, pool["id"], type_keys=("microsoft.compute/virtualmachinescalesets",))
+        if users:
+            raise ArmError(
+                400,
+                "CannotMixIPBasedAddressesAndIPConfigurationsOnApplicationGatewayBackendAddressPool",
+                f"Backend address pool '{pool['name']}' cannot have backendAddresses: the NIC IP configurations "
+                f"of scale set(s) {', '.join(users)} reference it. A pool holds either NIC IP configurations "
+                "or IP addresses/FQDNs, never both; put the addresses in a pool of their own.",
+                target=target,
+            )
 
     def _check_removed_pools(self, existing: StoredResource, keep: dict[str, dict[str, Any]]) -> None:
         for pool in existing.body["properties"].get("backendAddressPools", []):
@@ -609,23 +832,24 @@ class Gateways:
         def name_of(ref: dict[str, Any]) -> str:
             return ref["id"].rsplit("/", 1)[-1]
 
-        listeners = [
-            ListenerSpec(name=item["name"], port=ports[name_of(item["properties"]["frontendPort"]).lower()])
-            for item in props.get("httpListeners", [])
-        ]
+        listeners = self._listener_specs(props, ports)
         pools = []
         for pool in props.get("backendAddressPools", []):
             addresses: list[str] = []
+            fqdns: dict[str, str] = {}
             for address in pool["properties"].get("backendAddresses", []):
                 if address.get("ipAddress"):
                     addresses.append(address["ipAddress"])
                 elif address.get("fqdn"):
                     try:
-                        addresses.append(socket.gethostbyname(address["fqdn"]))
+                        resolved = socket.gethostbyname(address["fqdn"])
                     except OSError:
                         log.warning("backend fqdn %s does not resolve; left out", address["fqdn"])
+                        continue
+                    addresses.append(resolved)
+                    fqdns.setdefault(resolved, address["fqdn"])
             addresses += [m.ip for m in members.get(key_of(pool["id"]), [])]
-            pools.append(PoolSpec(name=pool["name"], addresses=list(dict.fromkeys(addresses))))
+            pools.append(PoolSpec(name=pool["name"], addresses=list(dict.fromkeys(addresses)), fqdns=fqdns))
         settings = []
         for item in props.get("backendHttpSettingsCollection", []):
             sp = item["properties"]
@@ -637,6 +861,8 @@ class Gateways:
                     request_timeout_s=float(sp.get("requestTimeout", 30)),
                     probe=name_of(sp["probe"]) if sp.get("probe") else None,
                     draining_timeout_s=float(draining.get("drainTimeoutInSec", 0)) if draining.get("enabled") else 0.0,
+                    host_name=sp.get("hostName") or None,
+                    pick_host_from_address=bool(sp.get("pickHostNameFromBackendAddress")),
                 )
             )
         probes = []
@@ -651,6 +877,8 @@ class Gateways:
                     timeout_s=float(pp.get("timeout", 30)),
                     unhealthy_threshold=int(pp.get("unhealthyThreshold", 3)),
                     status_codes=list(codes),
+                    host=pp.get("host") or None,
+                    pick_host_from_settings=bool(pp.get("pickHostNameFromBackendHttpSettings")),
                 )
             )
         rules = [
@@ -670,7 +898,78 @@ class Gateways:
             settings=settings,
             probes=probes,
             rules=rules,
+            # only an NSG looks at sources: without one, instances coming and going need no re-apply
+            vnet_addresses=self._vnet_addresses(props) if any(x.inbound_rules is not None for x in listeners) else [],
         )
+
+    def _listener_specs(self, props: dict[str, Any], ports: dict[str, int]) -> list[ListenerSpec]:
+        """Each listener on its frontend's loopback address, with the subnet NSG's inbound rules that
+        apply to its flows (TCP to its frontend and port), by priority.
+
+        Which destination a client's flow has decides which rules apply. Normally Azure evaluates it
+        after translating the frontend address to the gateway's instances, so a rule applies when its
+        destination covers the gateway's whole subnet prefix (or is Any, or VirtualNetwork); once a
+        public and a private listener (with rules) share a port, "your application gateway changes the
+        Destination of all inbound flows to the frontend IPs" (configuration-infrastructure, "Inbound
+        rules"): then a rule applies when its destination covers the frontend's address."""
+        frontends = {f["name"].lower(): f for f in props.get("frontendIPConfigurations", [])}
+        routed = {_ref_name(r["properties"]["httpListener"]).lower() for r in props.get("requestRoutingRules", [])}
+        public_ports: set[int] = set()
+        private_ports: set[int] = set()
+        for item in props.get("httpListeners", []):
+            if item["name"].lower() not in routed:
+                continue
+            frontend = frontends[_ref_name(item["properties"]["frontendIPConfiguration"]).lower()]
+            port = ports[_ref_name(item["properties"]["frontendPort"]).lower()]
+            (public_ports if _is_public(frontend) else private_ports).add(port)
+        to_frontend_ips = bool(public_ports & private_ports)
+
+        subnet_id = props["gatewayIPConfigurations"][0]["properties"]["subnet"]["id"]
+        nsg = self.em.networks.subnet_nsg(subnet_id)
+        rules = netsec.inbound_rules(nsg.body["properties"]) if nsg is not None else None
+        found = self.em.networks.subnet(subnet_id)
+        subnet_props = found[1]["properties"] if found else {}
+        subnet_networks = [
+            ipaddress.IPv4Network(p, strict=False)
+            for p in subnet_props.get("addressPrefixes") or [subnet_props.get("addressPrefix", "0.0.0.0/32")]
+        ]
+        listeners = []
+        for item in props.get("httpListeners", []):
+            frontend = frontends[_ref_name(item["properties"]["frontendIPConfiguration"]).lower()]
+            port = ports[_ref_name(item["properties"]["frontendPort"]).lower()]
+            inbound: list[InboundRuleSpec] | None = None
+            if rules is not None:
+                applies = _destination_test(frontend, to_frontend_ips, subnet_networks)
+                inbound = [
+                    InboundRuleSpec(
+                        name=rule.name,
+                        priority=rule.priority,
+                        allow=rule.allow,
+                        sources=list(rule.sources),
+                        source_ports=list(rule.source_ports),
+                    )
+                    for rule in rules
+                    if rule.tcp and netsec.covers(rule.destination_ports, port) and any(map(applies, rule.destinations))
+                ]
+            listeners.append(
+                ListenerSpec(name=item["name"], port=port, host=_frontend_host(frontend), inbound_rules=inbound)
+            )
+        return listeners
+
+    def _vnet_addresses(self, props: dict[str, Any]) -> list[str]:
+        """The loopback addresses that stand for addresses of the gateway's virtual network, so carry
+        the VirtualNetwork tag as an NSG source: the instances whose NICs (in the model each runs)
+        are in that network, and the private frontends of its gateways."""
+        subnet_id = props["gatewayIPConfigurations"][0]["properties"]["subnet"]["id"]
+        vnet_key = key_of(subnet_id.rstrip("/").rsplit("/", 2)[0])
+        found = set(self.em.scale_sets.addresses_in_vnet(vnet_key))
+        for gateway in self.em.store.of_type(TYPE_KEY):
+            for frontend in gateway.body["properties"].get("frontendIPConfigurations", []):
+                fp = frontend.get("properties", {})
+                subnet = (fp.get("subnet") or {}).get("id")
+                if subnet and fp.get("privateIPAddress") and key_of(subnet.rsplit("/", 2)[0]) == vnet_key:
+                    found.add(loopback_alias(fp["privateIPAddress"]))
+        return sorted(found)
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -715,6 +1014,61 @@ class Gateways:
         async with self._lock(resource.key):
             await self.em.dataplane.remove_gateway(resource.key)
             self._applied.pop(resource.key, None)
+
+
+def _ref_name(ref: dict[str, Any]) -> str:
+    return str(ref["id"]).rsplit("/", 1)[-1]
+
+
+def _is_public(frontend: dict[str, Any]) -> bool:
+    return bool(frontend.get("properties", {}).get("publicIPAddress"))
+
+
+def _frontend_host(frontend: dict[str, Any]) -> str:
+    """The loopback address a frontend's listeners bind (addresses.py): 127.0.0.1 for the public
+    frontend, the alias of its static address for a private one."""
+    if _is_public(frontend):
+        return PUBLIC_FRONTEND_HOST
+    return loopback_alias(frontend["properties"]["privateIPAddress"])
+
+
+def _destination_test(
+    frontend: dict[str, Any], to_frontend_ips: bool, subnet: list[ipaddress.IPv4Network]
+) -> Callable[[str], bool]:
+    """Whether an NSG rule's destination prefix covers a listener's flows (see _listener_specs)."""
+    if not to_frontend_ips:
+        return functools.partial(_covers_subnet, subnet=subnet)
+    if _is_public(frontend):
+        return functools.partial(_is_address, address=ipaddress.IPv4Address(PUBLIC_FRONTEND_HOST), tag="internet")
+    address = ipaddress.IPv4Address(frontend["properties"]["privateIPAddress"])
+    return functools.partial(_is_address, address=address, tag="virtualnetwork")
+
+
+def _covers_subnet(prefix: str, *, subnet: list[ipaddress.IPv4Network]) -> bool:
+    return netsec.destination_covers_subnet(prefix, subnet)
+
+
+def _is_address(prefix: str, *, address: ipaddress.IPv4Address, tag: str) -> bool:
+    return netsec.destination_is(prefix, address, tag)
+
+
+def _listener_endpoints(props: dict[str, Any]) -> set[tuple[str, int]]:
+    """The (loopback address, port) pairs a stored gateway's listeners bind."""
+    frontends = {f["name"].lower(): f for f in props.get("frontendIPConfigurations", [])}
+    ports = {p["name"].lower(): p["properties"]["port"] for p in props.get("frontendPorts", [])}
+    found = set()
+    for item in props.get("httpListeners", []):
+        frontend = frontends.get(_ref_name(item["properties"]["frontendIPConfiguration"]).lower())
+        port = ports.get(_ref_name(item["properties"]["frontendPort"]).lower())
+        if frontend is not None and port is not None:
+            found.add((_frontend_host(frontend), port))
+    return found
+
+
+def _check_host_name(value: Any, target: str) -> None:
+    """A host name goes into a Host header: it must be one token (no spaces or control characters)."""
+    if not isinstance(value, str) or not value or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise bad_request(f"'{value}' is not a valid host name.", target=target)
 
 
 def _pool_health(health: dict[str, list[Any]], pool_name: str) -> list[Any]:

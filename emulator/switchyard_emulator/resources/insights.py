@@ -1,6 +1,7 @@
 """Azure Monitor: metrics and metric definitions of gateways and scale sets (answered by the data
-plane from real telemetry), autoscale settings (evaluated by the data plane), and the Log Analytics
-query API that azure-monitor-query's LogsQueryClient calls (`POST /v1/workspaces/{id}/query`)."""
+plane from real telemetry), autoscale settings (evaluated by the data plane), diagnostic settings
+(diagnostics.py), and the Log Analytics query API that azure-monitor-query's LogsQueryClient calls
+(`POST /v1/workspaces/{id}/query`)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ from switchyard_emulator.common import (
     route,
 )
 from switchyard_emulator.dataplane.errors import DataPlaneQueryError
+from switchyard_emulator.dataplane.timespec import TimeSpecError, format_duration, parse_duration
 from switchyard_emulator.errors import ArmError, bad_request
 from switchyard_emulator.ids import key_of, parse_resource_id
+from switchyard_emulator.profiles import AUTOSCALE_COOLDOWN_MAX_S, AUTOSCALE_GRAIN_MAX_S, AUTOSCALE_WINDOW_MAX_S
 from switchyard_emulator.resources.base import ResourceKind, check_name, require_location, tags_of
+from switchyard_emulator.resources.diagnostics import DiagnosticSettings
 from switchyard_emulator.schema import msrest_schema, validate
 from switchyard_emulator.store import StoredResource
 
@@ -48,6 +52,7 @@ class Insights:
     def __init__(self, em: Emulator) -> None:
         self.em = em
         self.autoscale = ResourceKind(em, NS, "autoscalesettings")
+        self.diagnostics = DiagnosticSettings(em)
 
     def routes(self) -> list[Route]:
         m = apiversions.METRICS
@@ -55,6 +60,7 @@ class Insights:
         rg = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Insights/autoscalesettings"
         one = rg + "/{name}"
         return [
+            *self.diagnostics.routes(),
             route(
                 "GET",
                 "{*uri}/providers/Microsoft.Insights/metrics",
@@ -133,7 +139,9 @@ class Insights:
                 405, {"error": {"code": "MethodNotAllowed", "message": "Use POST for workspace queries."}}
             )
         workspace = segments[2]
-        if workspace.lower() != self.em.identity.log_analytics_workspace_id.lower():
+        # the customer id of a workspace that exists (its resource may have been deleted with its group)
+        workspace_resource = self.em.workspaces.by_customer_id(workspace)
+        if workspace_resource is None:
             return json_response(
                 404,
                 {
@@ -158,8 +166,10 @@ class Insights:
                 },
             )
         timespan = body.get("timespan")
+        # Only what diagnostic settings sent here exists in the workspace (diagnostics.py).
+        collections = self.diagnostics.collections(workspace_resource.key)
         try:
-            answer = await self.em.dataplane.query_logs(workspace, body["query"], timespan)
+            answer = await self.em.dataplane.query_logs(workspace, body["query"], timespan, collections)
         except DataPlaneQueryError as exc:
             return json_response(exc.status, exc.to_body())
         return json_response(200, answer)
@@ -200,6 +210,8 @@ class Insights:
         target = props.get("targetResourceUri")
         if not target:
             raise bad_request("targetResourceUri is required.", target="properties.targetResourceUri")
+        if existing is not None:
+            self._check_target_unchanged(ctx, existing, target)
         rid = parse_resource_id(target, target="properties.targetResourceUri")
         if rid.type_key not in AUTOSCALE_TARGETS or self.em.store.get(rid.key) is None:
             raise ArmError(
@@ -208,6 +220,10 @@ class Insights:
                 f"The target resource {target} was not found (autoscale targets an existing scale set).",
                 target="properties.targetResourceUri",
             )
+        # "A maximum of 20 profiles can be specified." (AutoscaleSetting.profiles, maxItems 20, in
+        # autoscale_API.json 2022-10-01)
+        if len(props["profiles"]) > 20:
+            raise bad_request("An autoscale setting has at most 20 profiles.", target="properties.profiles")
         for i, profile in enumerate(props["profiles"]):
             self._check_profile(profile, f"properties.profiles[{i}]")
         props.setdefault("enabled", True)
@@ -234,6 +250,41 @@ class Insights:
         self.em.store.put(resource)
         return resource_response(200 if existing else 201, stored, resource.etag)
 
+    @staticmethod
+    def _check_target_unchanged(ctx: Ctx, existing: StoredResource, target: str) -> None:
+        """An existing setting's target is immutable, even when that target has since been deleted
+        (Azure does not delete a setting with its target: Azure/vm-scale-sets#4). Azure's answer,
+        as users met it (Azure/Moodle#311, F5Networks/f5-azure-arm-templates#102): 400
+        TargetResourceIdIsImmutable."""
+        current = str(existing.body["properties"].get("targetResourceUri", ""))
+        if key_of(current) == key_of(target):
+            return
+        raise ArmError(
+            400,
+            "TargetResourceIdIsImmutable",
+            f"The autoscale setting '{existing.body['name']}' under resource group '{ctx.params['rg']}' is "
+            f"referencing target resource '{current}'. The target resource reference is immutable. If you "
+            "want to change it, please create a new autoscale setting with a different name.",
+            target="properties.targetResourceUri",
+        )
+
+    def _check_duration(self, value: Any, where: str, minimum: float, maximum: float) -> None:
+        """Autoscale's documented ranges (profiles.py): the minimum is the timing profile's (Azure's in
+        the azure profile, second-scale in fast), the maximum always Azure's."""
+        try:
+            seconds = parse_duration(str(value))
+        except TimeSpecError as exc:
+            raise bad_request(f"{where} is not an ISO 8601 duration: {exc}", target=where) from None
+        if not minimum <= seconds <= maximum:
+            profile = (
+                " (the emulator's fast profile allows second-scale minima)" if self.em.timing.name == "fast" else ""
+            )
+            raise bad_request(
+                f"{where} is {value}: it must be between {format_duration(minimum)} and "
+                f"{format_duration(maximum)}{profile}.",
+                target=where,
+            )
+
     def _check_profile(self, profile: dict[str, Any], target: str) -> None:
         capacity = profile["capacity"]
         values: dict[str, int] = {}
@@ -251,9 +302,34 @@ class Insights:
             raise bad_request("The capacity must satisfy minimum <= default <= maximum.", target=f"{target}.capacity")
         if len(profile.get("rules", [])) > 10:
             raise bad_request("A profile has at most 10 rules.", target=f"{target}.rules")
+        timing = self.em.timing
         for j, rule in enumerate(profile.get("rules", [])):
-            uri = rule["metricTrigger"]["metricResourceUri"]
-            where = f"{target}.rules[{j}].metricTrigger.metricResourceUri"
+            at = f"{target}.rules[{j}]"
+            trigger, action = rule["metricTrigger"], rule["scaleAction"]
+            # Limits from the autoscale spec (specification/monitor/resource-manager/Microsoft.Insights/
+            # stable/2022-10-01/autoscale_API.json): MetricTrigger.timeGrain "Must be between 12 hours
+            # and 1 minute", timeWindow "Must be between 12 hours and 5 minutes", ScaleAction.cooldown
+            # "must be between 1 week and 1 minute".
+            self._check_duration(
+                trigger["timeGrain"],
+                f"{at}.metricTrigger.timeGrain",
+                timing.autoscale_grain_min_s,
+                AUTOSCALE_GRAIN_MAX_S,
+            )
+            self._check_duration(
+                trigger["timeWindow"],
+                f"{at}.metricTrigger.timeWindow",
+                timing.autoscale_window_min_s,
+                AUTOSCALE_WINDOW_MAX_S,
+            )
+            self._check_duration(
+                action["cooldown"],
+                f"{at}.scaleAction.cooldown",
+                timing.autoscale_cooldown_min_s,
+                AUTOSCALE_COOLDOWN_MAX_S,
+            )
+            uri = trigger["metricResourceUri"]
+            where = f"{at}.metricTrigger.metricResourceUri"
             rid = parse_resource_id(uri, target=where)
             if self.em.store.get(rid.key) is None:
                 raise ArmError(400, "TargetResourceNotFound", f"The metric resource {uri} was not found.", target=where)

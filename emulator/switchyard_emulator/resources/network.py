@@ -1,7 +1,9 @@
 """Virtual networks (with subnets) and public IP addresses: minimal, so that real-Azure-shaped
 topologies validate (scale-set NICs and gateway IP configurations reference a subnet, a gateway
-frontend may reference a public IP). Nothing here reaches the data plane: every instance and
-gateway listens on loopback."""
+frontend may reference a public IP). A subnet may name a network security group
+(properties.networkSecurityGroup.id), which must exist; on an Application Gateway v2 subnet it must
+let Azure's infrastructure in (resources/gateways.py check_infrastructure_access), and the gateway's
+listeners enforce its inbound rules. Every instance and gateway listens on loopback (addresses.py)."""
 
 from __future__ import annotations
 
@@ -147,6 +149,7 @@ class Networks:
             rendered_subnets.append(self._subnet_body(vnet_id, subnet, spaces, target))
         if existing is not None:
             self._refuse_removing_used_subnets(existing, seen)
+        self._check_gateway_subnets(rendered_subnets)
         etag = new_etag()
         out_props = {
             **{k: v for k, v in props.items() if k != "subnets"},
@@ -176,7 +179,20 @@ class Networks:
             etag=etag,
         )
         self.em.store.put(resource)
+        await self.em.gateways.refresh_all()  # a subnet's NSG may have changed
         return resource_response(200 if existing else 201, self.render_vnet(resource), etag)
+
+    def _check_gateway_subnets(self, subnets: list[dict[str, Any]]) -> None:
+        """An NSG associated with an Application Gateway v2 subnet must let Azure's infrastructure in:
+        the association is refused otherwise ("Deployment or network security group (NSG) attach fails
+        and returns ApplicationGatewaySubnetInboundTrafficBlockedByNetworkSecurityGroup", Microsoft's
+        troubleshooting guide for Application Gateway deployment failures)."""
+        for subnet in subnets:
+            nsg_ref = subnet["properties"].get("networkSecurityGroup")
+            if nsg_ref:
+                nsg = self.em.store.get(key_of(nsg_ref["id"]))
+                assert nsg is not None  # checked by _subnet_body
+                self.em.gateways.check_infrastructure_access(subnet["id"], nsg)
 
     def _subnet_body(self, vnet_id: str, subnet: dict[str, Any], spaces: list[Any], target: str) -> dict[str, Any]:
         props = subnet.get("properties", {})
@@ -196,6 +212,11 @@ class Networks:
                     target=where,
                     code="NetcfgSubnetRangeOutsideVnet",
                 )
+        nsg_ref = props.get("networkSecurityGroup")
+        if nsg_ref is not None:
+            target_nsg = f"{target}.properties.networkSecurityGroup.id".lstrip(".")
+            _, nsg = self.em.nsgs.kind.resolve(nsg_ref.get("id"), target_nsg)
+            props = {**props, "networkSecurityGroup": {"id": nsg.id}}
         return {
             "name": subnet["name"],
             "id": f"{vnet_id}/subnets/{subnet['name']}",
@@ -267,11 +288,13 @@ class Networks:
         spaces = [_network(p, "addressSpace") for p in vnet.body["properties"]["addressSpace"]["addressPrefixes"]]
         rendered = self._subnet_body(vnet.id, body, spaces, "")
         rendered["properties"] = {k: v for k, v in rendered["properties"].items()}
+        self._check_gateway_subnets([rendered])
         subnets = [s for s in vnet.body["properties"]["subnets"] if s is not subnet]
         subnets.append(rendered)
         vnet.body["properties"]["subnets"] = subnets
         vnet.etag = new_etag()
         self.em.store.put(vnet)
+        await self.em.gateways.refresh_all()  # the subnet's NSG may have changed
         return resource_response(200 if subnet else 201, rendered, rendered["etag"])
 
     async def delete_subnet(self, ctx: Ctx) -> Response:
@@ -285,6 +308,34 @@ class Networks:
         vnet.etag = new_etag()
         self.em.store.put(vnet)
         return json_response(200, None)
+
+    def subnet(self, subnet_id: str) -> tuple[StoredResource, dict[str, Any]] | None:
+        """The virtual network and the subnet body an id names, if both exist."""
+        parts = subnet_id.rstrip("/").split("/")
+        if len(parts) < 3 or parts[-2].lower() != "subnets":
+            return None
+        vnet = self.em.store.get(key_of("/".join(parts[:-2])))
+        for subnet in vnet.body["properties"].get("subnets", []) if vnet else []:
+            if subnet["name"].lower() == parts[-1].lower():
+                assert vnet is not None
+                return vnet, subnet
+        return None
+
+    def subnet_nsg(self, subnet_id: str) -> StoredResource | None:
+        """The network security group associated with a subnet, if any."""
+        found = self.subnet(subnet_id)
+        nsg_ref = found[1]["properties"].get("networkSecurityGroup") if found else None
+        return self.em.store.get(key_of(nsg_ref["id"])) if nsg_ref else None
+
+    def subnets_using_nsg(self, nsg_id: str) -> list[str]:
+        """Ids of the subnets associated with a network security group."""
+        wanted = key_of(nsg_id)
+        return [
+            subnet["id"]
+            for vnet in self.em.store.of_type(self.vnets.type_key)
+            for subnet in vnet.body["properties"].get("subnets", [])
+            if key_of((subnet["properties"].get("networkSecurityGroup") or {}).get("id", "/")) == wanted
+        ]
 
     def subnet_exists(self, subnet_id: Any, target: str) -> None:
         """400 naming `target` unless `subnet_id` is an existing subnet."""

@@ -7,6 +7,12 @@ start from the emulator's settings (`--vcpu-quota`) and can be changed at run ti
 `/switchyard/quotas` (GET, PUT {"cores": N, "standardBSFamily": M, ...}), like the fault settings.
 Sizes outside the table below count their vCPUs from the size name (Standard_D16s_v3 -> 16) and
 belong to no family quota.
+
+Resource SKU restrictions: a size of the table can be made unavailable to the subscription in some
+locations or zones at run time (`/switchyard/skus`, GET, PUT {"Standard_B2s": {"restricted_locations":
+["westeurope"], "restricted_zones": {"westus": ["1"]}}}). `resource_skus.list` then shows them as
+Azure's ResourceSkuRestrictions, and a scale set write of that size there is refused (409
+SkuNotAvailable), whatever the quota says.
 """
 
 from __future__ import annotations
@@ -80,6 +86,8 @@ def _region(location: str) -> str:
 class Quotas:
     def __init__(self, em: Emulator, vcpu_quota: int = DEFAULT_VCPU_QUOTA) -> None:
         self.em = em
+        # size (lower-case) -> its restrictions for this subscription
+        self.restrictions: dict[str, SkuRestriction] = {}
         # usage name -> limit; a family without an entry shares the regional limit
         self.limits: dict[str, int] = {
             REGIONAL_CORES: vcpu_quota,
@@ -142,6 +150,32 @@ class Quotas:
                 f"(Minimum) New Limit Required: {after[name]}.",
             )
 
+    def check_sku_available(self, resource_id: str, location: str, size_name: str, zones: list[str]) -> None:
+        """409 SkuNotAvailable when the size is restricted for the subscription where the scale set is.
+
+        Azure's error for a size that is not available in a location or zone, whatever the quota
+        ("Resolve errors for SKU not available", learn.microsoft.com/azure/azure-resource-manager/
+        troubleshooting/error-sku-not-available; the size's `restrictions` in Resource SKUs - List,
+        reasonCode NotAvailableForSubscription). The HTTP status (409) is what users' logs show; the
+        documentation gives none. Every create or update of the scale set is refused, scale in
+        included: the request deploys the size again."""
+        restriction = self.restrictions.get(size_name.lower())
+        if restriction is None:
+            return
+        region = _region(location)
+        blocked_zones = sorted(set(zones) & set(restriction.zones.get(region, [])))
+        if region not in restriction.locations and not blocked_zones:
+            return
+        raise ArmError(
+            409,
+            "SkuNotAvailable",
+            f"The requested size for resource '{resource_id}' is currently not available in location "
+            f"'{location}' zones '{','.join(zones)}' for subscription '{self.em.identity.subscription_id}'. "
+            "Please try another size or deploy to a different location or zones. "
+            "See https://aka.ms/azureskunotavailable for details.",
+            target="sku.name",
+        )
+
     async def list_usages(self, ctx: Ctx) -> Response:
         location = ctx.params["location"]
         counts = self.usage(location)
@@ -163,7 +197,11 @@ class Quotas:
         )
         if wanted is not None:
             locations = [wanted]
-        value = [_sku(size, location) for location in locations for size in SIZES.values()]
+        value = [
+            _sku(size, location, self.restrictions.get(size.name.lower()))
+            for location in locations
+            for size in SIZES.values()
+        ]
         return json_response(200, {"value": value})
 
     # -- the control endpoint ---------------------------------------------------------------------
@@ -177,6 +215,70 @@ class Quotas:
 
     def status(self) -> dict[str, int]:
         return dict(self.limits)
+
+    def configure_skus(self, data: Any) -> None:
+        """PUT /switchyard/skus: each size named gets exactly the restrictions given ({} clears them);
+        sizes not named keep theirs. An invalid body changes nothing."""
+        if not isinstance(data, dict):
+            raise bad_request(
+                'SKU restrictions are a JSON object: {"Standard_B2s": {"restricted_locations": ["westeurope"], '
+                '"restricted_zones": {"westus": ["1"]}}}.'
+            )
+        parsed: dict[str, SkuRestriction | None] = {}
+        for name, value in data.items():
+            size = SIZES.get(str(name).lower())
+            if size is None:
+                known = ", ".join(s.name for s in SIZES.values())
+                raise bad_request(f"Unknown size '{name}'; the emulator's sizes are {known}.", target=name)
+            parsed[size.name.lower()] = _parse_restriction(value, size.name)
+        for key, restriction in parsed.items():
+            if restriction is None:
+                self.restrictions.pop(key, None)
+            else:
+                self.restrictions[key] = restriction
+
+    def sku_status(self) -> dict[str, Any]:
+        return {
+            SIZES[key].name: {
+                "restricted_locations": sorted(r.locations),
+                "restricted_zones": {loc: sorted(zones) for loc, zones in sorted(r.zones.items())},
+            }
+            for key, r in sorted(self.restrictions.items())
+        }
+
+
+@dataclass(frozen=True)
+class SkuRestriction:
+    locations: frozenset[str]  # normalized region names where the size is not available
+    zones: dict[str, list[str]]  # normalized region -> zones where it is not available
+
+
+def _parse_restriction(value: Any, size: str) -> SkuRestriction | None:
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict) or set(value) - {"restricted_locations", "restricted_zones"}:
+        raise bad_request(
+            f"The restrictions of {size} are an object with 'restricted_locations' (list of locations) and/or "
+            "'restricted_zones' (location -> list of zones).",
+            target=size,
+        )
+    locations = value.get("restricted_locations", [])
+    zones = value.get("restricted_zones", {})
+    if not isinstance(locations, list) or not all(isinstance(x, str) and x for x in locations):
+        raise bad_request(
+            "restricted_locations must be a list of location names.", target=f"{size}.restricted_locations"
+        )
+    if not isinstance(zones, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(z, str) and z for z in v)
+        for k, v in zones.items()
+    ):
+        raise bad_request("restricted_zones must map a location to a list of zones.", target=f"{size}.restricted_zones")
+    if not locations and not any(zones.values()):
+        return None
+    return SkuRestriction(
+        locations=frozenset(_region(x) for x in locations),
+        zones={_region(k): sorted(set(v)) for k, v in zones.items() if v},
+    )
 
 
 def _count(counts: dict[str, int], sku: dict[str, Any], sign: int) -> None:
@@ -201,7 +303,36 @@ def _location_filter(expression: str | None) -> str | None:
     return match.group(1)
 
 
-def _sku(size: VmSize, location: str) -> dict[str, Any]:
+def _restrictions(restriction: SkuRestriction | None, location: str) -> list[dict[str, Any]]:
+    """Azure's ResourceSkuRestrictions for one location (Resource SKUs - List; the shape of
+    learn.microsoft.com's SKU-not-available and AKS zone troubleshooting pages)."""
+    if restriction is None:
+        return []
+    region = _region(location)
+    found: list[dict[str, Any]] = []
+    if region in restriction.locations:
+        found.append(
+            {
+                "type": "Location",
+                "values": [location],
+                "restrictionInfo": {"locations": [location], "zones": []},
+                "reasonCode": "NotAvailableForSubscription",
+            }
+        )
+    zones = restriction.zones.get(region)
+    if zones:
+        found.append(
+            {
+                "type": "Zone",
+                "values": [location],
+                "restrictionInfo": {"locations": [location], "zones": list(zones)},
+                "reasonCode": "NotAvailableForSubscription",
+            }
+        )
+    return found
+
+
+def _sku(size: VmSize, location: str, restriction: SkuRestriction | None = None) -> dict[str, Any]:
     return {
         "resourceType": "virtualMachines",
         "name": size.name,
@@ -214,5 +345,5 @@ def _sku(size: VmSize, location: str) -> dict[str, Any]:
             {"name": "vCPUs", "value": str(size.vcpus)},
             {"name": "MemoryGB", "value": f"{size.memory_gb:g}"},
         ],
-        "restrictions": [],
+        "restrictions": _restrictions(restriction, location),
     }

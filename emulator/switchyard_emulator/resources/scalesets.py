@@ -258,6 +258,8 @@ class ScaleSets:
             profile = models[current_version]
         profile = self._complete_profile(profile)
         image = self._check_profile(profile, location)
+        zones = body.get("zones") or (existing.body.get("zones") if existing else None) or []
+        self.em.quotas.check_sku_available(vmss_id, location, str(sku["name"]), [str(z) for z in zones])
         self.em.quotas.check_scale_set_write(key, location, str(sku["name"]), capacity)
         model_changed = existing is None or _canonical(profile) != _canonical(models.get(current_version))
         model_version = current_version + 1 if model_changed else current_version
@@ -385,12 +387,25 @@ class ScaleSets:
         parent = rid.parent()
         assert parent is not None
         gateway = self.em.store.get(parent.key)
-        pools = {p["name"].lower() for p in (gateway.body["properties"]["backendAddressPools"] if gateway else [])}
-        if rid.name.lower() not in pools:
+        pools = {p["name"].lower(): p for p in (gateway.body["properties"]["backendAddressPools"] if gateway else [])}
+        pool = pools.get(rid.name.lower())
+        if pool is None:
             raise ArmError(
                 400,
                 "InvalidResourceReference",
                 f"Resource {pool_id} referenced by {target} was not found.",
+                target=target,
+            )
+        if pool.get("properties", {}).get("backendAddresses"):
+            # A pool holds NIC IP configurations or explicit addresses, never both: "Mixing IP/FQDN and
+            # Virtual Machine targets is not allowed" (Azure/azure-cli#3491). The pool already has
+            # addresses, so no NIC may join it. Error code: the emulator's (see gateways.py).
+            raise ArmError(
+                400,
+                "CannotMixIPBasedAddressesAndIPConfigurationsOnApplicationGatewayBackendAddressPool",
+                f"Backend address pool '{pool['name']}' of gateway {gateway.id if gateway else ''} has "
+                "backendAddresses: NIC IP configurations cannot join it. A pool holds either NIC IP "
+                "configurations or IP addresses/FQDNs, never both.",
                 target=target,
             )
 
@@ -682,6 +697,19 @@ class ScaleSets:
                             PoolMember(inst.ip, ipc_id, resource.key, inst.instance_id)
                         )
         return members
+
+    def addresses_in_vnet(self, vnet_key: str) -> list[str]:
+        """The addresses of instances whose NICs (in the model each runs) are in a virtual network:
+        the sources an NSG's VirtualNetwork tag covers (netsec.py)."""
+        found = []
+        for resource in self.em.store.of_type(TYPE_KEY):
+            models = self.em.store.models(resource.key)
+            for inst in self.em.store.instances(resource.key):
+                for _nic, _ipc_id, ipc in self._ip_configurations(resource, inst, models):
+                    subnet = ((ipc.get("properties") or {}).get("subnet") or {}).get("id", "")
+                    if key_of(subnet.rstrip("/").rsplit("/", 2)[0]) == vnet_key:
+                        found.append(inst.ip)
+        return found
 
     def _ip_configurations(
         self, resource: StoredResource, inst: InstanceRecord, models: dict[int, dict[str, Any]]

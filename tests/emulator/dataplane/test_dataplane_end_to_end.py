@@ -26,6 +26,7 @@ from switchyard_emulator.dataplane.api import (
     BackendSettingsSpec,
     GatewaySpec,
     ListenerSpec,
+    LogCollection,
     PoolSpec,
     ProbeSpec,
     RuleSpec,
@@ -172,6 +173,8 @@ def test_gateway_metrics_and_logs_count_exactly_what_the_client_saw(tmp_path: Pa
                 "AzureDiagnostics | where Category == 'ApplicationGatewayAccessLog'"
                 " | summarize requests = count(), failed = countif(httpStatus_d >= 500) by serverRouted_s",
                 timespan,
+                # as if a diagnostic setting had sent the access log to the workspace all along
+                [LogCollection(resource_id=GATEWAY, table="AzureDiagnostics", start=0.0)],
             )
             rows = {row[0]: (row[1], row[2]) for row in logs["tables"][0]["rows"]}
             failed_per_ip: Counter[str] = Counter()

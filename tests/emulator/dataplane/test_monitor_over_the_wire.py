@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
 from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
 from switchyard_emulator.testing import (
@@ -45,6 +46,20 @@ def deployed(
     topology.publish("1.0.0", artifact)
     port = free_port()
     clients.network.application_gateways.begin_create_or_update(RG, "agw", topology.gateway_body(port)).result()
+    # the access log reaches the workspace only through a diagnostic setting (as on Azure)
+    clients.monitor._send_request(  # azure-mgmt-monitor 7 has no diagnostic_settings operations
+        HttpRequest(
+            "PUT",
+            f"{topology.gateway_id()}/providers/Microsoft.Insights/diagnosticSettings/access-log",
+            params={"api-version": "2021-05-01-preview"},
+            json={
+                "properties": {
+                    "workspaceId": emulator.log_analytics_workspace_resource_id,
+                    "logs": [{"category": "ApplicationGatewayAccessLog", "enabled": True}],
+                }
+            },
+        )
+    ).raise_for_status()
     clients.compute.virtual_machine_scale_sets.begin_create_or_update(
         RG, "blue", topology.scale_set_body(topology.version_id("1.0.0"), 2, pool="blue")
     ).result()

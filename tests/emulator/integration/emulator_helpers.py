@@ -10,6 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from azure.core.rest import HttpRequest
+
+DIAGNOSTIC_SETTINGS_API = "2021-05-01-preview"
+
 
 def instance_version(ip: str, port: int = 8000) -> dict[str, Any]:
     """GET /version of one instance, straight to its loopback address."""
@@ -55,3 +59,36 @@ def processes_using(directory: Path) -> list[int]:
         if cwd.startswith(str(directory)) or str(directory) in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def diagnostic_setting(
+    clients: Any,
+    resource_id: str,
+    name: str,
+    body: dict[str, Any] | None = None,
+    *,
+    method: str = "PUT",
+) -> Any:
+    """A diagnostic-settings REST call through the monitor SDK's pipeline: azure-mgmt-monitor 7 has no
+    diagnostic_settings operations, and names its pipeline entry point `_send_request` (auth,
+    retries and the emulator's TLS as for any SDK call). `name=""` addresses the list. Returns the
+    azure.core HttpResponse."""
+    url = f"{resource_id}/providers/Microsoft.Insights/diagnosticSettings" + (f"/{name}" if name else "")
+    request = HttpRequest(method, url, params={"api-version": DIAGNOSTIC_SETTINGS_API}, json=body)
+    return clients.monitor._send_request(request)
+
+
+def send_access_log_to(
+    clients: Any, resource_id: str, workspace_resource_id: str, *, dedicated: bool = False, name: str = "to-logs"
+) -> dict[str, Any]:
+    """A diagnostic setting that sends a gateway's access log to the workspace (AzureDiagnostics, or
+    AGWAccessLogs when `dedicated`); raises for an error answer."""
+    properties: dict[str, Any] = {
+        "workspaceId": workspace_resource_id,
+        "logs": [{"category": "ApplicationGatewayAccessLog", "enabled": True}],
+    }
+    if dedicated:
+        properties["logAnalyticsDestinationType"] = "Dedicated"
+    response = diagnostic_setting(clients, resource_id, name, {"properties": properties})
+    response.raise_for_status()
+    return dict(response.json())

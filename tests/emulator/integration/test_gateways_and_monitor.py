@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from emulator_helpers import eventually, gateway_get
+from emulator_helpers import eventually, gateway_get, send_access_log_to
 
 from switchyard_emulator.testing import EmulatorClients, SampleTopology, arm_error, free_port
 
@@ -116,6 +116,7 @@ def test_metrics_and_logs_count_what_clients_really_sent(
     topo, port = deployed
     eventually(lambda: gateway_get(port)[0] == 200)
     gateway_id = topo.gateway_id()
+    send_access_log_to(clients, gateway_id, emulator.log_analytics_workspace_resource_id)
     before = _total_requests(clients, gateway_id)
     sent = 25
     _served_versions(port, sent)

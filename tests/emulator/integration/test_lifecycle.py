@@ -51,6 +51,8 @@ def test_stop_leaves_nothing_behind_and_restart_brings_everything_back(tmp_path:
             "token",
             "subscription_id",
             "log_analytics_workspace_id",
+            "log_analytics_workspace_resource_id",
+            "profile",
             "pid",
         }
         assert stat.S_IMODE(info_path.stat().st_mode) == 0o600  # it holds the token

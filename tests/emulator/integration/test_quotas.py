@@ -90,3 +90,66 @@ def test_the_quota_control_route_validates_its_input(quota: httpx.Client) -> Non
     assert bad.status_code == 400 and "usage name -> limit" in bad.json()["error"]["message"]
     assert quota.put("/switchyard/quotas", content=b"not json").status_code == 400
     assert quota.get("/switchyard/quotas").json()["cores"] == 350
+
+
+@pytest.fixture
+def sku_restrictions(http: httpx.Client) -> Iterator[httpx.Client]:
+    """The module's emulator; every restriction set by the test is lifted afterwards."""
+    yield http
+    lifted: dict[str, dict[str, object]] = {name: {} for name in http.get("/switchyard/skus").json()}
+    http.put("/switchyard/skus", json=lifted).raise_for_status()
+
+
+def test_a_size_restricted_in_a_location_is_listed_so_and_cannot_be_deployed_there(
+    clients: EmulatorClients, topo: SampleTopology, artifacts: dict[str, Path], sku_restrictions: httpx.Client
+) -> None:
+    create_web(clients, topo, artifacts["1.0.0"], capacity=1)  # Standard_B1s, before any restriction
+    put = sku_restrictions.put(
+        "/switchyard/skus",
+        json={
+            "Standard_B1s": {"restricted_locations": [topo.location]},
+            "Standard_B2s": {"restricted_zones": {topo.location: ["2"]}},
+        },
+    )
+    assert put.status_code == 200
+    assert put.json()["Standard_B1s"] == {"restricted_locations": [topo.location], "restricted_zones": {}}
+
+    skus = {s.name: s for s in clients.compute.resource_skus.list(filter=f"location eq '{topo.location}'")}
+    (location,) = skus["Standard_B1s"].restrictions
+    # `values` is the name of a Mapping method on the SDK's models: read the field by its wire name
+    assert (location.type, location["values"], location.reason_code) == (
+        "Location",
+        [topo.location],
+        "NotAvailableForSubscription",
+    )
+    assert location.restriction_info.locations == [topo.location]
+    (zone,) = skus["Standard_B2s"].restrictions
+    assert (zone.type, zone.restriction_info.zones) == ("Zone", ["2"])
+    assert skus["Standard_D2s_v3"].restrictions == []
+
+    scale_sets = clients.compute.virtual_machine_scale_sets
+    etag = scale_sets.get(topo.rg, "web").etag
+    with pytest.raises(HttpResponseError) as refused:  # even with quota to spare
+        scale_sets.begin_update(topo.rg, "web", {"sku": {"capacity": 2}}).result()
+    assert (refused.value.status_code, arm_error(refused.value).code) == (409, "SkuNotAvailable")
+    assert arm_error(refused.value).message.startswith(
+        f"The requested size for resource '{topo.rg_id()}/providers/Microsoft.Compute/virtualMachineScaleSets/web'"
+        f" is currently not available in location '{topo.location}' zones ''"
+    )
+    assert scale_sets.get(topo.rg, "web").etag == etag
+
+    body = topo.scale_set_body(topo.version_id("1.0.0"), 1)
+    body["sku"]["name"] = "Standard_B2s"
+    scale_sets.begin_create_or_update(topo.rg, "nozone", body).result()  # restricted in a zone it does not use
+    with pytest.raises(HttpResponseError) as refused:
+        scale_sets.begin_create_or_update(topo.rg, "zoned", {**body, "zones": ["1", "2"]}).result()
+    assert arm_error(refused.value).code == "SkuNotAvailable" and "zones '1,2'" in arm_error(refused.value).message
+    assert sorted(s.name for s in scale_sets.list(topo.rg)) == ["nozone", "web"]  # "zoned" was not written
+
+
+def test_the_sku_control_route_validates_its_input(sku_restrictions: httpx.Client) -> None:
+    unknown = sku_restrictions.put("/switchyard/skus", json={"Standard_Z99": {"restricted_locations": ["westus"]}})
+    assert unknown.status_code == 400 and "Standard_B1s" in unknown.json()["error"]["message"]
+    wrong = sku_restrictions.put("/switchyard/skus", json={"Standard_B1s": {"restricted_locations": "westus"}})
+    assert wrong.status_code == 400
+    assert sku_restrictions.get("/switchyard/skus").json() == {}

@@ -1,4 +1,5 @@
-"""The KQL subset: parsing, evaluation over AzureDiagnostics rows from a real telemetry DB, errors."""
+"""The KQL subset: parsing, evaluation over AzureDiagnostics rows from a real telemetry DB, errors;
+and which records the workspace holds (what diagnostic settings collected, after ingestion)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,24 @@ import pytest
 from emulator_testdata import GATEWAY_ID, T0
 
 from switchyard_emulator.dataplane import kql
+from switchyard_emulator.dataplane.api import LogCollection
 from switchyard_emulator.dataplane.errors import LogsQueryError
 from switchyard_emulator.dataplane.logs import LogsEngine
 
 NOW = datetime.fromtimestamp(T0 + 600, UTC)  # ten minutes after T0
 WORKSPACE = "00000000-0000-0000-0000-00000000beef"
+# a diagnostic setting that has sent the test gateway's access log to AzureDiagnostics all along
+ALWAYS = [LogCollection(resource_id=GATEWAY_ID, table="AzureDiagnostics", start=0.0)]
 
 
-def run(db: Path, text: str, timespan: str | None = None) -> tuple[list[dict[str, str]], list[list[Any]]]:
-    body = LogsEngine(db).query(WORKSPACE, text, timespan, now=NOW)
+def run(
+    db: Path,
+    text: str,
+    timespan: str | None = None,
+    collections: list[LogCollection] = ALWAYS,
+    delay_s: float = 0.0,
+) -> tuple[list[dict[str, str]], list[list[Any]]]:
+    body = LogsEngine(db, ingestion_delay_s=delay_s).query(WORKSPACE, text, timespan, collections, now=NOW)
     (table,) = body["tables"]
     assert table["name"] == "PrimaryResult"
     return table["columns"], table["rows"]
@@ -128,8 +138,9 @@ def test_not_in_negated_between_and_string_operators(telemetry_db: Path, traffic
         telemetry_db,
         "AzureDiagnostics | where serverRouted_s !in ('127.1.0.2:8000')"
         " and timeTaken_d !between (0.005 .. 0.055)"
-        " and requestUri_s startswith '/WORK' and requestUri_s contains 'i=' and requestUri_s !has 'health'"
-        " | project requestUri_s | order by requestUri_s asc",
+        " and originalRequestUriWithArgs_s startswith '/WORK' and requestQuery_s contains 'i='"
+        " and requestUri_s !has 'health'"
+        " | project originalRequestUriWithArgs_s | order by originalRequestUriWithArgs_s asc",
     )
     assert rows == [["/work/echo?i=1"], ["/work/echo?i=2"], ["/work/echo?i=55"], ["/work/echo?i=56"],
                     ["/work/echo?i=58"], ["/work/echo?i=59"]]  # fmt: skip
@@ -172,7 +183,7 @@ def test_access_log_columns_look_like_azure_diagnostics(telemetry_db: Path, add_
     )
     assert rows[0] == [
         GATEWAY_ID.upper(), "ApplicationGatewayAccessLog", "production", "production", "blue", "service",
-        "127.1.0.7:8000", 503.0, "503", 0.0125, "0.011", "/work/sleep?ms=10", "GET", "10.0.0.9", 100.0, 200.0,
+        "127.1.0.7:8000", 503.0, "503", 0.0125, "0.011", "/work/sleep", "GET", "10.0.0.9", 100.0, 200.0,
     ]  # fmt: skip
     assert rows[1][6:9] == ["", 502.0, "-"]
     assert {column["name"]: column["type"] for column in columns}["httpStatus_d"] == "real"
@@ -296,3 +307,65 @@ def test_the_cloud_adapters_latency_query_shape(telemetry_db: Path, traffic: Non
         timespan="2026-01-01T00:00:00.000000Z/2026-01-01T00:01:00.000000Z",
     )
     assert rows == [["127.1.0.3:8000", 0.011], ["127.1.0.4:8000", 0.012], ["127.1.0.2:8000", 0.013]]
+
+
+# -- what the workspace holds: diagnostic-setting spans, the two tables, ingestion -----------------
+
+
+def test_a_gateway_without_a_collecting_setting_has_no_rows(telemetry_db: Path, traffic: None) -> None:
+    """Azure collects resource logs only while a diagnostic setting routes them: no span, no data."""
+    _, rows = run(telemetry_db, "AzureDiagnostics | count", collections=[])
+    assert rows == [[0]]
+    other = "/subscriptions/x/resourcegroups/y/providers/microsoft.network/applicationgateways/other"
+    _, rows = run(
+        telemetry_db,
+        "AzureDiagnostics | count",
+        collections=[LogCollection(resource_id=other, table="AzureDiagnostics", start=0.0)],
+    )
+    assert rows == [[0]]
+
+
+def test_only_records_inside_a_span_exist(telemetry_db: Path, traffic: None) -> None:
+    """Records from before the setting was created (and after it was deleted) are not in the workspace."""
+    span = [LogCollection(resource_id=GATEWAY_ID, table="AzureDiagnostics", start=T0 + 20, end=T0 + 30)]
+    _, rows = run(telemetry_db, "AzureDiagnostics | count", collections=span)
+    assert rows == [[10]]  # seconds 20..29 (TimeGenerated = s + 0.5)
+
+
+def test_dedicated_settings_fill_agwaccesslogs_with_typed_columns(
+    telemetry_db: Path, add_request: Callable[..., None]
+) -> None:
+    add_request(T0 + 1.25, backend="127.1.0.7:8000", status=503, time_taken_ms=12.5, backend_time_ms=11.0,
+                path="/work/sleep?ms=10", client="10.0.0.9:4321")  # fmt: skip
+    add_request(T0 + 2, backend=None, status=502, backend_status=None)
+    dedicated = [LogCollection(resource_id=GATEWAY_ID, table="AGWAccessLogs", start=0.0)]
+    columns, rows = run(
+        telemetry_db,
+        "AGWAccessLogs | project _ResourceId, ListenerName, RuleName, BackendPoolName, BackendSettingName,"
+        " ServerRouted, ServerStatus, HttpStatus, TimeTaken, ServerResponseLatency, ClientIp, ClientPort,"
+        " HttpMethod, RequestUri, RequestQuery, OriginalRequestUriWithArgs, ReceivedBytes, SentBytes, Type"
+        " | order by HttpStatus desc",
+        collections=dedicated,
+    )
+    assert rows[0] == [
+        GATEWAY_ID.lower(), "production", "production", "blue", "service", "127.1.0.7:8000", 503, 503,
+        0.0125, 0.011, "10.0.0.9", 4321, "GET", "/work/sleep", "ms=10", "/work/sleep?ms=10", 100, 200,
+        "AGWAccessLogs",
+    ]  # fmt: skip
+    assert rows[1][5:10] == ["", None, 502, 0.01, None]  # the gateway's own 502: no backend status
+    types = {column["name"]: column["type"] for column in columns}
+    assert (types["HttpStatus"], types["ServerStatus"], types["TimeTaken"]) == ("int", "int", "real")
+    # the table the setting does not fill is empty, and AzureDiagnostics column names do not exist here
+    _, rows = run(telemetry_db, "AzureDiagnostics | count", collections=dedicated)
+    assert rows == [[0]]
+    with pytest.raises(LogsQueryError, match="httpStatus_d"):
+        run(telemetry_db, "AGWAccessLogs | where httpStatus_d >= 500", collections=dedicated)
+
+
+def test_records_appear_only_after_the_ingestion_delay(telemetry_db: Path, add_request: Callable[..., None]) -> None:
+    for seconds_ago in (500, 200, 100, 10):
+        add_request(T0 + 600 - seconds_ago)
+    _, rows = run(telemetry_db, "AzureDiagnostics | count", delay_s=180)
+    assert rows == [[2]]  # the records of 200 s and 500 s ago; the newer ones are still being ingested
+    _, rows = run(telemetry_db, "AzureDiagnostics | count")
+    assert rows == [[4]]

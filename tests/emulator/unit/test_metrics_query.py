@@ -14,6 +14,7 @@ from emulator_testdata import GATEWAY_ID, SCALE_SET_ID, T0
 from switchyard_emulator.dataplane.errors import MetricsQueryError
 from switchyard_emulator.dataplane.metrics import MetricsEngine, metric_definitions_body
 from switchyard_emulator.dataplane.timespec import format_instant
+from switchyard_emulator.profiles import TimingOverrides, timing_profile
 
 GATEWAY_TYPE = "Microsoft.Network/applicationGateways"
 SCALE_SET_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
@@ -406,3 +407,54 @@ def test_metric_definitions_deserialize_with_the_sdk_and_list_azure_names_and_di
     vm = metric_definitions_body(SCALE_SET_ID, SCALE_SET_TYPE)
     assert [d["name"]["value"] for d in vm["value"]] == ["Percentage CPU", "Available Memory Bytes"]
     assert vm["value"][0]["unit"] == "Percent"
+
+
+# -- the azure timing profile: Azure's grains only, and datapoints that arrive a minute late --------
+
+
+def azure_engine(db: Path, latency_s: float = 60.0) -> MetricsEngine:
+    return MetricsEngine(db, timing_profile("azure", TimingOverrides(metrics_latency_s=latency_s)))
+
+
+@pytest.mark.parametrize("interval", ["PT1S", "PT30S", "PT3M", "PT2H"])
+def test_azure_profile_refuses_grains_azure_does_not_have(telemetry_db: Path, interval: str) -> None:
+    with pytest.raises(MetricsQueryError) as caught:
+        azure_engine(telemetry_db).query(
+            GATEWAY_ID, GATEWAY_TYPE, {"interval": interval, "metricnames": "TotalRequests"},
+            now=datetime.fromtimestamp(T0 + 3600, UTC),
+        )  # fmt: skip
+    assert caught.value.status == 400
+    assert caught.value.message == (
+        f"Invalid time grain duration: {interval}, supported ones are: "
+        "00:01:00,00:05:00,00:15:00,00:30:00,01:00:00,06:00:00,12:00:00,1.00:00:00"
+    )
+
+
+def test_a_minute_is_published_only_a_minute_after_it_ends(
+    telemetry_db: Path, add_request: Callable[..., None]
+) -> None:
+    # one request in each of the minutes T0, T0+1m, T0+2m; "now" is 2m30s after T0
+    for minute in range(3):
+        add_request(T0 + 60 * minute + 10)
+    now = datetime.fromtimestamp(T0 + 150, UTC)
+    query = {"timespan": span(T0, T0 + 180), "interval": "PT1M", "metricnames": "TotalRequests", "aggregation": "Total"}
+    data = points(azure_engine(telemetry_db).query(GATEWAY_ID, GATEWAY_TYPE, query, now=now))
+    # minute 0 ended 90 s ago (published); minute 1 ended 30 s ago (not yet); minute 2 is running
+    assert data == [
+        {"timeStamp": "2026-01-01T00:00:00Z", "total": 1.0},
+        {"timeStamp": "2026-01-01T00:01:00Z"},
+        {"timeStamp": "2026-01-01T00:02:00Z"},
+    ]
+    full = azure_engine(telemetry_db).query(GATEWAY_ID, GATEWAY_TYPE, {**query, "interval": "FULL"}, now=now)
+    assert points(full)[0]["total"] == 1.0
+    # the fast profile publishes at once
+    fast = MetricsEngine(telemetry_db).query(GATEWAY_ID, GATEWAY_TYPE, query, now=now)
+    assert [p.get("total") for p in points(fast)] == [1.0, 1.0, 1.0]
+
+
+def test_metric_definitions_list_the_profiles_grains() -> None:
+    fast = metric_definitions_body(GATEWAY_ID, GATEWAY_TYPE, timing_profile("fast"))
+    azure = metric_definitions_body(GATEWAY_ID, GATEWAY_TYPE, timing_profile("azure"))
+    grains = [a["timeGrain"] for a in azure["value"][0]["metricAvailabilities"]]
+    assert grains == ["PT1M", "PT5M", "PT15M", "PT30M", "PT1H", "PT6H", "PT12H", "P1D"]
+    assert fast["value"][0]["metricAvailabilities"][0]["timeGrain"] == "PT1S"

@@ -37,9 +37,14 @@ class MemberHealth:
 
 
 async def probe_once(address: str, plan: ProbePlan) -> tuple[bool, str]:
-    """One probe: GET plan.path on a fresh connection. Returns (healthy, one-line log)."""
+    """One probe: GET plan.path on a fresh connection. Returns (healthy, one-line log).
+
+    The Host header is the plan's host for this backend (the probe's host, the backend settings'
+    host name, the backend's address, or Azure's default 127.0.0.1: see routing._probe_host),
+    without a port, as Azure documents the default probe's host header ("appears as
+    http://127.0.0.1/")."""
     request = (
-        f"GET {plan.path} HTTP/1.1\r\nHost: 127.0.0.1:{plan.port}\r\n"
+        f"GET {plan.path} HTTP/1.1\r\nHost: {plan.host_for(address)}\r\n"
         "User-Agent: switchyard-appgw-probe/1.0\r\nConnection: close\r\n\r\n"
     ).encode()
     try:

@@ -1,9 +1,11 @@
 """The gateway engine inside the worker process: listeners, routing, proxying, draining, health.
 
-Routing model (Application Gateway v2 basic rules): a listener (frontend port) is served by one
-rule; the rule sends each request to a backend pool with its backend settings (port, request
-timeout, probe, connection draining). Every request is routed on its own, so a keep-alive client
-connection follows a configuration change from its next request on.
+Routing model (Application Gateway v2 basic rules): a listener (frontend address and port) is
+served by one rule; the rule sends each request to a backend pool with its backend settings (port,
+request timeout, probe, connection draining). Every request is routed on its own, so a keep-alive
+client connection follows a configuration change from its next request on. A connection the gateway
+subnet's NSG denies is reset at once, before any byte is read (Azure drops its packets): no answer,
+no access-log record; rule changes apply to new connections only, as in Azure.
 
 Behaviour worth knowing (Azure's where documented, nginx's proxy defaults where it is not):
 * Round robin over the pool members the probes currently call healthy; none healthy -> 502.
@@ -38,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from switchyard_emulator import netsec
 from switchyard_emulator.dataplane.api import BackendSettingsSpec, GatewaySpec
 from switchyard_emulator.dataplane.gateway.http11 import (
     IDEMPOTENT_METHODS,
@@ -58,7 +61,7 @@ from switchyard_emulator.dataplane.gateway.http11 import (
     simple_response,
 )
 from switchyard_emulator.dataplane.gateway.probes import GatewayProber
-from switchyard_emulator.dataplane.gateway.routing import CompiledGateway, Route, compile_gateway
+from switchyard_emulator.dataplane.gateway.routing import CompiledGateway, Endpoint, Route, compile_gateway
 from switchyard_emulator.dataplane.gateway.telemetry import TelemetryWriter
 from switchyard_emulator.dataplane.gateway.upstream import UpstreamConnection, UpstreamPool
 
@@ -124,6 +127,7 @@ class _ClientConnection:
 class _Listener:
     gateway_id: str
     name: str
+    host: str
     port: int
     server: asyncio.Server | None = None
     closed: bool = False
@@ -144,7 +148,8 @@ class _GatewayRuntime:
     gateway_id: str
     compiled: CompiledGateway
     prober: GatewayProber
-    listeners: dict[int, _Listener] = field(default_factory=dict)
+    listeners: dict[Endpoint, _Listener] = field(default_factory=dict)
+    vnet_addresses: frozenset[str] = frozenset()
     round_robin: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
@@ -204,13 +209,13 @@ def _guarded_drain(writer: asyncio.StreamWriter, *, backend: bool) -> Callable[[
     return drain
 
 
-def bind_listener_socket(port: int) -> socket.socket:
+def bind_listener_socket(port: int, host: str = LISTEN_HOST) -> socket.socket:
     # IPPROTO_TCP, so that asyncio sets TCP_NODELAY on the accepted connections (see emulator/server.py).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         # SO_REUSEADDR only skips TIME_WAIT leftovers; a live listener on the port still conflicts.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((LISTEN_HOST, port))
+        sock.bind((host, port))
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
     except OSError:
@@ -225,7 +230,7 @@ class GatewayEngine:
     def __init__(self, telemetry: TelemetryWriter) -> None:
         self._telemetry = telemetry
         self._gateways: dict[str, _GatewayRuntime] = {}
-        self._port_owner: dict[int, _Listener] = {}
+        self._port_owner: dict[Endpoint, _Listener] = {}
         self._upstreams = UpstreamPool()
         self._inflight: dict[tuple[str, str, str], set[_Exchange]] = {}
         self._draining: dict[tuple[str, str, str], float] = {}  # key -> drain deadline (monotonic)
@@ -261,25 +266,26 @@ class GatewayEngine:
         compiled = compile_gateway(spec)
         gateway_id = spec.gateway_id
         runtime = self._gateways.get(gateway_id)
-        old_ports = set(runtime.listeners) if runtime else set()
-        new_ports = set(compiled.listeners_by_port)
+        old_endpoints = set(runtime.listeners) if runtime else set()
+        new_endpoints = set(compiled.listeners_by_endpoint)
 
-        bound: dict[int, socket.socket] = {}
+        bound: dict[Endpoint, socket.socket] = {}
         try:
-            for port in sorted(new_ports - old_ports):
-                listener_name = compiled.listeners_by_port[port].name
-                owner = self._port_owner.get(port)
+            for endpoint in sorted(new_endpoints - old_endpoints):
+                host, port = endpoint
+                listener_name = compiled.listeners_by_endpoint[endpoint].name
+                owner = self._port_owner.get(endpoint)
                 if owner is not None:
                     raise PortInUseError(
-                        f"gateway {gateway_id} listener {listener_name!r}: frontend port {port} is already "
+                        f"gateway {gateway_id} listener {listener_name!r}: frontend {host}:{port} is already "
                         f"used by listener {owner.name!r} of gateway {owner.gateway_id}"
                     )
                 try:
-                    bound[port] = bind_listener_socket(port)
+                    bound[endpoint] = bind_listener_socket(port, host)
                 except OSError as error:
                     raise PortInUseError(
                         f"gateway {gateway_id} listener {listener_name!r}: cannot bind frontend port "
-                        f"{LISTEN_HOST}:{port}: {error.strerror or error}"
+                        f"{host}:{port}: {error.strerror or error}"
                     ) from error
         except BaseException:
             for sock in bound.values():
@@ -299,21 +305,22 @@ class GatewayEngine:
             self._gateways[gateway_id] = runtime
         # The swap: from here on every new request is routed by the new table.
         runtime.compiled = compiled
+        runtime.vnet_addresses = frozenset(spec.vnet_addresses)
         runtime.round_robin = {pair: runtime.round_robin.get(pair, 0) for pair in compiled.probe_plans}
-        for port in old_ports & new_ports:  # a listener renamed on the same port
-            runtime.listeners[port].name = compiled.listeners_by_port[port].name
-        for port, sock in bound.items():
-            listener = _Listener(gateway_id, compiled.listeners_by_port[port].name, port)
+        for endpoint in old_endpoints & new_endpoints:  # a listener renamed on the same frontend and port
+            runtime.listeners[endpoint].name = compiled.listeners_by_endpoint[endpoint].name
+        for endpoint, sock in bound.items():
+            listener = _Listener(gateway_id, compiled.listeners_by_endpoint[endpoint].name, *endpoint)
             listener.server = await asyncio.start_server(
                 functools.partial(self._serve_client, runtime, listener),
                 sock=sock,
                 limit=MAX_HEAD_BYTES,
                 backlog=LISTEN_BACKLOG,  # start_server listens again, with its own default of 100
             )
-            runtime.listeners[port] = listener
-            self._port_owner[port] = listener
-        for port in old_ports - new_ports:
-            self._close_listener(runtime.listeners.pop(port))
+            runtime.listeners[endpoint] = listener
+            self._port_owner[endpoint] = listener
+        for endpoint in old_endpoints - new_endpoints:
+            self._close_listener(runtime.listeners.pop(endpoint))
         runtime.prober.reconcile(compiled)
         self._drain_removed_members(gateway_id, old_compiled, compiled)
         self._forget_unused_endpoints()
@@ -333,8 +340,9 @@ class GatewayEngine:
 
     def _close_listener(self, listener: _Listener) -> None:
         listener.close()
-        if self._port_owner.get(listener.port) is listener:
-            del self._port_owner[listener.port]
+        endpoint = (listener.host, listener.port)
+        if self._port_owner.get(endpoint) is listener:
+            del self._port_owner[endpoint]
 
     def _drain_removed_members(self, gateway_id: str, old: CompiledGateway | None, new: CompiledGateway | None) -> None:
         loop = asyncio.get_running_loop()
@@ -467,6 +475,18 @@ class GatewayEngine:
         writer: asyncio.StreamWriter,
     ) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
+        if not self._admitted(runtime, listener, peer):
+            # The subnet's NSG denies this source: Azure drops the packets, so the client gets no
+            # HTTP answer and the gateway logs no request. The closest a socket can come: reset it.
+            log.info(
+                "gateway %s listener %s: connection from %s:%s dropped by the subnet's NSG",
+                runtime.gateway_id,
+                listener.name,
+                peer[0],
+                peer[1],
+            )
+            writer.transport.abort()
+            return
         conn = _ClientConnection(writer, idle=True, idle_since=time.monotonic())
         listener.connections.add(conn)
         try:
@@ -489,6 +509,27 @@ class GatewayEngine:
         finally:
             listener.connections.discard(conn)
             writer.transport.close()
+
+    @staticmethod
+    def _admitted(runtime: _GatewayRuntime, listener: _Listener, peer: tuple[Any, ...]) -> bool:
+        """Does the gateway subnet's NSG let this connection in? Its rules for the listener were
+        narrowed by the ARM layer to those matching the flow's protocol, destination and port; the
+        first (by priority) whose source and source port match decides, as in Azure. A rule set
+        is always closed by Azure's DenyAllInBound. No NSG: everything is let in."""
+        spec = runtime.compiled.listeners_by_endpoint.get((listener.host, listener.port))
+        if spec is None or spec.inbound_rules is None:
+            return True
+        try:
+            source = netsec.client_source(str(peer[0]), runtime.vnet_addresses)
+        except ValueError:
+            return False
+        port = int(peer[1])
+        for rule in spec.inbound_rules:
+            if not netsec.covers(tuple(rule.source_ports), port):
+                continue
+            if any(netsec.source_matches(prefix, source) for prefix in rule.sources):
+                return rule.allow
+        return False
 
     def _reply_error(self, writer: asyncio.StreamWriter, status: int, *, close: bool) -> int:
         data = simple_response(status, gateway_error_page(status), close=close)
@@ -531,7 +572,7 @@ class GatewayEngine:
             )
             return False
 
-        route = runtime.compiled.routes_by_port.get(listener.port)
+        route = runtime.compiled.routes_by_endpoint.get((listener.host, listener.port))
         method = request.method.decode("latin-1")
         target = request.target.decode("latin-1")[:2048]
         has_body = request.body is not BodyKind.NONE
@@ -592,7 +633,7 @@ class GatewayEngine:
         client = f"{peer[0]}:{peer[1]}".encode()
         previous = request.headers.get(b"x-forwarded-for")
         forwarded_for = previous + b", " + client if previous else client
-        host = request.headers.get(b"host") or f"{LISTEN_HOST}:{listener.port}".encode()
+        host = request.headers.get(b"host") or f"{listener.host}:{listener.port}".encode()
         parts = [b"%s %s HTTP/1.1\r\n" % (request.method, request.target)]
         parts.extend(line + b"\r\n" for line in lines)
         if request.headers.get(b"host") is None:

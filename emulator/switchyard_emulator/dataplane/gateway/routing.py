@@ -20,6 +20,10 @@ class GatewaySpecError(ValueError):
 
 # Application Gateway's default probe, used for backend settings without a custom probe: GET / on
 # the settings' port every 30 s, 30 s timeout, 3 failures to mark a server down, 200-399 healthy.
+# Its host is 127.0.0.1 "unless one is specified in the associated Backend Settings"
+# (learn.microsoft.com/azure/application-gateway/application-gateway-probe-overview, "Default health
+# probe settings").
+DEFAULT_PROBE_HOST = "127.0.0.1"
 DEFAULT_PROBE = ProbeSpec(
     name="(default probe)",
     path="/",
@@ -41,9 +45,22 @@ class ProbePlan:
     unhealthy_threshold: int
     status_ranges: tuple[tuple[int, int], ...]
     status_text: str  # e.g. "200-399", for probe log lines
+    host: str = DEFAULT_PROBE_HOST  # the Host header, unless it is taken from each backend's address
+    host_from_address: bool = False
+    address_hosts: tuple[tuple[str, str], ...] = ()  # backend address -> FQDN it came from
 
     def accepts(self, status: int) -> bool:
         return any(low <= status <= high for low, high in self.status_ranges)
+
+    def host_for(self, address: str) -> str:
+        """The Host header a probe of `address` carries: the plan's host, or (settings that pick the
+        host name from the backend address) the backend's FQDN, else its IP."""
+        if self.host_from_address:
+            return dict(self.address_hosts).get(address, address)
+        return self.host
+
+
+Endpoint = tuple[str, int]  # (loopback host, port) a listener binds
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +77,8 @@ class Route:
 @dataclass(frozen=True, slots=True)
 class CompiledGateway:
     spec: GatewaySpec
-    listeners_by_port: dict[int, ListenerSpec]
-    routes_by_port: dict[int, Route | None]  # None: a listener no rule uses
+    listeners_by_endpoint: dict[Endpoint, ListenerSpec]
+    routes_by_endpoint: dict[Endpoint, Route | None]  # None: a listener no rule uses
     pool_members: dict[str, tuple[str, ...]]
     settings: dict[str, BackendSettingsSpec]
     # Every (pool, settings) pair some rule uses, and how its members are probed. Azure probes
@@ -99,6 +116,27 @@ def _check_port(port: int, what: str) -> None:
         raise GatewaySpecError(f"{what}: port {port} is outside 1-65535")
 
 
+def _probe_host(probe: ProbeSpec, settings: BackendSettingsSpec) -> tuple[str, bool]:
+    """(Host header, taken from each backend's address?) for a probe used with these settings.
+
+    A custom probe sends its `host`; with pickHostNameFromBackendHttpSettings it takes the settings'
+    hostName, or the backend's address when the settings pick the host name from it (probe
+    overview: "Host name to send the probe with"; the spec's pickHostNameFromBackendHttpSettings:
+    "Whether the host header should be picked from the backend http settings"). The default probe
+    uses 127.0.0.1 unless the settings name a host (see DEFAULT_PROBE_HOST).
+
+    A custom probe with no host to send is refused by the ARM layer (ApplicationGatewayProbeHostIsNull,
+    resources/gateways.py); a spec built without it (the data plane's own tests) probes with the
+    default host."""
+    if probe is DEFAULT_PROBE or probe.pick_host_from_settings:
+        if settings.host_name:
+            return settings.host_name, False
+        if settings.pick_host_from_address:
+            return DEFAULT_PROBE_HOST, True
+        return DEFAULT_PROBE_HOST, False
+    return probe.host or DEFAULT_PROBE_HOST, False
+
+
 def compile_gateway(spec: GatewaySpec) -> CompiledGateway:
     gw = spec.gateway_id
     if not gw:
@@ -110,15 +148,20 @@ def compile_gateway(spec: GatewaySpec) -> CompiledGateway:
     _unique([item.name for item in spec.rules], "rule", gw)
 
     listeners = {item.name: item for item in spec.listeners}
-    listeners_by_port: dict[int, ListenerSpec] = {}
+    listeners_by_endpoint: dict[Endpoint, ListenerSpec] = {}
     for listener in spec.listeners:
         _check_port(listener.port, f"gateway {gw} listener {listener.name!r}")
-        other = listeners_by_port.get(listener.port)
+        try:
+            ipaddress.IPv4Address(listener.host)
+        except ValueError as error:
+            raise GatewaySpecError(f"gateway {gw} listener {listener.name!r}: host {listener.host!r}") from error
+        endpoint = (listener.host, listener.port)
+        other = listeners_by_endpoint.get(endpoint)
         if other is not None:
             raise GatewaySpecError(
-                f"gateway {gw}: listeners {other.name!r} and {listener.name!r} both use port {listener.port}"
+                f"gateway {gw}: listeners {other.name!r} and {listener.name!r} both use {listener.host}:{listener.port}"
             )
-        listeners_by_port[listener.port] = listener
+        listeners_by_endpoint[endpoint] = listener
 
     pool_members: dict[str, tuple[str, ...]] = {}
     for pool in spec.pools:
@@ -156,7 +199,7 @@ def compile_gateway(spec: GatewaySpec) -> CompiledGateway:
         if item.probe is not None and item.probe not in probes:
             raise GatewaySpecError(f"{where}: probe {item.probe!r} does not exist")
 
-    routes_by_port: dict[int, Route | None] = dict.fromkeys(listeners_by_port)
+    routes_by_endpoint: dict[Endpoint, Route | None] = dict.fromkeys(listeners_by_endpoint)
     rule_of_listener: dict[str, str] = {}
     probe_plans: dict[tuple[str, str], ProbePlan] = {}
     for rule in sorted(spec.rules, key=lambda r: r.priority):
@@ -174,7 +217,7 @@ def compile_gateway(spec: GatewaySpec) -> CompiledGateway:
             owner = rule_of_listener[rule.listener]
             raise GatewaySpecError(f"{where}: listener {rule.listener!r} is already used by rule {owner!r}")
         rule_of_listener[rule.listener] = rule.name
-        routes_by_port[rule_listener.port] = Route(
+        routes_by_endpoint[(rule_listener.host, rule_listener.port)] = Route(
             listener=rule_listener.name,
             port=rule_listener.port,
             rule=rule.name,
@@ -182,6 +225,8 @@ def compile_gateway(spec: GatewaySpec) -> CompiledGateway:
             settings=rule_settings,
         )
         probe = probes[rule_settings.probe] if rule_settings.probe is not None else DEFAULT_PROBE
+        host, host_from_address = _probe_host(probe, rule_settings)
+        pool_spec = next(p for p in spec.pools if p.name == rule.pool)
         probe_plans[(rule.pool, rule_settings.name)] = ProbePlan(
             path=probe.path,
             port=rule_settings.port,
@@ -190,12 +235,15 @@ def compile_gateway(spec: GatewaySpec) -> CompiledGateway:
             unhealthy_threshold=probe.unhealthy_threshold,
             status_ranges=parse_status_ranges(probe.status_codes, f"gateway {gw} probe {probe.name!r}"),
             status_text=",".join(code.strip() for code in probe.status_codes),
+            host=host,
+            host_from_address=host_from_address,
+            address_hosts=tuple(sorted(pool_spec.fqdns.items())) if host_from_address else (),
         )
 
     return CompiledGateway(
         spec=spec,
-        listeners_by_port=listeners_by_port,
-        routes_by_port=routes_by_port,
+        listeners_by_endpoint=listeners_by_endpoint,
+        routes_by_endpoint=routes_by_endpoint,
         pool_members=pool_members,
         settings=settings,
         probe_plans=probe_plans,

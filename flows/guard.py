@@ -7,9 +7,15 @@ comes, it runs this flow for that service and environment. The automation lives 
 server, so it works whatever happened to the release's process or machine.
 
 The runbook:
-  1. a release of this service and environment that heartbeats now is alive: leave it alone.
-  2. observe the gateway; if canary instances serve in the live pool, remove them in one
-     If-Match-guarded write (the production rule is not touched: colors never switch), verify.
+  1. is the release alive? Its heartbeats name its flow run, and Prefect's state of that run
+     decides where it can: heartbeats alone can lie (delivery lags, clocks skew, a heartbeat thread
+     can die while the release works on). A run in a terminal state is over; a running one that
+     beat recently is alive: leave it alone; a running one that went silent is looked at again
+     every few seconds, and presumed dead after PRESUMED_DEAD_AFTER_S without a beat (a process
+     killed without its worker noticing stays "running" for Prefect).
+  2. observe the gateway; if a canary serves (production routes to the live color's canary
+     pool), route production back to the live color's own pool in one If-Match-guarded write
+     (colors never switch), verify, and take the canary instances out of the canary pool.
   3. say so: a log line, the `switchyard.release.guarded` event and a Markdown artifact
      (key `guard-<service>-<environment>`).
 
@@ -22,16 +28,35 @@ kills a release mid-canary and holds the guard to this deadline (27-34 s measure
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from switchyard.core.guard import GuardReport
+from switchyard.core.guard import GuardReport, Liveness, liveness
 from switchyard.core.reports import guard_report
-from tasks.guard import live_release_heartbeat, remove_canary
+from tasks.events import emit, now
+from tasks.guard import LIVE_HEARTBEAT_WINDOW_S, PRESUMED_DEAD_AFTER_S, release_signals, remove_canary
 from tasks.provision import load_service_context
-from tasks.release import emit, now, observe_service
+from tasks.release import observe_service
 
 DEFAULT_REASON = "the release stopped sending heartbeats without finishing"
+# While unsure (silent, but Prefect says the run still runs), look again this often.
+RECHECK_S = 5.0
+
+
+def _judge_liveness(service: str, environment: str) -> tuple[Liveness, str]:
+    """Alive or dead, looking again while unsure (silent, but Prefect says the run still runs)."""
+    logger = get_run_logger()
+    while True:
+        signals = release_signals(service, environment)
+        verdict, why = liveness(
+            signals, beat_window_s=LIVE_HEARTBEAT_WINDOW_S, presumed_dead_after_s=PRESUMED_DEAD_AFTER_S
+        )
+        if verdict is not Liveness.UNSURE:
+            return verdict, why
+        logger.info("%s", why)
+        time.sleep(RECHECK_S)
 
 
 @flow(name="guard", log_prints=True)
@@ -41,21 +66,20 @@ def restore_stable_traffic(service: str, environment: str, reason: str = DEFAULT
     nothing is split or a release is still alive."""
     logger = get_run_logger()
     context = load_service_context(service, environment)
-    heartbeat_at = live_release_heartbeat(service, environment)
-    if heartbeat_at is not None:
+    verdict, why = _judge_liveness(service, environment)
+    if verdict is Liveness.ALIVE:
         observed = observe_service(context)
         report = GuardReport(
             service=service,
             environment=environment,
             reason=reason,
             acted=False,
-            action=f"a release of {service} in {environment} is alive (heartbeat at {heartbeat_at.isoformat()}): "
-            "the guard leaves it alone",
+            action=f"a release of {service} in {environment} is alive ({why}): the guard leaves it alone",
             live_color=observed.live_color.value if observed.live_color else None,
-            live_heartbeat_at=heartbeat_at,
             observed_at=observed.observed_at,
         )
     else:
+        logger.info("the release of %s in %s is not alive: %s", service, environment, why)
         report = remove_canary(context, reason)
     logger.info("guard of %s in %s: %s", service, environment, report.action)
     emit(

@@ -2,14 +2,17 @@
 
 The runbook, step by step:
   1. preflight: the image exists, passed its scan gate, is not rolled back, is replicated; the
-     gateway is consistent; the live color is healthy; the canary steps are possible.
+     gateway is consistent; the live color is healthy; the canary steps are possible; the
+     analysis windows fit the cloud's metric grain; there is quota for the new color.
   2. prepare the idle color on the new image, healthy by the gateway's own probes.
-  3. smoke-test it through the test listener, before any user traffic.
-  4. canary: k new instances beside the N live ones, split verified from metrics, judged.
+  3. smoke-test it through the private test listener, before any user traffic.
+  4. canary: k new instances join the live color's canary pool, production moves to that pool in
+     one write; the delivered split is verified from per-backend metrics, the signals judged.
   5. promote: the production rule moves to the new color in one write; judged again.
-  6. finalize: autoscale follows, the image becomes eligible as latest, the old color scales
-     to zero after the warm period.
-Any failure after the first user request reached the new color rolls back at once.
+  6. finalize: autoscale follows (the new color's setting on, the old one's off), the image
+     becomes eligible as latest, the old color scales to zero after the warm period.
+Any failure after the first user request reached the new color rolls back at once: production
+back to the stable pool in one gateway write.
 
 Each pass of the loop observes the cloud, asks the planner for the next action and performs it,
 so a re-run after a crash continues from where things really stand.
@@ -51,27 +54,21 @@ from switchyard.core.rollout import (
     reaches_users,
 )
 from switchyard.core.state import ServiceObservation
+from tasks.canary import analyse_canary, analyse_promoted, clear_canary, set_canary_split
+from tasks.events import emit, heartbeat, now
 from tasks.locks import LockBusy, hold_release_lock
 from tasks.release import (
-    NothingToRollBackTo,
     ReleaseContext,
-    analyse_canary,
-    analyse_promoted,
-    clear_canary,
-    emit,
     finalize,
-    heartbeat,
     load_release_context,
     mark_rolled_back,
-    now,
     observe_release,
     preflight,
     prepare_idle_color,
     promote,
-    roll_back,
-    set_canary_split,
     smoke_test,
 )
+from tasks.rollback import NothingToRollBackTo, roll_back
 
 MAX_STEPS = 40
 

@@ -17,7 +17,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.locks import release_lock_or_preempt
 from tasks.provision import load_service_context
-from tasks.release import RollbackReport, mark_rolled_back, roll_back
+from tasks.release import mark_rolled_back
+from tasks.rollback import RollbackReport, roll_back
 
 # Long enough for a retirement's one scale-set write, short enough that users do not wait on it.
 PREEMPT_AFTER_S = 10.0

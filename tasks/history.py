@@ -58,7 +58,9 @@ from switchyard.core.dora import (
     record_from_run,
 )
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
-from tasks.release import finalize, promote, roll_back, set_canary_split
+from tasks.canary import set_canary_split
+from tasks.release import finalize, promote
+from tasks.rollback import roll_back
 
 RELEASE_FLOW = "release"
 ROLLBACK_FLOW = "rollback"

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import AzureEnvironment, ServiceConfig
 from switchyard.core.state import GatewayObservation, ImageObservation, ScaleSetObservation, ServiceObservation
+from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color, Topology
 
 Progress = Callable[[str], None]
@@ -25,7 +26,7 @@ class RequestCounts(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     total: int = 0
-    failed: int = 0  # answered 5xx by the backend
+    failed: int = 0  # answered 5xx
 
 
 class ImageGallery(Protocol):
@@ -64,7 +65,11 @@ class ImageGallery(Protocol):
 
 
 class ScaleSets(Protocol):
-    """One scale set per color."""
+    """One scale set per color (upgrade policy Manual: an instance changes only when upgraded).
+
+    Every instance of a color is a member of its color's two pools (its own and its own canary
+    pool); canary instances of the idle color are also members of the live color's canary pool
+    (docs/decisions/0010-canary-pools.md)."""
 
     def observe(self, topology: Topology, color: Color) -> ScaleSetObservation: ...
 
@@ -77,10 +82,25 @@ class ScaleSets(Protocol):
         capacity: int,
         progress: Progress | None = None,
     ) -> ScaleSetObservation:
-        """Create or update the scale set so that `capacity` instances all run `image_version`."""
+        """Create or update the scale set so that `capacity` instances all run `image_version`, each a
+        member of its own color's pools only."""
         ...
 
-    def scale(self, topology: Topology, color: Color, capacity: int) -> ScaleSetObservation: ...
+    def set_canary(
+        self,
+        topology: Topology,
+        color: Color,
+        instance_ids: list[str],
+        expect_etag: str,
+        progress: Progress | None = None,
+    ) -> ScaleSetObservation:
+        """Make exactly `instance_ids` of `color` members of the other color's canary pool (upgrading
+        the instances that join or leave, no others); If-Match on the scale set's ETag."""
+        ...
+
+    def scale(self, topology: Topology, color: Color, capacity: int, expect_etag: str) -> ScaleSetObservation:
+        """Change the capacity; If-Match on the scale set's ETag (a rollback may have changed it)."""
+        ...
 
     def compute_quota(self) -> ComputeQuota:
         """The location's compute usage and limits, for the service's VM size."""
@@ -88,53 +108,68 @@ class ScaleSets(Protocol):
 
 
 class TrafficRouter(Protocol):
-    """The Application Gateway. Writes are GET-modify-PUT guarded by If-Match."""
+    """The Application Gateway. Writes are GET-modify-PUT guarded by If-Match; every change users can
+    see is one such write: the canary on, the canary off, promote, roll back."""
 
     def observe(self, topology: Topology, *, with_health: bool = True) -> GatewayObservation:
-        """Routing, pools, tags and ETag; with_health=False skips asking the gateway's probes (a
-        slower call), for callers that decide on routing alone."""
+        """The gateway's rules, pools (NIC members), tags and ETag; probe health per member when
+        `with_health`."""
         ...
 
-    def set_split(
+    def route(
         self,
         topology: Topology,
-        canary_addresses: list[str],
+        *,
+        production: str,
+        test: str,
         expect_etag: str,
         tags: dict[str, str] | None = None,
-    ) -> list[str]:
-        """Serve exactly `canary_addresses` (instances of the idle color) beside the live pool's own;
-        returns the canary addresses as the gateway's answer to the write shows them."""
-        ...
-
-    def switch(
-        self, topology: Topology, to_color: Color, expect_etag: str, tags: dict[str, str] | None = None
     ) -> GatewayObservation:
-        """Route production to `to_color` and test to the other color, with no canary addresses left,
-        in one write."""
+        """Point the production and test rules at these pools (and merge `tags`) in one write."""
         ...
 
-    def clear_canary(self, topology: Topology, tags: dict[str, str] | None = None) -> list[str]:
-        """Remove every canary address from the live pool in one guarded write; what was removed."""
+    def restore_live_pool(self, topology: Topology, tags: dict[str, str] | None = None) -> str | None:
+        """The fast way back from a canary, needing no observation first: if production routes to a
+        canary pool, route it to that color's own pool in one GET and one guarded PUT. Returns the
+        canary pool production left, or None when it was not on one (and nothing was written)."""
         ...
 
     def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayObservation: ...
 
     def frontend_address(self, topology: Topology) -> str:
-        """The address the gateway's listeners answer on (its public IP)."""
+        """Where users reach the production listener (the public IP's address)."""
+        ...
+
+    def test_address(self, topology: Topology) -> str:
+        """Where switchyard reaches the test listener: the private frontend's address (locally, the
+        address the emulator serves that private address on)."""
         ...
 
 
 class Telemetry(Protocol):
     """Azure Monitor: metrics for counts and saturation, the access log for latency percentiles."""
 
-    def requests_by_backend(self, topology: Topology, start: datetime, end: datetime) -> dict[str, RequestCounts]:
-        """Requests the gateway sent to each backend address in [start, end)."""
+    def timing(self, topology: Topology) -> MetricTiming:
+        """The finest metric grain the gateway's metrics offer (from their metric definitions)."""
+        ...
+
+    def requests_by_backend(
+        self, topology: Topology, start: datetime, end: datetime, pool: str
+    ) -> dict[str, RequestCounts]:
+        """Responses the backends of `pool` gave in [start, end), per backend address (`failed`: 5xx
+        from the backend itself; BackendResponseStatus)."""
+        ...
+
+    def pool_requests(self, topology: Topology, start: datetime, end: datetime, pool: str) -> RequestCounts:
+        """Every request the gateway served from `pool` in [start, end); `failed` counts every 5xx it
+        served, the ones it generated itself (502, 504 when a backend died) included (FailedRequests)."""
         ...
 
     def latency_by_backend(
-        self, topology: Topology, start: datetime, end: datetime, listener: str
+        self, topology: Topology, start: datetime, end: datetime, listener: str, pool: str
     ) -> dict[str, list[float]]:
-        """Per backend address, the gateway's time taken (ms) of each request on `listener`."""
+        """Per backend address of `pool`, the gateway's time taken (ms) of each request on `listener`,
+        from the access log (which arrives after an ingestion delay)."""
         ...
 
     def cpu_percent(
@@ -153,15 +188,19 @@ class Infrastructure(Protocol):
     """What provisioning creates once per service and environment."""
 
     def ensure_foundation(self, topology: Topology, service: ServiceConfig, progress: Progress) -> None:
-        """Resource group, network, public IP and the gallery image definition."""
+        """Resource group, network (the gateway subnet behind its network security group), public IP
+        and the gallery image definition."""
         ...
 
     def ensure_gateway(self, topology: Topology, service: ServiceConfig, progress: Progress) -> GatewayObservation:
-        """The gateway with both listeners, pools, probe and rules; an existing one keeps its routing."""
+        """The gateway: a public production listener, a private test listener, the four pools, probe
+        and rules, and the diagnostic setting that sends its access log to the workspace. An existing
+        gateway keeps its routing."""
         ...
 
-    def ensure_autoscale(self, topology: Topology, service: ServiceConfig, color: Color) -> None:
-        """Autoscale settings targeting `color`'s scale set (the live one)."""
+    def ensure_autoscale(self, topology: Topology, service: ServiceConfig, live: Color) -> None:
+        """One autoscale setting per color whose scale set exists: the live color's enabled, the idle
+        color's disabled (a setting's target can never change on Azure)."""
         ...
 
 

@@ -72,8 +72,9 @@ class GoldenSignals(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     evidence: CanaryEvidence
-    canary_requests: int
-    total_requests: int  # to the canary and the baseline (not to addresses that are neither)
+    canary_requests: int  # answered by a canary backend (the delivered split is verified with these)
+    total_requests: int  # answered by the canary's and the baseline's backends
+    gateway_errors: int = 0  # 5xx the gateway produced itself in the pool (counted against the canary)
 
 
 def golden_signals(
@@ -84,26 +85,46 @@ def golden_signals(
     latency_ms: Mapping[str, list[float]],
     baseline_cpu: list[float],
     canary_cpu: list[float],
+    gateway_errors: int = 0,
 ) -> GoldenSignals:
     """Both sides' golden signals over [start, end): counts from the gateway's metrics per backend
-    address, latency from its access log per address, CPU samples as the telemetry gave them."""
+    address, latency from its access log per address, CPU samples as the telemetry gave them.
 
-    def side(color: Color, addresses: list[str], cpu: list[float]) -> SideEvidence:
+    `gateway_errors` are 5xx answers the gateway produced itself in the judged pool (a backend that
+    died mid-request: 502, 504), which no backend's counts hold and metrics cannot attribute. They
+    count against the canary: while it serves, going back to the pool without it is the safe side."""
+
+    def side(color: Color, addresses: list[str], cpu: list[float], extra_errors: int) -> SideEvidence:
         return SideEvidence(
             color=color.value,
             latency_ms=[ms for a in addresses for ms in latency_ms.get(a, [])],
-            request_count=sum(counts[a].total for a in addresses if a in counts),
-            error_count=sum(counts[a].failed for a in addresses if a in counts),
+            request_count=sum(counts[a].total for a in addresses if a in counts) + extra_errors,
+            error_count=sum(counts[a].failed for a in addresses if a in counts) + extra_errors,
             cpu_percent=cpu,
         )
 
-    baseline = side(sides.baseline_color, sides.baseline_addresses, baseline_cpu)
-    canary = side(sides.canary_color, sides.canary_addresses, canary_cpu)
+    baseline = side(sides.baseline_color, sides.baseline_addresses, baseline_cpu, 0)
+    canary = side(sides.canary_color, sides.canary_addresses, canary_cpu, gateway_errors)
+    served = sum(counts[a].total for a in sides.canary_addresses if a in counts)
     return GoldenSignals(
         evidence=CanaryEvidence(window=AnalysisWindow(start=start, end=end), baseline=baseline, canary=canary),
-        canary_requests=canary.request_count,
-        total_requests=baseline.request_count + canary.request_count,
+        canary_requests=served,
+        total_requests=served + baseline.request_count,
+        gateway_errors=gateway_errors,
     )
+
+
+def gateway_errors(pool_failed: int, counts: Mapping[str, BackendCounts]) -> int:
+    """The pool's 5xx answers that no backend gave: the gateway's own (FailedRequests counts both)."""
+    return max(0, pool_failed - sum(c.failed for c in counts.values()))
+
+
+def access_log_caught_up(signals: GoldenSignals) -> bool:
+    """The access log (which arrives after an ingestion delay) holds a latency sample for every
+    request the metrics counted in the window: only then are the percentiles the whole window's."""
+    evidence = signals.evidence
+    samples = len(evidence.canary.latency_ms) + len(evidence.baseline.latency_ms)
+    return samples >= signals.total_requests
 
 
 class WatchDecision(StrEnum):

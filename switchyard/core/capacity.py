@@ -26,6 +26,9 @@ class ComputeQuota(BaseModel):
     vcpus_per_vm: int = Field(ge=1)
     family: str = ""  # the size's family quota name (e.g. standardBSFamily); empty when unknown
     usages: dict[str, QuotaUsage]
+    # Why the size cannot be deployed in the location for this subscription, whatever the quota
+    # (Resource SKUs' `restrictions`, e.g. "NotAvailableForSubscription"); empty when it can.
+    restrictions: list[str] = Field(default_factory=list)
 
 
 def shortfall(quota: ComputeQuota, additional_vms: int) -> list[str]:
@@ -33,6 +36,13 @@ def shortfall(quota: ComputeQuota, additional_vms: int) -> list[str]:
 
     Both the regional vCPU quota and the size family's quota must hold them; a quota the
     location does not report is not checked (nothing to judge by, and Azure itself enforces it)."""
+    if quota.restrictions:
+        # Azure refuses such a size whatever the quota (SkuNotAvailable; "Resolve errors for SKU not
+        # available"): no amount of quota makes room.
+        return [
+            f"VM size {quota.vm_size} cannot be deployed in {quota.location} for this subscription "
+            f"({'; '.join(quota.restrictions)}): choose another vm_size for the service, or ask for the size"
+        ]
     if additional_vms <= 0:
         return []
     needed = additional_vms * quota.vcpus_per_vm

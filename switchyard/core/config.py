@@ -58,6 +58,24 @@ class AzureEnvironment(BaseModel):
         description="Log Analytics workspace (customer) id receiving the gateway access log; "
         "from emulator.json when auth = emulator.",
     )
+    log_analytics_workspace_resource_id: str | None = Field(
+        None,
+        description="ARM id of that workspace (/subscriptions/.../providers/Microsoft.OperationalInsights/"
+        "workspaces/NAME): provisioning points the gateway's diagnostic setting at it; from emulator.json "
+        "when auth = emulator.",
+    )
+    test_source_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Address prefixes (CIDR) besides the virtual network that may reach the test listener "
+        "(where smoke tests run from). The test listener is on a private frontend, never public.",
+    )
+    lro_polling_interval_s: float | None = Field(
+        None,
+        gt=0,
+        le=30,
+        description="Seconds between polls of a long-running operation (default: 1 on Azure, 0.05 on the "
+        "emulator). The SDK's own default, 30 s, would stretch a rollback's one gateway write.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -109,6 +127,16 @@ class AzureEnvironment(BaseModel):
             raise ValueError("ssh_public_key must be an OpenSSH public key (ssh-ed25519 ..., ssh-rsa ...)")
         return value
 
+    @field_validator("test_source_prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        for prefix in value:
+            try:
+                ipaddress.ip_network(prefix, strict=True)
+            except ValueError as error:
+                raise ValueError(f"test source prefix {prefix!r} is not a CIDR prefix: {error}") from None
+        return value
+
     @model_validator(mode="after")
     def _auth_complete(self) -> Self:
         if self.auth == "emulator" and not self.emulator_file:
@@ -133,6 +161,12 @@ class AzureEnvironment(BaseModel):
         network = ipaddress.ip_network(self.vnet_address_space)
         subnets = network.subnets(new_prefix=24)
         return str(next(subnets)), str(next(subnets))
+
+    def test_frontend_address(self) -> str:
+        """The test listener's private address: a static one in the gateway subnet, past the first four
+        addresses Azure keeps for itself (docs: virtual-networks-faq, "reserved IP addresses")."""
+        gateway = ipaddress.ip_network(self.subnet_prefixes()[0])
+        return str(gateway.network_address + 10)
 
 
 class FrontendPorts(BaseModel):

@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict
 
 from switchyard.core.capacity import REGIONAL_VCPUS, ComputeQuota, shortfall
 from switchyard.core.config import ServiceContext
-from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
 from switchyard.core.rollout import CanaryStep, ImpossiblePlanError, ReleasePolicy, Strategy, plan_canary_steps
 from switchyard.core.state import ImageObservation, ServiceObservation
+from switchyard.core.timing import MetricTiming, timing_problems
 from switchyard.core.topology import Color
 from switchyard.core.versions import ImageVersion, VersionError
 
@@ -61,13 +62,16 @@ def check_release(
     published: list[str],
     observed: ServiceObservation,
     quota: ComputeQuota | Exception,
+    timing: MetricTiming | Exception,
 ) -> Preflight:
     """Judge a release of `image` from what the cloud shows before it starts.
 
     `published` is the service's gallery versions (only quoted when `image` does not exist);
-    `quota` is the location's compute quota, or the error reading it."""
+    `quota` is the location's compute quota, or the error reading it; `timing` what the cloud's
+    metrics allow (their finest grain), or the error reading it."""
     checks: list[str] = []
     problems = _image_problems(context, image, published, checks)
+    problems += _timing_problems(context, policy, timing, checks)
 
     gateway = observed.gateway
     live = observed.live_color
@@ -87,7 +91,10 @@ def check_release(
             f"test -> {gateway.test_pool}; run provision to repair it"
         )
     if observed.foreign_addresses:
-        problems.append(f"the live pool serves unknown addresses {observed.foreign_addresses}; run rollback")
+        problems.append(
+            f"the gateway's pools hold addresses that are no instance of this service: "
+            f"{', '.join(observed.foreign_addresses)}; remove them (switchyard's pools hold scale-set NICs only)"
+        )
     plan: list[CanaryStep] = []
     if live is not None:
         live_set = observed.scale_set(live)
@@ -101,6 +108,15 @@ def check_release(
         # The new color starts at the live color's size (autoscale may have grown it) or more.
         capacity = max(context.service.capacity, live_set.capacity)
         problems += _room_to_double(quota, capacity - observed.scale_set(live.other).capacity, checks)
+        outside = sorted(set(live_set.addresses) - set(gateway.canary_pool_of(live).member_addresses))
+        if policy.strategy == Strategy.CANARY and live_set.instances and outside:
+            # Production moves to the canary pool for a canary: without every live instance in it,
+            # users would meet the canary alone (instances an earlier switchyard deployed).
+            problems.append(
+                f"live instances {', '.join(outside)} are not in the {live.value}-and-canary pool, so a canary "
+                "would reach users without them; release with --strategy blue-green once (the new color is "
+                "deployed into both its pools), then canaries work"
+            )
         if policy.strategy == Strategy.CANARY and live_set.instances:
             try:
                 plan = plan_canary_steps(policy.canary_steps, len(live_set.instances), capacity)
@@ -123,14 +139,17 @@ def _image_problems(
     replicated to every region the scale sets may start it in."""
     version = image.gallery_version
     if not image.exists:
-        newest = sorted(published)[-_PUBLISHED_SHOWN:]
+        newest = sorted(published, key=_version_order)[-_PUBLISHED_SHOWN:]
         return [
             f"image {context.service.name} {version} is not in gallery {context.environment.gallery} "
             f"(published versions: {', '.join(newest) or 'none'}); build it with "
             f"`switchyard image build {context.service.name} --app-version ...`"
         ]
     problems: list[str] = []
-    metadata = ImageMetadata.from_tags(image.tags)
+    try:
+        metadata = ImageMetadata.from_tags(image.tags)
+    except ImageMetadataError as error:
+        return [f"image {version} was not published by switchyard (its tags say: {error}); it cannot be released"]
     if not metadata.scan_gate_passed:
         problems.append(f"image {version} did not pass its scan gate; it can never be released")
     else:
@@ -141,6 +160,33 @@ def _image_problems(
         problems.append(f"image {version} is not replicated everywhere yet: {image.replication or 'unknown'}")
     else:
         checks.append(f"image replicated to {', '.join(image.replication)}")
+    return problems
+
+
+def _version_order(gallery_version: str) -> tuple[int, ...]:
+    """Gallery versions sort by their numbers (1.0.10 after 1.0.9), not as text."""
+    return tuple(int(part) if part.isdigit() else -1 for part in gallery_version.split("."))
+
+
+def _timing_problems(
+    context: ServiceContext, policy: ReleasePolicy, timing: MetricTiming | Exception, checks: list[str]
+) -> list[str]:
+    """The analysis windows (and the service's autoscale, on Azure timing) must fit the cloud's metrics."""
+    if isinstance(timing, Exception):
+        return [f"cannot read the gateway's metric definitions, so the analysis windows cannot be checked: {timing}"]
+    autoscale = context.service.autoscale
+    problems = timing_problems(
+        analysis_window_s=policy.analysis_window_s,
+        promoted_analysis_window_s=policy.promoted_analysis_window_s,
+        autoscale_window_s=autoscale.time_window_s if autoscale.enabled else None,
+        autoscale_cooldown_s=autoscale.cooldown_s if autoscale.enabled else None,
+        timing=timing,
+    )
+    if not problems:
+        checks.append(
+            f"metrics: {timing.grain_s:g} s grains, complete {timing.delay_s:g} s after they end; analysis windows "
+            f"of {timing.whole_grains(policy.analysis_window_s):g} s"
+        )
     return problems
 
 

@@ -71,6 +71,18 @@ class ReleasePolicy(BaseModel):
     promoted_analysis_window_s: float = Field(
         15.0, ge=0, description="Analysis under full traffic after the switch (SLOs only)."
     )
+    metrics_delay_s: float | None = Field(
+        None,
+        ge=0,
+        description="How long after a metric grain ends its data is complete (default: at once for "
+        "second grains, two grains for minute grains: Azure publishes a minute a minute or two late).",
+    )
+    log_ingestion_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a finished window waits for the access log to hold every request the metrics "
+        "counted (Log Analytics ingests with a delay of minutes) before it is judged with what arrived.",
+    )
     split_tolerance: float = Field(
         0.1, gt=0, lt=1, description="Largest tolerated gap between planned and delivered share."
     )
@@ -286,14 +298,15 @@ def next_action(
 
     if observed.foreign_addresses:
         raise InconsistentStateError(
-            f"the live pool {live.value} serves addresses that belong to no instance of {idle.value}: "
-            f"{', '.join(observed.foreign_addresses)}; remove them or run rollback"
+            f"{gateway.name}'s pools hold addresses that are no instance of {live.value} or {idle.value}: "
+            f"{', '.join(observed.foreign_addresses)}; remove them (switchyard's pools hold scale-set NICs only)"
         )
+    canary_prepared_or_serving = bool(observed.canary_addresses) or gateway.canary_routed
 
     # The target already serves production.
     if live_set.exists and live_set.runs_only == target and live_set.instances:
-        if observed.canary_addresses:
-            return ClearCanary(reason=f"{live.value} already runs {target}; leftover canary instances go")
+        if canary_prepared_or_serving:
+            return ClearCanary(reason=f"{live.value} already runs {target}; a leftover canary goes")
         if tagged_release == target and phase == Phase.PROMOTED:
             if not progress.promoted_analysis_passed and policy.promoted_analysis_window_s > 0:
                 return AnalysePromoted(color=live, reason=f"{target} holds full traffic: check the SLOs")
@@ -311,8 +324,8 @@ def next_action(
         and gateway.pool_of(idle).healthy(idle_set.addresses)
     )
     if not idle_ready:
-        if observed.canary_addresses:
-            return ClearCanary(reason=f"{idle.value} must change; its instances leave the live pool first")
+        if canary_prepared_or_serving:
+            return ClearCanary(reason=f"{idle.value} must change; its canary leaves production first")
         return PrepareIdle(
             color=idle,
             image_version=target,
@@ -322,7 +335,7 @@ def next_action(
         )
 
     if progress.smoke_passed_for != target:
-        if observed.canary_addresses:
+        if canary_prepared_or_serving:
             # A re-run after a crash mid-canary: prove the idle color again before users see it.
             return ClearCanary(reason="re-run: smoke tests come before user traffic again")
         return SmokeTest(color=idle, reason=f"{target} on {idle.value} has not been smoke tested by this run")
@@ -332,7 +345,7 @@ def next_action(
         for step in plan_canary_steps(policy.canary_steps, live_serving, len(idle_set.instances)):
             if step.canary_instances in progress.passed_steps:
                 continue
-            if len(observed.canary_addresses) != step.canary_instances:
+            if len(observed.canary_addresses) != step.canary_instances or not gateway.canary_routed:
                 return SetSplit(step=step, reason=f"canary step: {step.describe()}")
             return Analyse(step=step, reason=f"judge the canary at {step.share:.1%}")
 
@@ -353,11 +366,12 @@ def reaches_users(observed: ServiceObservation, action: Action, image_version: s
     """Do users see `image_version` once `action` runs? From then on a failure rolls back instead
     of just stopping.
 
-    They do when new instances serve in the live pool (a canary), when the action puts them there
-    (a split) or points production at them (the switch), or when production already runs it."""
+    They do when a canary serves (production routes to the canary pool and it holds new instances),
+    when the action puts it there (a split) or points production at them (the switch), or when
+    production already runs it."""
     live = observed.live_color
     return (
-        bool(observed.canary_addresses)
+        observed.canary_serving
         or isinstance(action, SetSplit | Promote)
         or (live is not None and observed.scale_set(live).runs_only == image_version)
     )
@@ -389,27 +403,27 @@ def retirement(observed: ServiceObservation, now: datetime) -> tuple[Color | Non
     return idle, f"{scale_set.name} was kept warm until {due.isoformat()}"
 
 
-def canary_addresses_for(observed: ServiceObservation, step: CanaryStep) -> list[str]:
-    """Which instances of the idle color serve the canary: the lowest instance ids, stably."""
+def canary_instances_for(observed: ServiceObservation, step: CanaryStep) -> list[str]:
+    """Which instances of the idle color serve the canary (instance ids): the lowest ids, stably, so
+    a larger step keeps the instances of the smaller one."""
     idle = observed.idle_color
     if idle is None:
         return []
-    addresses = observed.scale_set(idle).addresses
-    return addresses[: step.canary_instances]
+    return [i.instance_id for i in observed.scale_set(idle).instances][: step.canary_instances]
 
 
 def rollback_target(observed: ServiceObservation) -> Color | None:
     """The color production must go back to, or None when production is already stable.
 
-    While a canary runs, the production rule still points at the stable color: rolling back means
-    removing the canary instances. After a promotion (finalized or not), the stable color is the
-    previous one; after a rollback there is nothing left to undo.
+    While a canary runs, production routes to the live color's canary pool: rolling back means
+    routing it to the live color's own pool. After a promotion (finalized or not), the stable color
+    is the previous one; after a rollback there is nothing left to undo.
     """
     live = observed.live_color
     if live is None:
         return None
     phase = observed.gateway.tags.get(TAG_PHASE)
-    if observed.canary_addresses:
+    if observed.gateway.canary_routed:
         return live
     if phase in (Phase.PROMOTED, Phase.FINALIZED):
         previous = observed.gateway.tags.get(TAG_PREVIOUS)

@@ -36,6 +36,7 @@ class ScaleSetObservation(_Observed):
     name: str
     color: Color
     exists: bool
+    etag: str | None = None  # writes that could race take it (If-Match)
     capacity: int = 0
     image_version: str | None = None  # the scale set model's gallery version
     provisioning_state: str | None = None
@@ -47,24 +48,25 @@ class ScaleSetObservation(_Observed):
 
     @property
     def runs_only(self) -> str | None:
-        """The gallery version every instance runs, or None when mixed or empty."""
-        versions = {i.image_version for i in self.instances if i.latest_model_applied}
-        if len(versions) == 1 and all(i.latest_model_applied for i in self.instances):
+        """The gallery version every instance runs (each instance's own model), or None when mixed or
+        empty. Not whether each has the latest model: with the Manual upgrade policy, canary instances
+        run a newer model (one more pool) than their siblings, with the same image."""
+        versions = {i.image_version for i in self.instances}
+        if len(versions) == 1 and None not in versions:
             return versions.pop()
         return None
 
 
 class PoolObservation(_Observed):
+    """A backend pool. switchyard's pools hold scale-set NICs only: a pool's members are either NIC IP
+    configurations or addresses, never both (docs/decisions/0010-canary-pools.md)."""
+
     name: str
     member_addresses: list[str] = Field(default_factory=list, description="Addresses of scale-set NICs in the pool")
-    extra_addresses: list[str] = Field(
-        default_factory=list, description="Explicit backendAddresses: canary instances of the other color"
+    explicit_addresses: list[str] = Field(
+        default_factory=list, description="backendAddresses: switchyard never writes them; any here is foreign"
     )
     health: dict[str, BackendHealth] = Field(default_factory=dict)
-
-    @property
-    def addresses(self) -> list[str]:
-        return [*self.member_addresses, *self.extra_addresses]
 
     def healthy(self, addresses: list[str]) -> bool:
         return bool(addresses) and all(self.health.get(a) == "Up" for a in addresses)
@@ -82,10 +84,23 @@ class GatewayObservation(_Observed):
 
     @property
     def live_color(self) -> Color | None:
+        """The color production serves: the production rule's pool is that color's own, or its own
+        with a canary beside it."""
         return Topology.color_of_pool(self.production_pool) if self.production_pool else None
 
+    @property
+    def canary_routed(self) -> bool:
+        """Production routes to the live color's canary pool: users meet whatever canary it holds."""
+        return self.production_pool is not None and Topology.is_canary_pool(self.production_pool)
+
     def pool_of(self, color: Color) -> PoolObservation:
-        return self.pools.get(Topology.pool(color)) or PoolObservation(name=Topology.pool(color))
+        return self._pool(Topology.pool(color))
+
+    def canary_pool_of(self, color: Color) -> PoolObservation:
+        return self._pool(Topology.canary_pool(color))
+
+    def _pool(self, name: str) -> PoolObservation:
+        return self.pools.get(name) or PoolObservation(name=name)
 
 
 class ImageObservation(_Observed):
@@ -129,18 +144,37 @@ class ServiceObservation(_Observed):
 
     @property
     def canary_addresses(self) -> list[str]:
-        """Instances of the idle color that the live pool serves beside the live color's own."""
+        """Instances of the idle color in the live color's canary pool: a canary, prepared or serving."""
         live = self.live_color
         if live is None:
             return []
         idle_addresses = set(self.scale_set(live.other).addresses)
-        return [a for a in self.gateway.pool_of(live).extra_addresses if a in idle_addresses]
+        return [a for a in self.gateway.canary_pool_of(live).member_addresses if a in idle_addresses]
 
     @property
-    def foreign_addresses(self) -> list[str]:
-        """Explicit addresses in the live pool that belong to no instance of the idle color."""
+    def canary_serving(self) -> bool:
+        """Users meet the canary: production routes to the canary pool and it holds canary instances."""
+        return self.gateway.canary_routed and bool(self.canary_addresses)
+
+    @property
+    def stale_canary_addresses(self) -> list[str]:
+        """Live instances still in the idle color's canary pool: the canary of the release that made them
+        live. Harmless (nothing routes there while this color is live; they are never upgraded while
+        they serve users); the next roll-out of this color as the idle one takes them out."""
         live = self.live_color
         if live is None:
             return []
-        canary = set(self.canary_addresses)
-        return [a for a in self.gateway.pool_of(live).extra_addresses if a not in canary]
+        live_addresses = set(self.scale_set(live).addresses)
+        return [a for a in self.gateway.canary_pool_of(live.other).member_addresses if a in live_addresses]
+
+    @property
+    def foreign_addresses(self) -> list[str]:
+        """What no switchyard step puts in a pool: explicit backendAddresses anywhere, and members of the
+        live canary pool that are instances of neither color."""
+        explicit = [a for pool in self.gateway.pools.values() for a in pool.explicit_addresses]
+        live = self.live_color
+        if live is None:
+            return explicit
+        known = set(self.scale_set(live).addresses) | set(self.scale_set(live.other).addresses)
+        strangers = [a for a in self.gateway.canary_pool_of(live).member_addresses if a not in known]
+        return [*explicit, *strangers]

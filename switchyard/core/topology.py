@@ -53,9 +53,20 @@ class Topology(BaseModel):
     def gateway(self) -> str:
         return f"{self.prefix}-agw"
 
+    def autoscale_setting(self, color: Color) -> str:
+        """One autoscale setting per color: Azure never lets a setting's target change
+        (TargetResourceIdIsImmutable), so the live color's is enabled and the idle one's disabled."""
+        return f"{self.prefix}-autoscale-{color.value}"
+
     @property
-    def autoscale_setting(self) -> str:
+    def legacy_autoscale_setting(self) -> str:
+        """The one setting earlier switchyard versions re-targeted; provisioning removes it."""
         return f"{self.prefix}-autoscale"
+
+    @property
+    def network_security_group(self) -> str:
+        """On the gateway's subnet: who may reach the test listener (and Azure's own probes)."""
+        return f"{self.prefix}-agw-nsg"
 
     @property
     def public_ip(self) -> str:
@@ -75,21 +86,40 @@ class Topology(BaseModel):
     test_port_name: str = "test"
     probe: str = "health"
     backend_settings: str = "service"
-    frontend_ip: str = "frontend"
+    frontend_ip: str = "frontend"  # public: the production listener
+    private_frontend_ip: str = "private"  # on the gateway subnet: the test listener
+    diagnostic_setting: str = "switchyard-access-log"  # sends the access log to Log Analytics
     gateway_ip_configuration: str = "gateway"
     nic_configuration: str = "nic"
     ip_configuration: str = "ipconfig"
 
     @staticmethod
     def pool(color: Color) -> str:
+        """Every instance of `color` and nothing else (NIC members: the scale set's model)."""
         return color.value
 
     @staticmethod
+    def canary_pool(color: Color) -> str:
+        """Every instance of `color`, plus the canary instances of the other color while a canary
+        is prepared (docs/decisions/0010-canary-pools.md)."""
+        return f"{color.value}-and-canary"
+
+    @classmethod
+    def pools(cls) -> list[str]:
+        return [name for color in Color for name in (cls.pool(color), cls.canary_pool(color))]
+
+    @staticmethod
     def color_of_pool(pool_name: str) -> Color | None:
+        """The color whose instances a pool holds (its own, or its own and a canary)."""
         try:
-            return Color(pool_name.lower())
+            return Color(pool_name.lower().removesuffix("-and-canary"))
         except ValueError:
             return None
+
+    @classmethod
+    def is_canary_pool(cls, pool_name: str) -> bool:
+        color = cls.color_of_pool(pool_name)
+        return color is not None and pool_name.lower() == cls.canary_pool(color)
 
     @property
     def image_definition(self) -> str:

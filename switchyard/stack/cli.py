@@ -54,6 +54,15 @@ DatabaseUrlOption = Annotated[
         "environment variable (argv is visible to every user); the password is kept only in a 0600 pgpass file.",
     ),
 ]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="The emulator's timing: fast (second-scale metrics, the default) or azure (Azure's: one-minute "
+        "metric grains published late, logs minutes late, slow gateway and scale-set writes). Default: "
+        "what the running emulator uses.",
+    ),
+]
 WorkersOption = Annotated[
     int | None,
     typer.Option(
@@ -82,6 +91,7 @@ def up_options(
     workers: int | None,
     worker_limit: int | None = None,
     redeploy: bool = False,
+    profile: str | None = None,
 ) -> UpOptions:
     """The options of `up` (and of the demo, which brings the stack up first), checked."""
     from pydantic import SecretStr
@@ -92,8 +102,11 @@ def up_options(
         raise typer.BadParameter(
             f"{database!r} is not a database switchyard runs: sqlite or postgresql", param_hint="--database"
         )
+    if profile not in (None, "fast", "azure"):
+        raise typer.BadParameter(f"{profile!r} is not an emulator profile: fast or azure", param_hint="--profile")
     return UpOptions(
         state_dir=state_dir or default_state_dir(),
+        profile=profile,  # type: ignore[arg-type]
         port=port,
         fleet_file=fleet or DEFAULT_FLEET_FILE,
         redeploy=redeploy,
@@ -133,6 +146,7 @@ def up(
     database_url: DatabaseUrlOption = None,
     workers: WorkersOption = None,
     worker_limit: WorkerLimitOption = None,
+    profile: ProfileOption = None,
     redeploy: Annotated[
         bool,
         typer.Option(help="Run `prefect deploy --all` even if every deployment exists (after editing prefect.yaml)."),
@@ -144,7 +158,7 @@ def up(
     from switchyard.stack.up import up as start_stack
 
     started = time.monotonic()
-    options = up_options(state_dir, port, fleet, database, database_url, workers, worker_limit, redeploy)
+    options = up_options(state_dir, port, fleet, database, database_url, workers, worker_limit, redeploy, profile)
     try:
         state = start_stack(options, echo=typer.echo)
     except (StackError, ValueError) as error:  # FleetError is a ValueError with the file named

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr
@@ -109,6 +109,8 @@ class UpOptions(BaseModel):
     workers: int | None = Field(default=None, ge=1)  # None: as many as run now, else one
     # Flow runs each worker runs at once (`prefect worker start --limit`); 0: no limit; None: as now.
     worker_limit: int | None = Field(default=None, ge=0)
+    # The emulator's timing profile (fast or azure); None: what the running emulator uses, else fast.
+    profile: Literal["fast", "azure"] | None = None
 
 
 class _Clock:
@@ -125,19 +127,19 @@ def _deployment_names() -> list[str]:
     return [str(d["name"]) for d in spec.get("deployments", [])]
 
 
-def _start_emulator(paths: StackPaths, clock: _Clock, register: Register) -> ProcessRecord:
+def _start_emulator(paths: StackPaths, profile: str, clock: _Clock, register: Register) -> ProcessRecord:
     # Not tied to this process's life (no die_with_parent): the emulator outlives `up`.
     try:
         process, info = start_emulator(
             paths.emulator_dir,
-            extra_args=["--lro-retry-after", "0"],
+            extra_args=["--lro-retry-after", "0", "--profile", profile],
             timeout_s=EMULATOR_START_TIMEOUT_S,
             on_spawn=lambda started: register(lambda: started),
         )
     except EmulatorStartError as error:
         raise StackError(str(error)) from None
     stat = proc_stat(process.pid)
-    clock.say(f"emulator ready at {info['endpoint']} (pid {process.pid})")
+    clock.say(f"emulator ready at {info['endpoint']} (pid {process.pid}, {profile} profile)")
     return ProcessRecord(
         pid=process.pid,
         start_ticks=stat.start_ticks if stat else -1,
@@ -520,7 +522,12 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
         emulator = kept.get("emulator")
         info = emulator_info(paths)
         if emulator and info and info.get("pid") == emulator.pid and emulator_answers(info):
-            clock.say(f"emulator already running at {info['endpoint']} (pid {emulator.pid})")
+            running = info.get("profile", "fast")
+            clock.say(f"emulator already running at {info['endpoint']} (pid {emulator.pid}, {running} profile)")
+            if options.profile not in (None, running):
+                clock.say(
+                    f"(it keeps the {running} profile; run `switchyard down` first to start it as {options.profile})"
+                )
         else:
             if emulator:
                 _stop(emulator, "emulator", clock, "does not answer")
@@ -533,7 +540,8 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
                     + f"\nStop that program or change frontend_ports in {options.fleet_file}"
                 )
             clock.say("starting the emulator ...")
-            launches.launch("emulator", lambda register: _start_emulator(paths, clock, register))
+            profile = options.profile or "fast"
+            launches.launch("emulator", lambda register: _start_emulator(paths, profile, clock, register))
         if server is None:
             # the emulator is ready long before the server's first start: if it failed, stop now
             concurrent.futures.wait(

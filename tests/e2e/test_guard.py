@@ -17,6 +17,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from prefect import flow
 from prefect.client.schemas.objects import StateType
 
 from switchyard.demo.traffic import SteadyTraffic
@@ -86,6 +87,11 @@ def v1_live(stack: Stack, images: dict[str, str], finished_release: str) -> str:
     return images["v1"]
 
 
+@flow(name="release-with-late-heartbeats")
+def release_with_late_heartbeats() -> None:
+    """Stands for a release's run in Prefect's records (created, never executed)."""
+
+
 def guard_events(since: datetime) -> list[dict[str, object]]:
     return [dict(event.payload) for event in release_events("guarded", SERVICE, ENV, since)]
 
@@ -100,7 +106,7 @@ def test_the_guard_changes_nothing_when_production_is_not_split(stack: Stack, v1
         (event,) = wait_for("the guarded event", lambda: guard_events(since), timeout_s=30)
         (artifact, *_) = artifacts(f"guard-{SERVICE}-{ENV}")
     assert after.gateway.etag == before.gateway.etag  # not one write
-    assert after.live_color == before.live_color and not after.canary_addresses
+    assert after.live_color == before.live_color and not after.canary_serving
     assert event["acted"] is False
     assert artifact.flow_run_id == run.id
     assert "nothing to do" in str(artifact.data)
@@ -118,7 +124,12 @@ def test_a_release_killed_mid_canary_leaves_production_on_the_stable_color(
             time.sleep(1)
             parameters = {"service": SERVICE, "environment": ENV, "image_version": images["v2"], "strategy": "canary"}
             release = start_run("release", parameters, timeout_s=0)  # started, not awaited
-            split = wait_for("the release's canary", lambda: service_observation(ENV).canary_addresses, 180, 0.3)
+            split = wait_for(
+                "the release's canary",
+                lambda: (lambda o: o.canary_serving and o.canary_addresses)(service_observation(ENV)),
+                180,
+                0.3,
+            )
             running = flow_run(release.id)
             assert running.state_type == StateType.RUNNING and running.infrastructure_pid
             pid = int(running.infrastructure_pid.rsplit(":", 1)[-1])
@@ -127,7 +138,7 @@ def test_a_release_killed_mid_canary_leaves_production_on_the_stable_color(
             killed = time.monotonic()
             wait_for(
                 f"production back on {stable.value} within the guard's deadline",
-                lambda: not service_observation(ENV).canary_addresses,
+                lambda: not service_observation(ENV).canary_serving,
                 GUARD_DEADLINE_S,
                 0.5,
             )
@@ -174,3 +185,88 @@ def test_the_guard_ran_only_for_the_dead_release(stack: Stack, images: dict[str,
     assert all(r.parameters["service"] == SERVICE for r in runs), [r.parameters for r in runs]
     assert len(runs) == 2, reasons  # the one the first test asked for, and the one the kill caused
     assert "asked by a test" in reasons[0] and images["v2"] in reasons[1]
+
+
+def test_the_guard_leaves_a_live_release_alone_when_its_heartbeats_are_30_s_late(
+    stack: Stack, images: dict[str, str]
+) -> None:
+    """A release whose heartbeats arrive 30 s late (event delivery lag, a clock skew, a stalled
+    heartbeat thread) while Prefect still says its run runs: the automation wakes the guard after 20 s
+    of silence, and the guard must not take the canary out of a release that is alive."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    from blocks import load_service_context
+    from switchyard.cloud.factory import cloud_for
+    from switchyard.core.topology import Topology
+
+    staging = "staging"
+    with stack.client_settings():
+        run = start_run("release", {"service": SERVICE, "environment": staging, "image_version": images["v1"]})
+        assert run.state is not None and run.state.is_completed(), run.state
+        # A canary in staging, as a release mid-canary leaves it: one v2 instance in the live canary pool.
+        context = load_service_context(SERVICE, staging)
+        cloud = cloud_for(context)
+        observed = cloud.observe(context.topology, with_health=False)
+        live = observed.live_color
+        assert live is not None
+        idle = cloud.scale_sets.roll_out(context.topology, live.other, image_version=images["v2"], capacity=1)
+        assert idle.etag is not None
+        cloud.scale_sets.set_canary(context.topology, live.other, [idle.instances[0].instance_id], idle.etag)
+        gateway = cloud.router.observe(context.topology, with_health=False)
+        assert gateway.etag is not None
+        cloud.router.route(
+            context.topology,
+            production=Topology.canary_pool(live),
+            test=Topology.pool(live.other),
+            expect_etag=gateway.etag,
+        )
+        assert service_observation(staging).canary_serving
+        # The release's run, running as far as Prefect knows.
+        with get_client(sync_client=True) as client:
+            late = client.create_flow_run(release_with_late_heartbeats, state=Running())
+        resource = {
+            "prefect.resource.id": f"switchyard.service.{SERVICE}.{staging}",
+            "switchyard.service": SERVICE,
+            "switchyard.environment": staging,
+        }
+
+        def beat(name: str = "heartbeat") -> None:
+            event = {
+                "id": str(uuid4()),
+                "occurred": datetime.now(UTC).isoformat(),
+                "event": f"switchyard.release.{name}",
+                "resource": resource,
+                "payload": {"image": images["v2"], "flow_run_id": str(late.id)},
+            }
+            assert httpx.post(f"{stack.api_url}/events", json=[event], timeout=10).status_code == 204
+
+        since = datetime.now(UTC)
+        for _ in range(3):
+            beat()
+            time.sleep(5)
+        time.sleep(30)  # the late heartbeats: the automation fires the guard after 20 s of silence
+        for _ in range(4):
+            beat()
+            time.sleep(5)
+        guard_run = wait_for(
+            "the guard the silence woke",
+            lambda: [
+                r
+                for r in deployment_runs("guard")
+                if r.parameters.get("environment") == staging and r.state_type == StateType.COMPLETED
+            ],
+            timeout_s=60,
+        )[0]
+        beat("finished")
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(late.id, Completed(), force=True)
+        (event,) = wait_for(
+            "the guarded event",
+            lambda: [dict(x.payload) for x in release_events("guarded", SERVICE, staging, since)],
+            30,
+        )
+        still = service_observation(staging)
+    assert guard_run.parameters["service"] == SERVICE
+    assert event["acted"] is False and "alive" in str(event["action"])
+    assert still.canary_serving, "the guard took the canary of a live release out"

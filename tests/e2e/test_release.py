@@ -34,7 +34,8 @@ from switchyard.core.topology import Color
 from switchyard.demo.traffic import SteadyTraffic
 from switchyard.stack.processes import kill_process_group
 from switchyard_emulator.testing import EmulatorHandle
-from tasks.release import VerificationFailed, heartbeat
+from tasks.events import heartbeat
+from tasks.release import VerificationFailed
 from tests.e2e.stack_support import release_events, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -205,7 +206,7 @@ def _release_in_a_subprocess(fleet: Fleet, image: str, log: Path) -> subprocess.
 def _wait_for_canary(timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if observe().canary_addresses:  # type: ignore[attr-defined]
+        if observe().canary_serving:  # type: ignore[attr-defined]
             return
         time.sleep(0.3)
     raise AssertionError("the release never reached its canary")

@@ -158,7 +158,7 @@ def test_a_rollback_mid_canary_stops_the_release_and_the_image_stays_rolled_back
     log = tmp_path / "release.log"
     running = release_elsewhere(images["v3"], "slow-canary", log)
     try:
-        wait_for("the release's canary", lambda: observe().canary_addresses, timeout_s=150, interval_s=0.2)
+        wait_for("the release's canary", lambda: observe().canary_serving, timeout_s=150, interval_s=0.2)
         report = rollback(service=SERVICE, environment=ENV, reason="a person saw a problem", preempt_after_s=1)
     finally:
         summary = summary_of(running, log)

@@ -46,8 +46,10 @@ class AzureCloud:
         self.gallery = AzureGallery(self.clients, ids, environment)
         self.scale_sets = AzureScaleSets(self.clients, ids, environment, service)
         self.router = AzureTrafficRouter(self.clients, ids, environment)
-        self.telemetry = AzureMonitorTelemetry(self.clients, ids, environment, self.clients.metrics_grain)
-        self.infrastructure = AzureInfrastructure(self.clients, ids, environment, self.gallery, self.router)
+        self.telemetry = AzureMonitorTelemetry(self.clients, ids, environment)
+        self.infrastructure = AzureInfrastructure(
+            self.clients, ids, environment, self.gallery, self.router, self.telemetry
+        )
 
     def observe(self, topology: Topology, *, with_health: bool = True) -> ServiceObservation:
         return ServiceObservation(

@@ -8,9 +8,10 @@ certificate. Everything after client construction is the same code
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,25 @@ class StaticTokenCredential(TokenCredential):
         return AccessTokenInfo(self._token, int(time.time()) + 3600)
 
 
+# The SDK's default wait between two polls of a long-running operation whose answer has no
+# Retry-After. Azure's slow writes (gateways, scale sets) send none (Azure/azure-cli#2134,
+# Azure/azure-sdk-for-net#3439), so a rollback's one gateway write would be seen done up to 30 s late.
+AZURE_LRO_POLLING_INTERVAL_S = 1.0
+EMULATOR_LRO_POLLING_INTERVAL_S = 0.05  # the emulator's fast profile answers in milliseconds
+
+
 @dataclass(frozen=True)
 class EmulatorEndpoint:
+    """What the emulator's emulator.json says (emulator/README.md, "Clients")."""
+
     endpoint: str
     ca_bundle: str
     token: str
     subscription_id: str
     log_analytics_workspace_id: str
+    # The workspace's ARM id, what a diagnostic setting names. Emulators from before diagnostic
+    # settings do not write it; such a file still serves every other port.
+    log_analytics_workspace_resource_id: str | None = None
 
     @classmethod
     def read(cls, path: str | Path) -> EmulatorEndpoint:
@@ -65,42 +78,68 @@ class EmulatorEndpoint:
             )
         try:
             data = json.loads(file.read_text())
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__})
-        except (ValueError, KeyError, TypeError) as error:
+            known = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+            return cls(**known)
+        except (ValueError, TypeError) as error:
             raise ConfigurationError(f"emulator file {file} is not a valid emulator.json: {error}") from None
+
+    @staticmethod
+    def reachable_address(private_ip: str) -> str:
+        """Where this machine reaches a gateway's private frontend address: the emulator listens on
+        the loopback alias 127.b.c.d of a.b.c.d, a fixed rule it documents (emulator/README.md,
+        "Where the listeners are"; switchyard_emulator.addresses.loopback_alias), because an Azure
+        subnet address cannot be bound here and a loopback one cannot be in an Azure subnet."""
+        address = ipaddress.IPv4Address(private_ip)
+        return str(ipaddress.IPv4Address((127 << 24) | (int(address) & 0x00FFFFFF)))
 
     def __repr__(self) -> str:
         return f"EmulatorEndpoint(endpoint={self.endpoint!r}, subscription_id={self.subscription_id!r})"
 
 
 class AzureClients:
-    """Lazily built SDK clients for one environment."""
+    """Lazily built SDK clients for one environment, and what differs between Azure and the
+    emulator beyond them (workspace ids, where a private address is reached)."""
 
     def __init__(self, environment: AzureEnvironment) -> None:
         self.environment = environment
-        self._options: dict[str, Any] = {}
+        self._emulator: EmulatorEndpoint | None = None
         if environment.auth == "emulator":
             assert environment.emulator_file is not None  # guaranteed by AzureEnvironment
-            emulator = EmulatorEndpoint.read(environment.emulator_file)
+            emulator = self._emulator = EmulatorEndpoint.read(environment.emulator_file)
             self.credential: TokenCredential = StaticTokenCredential(emulator.token)
             self.subscription_id = environment.subscription_id or emulator.subscription_id
             self.log_analytics_workspace_id: str | None = (
                 environment.log_analytics_workspace_id or emulator.log_analytics_workspace_id
             )
+            self.log_analytics_workspace_resource_id: str | None = (
+                environment.log_analytics_workspace_resource_id or emulator.log_analytics_workspace_resource_id
+            )
             self._arm_endpoint: str | None = emulator.endpoint
             self._logs_endpoint: str | None = emulator.endpoint
-            # The emulator answers long-running operations in well under a second.
-            self._options = {"connection_verify": emulator.ca_bundle, "polling_interval": 0.05}
-            # The emulator's metrics have one-second grains, so analysis windows can be seconds long.
-            self.metrics_grain = "PT1S"
+            self._connection_verify: str | None = emulator.ca_bundle
+            default_polling = EMULATOR_LRO_POLLING_INTERVAL_S
         else:
             self.credential = _azure_credential(environment)
             assert environment.subscription_id is not None  # guaranteed by AzureEnvironment
             self.subscription_id = environment.subscription_id
             self.log_analytics_workspace_id = environment.log_analytics_workspace_id
+            self.log_analytics_workspace_resource_id = environment.log_analytics_workspace_resource_id
             self._arm_endpoint = None
             self._logs_endpoint = None
-            self.metrics_grain = "PT1M"
+            self._connection_verify = None
+            default_polling = AZURE_LRO_POLLING_INTERVAL_S
+        # Every mgmt client reads `polling_interval` from its configuration for each poller it makes
+        # (compute, network and monitor alike; tests/integration/cloud/test_timing.py times it).
+        self.lro_polling_interval_s = environment.lro_polling_interval_s or default_polling
+        self._options: dict[str, Any] = {"polling_interval": self.lro_polling_interval_s}
+        if self._connection_verify:
+            self._options["connection_verify"] = self._connection_verify
+
+    def reachable_address(self, private_ip: str) -> str:
+        """Where this process reaches a private address Azure reports (a gateway's private
+        frontend): itself on Azure (the runner is in the network, or routed into it), the address
+        the emulator serves it on locally."""
+        return self._emulator.reachable_address(private_ip) if self._emulator else private_ip
 
     def _arm_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self._options)
@@ -131,7 +170,7 @@ class AzureClients:
             kwargs = {
                 "endpoint": self._logs_endpoint,
                 "credential_scopes": ["https://api.loganalytics.io/.default"],
-                "connection_verify": self._options["connection_verify"],
+                "connection_verify": self._connection_verify,
             }
         return LogsQueryClient(self.credential, **kwargs)
 

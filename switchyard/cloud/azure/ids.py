@@ -19,6 +19,11 @@ def gallery_version_in(image_reference_id: str | None) -> str | None:
     return match.group(1) if match else None
 
 
+def last_segment(resource_id: str | None) -> str:
+    """The name at the end of a resource id ("" for none)."""
+    return resource_id.rstrip("/").rsplit("/", 1)[-1] if resource_id else ""
+
+
 def instance_id_in(virtual_machine_id: str) -> str | None:
     """The scale set instance id at the end of a scale set VM's resource id."""
     match = _INSTANCE_IN_ID.search(virtual_machine_id)
@@ -55,3 +60,9 @@ class AzureIds:
 
     def public_ip(self, topology: Topology) -> str:
         return f"{self.group}/providers/Microsoft.Network/publicIPAddresses/{topology.public_ip}"
+
+    def pool(self, topology: Topology, name: str) -> str:
+        return self.gateway_child(topology, "backendAddressPools", name)
+
+    def network_security_group(self, topology: Topology) -> str:
+        return f"{self.group}/providers/Microsoft.Network/networkSecurityGroups/{topology.network_security_group}"

@@ -1,8 +1,10 @@
-"""The traffic router port on an Application Gateway: production and test listeners, one pool per
-color, and the canary as explicit addresses in the live pool."""
+"""The traffic router port on an Application Gateway: a production listener (public frontend), a test
+listener (private frontend) and four pools of scale-set NICs: each color's own and its canary pool
+(docs/decisions/0010-canary-pools.md). Every change users can see is one If-Match-guarded PUT."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -10,18 +12,25 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from switchyard.cloud.azure.clients import AzureClients
-from switchyard.cloud.azure.ids import AzureIds
+from switchyard.cloud.azure.ids import AzureIds, last_segment
 from switchyard.cloud.azure.wire import azure_errors, wire
 from switchyard.cloud.errors import CloudError, NotFoundError, StaleStateError
 from switchyard.core.config import AzureEnvironment
 from switchyard.core.state import GatewayObservation, PoolObservation
-from switchyard.core.topology import Color, Topology
+from switchyard.core.topology import Topology
+
+_SCALE_SET_NIC = re.compile(
+    r"/resourceGroups/([^/]+)/providers/Microsoft\.Compute/virtualMachineScaleSets/([^/]+)/virtualMachines/",
+    re.IGNORECASE,
+)
+_NIC = re.compile(r"/resourceGroups/([^/]+)/providers/Microsoft\.Network/networkInterfaces/([^/]+)/", re.IGNORECASE)
 
 
 class AzureTrafficRouter:
     """Application Gateway as a traffic router: one If-Match-guarded PUT per routing change."""
 
     def __init__(self, clients: AzureClients, ids: AzureIds, environment: AzureEnvironment) -> None:
+        self._clients = clients
         self._network = clients.network
         self._ids = ids
         self._environment = environment
@@ -34,28 +43,43 @@ class AzureTrafficRouter:
             except ResourceNotFoundError:
                 return None
 
-    def _nic_addresses(self, topology: Topology) -> dict[str, str]:
-        """NIC ip-configuration id (lower case) -> private IP, for both colors' scale sets."""
+    def _member_addresses(self, configuration_ids: set[str]) -> dict[str, str]:
+        """NIC ip-configuration id (lower case) -> private IP, for the members of the pools.
+
+        backendIPConfigurations name NIC ip configurations, not addresses; the network API owns the
+        addresses. Scale-set NICs are listed per scale set (whatever scale set they belong to, so a
+        stranger in a pool shows as an address too); a member whose NIC is gone (an instance being
+        deleted) is left out."""
         addresses: dict[str, str] = {}
-        for color in Color:
-            with azure_errors(f"network interfaces of {topology.scale_set(color)}"):
+        scale_sets = {(m.group(1), m.group(2)) for i in configuration_ids if (m := _SCALE_SET_NIC.search(i))}
+        nics: list[Any] = []
+        for group, scale_set in sorted(scale_sets):
+            with azure_errors(f"network interfaces of scale set {scale_set}"):
                 try:
-                    nics = list(
+                    nics.extend(
                         self._network.network_interfaces.list_virtual_machine_scale_set_network_interfaces(
-                            self._environment.resource_group, topology.scale_set(color)
+                            group, scale_set
                         )
                     )
                 except ResourceNotFoundError:
                     continue
-            for nic in nics:
-                for ip_configuration in wire(nic).get("properties", {}).get("ipConfigurations", []):
-                    address = ip_configuration.get("properties", {}).get("privateIPAddress")
-                    if address and ip_configuration.get("id"):
-                        addresses[ip_configuration["id"].lower()] = address
+        for configuration_id in sorted(configuration_ids):
+            match = None if _SCALE_SET_NIC.search(configuration_id) else _NIC.search(configuration_id)
+            if match:
+                with azure_errors(f"network interface {match.group(2)}"):
+                    try:
+                        nics.append(self._network.network_interfaces.get(match.group(1), match.group(2)))
+                    except ResourceNotFoundError:
+                        continue
+        for nic in nics:
+            for ip_configuration in wire(nic).get("properties", {}).get("ipConfigurations", []):
+                address = ip_configuration.get("properties", {}).get("privateIPAddress")
+                if address and ip_configuration.get("id"):
+                    addresses[ip_configuration["id"].lower()] = address
         return addresses
 
     def _health(self, topology: Topology) -> dict[str, dict[str, str]]:
-        """pool name -> address -> Up/Down/Unknown, from the gateway's own backend health."""
+        """pool name (lower case) -> address -> Up/Down/Unknown/Draining, from the gateway's own probes."""
         with azure_errors(f"backend health of {topology.gateway}"):
             result = wire(
                 self._network.application_gateways.begin_backend_health(
@@ -64,7 +88,7 @@ class AzureTrafficRouter:
             )
         health: dict[str, dict[str, str]] = defaultdict(dict)
         for pool in result.get("backendAddressPools", []):
-            pool_name = pool.get("backendAddressPool", {}).get("id", "").rsplit("/", 1)[-1]
+            pool_name = last_segment(pool.get("backendAddressPool", {}).get("id")).lower()
             for settings in pool.get("backendHttpSettingsCollection", []):
                 for server in settings.get("servers", []):
                     health[pool_name][server.get("address", "")] = server.get("health", "Unknown")
@@ -74,40 +98,53 @@ class AzureTrafficRouter:
         body = self.definition(topology)
         if body is None:
             return GatewayObservation(name=topology.gateway, exists=False)
+        return self._observation(topology, body, with_health=with_health)
+
+    def _observation(self, topology: Topology, body: dict[str, Any], *, with_health: bool) -> GatewayObservation:
         props = body.get("properties", {})
-        nic_addresses = self._nic_addresses(topology)
+        pool_bodies = props.get("backendAddressPools", [])
+        members = {
+            c["id"].lower()
+            for pool in pool_bodies
+            for c in pool.get("properties", {}).get("backendIPConfigurations", [])
+            if c.get("id")
+        }
+        addresses = self._member_addresses(members)
         health = self._health(topology) if with_health else {}
         pools: dict[str, PoolObservation] = {}
-        for pool in props.get("backendAddressPools", []):
+        for pool in pool_bodies:
             pool_props = pool.get("properties", {})
-            members = [
-                nic_addresses[c["id"].lower()]
-                for c in pool_props.get("backendIPConfigurations", [])
-                if c.get("id", "").lower() in nic_addresses
-            ]
-            extra = [a["ipAddress"] for a in pool_props.get("backendAddresses", []) if a.get("ipAddress")]
             pools[pool["name"]] = PoolObservation(
                 name=pool["name"],
-                member_addresses=members,
-                extra_addresses=extra,
-                health=health.get(pool["name"], {}),  # type: ignore[arg-type]
+                member_addresses=[
+                    addresses[c["id"].lower()]
+                    for c in pool_props.get("backendIPConfigurations", [])
+                    if c.get("id", "").lower() in addresses
+                ],
+                explicit_addresses=[
+                    a.get("ipAddress") or a.get("fqdn", "")
+                    for a in pool_props.get("backendAddresses", [])
+                    if a.get("ipAddress") or a.get("fqdn")
+                ],
+                health=health.get(pool["name"].lower(), {}),  # type: ignore[arg-type]
             )
-        rules = {rule["name"]: rule.get("properties", {}) for rule in props.get("requestRoutingRules", [])}
-
-        def pool_of(rule: str) -> str | None:
-            pool_id = (rules.get(rule, {}).get("backendAddressPool") or {}).get("id")
-            return pool_id.rsplit("/", 1)[-1] if pool_id else None
-
         return GatewayObservation(
             name=topology.gateway,
             exists=True,
             etag=body.get("etag"),
             provisioning_state=props.get("provisioningState"),
-            production_pool=pool_of(topology.production_rule),
-            test_pool=pool_of(topology.test_rule),
+            production_pool=self.routed_pool(body, topology.production_rule),
+            test_pool=self.routed_pool(body, topology.test_rule),
             pools=pools,
             tags=body.get("tags") or {},
         )
+
+    def routed_pool(self, body: dict[str, Any], rule_name: str) -> str | None:
+        """The name of the pool a routing rule of this gateway JSON sends to."""
+        for rule in body.get("properties", {}).get("requestRoutingRules", []):
+            if rule["name"].lower() == rule_name.lower():
+                return last_segment((rule.get("properties", {}).get("backendAddressPool") or {}).get("id")) or None
+        return None
 
     def _write(
         self,
@@ -126,6 +163,9 @@ class AzureTrafficRouter:
                 f"(ETag {expect_etag} -> {body.get('etag')}); observe again before deciding"
             )
         change(body)
+        return self._put(topology, body, what)
+
+    def _put(self, topology: Topology, body: dict[str, Any], what: str) -> dict[str, Any]:
         with azure_errors(what):
             written = self._network.application_gateways.begin_create_or_update(
                 self._environment.resource_group,
@@ -149,70 +189,49 @@ class AzureTrafficRouter:
                 return rule
         raise NotFoundError(f"gateway has no routing rule {name!r}; run provision")
 
-    def set_split(
-        self,
-        topology: Topology,
-        canary_addresses: list[str],
-        expect_etag: str,
-        tags: dict[str, str] | None = None,
-    ) -> list[str]:
-        def live_pool(body: dict[str, Any]) -> dict[str, Any]:
-            live_pool_id = self._rule(body, topology.production_rule)["properties"]["backendAddressPool"]["id"]
-            return self._pool(body, live_pool_id.rsplit("/", 1)[-1]).setdefault("properties", {})
+    def _point(self, body: dict[str, Any], rule: str, pool: str) -> None:
+        self._rule(body, rule)["properties"]["backendAddressPool"] = {"id": self._pool(body, pool)["id"]}
 
-        def change(body: dict[str, Any]) -> None:
-            if tags:
-                body["tags"] = {**(body.get("tags") or {}), **tags}
-            live_pool(body)["backendAddresses"] = [{"ipAddress": address} for address in canary_addresses]
-
-        written = self._write(topology, expect_etag, change, f"setting canary of {len(canary_addresses)} instance(s)")
-        return [a.get("ipAddress", "") for a in live_pool(written).get("backendAddresses", [])]
-
-    def switch(
-        self, topology: Topology, to_color: Color, expect_etag: str, tags: dict[str, str] | None = None
-    ) -> GatewayObservation:
-        def change(body: dict[str, Any]) -> None:
-            for color, rule in ((to_color, topology.production_rule), (to_color.other, topology.test_rule)):
-                self._rule(body, rule)["properties"]["backendAddressPool"] = {
-                    "id": self._ids.gateway_child(topology, "backendAddressPools", topology.pool(color))
-                }
-            for color in Color:
-                self._pool(body, topology.pool(color)).setdefault("properties", {})["backendAddresses"] = []
-            if tags:
-                body["tags"] = {**(body.get("tags") or {}), **tags}
-
-        self._write(topology, expect_etag, change, f"switching production to {to_color.value}")
-        return self.observe(topology, with_health=False)
-
-    def clear_canary(self, topology: Topology, tags: dict[str, str] | None = None) -> list[str]:
-        """Take every canary address out of the live pool: one GET, one If-Match-guarded PUT.
-
-        The fast way back: it needs no other observation, because explicit addresses in the live
-        pool are only ever canary instances. Returns the addresses removed ([] and no write if none).
-        """
-        body = self.definition(topology)
-        if body is None:
-            raise NotFoundError(f"gateway {topology.gateway} does not exist")
-        live_pool_id = self._rule(body, topology.production_rule)["properties"]["backendAddressPool"]["id"]
-        live_pool = self._pool(body, live_pool_id.rsplit("/", 1)[-1]).setdefault("properties", {})
-        removed = [a.get("ipAddress") or a.get("fqdn", "") for a in live_pool.get("backendAddresses", [])]
-        if not removed:
-            return []
-        live_pool["backendAddresses"] = []
+    @staticmethod
+    def _merge_tags(body: dict[str, Any], tags: dict[str, str] | None) -> None:
         if tags:
             body["tags"] = {**(body.get("tags") or {}), **tags}
-        with azure_errors("taking the canary out of production"):
-            self._network.application_gateways.begin_create_or_update(
-                self._environment.resource_group, topology.gateway, body, headers={"If-Match": body["etag"]}
-            ).result()
-        return removed
+
+    def route(
+        self,
+        topology: Topology,
+        *,
+        production: str,
+        test: str,
+        expect_etag: str,
+        tags: dict[str, str] | None = None,
+    ) -> GatewayObservation:
+        def change(body: dict[str, Any]) -> None:
+            self._point(body, topology.production_rule, production)
+            self._point(body, topology.test_rule, test)
+            self._merge_tags(body, tags)
+
+        written = self._write(topology, expect_etag, change, f"routing production to {production}, test to {test}")
+        return self._observation(topology, written, with_health=False)
+
+    def restore_live_pool(self, topology: Topology, tags: dict[str, str] | None = None) -> str | None:
+        """One GET, one PUT If-Match that GET's ETag: a write that lands between them is never
+        overwritten (the PUT fails with StaleStateError, and the caller reads again)."""
+        body = self.definition(topology)
+        if body is None:
+            raise NotFoundError(f"taking production off the canary: gateway {topology.gateway} does not exist")
+        canary = self.routed_pool(body, topology.production_rule)
+        color = Topology.color_of_pool(canary) if canary else None
+        if canary is None or color is None or not Topology.is_canary_pool(canary):
+            return None
+        self._point(body, topology.production_rule, Topology.pool(color))
+        self._merge_tags(body, tags)
+        self._put(topology, body, f"taking production off {canary} back to {Topology.pool(color)}")
+        return canary
 
     def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayObservation:
-        def change(body: dict[str, Any]) -> None:
-            body["tags"] = {**(body.get("tags") or {}), **tags}
-
-        self._write(topology, expect_etag, change, "tagging the gateway")
-        return self.observe(topology, with_health=False)
+        written = self._write(topology, expect_etag, lambda body: self._merge_tags(body, tags), "tagging the gateway")
+        return self._observation(topology, written, with_health=False)
 
     def frontend_address(self, topology: Topology) -> str:
         with azure_errors(f"public IP of {topology.gateway}"):
@@ -225,10 +244,35 @@ class AzureTrafficRouter:
             raise CloudError(f"public IP {topology.public_ip} has no address yet")
         return str(address)
 
-    def write_full(self, topology: Topology, body: dict[str, Any], expect_etag: str | None) -> None:
+    def test_address(self, topology: Topology) -> str:
+        """The address of the frontend the test listener is on, as the gateway reports it, made
+        reachable from here by the clients (the emulator serves a private address on a loopback
+        alias). A gateway provisioned before private frontends has its test listener on the public
+        frontend: its public address, until provisioning moves it."""
+        body = self.definition(topology)
+        if body is None:
+            raise NotFoundError(f"test address: gateway {topology.gateway} does not exist; run provision first")
+        props = body.get("properties", {})
+        listener = next(
+            (x for x in props.get("httpListeners", []) if x["name"].lower() == topology.test_listener.lower()), None
+        )
+        frontend_id = ((listener or {}).get("properties", {}).get("frontendIPConfiguration") or {}).get("id", "")
+        frontend = next(
+            (f for f in props.get("frontendIPConfigurations", []) if f.get("id", "").lower() == frontend_id.lower()),
+            None,
+        )
+        if frontend is None:
+            raise NotFoundError(f"gateway {topology.gateway} has no test listener on a frontend; run provision")
+        private = frontend.get("properties", {}).get("privateIPAddress")
+        if private:
+            return self._clients.reachable_address(str(private))
+        return self.frontend_address(topology)
+
+    def write_full(self, topology: Topology, body: dict[str, Any], expect_etag: str | None) -> dict[str, Any]:
         """Create the gateway, or replace its definition (If-Match when it exists)."""
         headers = {"If-Match": expect_etag} if expect_etag else {"If-None-Match": "*"}
         with azure_errors(f"writing gateway {topology.gateway}"):
-            self._network.application_gateways.begin_create_or_update(
+            written = self._network.application_gateways.begin_create_or_update(
                 self._environment.resource_group, topology.gateway, body, headers=headers
             ).result()
+        return wire(written)

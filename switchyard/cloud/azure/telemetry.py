@@ -1,5 +1,9 @@
-"""The telemetry port on Azure Monitor: gateway and scale set metrics, and the gateway access log
-in Log Analytics for latency percentiles."""
+"""The telemetry port on Azure Monitor: gateway and scale set metrics at the cloud's own finest grain,
+and the gateway access log in Log Analytics for latency percentiles.
+
+Every query reads whole grains: its window is widened to grain boundaries (Azure buckets a metric by
+grain anyway, and the access-log query covers the same span), so counts and latencies of one window
+describe the same requests on Azure (PT1M) and on the emulator's fast profile (PT1S)."""
 
 from __future__ import annotations
 
@@ -9,33 +13,77 @@ from typing import Any
 
 from switchyard.cloud.azure.clients import AzureClients
 from switchyard.cloud.azure.ids import AzureIds
-from switchyard.cloud.azure.wire import azure_errors, wire
+from switchyard.cloud.azure.wire import azure_errors, iso_duration, wire
 from switchyard.cloud.errors import CloudError
 from switchyard.cloud.ports import RequestCounts
 from switchyard.core.config import AzureEnvironment
+from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color, Topology
+
+# The gateway metrics switchyard reads; their definitions say which grains the cloud offers.
+_GRAIN_METRICS = ("BackendResponseStatus", "TotalRequests")
+
+
+def _instant(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
 
 
 class AzureMonitorTelemetry:
-    def __init__(self, clients: AzureClients, ids: AzureIds, environment: AzureEnvironment, metrics_grain: str) -> None:
+    def __init__(self, clients: AzureClients, ids: AzureIds, environment: AzureEnvironment) -> None:
         self._clients = clients
         self._ids = ids
         self._environment = environment
-        self._grain = metrics_grain
+        self._timings: dict[str, MetricTiming] = {}
 
-    @staticmethod
-    def _timespan(start: datetime, end: datetime) -> str:
-        return f"{start.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}/{end.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+    def timing(self, topology: Topology) -> MetricTiming:
+        """From the gateway's metric definitions: each lists the grains a query may ask for
+        (metricAvailabilities); the finest is PT1M on Azure ("supported metrics" table of
+        Microsoft.Network/applicationGateways). A cloud's grains do not change, so it is read once."""
+        gateway_id = self._ids.gateway(topology)
+        known = self._timings.get(gateway_id.lower())
+        if known is not None:
+            return known
+        with azure_errors(f"metric definitions of gateway {topology.gateway}"):
+            definitions = list(self._clients.monitor.metric_definitions.list(gateway_id))
+        grains = [
+            availability.time_grain.total_seconds()
+            for definition in definitions
+            if definition.name is not None and definition.name.value in _GRAIN_METRICS
+            for availability in definition.metric_availabilities or []
+            if availability.time_grain is not None
+        ]
+        if not grains:
+            raise CloudError(
+                f"the metric definitions of gateway {topology.gateway} list no time grain for "
+                f"{' or '.join(_GRAIN_METRICS)}: cannot tell how fine its metrics are"
+            )
+        timing = self._timings[gateway_id.lower()] = MetricTiming.for_grain(min(grains))
+        return timing
+
+    def _window(self, topology: Topology, start: datetime, end: datetime) -> tuple[MetricTiming, datetime, datetime]:
+        """The whole grains that cover [start, end)."""
+        timing = self.timing(topology)
+        return timing, timing.grain_start(start), timing.next_grain(end)
 
     def _series(
-        self, resource_id: str, metric: str, aggregation: str, start: datetime, end: datetime, filter: str
+        self,
+        topology: Topology,
+        resource_id: str,
+        metric: str,
+        aggregation: str,
+        start: datetime,
+        end: datetime,
+        filter: str,
     ) -> list[dict[str, Any]]:
+        timing, start, end = self._window(topology, start, end)
         with azure_errors(f"metric {metric} of {resource_id.rsplit('/', 1)[-1]}"):
             response = wire(
                 self._clients.monitor.metrics.list(
                     resource_id,
-                    timespan=self._timespan(start, end),
-                    interval=self._grain,
+                    timespan=f"{_instant(start)}/{_instant(end)}",
+                    # The cloud's own finest grain: Azure refuses a grain its metrics do not have
+                    # ("Invalid time grain duration").
+                    interval=iso_duration(timing.grain_s),
                     metricnames=metric,
                     aggregation=aggregation,
                     filter=filter,
@@ -52,40 +100,76 @@ class AzureMonitorTelemetry:
     def _dimensions(element: dict[str, Any]) -> dict[str, str]:
         return {m["name"]["value"].lower(): m.get("value", "") for m in element.get("metadatavalues", [])}
 
-    def requests_by_backend(self, topology: Topology, start: datetime, end: datetime) -> dict[str, RequestCounts]:
+    @staticmethod
+    def _total(element: dict[str, Any]) -> int:
+        return int(sum(point.get("total") or 0 for point in element.get("data", [])))
+
+    def requests_by_backend(
+        self, topology: Topology, start: datetime, end: datetime, pool: str
+    ) -> dict[str, RequestCounts]:
+        """BackendResponseStatus counts only what backends answered ("does not include any response
+        codes generated by the Application Gateway", supported-metrics reference), filtered to one
+        pool and split by server and status group together."""
         totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for element in self._series(
+            topology,
             self._ids.gateway(topology),
             "BackendResponseStatus",
             "Total",
             start,
             end,
-            "BackendServer eq '*' and HttpStatusGroup eq '*'",
+            f"BackendPool eq '{pool}' and BackendServer eq '*' and HttpStatusGroup eq '*'",
         ):
             dims = self._dimensions(element)
+            if dims.get("backendpool", pool).lower() != pool.lower():
+                continue
             server = dims.get("backendserver", "").rsplit(":", 1)[0]
-            count = int(sum(point.get("total") or 0 for point in element.get("data", [])))
+            count = self._total(element)
             totals[server][0] += count
             if dims.get("httpstatusgroup", "").startswith("5"):
                 totals[server][1] += count
         return {server: RequestCounts(total=t, failed=f) for server, (t, f) in totals.items()}
 
+    def pool_requests(self, topology: Topology, start: datetime, end: datetime, pool: str) -> RequestCounts:
+        """TotalRequests and FailedRequests of the pool with the service's backend settings: the
+        BackendSettingsPool dimension's values are "<pool>~<backend settings>" (the emulator's metrics,
+        as Azure's portal shows them). FailedRequests "includes the 5xx codes that are generated from
+        the Application Gateway as well as ... from the backend" (application-gateway-metrics)."""
+        settings_pool = f"{pool}~{topology.backend_settings}"
+        counts = {}
+        for metric in ("TotalRequests", "FailedRequests"):
+            counts[metric] = sum(
+                self._total(element)
+                for element in self._series(
+                    topology,
+                    self._ids.gateway(topology),
+                    metric,
+                    "Total",
+                    start,
+                    end,
+                    f"BackendSettingsPool eq '{settings_pool}'",
+                )
+                if self._dimensions(element).get("backendsettingspool", settings_pool).lower() == settings_pool.lower()
+            )
+        return RequestCounts(total=counts["TotalRequests"], failed=counts["FailedRequests"])
+
     def latency_by_backend(
-        self, topology: Topology, start: datetime, end: datetime, listener: str
+        self, topology: Topology, start: datetime, end: datetime, listener: str, pool: str
     ) -> dict[str, list[float]]:
+        """The access log reaches the workspace only through the gateway's diagnostic setting
+        (provisioning writes it), into AzureDiagnostics; timeTaken_d is in seconds."""
         workspace = self._clients.log_analytics_workspace_id
         if not workspace:
             raise CloudError(
                 f"environment {self._environment.name} has no log_analytics_workspace_id: "
                 "latency percentiles come from the gateway access log in Log Analytics"
             )
-        gateway_id = self._ids.gateway(topology).upper()
+        _timing, start, end = self._window(topology, start, end)
         query = (
             "AzureDiagnostics"
-            f' | where Category == "ApplicationGatewayAccessLog" and ResourceId == "{gateway_id}"'
-            f' and listenerName_s == "{listener}"'
-            f" and TimeGenerated >= datetime({start.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ})"
-            f" and TimeGenerated < datetime({end.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ})"
+            f' | where Category == "ApplicationGatewayAccessLog" and ResourceId =~ "{self._ids.gateway(topology)}"'
+            f' and listenerName_s =~ "{listener}" and backendPoolName_s =~ "{pool}"'
+            f" and TimeGenerated >= datetime({_instant(start)}) and TimeGenerated < datetime({_instant(end)})"
             " | project serverRouted_s, timeTaken_d"
         )
         with azure_errors("querying the gateway access log"):
@@ -112,7 +196,7 @@ class AzureMonitorTelemetry:
         wanted = {name.lower() for name in vm_names} if vm_names is not None else None
         samples: list[float] = []
         for element in self._series(
-            self._ids.scale_set(topology, color), "Percentage CPU", "Average", start, end, "VMName eq '*'"
+            topology, self._ids.scale_set(topology, color), "Percentage CPU", "Average", start, end, "VMName eq '*'"
         ):
             if wanted is not None and self._dimensions(element).get("vmname", "").lower() not in wanted:
                 continue

@@ -26,12 +26,16 @@ def azure_errors(what: str) -> Iterator[None]:
     try:
         yield
     except ResourceModifiedError as error:
-        raise StaleStateError(f"{what}: the resource changed since it was read ({_message(error)})") from None
+        raise StaleStateError(
+            f"{what}: the resource changed since it was read ({_message(error)}); observe again before deciding"
+        ) from None
     except ResourceNotFoundError as error:
         raise NotFoundError(f"{what}: {_message(error)}") from None
     except HttpResponseError as error:
         if error.status_code == 412:
-            raise StaleStateError(f"{what}: the resource changed since it was read ({_message(error)})") from None
+            raise StaleStateError(
+                f"{what}: the resource changed since it was read ({_message(error)}); observe again before deciding"
+            ) from None
         raise CloudError(f"{what}: {_message(error)}") from None
 
 
@@ -47,3 +51,15 @@ def wire(model: Any) -> dict[str, Any]:
     if isinstance(model, dict):
         return model
     return model.as_dict()
+
+
+def iso_duration(seconds: float) -> str:
+    """Whole seconds as an ISO 8601 duration the way Azure writes them: 60 -> PT1M, 90 -> PT1M30S,
+    86400 -> P1D (metric intervals, autoscale grains, windows and cooldowns)."""
+    total = round(seconds)
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    clock = (f"{hours}H" if hours else "") + (f"{minutes}M" if minutes else "") + (f"{secs}S" if secs else "")
+    text = "P" + (f"{days}D" if days else "") + (f"T{clock}" if clock else "")
+    return text if text != "P" else "PT0S"

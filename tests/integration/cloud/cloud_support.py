@@ -8,6 +8,7 @@ switchyard.cloud.azure drives, and the sample app's instances answering on their
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,9 @@ SSH_PUBLIC_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAXsfOsE8trh0NAvE12UTiUqaCx182iU5QpAvgBN1Esf switchyard-test (key discarded)"
 )
 
+# Where the tests' own clients connect from.
+TEST_RUNNER_PREFIX = "127.0.0.1/32"
+
 # Gallery versions (MAJOR.MINOR.PATCH = app 1.0.0 / 2.0.0, patch level 2026.11, base debian-12).
 V1 = "1000000.20261100.1"
 V2 = "2000000.20261100.1"
@@ -37,7 +41,9 @@ BROKEN = "9000000.20261100.1"
 
 def environment_on(emulator: EmulatorHandle, name: str = "porttest") -> AzureEnvironment:
     """An environment on the emulator, built the way a user configures one (blocks, fleet.yaml):
-    its own resource group, the gallery in a group of its own, a second replication region."""
+    its own resource group, the gallery in a group of its own, a second replication region. The test
+    listener admits this machine's clients (they connect from 127.0.0.1, an Internet address to the
+    emulator's network security groups)."""
     return AzureEnvironment(
         name=name,
         auth="emulator",
@@ -47,6 +53,7 @@ def environment_on(emulator: EmulatorHandle, name: str = "porttest") -> AzureEnv
         location="westeurope",
         target_regions=["northeurope"],
         ssh_public_key=SSH_PUBLIC_KEY,
+        test_source_prefixes=[TEST_RUNNER_PREFIX],
     )
 
 
@@ -106,8 +113,10 @@ def wait_until_healthy(cloud: AzureCloud, timeout_s: float = 60.0) -> None:
     topology = topology_of(cloud)
 
     def every_member_up() -> bool:
+        # The gateway probes the pools its rules route to (an unrouted pool has no backend health).
         gateway = cloud.router.observe(topology)
-        return all(pool.healthy(pool.addresses) for pool in gateway.pools.values())
+        routed = [gateway.pools[name] for name in (gateway.production_pool, gateway.test_pool) if name]
+        return all(pool.healthy(pool.member_addresses) for pool in routed)
 
     eventually(every_member_up, timeout_s=timeout_s)
 
@@ -115,6 +124,27 @@ def wait_until_healthy(cloud: AzureCloud, timeout_s: float = 60.0) -> None:
 def gateway_port(cloud: AzureCloud, listener: str) -> int:
     ports = cloud.service.ports_in(cloud.environment.name)
     return ports.production if listener == "production" else ports.test
+
+
+def listener_address(cloud: AzureCloud, listener: str) -> tuple[str, int]:
+    """Where a client reaches `listener`: production on the public frontend, test on the private one."""
+    topology = topology_of(cloud)
+    address = (
+        cloud.router.frontend_address(topology) if listener == "production" else cloud.router.test_address(topology)
+    )
+    return address, gateway_port(cloud, listener)
+
+
+def backends_reached(cloud: AzureCloud, listener: str, requests: int) -> Counter[tuple[str, str]]:
+    """(gallery version, instance id) of the backend that answered each of `requests` GET /version
+    sent to `listener`: every answer names the instance and the image it runs."""
+    address, port = listener_address(cloud, listener)
+    seen: Counter[tuple[str, str]] = Counter()
+    for _ in range(requests):
+        response = get(address, port)
+        response.raise_for_status()
+        seen[(response.headers["X-Image-Version"], response.headers["X-Instance-Id"])] += 1
+    return seen
 
 
 def get(address: str, port: int, path: str = "/version") -> httpx.Response:

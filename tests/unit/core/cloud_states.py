@@ -57,6 +57,7 @@ def scale_set(color: Color, version: str | None, count: int, *, capacity: int | 
         name=TOPOLOGY.scale_set(color),
         color=color,
         exists=version is not None,
+        etag='"ss-1"' if version is not None else None,
         capacity=count if capacity is None else capacity,
         image_version=version,
         instances=[
@@ -79,22 +80,31 @@ def observed(
     *,
     live: Color | None = Color.BLUE,
     canary: list[str] | None = None,
+    routed: bool | None = None,
     health: dict[str, BackendHealth] | None = None,
+    healthy: bool = True,
     test_pool: Color | None = None,
     gateway_exists: bool = True,
     tags: dict[str, str] | None = None,
 ) -> ServiceObservation:
-    """A service whose production rule points at `live`, the live pool serving `canary` beside its
-    own instances; every address is Up unless `health` says otherwise."""
+    """A service whose production rule points at `live`'s pool, or at its canary pool when `routed`
+    (by default: when there is a `canary`), the canary pool holding `canary` (addresses of the idle
+    color) beside the live color's instances; every address is Up unless `health` says otherwise."""
+    routed = bool(canary) if routed is None else routed
     pools = {}
     for color, ss in ((Color.BLUE, blue), (Color.GREEN, green)):
         extra = (canary or []) if color is live else []
-        states: dict[str, BackendHealth] = {a: "Up" for a in [*ss.addresses, *extra]}
-        states.update({a: s for a, s in (health or {}).items() if a in states})
-        pools[color.value] = PoolObservation(
-            name=color.value, member_addresses=ss.addresses, extra_addresses=extra, health=states
-        )
+        for name, members in (
+            (Topology.pool(color), ss.addresses),
+            (Topology.canary_pool(color), [*ss.addresses, *extra]),
+        ):
+            states: dict[str, BackendHealth] = {a: "Up" if healthy else "Down" for a in members}
+            states.update({a: s for a, s in (health or {}).items() if a in states})
+            pools[name] = PoolObservation(name=name, member_addresses=members, health=states)
     test = test_pool if test_pool is not None else (live.other if live is not None else None)
+    production = None
+    if gateway_exists and live is not None:
+        production = Topology.canary_pool(live) if routed else Topology.pool(live)
     return ServiceObservation(
         topology=TOPOLOGY,
         observed_at=OBSERVED_AT,
@@ -102,7 +112,7 @@ def observed(
             name=TOPOLOGY.gateway,
             exists=gateway_exists,
             etag='W/"1"' if gateway_exists else None,
-            production_pool=live.value if gateway_exists and live is not None else None,
+            production_pool=production,
             test_pool=test.value if gateway_exists and test is not None else None,
             pools=pools if gateway_exists else {},
             tags=tags or {},

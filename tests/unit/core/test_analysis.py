@@ -7,7 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from switchyard.core.analysis import Analysis, WatchDecision, canary_sides, golden_signals, watch_decision
+from switchyard.core.analysis import (
+    Analysis,
+    WatchDecision,
+    access_log_caught_up,
+    canary_sides,
+    gateway_errors,
+    golden_signals,
+    watch_decision,
+)
 from switchyard.core.canary import (
     AnalysisWindow,
     CanaryEvidence,
@@ -152,3 +160,26 @@ def test_a_canary_passes_on_a_pass_verdict_and_the_traffic_it_was_meant_to_get()
     assert not Analysis(verdict=HEALTHY, split=unverified, decided_at=END).passed
     assert not Analysis(verdict=SLOWER, split=matched, decided_at=END).passed
     assert not Analysis(verdict=SHORT, split=matched, decided_at=END).passed
+
+
+def test_failures_the_gateway_produced_itself_count_against_the_canary_but_not_in_the_split() -> None:
+    """A backend that dies mid-request makes the gateway answer 502: no backend's counts hold it, so
+    the pool's FailedRequests minus the backends' 5xx are the gateway's own, held against the canary."""
+    sides = canary_sides(SPLIT, [CANARY], Color.BLUE, Color.GREEN)
+    blue = [address(Color.BLUE, i) for i in range(3)]
+    counts = {blue[0]: Counts(100, 1), blue[1]: Counts(100, 0), blue[2]: Counts(100, 0), CANARY: Counts(100, 0)}
+    own = gateway_errors(pool_failed=6, counts=counts)
+    assert own == 5 and gateway_errors(pool_failed=0, counts=counts) == 0
+
+    signals = golden_signals(sides, START, END, counts, {}, [], [], gateway_errors=own)
+    assert (signals.evidence.canary.request_count, signals.evidence.canary.error_count) == (105, 5)
+    assert (signals.canary_requests, signals.total_requests, signals.gateway_errors) == (100, 400, 5)
+
+
+def test_a_window_is_judged_only_once_the_access_log_holds_every_request_the_metrics_counted() -> None:
+    sides = canary_sides(SPLIT, [CANARY], Color.BLUE, Color.GREEN)
+    blue = address(Color.BLUE, 0)
+    counts = {blue: Counts(2), CANARY: Counts(1)}
+    behind = golden_signals(sides, START, END, counts, {blue: [10.0], CANARY: [30.0]}, [], [])
+    arrived = golden_signals(sides, START, END, counts, {blue: [10.0, 11.0], CANARY: [30.0]}, [], [])
+    assert not access_log_caught_up(behind) and access_log_caught_up(arrived)

@@ -30,80 +30,18 @@ from switchyard.core.rollout import (
     SmokeTest,
     Stop,
     Strategy,
-    canary_addresses_for,
+    canary_instances_for,
     next_action,
     plan_canary_steps,
     reaches_users,
     rollback_target,
 )
 from switchyard.core.state import (
-    GatewayObservation,
     ImageObservation,
-    InstanceObservation,
     PoolObservation,
-    ScaleSetObservation,
-    ServiceObservation,
 )
-from switchyard.core.topology import Color, Topology
-
-V1 = "1000000.20261100.1"
-V2 = "1001000.20261100.1"
-TOPOLOGY = Topology(service="sample", environment="production")
-
-
-def scale_set(color: Color, version: str | None, count: int, *, base: int = 0) -> ScaleSetObservation:
-    octet = 1 if color is Color.BLUE else 2
-    return ScaleSetObservation(
-        name=TOPOLOGY.scale_set(color),
-        color=color,
-        exists=version is not None,
-        capacity=count,
-        image_version=version,
-        instances=[
-            InstanceObservation(
-                instance_id=str(base + i),
-                name=f"{TOPOLOGY.scale_set(color)}_{base + i}",
-                private_ip=f"127.{octet}.0.{base + i + 4}",
-                image_version=version,
-                latest_model_applied=True,
-                provisioning_state="Succeeded",
-            )
-            for i in range(count)
-        ],
-    )
-
-
-def observed(
-    blue: ScaleSetObservation,
-    green: ScaleSetObservation,
-    *,
-    live: Color = Color.BLUE,
-    canary: list[str] | None = None,
-    tags: dict[str, str] | None = None,
-    healthy: bool = True,
-) -> ServiceObservation:
-    pools = {}
-    for color, ss in ((Color.BLUE, blue), (Color.GREEN, green)):
-        extra = canary or [] if color is live else []
-        health = {a: ("Up" if healthy else "Down") for a in [*ss.addresses, *extra]}
-        pools[color.value] = PoolObservation(
-            name=color.value, member_addresses=ss.addresses, extra_addresses=extra, health=health
-        )
-    return ServiceObservation(
-        topology=TOPOLOGY,
-        observed_at=datetime(2026, 11, 26, tzinfo=UTC),
-        gateway=GatewayObservation(
-            name=TOPOLOGY.gateway,
-            exists=True,
-            etag='W/"1"',
-            production_pool=live.value,
-            test_pool=live.other.value,
-            pools=pools,
-            tags=tags or {},
-        ),
-        scale_sets={Color.BLUE: blue, Color.GREEN: green},
-    )
-
+from switchyard.core.topology import Color
+from tests.unit.core.cloud_states import V1, V2, observed, scale_set
 
 REQUEST = ReleaseRequest(service="sample", environment="production", image_version=V2, capacity=3)
 TARGET = ImageObservation(gallery_version=V2, exists=True, tags={TAG_ROLLED_BACK: "false"})
@@ -288,7 +226,7 @@ def test_malformed_canary_steps_are_refused(steps: list[float]) -> None:
 def test_canary_instances_are_the_lowest_instance_ids() -> None:
     state = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3))
     step = plan_canary_steps([0.4], 3, 3)[0]
-    assert canary_addresses_for(state, step) == ["127.2.0.4", "127.2.0.5"]
+    assert canary_instances_for(state, step) == ["0", "1"]
 
 
 def test_rollback_target_mid_canary_is_the_live_color() -> None:
@@ -359,3 +297,51 @@ def test_a_version_production_already_runs_reaches_users() -> None:
     promoted = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), live=Color.GREEN)
     assert reaches_users(promoted, Finalize(live=Color.GREEN, reason=""), V2)
     assert not reaches_users(promoted, Finalize(live=Color.GREEN, reason=""), "1002000.20261100.1")
+
+
+def test_a_canary_that_is_prepared_but_not_routed_is_routed_before_it_is_judged() -> None:
+    """k idle instances sit in the canary pool but production still routes to the live pool (a crash
+    between the two writes): users have not met it, so the step sets the split (routes) first."""
+    prepared = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["127.2.0.4"], routed=False)
+    smoked = ReleaseProgress(smoke_passed_for=V2)
+    action = next_action(prepared, TARGET, REQUEST, CANARY, smoked)
+    assert isinstance(action, SetSplit) and action.step.canary_instances == 1
+    assert not prepared.canary_serving and not reaches_users(prepared, Analyse(step=action.step, reason=""), V2)
+    serving = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["127.2.0.4"])
+    assert serving.canary_serving
+    assert isinstance(next_action(serving, TARGET, REQUEST, CANARY, smoked), Analyse)
+
+
+def test_a_rollback_mid_canary_routes_production_back_to_the_live_pool() -> None:
+    serving = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=["127.2.0.4"])
+    assert rollback_target(serving) is Color.BLUE
+    # Production on the canary pool with no canary in it yet still routes back: nothing else is stable.
+    routed_only = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=[], routed=True)
+    assert rollback_target(routed_only) is Color.BLUE
+
+
+def test_the_canary_of_the_last_release_is_stale_membership_not_a_canary() -> None:
+    """After green was promoted, its former canary instances still sit in blue's canary pool: nothing
+    routes there, so it is no canary of green's; finalize cleans it up."""
+    state = observed(
+        scale_set(Color.BLUE, V1, 3),
+        scale_set(Color.GREEN, V2, 3),
+        live=Color.GREEN,
+        tags={TAG_RELEASE: V2, TAG_PHASE: Phase.PROMOTED.value, TAG_PREVIOUS: "blue"},
+    )
+    stale = state.model_copy(
+        update={
+            "gateway": state.gateway.model_copy(
+                update={
+                    "pools": {
+                        **state.gateway.pools,
+                        "blue-and-canary": PoolObservation(
+                            name="blue-and-canary", member_addresses=["127.1.0.4", "127.2.0.4"]
+                        ),
+                    }
+                }
+            )
+        }
+    )
+    assert stale.stale_canary_addresses == ["127.2.0.4"] and not stale.canary_addresses
+    assert isinstance(next_action(stale, TARGET, REQUEST, CANARY, ReleaseProgress()), AnalysePromoted)

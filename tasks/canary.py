@@ -1,0 +1,280 @@
+"""Canary tasks: put k new instances in front of users, judge them, take them out.
+
+A canary of the idle color into the live color (docs/decisions/0010-canary-pools.md): k idle
+instances join the live color's canary pool (a scale-set upgrade of exactly those instances), and
+once they are healthy there the production rule moves to that pool in one guarded gateway write.
+Taking the canary out is that write in reverse; leaving the pool is clean-up users never see.
+
+The judge looks at whole metric grains only, from the first grain after the write finished, and
+only at grains whose data has arrived (switchyard/core/timing.py); the final verdict waits until the
+access log holds every request the metrics counted, so percentiles cover the whole window.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.analysis import (
+    Analysis,
+    CanarySides,
+    GoldenSignals,
+    WatchDecision,
+    access_log_caught_up,
+    canary_sides,
+    gateway_errors,
+    golden_signals,
+    watch_decision,
+)
+from switchyard.core.canary import Verdict, judge_canary, verify_split
+from switchyard.core.config import ServiceContext
+from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, CanaryStep, Phase, canary_instances_for
+from switchyard.core.state import ServiceObservation
+from switchyard.core.timing import MetricTiming
+from switchyard.core.topology import Topology
+from tasks.events import emit, now
+from tasks.release import ReleaseContext, VerificationFailed, wait_healthy
+
+
+class SplitSet(BaseModel):
+    canary_addresses: list[str]  # verified: the idle instances serving in the live color's canary pool
+    pool: str  # the canary pool production routes to
+    at: datetime  # when the split was in place: the analysis window starts at the next grain
+
+
+@task(name="shift canary traffic", cache_policy=NO_CACHE)
+def set_canary_split(context: ReleaseContext, step: CanaryStep, observed: ServiceObservation) -> SplitSet:
+    """SetWeight: exactly k idle instances into the live color's canary pool (a scale-set upgrade of
+    those instances, users do not see it yet), healthy there by the gateway's own probes, then
+    production to that pool in one If-Match-guarded write (from then on users meet the canary)."""
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    topology = context.topology
+    live = observed.live_color
+    assert live is not None
+    idle = live.other
+    pool = Topology.canary_pool(live)
+    wanted = canary_instances_for(observed, step)
+    idle_set = observed.scale_set(idle)
+    current = [i.instance_id for i in idle_set.instances if i.private_ip in observed.canary_addresses]
+    if sorted(current) != sorted(wanted):
+        assert idle_set.etag is not None
+        logger.info("canary: instances %s of %s join %s", wanted, idle_set.name, pool)
+        cloud.scale_sets.set_canary(topology, idle, wanted, idle_set.etag, progress=logger.info)
+    addresses_of = {i.instance_id: i.private_ip for i in idle_set.instances}
+    canary = [a for a in (addresses_of.get(i) for i in wanted) if a]
+
+    def before_users(now_observed: ServiceObservation) -> list[tuple[str, list[str]]]:
+        # Every member of the canary pool must answer its probes before users meet it (or, on a
+        # later step, meet more of it). The gateway probes only pools a rule routes to: the canary
+        # instances are read where the test listener routes (their own pool), the live ones where
+        # production routes now (the live pool, or the canary pool once a first step set it).
+        gateway = now_observed.gateway
+        return [
+            (gateway.test_pool or Topology.pool(idle), canary),
+            (gateway.production_pool or Topology.pool(live), now_observed.scale_set(live).addresses),
+        ]
+
+    ready = wait_healthy(context, before_users, context.policy.healthy_timeout_s)
+    if sorted(ready.canary_addresses) != sorted(canary):
+        raise VerificationFailed(f"{pool} holds {ready.canary_addresses} of {idle_set.name}, expected {canary}")
+    missing_live = sorted(set(ready.scale_set(live).addresses) - set(ready.gateway.pools[pool].member_addresses))
+    if missing_live:
+        # Users on the canary pool would meet the canary without the live instances beside it.
+        raise VerificationFailed(f"live instances {missing_live} are not in {pool}: refusing to route users there")
+    if not ready.gateway.canary_routed:
+        assert ready.gateway.etag is not None
+        after = cloud.router.route(
+            topology,
+            production=pool,
+            test=Topology.pool(idle),
+            expect_etag=ready.gateway.etag,
+            tags={TAG_RELEASE: context.image_version, TAG_PHASE: Phase.CANARY.value},
+        )
+        if after.production_pool != pool:
+            raise VerificationFailed(f"production routes to {after.production_pool}, expected {pool}")
+    emit(context, "split-set", {"share": step.share, "canary_instances": step.canary_instances})
+    return SplitSet(canary_addresses=ready.canary_addresses, pool=pool, at=now())
+
+
+@task(name="take canary out of production", cache_policy=NO_CACHE)
+def clear_canary(context: ReleaseContext, observed: ServiceObservation) -> None:
+    """Production back to the live color's own pool (if it routes to the canary pool), then the idle
+    instances leave the canary pool."""
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    live = observed.live_color
+    assert live is not None
+    if observed.gateway.canary_routed:
+        cloud.router.restore_live_pool(context.topology)
+    after = cloud.observe(context.topology, with_health=False)
+    if after.gateway.canary_routed:
+        raise VerificationFailed(f"production still routes to {after.gateway.production_pool}")
+    if after.canary_addresses:
+        idle_set = after.scale_set(live.other)
+        assert idle_set.etag is not None
+        cloud.scale_sets.set_canary(context.topology, live.other, [], idle_set.etag, progress=logger.info)
+
+
+def leave_canary_pool(context: ServiceContext) -> None:
+    """Once production is back on the live color's own pool, the idle instances leave its canary
+    pool: clean-up users never see. Best effort by design (traffic is already safe): a failure is
+    logged, and the next release takes the canary out again before anything else."""
+    logger = get_run_logger()
+    cloud = cloud_for(context)
+    try:
+        observed = cloud.observe(context.topology, with_health=False)
+        live = observed.live_color
+        if live is None or not observed.canary_addresses or observed.gateway.canary_routed:
+            return
+        idle_set = observed.scale_set(live.other)
+        assert idle_set.etag is not None
+        cloud.scale_sets.set_canary(context.topology, live.other, [], idle_set.etag, progress=logger.info)
+    except Exception as error:
+        logger.warning("traffic is safe, but the canary instances did not leave the canary pool: %s", error)
+
+
+def _signals(
+    context: ReleaseContext, sides: CanarySides, pool: str, listener: str, start: datetime, end: datetime
+) -> GoldenSignals:
+    """Golden signals of both sides over [start, end): counts and CPU from metrics, latency from the
+    access log, and the 5xx answers the gateway produced itself in the pool."""
+    telemetry = cloud_for(context).telemetry
+    topology = context.topology
+    counts = telemetry.requests_by_backend(topology, start, end, pool)
+    served = telemetry.pool_requests(topology, start, end, pool)
+    return golden_signals(
+        sides,
+        start,
+        end,
+        counts=counts,
+        latency_ms=telemetry.latency_by_backend(topology, start, end, listener, pool),
+        baseline_cpu=telemetry.cpu_percent(topology, sides.baseline_color, start, end, None),
+        canary_cpu=telemetry.cpu_percent(topology, sides.canary_color, start, end, sides.canary_vm_names),
+        gateway_errors=gateway_errors(served.failed, counts),
+    )
+
+
+def _watch(
+    context: ReleaseContext,
+    sides: CanarySides,
+    pool: str,
+    timing: MetricTiming,
+    *,
+    start: datetime,
+    end: datetime,
+    compare: bool,
+    may_extend: bool,
+) -> tuple[Verdict, GoldenSignals, bool]:
+    """Look at every check interval (core's watch_decision says what each look means) at the
+    complete grains of [start, end) until the window is decided; (verdict, signals, ended early)."""
+    logger = get_run_logger()
+    policy = context.policy
+    listener = context.topology.production_listener
+    window = end - start
+    extended = False
+    log_deadline: float | None = None
+    # The first look comes soon: a bad version shows itself in its first requests.
+    pause = min(0.1, policy.check_interval_s)
+    while True:
+        time.sleep(pause)
+        pause = policy.check_interval_s
+        until = min(end, timing.complete_until(now()))
+        if until <= start:
+            logger.info("waiting for the first complete metric grain after %s", start.isoformat())
+            continue
+        signals = _signals(context, sides, pool, listener, start, until)
+        verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
+        window_ended = until >= end
+        if window_ended and not access_log_caught_up(signals):
+            # The access log arrives after an ingestion delay: wait for it (within reason) so that the
+            # percentiles are the whole window's, then judge with what there is and say so.
+            log_deadline = log_deadline or time.monotonic() + policy.log_ingestion_timeout_s
+            if time.monotonic() < log_deadline:
+                logger.info("window complete; waiting for the access log to hold every request it counted")
+                window_ended = False
+            else:
+                logger.warning("the access log still misses requests after %.0f s", policy.log_ingestion_timeout_s)
+        decision = watch_decision(verdict, window_ended=window_ended, may_extend=may_extend and not extended)
+        if decision == WatchDecision.STOP_EARLY:
+            logger.warning("SLO breach before the window ended: %s", verdict.summary)
+            return verdict, signals, True
+        if decision == WatchDecision.DECIDED:
+            return verdict, signals, False
+        if decision == WatchDecision.EXTEND:
+            # Same start, more data: the window becomes twice as long.
+            logger.info(
+                "inconclusive after %.0f s (%s): extending the window once", window.total_seconds(), verdict.summary
+            )
+            end += window
+            extended = True
+            log_deadline = None
+            continue
+        logger.info(
+            "analysing: %d canary / %d total requests, %s",
+            signals.canary_requests,
+            signals.total_requests,
+            verdict.summary,
+        )
+
+
+@task(name="analyse canary", cache_policy=NO_CACHE)
+def analyse_canary(
+    context: ReleaseContext,
+    step: CanaryStep,
+    observed: ServiceObservation,
+    split: SplitSet | None = None,
+) -> Analysis:
+    """VerifyWeight + judge: the delivered split is measured, then the golden signals are judged.
+
+    `split` is the split just set (the window starts at the first grain after it); without it, the
+    canary `observed` shows, from now."""
+    logger = get_run_logger()
+    live = observed.live_color
+    assert live is not None
+    pool = split.pool if split else Topology.canary_pool(live)
+    canary_addresses = split.canary_addresses if split else observed.canary_addresses
+    sides = canary_sides(observed, canary_addresses, live, live.other)
+    timing = cloud_for(context).telemetry.timing(context.topology).with_delay(context.policy.metrics_delay_s)
+    start, end = timing.window_after(split.at if split else now(), context.policy.analysis_window_s)
+    verdict, signals, early = _watch(context, sides, pool, timing, start=start, end=end, compare=True, may_extend=True)
+    # An early stop has too few requests to verify a split with; the verdict decides alone.
+    delivered = (
+        None
+        if early
+        else verify_split(step.share, signals.canary_requests, signals.total_requests, context.policy.split_tolerance)
+    )
+    analysis = Analysis(verdict=verdict, split=delivered, decided_at=now(), early=early)
+    logger.info(
+        "canary at %.1f%%: %s%s", step.share * 100, verdict.summary, f"; {delivered.reason}" if delivered else ""
+    )
+    emit(
+        context,
+        "analysed",
+        {
+            "share": step.share,
+            "outcome": verdict.outcome.value,
+            "summary": verdict.summary,
+            "passed": analysis.passed,
+        },
+    )
+    return analysis
+
+
+@task(name="analyse under full traffic", cache_policy=NO_CACHE)
+def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> Analysis:
+    live = observed.live_color
+    assert live is not None
+    sides = canary_sides(observed, observed.scale_set(live).addresses, live, live)
+    timing = cloud_for(context).telemetry.timing(context.topology).with_delay(context.policy.metrics_delay_s)
+    start, end = timing.window_after(now(), context.policy.promoted_analysis_window_s)
+    verdict, _, early = _watch(
+        context, sides, Topology.pool(live), timing, start=start, end=end, compare=False, may_extend=False
+    )
+    emit(context, "analysed-promoted", {"outcome": verdict.outcome.value, "summary": verdict.summary})
+    return Analysis(verdict=verdict, decided_at=now(), early=early)

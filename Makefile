@@ -62,6 +62,7 @@ bench: setup tools-test
 	$(BIN)/python bench/image_pipeline.py
 	$(BIN)/python bench/emulator_arm_latency.py
 	$(BIN)/python bench/fleet_patch.py
+	$(BIN)/python bench/azure_profile_release.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache

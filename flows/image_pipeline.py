@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from blocks import load_recipe, load_scan_policy
 from switchyard.core.config import FaultProfile, ServiceContext
+from switchyard.core.outcomes import Refused
 from switchyard.core.reports import Report, image_report, scan_gate_stop_report
 from tasks.images import (
     PublishedImage,
@@ -32,7 +33,12 @@ from tasks.images import (
     template_of,
     validate_inputs,
 )
+from tasks.locks import LockBusy, hold_lock
 from tasks.provision import load_service_context
+
+# A second build of the same service waits this long for the first (a build with its scan takes
+# minutes), then is refused: both would otherwise resolve the same gallery version.
+BUILD_LOCK_WAIT_S = 1800.0
 
 
 @flow(name="image-pipeline", log_prints=True)
@@ -50,8 +56,38 @@ def image_pipeline(
     """Build `service` at `app_version` (semver) on `base` (default: the service's), scan it, and
     publish it to `environment`'s gallery. `force` rebuilds even if identical inputs were published
     (the monthly patch run forces). `fault_profile` builds faults in on purpose (demos)."""
-    logger = get_run_logger()
     context = load_service_context(service, environment)
+    lock = image_build_lock(service)
+    try:
+        with hold_lock(lock, BUILD_LOCK_WAIT_S):
+            return _build_scan_publish(
+                context, app_version, base, force, git_commit, fault_profile, scan_policy, baseline_environment
+            )
+    except LockBusy:
+        raise Refused(
+            f"another image build of {service} is running (lock {lock} held for more than "
+            f"{BUILD_LOCK_WAIT_S:.0f} s); nothing was built. Wait for it, then build again"
+        ) from None
+
+
+def image_build_lock(service: str) -> str:
+    """One build of a service at a time, across workers and machines (a Prefect concurrency limit):
+    two builds at once would resolve the same next gallery version and race to publish it."""
+    return f"image-build:{service}"
+
+
+def _build_scan_publish(
+    context: ServiceContext,
+    app_version: str,
+    base: str | None,
+    force: bool,
+    git_commit: str | None,
+    fault_profile: FaultProfile | None,
+    scan_policy: str,
+    baseline_environment: str | None,
+) -> PublishedImage:
+    logger = get_run_logger()
+    service = context.service.name
     recipe = load_recipe(service)
     scanning = load_scan_policy(scan_policy)
     plan = resolve_version(

@@ -56,7 +56,7 @@ from switchyard.core.rollout import (
 from switchyard.core.state import ServiceObservation
 from tasks.canary import analyse_canary, analyse_promoted, clear_canary, set_canary_split
 from tasks.events import emit, heartbeat, now
-from tasks.locks import LockBusy, hold_release_lock
+from tasks.locks import LockBusy, hold_lock
 from tasks.release import (
     ReleaseContext,
     finalize,
@@ -129,7 +129,7 @@ def _release_lock(context: ReleaseContext, timeout_s: float) -> Iterator[None]:
     """One release per service and environment; a second one waits, then is refused clearly."""
     topology = context.topology
     try:
-        with hold_release_lock(topology.release_lock, timeout_s):
+        with hold_lock(topology.release_lock, timeout_s):
             yield
     except LockBusy:
         raise ReleaseRefused(

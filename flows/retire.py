@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from blocks import load_service
-from tasks.locks import LockBusy, hold_release_lock
+from tasks.locks import LockBusy, hold_lock
 from tasks.provision import load_service_context
 from tasks.release import retire_idle_color
 from tasks.routine import fleet_services
@@ -27,7 +27,7 @@ def retire_idle_colors(services: list[str] | None = None) -> dict[str, str]:
             context = load_service_context(service, environment)
             try:
                 # A release (or a rollback) in flight owns the colors: try again on the next run.
-                with hold_release_lock(context.topology.release_lock, timeout_s=15):
+                with hold_lock(context.topology.release_lock, timeout_s=15):
                     results[f"{service}/{environment}"] = retire_idle_color(context)
             except LockBusy:
                 results[f"{service}/{environment}"] = "a release is running: skipped"

@@ -1,9 +1,11 @@
-"""One release per service and environment: a Prefect global concurrency limit of one slot.
+"""Locks of one slot (Prefect global concurrency limits): one release per service and environment,
+one image build per service.
 
 The lock lives in the Prefect server, not in process memory, so it holds across workers and
 machines; slots are leased, so a run that dies stops holding it when its lease runs out.
 
-Releases, retirements and rollbacks take the same lock. A rollback never waits long for it: after
+Releases, retirements and rollbacks of a service in an environment take the same lock; image
+builds of a service take their own (flows/image_pipeline.py). A rollback never waits long for it: after
 a few seconds it goes ahead without it (it pre-empts a running release, which stops at its next
 step because the gateway then says its image was rolled back).
 """
@@ -30,7 +32,7 @@ class LockBusy(TimeoutError):
     """Someone else held the lock for longer than we were willing to wait."""
 
 
-def ensure_release_lock(name: str) -> None:
+def ensure_lock(name: str) -> None:
     """Create the one-slot limit if it does not exist; two runs racing to create it both succeed.
 
     An existing limit must have exactly one slot and be active: anything else would let two runs
@@ -49,15 +51,15 @@ def ensure_release_lock(name: str) -> None:
         problems.append("it is inactive")
     if problems:
         raise LockMisconfigured(
-            f"the release lock {name} would not keep two runs apart: {' and '.join(problems)}. Nothing was "
+            f"the lock {name} would not keep two runs apart: {' and '.join(problems)}. Nothing was "
             f"changed. Fix it with `prefect global-concurrency-limit update {name} --limit 1 --enable`"
         )
 
 
 @contextlib.contextmanager
-def hold_release_lock(name: str, timeout_s: float) -> Iterator[None]:
+def hold_lock(name: str, timeout_s: float) -> Iterator[None]:
     """Hold the lock (one slot, leased and renewed while held); LockBusy after `timeout_s` of waiting."""
-    ensure_release_lock(name)
+    ensure_lock(name)
     acquired = False
     try:
         with concurrency(name, occupy=1, timeout_seconds=timeout_s, lease_duration=LOCK_LEASE_S, strict=True):
@@ -74,7 +76,7 @@ def release_lock_or_preempt(name: str, wait_s: float) -> Iterator[bool]:
     """For rollbacks: hold the lock if it comes within `wait_s`; otherwise go on without it (yields
     False), because putting traffic back must never wait for a release's analysis window."""
     try:
-        with hold_release_lock(name, wait_s):
+        with hold_lock(name, wait_s):
             yield True
     except LockBusy:
         yield False

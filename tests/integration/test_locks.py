@@ -68,9 +68,9 @@ def test_a_second_holder_waits_then_is_told_who_held_it() -> None:
     try:
         assert holding.wait(30)
         started = time.monotonic()
-        with pytest.raises(LockBusy, match=f"lock {name} was held by another run for more than 2 s"):
-            with hold_lock(name, timeout_s=2):
-                pytest.fail("two holders of a one-slot lock")
+        busy = f"lock {name} was held by another run for more than 2 s"
+        with pytest.raises(LockBusy, match=busy), hold_lock(name, timeout_s=2):
+            pytest.fail("two holders of a one-slot lock")
         assert time.monotonic() - started >= 2
     finally:
         done.set()

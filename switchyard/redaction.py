@@ -1,9 +1,9 @@
-"""Secrets never reach logs: a logging filter that replaces every secret switchyard loaded with ***.
+"""Secrets never reach logs: every secret switchyard loaded is written as ***.
 
 Prefect does not redact secrets from logs. Every secret switchyard loads (a service principal's
-secret, the emulator's token) is registered here; the filter sits on the handlers (so records of
-every logger, child loggers included, pass through it) and rewrites the message and the text of an
-attached exception before anything is written or shipped to the Prefect API.
+secret, the emulator's token) is registered here; from then on every log record is rewritten as it
+is made (its message and the text of an attached exception), before any handler writes it or ships
+it to the Prefect API.
 """
 
 from __future__ import annotations
@@ -21,48 +21,46 @@ def redact(text: str) -> str:
     return text
 
 
-class RedactSecrets(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
-            return True
-        message = record.getMessage()
-        redacted = redact(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        if record.exc_info and record.exc_info[1] is not None:
-            error = record.exc_info[1]
-            text = str(error)
-            if redact(text) != text:
-                # The traceback would print the secret: keep the type and the place, not the value.
-                try:
-                    replacement = type(error)(redact(text))
-                except Exception:  # a constructor that takes more than a message
-                    replacement = RuntimeError(f"{type(error).__name__}: {redact(text)}")
-                record.exc_info = (type(replacement), replacement, record.exc_info[2])
-            record.exc_text = None
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        return True
+def _redact_record(record: logging.LogRecord) -> None:
+    message = record.getMessage()
+    redacted = redact(message)
+    if redacted != message:
+        record.msg, record.args = redacted, None
+    if record.exc_info and record.exc_info[1] is not None:
+        error = record.exc_info[1]
+        text = str(error)
+        if redact(text) != text:
+            # The traceback would print the secret: keep the type and the place, not the value.
+            try:
+                replacement = type(error)(redact(text))
+            except Exception:  # a constructor that takes more than a message
+                replacement = RuntimeError(f"{type(error).__name__}: {redact(text)}")
+            record.exc_info = (type(replacement), replacement, record.exc_info[2])
+        record.exc_text = None
+    if record.exc_text:
+        record.exc_text = redact(record.exc_text)
 
 
-_filter = RedactSecrets()
+_installed = False
 
 
 def _install() -> None:
-    """On every handler that exists now (the root's and Prefect's, which carry every child logger's
-    records) and on the loggers switchyard writes to, for handlers added to them later."""
-    loggers = [logging.getLogger(name) for name in ("", "prefect", "switchyard", "azure")]
-    for logger in loggers:
-        if _filter not in logger.filters:
-            logger.addFilter(_filter)
-        for handler in logger.handlers:
-            if _filter not in handler.filters:
-                handler.addFilter(_filter)
-    for known in logging.Logger.manager.loggerDict.values():
-        if isinstance(known, logging.Logger):
-            for handler in known.handlers:
-                if _filter not in handler.filters:
-                    handler.addFilter(_filter)
+    """Redact where records are made (the log record factory), not where they are written: every
+    logger, child loggers included, and every handler, including those added later (Prefect adds
+    its API handler when a run starts), see the redacted record."""
+    global _installed
+    if _installed:
+        return
+    made = logging.getLogRecordFactory()
+
+    def redacting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = made(*args, **kwargs)  # type: ignore[arg-type]
+        if _secrets:
+            _redact_record(record)
+        return record
+
+    logging.setLogRecordFactory(redacting_factory)
+    _installed = True
 
 
 def register_secret(secret: str | None) -> None:
@@ -71,4 +69,4 @@ def register_secret(secret: str | None) -> None:
         return
     with _lock:
         _secrets.add(secret)
-    _install()
+        _install()

@@ -27,6 +27,7 @@ from switchyard.core.analysis import (
     WatchDecision,
     access_log_caught_up,
     canary_sides,
+    certain_breach,
     gateway_errors,
     golden_signals,
     watch_decision,
@@ -140,10 +141,21 @@ def leave_canary_pool(context: ServiceContext) -> None:
 
 
 def _signals(
-    context: ReleaseContext, sides: CanarySides, pool: str, listener: str, start: datetime, end: datetime
+    context: ReleaseContext,
+    sides: CanarySides,
+    pool: str,
+    listener: str,
+    start: datetime,
+    end: datetime,
+    *,
+    partial: bool = False,
 ) -> GoldenSignals:
     """Golden signals of both sides over [start, end): counts and CPU from metrics, latency from the
-    access log, and the 5xx answers the gateway produced itself in the pool."""
+    access log, and the 5xx answers the gateway produced itself in the pool.
+
+    `partial`: [start, end) may hold grains whose data is still arriving. Then only what can only
+    grow is used (errors, slow requests, CPU samples): the gateway's own errors are left out, since
+    they are the pool's failures minus the backends' and the two metrics may arrive apart."""
     telemetry = cloud_for(context).telemetry
     topology = context.topology
     counts = telemetry.requests_by_backend(topology, start, end, pool)
@@ -156,7 +168,7 @@ def _signals(
         latency_ms=telemetry.latency_by_backend(topology, start, end, listener, pool),
         baseline_cpu=telemetry.cpu_percent(topology, sides.baseline_color, start, end, None),
         canary_cpu=telemetry.cpu_percent(topology, sides.canary_color, start, end, sides.canary_vm_names),
-        gateway_errors=gateway_errors(served.failed, counts),
+        gateway_errors=0 if partial else gateway_errors(served.failed, counts),
     )
 
 
@@ -168,11 +180,18 @@ def _watch(
     *,
     start: datetime,
     end: datetime,
+    changed_at: datetime,
     compare: bool,
     may_extend: bool,
 ) -> tuple[Verdict, GoldenSignals, bool]:
     """Look at every check interval (core's watch_decision says what each look means) at the
-    complete grains of [start, end) until the window is decided; (verdict, signals, ended early)."""
+    complete grains of [start, end) until the window is decided; (verdict, signals, ended early).
+
+    Passing needs complete grains; failing does not. Each look first reads everything visible since
+    the grain of the change (`changed_at`), complete or not: a breach that is *certain* there (more
+    errors or slow requests than the SLO allows over the minimum sample, counts that late data can
+    only raise) stops the watch without waiting for the grain to complete. On one-minute grains
+    that is the difference between rolling back within seconds and after two minutes."""
     logger = get_run_logger()
     policy = context.policy
     listener = context.topology.production_listener
@@ -184,7 +203,14 @@ def _watch(
     while True:
         time.sleep(pause)
         pause = policy.check_interval_s
-        until = min(end, timing.complete_until(now()))
+        looked_at = now()
+        if looked_at < end:
+            visible = _signals(context, sides, pool, listener, timing.grain_start(changed_at), looked_at, partial=True)
+            certain = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
+            if certain_breach(certain):
+                logger.warning("SLO breach certain before its grains completed: %s", certain.summary)
+                return certain, visible, True
+        until = min(end, timing.complete_until(looked_at))
         if until <= start:
             logger.info("waiting for the first complete metric grain after %s", start.isoformat())
             continue
@@ -241,8 +267,11 @@ def analyse_canary(
     canary_addresses = split.canary_addresses if split else observed.canary_addresses
     sides = canary_sides(observed, canary_addresses, live, live.other)
     timing = cloud_for(context).telemetry.timing(context.topology).with_delay(context.policy.metrics_delay_s)
-    start, end = timing.window_after(split.at if split else now(), context.policy.analysis_window_s)
-    verdict, signals, early = _watch(context, sides, pool, timing, start=start, end=end, compare=True, may_extend=True)
+    changed_at = split.at if split else now()
+    start, end = timing.window_after(changed_at, context.policy.analysis_window_s)
+    verdict, signals, early = _watch(
+        context, sides, pool, timing, start=start, end=end, changed_at=changed_at, compare=True, may_extend=True
+    )
     # An early stop has too few requests to verify a split with; the verdict decides alone.
     delivered = (
         None
@@ -272,9 +301,18 @@ def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> A
     assert live is not None
     sides = canary_sides(observed, observed.scale_set(live).addresses, live, live)
     timing = cloud_for(context).telemetry.timing(context.topology).with_delay(context.policy.metrics_delay_s)
-    start, end = timing.window_after(now(), context.policy.promoted_analysis_window_s)
+    promoted_at = now()
+    start, end = timing.window_after(promoted_at, context.policy.promoted_analysis_window_s)
     verdict, _, early = _watch(
-        context, sides, Topology.pool(live), timing, start=start, end=end, compare=False, may_extend=False
+        context,
+        sides,
+        Topology.pool(live),
+        timing,
+        start=start,
+        end=end,
+        changed_at=promoted_at,
+        compare=False,
+        may_extend=False,
     )
     emit(context, "analysed-promoted", {"outcome": verdict.outcome.value, "summary": verdict.summary})
     return Analysis(verdict=verdict, decided_at=now(), early=early)

@@ -150,6 +150,13 @@ def watch_decision(verdict: Verdict, *, window_ended: bool, may_extend: bool) ->
     return WatchDecision.DECIDED
 
 
+def certain_breach(verdict: Verdict) -> bool:
+    """An SLO breach that no later data can undo: more errors, slow requests or CPU than the SLO
+    allows over the minimum sample, counted from data that late arrivals can only raise. It may be
+    acted on before the data is complete (switchyard.core.canary, "certain breaches")."""
+    return any(reason.check == CheckKind.SLO and reason.certain for reason in verdict.failing_reasons)
+
+
 class Analysis(BaseModel):
     """The outcome of one canary analysis (a step, or the check under full traffic)."""
 

@@ -12,6 +12,7 @@ from switchyard.core.analysis import (
     WatchDecision,
     access_log_caught_up,
     canary_sides,
+    certain_breach,
     gateway_errors,
     golden_signals,
     watch_decision,
@@ -128,6 +129,16 @@ def test_a_failing_comparison_waits_for_the_end_of_the_window() -> None:
     # A comparison is a fixed-sample test: failing on its first significant look inflates false failures.
     assert watch_decision(SLOWER, window_ended=False, may_extend=True) is WatchDecision.KEEP_WATCHING
     assert watch_decision(SLOWER, window_ended=True, may_extend=True) is WatchDecision.DECIDED
+
+
+def test_only_a_breach_no_later_data_can_undo_is_acted_on_before_the_grains_complete() -> None:
+    # 6 errors in the first 30 requests: over the minimum sample of 40 at least 15 %, whatever comes.
+    certain = verdict(20.0, requests=30, errors=6)
+    assert certain_breach(certain)
+    # Nothing wrong in 30 requests is not a breach; a measured 10 % on a full sample is a breach, but
+    # of data still arriving, so it waits for complete grains.
+    assert not certain_breach(verdict(20.0, requests=30, errors=0))
+    assert not certain_breach(BREACHING) and not certain_breach(SLOWER) and not certain_breach(HEALTHY)
 
 
 @pytest.mark.parametrize("current", [HEALTHY, SHORT])

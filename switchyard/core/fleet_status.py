@@ -36,6 +36,7 @@ COLUMNS = (
     "age",
     "health",
     "release in flight",
+    "note",
 )
 
 
@@ -83,19 +84,20 @@ class FleetRow(BaseModel):
                 "environment": self.environment,
                 **dict.fromkeys(COLUMNS[2:], "-"),
                 "live": self.state,
-                "release in flight": self.note,
+                "note": self.note,
             }
         return {
             "service": self.service,
             "environment": self.environment,
             "live": self.live_color or "-",
-            "image": self.image_version or (self.note or "-"),
+            "image": self.image_version or "-",
             "base": self.base or "-",
             "patch": self.patch_level or "-",
             "app": self.app_version or "-",
             "age": format_age(self.age_s),
             "health": f"{self.healthy}/{self.total}",
             "release in flight": self.release_in_flight or "-",
+            "note": self.note,
         }
 
 

@@ -68,6 +68,7 @@ def test_a_steady_service_shows_its_live_image_parts_age_and_health() -> None:
         "age": "3d 2h",
         "health": "3/3",
         "release in flight": "-",
+        "note": "",
     }
 
 
@@ -93,7 +94,8 @@ def test_a_fresh_topology_has_a_live_color_but_nothing_live() -> None:
 
     assert row.state == "ok" and row.live_color == "blue" and row.image_version is None
     assert row.note == "nothing live yet"
-    assert row.cells()["image"] == "nothing live yet" and row.cells()["health"] == "0/0"
+    assert row.cells()["image"] == "-" and row.cells()["note"] == "nothing live yet"
+    assert row.cells()["health"] == "0/0"
 
 
 def test_mid_canary_the_release_in_flight_and_its_share_show() -> None:
@@ -133,7 +135,8 @@ def test_an_unprovisioned_service_gets_a_row_saying_so() -> None:
 
     assert row.state == "not-provisioned"
     assert row.cells()["live"] == "not-provisioned"
-    assert row.cells()["release in flight"] == "sample-production-agw does not exist: run `switchyard provision`"
+    assert row.cells()["note"] == "sample-production-agw does not exist: run `switchyard provision`"
+    assert row.cells()["release in flight"] == "-"
 
 
 def test_members_without_a_cloud_to_read_get_rows_not_errors() -> None:
@@ -184,6 +187,7 @@ def test_the_text_table_has_one_line_per_pair_and_aligned_columns() -> None:
         "RELEASE",
         "IN",
         "FLIGHT",
+        "NOTE",
     ]
     assert lines[1].split()[:4] == ["sample", "production", "blue", V1]
     assert lines[2].split()[:3] == ["sample", "staging", "unreachable"]

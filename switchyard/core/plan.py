@@ -26,6 +26,7 @@ from switchyard.core.rollout import (
     Analyse,
     AnalysePromoted,
     AwaitApproval,
+    CanaryStep,
     ClearCanary,
     Done,
     Finalize,
@@ -252,14 +253,14 @@ def simulate(
             return steps, action.outcome, action.reason
         if isinstance(action, Stop):
             return steps, "stopped", action.reason
-        steps.append(_step(len(steps) + 1, action, observed, policy))
+        steps.append(_step(len(steps) + 1, action, policy))
         observed, progress = _after(observed, action, request.image_version, progress)
     return steps, "does-not-converge", f"the planner did not finish within {MAX_PLANNED_STEPS} steps"
 
 
-def _step(number: int, action: Action, observed: ServiceObservation, policy: ReleasePolicy) -> PlanStep:
+def _step(number: int, action: Action, policy: ReleasePolicy) -> PlanStep:
     title: str
-    extra: dict[str, float | int] = {}
+    canary: CanaryStep | None = None
     if isinstance(action, PrepareIdle):
         title = f"prepare {action.color.value}: {action.capacity} instance(s) of {action.image_version}"
         if policy.min_ready_s:
@@ -273,12 +274,7 @@ def _step(number: int, action: Action, observed: ServiceObservation, policy: Rel
         step = action.step
         verb = "set the split, judge it" if isinstance(action, SetSplit) else "judge it"
         title = f"canary at {step.share:.1%}: {verb} for {policy.analysis_window_s:g} s"
-        extra = {
-            "requested_share": step.requested_share,
-            "share": step.share,
-            "canary_instances": step.canary_instances,
-            "live_instances": step.live_instances,
-        }
+        canary = step
     elif isinstance(action, AwaitApproval):
         title = f"wait for a person's approval (up to {policy.approval_timeout_s:g} s)"
     elif isinstance(action, Promote):
@@ -292,7 +288,16 @@ def _step(number: int, action: Action, observed: ServiceObservation, policy: Rel
         )
     else:  # Done and Stop end the plan before they get here
         raise AssertionError(f"no plan step for {action.kind}")
-    return PlanStep(number=number, kind=action.kind, title=title, detail=action.reason, **extra)  # type: ignore[arg-type]
+    return PlanStep(
+        number=number,
+        kind=action.kind,
+        title=title,
+        detail=action.reason,
+        requested_share=canary.requested_share if canary else None,
+        share=canary.share if canary else None,
+        canary_instances=canary.canary_instances if canary else None,
+        live_instances=canary.live_instances if canary else None,
+    )
 
 
 # What each action leaves behind once it succeeded -------------------------------------------------

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from switchyard.cloud.azure.clients import EmulatorEndpoint
 from switchyard.core.config import AzureEnvironment, ImageRecipe, ServiceConfig, ServiceContext
+from switchyard.core.fleet_status import FleetMember
 from switchyard.core.rollout import ReleasePolicy
 from switchyard.core.scan_policy import ScanConfiguration
 from switchyard.redaction import register_secret
@@ -143,6 +144,44 @@ def load_service_context(service: str, environment: str) -> ServiceContext:
     service_config = load_service(service)
     service_config.ports_in(environment)
     return ServiceContext(environment=load_environment(environment), service=service_config)
+
+
+def fleet_members() -> list[FleetMember]:
+    """Every service block x every environment block (and any environment a service names without a
+    block of its own): the whole fleet as configured in Prefect, sorted. A pair whose configuration
+    cannot be loaded says why instead of raising, so one bad block never hides the rest."""
+    services = known_names(ServiceBlock)
+    environments = set(known_names(AzureEnvironmentBlock))
+    loaded: dict[str, ServiceConfig | str] = {}
+    for service in services:
+        try:
+            loaded[service] = load_service(service)
+        except Exception as error:  # an invalid block: its rows say so
+            loaded[service] = f"service block {service!r} cannot be loaded: {error}"
+        config = loaded[service]
+        if isinstance(config, ServiceConfig):
+            environments |= set(config.frontend_ports)
+    loaded_environments: dict[str, AzureEnvironment | str] = {}
+    for environment in sorted(environments):
+        try:
+            loaded_environments[environment] = load_environment(environment)
+        except Exception as error:
+            loaded_environments[environment] = f"environment {environment!r} cannot be loaded: {error}"
+    members = []
+    for service in services:
+        config = loaded[service]
+        for environment in sorted(environments):
+            chosen = loaded_environments[environment]
+            if isinstance(config, str):
+                members.append(FleetMember(service=service, environment=environment, problem=config))
+            elif environment not in config.frontend_ports:
+                members.append(FleetMember(service=service, environment=environment))
+            elif isinstance(chosen, str):
+                members.append(FleetMember(service=service, environment=environment, problem=chosen))
+            else:
+                context = ServiceContext(environment=chosen, service=config)
+                members.append(FleetMember(service=service, environment=environment, context=context))
+    return members
 
 
 def register_environment_secrets(environment: AzureEnvironment) -> None:

@@ -107,6 +107,7 @@ def release(
     with _release_lock(context, lock_timeout_s), heartbeat(context, image_version):
         report = preflight(context)
         summary.live_before = report.live_color.value
+        summary.plan = report.plan
         summary.add(now(), "preflight", "; ".join(report.checks))
         emit(context, "started", {"image": image_version, "strategy": context.policy.strategy.value})
         progress_id = cast(UUID, create_progress_artifact(progress=0.0, key=_artifact_key(context) + "-progress"))

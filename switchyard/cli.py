@@ -222,6 +222,22 @@ def fleet_apply() -> None:
     typer.echo(f"{len(created)} block(s) registered; existing blocks were left as they are")
 
 
+@fleet_app.command("status")
+def fleet_status(as_json: JsonOption = False, debug: DebugOption = False) -> None:
+    """Every service in every environment of the fleet: live color, image, health, a release in flight.
+    Read from the cloud; a pair that is not deployed, provisioned or reachable gets a row saying so."""
+    with _outcomes("fleet status", as_json, debug):
+        _connect()
+        from datetime import UTC, datetime
+
+        from blocks import fleet_members
+        from switchyard.cloud.factory import cloud_for
+        from switchyard.cloud.readonly import read_fleet_status
+
+        report = read_fleet_status(fleet_members(), cloud_for, datetime.now(UTC))
+    _say(Outcome.OK, report.text(), as_json, report.model_dump(mode="json"))
+
+
 @image_app.command("build")
 def image_build(
     service: ServiceArgument,
@@ -284,12 +300,15 @@ def release(
         Strategy | None, typer.Option(help="canary or blue-green (default: the release policy's).")
     ] = None,
     policy: Annotated[str, typer.Option(help="Release policy block.")] = "default",
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Print the steps the release would take from here; change nothing.")
+    ] = False,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
     """Release an image of SERVICE to an environment (runs the release flow)."""
     what = f"release of {service} {image} to {environment}"
-    with _outcomes(what, as_json, debug):
+    with _outcomes(f"plan of the {what}" if plan else what, as_json, debug):
         _check_names(service=service, environment=environment, policy=policy)
         from switchyard.core.versions import ImageVersion, VersionError
 
@@ -298,6 +317,9 @@ def release(
         except VersionError as error:
             raise BadInput(f"--image {image!r} is not a switchyard gallery version: {error}") from None
         _connect(service, environment)
+        if plan:
+            _print_plan(service, environment, image, strategy, policy, as_json)
+            return
         summary = _flow("release", debug)(
             service=service, environment=environment, image_version=image, strategy=strategy, policy=policy
         )
@@ -308,6 +330,33 @@ def release(
         as_json,
         {"summary": summary.model_dump(mode="json", exclude={"analyses"})},
     )
+
+
+def _print_plan(
+    service: str, environment: str, image: str, strategy: Strategy | None, policy: str, as_json: bool
+) -> None:
+    """`release --plan`: read the cloud (read methods only: switchyard/cloud/readonly.py), plan, print.
+    Exit 0 when the release would run, 3 when its preflight would refuse it (as the release would)."""
+    from blocks import load_release_policy, load_service_context
+    from switchyard.cloud.factory import cloud_for
+    from switchyard.cloud.readonly import read_release_plan
+
+    release_policy = load_release_policy(policy)
+    if strategy is not None:
+        release_policy = release_policy.model_copy(update={"strategy": strategy})
+    context = load_service_context(service, environment)
+    found = read_release_plan(cloud_for(context), context, release_policy, image)
+    payload = {"plan": found.model_dump(mode="json")}
+    if found.refused:
+        typer.echo(found.text())
+        _say(
+            Outcome.REFUSED,
+            f"plan of the release of {service} {image} to {environment}: the release would be refused before "
+            "any change (see the failed checks above); nothing was changed",
+            as_json,
+            payload,
+        )
+    _say(Outcome.OK, found.text(), as_json, payload)
 
 
 @app.command()

@@ -17,12 +17,13 @@ from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
 from blocks import load_environment, load_release_policy, load_service
-from switchyard.cloud.errors import CloudError, StaleStateError
+from switchyard.cloud.errors import StaleStateError
 from switchyard.cloud.factory import cloud_for
-from switchyard.core.capacity import ComputeQuota
+from switchyard.cloud.readonly import read_release_inputs
 from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import ReleaseRefused
+from switchyard.core.plan import ReleasePlan, plan_release
 from switchyard.core.preflight import check_release, version_refusal
 from switchyard.core.rollout import (
     TAG_PHASE,
@@ -37,7 +38,6 @@ from switchyard.core.rollout import (
     retirement,
 )
 from switchyard.core.state import ImageObservation, ScaleSetObservation, ServiceObservation
-from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color, Topology
 from switchyard.stages.smoke import run_smoke_tests
 from tasks.events import emit, now
@@ -99,6 +99,7 @@ class PreflightReport(BaseModel):
     live_image: str | None
     canary_plan: list[CanaryStep]
     checks: list[str]
+    plan: ReleasePlan  # what this release will do from here (the first section of its summary)
 
 
 @task(name="preflight checks", cache_policy=NO_CACHE)
@@ -108,33 +109,24 @@ def preflight(context: ReleaseContext) -> PreflightReport:
     refusal = version_refusal(context.image_version)
     if refusal is not None:
         raise ReleaseRefused(refusal)
-    cloud = cloud_for(context)
-    image = cloud.gallery.image_version(context.service.name, context.image_version)
-    # The published versions only matter to say what exists instead of a missing image.
-    published = [] if image.exists else [v.gallery_version for v in cloud.gallery.image_versions(context.service.name)]
-    observed = cloud.observe(context.topology)
-    quota: ComputeQuota | CloudError
-    try:
-        quota = cloud.scale_sets.compute_quota()
-    except CloudError as error:
-        quota = error
-    timing: MetricTiming | CloudError
-    try:
-        timing = cloud.telemetry.timing(context.topology).with_delay(context.policy.metrics_delay_s)
-    except CloudError as error:
-        timing = error
-    found = check_release(context, context.policy, image, published, observed, quota, timing)
+    # The same reads `switchyard release --plan` makes, so the plan it prints is this one.
+    found_inputs = read_release_inputs(cloud_for(context), context, context.policy, context.image_version)
+    image, published, observed = found_inputs.image, found_inputs.published, found_inputs.observed
+    found = check_release(context, context.policy, image, published, observed, found_inputs.quota, found_inputs.timing)
     if found.refusal is not None:
         logger.error(found.refusal)
         raise ReleaseRefused(found.refusal)
     for check in found.checks:
         logger.info("preflight: %s", check)
+    plan = plan_release(context, context.policy, image, published, observed, found_inputs.quota, found_inputs.timing)
+    logger.info("plan:\n%s", plan.text())
     assert found.live_color is not None  # no problem found: the gateway routes production somewhere
     return PreflightReport(
         live_color=found.live_color,
         live_image=found.live_image,
         canary_plan=found.canary_plan,
         checks=found.checks,
+        plan=plan,
     )
 
 

@@ -98,7 +98,10 @@ def check_release(
     plan: list[CanaryStep] = []
     if live is not None:
         live_set = observed.scale_set(live)
-        unhealthy = [a for a in live_set.addresses if gateway.pool_of(live).health.get(a) != "Up"]
+        # The gateway probes only the pools its rules route to: mid-canary (a re-run after a crash)
+        # the live instances' health is in the canary pool production routes to, not in their own.
+        probed = gateway.canary_pool_of(live) if gateway.canary_routed else gateway.pool_of(live)
+        unhealthy = [a for a in live_set.addresses if probed.health.get(a) != "Up"]
         if live_set.instances and unhealthy:
             problems.append(f"live color {live.value} is not healthy: {', '.join(unhealthy)} not Up")
         elif live_set.instances:

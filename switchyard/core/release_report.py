@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from switchyard.core.canary import SplitCheck, Verdict
+from switchyard.core.plan import ReleasePlan
 
 Outcome = Literal["running", "promoted", "already-live", "rolled-back", "failed"]
 
@@ -40,6 +41,8 @@ class ReleaseSummary(BaseModel):
     failed_verdict_at: datetime | None = None
     traffic_restored_at: datetime | None = None
     first_user_request_at: datetime | None = None
+    # What the release planned at its start, from preflight's observation (its summary opens with it).
+    plan: ReleasePlan | None = None
 
     def add(self, at: datetime, step: str, detail: str) -> TimelineEntry:
         entry = TimelineEntry(at=at, step=step, detail=detail)

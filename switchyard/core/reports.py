@@ -56,6 +56,9 @@ def release_report(summary: ReleaseSummary) -> Report:
         lines += ["", summary.outcome_detail]
     if summary.seconds_to_restore is not None:
         lines += ["", f"Traffic was back on the stable color {summary.seconds_to_restore:.2f} s after the verdict."]
+    if summary.plan is not None:
+        # The plan comes first: what the release meant to do, then (the timeline) what it did.
+        lines += ["", summary.plan.markdown().rstrip("\n")]
     lines += ["", "## Timeline", "", "| Time (UTC) | Step | Detail |", "|---|---|---|"]
     for entry in summary.timeline:
         # Milliseconds: the steps of a rollback are a few of them apart.

@@ -32,6 +32,8 @@ class StatusReport(BaseModel):
             f"{self.service} in {self.environment}: production on {self.live_color or 'nothing'}"
             + (
                 f", canary {self.canary_share:.0%} ({', '.join(self.canary_addresses)})"
+                if self.canary_share
+                else f", canary prepared, not serving ({', '.join(self.canary_addresses)})"
                 if self.canary_addresses
                 else ""
             )
@@ -64,7 +66,9 @@ def service_status(observed: ServiceObservation) -> StatusReport:
         )
     canary = observed.canary_addresses
     live_count = len(observed.scale_set(live).instances) if live else 0
-    share = len(canary) / (live_count + len(canary)) if canary else 0.0
+    # Canary instances are prepared in the canary pool before production routes there (and stay
+    # after a rollback until cleared): they get a share of users only while the canary serves.
+    share = len(canary) / (live_count + len(canary)) if observed.canary_serving else 0.0
     return StatusReport(
         service=observed.topology.service,
         environment=observed.topology.environment,

@@ -122,3 +122,81 @@ def test_a_rolled_back_release_exits_4_and_a_second_try_is_refused_with_3(stack:
     assert again.returncode == 3, again.stderr[-3000:]
     assert "refused, nothing was changed" in again.stderr and "was rolled back before" in again.stderr
     assert_no_traceback(again)
+
+
+def whole_cloud(stack: Stack) -> dict[str, Any]:
+    """What switchyard could change of the sample service in every environment, read through the
+    adapter: the gateway (ETag, rules, tags, pools), the idle color whole, the live color's image, and
+    every gallery version with its tags. The live color's size is left out: it belongs to its
+    autoscale setting, which may scale it in while the test runs (as on Azure; test_release.py's
+    refusal test does the same)."""
+    from blocks import load_environment, load_service
+    from switchyard.cloud.factory import cloud_for
+    from switchyard.core.config import ServiceContext
+
+    seen: dict[str, Any] = {}
+    with stack.client_settings():
+        for environment in ("staging", ENV):
+            context = ServiceContext(environment=load_environment(environment), service=load_service(SERVICE))
+            cloud = cloud_for(context)
+            observed = cloud.observe(context.topology, with_health=False)
+            gateway = observed.gateway
+            live = observed.live_color
+            seen[environment] = {
+                "gateway": (gateway.etag, gateway.production_pool, gateway.test_pool, gateway.tags),
+                "idle": observed.scale_set(live.other).model_dump(mode="json") if live else None,
+                "live image": observed.scale_set(live).image_version if live else None,
+                "live runs": {i.image_version for i in observed.scale_set(live).instances} if live else None,
+                "gallery": [v.model_dump(mode="json") for v in cloud.gallery.image_versions(SERVICE)],
+            }
+    return seen
+
+
+def test_a_release_plan_prints_the_steps_from_where_production_stands_and_changes_nothing(
+    stack: Stack, images: dict[str, str]
+) -> None:
+    """After the releases above production runs v1; the plan of v2 is a canary from there."""
+    before = whole_cloud(stack)
+
+    result = switchyard(stack, "release", SERVICE, "--env", ENV, "--image", images["v2"], "--plan")
+    as_json = switchyard(stack, "release", SERVICE, "--env", ENV, "--image", images["v2"], "--plan", "--json")
+
+    assert whole_cloud(stack) == before
+    for run in (result, as_json):
+        assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
+        assert_no_traceback(run)
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Plan: release of {SERVICE} {images['v2']} to {ENV} (canary); nothing has been changed"
+    assert "Preflight:" in lines and "Steps:" in lines
+    assert not [line for line in lines if line.startswith("  FAIL")], result.stdout
+    assert any("canary at " in line and "set the split, judge it" in line for line in lines), result.stdout
+    assert lines[-1].startswith("Ends: promoted:")
+    plan = last_json(as_json)
+    assert plan["outcome"] == "ok"
+    kinds = [step["kind"] for step in plan["plan"]["steps"]]
+    assert kinds[-3:] == ["promote", "analyse_promoted", "finalize"] and "smoke_test" in kinds
+    assert plan["plan"]["live_image"] == images["v1"] and plan["plan"]["outcome"] == "promoted"
+
+
+def test_fleet_status_shows_every_environment_as_the_cloud_has_it_and_changes_nothing(
+    stack: Stack, images: dict[str, str]
+) -> None:
+    before = whole_cloud(stack)
+
+    result = switchyard(stack, "fleet", "status")
+    as_json = switchyard(stack, "fleet", "status", "--json")
+
+    assert whole_cloud(stack) == before
+    for run in (result, as_json):
+        assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
+        assert_no_traceback(run)
+    assert result.stdout.splitlines()[0].split()[:4] == ["SERVICE", "ENVIRONMENT", "LIVE", "IMAGE"]
+    rows = {(row["service"], row["environment"]): row for row in last_json(as_json)["rows"]}
+    assert set(rows) == {(SERVICE, "staging"), (SERVICE, ENV)}
+    production = rows[(SERVICE, ENV)]
+    assert production["state"] == "ok" and production["image_version"] == images["v1"]
+    assert (production["base"], production["app_version"]) == ("debian-12", "1.0.0")
+    assert 0 < production["healthy"] <= production["total"]  # autoscale may be draining one meanwhile
+    assert production["release_in_flight"] is None and production["age_s"] is not None
+    # `up` provisions staging but nothing was released there: a row that says so, not an error.
+    assert rows[(SERVICE, "staging")]["state"] == "ok" and rows[(SERVICE, "staging")]["note"] == "nothing live yet"

@@ -63,6 +63,7 @@ DEPLOYMENTS = {
     "release-on-merge",
     "weekly-report",
     "retire-idle-colors",
+    "fleet-status",
     "guard",
 }
 COMMIT = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"

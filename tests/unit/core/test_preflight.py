@@ -184,3 +184,24 @@ def test_a_canary_is_refused_while_live_instances_are_missing_from_the_canary_po
     [problem] = check_release(context(), CANARY, image(), [], missing, quota(), FAST).problems
     assert "127.1.0.6 are not in the blue-and-canary pool" in problem and "--strategy blue-green" in problem
     assert check_release(context(), BLUE_GREEN, image(), [], missing, quota(), FAST).problems == []
+
+
+def test_mid_canary_the_live_color_s_health_is_read_where_production_routes() -> None:
+    """The gateway probes only routed pools: while production routes to blue-and-canary, blue's own
+    pool has no health at all, and a re-run after a crash must not call blue unhealthy for it."""
+    mid_canary = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), canary=[address(Color.GREEN, 0)])
+    unprobed = {**mid_canary.gateway.pools, "blue": mid_canary.gateway.pools["blue"].model_copy(update={"health": {}})}
+    state = mid_canary.model_copy(update={"gateway": mid_canary.gateway.model_copy(update={"pools": unprobed})})
+
+    found = check_release(context(), CANARY, image(), [], state, quota(), FAST)
+
+    assert found.problems == []
+    assert "live color blue: 3 healthy instance(s)" in found.checks
+
+    sick = {**unprobed, "blue-and-canary": unprobed["blue-and-canary"].model_copy(update={"health": {}})}
+    state = state.model_copy(update={"gateway": state.gateway.model_copy(update={"pools": sick})})
+    assert (
+        check_release(context(), CANARY, image(), [], state, quota(), FAST)
+        .problems[0]
+        .startswith("live color blue is not healthy")
+    )

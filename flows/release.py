@@ -11,6 +11,9 @@ The runbook, step by step:
   5. promote: the production rule moves to the new color in one write; judged again.
   6. finalize: autoscale follows (the new color's setting on, the old one's off), the image
      becomes eligible as latest, the old color scales to zero after the warm period.
+The release policy's hooks run around this: pre_deploy (an expand migration) before step 2 changes
+anything, and a failure refuses the release; post_promote (a contract migration) once step 6 is
+done, and a failure is an alert: the release stays promoted.
 Any failure after the first user request reached the new color rolls back at once: production
 back to the stable pool in one gateway write.
 
@@ -51,11 +54,13 @@ from switchyard.core.rollout import (
     Stop,
     Strategy,
     next_action,
+    pre_deploy_due,
     reaches_users,
 )
 from switchyard.core.state import ServiceObservation
 from tasks.canary import analyse_canary, analyse_promoted, clear_canary, set_canary_split
-from tasks.events import emit, heartbeat, now
+from tasks.events import HOOK_FAILED_STEP, emit, heartbeat, now
+from tasks.hooks import run_post_promote_hook, run_pre_deploy_hook
 from tasks.locks import LockBusy, hold_lock
 from tasks.release import (
     ReleaseContext,
@@ -157,11 +162,16 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
         update_progress_artifact(progress_id, progress=min(95.0, step_number * 100.0 / 12))
         if isinstance(action, Done):
             summary.outcome = action.outcome
+            if summary.warnings:
+                summary.outcome_detail = "Promoted, with a warning: " + "; ".join(summary.warnings)
             summary.live_after = observed.live_color.value if observed.live_color else None
             update_progress_artifact(progress_id, progress=100.0)
             return
         if isinstance(action, Stop):
             _stop(context, summary, observed, action.reason)
+        if pre_deploy_due(observed, action, request.image_version, progress):
+            _pre_deploy(context, summary)
+            progress.pre_deploy_passed_for = request.image_version
         exposed = reaches_users(observed, action, request.image_version)
         if exposed and summary.first_user_request_at is None:
             summary.first_user_request_at = now()
@@ -177,7 +187,57 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
         if failed_analysis is not None:
             analysis, reason = failed_analysis
             _roll_back(context, request, progress, summary, analysis, reason)
+        if isinstance(action, Finalize):
+            # Outside the rollback's reach on purpose: nothing the hook does undoes the release.
+            _post_promote(context, summary)
     raise ReleaseFailed(f"the release did not converge in {MAX_STEPS} steps; see the timeline", summary)
+
+
+def _pre_deploy(context: ReleaseContext, summary: ReleaseSummary) -> None:
+    """The policy's pre_deploy hook, before this release's first cloud change; a failure refuses it."""
+    try:
+        result = run_pre_deploy_hook(context)
+    except Exception as error:
+        summary.outcome = "failed"
+        summary.outcome_detail = f"The pre_deploy hook could not be run: {error}. Nothing was changed."
+        raise
+    if result is None:
+        return
+    summary.hooks.append(result)
+    summary.add(now(), "pre_deploy hook", f"{result.target}: {result.detail}")
+    if result.passed:
+        return
+    emit(context, HOOK_FAILED_STEP, {"image": context.image_version, "hook": "pre_deploy", "detail": result.detail})
+    reason = (
+        f"the pre_deploy hook `{result.target}` failed ({result.detail}); nothing of this release was changed "
+        f"in the cloud. Fix what it reports (its output is in the run's logs and the release summary) and "
+        f"release again"
+    )
+    summary.outcome = "refused"
+    summary.outcome_detail = f"Refused: {reason}."
+    raise ReleaseRefused(reason)
+
+
+def _post_promote(context: ReleaseContext, summary: ReleaseSummary) -> None:
+    """The policy's post_promote hook, once the release is finalized. Its failure is an alert and a
+    warning, never a rollback: the new version passed under full traffic, and the old one may not
+    work against what a contract migration already removed."""
+    try:
+        result = run_post_promote_hook(context)
+    except Exception as error:  # a hook that cannot even run is a warning too, for the same reason
+        detail = f"could not be run: {type(error).__name__}: {error}"
+    else:
+        if result is None:
+            return
+        summary.hooks.append(result)
+        summary.add(now(), "post_promote hook", f"{result.target}: {result.detail}")
+        if result.passed:
+            return
+        detail = f"`{result.target}` failed ({result.detail})"
+    warning = f"the post_promote hook {detail}; the release stays promoted. Run it again by hand once fixed"
+    get_run_logger().error(warning)
+    summary.warnings.append(warning)
+    emit(context, HOOK_FAILED_STEP, {"image": context.image_version, "hook": "post_promote", "detail": detail})
 
 
 def _stopped_elsewhere(

@@ -37,6 +37,10 @@ def emit(context: ServiceContext, step: str, payload: dict[str, object]) -> None
 
 HEARTBEAT_EVENT = "switchyard.release.heartbeat"
 FINISHED_EVENT = "switchyard.release.finished"
+# A release hook failed (payload: image, hook, detail). After post_promote it is the only sign of
+# trouble, since the release itself stays promoted: point an automation's notification at it.
+HOOK_FAILED_STEP = "hook-failed"
+HOOK_FAILED_EVENT = f"switchyard.release.{HOOK_FAILED_STEP}"
 
 
 @contextmanager

@@ -8,9 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from switchyard.core.canary import SplitCheck, Verdict
+from switchyard.core.hooks import HookResult
 from switchyard.core.plan import ReleasePlan
 
-Outcome = Literal["running", "promoted", "already-live", "rolled-back", "failed"]
+# "refused": stopped before any change by this run (a failed pre_deploy hook).
+Outcome = Literal["running", "promoted", "already-live", "refused", "rolled-back", "failed"]
 
 
 class TimelineEntry(BaseModel):
@@ -43,6 +45,9 @@ class ReleaseSummary(BaseModel):
     first_user_request_at: datetime | None = None
     # What the release planned at its start, from preflight's observation (its summary opens with it).
     plan: ReleasePlan | None = None
+    hooks: list[HookResult] = Field(default_factory=list)
+    # What went wrong without changing the outcome, e.g. a failed post_promote hook after promotion.
+    warnings: list[str] = Field(default_factory=list)
 
     def add(self, at: datetime, step: str, detail: str) -> TimelineEntry:
         entry = TimelineEntry(at=at, step=step, detail=detail)

@@ -7,12 +7,14 @@ verdict, the scan gate and the DORA report render their own sections, which thes
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
 from switchyard.core.findings import SEVERITIES_WORST_FIRST, FindingKind
 from switchyard.core.guard import GuardReport
+from switchyard.core.hooks import HookResult
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.routine import MergeRelease, ServicePatch, StageOutcome, chain_failure
@@ -44,7 +46,8 @@ def _cell(text: str) -> str:
 
 def release_report(summary: ReleaseSummary) -> Report:
     """A release: outcome, the colors before and after, the timeline, and every analysis."""
-    icon = {"promoted": "✅", "already-live": "✅", "rolled-back": "↩️", "failed": "❌"}.get(summary.outcome, "⏳")
+    icons = {"promoted": "✅", "already-live": "✅", "refused": "🛑", "rolled-back": "↩️", "failed": "❌"}
+    icon = "⚠️" if summary.outcome == "promoted" and summary.warnings else icons.get(summary.outcome, "⏳")
     lines = [
         f"# {icon} Release of {summary.service} {summary.image_version} to {summary.environment}: "
         f"**{summary.outcome.upper()}**",
@@ -54,6 +57,8 @@ def release_report(summary: ReleaseSummary) -> Report:
     ]
     if summary.outcome_detail:
         lines += ["", summary.outcome_detail]
+    for warning in summary.warnings:
+        lines += ["", f"**Warning:** {warning}"]
     if summary.seconds_to_restore is not None:
         lines += ["", f"Traffic was back on the stable color {summary.seconds_to_restore:.2f} s after the verdict."]
     if summary.plan is not None:
@@ -68,10 +73,30 @@ def release_report(summary: ReleaseSummary) -> Report:
         if analysis.split is not None:
             lines += [f"**Traffic split:** {analysis.split.reason}", ""]
         lines.append(analysis.verdict.markdown())
+    if summary.hooks:
+        lines += ["", hooks_markdown(summary.hooks)]
+    warned = " (with warnings)" if summary.warnings else ""
     return Report(
         markdown="\n".join(lines) + "\n",
-        description=f"Release of {summary.service} {summary.image_version} to {summary.environment}: {summary.outcome}",
+        description=f"Release of {summary.service} {summary.image_version} to {summary.environment}: "
+        f"{summary.outcome}{warned}",
     )
+
+
+def hooks_markdown(results: list[HookResult]) -> str:
+    """The release's hooks: what ran, how it ended, and the end of its output (already redacted)."""
+    lines = ["## Hooks", "", "| Hook | Ran | Result | Detail |", "|---|---|---|---|"]
+    for result in results:
+        mark = "✅ passed" if result.passed else "❌ failed"
+        lines.append(f"| {result.hook} | `{_cell(result.target)}` | {mark} | {_cell(result.detail)} |")
+    for result in results:
+        output = "response" if result.kind == "http" else "output"
+        for stream, text in ((output, result.stdout_tail), ("errors", result.stderr_tail)):
+            if text:
+                # A fence longer than any run of backticks in the output, so the output cannot end it.
+                fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+                lines += ["", f"**{result.hook} {stream}** (the end):", "", fence, text, fence]
+    return "\n".join(lines)
 
 
 def guard_report(report: GuardReport) -> Report:

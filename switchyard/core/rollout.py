@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from switchyard.core.canary import CanaryPolicy
+from switchyard.core.hooks import ReleaseHooks
 from switchyard.core.state import ImageObservation, ServiceObservation
 from switchyard.core.topology import Color
 
@@ -98,6 +99,10 @@ class ReleasePolicy(BaseModel):
     scale_down_delay_s: float = Field(600.0, ge=0, description="How long the old color stays warm after a release.")
     approval_required: bool = Field(False, description="Pause for a person before production switches.")
     approval_timeout_s: float = Field(3600.0, gt=0, description="No answer by then: roll back.")
+    hooks: ReleaseHooks = Field(
+        default_factory=ReleaseHooks,
+        description="pre_deploy (expand migrations) and post_promote (contract migrations): a command or an HTTP call.",
+    )
 
     @field_validator("canary_steps")
     @classmethod
@@ -178,6 +183,7 @@ class ReleaseProgress(BaseModel):
     passed_steps: list[int] = Field(default_factory=list)  # canary instance counts judged PASS
     approved: bool = False
     promoted_analysis_passed: bool = False
+    pre_deploy_passed_for: str | None = None  # image version whose pre_deploy hook passed in this run
 
 
 # Actions ----------------------------------------------------------------------------------------
@@ -360,6 +366,21 @@ def next_action(
             + f"; production moves to {idle.value}"
         ),
     )
+
+
+def pre_deploy_due(observed: ServiceObservation, action: Action, image_version: str, progress: ReleaseProgress) -> bool:
+    """Is `action` the first preparation of the idle color for `image_version`, so that the release's
+    pre_deploy hook runs now, before it?
+
+    Only when no idle instance runs the image yet: a re-run after a crash that finds the image
+    (partly) on the idle color has passed pre_deploy before, since nothing is prepared until it
+    passes. Hooks must be idempotent anyway: a crash between the hook and the first write runs it
+    again."""
+    if not isinstance(action, PrepareIdle) or action.image_version != image_version:
+        return False
+    if progress.pre_deploy_passed_for == image_version:
+        return False
+    return not any(i.image_version == image_version for i in observed.scale_set(action.color).instances)
 
 
 def reaches_users(observed: ServiceObservation, action: Action, image_version: str) -> bool:

@@ -324,9 +324,11 @@ def release(
             service=service, environment=environment, image_version=image, strategy=strategy, policy=policy
         )
     live = f"; production is on {summary.live_after}" if summary.live_after else ""
+    # A promotion with a warning (a failed post_promote hook) is still a promotion: exit 0, but say it.
+    warned = "".join(f"\nwarning: {warning}" for warning in summary.warnings)
     _say(
         Outcome.OK,
-        f"{what}: {summary.outcome}{live}",
+        f"{what}: {summary.outcome}{live}{warned}",
         as_json,
         {"summary": summary.model_dump(mode="json", exclude={"analyses"})},
     )

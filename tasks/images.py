@@ -10,6 +10,7 @@ import subprocess
 import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
+from uuid import uuid4
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
@@ -149,18 +150,22 @@ def validate_inputs(context: ServiceContext, plan: ImagePlan, template: Path) ->
             f"{app_dir}/switchyard-app.json says port {config.service_port}, but service {context.service.name} "
             f"is configured for {context.service.service_port}"
         )
-    request = _request(context, plan)
+    request = _request(context, plan, _builds(plan) / "validate")
     PackerRunner().validate_template(template, variables=request.packer_variables())
 
 
-def _request(context: ServiceContext, plan: ImagePlan) -> LocalImageRequest:
+def _builds(plan: ImagePlan) -> Path:
+    return default_state_dir() / "builds" / plan.service
+
+
+def _request(context: ServiceContext, plan: ImagePlan, output_dir: Path) -> LocalImageRequest:
     return LocalImageRequest(
         service=plan.service,
         app_dir=Path(context.service.app_dir),
         version=plan.version,
         git_commit=plan.git_commit,
         fault_profile=plan.fault_profile,
-        output_dir=default_state_dir() / "builds" / plan.service,
+        output_dir=output_dir,
         built_at=datetime.now(UTC).replace(microsecond=0),
     )
 
@@ -169,9 +174,12 @@ def _request(context: ServiceContext, plan: ImagePlan) -> LocalImageRequest:
 def build_image(context: ServiceContext, plan: ImagePlan, template: Path, timeout_s: float) -> LocalImage:
     logger = get_run_logger()
     cancel = threading.Event()
+    # A folder of its own for every build: two builds of one version (two environments' galleries,
+    # two stacks on one machine) would otherwise write the same artifact and checksum file at once.
+    output_dir = _builds(plan) / f"{plan.gallery_version}-{uuid4().hex[:8]}"
     try:
         image = build_local_image(
-            _request(context, plan),
+            _request(context, plan, output_dir),
             on_line=lambda line: logger.info("packer: %s", line.text),
             timeout=timeout_s,
             cancel_event=cancel,

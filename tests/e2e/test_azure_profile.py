@@ -1,14 +1,14 @@
 """Releases on the emulator's `azure` timing profile: what a release meets on Azure.
 
-One-minute metric grains published a minute late, access-log records visible after an ingestion
-delay, gateway and scale-set writes that take seconds and answer without Retry-After, and Azure's
-autoscale limits. The same release code as everywhere: it must promote a good canary with no failed
-request, roll a bad one back, switch colors twice in a row, and leave autoscale on the serving color
-after a manual rollback.
+One-minute metric grains published after the minute ends, access-log records visible after an
+ingestion delay, gateway and scale-set writes that take seconds and answer without Retry-After, and
+Azure's autoscale limits. The same release code as everywhere: it must promote a good canary with
+no failed request, roll a bad one back, switch colors twice in a row, and leave autoscale on the
+serving color after a manual rollback.
 
-The delays are shorter than Azure's where the behaviour is the same (writes of 6 s, not tens; log
-ingestion of 20 s, Azure's documented minimum), and the release policy's windows are Azure's: one
-grain, judged once its data has arrived.
+The delays are shorter than Azure's where the behaviour is the same (writes of 6 s, not tens;
+metrics 20 s after their minute, not one or two minutes; log ingestion of 20 s, Azure's documented
+minimum), and the release policy's windows are Azure's: one grain, judged once its data has arrived.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ RATE = 40.0
 def slow_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
     args = [
         "--lro-retry-after", "0",
-        "--metrics-latency", "60",
+        "--metrics-latency", "20",
         "--log-ingestion-delay", "20",
         "--gateway-write-seconds", str(WRITE_S),
         "--scale-set-write-seconds", str(WRITE_S),
@@ -90,7 +90,7 @@ def ports(fleet: Fleet, slow_emulator: EmulatorHandle) -> FrontendPorts:
                 "analysis_window_s": 60,  # one grain
                 "check_interval_s": 5,
                 "promoted_analysis_window_s": 0,
-                "metrics_delay_s": 60,  # the emulator publishes a minute's datapoint 60 s after it
+                "metrics_delay_s": 20,  # the emulator publishes a minute's datapoint 20 s after it
                 "healthy_timeout_s": 120,
                 "scale_down_delay_s": 600,
                 "slo": default.slo.model_copy(update={"min_requests": 200, "min_latency_samples": 200}),

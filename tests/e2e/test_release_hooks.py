@@ -190,9 +190,12 @@ def test_pre_deploy_runs_before_the_idle_color_is_prepared_and_post_promote_afte
     assert post_record["SWITCHYARD_HOOK"] == "post_promote"
     assert post_record["production_served"] == v2  # the contract migration ran after promotion
 
-    # Releasing the same image again: it is live, so neither hook runs a second time.
+    # Releasing the same image again: it is live and its release finalized (the planner reports that
+    # as "promoted", as it would to a run resumed after a crash in finalize), so no step runs and
+    # neither hook runs a second time.
     again = release(service=SERVICE, environment=ENV, image_version=v2, policy=policy)
-    assert again.outcome == "already-live" and again.hooks == []
+    assert again.outcome == "promoted" and again.hooks == []
+    assert [entry.step for entry in again.timeline] == ["preflight", "done"]
     assert len(records(pre)) == 1 and len(records(post)) == 1
 
 

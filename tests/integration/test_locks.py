@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -54,48 +55,41 @@ def test_a_lock_that_would_not_exclude_a_second_run_is_refused_and_left_as_it_is
     assert _limit(name) == (limit, active)  # never silently "repaired": a person decides
 
 
-def test_a_second_holder_waits_then_is_told_who_held_it() -> None:
-    name = image_build_lock("sample")
+@contextlib.contextmanager
+def held_elsewhere(name: str) -> Iterator[None]:
+    """`name` held by another holder (a thread here, another run's process in life) until the block ends."""
     holding, done = threading.Event(), threading.Event()
 
-    def first() -> None:
+    def other() -> None:
         with hold_lock(name, timeout_s=10):
             holding.set()
             done.wait(30)
 
-    thread = threading.Thread(target=first)
+    thread = threading.Thread(target=other)
     thread.start()
     try:
         assert holding.wait(30)
+        yield
+    finally:
+        done.set()
+        thread.join(30)
+
+
+def test_a_second_holder_waits_then_is_told_who_held_it() -> None:
+    name = image_build_lock("sample")
+    with held_elsewhere(name):
         started = time.monotonic()
         busy = f"lock {name} was held by another run for more than 2 s"
         with pytest.raises(LockBusy, match=busy), hold_lock(name, timeout_s=2):
             pytest.fail("two holders of a one-slot lock")
         assert time.monotonic() - started >= 2
-    finally:
-        done.set()
-        thread.join(30)
     with hold_lock(name, timeout_s=10):  # free again once the first let go
         pass
 
 
 def test_a_rollback_goes_ahead_without_the_lock_when_a_release_holds_it() -> None:
     name = "release:preempted:production"
-    holding, done = threading.Event(), threading.Event()
-
-    def release() -> None:
-        with hold_lock(name, timeout_s=10):
-            holding.set()
-            done.wait(30)
-
-    thread = threading.Thread(target=release)
-    thread.start()
-    try:
-        assert holding.wait(30)
-        with release_lock_or_preempt(name, wait_s=1) as held:
-            assert held is False
-    finally:
-        done.set()
-        thread.join(30)
+    with held_elsewhere(name), release_lock_or_preempt(name, wait_s=1) as held:
+        assert held is False
     with release_lock_or_preempt(name, wait_s=10) as held:
         assert held is True

@@ -7,9 +7,10 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from switchyard_emulator.common import Ctx, require_resource_group
+from switchyard_emulator.common import Ctx, check_preconditions, new_etag, require_resource_group
 from switchyard_emulator.errors import ArmError, bad_request, not_found, reference_not_found
 from switchyard_emulator.ids import ResourceId, key_of, parse_resource_id, provider_id
+from switchyard_emulator.schema import typespec_schema, validate
 from switchyard_emulator.store import StoredResource
 
 if TYPE_CHECKING:
@@ -82,6 +83,17 @@ class ResourceKind:
         _, existing = self.lookup(ctx, *names)
         if existing is None:
             raise not_found(self.full_type, "/".join(names), ctx.params["rg"])
+        return existing
+
+    def replace_tags(self, ctx: Ctx, tags_model: type) -> StoredResource:
+        """PATCH of a resource's tags (Azure's "UpdateTags" operation): If-Match honoured, the body
+        checked against the TagsObject model of the resource's API, a new ETag."""
+        existing = self.get_or_404(ctx, ctx.params["name"])
+        check_preconditions(ctx, existing)
+        tags = validate(ctx.json_body(), typespec_schema(tags_model))
+        existing.body["tags"] = tags.get("tags", {})
+        existing.etag = new_etag()
+        self.em.store.put(existing)
         return existing
 
     def resolve(self, value: Any, target: str) -> tuple[ResourceId, StoredResource]:

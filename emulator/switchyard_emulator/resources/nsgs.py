@@ -224,12 +224,7 @@ class SecurityGroups:
         await self.em.gateways.refresh_all()
 
     async def patch_tags(self, ctx: Ctx) -> Response:
-        existing = self.kind.get_or_404(ctx, ctx.params["name"])
-        check_preconditions(ctx, existing)
-        tags = validate(ctx.json_body(), typespec_schema(nm.TagsObject))
-        existing.body["tags"] = tags.get("tags", {})
-        existing.etag = new_etag()
-        self.em.store.put(existing)
+        existing = self.kind.replace_tags(ctx, nm.TagsObject)
         return resource_response(200, self.render(existing), existing.etag)
 
     async def delete(self, ctx: Ctx) -> Response:

@@ -93,11 +93,12 @@ def release(
     environment: str,
     image_version: str,
     strategy: Strategy | None = None,
-    policy: str = "default",
+    policy: str | None = None,
     lock_timeout_s: float = 600.0,
 ) -> ReleaseSummary:
     """Release `image_version` (a gallery version, e.g. 1002000.20261100.1) of `service` to
-    `environment`. `strategy` overrides the release policy's; `policy` names the release policy."""
+    `environment`. `strategy` overrides the release policy's; `policy` names the release policy
+    (default: the environment's, its `release_policy`)."""
     logger = get_run_logger()
     context = load_release_context(service, environment, image_version, policy, strategy)
     topology = context.topology

@@ -299,7 +299,9 @@ def release(
     strategy: Annotated[
         Strategy | None, typer.Option(help="canary or blue-green (default: the release policy's).")
     ] = None,
-    policy: Annotated[str, typer.Option(help="Release policy block.")] = "default",
+    policy: Annotated[
+        str | None, typer.Option(help="Release policy block (default: the environment's release_policy).")
+    ] = None,
     plan: Annotated[
         bool, typer.Option("--plan", help="Print the steps the release would take from here; change nothing.")
     ] = False,
@@ -335,7 +337,7 @@ def release(
 
 
 def _print_plan(
-    service: str, environment: str, image: str, strategy: Strategy | None, policy: str, as_json: bool
+    service: str, environment: str, image: str, strategy: Strategy | None, policy: str | None, as_json: bool
 ) -> None:
     """`release --plan`: read the cloud (read methods only: switchyard/cloud/readonly.py), plan, print.
     Exit 0 when the release would run, 3 when its preflight would refuse it (as the release would)."""
@@ -343,10 +345,10 @@ def _print_plan(
     from switchyard.cloud.factory import cloud_for
     from switchyard.cloud.readonly import read_release_plan
 
-    release_policy = load_release_policy(policy)
+    context = load_service_context(service, environment)
+    release_policy = load_release_policy(policy or context.environment.release_policy)
     if strategy is not None:
         release_policy = release_policy.model_copy(update={"strategy": strategy})
-    context = load_service_context(service, environment)
     found = read_release_plan(cloud_for(context), context, release_policy, image)
     payload = {"plan": found.model_dump(mode="json")}
     if found.refused:

@@ -76,13 +76,14 @@ def retry_unless(*hopeless: type[BaseException]) -> Callable[[object, object, St
 
 @task(name="load release configuration", cache_policy=NO_CACHE)
 def load_release_context(
-    service: str, environment: str, image_version: str, policy: str, strategy: Strategy | None
+    service: str, environment: str, image_version: str, policy: str | None, strategy: Strategy | None
 ) -> ReleaseContext:
-    release_policy = load_release_policy(policy)
-    if strategy is not None:
-        release_policy = release_policy.model_copy(update={"strategy": strategy})
+    """`policy` None: the environment's own release policy."""
     service_config = load_service(service)
     environment_config = load_environment(environment)
+    release_policy = load_release_policy(policy or environment_config.release_policy)
+    if strategy is not None:
+        release_policy = release_policy.model_copy(update={"strategy": strategy})
     service_config.ports_in(environment)  # the service must be deployed to that environment
     return ReleaseContext(
         environment=environment_config,

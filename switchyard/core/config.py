@@ -69,6 +69,11 @@ class AzureEnvironment(BaseModel):
         description="Address prefixes (CIDR) besides the virtual network that may reach the test listener "
         "(where smoke tests run from). The test listener is on a private frontend, never public.",
     )
+    release_policy: str = Field(
+        "default",
+        description="The release policy releases here use unless one is named: staging without user "
+        "traffic and production with it rarely want the same canary.",
+    )
     lro_polling_interval_s: float | None = Field(
         None,
         gt=0,

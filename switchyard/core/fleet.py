@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from switchyard.core.config import AzureEnvironment, ImageRecipe, ServiceConfig
 from switchyard.core.rollout import ReleasePolicy
@@ -29,6 +29,20 @@ class Fleet(BaseModel):
     release_policies: dict[str, ReleasePolicy] = Field(default_factory=lambda: {"default": ReleasePolicy()})
     scan_policies: dict[str, ScanConfiguration]
     image_recipes: dict[str, ImageRecipe] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _environments_name_known_policies(self) -> Fleet:
+        unknown = [
+            f"{name} names release_policy {environment.release_policy!r}"
+            for name, environment in self.environments.items()
+            if environment.release_policy not in self.release_policies
+        ]
+        if unknown:
+            raise ValueError(
+                f"{'; '.join(unknown)}, which release_policies does not define (it has: "
+                f"{', '.join(sorted(self.release_policies))})"
+            )
+        return self
 
     def recipe(self, service: str) -> ImageRecipe:
         return self.image_recipes.get(service) or ImageRecipe(service=service)

@@ -6,7 +6,9 @@ The runbook, per service:
   2. rebuild that image (same base, app version and commit) on this month's patch level: a forced
      build gets the next rebuild revision of the month, scanned and published like any other;
   3. release it to each environment in order (staging, then production), stopping this service at
-     its first environment that does not go live; the other services carry on.
+     its first environment that does not go live; the other services of its wave carry on.
+Services go in waves (each service's `patch_wave`, 1 first): a wave starts once the one before it
+is done, and a wave in which a service failed holds back the waves after it.
 A Markdown artifact (`monthly-patch`) shows the fleet: old -> new version and each environment's
 outcome. The run fails when any service failed, after every service had its turn.
 
@@ -47,9 +49,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.image_pipeline import image_pipeline
 from flows.release_on_merge import DEFAULT_ENVIRONMENTS, release_through
 from switchyard.core.reports import monthly_patch_report
-from switchyard.core.routine import ServicePatch, StageOutcome, chain_failure
+from switchyard.core.routine import ServicePatch, StageOutcome, chain_failure, held_back, patch_waves
 from tasks.history import change_tags
-from tasks.routine import check_environments, fleet_services, production_image
+from tasks.routine import check_environments, fleet_services, patch_waves_of, production_image
 
 # In-process, builds and releases of different services run side by side, a few at a time: one
 # process's threads share one machine's Packer builds and the Prefect database.
@@ -148,13 +150,37 @@ def monthly_patch(
     logger = get_run_logger()
     environments = check_environments(environments)
     names = sorted(set(services)) if services is not None else fleet_services()
-    logger.info("patching %d service(s): %s", len(names), ", ".join(names) or "none")
-    if current_deployment.id is not None:
-        results = _patch_as_deployment_runs(names, environments)
-    else:
-        results = _patch_in_threads(names, environments)
+    waves = patch_waves(patch_waves_of(names))
+    logger.info(
+        "patching %d service(s) in %d wave(s): %s",
+        len(names),
+        len(waves),
+        " | ".join(", ".join(wave) for wave in waves) or "none",
+    )
+    results: list[ServicePatch] = []
+    for number, wave in enumerate(waves, start=1):
+        logger.info("wave %d of %d: %s", number, len(waves), ", ".join(wave))
+        if current_deployment.id is not None:
+            done = _patch_as_deployment_runs(wave, environments)
+        else:
+            done = _patch_in_threads(wave, environments)
+        results += done
+        logger.info(
+            "%d of %d service(s) done: %s",
+            len(results),
+            len(names),
+            ", ".join(f"{r.service} {r.result}" for r in done),
+        )
+        failed = [r for r in done if r.result == "failed"]
+        if failed and number < len(waves):
+            # A wave that failed stops the waves after it: a bad patch level or a broken base image
+            # shows in the first services, before it reaches the rest of the fleet.
+            later = [service for rest in waves[number:] for service in rest]
+            logger.warning("wave %d failed; holding back %d service(s): %s", number, len(later), ", ".join(later))
+            results += held_back(later, failed)
+            break
     _publish(results, environments)
-    failed = [r for r in results if r.result == "failed"]
+    failed = [r for r in results if r.result in ("failed", "held")]
     if failed:
         raise MonthlyPatchFailed(
             f"{len(failed)} of {len(results)} service(s) not patched: "

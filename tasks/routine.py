@@ -77,6 +77,12 @@ def fleet_services() -> list[str]:
     return sorted(d.name for d in documents if d.name and not d.is_anonymous)
 
 
+@task(name="read the services' patch waves", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def patch_waves_of(services: list[str]) -> dict[str, int]:
+    """Each service's monthly patch wave, from its block (what the UI edits)."""
+    return {service: load_service(service).patch_wave for service in services}
+
+
 class ProductionImage(BaseModel):
     """What an environment serves now, or why there is nothing to patch."""
 

@@ -223,6 +223,14 @@ class ServiceConfig(BaseModel):
     health_path: str = Field("/health", pattern=r"^/")
     frontend_ports: dict[str, FrontendPorts] = Field(description="Gateway frontend ports per environment name.")
     autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
+    patch_wave: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="The monthly patch's wave: wave 1 first, each wave only once every service of the "
+        "waves before it was patched or skipped (put the services others depend on, or the least "
+        "critical, first).",
+    )
     probe_interval_s: int = Field(2, ge=1, le=86400)
     probe_timeout_s: int = Field(2, ge=1, le=86400)
     probe_unhealthy_threshold: int = Field(2, ge=1, le=20)

@@ -6,6 +6,7 @@ of the fleet. Both stop a chain at its first environment that does not go live.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
@@ -48,8 +49,26 @@ class ServicePatch(BaseModel):
     """One service's monthly patch: the image it ran, the one rebuilt, and the chain's outcomes."""
 
     service: str
-    result: Literal["patched", "skipped", "failed"]
+    # held: not tried, because a service of an earlier wave failed
+    result: Literal["patched", "skipped", "failed", "held"]
     detail: str = ""
     old_version: str | None = None
     new_version: str | None = None
     stages: list[StageOutcome] = []
+
+
+def patch_waves(waves: Mapping[str, int]) -> list[list[str]]:
+    """Services grouped by their patch wave, lowest wave first, names sorted within a wave."""
+    grouped: dict[int, list[str]] = {}
+    for service, wave in waves.items():
+        grouped.setdefault(wave, []).append(service)
+    return [sorted(grouped[wave]) for wave in sorted(grouped)]
+
+
+def held_back(services: list[str], failed: list[ServicePatch]) -> list[ServicePatch]:
+    """The services of the waves after one that failed: not tried, and why."""
+    names = ", ".join(patch.service for patch in failed)
+    return [
+        ServicePatch(service=service, result="held", detail=f"not tried: an earlier wave failed ({names})")
+        for service in services
+    ]

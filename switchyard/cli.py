@@ -155,7 +155,13 @@ def _check_names(**names: str | None) -> None:
                 raise BadInput(str(error)) from None
 
 
-def _connect(service: str | None = None, environment: str | None = None) -> None:
+def _connect(
+    service: str | None = None,
+    environment: str | None = None,
+    *,
+    more_services: list[str] | None = None,
+    more_environments: list[str] | None = None,
+) -> None:
     """Point at the Prefect API (the local stack's when it runs), refuse unknown names, then register
     the fleet file's missing blocks. Unknown names are refused before any block is written, and
     without starting Prefect's temporary server when no API is configured (its blocks would be the
@@ -172,12 +178,14 @@ def _connect(service: str | None = None, environment: str | None = None) -> None
 
         known_services |= set(known_names(ServiceBlock))
         known_environments |= set(known_names(AzureEnvironmentBlock))
-    if service is not None and service not in known_services:
-        raise BadInput(f"unknown service {service!r}; the fleet has: {', '.join(sorted(known_services)) or 'none'}")
-    if environment is not None and environment not in known_environments:
-        raise BadInput(
-            f"unknown environment {environment!r}; the fleet has: {', '.join(sorted(known_environments)) or 'none'}"
-        )
+    for name in [*([service] if service else []), *(more_services or [])]:
+        if name not in known_services:
+            raise BadInput(f"unknown service {name!r}; the fleet has: {', '.join(sorted(known_services)) or 'none'}")
+    for name in [*([environment] if environment else []), *(more_environments or [])]:
+        if name not in known_environments:
+            raise BadInput(
+                f"unknown environment {name!r}; the fleet has: {', '.join(sorted(known_environments)) or 'none'}"
+            )
     if not PREFECT_API_URL.value() and environment in fleet.environments:
         chosen = fleet.environments[environment]
         if chosen.auth == "emulator" and chosen.emulator_file and not Path(chosen.emulator_file).exists():
@@ -236,6 +244,32 @@ def fleet_status(as_json: JsonOption = False, debug: DebugOption = False) -> Non
 
         report = read_fleet_status(fleet_members(), cloud_for, datetime.now(UTC))
     _say(Outcome.OK, report.text(), as_json, report.model_dump(mode="json"))
+
+
+@fleet_app.command("patch")
+def fleet_patch(
+    services: Annotated[
+        list[str] | None, typer.Option("--service", help="A service to patch (repeat; default: the whole fleet).")
+    ] = None,
+    environments: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="Environments in order, the last one production (default: staging, production)."),
+    ] = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Run the monthly patch now: rebuild what production runs on this month's patch level and release
+    it down the environments, wave by wave (runs the monthly-patch flow here)."""
+    with _outcomes("fleet patch", as_json, debug):
+        for service in services or []:
+            _check_names(service=service)
+        for environment in environments or []:
+            _check_names(environment=environment)
+        _connect(more_services=services, more_environments=environments)
+        patch = _flow("monthly-patch", debug)
+        results = patch(services=services, environments=environments) if environments else patch(services=services)
+    tally = ", ".join(f"{r.service} {r.result}" for r in results) or "no service"
+    _say(Outcome.OK, f"fleet patch: {tally}", as_json, {"results": [r.model_dump(mode="json") for r in results]})
 
 
 @image_app.command("build")

@@ -88,6 +88,9 @@ def images(stack: Stack) -> dict[str, str]:
         ),
         (["image", "build", SERVICE, "--app-version", "1.2"], "is not MAJOR.MINOR.PATCH"),
         (["status", "nosuch", "--env", ENV], "unknown service 'nosuch'"),
+        (["fleet", "patch", "--service", SERVICE, "--service", "nosuch"], "unknown service 'nosuch'"),
+        (["fleet", "patch", "--env", "staging", "--env", "qa"], "unknown environment 'qa'"),
+        (["release", SERVICE, "--env", ENV, "--image", "1000000.20261100.1", "--policy", "nosuch"], "nosuch"),
     ],
 )
 def test_bad_input_is_refused_with_exit_code_2_and_one_line(stack: Stack, args: list[str], says: str) -> None:

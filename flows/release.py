@@ -33,7 +33,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.input import RunInput
 
 from switchyard.core.analysis import Analysis
-from switchyard.core.canary import CanaryOutcome
+from switchyard.core.canary_verdict import CanaryOutcome
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary, StepAnalysis
 from switchyard.core.reports import release_report

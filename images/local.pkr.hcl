@@ -1,7 +1,7 @@
 # The local image: one deterministic tar.gz holding an image root (docs/architecture.md, "The image
 # artifact"), built without a VM. Written for Packer 1.6.6 (Debian's): no packer {} block, no data
 # sources, no `packer init`; only built-in components (null builder, shell-local, artifice, checksum,
-# manifest). switchyard.images.packer.build_local_image() passes every variable with absolute paths.
+# manifest). switchyard.images.local_image.build_local_image() passes every variable with absolute paths.
 
 variable "service" {
   type        = string

@@ -32,7 +32,9 @@ from switchyard.core.analysis import (
     golden_signals,
     watch_decision,
 )
-from switchyard.core.canary import Verdict, judge_canary, verify_split
+from switchyard.core.canary import judge_canary
+from switchyard.core.canary_split import verify_split
+from switchyard.core.canary_verdict import Verdict
 from switchyard.core.config import ServiceContext
 from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, CanaryStep, Phase, canary_instances_for
 from switchyard.core.state import ServiceObservation

@@ -31,13 +31,8 @@ from switchyard.core.outcomes import GateFailed
 from switchyard.core.scan_policy import GateResult, ScanConfiguration, evaluate
 from switchyard.core.versions import ImageVersion, PatchLevel, next_patch_level
 from switchyard.images.artifact import load_app_config
-from switchyard.images.packer import (
-    LOCAL_TEMPLATE,
-    LocalImage,
-    LocalImageRequest,
-    PackerRunner,
-    build_local_image,
-)
+from switchyard.images.local_image import LocalImage, LocalImageRequest, build_local_image
+from switchyard.images.packer import LOCAL_TEMPLATE, PackerRunner
 from switchyard.images.scan import ImageScan, scan_artifact
 from switchyard.images.scanners.osv import OsvScanner
 from switchyard.images.scanners.trivy import TrivyConfig, TrivyScanner

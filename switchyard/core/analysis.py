@@ -17,15 +17,9 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from switchyard.core.canary import (
-    AnalysisWindow,
-    CanaryEvidence,
-    CanaryOutcome,
-    CheckKind,
-    SideEvidence,
-    SplitCheck,
-    Verdict,
-)
+from switchyard.core.canary_inputs import AnalysisWindow, CanaryEvidence, SideEvidence
+from switchyard.core.canary_split import SplitCheck
+from switchyard.core.canary_verdict import CanaryOutcome, CheckKind, Verdict
 from switchyard.core.state import ServiceObservation
 from switchyard.core.topology import Color
 
@@ -140,7 +134,7 @@ def watch_decision(verdict: Verdict, *, window_ended: bool, may_extend: bool) ->
     """What a watch over a canary does after a look at its verdict so far.
 
     Only SLO breaches stop a watch early: comparisons are fixed-sample tests, judged once at the end
-    (switchyard.core.canary). `may_extend` is whether the window may still be extended (once)."""
+    (switchyard.core.canary_comparisons). `may_extend` is whether the window may still be extended (once)."""
     if not window_ended:
         if any(reason.check == CheckKind.SLO for reason in verdict.failing_reasons):
             return WatchDecision.STOP_EARLY
@@ -153,7 +147,7 @@ def watch_decision(verdict: Verdict, *, window_ended: bool, may_extend: bool) ->
 def certain_breach(verdict: Verdict) -> bool:
     """An SLO breach that no later data can undo: more errors, slow requests or CPU than the SLO
     allows over the minimum sample, counted from data that late arrivals can only raise. It may be
-    acted on before the data is complete (switchyard.core.canary, "certain breaches")."""
+    acted on before the data is complete (switchyard.core.canary_slo, "certain breaches")."""
     return any(reason.check == CheckKind.SLO and reason.certain for reason in verdict.failing_reasons)
 
 

@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from switchyard.core.canary import SplitCheck, Verdict
+from switchyard.core.canary_split import SplitCheck
+from switchyard.core.canary_verdict import Verdict
 from switchyard.core.hooks import HookResult
 from switchyard.core.plan import ReleasePlan
 

@@ -18,7 +18,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from switchyard.core.canary import CanaryPolicy
+from switchyard.core.canary_inputs import CanaryPolicy
 from switchyard.core.hooks import ReleaseHooks
 from switchyard.core.state import ImageObservation, ServiceObservation
 from switchyard.core.topology import Color

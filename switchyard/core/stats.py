@@ -5,7 +5,7 @@ they answer different questions:
 
 * `nearest_rank_percentile` is the one latency SLOs use. "p95 <= 500 ms" then means exactly
   "at least 95% of the requests took at most 500 ms", so a breach can be counted in requests and
-  reasoned about before the sample is complete (see switchyard.core.canary).
+  reasoned about before the sample is complete (see switchyard.core.canary_slo).
 * `interpolated_percentile` (linear interpolation between order statistics, as numpy's default,
   Excel's PERCENTILE.INC and BigQuery's PERCENTILE_CONT) is the one DORA dashboards such as Four
   Keys use for lead time and restore time; its median is the textbook median.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +64,14 @@ def mean(values: Sequence[float] | np.ndarray) -> float | None:
     return float(data.mean()) if data.size else None
 
 
+def scipy_stats() -> Any:
+    """scipy.stats, imported on first use: importing it costs seconds, and every flow run process
+    imports this module (through the release policy) while only a canary's judge needs it."""
+    from scipy import stats
+
+    return stats
+
+
 def clopper_pearson_interval(successes: int, trials: int, confidence: float) -> tuple[float, float]:
     """Exact (Clopper-Pearson) two-sided confidence interval of a binomial proportion.
 
@@ -71,9 +80,7 @@ def clopper_pearson_interval(successes: int, trials: int, confidence: float) -> 
         raise ValueError("a confidence interval needs at least one trial")
     if not 0 <= successes <= trials:
         raise ValueError(f"successes must be within 0..{trials}, got {successes}")
-    from scipy import stats as scipy_stats  # on first use: importing scipy.stats costs seconds
-
-    interval = scipy_stats.binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
+    interval = scipy_stats().binomtest(successes, trials).proportion_ci(confidence_level=confidence, method="exact")
     return float(interval.low), float(interval.high)
 
 

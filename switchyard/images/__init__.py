@@ -2,9 +2,10 @@
 
 Entry points for the flow's tasks:
 
-* ``switchyard.images.packer.build_local_image(LocalImageRequest, on_line=..., timeout=...,
-  cancel_event=...) -> LocalImage`` (and ``build_local_image_async``); ``PackerRunner`` for
-  ``validate_template`` / ``fmt_check`` / ``build_template`` of any template (images/azure.pkr.hcl).
+* ``switchyard.images.local_image.build_local_image(LocalImageRequest, on_line=..., timeout=...,
+  cancel_event=...) -> LocalImage`` (and ``build_local_image_async``);
+  ``switchyard.images.packer.PackerRunner`` for ``validate_template`` / ``fmt_check`` /
+  ``build_template`` of any template (images/azure.pkr.hcl).
 * ``switchyard.images.scan.scan_artifact(artifact, scanners=[TrivyScanner(...), OsvScanner(...)],
   sbom_scanner=..., sbom_path=...) -> ImageScan`` (findings, scanned kinds, SBOM digest).
 * Then, pure: ``switchyard.core.scan_policy.evaluate`` (the gate) and

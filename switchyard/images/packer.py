@@ -1,4 +1,4 @@
-"""Running Packer: streamed output, timeouts, cancellation, machine-readable parsing, the manifest.
+"""Running Packer: streamed output, timeouts, cancellation, its process group.
 
 ``PackerRunner`` is packerpy's ``PackerExecutable`` (whose argument building it reuses) with an
 ``execute_cmd`` that does not block until the end: Packer runs in its own process group, every output
@@ -6,8 +6,8 @@ line goes to a callback as it comes (the flow sends them to the Prefect log), a 
 cancellation (KeyboardInterrupt, asyncio.CancelledError, an explicit cancel event) stops the whole
 group (SIGTERM, then SIGKILL), and a failure raises an error carrying Packer's own error text.
 
-``build_local_image()`` is the entry point of the image pipeline: it builds images/local.pkr.hcl for
-one app and image version and returns the checked artifact.
+The local image built with it is switchyard.images.local_image; what Packer prints and writes back
+is read in switchyard.images.packer_output.
 """
 
 from __future__ import annotations
@@ -20,24 +20,27 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol, TypeVar
 
 from packerpy import PackerExecutable
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from switchyard.core.image_metadata import format_utc
-from switchyard.core.topology import check_name
-from switchyard.core.versions import ImageVersion
-from switchyard.images.artifact import (
-    ArtifactError,
-    FaultProfile,
-    ImageManifest,
-    load_app_config,
-    read_manifest,
-    sha256_file,
+from switchyard.images.packer_output import (
+    OUTPUT_TAIL_LINES,
+    LineCallback,
+    PackerBuildError,
+    PackerCancelledError,
+    PackerFormatError,
+    PackerLine,
+    PackerManifestEntry,
+    PackerNotFoundError,
+    PackerRun,
+    PackerTemplateError,
+    PackerTimeoutError,
+    last_run_uuid,
+    parse_machine_readable,
+    read_packer_manifest,
 )
 from switchyard.stack.processes import stop_process_group
 
@@ -48,123 +51,8 @@ LOCAL_TEMPLATE = IMAGES_DIR / "local.pkr.hcl"
 AZURE_TEMPLATE = IMAGES_DIR / "azure.pkr.hcl"
 
 DEFAULT_BUILD_TIMEOUT_SECONDS = 600.0
-_OUTPUT_TAIL_LINES = 40
 # After Packer exits, how long its output pipes may stay open before we stop reading them.
 _PIPE_DRAIN_SECONDS = 2.0
-
-
-# --- errors -------------------------------------------------------------------------------------
-
-
-class PackerError(RuntimeError):
-    """Packer did not do what was asked. ``packer_errors`` holds Packer's own error messages."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        exit_code: int | None = None,
-        packer_errors: Sequence[str] = (),
-        output_tail: Sequence[str] = (),
-    ) -> None:
-        details = "\n".join(packer_errors)
-        super().__init__(f"{message}\n{details}".rstrip() if details else message)
-        self.exit_code = exit_code
-        self.packer_errors = list(packer_errors)
-        self.output_tail = list(output_tail)
-
-
-class PackerNotFoundError(PackerError):
-    pass
-
-
-class PackerTemplateError(PackerError):
-    """Packer rejected the template (syntax, unknown arguments, invalid builder settings, ...)."""
-
-
-class PackerBuildError(PackerError):
-    pass
-
-
-class PackerFormatError(PackerError):
-    """``packer fmt -check`` found files that are not in canonical format."""
-
-    def __init__(self, message: str, *, unformatted: Sequence[str], exit_code: int | None) -> None:
-        super().__init__(message, exit_code=exit_code, packer_errors=unformatted)
-        self.unformatted = list(unformatted)
-
-
-class PackerTimeoutError(PackerError):
-    pass
-
-
-class PackerCancelledError(PackerError):
-    pass
-
-
-# --- machine-readable output --------------------------------------------------------------------
-
-
-class MachineReadableLine(BaseModel):
-    """One ``-machine-readable`` line: ``timestamp,target,type,data...``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    timestamp: int
-    target: str
-    type: str
-    data: tuple[str, ...]
-
-    @property
-    def ui_kind(self) -> str | None:
-        """say / message / error for ``ui`` lines."""
-        return self.data[0] if self.type == "ui" and self.data else None
-
-    @property
-    def text(self) -> str:
-        if self.type == "ui" and len(self.data) >= 2:
-            return ",".join(self.data[1:])
-        return ",".join(self.data)
-
-
-def _unescape(field: str) -> str:
-    # Packer escapes commas, newlines and carriage returns inside fields.
-    return field.replace("%!(PACKER_COMMA)", ",").replace("\\n", "\n").replace("\\r", "\r")
-
-
-def parse_machine_readable(line: str) -> MachineReadableLine | None:
-    """Parse one line of ``packer -machine-readable`` output; None for any other line."""
-    parts = line.rstrip("\r\n").split(",")
-    if len(parts) < 3 or not parts[0].isdigit():
-        return None
-    return MachineReadableLine(
-        timestamp=int(parts[0]),
-        target=_unescape(parts[1]),
-        type=_unescape(parts[2]),
-        data=tuple(_unescape(part) for part in parts[3:]),
-    )
-
-
-class PackerLine(BaseModel):
-    """A line Packer printed, as it came, with its parsed form when it is machine-readable."""
-
-    model_config = ConfigDict(frozen=True)
-
-    stream: Literal["stdout", "stderr"]
-    raw: str
-    machine: MachineReadableLine | None = None
-
-    @property
-    def text(self) -> str:
-        """What a human wants in a log: the message, unescaped, without the machine-readable frame."""
-        return (self.machine.text if self.machine else self.raw).rstrip("\n")
-
-    @property
-    def is_error(self) -> bool:
-        return self.machine is not None and self.machine.ui_kind == "error"
-
-
-LineCallback = Callable[[PackerLine], None]
 
 
 class CancelSignal(Protocol):
@@ -179,79 +67,6 @@ class _AnyOf:
 
     def is_set(self) -> bool:
         return any(signal_.is_set() for signal_ in self._signals)
-
-
-class PackerRun(BaseModel):
-    """A finished Packer command."""
-
-    model_config = ConfigDict(frozen=True)
-
-    argv: tuple[str, ...]
-    exit_code: int
-    lines: tuple[PackerLine, ...]
-
-    @property
-    def errors(self) -> list[str]:
-        """Packer's own error messages (``ui,error`` lines); stderr when there are none."""
-        errors = [line.text.strip() for line in self.lines if line.is_error]
-        if not errors:
-            errors = [line.text.strip() for line in self.lines if line.stream == "stderr" and line.text.strip()]
-        return errors
-
-    @property
-    def tail(self) -> list[str]:
-        return [line.text for line in self.lines[-_OUTPUT_TAIL_LINES:]]
-
-
-# --- the manifest post-processor ----------------------------------------------------------------
-
-
-class PackerManifestFile(BaseModel):
-    name: str
-    size: int
-
-
-class PackerManifestEntry(BaseModel):
-    """One build recorded by Packer's manifest post-processor."""
-
-    name: str
-    builder_type: str
-    build_time: int
-    files: list[PackerManifestFile] = Field(default_factory=list)
-    artifact_id: str = ""
-    packer_run_uuid: str
-    custom_data: dict[str, str] = Field(default_factory=dict)
-
-
-class PackerManifest(BaseModel):
-    builds: list[PackerManifestEntry]
-    last_run_uuid: str
-
-
-def _last_run_uuid(path: Path) -> str | None:
-    try:
-        return PackerManifest.model_validate_json(path.read_bytes()).last_run_uuid
-    except (OSError, ValidationError):
-        return None
-
-
-def read_packer_manifest(path: Path) -> PackerManifestEntry:
-    """The entry of the last run (``last_run_uuid``) in a manifest post-processor's file.
-
-    The file accumulates every run that wrote to it; older entries belong to earlier builds.
-    """
-    try:
-        manifest = PackerManifest.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise PackerBuildError(f"Packer finished but wrote no manifest at {path}") from None
-    except ValidationError as error:
-        raise PackerBuildError(
-            f"Packer's manifest {path} is not what the manifest post-processor writes: {error}"
-        ) from None
-    for entry in reversed(manifest.builds):
-        if entry.packer_run_uuid == manifest.last_run_uuid:
-            return entry
-    raise PackerBuildError(f"Packer's manifest {path} has no build for its last run {manifest.last_run_uuid}")
 
 
 StreamName = Literal["stdout", "stderr"]
@@ -391,12 +206,12 @@ class PackerRunner(PackerExecutable):
                 if cancel_event is not None and cancel_event.is_set():
                     raise PackerCancelledError(
                         f"packer {packer_cmd} was cancelled",
-                        output_tail=[line.text for line in lines[-_OUTPUT_TAIL_LINES:]],
+                        output_tail=[line.text for line in lines[-OUTPUT_TAIL_LINES:]],
                     )
                 if deadline is not None and time.monotonic() >= deadline:
                     raise PackerTimeoutError(
                         f"packer {packer_cmd} did not finish within {timeout:g} s; its process group was stopped",
-                        output_tail=[line.text for line in lines[-_OUTPUT_TAIL_LINES:]],
+                        output_tail=[line.text for line in lines[-OUTPUT_TAIL_LINES:]],
                     )
                 if process.poll() is not None:
                     if exited_at is None:
@@ -488,7 +303,7 @@ class PackerRunner(PackerExecutable):
         """``packer build``; returns this run's entry of the manifest post-processor's file."""
         # The file accumulates runs: remember the last one before, so an entry left by an earlier
         # build can never be taken for this one.
-        previous_run = _last_run_uuid(manifest_path)
+        previous_run = last_run_uuid(manifest_path)
         result = self.run(
             "build",
             str(template),
@@ -511,125 +326,6 @@ class PackerRunner(PackerExecutable):
         return entry
 
 
-# --- the local image --------------------------------------------------------------------------
-
-
-class LocalImageRequest(BaseModel):
-    """What to build: one service's app folder as one image version."""
-
-    model_config = ConfigDict(frozen=True)
-
-    service: str
-    app_dir: Path
-    version: ImageVersion
-    git_commit: str = Field(pattern=r"^[0-9a-f]{7,64}$")
-    fault_profile: FaultProfile = Field(default_factory=lambda: FaultProfile.model_validate({}))
-    output_dir: Path
-    # Part of the manifest and every tar entry's mtime: the same request gives the same digest.
-    built_at: datetime = Field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
-
-    @field_validator("service")
-    @classmethod
-    def _service_name(cls, service: str) -> str:
-        return check_name("service", service)
-
-    @property
-    def artifact_name(self) -> str:
-        return f"{self.service}-{self.version.gallery_version}.tar.gz"
-
-    @property
-    def packer_manifest_path(self) -> Path:
-        return self.output_dir.resolve() / f"{self.service}-{self.version.gallery_version}.packer-manifest.json"
-
-    def packer_variables(self) -> dict[str, str]:
-        return {
-            "service": self.service,
-            "app_dir": str(self.app_dir.resolve()),
-            "base": str(self.version.base),
-            "patch_level": str(self.version.patch_level),
-            "app_version": str(self.version.app_version),
-            "gallery_version": self.version.gallery_version,
-            "git_commit": self.git_commit,
-            "fault_profile": self.fault_profile.model_dump_json(exclude_none=True),  # unset faults stay out
-            "built_at": format_utc(self.built_at),
-            "output_dir": str(self.output_dir.resolve()),
-            "packer_manifest_path": str(self.packer_manifest_path),
-        }
-
-
-class LocalImage(BaseModel):
-    """A built and checked local image artifact."""
-
-    model_config = ConfigDict(frozen=True)
-
-    artifact_path: Path
-    sha256: str
-    size_bytes: int
-    manifest: ImageManifest
-    packer_run_uuid: str
-
-    @property
-    def source_uri(self) -> str:
-        """The gallery image version's ``storageProfile.osDiskImage.source.uri`` for the emulator."""
-        return self.artifact_path.resolve().as_uri()
-
-
-def build_local_image(
-    request: LocalImageRequest,
-    *,
-    runner: PackerRunner | None = None,
-    template: Path = LOCAL_TEMPLATE,
-    on_line: LineCallback | None = None,
-    timeout: float | None = DEFAULT_BUILD_TIMEOUT_SECONDS,
-    cancel_event: CancelSignal | None = None,
-) -> LocalImage:
-    """Build images/local.pkr.hcl for ``request`` and check what came out.
-
-    Checks: the checksum post-processor's sha256 matches the file, and the manifest inside the
-    artifact states exactly the requested service, versions, commit and fault profile.
-    """
-    load_app_config(request.app_dir)  # a clear error before Packer's, when the folder is wrong
-    if not template.is_file():
-        raise PackerTemplateError(f"the local template {template} does not exist")
-    request.output_dir.mkdir(parents=True, exist_ok=True)
-    runner = runner or PackerRunner()
-    entry = runner.build_template(
-        template.resolve(),
-        variables=request.packer_variables(),
-        manifest_path=request.packer_manifest_path,
-        on_line=on_line,
-        timeout=timeout,
-        cancel_event=cancel_event,
-    )
-    artifact = request.output_dir.resolve() / request.artifact_name
-    if request.artifact_name not in {file.name for file in entry.files} or not artifact.is_file():
-        raise PackerBuildError(f"Packer reported success but {artifact} was not produced")
-    digest = sha256_file(artifact)
-    recorded = _recorded_checksum(Path(f"{artifact}.sha256"), artifact.name)
-    if recorded != digest:
-        raise PackerBuildError(f"{artifact.name}: sha256 {digest} does not match the checksum file's {recorded}")
-    manifest = read_manifest(artifact)
-    expected = {
-        "name": request.service,
-        "base": str(request.version.base),
-        "patch_level": str(request.version.patch_level),
-        "app_version": str(request.version.app_version),
-        "gallery_version": request.version.gallery_version,
-        "git_commit": request.git_commit,
-        "fault_profile": request.fault_profile,
-    }
-    differing = [key for key, value in expected.items() if getattr(manifest, key) != value]
-    if differing:
-        raise ArtifactError(f"{artifact.name}: manifest.json differs from the request in {', '.join(differing)}")
-    return LocalImage(
-        artifact_path=artifact,
-        sha256=digest,
-        size_bytes=artifact.stat().st_size,
-        manifest=manifest,
-        packer_run_uuid=entry.packer_run_uuid,
-    )
-
-
 async def call_cancellable(function: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run a blocking Packer call (one that takes ``cancel_event``) for an async caller.
 
@@ -648,21 +344,3 @@ async def call_cancellable(function: Callable[..., T], /, *args: Any, **kwargs: 
         with contextlib.suppress(PackerCancelledError):
             await work
         raise
-
-
-async def build_local_image_async(request: LocalImageRequest, **kwargs: Any) -> LocalImage:
-    """``build_local_image`` for async callers: cancelling the awaiting task stops Packer's group."""
-    return await call_cancellable(build_local_image, request, **kwargs)
-
-
-def _recorded_checksum(checksum_file: Path, artifact_name: str) -> str:
-    """The sha256 the checksum post-processor wrote (``<hex>\\t<name>`` lines)."""
-    try:
-        lines = checksum_file.read_text().splitlines()
-    except FileNotFoundError:
-        raise PackerBuildError(f"the checksum post-processor wrote no {checksum_file.name}") from None
-    for line in lines:
-        digest, _, name = line.partition("\t")
-        if name.strip() == artifact_name:
-            return digest.strip()
-    raise PackerBuildError(f"{checksum_file.name} has no line for {artifact_name}")

@@ -26,8 +26,6 @@ import asyncio
 import concurrent.futures
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,14 +35,8 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr
 
 from switchyard.checkout import PREFECT_FILE, REPO_ROOT
-from switchyard.stack.postgres import (
-    DatabaseConfig,
-    DatabaseError,
-    DatabaseKind,
-    LocalPostgres,
-    external_database,
-    stop_postgres,
-)
+from switchyard.stack.launches import Clock, Echo, Launches, Register, collect, stop_because, stop_one
+from switchyard.stack.postgres import DatabaseConfig, DatabaseKind, stop_postgres
 from switchyard.stack.prefect_server import PrefectServer, PrefectServerError
 from switchyard.stack.processes import (
     ProcessRecord,
@@ -55,9 +47,9 @@ from switchyard.stack.processes import (
     port_is_free,
     proc_stat,
     process_tree,
-    spawn,
     stop_processes,
 )
+from switchyard.stack.server_database import choose_database, database_kind, prepare_database
 from switchyard.stack.state import (
     DEFAULT_FLEET_FILE,
     DEFAULT_PORT,
@@ -70,9 +62,6 @@ from switchyard.stack.state import (
     STOP_GRACE_S,
     STOP_ORDER,
     WORK_POOL,
-    WORKER_HEARTBEAT_SECONDS,
-    WORKER_ONLINE_TIMEOUT_S,
-    WORKER_QUERY_SECONDS,
     StackError,
     StackPaths,
     StackState,
@@ -85,16 +74,10 @@ from switchyard.stack.state import (
     prefect_healthy,
     read_stack,
     stop_order,
-    worker_name,
-    worker_process,
 )
+from switchyard.stack.workers import ensure_workers
 from switchyard_emulator.launcher import LOG_FILE as EMULATOR_LOG_FILE
 from switchyard_emulator.launcher import EmulatorStartError, start_emulator
-
-Echo = Callable[[str], None]
-# A launch tells its launcher how to find the process it spawned, so that an aborted `up` can kill
-# a process that is still starting.
-Register = Callable[[Callable[[], "subprocess.Popen[bytes] | None"]], None]
 
 # The steps of `up` -------------------------------------------------------------------------------
 
@@ -113,21 +96,12 @@ class UpOptions(BaseModel):
     profile: Literal["fast", "azure"] | None = None
 
 
-class _Clock:
-    def __init__(self, echo: Echo) -> None:
-        self.start = time.monotonic()
-        self.echo = echo
-
-    def say(self, message: str) -> None:
-        self.echo(f"[{time.monotonic() - self.start:5.1f}s] {message}")
-
-
 def _deployment_names() -> list[str]:
     spec = yaml.safe_load(PREFECT_FILE.read_text()) or {}
     return [str(d["name"]) for d in spec.get("deployments", [])]
 
 
-def _start_emulator(paths: StackPaths, profile: str, clock: _Clock, register: Register) -> ProcessRecord:
+def _start_emulator(paths: StackPaths, profile: str, clock: Clock, register: Register) -> ProcessRecord:
     # Not tied to this process's life (no die_with_parent): the emulator outlives `up`.
     try:
         process, info = start_emulator(
@@ -148,7 +122,7 @@ def _start_emulator(paths: StackPaths, profile: str, clock: _Clock, register: Re
     )
 
 
-def _choose_port(requested: int | None, clock: _Clock) -> int:
+def _choose_port(requested: int | None, clock: Clock) -> int:
     if requested is not None:
         if not 1 <= requested <= 65535:
             raise StackError(f"--port {requested} is not a TCP port (1-65535)")
@@ -166,7 +140,7 @@ def _choose_port(requested: int | None, clock: _Clock) -> int:
 
 
 def _start_prefect(
-    paths: StackPaths, port: int, database: DatabaseConfig, clock: _Clock, register: Register
+    paths: StackPaths, port: int, database: DatabaseConfig, clock: Clock, register: Register
 ) -> ProcessRecord:
     server = PrefectServer(paths.prefect_home, port, database_environment=database.server_environment())
     register(lambda: server.process)
@@ -241,14 +215,6 @@ async def _missing_deployments() -> list[str]:
     return [name for name in _deployment_names() if name not in present]
 
 
-async def _worker_online(name: str, since: datetime) -> bool:
-    from prefect.client.orchestration import get_client
-
-    async with get_client() as client:
-        workers = await client.read_workers_for_work_pool(WORK_POOL)
-    return any(w.name == name and w.last_heartbeat_time is not None and w.last_heartbeat_time >= since for w in workers)
-
-
 def _run_to_log(argv: list[str], env: dict[str, str], log: Path, timeout_s: float, what: str) -> None:
     """Run a command to completion, its output in `log`; a failure shows the log's end."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -272,7 +238,7 @@ def _run_to_log(argv: list[str], env: dict[str, str], log: Path, timeout_s: floa
         raise StackError(f"{what} failed with exit code {code} (log {log}):\n{log_tail(log)}")
 
 
-def _deploy(paths: StackPaths, api_url: str, clock: _Clock) -> None:
+def _deploy(paths: StackPaths, api_url: str, clock: Clock) -> None:
     clock.say("deploying prefect.yaml (prefect deploy --all) ...")
     argv = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_FILE)]
     _run_to_log(
@@ -285,7 +251,7 @@ def _deploy(paths: StackPaths, api_url: str, clock: _Clock) -> None:
     clock.say(f"deployed: {', '.join(_deployment_names())}")
 
 
-def _provision(paths: StackPaths, api_url: str, environments: list[str], clock: _Clock) -> None:
+def _provision(paths: StackPaths, api_url: str, environments: list[str], clock: Clock) -> None:
     clock.say(f"provisioning {SAMPLE_SERVICE} in {', '.join(environments)} (the provision flow) ...")
     for environment in environments:
         argv = [sys.executable, "-m", "switchyard.cli", "provision", SAMPLE_SERVICE, "--env", environment]
@@ -297,47 +263,6 @@ def _provision(paths: StackPaths, api_url: str, environments: list[str], clock: 
             f"provisioning {SAMPLE_SERVICE} in {environment}",
         )
     clock.say(f"{SAMPLE_SERVICE} provisioned in {', '.join(environments)} (logs in {paths.logs_dir})")
-
-
-def _worker_argv(number: int, limit: int) -> list[str]:
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process"]
-    argv += ["--name", worker_name(number)]
-    # A limit is what spreads runs: a worker without one takes every run that is due when it polls.
-    return argv + (["--limit", str(limit)] if limit else [])
-
-
-def _running_limit(record: ProcessRecord) -> int:
-    """The --limit a running worker was started with (0: none)."""
-    argv = record.argv
-    return int(argv[argv.index("--limit") + 1]) if "--limit" in argv[:-1] else 0
-
-
-def _start_worker(
-    paths: StackPaths, api_url: str, number: int, limit: int, clock: _Clock, register: Register
-) -> ProcessRecord:
-    env = {
-        **client_environment(paths, api_url),
-        "PREFECT_WORKER_QUERY_SECONDS": str(WORKER_QUERY_SECONDS),
-        "PREFECT_WORKER_HEARTBEAT_SECONDS": str(WORKER_HEARTBEAT_SECONDS),
-    }
-    argv = _worker_argv(number, limit)
-    name = worker_name(number)
-    since = datetime.now(UTC)
-    process, record = spawn(argv, env=env, log=paths.logs_dir / f"{worker_process(number)}.log")
-    register(lambda: process)
-    deadline = time.monotonic() + WORKER_ONLINE_TIMEOUT_S
-    with prefect_client_settings(paths, api_url):
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise StackError(f"the worker exited with code {process.returncode}:\n{log_tail(record.log)}")
-            if asyncio.run(_worker_online(name, since)):
-                clock.say(f"worker {name} polls work pool {WORK_POOL} (pid {process.pid})")
-                return record
-            time.sleep(0.5)
-    stop_processes([process_tree(record)], STOP_GRACE_S["worker"])
-    raise StackError(
-        f"worker {name} did not come online within {WORKER_ONLINE_TIMEOUT_S:.0f} s:\n{log_tail(record.log)}"
-    )
 
 
 def _frontend_port_conflicts(fleet: Any, service: str) -> list[str]:
@@ -353,100 +278,6 @@ def _frontend_port_conflicts(fleet: Any, service: str) -> list[str]:
     return conflicts
 
 
-def _describe(error: BaseException) -> str:
-    return str(error) if isinstance(error, StackError) else f"{type(error).__name__}: {error}"
-
-
-def _stop(record: ProcessRecord, name: str, clock: _Clock, why: str) -> None:
-    clock.say(f"{name} (pid {record.pid}) {why}: stopping it")
-    _stop_one(name, record)
-
-
-def _stop_one(name: str, record: ProcessRecord) -> list[int]:
-    """Stop one of the stack's processes with everything it started; return the survivors' pids."""
-    if component(name) == "postgres":
-        return stop_postgres(record, STOP_GRACE_S["postgres"])
-    return [stat.pid for stat in stop_processes([process_tree(record)], STOP_GRACE_S[component(name)])]
-
-
-def _choose_database(options: UpOptions, previous: StackState | None, paths: StackPaths) -> DatabaseConfig | None:
-    """The database asked for: a config for an external one, None for the local kinds (decided
-    when they start). A running stack keeps its database: moving it is `down` first."""
-    if options.database_url is not None:
-        if options.database not in (None, "external", "postgresql"):
-            raise StackError("--database-url names a PostgreSQL: it does not go with --database sqlite")
-        try:
-            return external_database(options.database_url.get_secret_value(), paths.database_passfile)
-        except DatabaseError as error:
-            raise StackError(str(error)) from None
-    return None
-
-
-def _database_kind(options: UpOptions, previous: StackState | None) -> DatabaseKind:
-    if options.database_url is not None:
-        return "external"
-    if options.database is not None:
-        return options.database
-    return previous.database.kind if previous is not None else "sqlite"
-
-
-class _Launches:
-    """Background starts of long-running processes: whatever happens, each one that started is
-    known, so that a failure stops it, and one still starting can be killed."""
-
-    def __init__(self, threads: ThreadPoolExecutor) -> None:
-        self.threads = threads
-        self.pending: dict[str, Future[ProcessRecord]] = {}
-        self.handles: dict[str, Callable[[], subprocess.Popen[bytes] | None]] = {}
-        self.started: dict[str, ProcessRecord] = {}
-
-    def launch(self, name: str, start: Callable[[Register], ProcessRecord]) -> None:
-        def register(handle: Callable[[], subprocess.Popen[bytes] | None]) -> None:
-            self.handles[name] = handle
-
-        self.pending[name] = self.threads.submit(start, register)
-
-    def wait(self, name: str) -> ProcessRecord:
-        future = self.pending.pop(name)
-        record = future.result()
-        self.started[name] = record
-        return record
-
-    def failed(self, name: str) -> bool:
-        future = self.pending.get(name)
-        return future is not None and future.done() and future.exception() is not None
-
-    def abort(self) -> list[str]:
-        """Kill the processes of launches that are still starting; return their names."""
-        killed = []
-        for name, future in self.pending.items():
-            process = self.handles.get(name, lambda: None)()
-            if not future.done() and process is not None and process.poll() is None:
-                kill_process_group(process.pid)
-                killed.append(name)
-        return killed
-
-    def settle(self) -> list[str]:
-        """Wait for every pending start; record what started, return what failed."""
-        errors = []
-        for name in list(self.pending):
-            try:
-                self.wait(name)
-            except Exception as error:
-                errors.append(_describe(error))
-        return errors
-
-
-def _collect(jobs: list[Future[None]]) -> list[str]:
-    errors = []
-    for job in jobs:
-        try:
-            job.result()
-        except Exception as error:
-            errors.append(_describe(error))
-    return errors
-
-
 def up(options: UpOptions, echo: Echo = print) -> StackState:
     with exclusive(StackPaths(state_dir=options.state_dir.resolve())):
         return _up(options, echo)
@@ -459,17 +290,17 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
     database migrations, is the long pole): PostgreSQL when asked for, then the Prefect server;
     meanwhile the fleet file and the emulator; then the work pool and `prefect deploy --all`;
     meanwhile the blocks, the workers and the provisioning of the sample service."""
-    clock = _Clock(echo)
+    clock = Clock(echo)
     paths = StackPaths(state_dir=options.state_dir.resolve())
     paths.state_dir.mkdir(parents=True, exist_ok=True)
     previous = read_stack(paths)
     kept: dict[str, ProcessRecord] = {}
     if previous is not None:
         kept = {name: record for name, record in previous.processes.items() if is_running(record)}
-    kind = _database_kind(options, previous)
-    external = _choose_database(options, previous, paths)
+    kind = database_kind(options.database, options.database_url, previous)
+    external = choose_database(options.database, options.database_url, paths)
     threads = ThreadPoolExecutor(max_workers=6, thread_name_prefix="switchyard-up")
-    launches = _Launches(threads)
+    launches = Launches(threads)
     jobs: list[Future[None]] = []
     database = DatabaseConfig()
     try:
@@ -496,14 +327,14 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
                 clock.say(f"(it keeps port {port}; run `switchyard down` first to move it to {options.port})")
         else:
             if server:
-                _stop(server, "prefect_server", clock, "does not answer")
+                stop_because(server, "prefect_server", clock, "does not answer")
             server = None
             if postgres is not None and kind != "postgresql":
-                _stop(postgres, "postgres", clock, "is not the database asked for")
+                stop_because(postgres, "postgres", clock, "is not the database asked for")
                 postgres = None
             port = _choose_port(options.port, clock)
             api_url = f"http://127.0.0.1:{port}/api"
-            database, postgres = _prepare_database(kind, external, previous, postgres, paths, clock, launches)
+            database, postgres = prepare_database(kind, external, previous, postgres, paths, clock, launches)
             clock.say(f"starting the Prefect server on 127.0.0.1:{port} ...")
             database_ready = launches.pending.get("postgres")
 
@@ -530,7 +361,7 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
                 )
         else:
             if emulator:
-                _stop(emulator, "emulator", clock, "does not answer")
+                stop_because(emulator, "emulator", clock, "does not answer")
             emulator = None
             conflicts = _frontend_port_conflicts(fleet, SAMPLE_SERVICE)
             if conflicts:
@@ -569,7 +400,7 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
             # 4. the blocks; the workers; once the emulator is ready, the sample service's topologies
             created = asyncio.run(_register_blocks(fleet))
         clock.say(f"blocks: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
-        workers = _ensure_workers(options, kept, paths, api_url, clock, launches)
+        workers = ensure_workers(options.workers, options.worker_limit, kept, paths, api_url, clock, launches)
         if emulator is None:
             emulator = launches.wait("emulator")
         deployed_to = fleet.services[SAMPLE_SERVICE].frontend_ports
@@ -578,18 +409,18 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
             jobs.append(threads.submit(_provision, paths, api_url, environments, clock))
         else:
             clock.say(f"{SAMPLE_SERVICE} already provisioned in {', '.join(environments)}")
-        errors = launches.settle() + _collect(jobs)
+        errors = launches.settle() + collect(jobs)
         if errors:
             raise StackError("\n".join(errors))
         workers.update({name: launches.started[name] for name in launches.started if component(name) == "worker"})
     except BaseException:
         aborted = launches.abort()
         launches.settle()
-        _collect(jobs)  # a deploy or provisioning still running finishes before its server stops
+        collect(jobs)  # a deploy or provisioning still running finishes before its server stops
         if launches.started or aborted:
             echo(f"stopping what this run started: {', '.join([*aborted, *launches.started])}")
             for name in stop_order(launches.started):
-                _stop_one(name, launches.started[name])
+                stop_one(name, launches.started[name])
         raise
     finally:
         threads.shutdown(wait=True)
@@ -626,85 +457,6 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
         clock.say("stack already up: nothing changed")
     echo(f"Prefect UI: {state.ui_url}")
     return state
-
-
-def _prepare_database(
-    kind: DatabaseKind,
-    external: DatabaseConfig | None,
-    previous: StackState | None,
-    postgres: ProcessRecord | None,
-    paths: StackPaths,
-    clock: _Clock,
-    launches: _Launches,
-) -> tuple[DatabaseConfig, ProcessRecord | None]:
-    """The database of a Prefect server about to start: SQLite, the URL you gave (or gave last
-    time: its password stays in its passfile), or the stack's own PostgreSQL, kept if it still
-    runs, else started in the background on its previous port when that is free."""
-    if kind == "sqlite":
-        return DatabaseConfig(), None
-    if kind == "external":
-        if external is not None:
-            return external, None
-        if previous is not None and previous.database.kind == "external":
-            return previous.database, None
-        raise StackError("--database external needs the URL: --database-url or $SWITCHYARD_DATABASE_URL")
-    local = LocalPostgres(paths.postgres_dir)
-    before = previous.database if previous is not None and previous.database.kind == "postgresql" else None
-    if postgres is not None and before is not None and before.port is not None:
-        clock.say(f"PostgreSQL already running on 127.0.0.1:{before.port} (pid {postgres.pid})")
-        return before, postgres
-    if postgres is not None:
-        _stop(postgres, "postgres", clock, "is not the one stack.json describes")
-    pg_port = before.port if before is not None and before.port and port_is_free(before.port) else free_port()
-    clock.say(f"starting PostgreSQL on 127.0.0.1:{pg_port} (data in {local.paths.data}) ...")
-
-    def start(register: Register) -> ProcessRecord:
-        try:
-            process, record, _ = local.start(pg_port)
-        except DatabaseError as error:
-            raise StackError(str(error)) from None
-        register(lambda: process)
-        clock.say(f"PostgreSQL ready on 127.0.0.1:{pg_port} (pid {record.pid})")
-        return record
-
-    launches.launch("postgres", start)
-    return local.config(pg_port), None
-
-
-def _ensure_workers(
-    options: UpOptions,
-    kept: dict[str, ProcessRecord],
-    paths: StackPaths,
-    api_url: str,
-    clock: _Clock,
-    launches: _Launches,
-) -> dict[str, ProcessRecord]:
-    """As many process workers as asked for (default: as many as run now, at least one). Workers
-    that polled a previous Prefect server, or that are more than asked for, are stopped."""
-    running = {name: record for name, record in kept.items() if component(name) == "worker"}
-    count = options.workers or max(1, len(running))
-    limits = {_running_limit(record) for record in running.values()}
-    limit = options.worker_limit if options.worker_limit is not None else (limits.pop() if len(limits) == 1 else 0)
-    keep: dict[str, ProcessRecord] = {}
-    for name, record in sorted(running.items()):
-        if "prefect_server" in launches.started or "prefect_server" in launches.pending:
-            _stop(record, name, clock, "polled the previous Prefect server")
-        elif name not in {worker_process(n) for n in range(1, count + 1)}:
-            _stop(record, name, clock, f"is more than the {count} worker(s) asked for")
-        elif _running_limit(record) != limit:
-            _stop(
-                record, name, clock, f"runs {_running_limit(record) or 'any number of'} flow runs at once, not {limit}"
-            )
-        else:
-            keep[name] = record
-    for number in range(1, count + 1):
-        name = worker_process(number)
-        if name in keep:
-            clock.say(f"worker already running: {worker_name(number)} (pid {keep[name].pid})")
-            continue
-        clock.say(f"starting worker {worker_name(number)} on work pool {WORK_POOL} ...")
-        launches.launch(name, lambda register, n=number: _start_worker(paths, api_url, n, limit, clock, register))  # type: ignore[misc]
-    return keep
 
 
 # `down` ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import GateFailed
 from switchyard.core.versions import ImageVersion, VersionError
-from switchyard.images.packer import PackerTemplateError
+from switchyard.images.packer_output import PackerTemplateError
 from switchyard_emulator.testing import EmulatorHandle
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from switchyard.core.versions import ImageVersion
-from switchyard.images.packer import LocalImageRequest
+from switchyard.images.local_image import LocalImageRequest
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "images"

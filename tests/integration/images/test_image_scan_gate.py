@@ -12,7 +12,7 @@ from images_support import COMMIT, FIXTURES, SAMPLE_APP, VULNERABLE_APP, request
 from switchyard.core.findings import FindingKind, Severity
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.scan_policy import AllowlistEntry, GateMode, ScanPolicy, evaluate
-from switchyard.images.packer import build_local_image
+from switchyard.images.local_image import build_local_image
 from switchyard.images.scan import ImageScan, scan_artifact
 from switchyard.images.scanners.base import ScanError
 from switchyard.images.scanners.osv import OsvScanner

@@ -11,12 +11,8 @@ from images_support import BUILT_AT, COMMIT, SAMPLE_APP, VULNERABLE_APP, request
 
 from switchyard.core.versions import ImageVersion
 from switchyard.images.artifact import ArtifactError, FaultProfile, read_manifest
-from switchyard.images.packer import (
-    PackerBuildError,
-    PackerLine,
-    build_local_image,
-    read_packer_manifest,
-)
+from switchyard.images.local_image import build_local_image
+from switchyard.images.packer_output import PackerBuildError, PackerLine, read_packer_manifest
 
 
 def test_sample_app_builds_into_an_artifact_whose_manifest_matches_the_inputs(tmp_path: Path) -> None:

@@ -11,17 +11,14 @@ from pathlib import Path
 import pytest
 from images_support import FIXTURES, REPO_ROOT
 
-from switchyard.images.packer import (
-    AZURE_TEMPLATE,
-    LOCAL_TEMPLATE,
+from switchyard.images.packer import AZURE_TEMPLATE, LOCAL_TEMPLATE, PackerRunner, call_cancellable
+from switchyard.images.packer_output import (
     PackerBuildError,
     PackerCancelledError,
     PackerFormatError,
     PackerLine,
-    PackerRunner,
     PackerTemplateError,
     PackerTimeoutError,
-    call_cancellable,
 )
 from switchyard.stack.processes import live_group_members, proc_stat
 

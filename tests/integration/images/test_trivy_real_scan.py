@@ -13,7 +13,7 @@ from images_support import SAMPLE_APP, VULNERABLE_APP, request_for
 
 from switchyard.core.findings import FindingKind, Severity
 from switchyard.images.artifact import sha256_file, unpack_artifact
-from switchyard.images.packer import build_local_image
+from switchyard.images.local_image import build_local_image
 from switchyard.images.scanners.trivy import (
     TrivyConfig,
     TrivyDatabaseMissingError,

@@ -17,17 +17,10 @@ from switchyard.core.analysis import (
     golden_signals,
     watch_decision,
 )
-from switchyard.core.canary import (
-    AnalysisWindow,
-    CanaryEvidence,
-    CanaryOutcome,
-    CanaryPolicy,
-    CheckKind,
-    SideEvidence,
-    Verdict,
-    judge_canary,
-    verify_split,
-)
+from switchyard.core.canary import judge_canary
+from switchyard.core.canary_inputs import AnalysisWindow, CanaryEvidence, CanaryPolicy, SideEvidence
+from switchyard.core.canary_split import verify_split
+from switchyard.core.canary_verdict import CanaryOutcome, CheckKind, Verdict
 from switchyard.core.topology import Color
 from tests.unit.core.cloud_states import OBSERVED_AT, V1, V2, address, observed, scale_set
 

@@ -9,20 +9,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from switchyard.core.canary import (
-    AnalysisWindow,
-    CanaryEvidence,
-    CanaryOutcome,
-    CanaryPolicy,
-    CheckKind,
-    Classification,
-    Metric,
-    Reason,
-    SideEvidence,
-    Verdict,
-    judge_canary,
-    verify_split,
-)
+from switchyard.core.canary import judge_canary
+from switchyard.core.canary_inputs import AnalysisWindow, CanaryEvidence, CanaryPolicy, SideEvidence
+from switchyard.core.canary_split import verify_split
+from switchyard.core.canary_verdict import CanaryOutcome, CheckKind, Classification, Metric, Reason, Verdict
 from switchyard.core.stats import (
     allowed_exceedances,
     format_p_value,

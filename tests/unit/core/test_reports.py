@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from switchyard.core.canary import (
-    AnalysisWindow,
-    CanaryEvidence,
-    CanaryPolicy,
-    SideEvidence,
-    judge_canary,
-    verify_split,
-)
+from switchyard.core.canary import judge_canary
+from switchyard.core.canary_inputs import AnalysisWindow, CanaryEvidence, CanaryPolicy, SideEvidence
+from switchyard.core.canary_split import verify_split
 from switchyard.core.findings import Finding, FindingKind, Severity
 from switchyard.core.guard import GuardReport
 from switchyard.core.image_metadata import ImageMetadata

@@ -7,12 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.images.packer import (
-    PackerBuildError,
-    PackerLine,
-    parse_machine_readable,
-    read_packer_manifest,
-)
+from switchyard.images.packer_output import PackerBuildError, PackerLine, parse_machine_readable, read_packer_manifest
 
 
 def test_ui_lines_unescape_commas_and_newlines() -> None:

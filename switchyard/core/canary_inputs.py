@@ -1,0 +1,126 @@
+"""What the canary judge is given: the evidence of both colors over one window, and the policy.
+
+The judge itself is switchyard.core.canary; the checks it runs are in canary_slo (the canary
+against absolute limits) and canary_comparisons (the canary against the baseline). Pure models,
+plus `SideNumbers`, the derived numbers of one side that those checks read.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import numpy as np
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+
+from switchyard.core.stats import mean, nearest_rank_percentile
+
+NonNegativeFiniteFloat = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
+class JudgeModel(BaseModel):
+    """The base of the judge's models (inputs, verdict, split check): frozen, no unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AnalysisWindow(JudgeModel):
+    """The time range the evidence was collected over (both sides, same range)."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> AnalysisWindow:
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end.isoformat()} must be after start {self.start.isoformat()}")
+        return self
+
+    @property
+    def duration_s(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+class SideEvidence(JudgeModel):
+    """What one color did during the window."""
+
+    color: str | None = Field(default=None, description="e.g. 'blue'; only used for display")
+    latency_ms: list[NonNegativeFiniteFloat] = Field(
+        default_factory=list, description="per-request time taken, from the gateway access log"
+    )
+    request_count: NonNegativeInt
+    error_count: NonNegativeInt = Field(description="responses with a 5xx status")
+    cpu_percent: list[NonNegativeFiniteFloat] = Field(
+        default_factory=list, description="CPU % samples, one per instance per sampling interval"
+    )
+
+    @model_validator(mode="after")
+    def _errors_within_requests(self) -> SideEvidence:
+        if self.error_count > self.request_count:
+            raise ValueError(f"error_count ({self.error_count}) cannot exceed request_count ({self.request_count})")
+        return self
+
+
+class CanaryEvidence(JudgeModel):
+    window: AnalysisWindow
+    baseline: SideEvidence = Field(description="the live color")
+    canary: SideEvidence = Field(description="the new color")
+
+
+InsufficientDataAction = Literal["inconclusive", "fail"]
+
+
+class CanaryPolicy(JudgeModel):
+    """SLOs and statistical settings of a canary analysis.
+
+    Short data can be INCONCLUSIVE (the flow decides: wait longer, or roll back) or FAIL; there
+    is deliberately no "pass" option: a canary never passes on missing evidence."""
+
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0, description="SLO: share of 5xx")
+    max_p95_ms: float | None = Field(default=500.0, gt=0.0, description="SLO; None disables the check")
+    max_p99_ms: float | None = Field(default=1000.0, gt=0.0, description="SLO; None disables the check")
+    max_cpu_percent: float | None = Field(
+        default=80.0, gt=0.0, description="SLO on the mean CPU % of canary instances; None disables"
+    )
+    min_requests: int = Field(default=200, ge=1, description="per side, for error-rate judgements")
+    min_latency_samples: int = Field(default=200, ge=1, description="per side, for latency judgements")
+    min_cpu_samples: int = Field(default=3, ge=1, description="canary CPU samples for the CPU SLO")
+    alpha: float = Field(default=0.05, gt=0.0, lt=0.5, description="significance level of comparisons")
+    latency_relative_tolerance: float = Field(
+        default=0.2, ge=0.0, description="canary median may be this fraction slower than baseline"
+    )
+    latency_absolute_tolerance_ms: float = Field(
+        default=5.0, ge=0.0, description="floor of the latency tolerance, in ms"
+    )
+    error_rate_tolerance: float = Field(
+        default=0.005, ge=0.0, le=1.0, description="tolerated absolute error-rate increase"
+    )
+    on_insufficient_data: InsufficientDataAction = "inconclusive"
+
+    @model_validator(mode="after")
+    def _p99_not_below_p95(self) -> CanaryPolicy:
+        if self.max_p95_ms is not None and self.max_p99_ms is not None and self.max_p99_ms < self.max_p95_ms:
+            raise ValueError(
+                f"max_p99_ms ({self.max_p99_ms}) cannot be lower than max_p95_ms ({self.max_p95_ms}):"
+                " the 99th percentile is never below the 95th"
+            )
+        return self
+
+
+class SideNumbers:
+    """Derived numbers of one side, computed once."""
+
+    def __init__(self, evidence: SideEvidence) -> None:
+        self.evidence = evidence
+        self.latency = np.asarray(evidence.latency_ms, dtype=float)
+        self.cpu = np.asarray(evidence.cpu_percent, dtype=float)
+        self.requests = evidence.request_count
+        self.errors = evidence.error_count
+        self.p50 = nearest_rank_percentile(self.latency, 0.50)
+        self.p95 = nearest_rank_percentile(self.latency, 0.95)
+        self.p99 = nearest_rank_percentile(self.latency, 0.99)
+        self.cpu_mean = mean(self.cpu)
+        self.cpu_max = float(self.cpu.max()) if self.cpu.size else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None

@@ -107,7 +107,7 @@ def check_pool(em: Emulator, pool_id: Any, target: str) -> None:
     if pool.get("properties", {}).get("backendAddresses"):
         # A pool holds NIC IP configurations or explicit addresses, never both: "Mixing IP/FQDN and
         # Virtual Machine targets is not allowed" (Azure/azure-cli#3491). The pool already has
-        # addresses, so no NIC may join it. Error code: the emulator's (see gateways.py).
+        # addresses, so no NIC may join it. Error code: the emulator's (see gateway_rules.py check_homogeneous_pool).
         raise ArmError(
             400,
             "CannotMixIPBasedAddressesAndIPConfigurationsOnApplicationGatewayBackendAddressPool",

@@ -1,6 +1,6 @@
 """Network security group rules as Azure evaluates them, and how the emulator's loopback addresses
 stand for a virtual network's addresses. Pure functions: the ARM layer (resources/nsgs.py,
-resources/gateways.py) and the gateway worker both use them.
+resources/gateway_rules.py, gateway_spec.py) and the gateway worker both use them.
 
 Azure's model (learn.microsoft.com/azure/virtual-network/network-security-groups-overview):
 rules are processed in priority order, lower numbers first, and "once traffic matches a rule,

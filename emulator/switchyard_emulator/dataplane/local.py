@@ -5,9 +5,9 @@ It composes
 * B1's GatewayFleet (gateway/): the Application Gateway reverse proxy in its own process;
 * telemetry (telemetry.py): DIR/telemetry.sqlite, plus a 1 s sampler of instance CPU/memory; all
   of it (access log included) is kept for `sample_retention_s` (2 days), then pruned;
-* Azure Monitor answers: metrics.py (Metrics - List, Metric Definitions) and logs.py + kql.py
-  (Log Analytics queries over AzureDiagnostics and AGWAccessLogs, as diagnostic settings fill
-  them), timed by the timing profile (profiles.py: metric latency, log ingestion delay);
+* Azure Monitor answers: metrics.py (Metrics - List), metric_definitions.py (Metric Definitions)
+  and logs.py + kql.py (Log Analytics queries over AzureDiagnostics and AGWAccessLogs, as
+  diagnostic settings fill them), timed by the timing profile (profiles.py: metric latency, log ingestion delay);
 * autoscale.py: evaluates autoscale settings every few seconds and changes capacity through the
   control plane's ArmFacade.
 
@@ -37,7 +37,8 @@ from switchyard_emulator.dataplane.api import (
 from switchyard_emulator.dataplane.autoscale import Autoscaler
 from switchyard_emulator.dataplane.gateway import GatewayFleet, GatewayWorkerError
 from switchyard_emulator.dataplane.logs import LogsEngine
-from switchyard_emulator.dataplane.metrics import MetricsEngine, metric_definitions_body
+from switchyard_emulator.dataplane.metric_definitions import metric_definitions_body
+from switchyard_emulator.dataplane.metrics import MetricsEngine
 from switchyard_emulator.dataplane.supervisor import InstanceSupervisor, SupervisorSettings
 from switchyard_emulator.profiles import TimingProfile, timing_profile
 

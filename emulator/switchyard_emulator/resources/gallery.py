@@ -5,22 +5,16 @@ A local image version's source is `storageProfile.osDiskImage.source.uri =
 copies it into DIR/blobs/ by content hash (as Azure copies a VHD), so deleting the build output
 later does not matter. Replication to the target regions takes a short, realistic time; the
 create LRO completes when every region reports Completed (`$expand=ReplicationStatus` shows the
-progress).
+progress). The artifact's checks and copy: gallery_artifacts.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import os
 import re
-import shutil
-import tarfile
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
 
 import azure.mgmt.compute.models as cm
 from starlette.responses import Response
@@ -48,6 +42,7 @@ from switchyard_emulator.resources.base import (
     same_region,
     tags_of,
 )
+from switchyard_emulator.resources.gallery_artifacts import ingest, source_of
 from switchyard_emulator.schema import typespec_schema, validate
 from switchyard_emulator.store import OperationRecord, StoredResource
 
@@ -56,7 +51,6 @@ if TYPE_CHECKING:
 
 NS = "Microsoft.Compute"
 _VERSION_NAME = re.compile(r"^(\d{1,10})\.(\d{1,10})\.(\d{1,10})$")
-_SOURCE_URI = "properties.storageProfile.osDiskImage.source.uri"
 # replication: the first region completes after this long, each further one a little later
 _REPLICATION_FIRST_S = 0.6
 _REPLICATION_STEP_S = 0.2
@@ -349,7 +343,7 @@ class Galleries:
         internal = dict(existing.internal) if existing else {}
         if existing is not None:
             old_storage = _writable(existing.body)["properties"].get("storageProfile", {})
-            if _source_of(storage) != _source_of(old_storage):
+            if source_of(storage) != source_of(old_storage):
                 raise ArmError(
                     409,
                     "PropertyChangeNotAllowed",
@@ -365,7 +359,7 @@ class Galleries:
                     "(VM, managed image and data disk sources are not supported).",
                     target="properties.storageProfile.source",
                 )
-            blob, manifest, size = await asyncio.to_thread(self._ingest, storage)
+            blob, manifest, size = await asyncio.to_thread(ingest, self.blob_dir, storage)
             internal["artifact"] = str(blob)
             internal["manifest"] = manifest
             storage = json.loads(json.dumps(storage))
@@ -460,36 +454,6 @@ class Galleries:
             ctx, stored, existing, self.versions, parent_key=image.key, internal=internal, headers=headers
         )
 
-    def _ingest(self, storage: dict[str, Any]) -> tuple[Path, dict[str, Any], int]:
-        """Check the local artifact and copy it into DIR/blobs by content hash."""
-        uri = storage.get("osDiskImage", {}).get("source", {}).get("uri")
-        if not uri:
-            raise bad_request(
-                "An image version needs its artifact: set properties.storageProfile.osDiskImage.source.uri "
-                "to file:///absolute/path/of/image.tar.gz.",
-                target=_SOURCE_URI,
-            )
-        parsed = urlparse(uri)
-        if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-            raise unsupported(
-                f"Only file:// URIs of a local image tar.gz are supported, not '{uri}'.", target=_SOURCE_URI
-            )
-        path = Path(unquote(parsed.path))
-        if not path.is_absolute() or not path.is_file():
-            raise bad_request(f"The image artifact '{path}' does not exist (or is not a file).", target=_SOURCE_URI)
-        manifest = _read_manifest(path)
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        self.blob_dir.mkdir(parents=True, exist_ok=True)
-        blob = self.blob_dir / f"{digest.hexdigest()}.tar.gz"
-        if not blob.exists():
-            partial = blob.with_suffix(f".partial-{os.getpid()}")
-            shutil.copyfile(path, partial)
-            partial.replace(blob)
-        return blob, manifest, blob.stat().st_size
-
     async def _run_replication(self, op: OperationRecord) -> None:
         while True:
             resource = self.em.store.get(op.resource_key)
@@ -583,45 +547,3 @@ def _writable(body: dict[str, Any]) -> dict[str, Any]:
     """A stored body minus what the server computes, as the base of a PATCH merge."""
     out = json.loads(json.dumps({k: v for k, v in body.items() if k in ("location", "tags", "properties")}))
     return out
-
-
-def _source_of(storage: dict[str, Any]) -> str:
-    return json.dumps(
-        {
-            "source": storage.get("source"),
-            "uri": storage.get("osDiskImage", {}).get("source", {}).get("uri"),
-        },
-        sort_keys=True,
-    )
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    try:
-        with tarfile.open(path, "r:gz") as archive:
-            member = None
-            for candidate in archive.getmembers():
-                if candidate.name in ("manifest.json", "./manifest.json") and candidate.isfile():
-                    member = candidate
-                    break
-            if member is None:
-                raise bad_request(f"The image artifact '{path}' has no manifest.json at its root.", target=_SOURCE_URI)
-            handle = archive.extractfile(member)
-            assert handle is not None
-            raw = handle.read()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise bad_request(
-            f"The image artifact '{path}' is not a gzip'd tar file ({exc}).", target=_SOURCE_URI
-        ) from None
-    try:
-        manifest = json.loads(raw)
-    except ValueError:
-        raise bad_request(f"The manifest.json of '{path}' is not valid JSON.", target=_SOURCE_URI) from None
-    if not isinstance(manifest, dict):
-        raise bad_request(f"The manifest.json of '{path}' must be a JSON object.", target=_SOURCE_URI)
-    entrypoint = manifest.get("entrypoint")
-    port = manifest.get("service_port")
-    if not isinstance(entrypoint, list) or not entrypoint or not all(isinstance(a, str) for a in entrypoint):
-        raise bad_request(f"The manifest.json of '{path}' needs an 'entrypoint' argv list.", target=_SOURCE_URI)
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
-        raise bad_request(f"The manifest.json of '{path}' needs a 'service_port' (1-65535).", target=_SOURCE_URI)
-    return manifest

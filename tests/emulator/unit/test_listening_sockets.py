@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from switchyard_emulator.dataplane.gateway.proxy import bind_listener_socket
+from switchyard_emulator.dataplane.gateway.listeners import bind_listener_socket
 from switchyard_emulator.server import _bind
 
 

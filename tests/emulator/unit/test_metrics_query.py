@@ -12,7 +12,8 @@ from azure.mgmt.monitor.models import MetricDefinitionCollection, Response
 from emulator_testdata import GATEWAY_ID, SCALE_SET_ID, T0
 
 from switchyard_emulator.dataplane.errors import MetricsQueryError
-from switchyard_emulator.dataplane.metrics import MetricsEngine, metric_definitions_body
+from switchyard_emulator.dataplane.metric_definitions import metric_definitions_body
+from switchyard_emulator.dataplane.metrics import MetricsEngine
 from switchyard_emulator.dataplane.timespec import format_instant
 from switchyard_emulator.profiles import TimingOverrides, timing_profile
 

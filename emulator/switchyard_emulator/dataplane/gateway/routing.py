@@ -126,7 +126,7 @@ def _probe_host(probe: ProbeSpec, settings: BackendSettingsSpec) -> tuple[str, b
     uses 127.0.0.1 unless the settings name a host (see DEFAULT_PROBE_HOST).
 
     A custom probe with no host to send is refused by the ARM layer (ApplicationGatewayProbeHostIsNull,
-    resources/gateways.py); a spec built without it (the data plane's own tests) probes with the
+    resources/gateway_body.py); a spec built without it (the data plane's own tests) probes with the
     default host."""
     if probe is DEFAULT_PROBE or probe.pick_host_from_settings:
         if settings.host_name:

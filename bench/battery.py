@@ -101,8 +101,9 @@ def register_blocks(battery: Battery, fleet: Fleet) -> FrontendPorts:
     return ports
 
 
-def build_images(battery: Battery) -> dict[str, str]:
-    """v1 and v2 good, v3 answering BAD_ERROR_RATE of its requests with errors: gallery versions."""
+def build_images(battery: Battery, faults: FaultConfig | None = None) -> tuple[dict[str, str], dict[str, int]]:
+    """v1 and v2 good, v3 answering BAD_ERROR_RATE of its requests with errors: gallery versions,
+    and the ARM faults injected while v2 and v3 were built (under `faults`; v1 always without)."""
     from flows.image_pipeline import image_pipeline
 
     def build(app_version: str, fault_profile: FaultProfile | None = None) -> str:
@@ -115,11 +116,11 @@ def build_images(battery: Battery) -> dict[str, str]:
         )
         return image.gallery_version
 
-    return {
-        "v1": build("1.0.0"),
-        "v2": build("2.0.0"),
-        "v3": build("3.0.0", FaultProfile(error_rate=BAD_ERROR_RATE)),
-    }
+    images = {"v1": build("1.0.0")}
+    with arm_faults(battery.emulator, faults or NO_FAULTS) as injected:
+        images["v2"] = build("2.0.0")
+        images["v3"] = build("3.0.0", FaultProfile(error_rate=BAD_ERROR_RATE))
+    return images, injected
 
 
 # The emulator's fault injection ------------------------------------------------------------------

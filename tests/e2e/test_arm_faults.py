@@ -3,8 +3,9 @@
 An emulator of its own, switched to faults at runtime through its admin route once v1 is live;
 under steady user traffic a good v2 released by canary still promotes with no failed request, and a
 bad v3 still rolls back with production back on v2 and no request lost. The emulator's own count of
-injected faults proves they happened. Setup and judgements are bench/battery.py's, shared with
-bench/reliability.py.
+injected faults proves they happened. Then bad input to the release flow: each case is refused with
+an error naming what is wrong, and the whole cloud is as it was. Setup and judgements are
+bench/battery.py's, shared with bench/reliability.py.
 """
 
 from __future__ import annotations
@@ -14,15 +15,18 @@ from collections.abc import Iterator
 import pytest
 
 from bench.battery import (
+    ARM_FAULTS,
     BAD_ERROR_RATE,
     Battery,
     arm_faults,
+    bad_inputs,
     build_images,
     faults_injected,
     gateway_problems,
     observe,
     register_blocks,
     release_under_faults,
+    try_bad_input,
 )
 from flows.provision import provision
 from flows.release import release
@@ -48,8 +52,10 @@ def ports(fleet: Fleet, battery: Battery) -> FrontendPorts:
 
 @pytest.fixture(scope="module")
 def images(battery: Battery, ports: FrontendPorts) -> dict[str, str]:
-    """Built with faults off: the image pipeline is not what this module judges."""
-    return build_images(battery)
+    """v2 and v3 are built under the same ARM faults: the image pipeline rides over them too."""
+    built, injected = build_images(battery, ARM_FAULTS)
+    assert sum(injected.values()) > 0, injected
+    return built
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +116,15 @@ def test_under_arm_faults_a_bad_canary_still_rolls_back_and_no_request_is_lost(
     # Only v3's canary failed requests: at most its error rate on its half of the traffic.
     assert 0 < result.report.failed < result.report.sent * BAD_ERROR_RATE * 0.5 * 1.5, result.as_dict()
     assert gateway_problems(observe(battery)) == []
+
+
+def test_bad_input_to_the_release_flow_is_refused_clearly_and_changes_nothing(
+    battery: Battery, images: dict[str, str], v1_live: Color
+) -> None:
+    """After the rollback above v3 is marked rolled back: releasing it again is one of the cases."""
+    results = [try_bad_input(battery, case, release) for case in bad_inputs(battery, images)]
+
+    assert len(results) == 7
+    for result in results:
+        assert result.clear, (result.name, result.raised, result.message)
+        assert not result.changed, result.name

@@ -63,6 +63,7 @@ bench: setup tools-test
 	$(BIN)/python bench/emulator_arm_latency.py
 	$(BIN)/python bench/fleet_patch.py
 	$(BIN)/python bench/azure_profile_release.py
+	$(BIN)/python bench/reliability.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache

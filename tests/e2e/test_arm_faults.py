@@ -1,0 +1,130 @@
+"""Releases while ARM misbehaves: 10% of ARM calls answer 429 (with Retry-After), 500, or a second late.
+
+An emulator of its own, switched to faults at runtime through its admin route once v1 is live;
+under steady user traffic a good v2 released by canary still promotes with no failed request, and a
+bad v3 still rolls back with production back on v2 and no request lost. The emulator's own count of
+injected faults proves they happened. Then bad input to the release flow: each case is refused with
+an error naming what is wrong, and the whole cloud is as it was. Setup and judgements are
+bench/battery.py's, shared with bench/reliability.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bench.battery import (
+    ARM_FAULTS,
+    BAD_ERROR_RATE,
+    Battery,
+    arm_faults,
+    bad_inputs,
+    build_images,
+    faults_injected,
+    gateway_problems,
+    observe,
+    register_blocks,
+    release_under_faults,
+    try_bad_input,
+)
+from flows.provision import provision
+from flows.release import release
+from switchyard.core.config import FrontendPorts
+from switchyard.core.fleet import Fleet
+from switchyard.core.topology import Color
+from switchyard_emulator.testing import run_emulator
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def battery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Battery]:
+    args = ["--lro-retry-after", "0"]
+    with run_emulator(tmp_path_factory.mktemp("arm-faults"), extra_args=args, profile="fast") as emulator:
+        yield Battery(emulator)
+
+
+@pytest.fixture(scope="module")
+def ports(fleet: Fleet, battery: Battery) -> FrontendPorts:
+    return register_blocks(battery, fleet)
+
+
+@pytest.fixture(scope="module")
+def images(battery: Battery, ports: FrontendPorts) -> dict[str, str]:
+    """v2 and v3 are built under the same ARM faults: the image pipeline rides over them too."""
+    built, injected = build_images(battery, ARM_FAULTS)
+    assert sum(injected.values()) > 0, injected
+    return built
+
+
+@pytest.fixture(scope="module")
+def v1_live(battery: Battery, images: dict[str, str]) -> Color:
+    provision(service=battery.service, environment=battery.environment)
+    first = release(service=battery.service, environment=battery.environment, image_version=images["v1"])
+    assert first.outcome == "promoted" and first.live_after is not None
+    assert faults_injected(battery.emulator) == {"429": 0, "500": 0, "slow": 0}  # v1 met no fault
+    return Color(first.live_after)
+
+
+def test_the_fault_switch_really_injects_faults(battery: Battery, v1_live: Color) -> None:
+    """Reads through switchyard's adapter under faults still answer, and the emulator counts what it injected."""
+    with arm_faults(battery.emulator) as injected:
+        for _ in range(30):
+            assert observe(battery).live_color == v1_live
+    assert sum(injected.values()) > 0, injected
+    assert faults_injected(battery.emulator) == {"429": 0, "500": 0, "slow": 0}  # switched off again
+
+
+def test_under_arm_faults_a_good_canary_still_promotes_with_no_failed_request(
+    battery: Battery, ports: FrontendPorts, images: dict[str, str], v1_live: Color
+) -> None:
+    result = release_under_faults(
+        battery, ports, "good v2", images["v2"], serving_after=images["v2"], expected="promoted"
+    )
+
+    assert result.outcome == "promoted", (result.error, result.summary and result.summary.timeline)
+    assert result.faults["429"] > 0 and result.faults["500"] > 0 and result.faults["slow"] > 0, result.faults
+    assert result.report.failed == 0, f"{result.report.failed} of {result.report.sent} failed: {result.as_dict()}"
+    assert result.report.by_version[images["v1"]] > 0 and result.report.by_version[images["v2"]] > 0
+    assert result.gateway_problems == [] and result.lost_writes == [], result.as_dict()
+    assert result.live_after == (v1_live.other, images["v2"])
+
+
+def test_under_arm_faults_a_bad_canary_still_rolls_back_and_no_request_is_lost(
+    battery: Battery, ports: FrontendPorts, images: dict[str, str], v1_live: Color
+) -> None:
+    stable = (v1_live.other, images["v2"])
+    assert observe(battery).live_color == stable[0]  # after the good release
+
+    result = release_under_faults(
+        battery,
+        ports,
+        "bad v3",
+        images["v3"],
+        serving_after=images["v2"],
+        expected="rolled-back",
+        bad_version=images["v3"],
+    )
+
+    assert result.outcome == "rolled-back", (result.error, result.summary and result.summary.timeline)
+    assert result.summary is not None and "error rate" in result.summary.outcome_detail
+    assert sum(result.faults.values()) > 0, result.faults
+    assert result.live_after == stable
+    assert result.gateway_problems == [] and result.lost_writes == [], result.as_dict()
+    assert result.no_answer == 0 and result.failed_outside_canary == 0, result.as_dict()
+    # Only v3's canary failed requests: at most its error rate on its half of the traffic.
+    assert 0 < result.report.failed < result.report.sent * BAD_ERROR_RATE * 0.5 * 1.5, result.as_dict()
+    assert gateway_problems(observe(battery)) == []
+
+
+def test_bad_input_to_the_release_flow_is_refused_clearly_and_changes_nothing(
+    battery: Battery, images: dict[str, str], v1_live: Color
+) -> None:
+    """After the rollback above v3 is marked rolled back: releasing it again is one of the cases."""
+    results = [try_bad_input(battery, case, release) for case in bad_inputs(battery, images)]
+
+    assert len(results) == 7
+    for result in results:
+        assert result.clear, (result.name, result.raised, result.message)
+        assert not result.changed, result.name

@@ -17,7 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.states import State
 from pydantic import BaseModel
 
-from blocks import ServiceBlock, load_environment, load_service
+from blocks import ServiceBlock, UnknownNameError, load_environment, load_service
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
@@ -79,8 +79,15 @@ def fleet_services() -> list[str]:
 
 @task(name="read the services' patch waves", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def patch_waves_of(services: list[str]) -> dict[str, int]:
-    """Each service's monthly patch wave, from its block (what the UI edits)."""
-    return {service: load_service(service).patch_wave for service in services}
+    """Each service's monthly patch wave, from its block (what the UI edits). A service without a
+    block goes in the first wave, where its patch fails naming the problem and the others carry on."""
+    waves = {}
+    for service in services:
+        try:
+            waves[service] = load_service(service).patch_wave
+        except UnknownNameError:
+            waves[service] = 1
+    return waves
 
 
 class ProductionImage(BaseModel):

@@ -286,3 +286,20 @@ def build_images(*app_versions: str, commit: str, timeout_s: float = 300) -> dic
 def build_image(app_version: str, commit: str, timeout_s: float = 300) -> str:
     """Run the image-pipeline deployment on the stack's worker; return the published gallery version."""
     return build_images(app_version, commit=commit, timeout_s=timeout_s)[app_version]
+
+
+def autoscale_enabled(context: Any) -> dict[Any, bool]:
+    """Which color's autoscale setting is enabled (`context`: a ServiceContext), read straight from
+    Azure Monitor through the SDK, not through switchyard's adapter."""
+    from switchyard.cloud.azure.clients import AzureClients
+    from switchyard.core.topology import Color
+
+    monitor = AzureClients(context.environment).monitor
+    settings = {
+        s.name: s for s in monitor.autoscale_settings.list_by_resource_group(context.environment.resource_group)
+    }
+    return {
+        color: bool(settings[context.topology.autoscale_setting(color)].enabled)
+        for color in Color
+        if context.topology.autoscale_setting(color) in settings
+    }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -31,6 +32,7 @@ from switchyard.core.rollout import Strategy
 from switchyard.core.topology import Color
 from switchyard.demo.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle, free_port, run_emulator
+from tests.e2e.stack_support import autoscale_enabled as enabled_autoscale
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
@@ -112,17 +114,7 @@ def live() -> tuple[Color, str | None]:
 
 
 def autoscale_enabled() -> dict[Color, bool]:
-    """Which color's autoscale setting is enabled, read straight from Azure Monitor."""
-    ctx = context()
-    from switchyard.cloud.azure.clients import AzureClients
-
-    monitor = AzureClients(ctx.environment).monitor
-    settings = {s.name: s for s in monitor.autoscale_settings.list_by_resource_group(ctx.environment.resource_group)}
-    return {
-        color: bool(settings[ctx.topology.autoscale_setting(color)].enabled)
-        for color in Color
-        if ctx.topology.autoscale_setting(color) in settings
-    }
+    return cast(dict[Color, bool], enabled_autoscale(context()))
 
 
 @pytest.fixture(scope="module")

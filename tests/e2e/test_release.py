@@ -23,6 +23,7 @@ from blocks import UnknownNameError, load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
+from flows.rollback import rollback
 from switchyard.cloud.errors import OperationFailedError
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import FaultProfile, ServiceContext
@@ -36,7 +37,7 @@ from switchyard.stack.processes import kill_process_group
 from switchyard_emulator.testing import EmulatorHandle
 from tasks.events import heartbeat
 from tasks.release import VerificationFailed
-from tests.e2e.stack_support import release_events, wait_for
+from tests.e2e.stack_support import autoscale_enabled, release_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -333,3 +334,22 @@ def test_an_image_that_crashes_soon_after_starting_never_meets_a_user(
     assert report.sent > 100 and report.failed == 0
     assert report.by_version[crashing] == 0  # not one user request reached it
     assert live_version() == stable
+
+
+def test_a_manual_rollback_after_a_release_leaves_autoscale_on_the_serving_color(
+    fleet: Fleet, images: dict[str, str], v1_live: str
+) -> None:
+    """Last in this file on purpose: it rolls production back. The live color has changed several
+    times by now; one more release, then a manual rollback: with one autoscale setting per color,
+    the serving color's is on and the other's off after each."""
+    before, current = live_version()
+    target = images["v2"] if current != images["v2"] else images["v4"]
+    with traffic(fleet) as load:
+        release(service=SERVICE, environment=ENV, image_version=target, strategy=Strategy.BLUE_GREEN)
+        assert live_version() == (before.other, target)
+        assert autoscale_enabled(context()) == {before.other: True, before: False}
+        report = rollback(service=SERVICE, environment=ENV, reason="a person prefers the previous version")
+    assert report.stable_color == before and report.abandoned_image == target
+    assert live_version() == (before, current)
+    assert autoscale_enabled(context()) == {before: True, before.other: False}
+    assert load.report().failed == 0

@@ -7,7 +7,16 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from switchyard_emulator.common import Ctx, check_preconditions, new_etag, require_resource_group
+from starlette.responses import Response
+
+from switchyard_emulator.common import (
+    Ctx,
+    check_preconditions,
+    new_etag,
+    page_response,
+    require_resource_group,
+    resource_response,
+)
 from switchyard_emulator.errors import ArmError, bad_request, not_found, reference_not_found
 from switchyard_emulator.ids import ResourceId, key_of, parse_resource_id, provider_id
 from switchyard_emulator.schema import typespec_schema, validate
@@ -108,6 +117,32 @@ class ResourceKind:
         if resource is None:
             raise reference_not_found(target, value, f"no {self.full_type} with that id exists")
         return rid, resource
+
+
+class RenderedKind:
+    """The reads every top-level resource kind answers the same way: list in the subscription, list
+    in a resource group (404 when the group does not exist), get one (404 when it does not exist),
+    each item as the kind's `render` shows it. A handler class sets `em` and `kind`, defines
+    `render`, and inherits these."""
+
+    em: Emulator
+    kind: ResourceKind
+
+    def render(self, resource: StoredResource) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def list_all(self, ctx: Ctx) -> Response:
+        items = self.em.store.of_type(self.kind.type_key, subscription=ctx.subscription)
+        return page_response(ctx, [self.render(r) for r in items])
+
+    async def list_by_group(self, ctx: Ctx) -> Response:
+        require_resource_group(ctx, ctx.params["rg"])
+        items = self.em.store.of_type(self.kind.type_key, rg_key=ctx.params["rg"])
+        return page_response(ctx, [self.render(r) for r in items])
+
+    async def get(self, ctx: Ctx) -> Response:
+        existing = self.kind.get_or_404(ctx, ctx.params["name"])
+        return resource_response(200, self.render(existing), existing.etag)
 
 
 def new_guid() -> str:

@@ -34,8 +34,6 @@ from switchyard_emulator.common import (
     check_preconditions,
     json_response,
     new_etag,
-    page_response,
-    require_resource_group,
     resource_response,
     route,
 )
@@ -45,6 +43,7 @@ from switchyard_emulator.dataplane.api import (
 from switchyard_emulator.errors import ArmError
 from switchyard_emulator.ids import key_of
 from switchyard_emulator.resources.base import (
+    RenderedKind,
     ResourceKind,
     check_name,
     new_guid,
@@ -64,7 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchyard_emulator.gateways")
 
 
-class Gateways:
+class Gateways(RenderedKind):
     def __init__(self, em: Emulator) -> None:
         self.em = em
         self.kind = ResourceKind(em, NS, "applicationGateways")
@@ -109,18 +108,6 @@ class Gateways:
             if configs:
                 pool["properties"]["backendIPConfigurations"] = configs
         return body
-
-    async def list_all(self, ctx: Ctx) -> Response:
-        items = self.em.store.of_type(TYPE_KEY, subscription=ctx.subscription)
-        return page_response(ctx, [self.render(r) for r in items])
-
-    async def list_by_group(self, ctx: Ctx) -> Response:
-        require_resource_group(ctx, ctx.params["rg"])
-        return page_response(ctx, [self.render(r) for r in self.em.store.of_type(TYPE_KEY, rg_key=ctx.params["rg"])])
-
-    async def get(self, ctx: Ctx) -> Response:
-        existing = self.kind.get_or_404(ctx, ctx.params["name"])
-        return resource_response(200, self.render(existing), existing.etag)
 
     # -- writing -----------------------------------------------------------------------------------
 

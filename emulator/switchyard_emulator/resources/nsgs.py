@@ -29,13 +29,19 @@ from switchyard_emulator.common import (
     json_response,
     new_etag,
     page_response,
-    require_resource_group,
     resource_response,
     route,
 )
 from switchyard_emulator.errors import ArmError, bad_request, not_found, unsupported
 from switchyard_emulator.ids import key_of
-from switchyard_emulator.resources.base import ResourceKind, check_name, new_guid, require_location, tags_of
+from switchyard_emulator.resources.base import (
+    RenderedKind,
+    ResourceKind,
+    check_name,
+    new_guid,
+    require_location,
+    tags_of,
+)
 from switchyard_emulator.schema import typespec_schema, validate
 from switchyard_emulator.store import StoredResource
 
@@ -55,7 +61,7 @@ _DIRECTIONS = {"inbound": "Inbound", "outbound": "Outbound"}
 _RULE_NAME = re.compile(r"^\w([\w.\-]{0,78}\w)?$")
 
 
-class SecurityGroups:
+class SecurityGroups(RenderedKind):
     def __init__(self, em: Emulator) -> None:
         self.em = em
         self.kind = ResourceKind(em, NS, "networkSecurityGroups")
@@ -108,18 +114,6 @@ class SecurityGroups:
             }
             for d in netsec.DEFAULT_RULES
         ]
-
-    async def list_all(self, ctx: Ctx) -> Response:
-        items = self.em.store.of_type(TYPE_KEY, subscription=ctx.subscription)
-        return page_response(ctx, [self.render(r) for r in items])
-
-    async def list_by_group(self, ctx: Ctx) -> Response:
-        require_resource_group(ctx, ctx.params["rg"])
-        return page_response(ctx, [self.render(r) for r in self.em.store.of_type(TYPE_KEY, rg_key=ctx.params["rg"])])
-
-    async def get(self, ctx: Ctx) -> Response:
-        existing = self.kind.get_or_404(ctx, ctx.params["name"])
-        return resource_response(200, self.render(existing), existing.etag)
 
     async def list_rules(self, ctx: Ctx) -> Response:
         return page_response(

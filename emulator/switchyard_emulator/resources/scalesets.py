@@ -43,15 +43,13 @@ from switchyard_emulator.common import (
     merge_patch,
     new_etag,
     now_iso,
-    page_response,
-    require_resource_group,
     resource_response,
     route,
 )
 from switchyard_emulator.dataplane.api import InstanceSpec
 from switchyard_emulator.errors import ArmError, bad_request, not_found, unsupported
 from switchyard_emulator.ids import key_of
-from switchyard_emulator.resources.base import ResourceKind, check_name, require_location, tags_of
+from switchyard_emulator.resources.base import RenderedKind, ResourceKind, check_name, require_location, tags_of
 from switchyard_emulator.resources.scaleset_instances import InstanceActions, converge, move_to, new_instance
 from switchyard_emulator.resources.scaleset_model import (
     MAX_CAPACITY,
@@ -85,7 +83,7 @@ class PoolMember:
     instance_id: int
 
 
-class ScaleSets:
+class ScaleSets(RenderedKind):
     def __init__(self, em: Emulator) -> None:
         self.em = em
         self.kind = ResourceKind(em, NS, "virtualMachineScaleSets")
@@ -141,14 +139,6 @@ class ScaleSets:
         body = json.loads(json.dumps(resource.body))
         body["etag"] = resource.etag
         return body
-
-    async def list_all(self, ctx: Ctx) -> Response:
-        items = self.em.store.of_type(TYPE_KEY, subscription=ctx.subscription)
-        return page_response(ctx, [self.render(r) for r in items])
-
-    async def list_by_group(self, ctx: Ctx) -> Response:
-        require_resource_group(ctx, ctx.params["rg"])
-        return page_response(ctx, [self.render(r) for r in self.em.store.of_type(TYPE_KEY, rg_key=ctx.params["rg"])])
 
     async def get(self, ctx: Ctx) -> Response:
         existing = self.kind.get_or_404(ctx, ctx.params["name"])

@@ -19,7 +19,6 @@ from switchyard_emulator.common import (
     Route,
     check_preconditions,
     json_response,
-    merge_patch,
     new_etag,
     page_response,
     require_resource_group,
@@ -238,12 +237,7 @@ class Networks:
                 )
 
     async def patch_vnet_tags(self, ctx: Ctx) -> Response:
-        existing = self.vnets.get_or_404(ctx, ctx.params["name"])
-        check_preconditions(ctx, existing)
-        tags = validate(ctx.json_body(), typespec_schema(nm.TagsObject))
-        existing.body["tags"] = tags.get("tags", {})
-        existing.etag = new_etag()
-        self.em.store.put(existing)
+        existing = self.vnets.replace_tags(ctx, nm.TagsObject)
         return resource_response(200, self.render_vnet(existing), existing.etag)
 
     async def delete_vnet(self, ctx: Ctx) -> Response:
@@ -429,13 +423,7 @@ class Networks:
         return resource_response(200 if existing else 201, self.render_pip(resource), etag)
 
     async def patch_pip_tags(self, ctx: Ctx) -> Response:
-        existing = self.public_ips.get_or_404(ctx, ctx.params["name"])
-        check_preconditions(ctx, existing)
-        tags = validate(ctx.json_body(), typespec_schema(nm.TagsObject))
-        existing.body = merge_patch(existing.body, {"tags": None})
-        existing.body["tags"] = tags.get("tags", {})
-        existing.etag = new_etag()
-        self.em.store.put(existing)
+        existing = self.public_ips.replace_tags(ctx, nm.TagsObject)
         return resource_response(200, self.render_pip(existing), existing.etag)
 
     async def delete_pip(self, ctx: Ctx) -> Response:

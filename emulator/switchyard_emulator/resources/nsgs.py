@@ -282,8 +282,9 @@ class SecurityGroups(RenderedKind):
         return {"name": name, "id": f"{nsg_id}/securityRules/{name}", "type": RULE_TYPE, "properties": props}
 
 
-def _check_addresses(props: dict[str, Any], side: str, where: str) -> None:
-    one, many = f"{side}AddressPrefix", f"{side}AddressPrefixes"
+def _one_or_many(props: dict[str, Any], one: str, many: str, where: str) -> list[Any]:
+    """A rule's field that comes singular or plural (sourcePortRange / sourcePortRanges): exactly
+    one of the two, and not empty."""
     values: list[Any] = list(props.get(many) or [])
     if props.get(one) and values:
         raise bad_request(f"Give {one} or {many}, not both.", target=f"{where}.{many}")
@@ -291,6 +292,12 @@ def _check_addresses(props: dict[str, Any], side: str, where: str) -> None:
         values = [props[one]]
     if not values:
         raise bad_request(f"A security rule needs {one} (or {many}).", target=f"{where}.{one}")
+    return values
+
+
+def _check_addresses(props: dict[str, Any], side: str, where: str) -> None:
+    one, many = f"{side}AddressPrefix", f"{side}AddressPrefixes"
+    values = _one_or_many(props, one, many, where)
     for i, value in enumerate(values):
         target = f"{where}.{many}[{i}]" if props.get(many) else f"{where}.{one}"
         try:
@@ -315,13 +322,7 @@ def _invalid_prefix(value: Any, target: str) -> ArmError:
 
 def _check_ports(props: dict[str, Any], side: str, where: str) -> None:
     one, many = f"{side}PortRange", f"{side}PortRanges"
-    values: list[Any] = list(props.get(many) or [])
-    if props.get(one) and values:
-        raise bad_request(f"Give {one} or {many}, not both.", target=f"{where}.{many}")
-    if props.get(one):
-        values = [props[one]]
-    if not values:
-        raise bad_request(f"A security rule needs {one} (or {many}).", target=f"{where}.{one}")
+    values = _one_or_many(props, one, many, where)
     for i, value in enumerate(values):
         try:
             netsec.parse_ports(value)

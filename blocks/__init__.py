@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from switchyard.cloud.azure.clients import EmulatorEndpoint
 from switchyard.core.config import AzureEnvironment, ImageRecipe, ServiceConfig, ServiceContext
 from switchyard.core.fleet_status import FleetMember
-from switchyard.core.rollout import ReleasePolicy
+from switchyard.core.rollout import ReleasePolicy, Strategy
 from switchyard.core.scan_policy import ScanConfiguration
 from switchyard.redaction import register_secret
 
@@ -126,6 +126,12 @@ def load_service(name: str) -> ServiceConfig:
 
 def load_release_policy(name: str) -> ReleasePolicy:
     return as_model(ReleasePolicy, load_block(ReleasePolicyBlock, name, "release policy"))
+
+
+def release_policy_for(environment: AzureEnvironment, name: str | None, strategy: Strategy | None) -> ReleasePolicy:
+    """The policy a release uses: the one named, else the environment's; `strategy` overrides its own."""
+    policy = load_release_policy(name or environment.release_policy)
+    return policy if strategy is None else policy.model_copy(update={"strategy": strategy})
 
 
 def load_scan_policy(name: str) -> ScanConfiguration:

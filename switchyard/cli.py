@@ -375,14 +375,12 @@ def _print_plan(
 ) -> None:
     """`release --plan`: read the cloud (read methods only: switchyard/cloud/readonly.py), plan, print.
     Exit 0 when the release would run, 3 when its preflight would refuse it (as the release would)."""
-    from blocks import load_release_policy, load_service_context
+    from blocks import load_service_context, release_policy_for
     from switchyard.cloud.factory import cloud_for
     from switchyard.cloud.readonly import read_release_plan
 
     context = load_service_context(service, environment)
-    release_policy = load_release_policy(policy or context.environment.release_policy)
-    if strategy is not None:
-        release_policy = release_policy.model_copy(update={"strategy": strategy})
+    release_policy = release_policy_for(context.environment, policy, strategy)
     found = read_release_plan(cloud_for(context), context, release_policy, image)
     payload = {"plan": found.model_dump(mode="json")}
     if found.refused:

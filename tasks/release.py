@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 from pydantic import BaseModel, ConfigDict
 
-from blocks import load_environment, load_release_policy, load_service
+from blocks import load_environment, load_service, release_policy_for
 from switchyard.cloud.errors import StaleStateError
 from switchyard.cloud.factory import cloud_for
 from switchyard.cloud.readonly import read_release_inputs
@@ -81,9 +81,7 @@ def load_release_context(
     """`policy` None: the environment's own release policy."""
     service_config = load_service(service)
     environment_config = load_environment(environment)
-    release_policy = load_release_policy(policy or environment_config.release_policy)
-    if strategy is not None:
-        release_policy = release_policy.model_copy(update={"strategy": strategy})
+    release_policy = release_policy_for(environment_config, policy, strategy)
     service_config.ports_in(environment)  # the service must be deployed to that environment
     return ReleaseContext(
         environment=environment_config,

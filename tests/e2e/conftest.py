@@ -76,15 +76,15 @@ def fleet(
 
     Besides `sample`, more services run the same app so that tests can own a topology each:
     `shop` (releases), `cart` (bad input), `broken` (a template Packer rejects), `till` (approval),
-    `depot` (quota), `ledger` (rollbacks racing releases) and `vulnerable` (an app with a critical
-    advisory).
+    `depot` (quota), `ledger` (rollbacks racing releases), `kiosk` (releases killed and restarted) and
+    `vulnerable` (an app with a critical advisory).
     """
     fleet = checkout_fleet()
     emulator_file = str(emulator.state_dir / "emulator.json")
     for name, environment in fleet.environments.items():
         fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
     sample = fleet.services["sample"]
-    for name in ("shop", "cart", "broken", "till", "depot", "ledger"):
+    for name in ("shop", "cart", "broken", "till", "depot", "ledger", "kiosk"):
         fleet.services[name] = sample.model_copy(update={"name": name})
     fleet.services["vulnerable"] = sample.model_copy(
         update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}

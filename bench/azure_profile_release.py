@@ -42,7 +42,7 @@ def main() -> int:
     from switchyard.checkout import checkout_fleet
     from switchyard.core.outcomes import ReleaseFailed
     from switchyard.core.rollout import Strategy
-    from switchyard.demo.traffic import SteadyTraffic
+    from switchyard.stages.traffic import SteadyTraffic
     from switchyard_emulator.testing import free_port, run_emulator
 
     timing_args = ["--lro-retry-after", "0", "--metrics-latency", "60"]

@@ -33,7 +33,7 @@ from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase, Strategy
 from switchyard.core.state import ServiceObservation
 from switchyard.core.topology import Color, Topology
-from switchyard.demo.traffic import NO_ANSWER, SteadyTraffic, TrafficReport
+from switchyard.stages.traffic import NO_ANSWER, SteadyTraffic, TrafficReport
 from switchyard_emulator.faults import FaultConfig
 from switchyard_emulator.testing import EmulatorHandle, free_port
 

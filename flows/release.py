@@ -58,7 +58,7 @@ from switchyard.core.rollout import (
     reaches_users,
 )
 from switchyard.core.state import ServiceObservation
-from tasks.canary import analyse_canary, analyse_promoted, clear_canary, set_canary_split
+from tasks.canary import analyse_canary, analyse_promoted, clear_canary, set_canary_split, synthetic_load
 from tasks.events import HOOK_FAILED_STEP, emit, heartbeat, now
 from tasks.hooks import run_post_promote_hook, run_pre_deploy_hook
 from tasks.locks import LockBusy, hold_lock
@@ -282,8 +282,9 @@ def _perform(
         progress.smoke_passed_for = context.image_version
     elif isinstance(action, SetSplit | Analyse):
         # Set the split, then judge it at once: users already reach the new version.
-        split = set_canary_split(context, action.step, observed) if isinstance(action, SetSplit) else None
-        analysis = analyse_canary(context, action.step, observed, split)
+        with synthetic_load(context):
+            split = set_canary_split(context, action.step, observed) if isinstance(action, SetSplit) else None
+            analysis = analyse_canary(context, action.step, observed, split)
         title = f"Canary {action.step.describe()}"
         summary.analyses.append(StepAnalysis(title=title, verdict=analysis.verdict, split=analysis.split))
         if not analysis.passed:
@@ -295,7 +296,8 @@ def _perform(
     elif isinstance(action, Promote):
         promote(context, action.to_color, observed)
     elif isinstance(action, AnalysePromoted):
-        analysis = analyse_promoted(context, observed)
+        with synthetic_load(context):
+            analysis = analyse_promoted(context, observed)
         summary.analyses.append(StepAnalysis(title="Under full traffic", verdict=analysis.verdict))
         if analysis.verdict.outcome == CanaryOutcome.FAIL:
             return analysis, "the new version failed under full traffic"

@@ -13,7 +13,9 @@ access log holds every request the metrics counted, so percentiles cover the who
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -40,6 +42,7 @@ from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, CanaryStep, Phase, c
 from switchyard.core.state import ServiceObservation
 from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Topology
+from switchyard.stages.traffic import SteadyTraffic
 from tasks.events import emit, now
 from tasks.release import ReleaseContext, VerificationFailed, wait_healthy
 
@@ -199,6 +202,8 @@ def _watch(
     listener = context.topology.production_listener
     window = end - start
     extended = False
+    # low_traffic "wait": an inconclusive window (too little data) extends again and again, up to this.
+    patience = start + timedelta(seconds=policy.low_traffic_wait_s) if policy.low_traffic == "wait" else None
     log_deadline: float | None = None
     # The first look comes soon: a bad version shows itself in its first requests.
     pause = min(0.1, policy.check_interval_s)
@@ -228,7 +233,10 @@ def _watch(
                 window_ended = False
             else:
                 logger.warning("the access log still misses requests after %.0f s", policy.log_ingestion_timeout_s)
-        decision = watch_decision(verdict, window_ended=window_ended, may_extend=may_extend and not extended)
+        may_wait = patience is not None and end + window <= patience
+        decision = watch_decision(
+            verdict, window_ended=window_ended, may_extend=may_extend and (not extended or may_wait)
+        )
         if decision == WatchDecision.STOP_EARLY:
             logger.warning("SLO breach before the window ended: %s", verdict.summary)
             return verdict, signals, True
@@ -237,7 +245,10 @@ def _watch(
         if decision == WatchDecision.EXTEND:
             # Same start, more data: the window becomes twice as long.
             logger.info(
-                "inconclusive after %.0f s (%s): extending the window once", window.total_seconds(), verdict.summary
+                "inconclusive after %.0f s (%s): extending the window%s",
+                (end - start).total_seconds(),
+                verdict.summary,
+                " (low_traffic: wait)" if extended else " once",
             )
             end += window
             extended = True
@@ -249,6 +260,25 @@ def _watch(
             signals.total_requests,
             verdict.summary,
         )
+
+
+@contextmanager
+def synthetic_load(context: ReleaseContext) -> Iterator[None]:
+    """The policy's synthetic load through the production listener while the block runs (a split and
+    its analysis): where users are too few, these requests are what the judge sees on both sides."""
+    load = context.policy.synthetic_load
+    if load is None:
+        yield
+        return
+    logger = get_run_logger()
+    address = cloud_for(context).router.frontend_address(context.topology)
+    port = context.service.ports_in(context.environment.name).production
+    traffic = SteadyTraffic(address, port, rate=load.rate_per_s, connections=load.connections, path=load.path)
+    logger.info("synthetic load: %g requests/s to http://%s:%d%s", load.rate_per_s, address, port, load.path)
+    with traffic:
+        yield
+    report = traffic.report()
+    logger.info("synthetic load: %d request(s) sent, %d failed", report.sent, report.failed)
 
 
 @task(name="analyse canary", cache_policy=NO_CACHE)

@@ -111,13 +111,14 @@ def preflight(context: ReleaseContext) -> PreflightReport:
     # The same reads `switchyard release --plan` makes, so the plan it prints is this one.
     found_inputs = read_release_inputs(cloud_for(context), context, context.policy, context.image_version)
     image, published, observed = found_inputs.image, found_inputs.published, found_inputs.observed
-    found = check_release(context, context.policy, image, published, observed, found_inputs.quota, found_inputs.timing)
+    quota, timing, traffic = found_inputs.quota, found_inputs.timing, found_inputs.traffic
+    found = check_release(context, context.policy, image, published, observed, quota, timing, traffic)
     if found.refusal is not None:
         logger.error(found.refusal)
         raise ReleaseRefused(found.refusal)
     for check in found.checks:
         logger.info("preflight: %s", check)
-    plan = plan_release(context, context.policy, image, published, observed, found_inputs.quota, found_inputs.timing)
+    plan = plan_release(context, context.policy, image, published, observed, quota, timing, traffic)
     logger.info("plan:\n%s", plan.text())
     assert found.live_color is not None  # no problem found: the gateway routes production somewhere
     return PreflightReport(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from switchyard.cloud.errors import CloudError
 from switchyard.cloud.ports import Cloud
@@ -19,9 +19,11 @@ from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import ServiceContext
 from switchyard.core.fleet_status import FleetMember, FleetRow, FleetStatus, fleet_row, unreachable_row
 from switchyard.core.plan import ReleasePlan, plan_release
+from switchyard.core.preflight import RecentTraffic, traffic_lookback_s
 from switchyard.core.rollout import ReleasePolicy
 from switchyard.core.state import ImageObservation, ServiceObservation
 from switchyard.core.timing import MetricTiming
+from switchyard.core.topology import Topology
 
 # How a reader gets the cloud of a service context: switchyard.cloud.factory.cloud_for.
 Connect = Callable[[ServiceContext], Cloud]
@@ -37,6 +39,7 @@ class ReleaseInputs:
     observed: ServiceObservation
     quota: ComputeQuota | CloudError
     timing: MetricTiming | CloudError
+    traffic: RecentTraffic | CloudError | None
 
 
 def read_release_inputs(
@@ -60,12 +63,43 @@ def read_release_inputs(
             timing = cloud.telemetry.timing(context.topology).with_delay(policy.metrics_delay_s)
         except CloudError as error:
             timing = error
-    return ReleaseInputs(image=image, published=published, observed=observed, quota=quota, timing=timing)
+    traffic = _recent_traffic(cloud, context, policy, observed, timing)
+    return ReleaseInputs(
+        image=image, published=published, observed=observed, quota=quota, timing=timing, traffic=traffic
+    )
+
+
+def _recent_traffic(
+    cloud: Cloud,
+    context: ServiceContext,
+    policy: ReleasePolicy,
+    observed: ServiceObservation,
+    timing: MetricTiming | CloudError,
+) -> RecentTraffic | CloudError | None:
+    """What production served in the last complete grains: its color's pool and that color's canary
+    pool (users are in one of them), never the test listener's pool (smoke tests). None when there is
+    nothing to read it from (no live color, or no metric timing: preflight reports those)."""
+    live = observed.live_color
+    if live is None or isinstance(timing, CloudError):
+        return None
+    seconds = traffic_lookback_s(timing, policy)
+    end = timing.complete_until(datetime.now(UTC))
+    start = end - timedelta(seconds=seconds)
+    try:
+        served = sum(
+            cloud.telemetry.pool_requests(context.topology, start, end, pool).total
+            for pool in (Topology.pool(live), Topology.canary_pool(live))
+        )
+    except CloudError as error:
+        return error
+    return RecentTraffic(requests=served, seconds=seconds)
 
 
 def read_release_plan(cloud: Cloud, context: ServiceContext, policy: ReleasePolicy, image_version: str) -> ReleasePlan:
     inputs = read_release_inputs(cloud, context, policy, image_version)
-    return plan_release(context, policy, inputs.image, inputs.published, inputs.observed, inputs.quota, inputs.timing)
+    return plan_release(
+        context, policy, inputs.image, inputs.published, inputs.observed, inputs.quota, inputs.timing, inputs.traffic
+    )
 
 
 def read_fleet_status(members: list[FleetMember], connect: Connect, now: datetime) -> FleetStatus:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import ServiceContext
-from switchyard.core.preflight import check_release
+from switchyard.core.preflight import RecentTraffic, check_release
 from switchyard.core.rollout import (
     TAG_PHASE,
     TAG_PREVIOUS,
@@ -156,9 +156,10 @@ def plan_release(
     observed: ServiceObservation,
     quota: ComputeQuota | Exception,
     timing: MetricTiming | Exception,
+    traffic: RecentTraffic | Exception | None = None,
 ) -> ReleasePlan:
     """The release's plan from the inputs its preflight reads (tasks/release.py gathers them)."""
-    preflight = check_release(context, policy, image, published, observed, quota, timing)
+    preflight = check_release(context, policy, image, published, observed, quota, timing, traffic)
     checks = [PlanCheck(passed=True, detail=c) for c in preflight.checks]
     checks += [PlanCheck(passed=False, detail=p) for p in preflight.problems]
     if preflight.blocker is not None:

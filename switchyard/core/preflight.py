@@ -7,6 +7,8 @@ Every problem is reported together, so a person fixes them in one go instead of 
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, ConfigDict
 
 from switchyard.core.capacity import REGIONAL_VCPUS, ComputeQuota, shortfall
@@ -21,6 +23,26 @@ from switchyard.core.versions import ImageVersion, VersionError
 # How many of the published versions a "not in the gallery" problem names: the newest few are the
 # ones a person most likely meant.
 _PUBLISHED_SHOWN = 5
+
+
+class RecentTraffic(BaseModel):
+    """The requests production served in the complete grains before a release (users only: synthetic
+    load runs only while switchyard judges a release)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    requests: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+def traffic_lookback_s(timing: MetricTiming, policy: ReleasePolicy) -> float:
+    """How far back preflight looks at production's traffic: a minute at least, five grains on Azure's
+    one-minute grains (one quiet minute says little), and never less than an analysis window."""
+    return timing.whole_grains(max(60.0, 5 * timing.grain_s, policy.analysis_window_s))
 
 
 class Preflight(BaseModel):
@@ -63,12 +85,14 @@ def check_release(
     observed: ServiceObservation,
     quota: ComputeQuota | Exception,
     timing: MetricTiming | Exception,
+    traffic: RecentTraffic | Exception | None = None,
 ) -> Preflight:
     """Judge a release of `image` from what the cloud shows before it starts.
 
     `published` is the service's gallery versions (only quoted when `image` does not exist);
     `quota` is the location's compute quota, or the error reading it; `timing` what the cloud's
-    metrics allow (their finest grain), or the error reading it."""
+    metrics allow (their finest grain), or the error reading it; `traffic` what production served
+    lately, or the error reading it (None: not read, so a canary's data is not checked)."""
     checks: list[str] = []
     problems = _image_problems(context, image, published, checks)
     problems += _timing_problems(context, policy, timing, checks)
@@ -126,6 +150,8 @@ def check_release(
                 checks += [f"canary step {step.describe()}" for step in plan]
             except ImpossiblePlanError as error:
                 problems.append(str(error))
+        if plan and traffic is not None:
+            problems += _traffic_problems(context, policy, plan, traffic, checks)
     return Preflight(
         checks=checks,
         problems=problems,
@@ -191,6 +217,54 @@ def _timing_problems(
             f"of {timing.whole_grains(policy.analysis_window_s):g} s"
         )
     return problems
+
+
+def _traffic_problems(
+    context: ServiceContext,
+    policy: ReleasePolicy,
+    plan: list[CanaryStep],
+    traffic: RecentTraffic | Exception,
+    checks: list[str],
+) -> list[str]:
+    """Each canary step is judged on both sides' requests within one analysis window: with too few
+    users (a staging environment) and no synthetic load, the judge could only roll the release back
+    for want of data (what a new user met: "No requests were served"), so preflight says so first."""
+    needed = required_rate(policy, plan)
+    synthetic = policy.synthetic_load.rate_per_s if policy.synthetic_load else 0.0
+    if isinstance(traffic, Exception):
+        if synthetic >= needed:
+            checks.append(f"traffic: synthetic load of {synthetic:g}/s covers the {needed:.1f}/s a canary needs")
+            return []
+        return [f"cannot read production's recent traffic, so whether a canary gets enough data is unknown: {traffic}"]
+    available = traffic.rate + synthetic
+    seen = f"{traffic.requests} request(s) in the last {traffic.seconds:g} s ({traffic.rate:.1f}/s)"
+    if available >= needed:
+        load = f" plus synthetic load of {synthetic:g}/s" if synthetic else ""
+        checks.append(f"traffic: {seen}{load}; a canary needs about {needed:.1f}/s")
+        return []
+    if policy.low_traffic == "wait":
+        checks.append(f"traffic: {seen}, below the {needed:.1f}/s a canary needs: analyses wait for data (low_traffic)")
+        return []
+    suggested = math.ceil(needed * 1.5)
+    if synthetic:
+        fix = f"raise the release policy's synthetic_load.rate_per_s to {suggested} or more"
+    else:
+        fix = f"give the release policy synthetic load (synthetic_load: {{rate_per_s: {suggested}}})"
+    smallest = min(plan, key=lambda step: min(step.share, 1 - step.share))
+    return [
+        f"too little traffic to judge a canary in {context.environment.name}: production served {seen}"
+        + (f" and synthetic load adds {synthetic:g}/s" if synthetic else "")
+        + f"; the canary step at {smallest.share:.0%} needs {policy.slo.min_requests} requests on each side within "
+        f"{policy.analysis_window_s:g} s, about {needed:.1f}/s. To release here, {fix}, lower slo.min_requests, "
+        "release with --strategy blue-green, or set low_traffic: wait to start anyway and let analyses wait for data"
+    ]
+
+
+def required_rate(policy: ReleasePolicy, plan: list[CanaryStep]) -> float:
+    """Requests per second production needs for every step's window to hold `min_requests` on the
+    smaller side (the canary at a small share, the baseline at a large one)."""
+    smaller_side = min(min(step.share, 1 - step.share) for step in plan)
+    return policy.slo.min_requests / (policy.analysis_window_s * smaller_side)
 
 
 def _room_to_double(quota: ComputeQuota | Exception, additional_vms: int, checks: list[str]) -> list[str]:

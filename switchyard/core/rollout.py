@@ -57,6 +57,20 @@ class HttpCheck(BaseModel):
     expect_body_contains: str | None = None
 
 
+class SyntheticLoad(BaseModel):
+    """Requests switchyard sends through the production listener while a canary is judged, for
+    environments whose users are too few to judge it on (Flagger's load tester does the same)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_per_s: float = Field(gt=0, le=2000, description="Requests per second, steady.")
+    path: str = Field("/", pattern=r"^/", description="Request path; a read-only one (GET).")
+    connections: int = Field(4, ge=1, le=64, description="Keep-alive connections the rate is spread over.")
+
+
+LowTraffic = Literal["refuse", "wait"]
+
+
 class ReleasePolicy(BaseModel):
     """How a release proceeds and what it takes to pass."""
 
@@ -102,6 +116,20 @@ class ReleasePolicy(BaseModel):
     hooks: ReleaseHooks = Field(
         default_factory=ReleaseHooks,
         description="pre_deploy (expand migrations) and post_promote (contract migrations): a command or an HTTP call.",
+    )
+    synthetic_load: SyntheticLoad | None = Field(
+        None, description="Load switchyard drives through the production listener while it judges a release."
+    )
+    low_traffic: LowTraffic = Field(
+        "refuse",
+        description="When recent traffic (users plus synthetic load) cannot give a canary step the requests the SLO "
+        "needs: refuse the release before any change, or start anyway and wait for data in each analysis.",
+    )
+    low_traffic_wait_s: float = Field(
+        300.0,
+        gt=0,
+        description="With low_traffic 'wait': how long a canary analysis keeps extending its window for data "
+        "before it judges what it has.",
     )
 
     @field_validator("canary_steps")

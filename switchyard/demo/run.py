@@ -25,8 +25,8 @@ from switchyard.core.config import FaultProfile, ServiceContext
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.rollout import Strategy
-from switchyard.demo.traffic import SteadyTraffic
 from switchyard.runbooks import load_flow
+from switchyard.stages.traffic import SteadyTraffic
 
 SERVICE = "sample"
 ENVIRONMENT = "production"

@@ -76,7 +76,8 @@ def fleet(
 
     Besides `sample`, more services run the same app so that tests can own a topology each:
     `shop` (releases), `cart` (bad input), `broken` (a template Packer rejects), `till` (approval),
-    `depot` (quota), `ledger` (rollbacks racing releases), `kiosk` (releases killed and restarted) and
+    `depot` (quota), `ledger` (rollbacks racing releases), `kiosk` (releases killed and restarted),
+    `quay` (staging without users) and
     `vulnerable` (an app with a critical advisory).
     """
     fleet = checkout_fleet()
@@ -84,7 +85,7 @@ def fleet(
     for name, environment in fleet.environments.items():
         fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
     sample = fleet.services["sample"]
-    for name in ("shop", "cart", "broken", "till", "depot", "ledger", "kiosk"):
+    for name in ("shop", "cart", "broken", "till", "depot", "ledger", "kiosk", "quay"):
         fleet.services[name] = sample.model_copy(update={"name": name})
     fleet.services["vulnerable"] = sample.model_copy(
         update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}
@@ -97,10 +98,10 @@ def fleet(
     for name, service in list(fleet.services.items()):
         ports = {env: FrontendPorts(production=free_port(), test=free_port()) for env in fleet.environments}
         fleet.services[name] = service.model_copy(update={"frontend_ports": ports, "capacity": 3})
-    policy = fleet.release_policies["default"]
-    fleet.release_policies["default"] = policy.model_validate(
-        {**policy.model_dump(), **TEST_RELEASE_POLICY, "slo": {**policy.slo.model_dump(), **TEST_SLO}}
-    )
+    for name, policy in fleet.release_policies.items():
+        fleet.release_policies[name] = policy.model_validate(
+            {**policy.model_dump(), **TEST_RELEASE_POLICY, "slo": {**policy.slo.model_dump(), **TEST_SLO}}
+        )
     default = fleet.release_policies["default"]
     fleet.release_policies["impossible-steps"] = default.model_copy(update={"canary_steps": [0.25, 0.95]})
     fleet.release_policies["needs-approval"] = default.model_copy(
@@ -112,6 +113,9 @@ def fleet(
     )
     fleet.release_policies["slow-promotion"] = default.model_copy(
         update={"strategy": Strategy.BLUE_GREEN, "promoted_analysis_window_s": 25}
+    )
+    fleet.release_policies["staging-without-load"] = fleet.release_policies["staging"].model_copy(
+        update={"synthetic_load": None}
     )
     fleet.release_policies["approval-times-out"] = default.model_copy(
         update={"canary_steps": [0.25], "approval_required": True, "approval_timeout_s": 3}

@@ -61,9 +61,9 @@ def write_test_fleet(path: Path) -> dict[str, Any]:
     sample["frontend_ports"] = {
         environment: {"production": free_port(), "test": free_port()} for environment in sample["frontend_ports"]
     }
-    policy = fleet["release_policies"]["default"]
-    policy.update(TEST_RELEASE_POLICY)
-    policy["slo"].update(TEST_SLO)
+    for policy in fleet["release_policies"].values():
+        policy.update(TEST_RELEASE_POLICY)
+        policy["slo"] = {**policy["slo"], **TEST_SLO}
     path.write_text(yaml.safe_dump(fleet, sort_keys=False))
     return fleet
 

@@ -26,7 +26,7 @@ from switchyard.core.config import ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
-from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stages.traffic import SteadyTraffic
 
 pytestmark = pytest.mark.e2e
 

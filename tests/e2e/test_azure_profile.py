@@ -30,7 +30,7 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.rollout import Strategy
 from switchyard.core.topology import Color
-from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle, free_port, run_emulator
 from tests.e2e.stack_support import autoscale_enabled as enabled_autoscale
 

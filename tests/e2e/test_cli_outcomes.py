@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from switchyard.checkout import REPO_ROOT
-from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stages.traffic import SteadyTraffic
 from tests.e2e.stack_support import SERVICE, Stack, running_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import (
     EmulatorClients,
     EmulatorHandle,

@@ -20,8 +20,8 @@ import pytest
 from prefect import flow
 from prefect.client.schemas.objects import StateType
 
-from switchyard.demo.traffic import SteadyTraffic
 from switchyard.stack.processes import kill_process_group
+from switchyard.stages.traffic import SteadyTraffic
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,

@@ -32,8 +32,8 @@ from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.rollout import Strategy
 from switchyard.core.topology import Color
-from switchyard.demo.traffic import SteadyTraffic
 from switchyard.stack.processes import kill_process_group
+from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle
 from tasks.events import heartbeat
 from tasks.release import VerificationFailed

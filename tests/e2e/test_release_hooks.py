@@ -34,7 +34,7 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseRefused
 from switchyard.core.rollout import ReleasePolicy, Strategy
 from switchyard.core.state import ServiceObservation
-from switchyard.demo.traffic import SteadyTraffic
+from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import free_port
 from tasks.events import HOOK_FAILED_STEP
 from tests.e2e.stack_support import release_events, wait_for

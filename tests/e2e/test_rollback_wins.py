@@ -29,8 +29,8 @@ from switchyard.core.config import ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase
 from switchyard.core.state import ServiceObservation
-from switchyard.demo.traffic import SteadyTraffic
 from switchyard.stack.processes import kill_process_group
+from switchyard.stages.traffic import SteadyTraffic
 from tests.e2e.stack_support import wait_for
 
 pytestmark = pytest.mark.e2e

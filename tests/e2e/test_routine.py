@@ -37,7 +37,7 @@ from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import MergeRefused, ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.versions import ImageVersion
-from switchyard.demo.traffic import SteadyTraffic, TrafficReport
+from switchyard.stages.traffic import SteadyTraffic, TrafficReport
 from switchyard_emulator.testing import free_port
 from tasks.history import TAG_COMMIT, parse_change_tags
 

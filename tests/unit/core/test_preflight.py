@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from switchyard.core.config import AutoscaleConfig
-from switchyard.core.preflight import check_release, version_refusal
-from switchyard.core.rollout import ReleasePolicy, Strategy
+from switchyard.core.preflight import RecentTraffic, check_release, traffic_lookback_s, version_refusal
+from switchyard.core.rollout import ReleasePolicy, Strategy, SyntheticLoad
 from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color
 from tests.unit.core.cloud_states import (
@@ -205,3 +205,73 @@ def test_mid_canary_the_live_color_s_health_is_read_where_production_routes() ->
         .problems[0]
         .startswith("live color blue is not healthy")
     )
+
+
+# Traffic: a canary is judged on both sides' requests within one analysis window ------------------
+
+QUIET = RecentTraffic(requests=0, seconds=60)  # a staging environment: nobody uses it
+# CANARY's smaller side is the canary at 25%: 200 requests / (30 s x 0.25) = 26.7/s are needed.
+BUSY = RecentTraffic(requests=60 * 30, seconds=60)
+
+
+def test_a_canary_with_too_few_users_and_no_synthetic_load_is_refused_with_what_to_configure() -> None:
+    refusing = CANARY.model_copy(update={"low_traffic": "refuse"})
+
+    [problem] = check_release(context(), refusing, image(), [], STEADY, quota(), FAST, QUIET).problems
+
+    assert problem.startswith("too little traffic to judge a canary in production: production served 0 request(s)")
+    assert "needs 200 requests on each side within 30 s, about 26.7/s" in problem
+    assert "synthetic_load: {rate_per_s: 40}" in problem
+    assert "low_traffic: wait" in problem
+
+
+def test_synthetic_load_that_covers_the_need_lets_a_quiet_environment_release() -> None:
+    loaded = CANARY.model_copy(update={"low_traffic": "refuse", "synthetic_load": SyntheticLoad(rate_per_s=30)})
+
+    found = check_release(context(), loaded, image(), [], STEADY, quota(), FAST, QUIET)
+
+    assert found.refusal is None
+    assert "traffic: 0 request(s) in the last 60 s (0.0/s) plus synthetic load of 30/s; a canary needs about 26.7/s" in (
+        found.checks
+    )
+
+
+def test_synthetic_load_below_the_need_is_refused_with_the_rate_to_raise_it_to() -> None:
+    thin = CANARY.model_copy(update={"low_traffic": "refuse", "synthetic_load": SyntheticLoad(rate_per_s=10)})
+
+    [problem] = check_release(context(), thin, image(), [], STEADY, quota(), FAST, QUIET).problems
+
+    assert "synthetic load adds 10/s" in problem
+    assert "raise the release policy's synthetic_load.rate_per_s to 40 or more" in problem
+
+
+def test_users_enough_need_no_synthetic_load_and_wait_starts_a_quiet_release_anyway() -> None:
+    refusing = CANARY.model_copy(update={"low_traffic": "refuse"})
+    assert check_release(context(), refusing, image(), [], STEADY, quota(), FAST, BUSY).refusal is None
+
+    waiting = CANARY.model_copy(update={"low_traffic": "wait"})
+    found = check_release(context(), waiting, image(), [], STEADY, quota(), FAST, QUIET)
+    assert found.refusal is None
+    assert any("analyses wait for data (low_traffic)" in check for check in found.checks)
+
+
+def test_traffic_is_not_judged_for_blue_green_or_a_first_release() -> None:
+    refusing_bg = BLUE_GREEN.model_copy(update={"low_traffic": "refuse"})
+    assert check_release(context(), refusing_bg, image(), [], STEADY, quota(), FAST, QUIET).refusal is None
+    first = observed(scale_set(Color.BLUE, None, 0), scale_set(Color.GREEN, None, 0))
+    refusing = CANARY.model_copy(update={"low_traffic": "refuse"})
+    assert check_release(context(), refusing, image(), [], first, quota(), FAST, QUIET).refusal is None
+
+
+def test_unreadable_traffic_is_a_problem_unless_synthetic_load_alone_covers_the_need() -> None:
+    refusing = CANARY.model_copy(update={"low_traffic": "refuse"})
+    [problem] = check_release(context(), refusing, image(), [], STEADY, quota(), FAST, RuntimeError("429")).problems
+    assert problem.startswith("cannot read production's recent traffic") and "429" in problem
+
+    loaded = refusing.model_copy(update={"synthetic_load": SyntheticLoad(rate_per_s=30)})
+    assert check_release(context(), loaded, image(), [], STEADY, quota(), FAST, RuntimeError("429")).refusal is None
+
+
+def test_the_lookback_is_a_minute_at_least_and_five_grains_on_azure_timing() -> None:
+    assert traffic_lookback_s(FAST, CANARY) == 60
+    assert traffic_lookback_s(MetricTiming.for_grain(60), CANARY) == 300

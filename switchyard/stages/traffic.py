@@ -1,6 +1,7 @@
 """Steady synthetic traffic: real HTTP requests at a fixed rate, every answer recorded.
 
-Used by the demo and the end-to-end tests to play production users: it sends a steady rate over
+A release's synthetic load (tasks/canary.py: where users are too few to judge a canary on), and
+the demo's and the end-to-end tests' production users: it sends a steady rate over
 several keep-alive connections (as a fleet of clients would) and records, per request, when it
 started and ended, the status (0 when the connection failed) and which image version answered
 (the sample service's X-Image-Version header). From those records come the numbers users feel:

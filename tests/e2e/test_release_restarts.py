@@ -33,8 +33,8 @@ from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.rollout import Strategy
 from switchyard.core.state import ServiceObservation
 from switchyard.core.topology import Color
-from switchyard.demo.traffic import SteadyTraffic
 from switchyard.stack.processes import kill_process_group
+from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle
 from tests.e2e.stack_support import wait_for
 

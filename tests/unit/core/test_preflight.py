@@ -231,8 +231,9 @@ def test_synthetic_load_that_covers_the_need_lets_a_quiet_environment_release() 
     found = check_release(context(), loaded, image(), [], STEADY, quota(), FAST, QUIET)
 
     assert found.refusal is None
-    assert "traffic: 0 request(s) in the last 60 s (0.0/s) plus synthetic load of 30/s; a canary needs about 26.7/s" in (
-        found.checks
+    assert (
+        "traffic: 0 request(s) in the last 60 s (0.0/s) plus synthetic load of 30/s; a canary needs about 26.7/s"
+        in found.checks
     )
 
 

@@ -5,7 +5,8 @@ The runbook, step by step:
      gateway is consistent; the live color is healthy; the canary steps are possible; the
      analysis windows fit the cloud's metric grain; there is quota for the new color.
   2. prepare the idle color on the new image, healthy by the gateway's own probes.
-  3. smoke-test it through the private test listener, before any user traffic.
+  3. test it through the private test listener, before any user traffic: smoke tests, then the
+     service's integration tests and the policy's performance test when they are configured.
   4. canary: k new instances join the live color's canary pool, production moves to that pool in
      one write; the delivered split is verified from per-backend metrics, the signals judged.
   5. promote: the production rule moves to the new color in one write; judged again.
@@ -74,6 +75,7 @@ from tasks.release import (
     smoke_test,
 )
 from tasks.rollback import NothingToRollBackTo, roll_back
+from tasks.stages import integration_test, performance_test
 
 MAX_STEPS = 40
 
@@ -278,7 +280,12 @@ def _perform(
     elif isinstance(action, ClearCanary):
         clear_canary(context, observed)
     elif isinstance(action, SmokeTest):
+        # The test stages, in order, all before users: a failure stops the release here.
         smoke_test(context, action.color)
+        for stage in (integration_test, performance_test):
+            result = stage(context, action.color)
+            if result is not None:
+                summary.add(now(), f"{result.stage} tests", result.detail)
         progress.smoke_passed_for = context.image_version
     elif isinstance(action, SetSplit | Analyse):
         # Set the split, then judge it at once: users already reach the new version.

@@ -29,6 +29,7 @@ from switchyard.core.hooks import (
     HookName,
     HookResult,
     HttpHook,
+    RunPurpose,
     hook_environment,
     hook_payload,
     mask,
@@ -56,7 +57,7 @@ def _read_tail(stream: BinaryIO) -> tuple[str, bool]:
 
 
 def run_command_hook(
-    hook: CommandHook, name: HookName, env: dict[str, str], *, root: Path = REPO_ROOT, grace_s: float = STOP_GRACE_S
+    hook: CommandHook, name: RunPurpose, env: dict[str, str], *, root: Path = REPO_ROOT, grace_s: float = STOP_GRACE_S
 ) -> HookResult:
     """Run `hook.command` (no shell) in its own session, so that a timeout, or the end of the
     command, stops everything it started: a forgotten child must not outlive the release step."""
@@ -125,7 +126,7 @@ class _Deadline(Exception):
     pass
 
 
-def run_http_hook(hook: HttpHook, name: HookName, payload: dict[str, str]) -> HookResult:
+def run_http_hook(hook: HttpHook, name: RunPurpose, payload: dict[str, str]) -> HookResult:
     """Call `hook.url`; it passes on exactly `hook.expect_status`. Redirects are not followed: a
     redirect to a login page is not a migration that ran."""
     started_at, started = datetime.now(UTC), time.monotonic()
@@ -171,12 +172,13 @@ def run_http_hook(hook: HttpHook, name: HookName, payload: dict[str, str]) -> Ho
 
 def run_hook(
     hook: CommandHook | HttpHook,
-    name: HookName,
+    name: RunPurpose,
     *,
     service: str,
     environment: str,
     image_version: str,
     base_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
     root: Path = REPO_ROOT,
 ) -> HookResult:
     """Run a hook for a release and return its result with every secret masked: the ones switchyard
@@ -185,7 +187,7 @@ def run_hook(
     base = dict(os.environ) if base_env is None else base_env
     if isinstance(hook, CommandHook):
         env = hook_environment(base, service=service, environment=environment, image_version=image_version, hook=name)
-        result = run_command_hook(hook, name, env, root=root)
+        result = run_command_hook(hook, name, {**env, **(extra_env or {})}, root=root)
     else:
         payload = hook_payload(service=service, environment=environment, image_version=image_version, hook=name)
         result = run_http_hook(hook, name, payload)

@@ -13,6 +13,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from switchyard.core.hooks import CommandHook
 from switchyard.core.topology import Topology, check_name
 
 AuthMode = Literal["emulator", "default", "service_principal"]
@@ -223,6 +224,12 @@ class ServiceConfig(BaseModel):
     health_path: str = Field("/health", pattern=r"^/")
     frontend_ports: dict[str, FrontendPorts] = Field(description="Gateway frontend ports per environment name.")
     autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
+    integration_test: CommandHook | None = Field(
+        None,
+        description="The service's own tests, run against the new color through the test listener before users "
+        "(after the smoke tests): an argv, run without a shell from the repository root, with SWITCHYARD_TEST_URL "
+        "and SWITCHYARD_IMAGE_VERSION set; exit code 0 passes.",
+    )
     patch_wave: int = Field(
         1,
         ge=1,

@@ -24,6 +24,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 HookName = Literal["pre_deploy", "post_promote"]
+# What a command or HTTP call runs for: one of the hooks, or the service's integration tests (a test
+# stage, switchyard/core/test_stages.py), which share the runner, its timeout and its masking.
+RunPurpose = Literal["pre_deploy", "post_promote", "integration"]
 
 DEFAULT_COMMAND_TIMEOUT_S = 300.0
 DEFAULT_HTTP_TIMEOUT_S = 30.0
@@ -149,7 +152,7 @@ class HookResult(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    hook: HookName
+    hook: RunPurpose
     kind: Literal["command", "http"]
     target: str  # the argv or "METHOD url"
     passed: bool
@@ -164,7 +167,7 @@ class HookResult(BaseModel):
 
 
 def hook_environment(
-    base: dict[str, str], *, service: str, environment: str, image_version: str, hook: HookName
+    base: dict[str, str], *, service: str, environment: str, image_version: str, hook: RunPurpose
 ) -> dict[str, str]:
     """A command hook's environment: the worker's (a migration needs its database settings from there)
     plus what the release is about."""
@@ -177,7 +180,7 @@ def hook_environment(
     }
 
 
-def hook_payload(*, service: str, environment: str, image_version: str, hook: HookName) -> dict[str, str]:
+def hook_payload(*, service: str, environment: str, image_version: str, hook: RunPurpose) -> dict[str, str]:
     """What an HTTP hook is told, the same facts as a command's environment."""
     return {"service": service, "environment": environment, "image_version": image_version, "hook": hook}
 

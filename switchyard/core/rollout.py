@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from switchyard.core.canary_inputs import CanaryPolicy
 from switchyard.core.hooks import ReleaseHooks
+from switchyard.core.stages import PerformanceTest
 from switchyard.core.state import ImageObservation, ServiceObservation
 from switchyard.core.topology import Color
 
@@ -116,6 +117,9 @@ class ReleasePolicy(BaseModel):
     hooks: ReleaseHooks = Field(
         default_factory=ReleaseHooks,
         description="pre_deploy (expand migrations) and post_promote (contract migrations): a command or an HTTP call.",
+    )
+    performance_test: PerformanceTest | None = Field(
+        None, description="A load test of the new color through the test listener, after smoke and integration tests."
     )
     synthetic_load: SyntheticLoad | None = Field(
         None, description="Load switchyard drives through the production listener while it judges a release."

@@ -27,6 +27,15 @@ class RequestRecord:
     status: int  # 0: no HTTP answer (connection refused, reset, timeout)
     image_version: str
     instance_id: str = ""
+    # When the steady rate meant to send it. A slow server delays the requests behind it on the same
+    # connection; latency counted from here includes that wait, as a user arriving on schedule would
+    # feel it (the "coordinated omission" correction wrk2 makes). 0: not recorded.
+    scheduled: float = 0.0
+
+    @property
+    def latency_s(self) -> float:
+        """Finished minus scheduled (or started, when nothing was scheduled)."""
+        return self.finished - (self.scheduled or self.started)
 
     @property
     def failed(self) -> bool:
@@ -129,6 +138,7 @@ class SteadyTraffic:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            scheduled = time.time() - (time.monotonic() - due)  # the due moment on the wall clock
             due += interval
             started = time.time()
             status, version, instance = 0, "", ""
@@ -146,7 +156,7 @@ class SteadyTraffic:
                     writer.close()
                 writer = None
             with self._lock:
-                self._records.append(RequestRecord(started, time.time(), status, version, instance))
+                self._records.append(RequestRecord(started, time.time(), status, version, instance, scheduled))
         if writer is not None:
             writer.close()
 

@@ -21,6 +21,7 @@ from switchyard.core.config import FrontendPorts, ImageRecipe
 from switchyard.core.fleet import Fleet
 from switchyard.core.rollout import Strategy
 from switchyard.core.scan_policy import ScanConfiguration
+from switchyard.core.stages import PerformanceTest
 from switchyard.stack.prefect_server import PrefectServer
 from switchyard_emulator.testing import EmulatorHandle, free_port, run_emulator
 from tests.e2e.stack_support import TEST_RELEASE_POLICY, TEST_SLO
@@ -77,15 +78,15 @@ def fleet(
     Besides `sample`, more services run the same app so that tests can own a topology each:
     `shop` (releases), `cart` (bad input), `broken` (a template Packer rejects), `till` (approval),
     `depot` (quota), `ledger` (rollbacks racing releases), `kiosk` (releases killed and restarted),
-    `quay` (staging without users) and
-    `vulnerable` (an app with a critical advisory).
+    `quay` (staging without users), `pier` (test stages) and `vulnerable` (an app with a critical
+    advisory).
     """
     fleet = checkout_fleet()
     emulator_file = str(emulator.state_dir / "emulator.json")
     for name, environment in fleet.environments.items():
         fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
     sample = fleet.services["sample"]
-    for name in ("shop", "cart", "broken", "till", "depot", "ledger", "kiosk", "quay"):
+    for name in ("shop", "cart", "broken", "till", "depot", "ledger", "kiosk", "quay", "pier"):
         fleet.services[name] = sample.model_copy(update={"name": name})
     fleet.services["vulnerable"] = sample.model_copy(
         update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}
@@ -116,6 +117,15 @@ def fleet(
     )
     fleet.release_policies["staging-without-load"] = fleet.release_policies["staging"].model_copy(
         update={"synthetic_load": None}
+    )
+    # Blue-green: the stages run before any user either way, and nothing here sends user traffic.
+    fleet.release_policies["with-performance-test"] = default.model_copy(
+        update={
+            "strategy": Strategy.BLUE_GREEN,
+            "performance_test": PerformanceTest(
+                rate_per_s=40, duration_s=3, path="/work/echo", max_p95_ms=150, max_error_rate=0.01
+            )
+        }
     )
     fleet.release_policies["approval-times-out"] = default.model_copy(
         update={"canary_steps": [0.25], "approval_required": True, "approval_timeout_s": 3}

@@ -1,0 +1,80 @@
+"""The test stages after smoke, against the new color through the test listener, before any user:
+the service's integration tests (a command it provides) and the policy's performance test (a steady
+load judged on errors and p95). What each stage asks is switchyard/core/stages.py; a failed stage
+stops the release before users meet the new version, as a failed smoke test does."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.stages import StageResult, judge_performance
+from switchyard.core.topology import Color, Topology
+from switchyard.stages.traffic import SteadyTraffic
+from tasks.events import emit
+from tasks.hooks import log_result, run_hook
+from tasks.release import ReleaseContext, VerificationFailed
+
+
+class StageFailed(VerificationFailed):
+    """A test stage failed on the idle color: the release stops before any user meets it."""
+
+
+def _test_url(context: ReleaseContext, color: Color) -> tuple[str, int]:
+    """The test listener's address and port, after checking it routes to `color` (what is tested)."""
+    cloud = cloud_for(context)
+    gateway = cloud.router.observe(context.topology, with_health=False)
+    if gateway.test_pool != Topology.pool(color):
+        raise VerificationFailed(f"the test listener routes to {gateway.test_pool}, not {color.value}")
+    return cloud.router.test_address(context.topology), context.service.ports_in(context.environment.name).test
+
+
+def _stop_on_failure(context: ReleaseContext, result: StageResult) -> StageResult:
+    emit(context, f"{result.stage}-tested", {"image": context.image_version, "passed": result.passed})
+    if not result.passed:
+        raise StageFailed(f"{result.stage} tests of {context.image_version} failed: {result.detail}")
+    return result
+
+
+@task(name="integration tests on idle color", cache_policy=NO_CACHE)
+def integration_test(context: ReleaseContext, color: Color) -> StageResult | None:
+    """The service's integration_test command against the test URL; None when it has none."""
+    command = context.service.integration_test
+    if command is None:
+        return None
+    logger = get_run_logger()
+    address, port = _test_url(context, color)
+    url = f"http://{address}:{port}"
+    logger.info("integration tests: %s against %s (timeout %g s)", command.describe(), url, command.timeout_s)
+    result = run_hook(
+        command,
+        "integration",
+        service=context.service.name,
+        environment=context.environment.name,
+        image_version=context.image_version,
+        extra_env={"SWITCHYARD_TEST_URL": url},
+    )
+    log_result(logger, result)
+    return _stop_on_failure(context, StageResult(stage="integration", passed=result.passed, detail=result.detail))
+
+
+@task(name="performance test on idle color", cache_policy=NO_CACHE)
+def performance_test(context: ReleaseContext, color: Color) -> StageResult | None:
+    """The policy's performance_test: a steady load through the test listener, judged; None without one."""
+    test = context.policy.performance_test
+    if test is None:
+        return None
+    logger = get_run_logger()
+    address, port = _test_url(context, color)
+    logger.info("performance test: %s on %s:%d", test.describe(), address, port)
+    with SteadyTraffic(address, port, rate=test.rate_per_s, connections=test.connections, path=test.path) as load:
+        time.sleep(test.duration_s)
+    report = load.report()
+    result = judge_performance(
+        test, latencies_s=[r.latency_s for r in report.records if not r.failed], failed=report.failed, sent=report.sent
+    )
+    (logger.info if result.passed else logger.error)("performance test: %s", result.detail)
+    return _stop_on_failure(context, result)

@@ -1,0 +1,85 @@
+"""Test stages before users, end to end: the service's integration tests and the policy's
+performance test run against the new color through the test listener, after the smoke tests.
+
+A good image passes both and is promoted; an image that fails half of its work requests passes
+the smoke tests (health and version hold) but fails its integration tests; a slow image passes
+both of those and fails the performance test on p95. The two failures stop the release before any
+user request reaches the new color: production keeps its image and its gateway configuration.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from blocks import load_environment, load_service
+from flows.image_pipeline import image_pipeline
+from flows.provision import provision
+from flows.release import release
+from switchyard.cloud.factory import cloud_for
+from switchyard.core.config import FaultProfile, ServiceContext
+from switchyard.core.fleet import Fleet
+from switchyard.core.outcomes import ReleaseFailed
+from switchyard.core.state import ServiceObservation
+
+pytestmark = pytest.mark.e2e
+
+SERVICE, ENV = "pier", "production"
+COMMIT = "2222222333333344444445555555666666677777"
+POLICY = "with-performance-test"
+
+
+def observe() -> ServiceObservation:
+    context = ServiceContext(environment=load_environment(ENV), service=load_service(SERVICE))
+    return cloud_for(context).observe(context.topology)
+
+
+@pytest.fixture(scope="module")
+def images(fleet: Fleet) -> dict[str, str]:
+    faults = {
+        "v1": FaultProfile(),
+        "v2": FaultProfile(),
+        "failing": FaultProfile(error_rate=0.5),
+        "slow": FaultProfile(extra_latency_ms=400),
+    }
+    built = {
+        name: image_pipeline(service=SERVICE, app_version=f"{n}.0.0", git_commit=COMMIT, fault_profile=fault)
+        for n, (name, fault) in enumerate(faults.items(), start=1)
+    }
+    provision(service=SERVICE, environment=ENV)
+    assert release(service=SERVICE, environment=ENV, image_version=built["v1"].gallery_version).outcome == "promoted"
+    return {name: image.gallery_version for name, image in built.items()}
+
+
+def test_a_good_image_passes_integration_and_performance_tests_then_is_promoted(images: dict[str, str]) -> None:
+    summary = release(service=SERVICE, environment=ENV, image_version=images["v2"], policy=POLICY)
+
+    assert summary.outcome == "promoted", summary.outcome_detail
+    stages = {entry.step: entry.detail for entry in summary.timeline}
+    assert stages["integration tests"].startswith("exit code 0")
+    assert "planned, 0 failed (0.00%), p95" in stages["performance tests"]
+
+
+@pytest.mark.parametrize(
+    ("image", "stage", "why"),
+    [
+        ("failing", "integration", "exit code 1"),
+        ("slow", "performance", "ms above 150 ms"),
+    ],
+)
+def test_an_image_that_fails_a_test_stage_never_meets_a_user(
+    images: dict[str, str], image: str, stage: str, why: str
+) -> None:
+    before = observe()
+    live = before.live_color
+    assert live is not None
+
+    with pytest.raises(ReleaseFailed) as failed:
+        release(service=SERVICE, environment=ENV, image_version=images[image], policy=POLICY)
+
+    summary = failed.value.summary
+    assert summary is not None and summary.outcome == "failed"
+    assert summary.first_user_request_at is None, "no user request may reach an image before its test stages pass"
+    assert f"{stage} tests of {images[image]} failed" in summary.outcome_detail and why in summary.outcome_detail
+    after = observe()
+    assert after.live_color == live and after.gateway.production_pool == before.gateway.production_pool
+    assert after.scale_set(live).runs_only == images["v2"]

@@ -93,7 +93,9 @@ def resolve_app_source(app_dir: Path, commit: str | None) -> AppSource:
                 "(was it added later, or moved?); nothing was built"
             )
     status = _git(repository, "status", "--porcelain", "--untracked-files=all", "--", app_path or ".")
-    uncommitted = tuple(line[3:] for line in _text(status).splitlines() if line) if status.returncode == 0 else ()
+    # Porcelain lines are "XY path": the leading status column may be a space, so no strip here.
+    lines = status.stdout.decode("utf-8", errors="replace").splitlines() if status.returncode == 0 else []
+    uncommitted = tuple(line[3:] for line in lines if len(line) > 3)
     return source.model_copy(update={"uncommitted": uncommitted})
 
 

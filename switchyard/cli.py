@@ -283,7 +283,12 @@ def image_build(
         "staging"
     ),
     force: Annotated[bool, typer.Option(help="Rebuild even if identical inputs were published.")] = False,
-    git_commit: Annotated[str | None, typer.Option(help="Commit to build (default: the app's checkout).")] = None,
+    git_commit: Annotated[
+        str | None,
+        typer.Option(
+            "--git-commit", "--commit", help="Commit to build (git archive; default HEAD, never the working tree)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:

@@ -91,7 +91,7 @@ def main() -> int:
             from flows.release import release
             from switchyard.core.config import FaultProfile
 
-            commit = "0" * 40
+            commit = None  # HEAD: builds take the app from a real commit
             v1 = image_pipeline(service=SERVICE, app_version="1.0.0", git_commit=commit, environment=ENV)
             v3 = image_pipeline(
                 service=SERVICE,

@@ -38,7 +38,8 @@ from switchyard_emulator.faults import FaultConfig
 from switchyard_emulator.testing import EmulatorHandle, free_port
 
 RATE = 40.0  # user requests per second while a release runs
-COMMIT = "1010101010101010101010101010101010101010"
+# None: the build takes HEAD (git archive of the commit); a made-up id would be refused.
+COMMIT: str | None = None
 BAD_ERROR_RATE = 0.3  # the bad version answers this share of its requests with 500
 # What the issue asks for: 10% of ARM calls answer 429 (Retry-After), 500, or a second late.
 ARM_FAULTS = FaultConfig(rate=0.1, kinds=["429", "500", "slow"], seed=1015, slow_seconds=1.0, retry_after_seconds=1)

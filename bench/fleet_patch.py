@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results"
 TARGET_RATIO = 2.5
-COMMIT = "9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d9d"
+# None: the build takes HEAD (git archive of the commit); a made-up id would be refused.
+COMMIT: str | None = None
 ENVIRONMENTS = ["staging", "production"]
 FAST_PROFILE = {
     "strategy": "blue-green",

@@ -96,7 +96,7 @@ def main() -> int:
             from flows.image_pipeline import image_pipeline
 
             started = time.perf_counter()
-            state = image_pipeline(service="sample", app_version="1.0.0", git_commit="0" * 40, return_state=True)
+            state = image_pipeline(service="sample", app_version="1.0.0", git_commit=None, return_state=True)
             total = time.perf_counter() - started
             published = state.result()
             with get_client(sync_client=True) as client:

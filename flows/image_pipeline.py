@@ -1,15 +1,19 @@
 """Build, scan and publish an immutable image of a service.
 
 The runbook:
-  1. resolve the version: base x this month's patch level x app version -> gallery version;
+  1. find the app at its commit (default HEAD): the commit and the app folder at it must exist.
+  2. resolve the version: base x this month's patch level x app version -> gallery version;
      an identical build already published is reused unless a rebuild is forced.
-  2. validate: the app folder and Packer's template, before anything runs.
-  3. build with Packer.
-  4. scan with Trivy and the offline OSV matcher; make the SBOM.
-  5. gate on the scan policy (optionally only on findings production does not already have).
-  6. publish to the Azure Compute Gallery with the image's history in tags, excluded from
-     "latest" until a release has held full traffic; wait for replication.
-Nothing unscanned or failing policy ever reaches the gallery.
+  3. validate: the app folder at the commit and Packer's template, before anything runs.
+  4. build with Packer from `git archive` of the commit (uncommitted changes never ship).
+  5. scan with Trivy and the offline OSV matcher; make the SBOM; read the image's compliance
+     results and patch changes; record the artifact's sha256.
+  6. gate on the scan policy: findings (optionally only those production does not already
+     have), failed hardening controls, the advisory data's age.
+  7. verify the artifact is still the one scanned (re-hash), then publish to the Azure Compute
+     Gallery with the image's history in tags, excluded from "latest" until a release has held
+     full traffic; wait for replication.
+Nothing unscanned, changed since its scan or failing policy ever reaches the gallery.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from switchyard.core.outcomes import Refused
 from switchyard.core.reports import Report, image_report, scan_gate_stop_report
 from tasks.images import (
     PublishedImage,
+    app_source,
     build_image,
     gate,
     gate_failure,
@@ -32,6 +37,7 @@ from tasks.images import (
     scan_image,
     template_of,
     validate_inputs,
+    verify_artifact,
 )
 from tasks.locks import LockBusy, hold_lock
 from tasks.provision import load_service_context
@@ -90,11 +96,12 @@ def _build_scan_publish(
     service = context.service.name
     recipe = load_recipe(service)
     scanning = load_scan_policy(scan_policy)
+    source = app_source(context, git_commit)
     plan = resolve_version(
         context,
         app_version,
         base or recipe.base or context.service.base,
-        git_commit,
+        source.commit,
         fault_profile or recipe.fault_profile,
         force,
     )
@@ -103,18 +110,20 @@ def _build_scan_publish(
         return PublishedImage.of(plan.reuse, reused=True)
 
     template = template_of(recipe)
-    validate_inputs(context, plan, template)
-    image = build_image(context, plan, template, recipe.packer_timeout_s)
+    validate_inputs(context, plan, template, source)
+    image = build_image(plan, template, recipe.packer_timeout_s, source)
     scan = scan_image(image, scanning)
     production = _production_context(service, baseline_environment)
     production_version, baseline = production_baseline(production)
-    result = gate(plan, scan, scanning, baseline)
+    result = gate(plan, scan, scanning, baseline, on_azure=context.environment.auth != "emulator")
     if not result.passed:
         _publish(f"image-{service}", scan_gate_stop_report(service, plan.gallery_version, result))
         raise gate_failure(plan, result)
+    verify_artifact(image, scan)
     metadata = publish(context, plan, image, scan, result)
     published = PublishedImage.of(metadata, reused=False)
-    _publish(f"image-{service}", image_report(metadata, reused=False, production=production_version, gate=result))
+    report = image_report(metadata, reused=False, production=production_version, gate=result, patches=scan.patches)
+    _publish(f"image-{service}", report)
     logger.info("published %s %s", service, published.gallery_version)
     return published
 

@@ -52,7 +52,7 @@ variable "service" {
 
 variable "app_dir" {
   type        = string
-  description = "Absolute path of apps/<service>: holds app/ and switchyard-app.json."
+  description = "Absolute path of the app folder exported from the commit (git archive): app/ and switchyard-app.json."
 }
 
 variable "base" {
@@ -188,10 +188,12 @@ build {
       "SERVICE_ENTRYPOINT=${join(" ", local.app_config.entrypoint)}",
       "SERVICE_PORT=${local.app_config.service_port}",
       "IMAGE_MANIFEST=${local.image_manifest}",
+      "FAULT_PROFILE=${var.fault_profile}",
     ]
     inline = [
       "set -eu",
       "bash /tmp/switchyard-scripts/patch.sh",
+      "bash /tmp/switchyard-scripts/faults.sh",
       "bash /tmp/switchyard-scripts/hardening.sh",
       "bash /tmp/switchyard-scripts/install-app.sh",
       "printf '%s\\n' \"$IMAGE_MANIFEST\" > \"$INSTALL_ROOT/manifest.json\"",

@@ -10,7 +10,7 @@ variable "service" {
 
 variable "app_dir" {
   type        = string
-  description = "Absolute path of apps/<service>: holds app/ and switchyard-app.json."
+  description = "Absolute path of the app folder exported from the commit (git archive): app/ and switchyard-app.json."
 }
 
 variable "base" {
@@ -40,7 +40,7 @@ variable "git_commit" {
 
 variable "fault_profile" {
   type        = string
-  description = "JSON object: error_rate, extra_latency_ms, fail_health, crash_after_s (a build-time fault for demos)."
+  description = "JSON object: error_rate, extra_latency_ms, fail_health, crash_after_s, ssh_password_auth (faults for demos)."
   default     = "{\"error_rate\": 0, \"extra_latency_ms\": 0, \"fail_health\": false}"
 }
 
@@ -117,10 +117,12 @@ build {
       "PATCH_LEVEL=${var.patch_level}",
       "APP_SOURCE=${var.app_dir}/app",
       "APP_INSTALL_DIR=${local.image_root}/app",
+      "FAULT_PROFILE=${var.fault_profile}",
     ]
     inline = [
       "set -eu",
       "bash \"$SCRIPTS_DIR/patch.sh\"",
+      "bash \"$SCRIPTS_DIR/faults.sh\"",
       "bash \"$SCRIPTS_DIR/hardening.sh\"",
       "bash \"$SCRIPTS_DIR/install-app.sh\"",
       "bash \"$SCRIPTS_DIR/deprovision.sh\"",

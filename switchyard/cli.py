@@ -62,6 +62,8 @@ image_app = typer.Typer(no_args_is_help=True, help="Images: build, scan, publish
 app.add_typer(image_app, name="image")
 fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: services and environments as Prefect blocks.")
 app.add_typer(fleet_app, name="fleet")
+vulndb_app = typer.Typer(no_args_is_help=True, help="The OSV advisory snapshot the offline scanner reads.")
+app.add_typer(vulndb_app, name="vulndb")
 
 
 class Outcome(IntEnum):
@@ -281,7 +283,12 @@ def image_build(
         "staging"
     ),
     force: Annotated[bool, typer.Option(help="Rebuild even if identical inputs were published.")] = False,
-    git_commit: Annotated[str | None, typer.Option(help="Commit to build (default: the app's checkout).")] = None,
+    git_commit: Annotated[
+        str | None,
+        typer.Option(
+            "--git-commit", "--commit", help="Commit to build (git archive; default HEAD, never the working tree)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
@@ -312,6 +319,37 @@ def image_build(
         f"({published.base}, patch {published.patch_level}, app {published.app_version})",
         as_json,
         published.model_dump(mode="json"),
+    )
+
+
+@vulndb_app.command("update")
+def vulndb_update(
+    source: Annotated[
+        str | None,
+        typer.Option("--from", help="OSV records: an http(s) URL, a zip or a folder (default: OSV's PyPI zip)."),
+    ] = None,
+    all_packages: Annotated[
+        bool, typer.Option("--all-packages", help="Keep every PyPI package, not only those the snapshot covers.")
+    ] = False,
+    snapshot_dir: Annotated[
+        Path | None, typer.Option("--snapshot-dir", help="The snapshot to refresh (default: the one switchyard ships).")
+    ] = None,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Refresh the OSV snapshot (vulns/ and snapshot.json) from OSV or a local copy."""
+    from switchyard.images.vulndb import PYPA_OSV_SNAPSHOT
+    from switchyard.images.vulndb.update import update_snapshot
+
+    # A source that cannot be read is a failure (exit 1) that names it; the snapshot stays as it was.
+    with _outcomes("vulndb update", as_json, debug):
+        done = update_snapshot(source, snapshot_dir=snapshot_dir or PYPA_OSV_SNAPSHOT, all_packages=all_packages)
+    _say(
+        Outcome.OK,
+        f"vulndb updated: {done.total} PyPI advisories for {len(done.advisories)} package(s), data of "
+        f"{done.snapshot_date.isoformat()} from {done.source}",
+        as_json,
+        done.model_dump(mode="json"),
     )
 
 

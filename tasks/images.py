@@ -6,7 +6,7 @@ Retries where a retry can help (a cloud call, a scanner that crashed); never on 
 from __future__ import annotations
 
 import json
-import subprocess
+import shutil
 import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -33,9 +33,11 @@ from switchyard.core.versions import ImageVersion, PatchLevel, next_patch_level
 from switchyard.images.artifact import load_app_config
 from switchyard.images.local_image import LocalImage, LocalImageRequest, build_local_image
 from switchyard.images.packer import LOCAL_TEMPLATE, PackerRunner
-from switchyard.images.scan import ImageScan, scan_artifact
+from switchyard.images.scan import ImageScan, scan_artifact, verify_scanned
 from switchyard.images.scanners.osv import OsvScanner
 from switchyard.images.scanners.trivy import TrivyConfig, TrivyScanner
+from switchyard.images.source import AppSource, export_app, resolve_app_source
+from switchyard.images.source import describe as describe_source
 
 
 def _gallery(context: ServiceContext) -> ImageGallery:
@@ -60,19 +62,13 @@ class ImagePlan(BaseModel):
         return self.version.gallery_version
 
 
-def current_commit(app_dir: Path) -> str:
-    """The git commit the app folder is at; the image records it."""
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(app_dir), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired):
-        raise ValueError(f"{app_dir} is not in a git checkout: pass the commit explicitly (git_commit)") from None
-    return result.stdout.strip()
+@task(name="find the app at its commit", cache_policy=NO_CACHE)
+def app_source(context: ServiceContext, git_commit: str | None) -> AppSource:
+    """The commit to build (None: HEAD), checked before anything runs: it exists, and the app folder
+    with its switchyard-app.json exists at it. The build takes the app from this commit only."""
+    source = resolve_app_source(Path(context.service.app_dir), git_commit)
+    get_run_logger().info("%s", describe_source(source))
+    return source
 
 
 @task(name="resolve image version", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
@@ -88,7 +84,7 @@ def resolve_version(
     """This month's patch level; the same inputs again reuse what is published unless forced."""
     logger = get_run_logger()
     today = today or datetime.now(UTC).date()
-    commit = git_commit or current_commit(Path(context.service.app_dir))
+    commit = git_commit or resolve_app_source(Path(context.service.app_dir), None).commit
     first_of_month = ImageVersion.of(base, f"{today.year}.{today.month:02d}", app_version)  # validates all three
     published: list[tuple[ImageVersion, ImageMetadata | None]] = []
     for image in _gallery(context).image_versions(context.service.name):
@@ -136,27 +132,32 @@ def resolve_version(
 
 
 @task(name="validate build inputs", cache_policy=NO_CACHE)
-def validate_inputs(context: ServiceContext, plan: ImagePlan, template: Path) -> None:
-    """The app folder has the shape Packer's template expects, and Packer accepts the template."""
-    app_dir = Path(context.service.app_dir)
-    config = load_app_config(app_dir)
-    if config.service_port != context.service.service_port:
-        raise ValueError(
-            f"{app_dir}/switchyard-app.json says port {config.service_port}, but service {context.service.name} "
-            f"is configured for {context.service.service_port}"
-        )
-    request = _request(context, plan, _builds(plan) / "validate")
-    PackerRunner().validate_template(template, variables=request.packer_variables())
+def validate_inputs(context: ServiceContext, plan: ImagePlan, template: Path, source: AppSource) -> None:
+    """The app folder at the commit has the shape Packer's template expects, and Packer accepts the template."""
+    scratch = _builds(plan) / f"validate-{uuid4().hex[:8]}"
+    try:
+        app_dir = export_app(source, scratch / "app")
+        config = load_app_config(app_dir)
+        if config.service_port != context.service.service_port:
+            raise ValueError(
+                f"{source.app_path or '.'}/switchyard-app.json at {source.commit[:12]} says port "
+                f"{config.service_port}, but service {context.service.name} is configured for "
+                f"{context.service.service_port}"
+            )
+        request = _request(plan, app_dir, scratch)
+        PackerRunner().validate_template(template, variables=request.packer_variables())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _builds(plan: ImagePlan) -> Path:
     return default_state_dir() / "builds" / plan.service
 
 
-def _request(context: ServiceContext, plan: ImagePlan, output_dir: Path) -> LocalImageRequest:
+def _request(plan: ImagePlan, app_dir: Path, output_dir: Path) -> LocalImageRequest:
     return LocalImageRequest(
         service=plan.service,
-        app_dir=Path(context.service.app_dir),
+        app_dir=app_dir,
         version=plan.version,
         git_commit=plan.git_commit,
         fault_profile=plan.fault_profile,
@@ -166,15 +167,18 @@ def _request(context: ServiceContext, plan: ImagePlan, output_dir: Path) -> Loca
 
 
 @task(name="build image with Packer", cache_policy=NO_CACHE, timeout_seconds=3600)
-def build_image(context: ServiceContext, plan: ImagePlan, template: Path, timeout_s: float) -> LocalImage:
+def build_image(plan: ImagePlan, template: Path, timeout_s: float, source: AppSource) -> LocalImage:
+    """Packer builds the app as it is at the commit: exported with git archive into the build's folder."""
     logger = get_run_logger()
     cancel = threading.Event()
     # A folder of its own for every build: two builds of one version (two environments' galleries,
     # two stacks on one machine) would otherwise write the same artifact and checksum file at once.
     output_dir = _builds(plan) / f"{plan.gallery_version}-{uuid4().hex[:8]}"
+    app_dir = export_app(source, output_dir / "source")
+    logger.info("%s", describe_source(source))
     try:
         image = build_local_image(
-            _request(context, plan, output_dir),
+            _request(plan, app_dir, output_dir),
             on_line=lambda line: logger.info("packer: %s", line.text),
             timeout=timeout_s,
             cancel_event=cancel,
@@ -202,7 +206,16 @@ def scan_image(image: LocalImage, scanning: ScanConfiguration) -> ImageScan:
         scanners.append(OsvScanner([Path(d) for d in scanning.osv_databases]))
     sbom_path = image.artifact_path.with_name(image.artifact_path.name.removesuffix(".tar.gz") + ".sbom.cdx.json")
     scan = scan_artifact(image.artifact_path, scanners=scanners, sbom_scanner=trivy, sbom_path=sbom_path)
-    logger.info("scan: %d finding(s) from %s", len(scan.findings), ", ".join(r.scanner for r in scan.results))
+    logger.info(
+        "scan of sha256 %s: %d finding(s) from %s; %d compliance control(s)%s; %d package(s) patched%s",
+        scan.artifact_sha256,
+        len(scan.findings),
+        ", ".join(r.scanner for r in scan.results),
+        len(scan.compliance.controls),
+        f" ({scan.compliance.problem})" if scan.compliance.problem else "",
+        len(scan.patches.changes),
+        f" ({scan.patches.reason})" if scan.patches.reason else "",
+    )
     return scan
 
 
@@ -252,14 +265,23 @@ def production_baseline(production: ServiceContext | None) -> tuple[str | None, 
 
 
 @task(name="scan gate", cache_policy=NO_CACHE)
-def gate(plan: ImagePlan, scan: ImageScan, scanning: ScanConfiguration, baseline: list[Finding] | None) -> GateResult:
-    """The scan policy decides (the flow stops on a failure); the findings are kept for later gates."""
+def gate(
+    plan: ImagePlan,
+    scan: ImageScan,
+    scanning: ScanConfiguration,
+    baseline: list[Finding] | None,
+    on_azure: bool = False,
+) -> GateResult:
+    """The scan policy decides (the flow stops on a failure) on the findings, the image's compliance
+    results and the advisory data's age; the findings are kept for later gates."""
     result = evaluate(
-        scanning.policy,
+        scanning.policy.for_environment(on_azure=on_azure),
         scan.findings,
         baseline=baseline,
         today=datetime.now(UTC).date(),
         scanned_kinds=scan.scanned_kinds,
+        compliance=scan.compliance,
+        vulndb=scan.vulnerability_databases,
     )
     _record_findings(plan.service, plan.gallery_version, scan.findings)
     return result
@@ -274,11 +296,27 @@ def gate_failure(plan: ImagePlan, result: GateResult) -> GateFailed:
         for f in result.failing
     )
     missing = ", ".join(kind.value for kind in result.missing_kinds)
-    return GateFailed(
-        f"scan gate failed for {plan.service} {plan.gallery_version}: "
-        + (failing or "")
-        + (f"; not scanned: {missing}" if missing else "")
+    controls = "; ".join(
+        f"control {item.control.id} ({item.control.title}): {item.reason}" for item in result.failing_controls
     )
+    problems = [
+        failing,
+        f"not scanned: {missing}" if missing else "",
+        controls,
+        f"compliance results missing: {result.compliance_problem}" if result.compliance_problem else "",
+        *(age.problem for age in result.vulndb),
+    ]
+    what = "; ".join(problem for problem in problems if problem)
+    return GateFailed(f"scan gate failed for {plan.service} {plan.gallery_version}: {what}")
+
+
+@task(name="verify the scanned artifact", cache_policy=NO_CACHE)
+def verify_artifact(image: LocalImage, scan: ImageScan) -> str:
+    """Right before publish: the artifact is still byte for byte what was built and scanned (else
+    ArtifactChanged, and nothing is published). Returns its sha256."""
+    digest = verify_scanned(image.artifact_path, scan, image.sha256)
+    get_run_logger().info("%s is what was scanned (sha256 %s)", image.artifact_path.name, digest)
+    return digest
 
 
 @task(name="publish to the gallery", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2)

@@ -53,4 +53,11 @@ run() {
   return "${PIPESTATUS[0]}"
 }
 
+# json_string TEXT: TEXT as a JSON string, for the records the scripts write into the image
+# (backslash and double quote escaped; the texts are names, versions, paths and the scripts' own words).
+json_string() {
+  local text="${1//\\/\\\\}"
+  printf '"%s"' "${text//\"/\\\"}"
+}
+
 log "$STEP_NAME: mode=$SWITCHYARD_BUILD_MODE"

@@ -277,11 +277,20 @@ class FaultProfile(BaseModel):
     crash_after_s: float | None = Field(
         None, gt=0, le=3600, description="The service exits with an error this long after it starts."
     )
+    # A build-time fault (images/scripts/faults.sh): cloud-init's drop-in turns SSH password login
+    # on, so hardening's control SWY-SSH-2 fails and the scan gate stops the image before the gallery.
+    ssh_password_auth: bool = Field(
+        False, description="Bake in cloud-init's PasswordAuthentication yes: the compliance gate must stop it."
+    )
 
     @property
     def is_clean(self) -> bool:
         return (
-            self.error_rate == 0 and self.extra_latency_ms == 0 and not self.fail_health and self.crash_after_s is None
+            self.error_rate == 0
+            and self.extra_latency_ms == 0
+            and not self.fail_health
+            and self.crash_after_s is None
+            and not self.ssh_password_auth
         )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
+from datetime import date
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -152,6 +153,8 @@ class ScanResult(BaseModel):
     scanned_kinds: tuple[FindingKind, ...]
     # What the scanner matched against (advisory database, its size and age), for the audit trail.
     database: str = ""
+    # The date the advisory data is from (a snapshot's date), for the gate's age limit; None: unknown.
+    database_as_of: date | None = None
     sbom: Sbom | None = None
 
     @property

@@ -16,6 +16,7 @@ from switchyard.core.findings import SEVERITIES_WORST_FIRST, FindingKind
 from switchyard.core.guard import GuardReport
 from switchyard.core.hooks import HookResult
 from switchyard.core.image_metadata import ImageMetadata
+from switchyard.core.image_records import PatchRecord
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.routine import MergeRelease, ServicePatch, StageOutcome, chain_failure
 from switchyard.core.scan_policy import GateResult
@@ -134,9 +135,14 @@ def guard_report(report: GuardReport) -> Report:
 
 
 def image_report(
-    image: ImageMetadata, *, reused: bool, production: str | None = None, gate: GateResult | None = None
+    image: ImageMetadata,
+    *,
+    reused: bool,
+    production: str | None = None,
+    gate: GateResult | None = None,
+    patches: PatchRecord | None = None,
 ) -> Report:
-    """An image the pipeline published (with its gate's report) or reused (an identical build)."""
+    """An image the pipeline published (with its gate's report and its patch changes) or reused."""
     rows = "\n".join(
         f"| {kind.value} | "
         + " | ".join(str(image.scan_summary.count(kind, severity)) for severity in SEVERITIES_WORST_FIRST)
@@ -151,9 +157,29 @@ def image_report(
         "## Scan summary\n\n| kind | critical | high | medium | low | unknown |\n|---|---|---|---|---|---|\n"
         f"{rows}\n"
     )
+    if patches is not None:
+        markdown += "\n" + patch_markdown(patches)
     if gate is not None:
         markdown += "\n" + gate.to_markdown()
     return Report(markdown=markdown, description=f"{image.service} {image.gallery_version}")
+
+
+def patch_markdown(patches: PatchRecord) -> str:
+    """What the patch step changed: every package with its version before and after."""
+    snapshot = f" from the package snapshot `{patches.snapshot}`" if patches.snapshot else ""
+    lines = [f"## Patches (patch level {patches.patch_level}{snapshot})", ""]
+    if patches.reason:
+        lines += [f"No package changes to show: {_cell(patches.reason)}.", ""]
+    elif not patches.changes:
+        lines += ["No package needed an update at this patch level.", ""]
+    if patches.changes:
+        lines += ["| package | from | to |", "|---|---|---|"]
+        lines += [
+            f"| {_cell(c.package)} | {_cell(c.before or '(new)')} | {_cell(c.after or '(removed)')} |"
+            for c in patches.changes
+        ]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def scan_gate_stop_report(service: str, gallery_version: str, gate: GateResult) -> Report:

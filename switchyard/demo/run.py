@@ -68,13 +68,14 @@ class DemoReport(BaseModel):
         return "\n".join(lines)
 
 
-def _commit(repo: Path) -> str:
+def _commit(repo: Path) -> str | None:
     try:
         return subprocess.run(
             ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
     except (subprocess.CalledProcessError, FileNotFoundError, subprocess.TimeoutExpired):
-        return "0" * 40  # not a git checkout: the demo still runs, the images say so
+        # Not a git checkout: the image pipeline refuses to build and says why (it builds commits only).
+        return None
 
 
 def _serves_production() -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -65,6 +67,16 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["SWITCHYARD_STATE_DIR"] = previous
 
 
+def app_repository(root: Path, app: Path) -> Path:
+    """A git repository of its own holding a copy of ``app`` as apps/<name>, committed once."""
+    target = root / "apps" / app.name
+    shutil.copytree(app, target, ignore=shutil.ignore_patterns("__pycache__"))
+    identity = ["-c", "user.name=switchyard tests", "-c", "user.email=tests@switchyard.invalid"]
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "the app"]):
+        subprocess.run(["git", "-C", str(root), *identity, *command], check=True, capture_output=True, timeout=30)
+    return target
+
+
 @pytest.fixture(scope="session")
 def fleet(
     prefect_api: str,
@@ -78,16 +90,20 @@ def fleet(
     Besides `sample`, more services run the same app so that tests can own a topology each:
     `shop` (releases), `cart` (bad input), `broken` (a template Packer rejects), `till` (approval),
     `depot` (quota), `ledger` (rollbacks racing releases), `kiosk` (releases killed and restarted),
-    `quay` (staging without users), `pier` (test stages) and `vulnerable` (an app with a critical
-    advisory).
+    `quay` (staging without users), `pier` (test stages), `vulnerable` (an app with a critical
+    advisory), `hardened` (the compliance gate), `tampered` (a changed artifact) and `workdir` (an app
+    in a repository of its own, whose working tree a test changes without committing).
     """
     fleet = checkout_fleet()
     emulator_file = str(emulator.state_dir / "emulator.json")
     for name, environment in fleet.environments.items():
         fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
     sample = fleet.services["sample"]
-    for name in ("shop", "cart", "broken", "till", "depot", "ledger", "kiosk", "quay", "pier"):
+    services = ("shop", "cart", "broken", "till", "depot", "ledger", "kiosk", "quay", "pier", "hardened", "tampered")
+    for name in services:
         fleet.services[name] = sample.model_copy(update={"name": name})
+    workdir_app = app_repository(tmp_path_factory.mktemp("workdir-repo"), Path(sample.app_dir))
+    fleet.services["workdir"] = sample.model_copy(update={"name": "workdir", "app_dir": str(workdir_app)})
     fleet.services["vulnerable"] = sample.model_copy(
         update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}
     )
@@ -124,7 +140,7 @@ def fleet(
             "strategy": Strategy.BLUE_GREEN,
             "performance_test": PerformanceTest(
                 rate_per_s=40, duration_s=3, path="/work/echo", max_p95_ms=150, max_error_rate=0.01
-            )
+            ),
         }
     )
     fleet.release_policies["approval-times-out"] = default.model_copy(

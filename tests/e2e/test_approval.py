@@ -27,11 +27,12 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.stages.traffic import SteadyTraffic
+from tests.e2e.repo_commits import labelled_commit
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "till", "production"
-COMMIT = "7777777888888899999990000000111111122222"
+COMMIT = labelled_commit("approval")
 
 
 @pytest.fixture(scope="module")

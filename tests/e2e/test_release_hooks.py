@@ -37,12 +37,13 @@ from switchyard.core.state import ServiceObservation
 from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import free_port
 from tasks.events import HOOK_FAILED_STEP
+from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import release_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "hooked", "production"
-COMMIT = "1111111222222233333334444444555555566666"
+COMMIT = labelled_commit("release-hooks")
 
 # pre_deploy: record what it was told and what production served when it ran; fail if asked to.
 PRE_DEPLOY = """

@@ -19,11 +19,12 @@ from switchyard.core.config import ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseRefused
 from switchyard_emulator.testing import EmulatorHandle
+from tests.e2e.repo_commits import labelled_commit
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "depot", "production"
-COMMIT = "5555555666666677777778888888999999900000"
+COMMIT = labelled_commit("release-quota")
 
 
 @contextmanager

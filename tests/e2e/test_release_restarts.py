@@ -36,12 +36,13 @@ from switchyard.core.topology import Color
 from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle
+from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import wait_for
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "kiosk", "production"
-COMMIT = "7777777888888899999990000000aaaaaaabbbbb"
+COMMIT = labelled_commit("release-restarts")
 RATE = 80.0
 # The planner's actions the run is killed at, in plan order (flows/release.py logs "step N: KIND: ...").
 KILL_POINTS = ("smoke_test", "promote", "analyse_promoted", "finalize")

@@ -20,11 +20,12 @@ from switchyard.core.config import FaultProfile, ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.state import ServiceObservation
+from tests.e2e.repo_commits import labelled_commit
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "pier", "production"
-COMMIT = "2222222333333344444445555555666666677777"
+COMMIT = labelled_commit("release-stages")
 POLICY = "with-performance-test"
 
 

@@ -31,12 +31,13 @@ from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase
 from switchyard.core.state import ServiceObservation
 from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
+from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import wait_for
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "ledger", "production"
-COMMIT = "2222222333333344444445555555666666677777"
+COMMIT = labelled_commit("rollback-wins")
 
 
 def context() -> ServiceContext:

@@ -40,13 +40,14 @@ from switchyard.core.versions import ImageVersion
 from switchyard.stages.traffic import SteadyTraffic, TrafficReport
 from switchyard_emulator.testing import free_port
 from tasks.history import TAG_COMMIT, parse_change_tags
+from tests.e2e.repo_commits import labelled_commit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ENVIRONMENTS = ["staging", "production"]
-PATCHY_COMMIT = "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a"
-MERGE_COMMIT = "5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b5b"
-BAD_COMMIT = "c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4"
+PATCHY_COMMIT = labelled_commit("routine-patchy")
+MERGE_COMMIT = labelled_commit("routine-merge")
+BAD_COMMIT = labelled_commit("routine-bad")
 RATE = 120.0
 
 

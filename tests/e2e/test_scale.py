@@ -36,6 +36,7 @@ from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import ServiceContext
 from switchyard.core.versions import ImageVersion
 from switchyard.stack.processes import free_port, proc_stat
+from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,
@@ -50,7 +51,7 @@ from tests.e2e.stack_support import (
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 TWIN = "twin"  # a second service: the sample app on its own ports
-COMMIT = "8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c8c"
+COMMIT = labelled_commit("scale")
 RUN_TIMEOUT_S = 420.0
 
 

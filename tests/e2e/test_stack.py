@@ -35,6 +35,7 @@ from switchyard.checkout import PREFECT_FILE, REPO_ROOT, checkout_fleet
 from switchyard.stack.processes import ProcStat, port_is_free, proc_stat
 from switchyard.stack.state import WORK_POOL, WORKER_NAME
 from switchyard_emulator.testing import StaticTokenCredential
+from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,
@@ -66,7 +67,8 @@ DEPLOYMENTS = {
     "fleet-status",
     "guard",
 }
-COMMIT = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+COMMIT = labelled_commit("stack")
+MERGE_COMMIT = labelled_commit("stack-merge")
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +236,7 @@ def test_a_merge_event_starts_release_on_merge_with_the_commit_of_the_event(stac
         "payload": {
             "service": SERVICE,
             "app_version": "1.1.0",
-            "commit": COMMIT[::-1],
+            "commit": MERGE_COMMIT,
             "repository": "acme/sample",
             "ref": "refs/heads/main",
             "committed_at": committed_at.isoformat(),
@@ -246,7 +248,7 @@ def test_a_merge_event_starts_release_on_merge_with_the_commit_of_the_event(stac
         (run,) = wait_for("a release-on-merge run", lambda: deployment_runs("release-on-merge"), timeout_s=60)
         assert run.parameters["service"] == SERVICE
         assert run.parameters["app_version"] == "1.1.0"
-        assert run.parameters["git_commit"] == COMMIT[::-1]
+        assert run.parameters["git_commit"] == MERGE_COMMIT
         assert datetime.fromisoformat(str(run.parameters["committed_at"])) == committed_at
 
         # The worker picks it up; then it is cancelled (a whole build and two releases is not this test).

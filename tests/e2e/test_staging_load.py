@@ -21,11 +21,12 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseRefused
 from switchyard.core.rollout import Strategy
 from switchyard.core.state import ServiceObservation
+from tests.e2e.repo_commits import labelled_commit
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "quay", "staging"
-COMMIT = "cccccccdddddddeeeeeeefffffff000000011111"
+COMMIT = labelled_commit("staging-load")
 
 
 def observe() -> ServiceObservation:

@@ -26,6 +26,8 @@ from switchyard.images.scanners.requirements import PinnedRequirement, normalize
 
 SCANNER_NAME = "osv-offline"
 SCANNER_VERSION = "1"
+ECOSYSTEM = "PyPI"  # the only ecosystem an image's lock file (app/requirements.txt) holds
+SNAPSHOT_FILE = "snapshot.json"  # beside a snapshot's vulns/ folder: where and when it was taken
 LOCK_FILE = "app/requirements.txt"
 _ADVISORY_SUFFIXES = (".json", ".yaml", ".yml")
 # GitHub's database_specific severities.
@@ -107,6 +109,8 @@ class OsvDatabase:
         if not self.directories:
             raise OsvDatabaseError("no OSV database directory given")
         self._by_package: dict[str, list[_Affected]] = {}
+        # Records of the PyPI ecosystem only: a folder of npm advisories would otherwise count as a
+        # database of thousands and still match nothing here.
         self.record_count = 0
         self.newest_modified = ""
         for directory in self.directories:
@@ -117,9 +121,10 @@ class OsvDatabase:
                     self._add(record, str(path.relative_to(directory)))
         if self.record_count == 0:
             raise OsvDatabaseError(
-                f"OSV database {', '.join(map(str, self.directories))} holds no advisories (*.json, *.yaml): "
+                f"OSV database {', '.join(map(str, self.directories))} holds no PyPI advisories (*.json, *.yaml): "
                 "an empty database would make every dependency look clean"
             )
+        self.as_of = _snapshot_date(self.directories, self.newest_modified)
 
     @property
     def description(self) -> str:
@@ -135,6 +140,8 @@ class OsvDatabase:
         affected_entries = record.get("affected")
         if not isinstance(affected_entries, list):
             raise OsvDatabaseError(f"OSV record {advisory_id} ({where}) has no 'affected' list")
+        if not any(((entry or {}).get("package") or {}).get("ecosystem") == ECOSYSTEM for entry in affected_entries):
+            return  # another ecosystem's advisory: not part of this database
         self.record_count += 1
         modified = _timestamp(record.get("modified"))
         self.newest_modified = max(self.newest_modified, modified)
@@ -144,7 +151,7 @@ class OsvDatabase:
         title = _title(record)
         for entry in affected_entries:
             package = (entry or {}).get("package") or {}
-            if package.get("ecosystem") != "PyPI" or not package.get("name"):
+            if package.get("ecosystem") != ECOSYSTEM or not package.get("name"):
                 continue
             severity = _severity(record, entry, advisory_id, where)
             versions = [_version_text(value, advisory_id, where) for value in entry.get("versions") or ()]
@@ -220,7 +227,32 @@ class OsvScanner:
             findings=tuple(self.database.match(pins)),
             scanned_kinds=(FindingKind.VULNERABILITY,),
             database=self.database.description,
+            database_as_of=self.database.as_of,
         )
+
+
+def _snapshot_date(directories: Sequence[Path], newest_modified: str) -> date | None:
+    """The date the data is from: the oldest of the folders' snapshot.json dates (the data is as old
+    as its oldest part), else the newest record's ``modified`` day (a copy without snapshot.json is at
+    least that recent, and no more is known)."""
+    dates: list[date] = []
+    for directory in directories:
+        for candidate in (directory / SNAPSHOT_FILE, directory.parent / SNAPSHOT_FILE):
+            if candidate.is_file():
+                try:
+                    manifest = json.loads(candidate.read_text(encoding="utf-8"))
+                    dates.append(date.fromisoformat(str(manifest.get("snapshot_date") or manifest["commit_date"])))
+                except (OSError, ValueError, KeyError, TypeError) as error:
+                    raise OsvDatabaseError(f"{candidate} does not say the snapshot's date: {error}") from None
+                break
+        else:
+            if not newest_modified:
+                return None
+            try:
+                dates.append(date.fromisoformat(newest_modified[:10]))
+            except ValueError:
+                return None
+    return min(dates, default=None)
 
 
 # --- reading records ---------------------------------------------------------------------------

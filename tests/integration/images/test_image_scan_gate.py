@@ -77,13 +77,13 @@ def test_the_scan_goes_into_the_gallery_tags(vulnerable_scan: ImageScan) -> None
     assert ImageMetadata.from_tags(tags) == metadata
 
 
-def test_new_only_passes_what_production_already_has(vulnerable_scan: ImageScan) -> None:
-    baseline = vulnerable_scan.findings
+def test_new_only_passes_what_production_already_has_except_a_secret(vulnerable_scan: ImageScan) -> None:
     policy = ScanPolicy(mode=GateMode.NEW_ONLY)
-    assert evaluate(policy, vulnerable_scan.findings, baseline=baseline, today=TODAY).passed
-    without_secret = [finding for finding in baseline if finding.kind is not FindingKind.SECRET]
-    result = evaluate(policy, vulnerable_scan.findings, baseline=without_secret, today=TODAY)
+    result = evaluate(policy, vulnerable_scan.findings, baseline=vulnerable_scan.findings, today=TODAY)
+    # A secret is always new: that production leaks the same token is no reason to ship it again.
     assert [item.finding.id for item in result.failing] == ["github-pat"]
+    without_secret = [finding for finding in vulnerable_scan.findings if finding.kind is not FindingKind.SECRET]
+    assert evaluate(policy, without_secret, baseline=vulnerable_scan.findings, today=TODAY).passed
 
 
 def test_an_expired_allowlist_entry_does_not_release_the_critical_advisory(
@@ -93,10 +93,10 @@ def test_an_expired_allowlist_entry_does_not_release_the_critical_advisory(
         id="SWITCHYARD-TEST-CVE-0001", reason="fix scheduled", expires=date(2026, 10, 31)
     )  # the advisory's alias
     policy = ScanPolicy(mode=GateMode.NEW_ONLY, allowlist=(expired,))
-    baseline = [finding for finding in vulnerable_scan.findings if finding.id != "SWITCHYARD-TEST-2026-0001"]
-    result = evaluate(policy, vulnerable_scan.findings, baseline=baseline, today=TODAY)
+    # Even with production having it: an expired entry fails the finding in new-only mode too.
+    result = evaluate(policy, vulnerable_scan.findings, baseline=vulnerable_scan.findings, today=TODAY)
     assert not result.passed
-    assert [item.finding.id for item in result.failing] == ["SWITCHYARD-TEST-2026-0001"]
+    assert [item.finding.id for item in result.failing] == ["github-pat", "SWITCHYARD-TEST-2026-0001"]
     assert [hit.entry for hit in result.expired_allowlist_hits] == [expired]
 
 

@@ -41,7 +41,7 @@ def test_sample_app_builds_into_an_artifact_whose_manifest_matches_the_inputs(tm
         "entrypoint": app_config["entrypoint"],
         "service_port": app_config["service_port"],
         "health_path": app_config["health_path"],
-        "fault_profile": {"error_rate": 0.25, "extra_latency_ms": 40, "fail_health": False},
+        "fault_profile": {"error_rate": 0.25, "extra_latency_ms": 40, "fail_health": False, "ssh_password_auth": False},
         "built_at": "2026-11-26T10:00:00Z",
     }
     assert image.manifest == read_manifest(image.artifact_path)
@@ -53,7 +53,7 @@ def test_sample_app_builds_into_an_artifact_whose_manifest_matches_the_inputs(tm
     assert {name for name in names if name.startswith("app/") and "." in name} >= {
         name for name in source_files if "__pycache__" not in name
     }
-    for step in ("patch", "hardening", "install-app", "deprovision"):
+    for step in ("patch", "faults", "hardening", "install-app", "deprovision"):
         assert f"provisioning/{step}.log" in names
     # Lines were streamed as Packer printed them, unescaped.
     texts = [line.text for line in lines]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -171,10 +172,31 @@ def test_withdrawn_advisories_do_not_apply(tmp_path: Path) -> None:
     assert ids(db, "1.0") == []
 
 
-def test_other_ecosystems_are_ignored(tmp_path: Path) -> None:
+def test_other_ecosystems_are_ignored_and_not_counted(tmp_path: Path) -> None:
     item = record("R-1", [{"introduced": "0"}])
     item["affected"][0]["package"]["ecosystem"] = "npm"
-    assert ids(database(tmp_path, item), "1.0") == []
+    db = database(tmp_path, item, record("R-2", [{"introduced": "9.0"}]))
+    assert ids(db, "1.0") == []
+    assert db.record_count == 1  # only the PyPI record: an npm folder is no PyPI database
+
+
+def test_a_database_of_another_ecosystem_only_is_refused_as_empty(tmp_path: Path) -> None:
+    item = record("R-1", [{"introduced": "0"}])
+    item["affected"][0]["package"]["ecosystem"] = "npm"
+    with pytest.raises(OsvDatabaseError, match="holds no PyPI advisories"):
+        database(tmp_path, item)
+
+
+def test_the_data_is_dated_by_its_snapshot_json_else_by_its_newest_record(tmp_path: Path) -> None:
+    db = database(tmp_path, record("R-1", [{"introduced": "0"}]))
+    assert db.as_of == date(2026, 1, 1)
+    (tmp_path / "snapshot.json").write_text(json.dumps({"snapshot_date": "2026-11-20"}))
+    assert OsvDatabase(tmp_path / "db").as_of == date(2026, 11, 20)
+    assert OsvScanner(OsvDatabase(tmp_path / "db")).database.as_of == date(2026, 11, 20)
+
+
+def test_the_shipped_snapshot_is_dated_by_its_commit() -> None:
+    assert OsvDatabase(PYPA_OSV).as_of == date(2024, 10, 10)
 
 
 @pytest.mark.parametrize(
@@ -221,7 +243,7 @@ def test_a_missing_database_is_an_error(tmp_path: Path) -> None:
 def test_an_empty_database_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "README.md").write_text("no advisories here")
-    with pytest.raises(OsvDatabaseError, match="holds no advisories"):
+    with pytest.raises(OsvDatabaseError, match="holds no PyPI advisories"):
         OsvDatabase(tmp_path / "empty")
 
 

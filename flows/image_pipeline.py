@@ -7,7 +7,8 @@ The runbook:
   3. build with Packer.
   4. scan with Trivy and the offline OSV matcher; make the SBOM.
   5. gate on the scan policy (optionally only on findings production does not already have).
-  6. publish to the Azure Compute Gallery with the image's history in tags, excluded from
+  6. upload the artifact as a page blob to the environment's storage account and publish it from
+     there to the Azure Compute Gallery with the image's history in tags, excluded from
      "latest" until a release has held full traffic; wait for replication.
 Nothing unscanned or failing policy ever reaches the gallery.
 """
@@ -26,6 +27,7 @@ from tasks.images import (
     build_image,
     gate,
     gate_failure,
+    image_source,
     production_baseline,
     publish,
     resolve_version,
@@ -100,7 +102,7 @@ def _build_scan_publish(
     )
     if plan.reuse is not None:
         _publish(f"image-{service}", image_report(plan.reuse, reused=True))
-        return PublishedImage.of(plan.reuse, reused=True)
+        return PublishedImage.of(plan.reuse, reused=True, source=image_source(context, plan.gallery_version))
 
     template = template_of(recipe)
     validate_inputs(context, plan, template)
@@ -113,7 +115,7 @@ def _build_scan_publish(
         _publish(f"image-{service}", scan_gate_stop_report(service, plan.gallery_version, result))
         raise gate_failure(plan, result)
     metadata = publish(context, plan, image, scan, result)
-    published = PublishedImage.of(metadata, reused=False)
+    published = PublishedImage.of(metadata, reused=False, source=image_source(context, plan.gallery_version))
     _publish(f"image-{service}", image_report(metadata, reused=False, production=production_version, gate=result))
     logger.info("published %s %s", service, published.gallery_version)
     return published

@@ -285,9 +285,12 @@ def gate_failure(plan: ImagePlan, result: GateResult) -> GateFailed:
 def publish(
     context: ServiceContext, plan: ImagePlan, image: LocalImage, scan: ImageScan, result: GateResult
 ) -> ImageMetadata:
-    """Create the gallery version with its history in tags (excluded from latest) and wait for replication."""
+    """Upload the artifact to the environment's storage account as a page blob (Azure never publishes
+    from a local path), create the gallery version from it with its history in tags (excluded from
+    latest) and wait for replication."""
     logger = get_run_logger()
-    gallery = _gallery(context)
+    cloud = cloud_for(context)
+    gallery = cloud.gallery
     metadata = ImageMetadata(
         service=plan.service,
         version=plan.version,
@@ -304,10 +307,11 @@ def publish(
         # A retry after the create went through: the version is there, tags included.
         logger.info("%s is already published", plan.gallery_version)
         return ImageMetadata.from_tags(existing.tags)
+    source = cloud.image_storage.stage(image.artifact_path, plan.service, plan.gallery_version, progress=logger.info)
     observed = gallery.publish(
         plan.service,
         plan.gallery_version,
-        image.source_uri,
+        source,
         metadata.to_tags(),
         context.environment.regions,
         progress=logger.info,
@@ -334,6 +338,25 @@ def publish(
     return metadata
 
 
+class ImageSourceInfo(BaseModel):
+    """What a published version was made from: the page blob and its storage account (or a managed image)."""
+
+    uri: str | None = None
+    storage_account_id: str | None = None
+    image_id: str | None = None
+
+
+@task(name="read the image's source", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def image_source(context: ServiceContext, gallery_version: str) -> ImageSourceInfo | None:
+    """The published version's source, as the gallery shows it (None when it does not exist)."""
+    observed = _gallery(context).image_version(context.service.name, gallery_version)
+    if not observed.exists:
+        return None
+    return ImageSourceInfo(
+        uri=observed.source_uri, storage_account_id=observed.source_storage_account_id, image_id=observed.source_id
+    )
+
+
 class PublishedImage(BaseModel):
     """What the pipeline published (or reused): the CLI's --json line."""
 
@@ -345,9 +368,10 @@ class PublishedImage(BaseModel):
     git_commit: str
     scan: dict[str, dict[str, int]]
     reused: bool
+    source: ImageSourceInfo | None = None  # the blob (and storage account) the version was made from
 
     @classmethod
-    def of(cls, metadata: ImageMetadata, reused: bool) -> PublishedImage:
+    def of(cls, metadata: ImageMetadata, reused: bool, source: ImageSourceInfo | None = None) -> PublishedImage:
         return cls(
             service=metadata.service,
             gallery_version=metadata.gallery_version,
@@ -357,6 +381,7 @@ class PublishedImage(BaseModel):
             git_commit=metadata.git_commit,
             scan=summary_by_kind(metadata.scan_summary),
             reused=reused,
+            source=source,
         )
 
 

@@ -468,7 +468,14 @@ class Galleries:
                 "The emulator runs images with an OS disk only: dataDiskImages are not modelled.",
                 target="properties.storageProfile.dataDiskImages",
             )
-        source_id = (storage.get("source") or {}).get("id")
+        source = storage.get("source") or {}
+        if source.get("virtualMachineId"):  # GalleryImageVersion_Create_WithVmAsSource.json
+            raise unsupported(
+                "The emulator does not model VMs as an image source: publish from a VHD page blob "
+                "(osDiskImage.source {uri, storageAccountId}) or a managed image (storageProfile.source.id).",
+                target="properties.storageProfile.source.virtualMachineId",
+            )
+        source_id = source.get("id")
         os_source = (storage.get("osDiskImage") or {}).get("source") or {}
         if source_id and (os_source.get("uri") or os_source.get("id")):
             raise bad_request(

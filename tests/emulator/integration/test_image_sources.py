@@ -36,7 +36,9 @@ def test_storage_accounts_create_list_keys_and_refuse_what_azurite_does_not_serv
     accounts = clients.storage.storage_accounts
     account = accounts.get_properties(STORAGE_RG, name)
     assert account.id == account_id and account.kind == "StorageV2"
-    assert account.primary_endpoints.blob.endswith(f"/{name}/") and account.primary_endpoints.blob.startswith("https://")
+    assert account.primary_endpoints.blob.endswith(f"/{name}/") and account.primary_endpoints.blob.startswith(
+        "https://"
+    )
     assert [a.name for a in accounts.list_by_resource_group(STORAGE_RG)] == [name]
     keys = accounts.list_keys(STORAGE_RG, name)["keys"]
     assert [k["keyName"] for k in keys] == ["key1", "key2"] and keys[0]["permissions"] == "Full"

@@ -22,7 +22,6 @@ itself only reads storage.json (`--storage-file`).
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import json
 import os
@@ -38,7 +37,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, SecretStr
 
-from switchyard_emulator.dataplane.procfs import set_parent_death_signal, signal_group
+from switchyard_emulator.dataplane.procfs import signal_group
+from switchyard_emulator.launcher import _die_with_parent  # the same death signal as the emulator's
 from switchyard_emulator.tls import ensure_tls
 
 # The version `make setup` installs (Makefile AZURITE_VERSION); another 3.x works the same here.
@@ -186,11 +186,6 @@ def log_tail(data_dir: Path, lines: int = 30) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        set_parent_death_signal(signal.SIGTERM)
 
 
 def start_azurite(

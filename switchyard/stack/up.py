@@ -121,13 +121,18 @@ def _start_azurite(paths: StackPaths, clock: Clock, register: Register) -> Proce
         )
     except AzuriteError as error:
         raise StackError(str(error)) from None
-    stat = proc_stat(process.pid)
     clock.say(f"Azurite ready at {storage.blob_endpoint} (pid {process.pid}, account {storage.accounts[0].name})")
+    return _record(process, paths.azurite_dir / AZURITE_LOG_FILE)
+
+
+def _record(process: subprocess.Popen[bytes], log: Path) -> ProcessRecord:
+    """stack.json's record of a process a launcher started (pid, start time, command line, log)."""
+    stat = proc_stat(process.pid)
     return ProcessRecord(
         pid=process.pid,
         start_ticks=stat.start_ticks if stat else -1,
         argv=[str(a) for a in process.args],  # type: ignore[union-attr]
-        log=str(paths.azurite_dir / AZURITE_LOG_FILE),
+        log=str(log),
     )
 
 
@@ -149,14 +154,8 @@ def _start_emulator(paths: StackPaths, profile: str, clock: Clock, register: Reg
         )
     except EmulatorStartError as error:
         raise StackError(str(error)) from None
-    stat = proc_stat(process.pid)
     clock.say(f"emulator ready at {info['endpoint']} (pid {process.pid}, {profile} profile)")
-    return ProcessRecord(
-        pid=process.pid,
-        start_ticks=stat.start_ticks if stat else -1,
-        argv=[str(a) for a in process.args],  # type: ignore[union-attr]
-        log=str(paths.emulator_dir / EMULATOR_LOG_FILE),
-    )
+    return _record(process, paths.emulator_dir / EMULATOR_LOG_FILE)
 
 
 def _choose_port(requested: int | None, clock: Clock) -> int:

@@ -7,8 +7,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Azurite, Microsoft's storage emulator (npm), in a folder of the project's own (gitignored): the local
+# stack's blob storage, where images are uploaded as page blobs before they are published.
+AZURITE_VERSION := 3.35.0
+AZURITE_DIR     := .tools/azurite
+AZURITE         := $(AZURITE_DIR)/node_modules/.bin/azurite-blob
 
-.PHONY: demo test lint format setup tools tools-test bench clean
+.PHONY: demo test lint format setup tools tools-test azurite bench clean
 
 demo: setup
 	$(BIN)/switchyard demo
@@ -30,8 +35,17 @@ $(STAMP): pyproject.toml emulator/pyproject.toml
 	touch $(STAMP)
 
 # Packer comes from Debian (1.6.6): see images/README.md for what that version can do.
-tools:
+tools: azurite
 	@command -v packer >/dev/null 2>&1 || $(MAKE) --no-print-directory apt-install PKGS=packer
+
+# Node.js and npm from apt when missing; Azurite from the npm registry, pinned.
+azurite:
+	@test -x $(AZURITE) && $(AZURITE) --version 2>/dev/null | grep -qx '$(AZURITE_VERSION)' || { \
+	  { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; } \
+	    || $(MAKE) --no-print-directory apt-install PKGS="nodejs npm"; \
+	  echo "installing azurite $(AZURITE_VERSION) from npm into $(AZURITE_DIR) ..."; \
+	  mkdir -p $(AZURITE_DIR) && npm install --prefix $(AZURITE_DIR) --no-audit --no-fund --silent \
+	    azurite@$(AZURITE_VERSION); }
 
 tools-test: tools
 	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
@@ -69,4 +83,4 @@ bench: setup tools-test
 	$(BIN)/python bench/reliability.py
 
 clean:
-	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .state .tools .pytest_cache .ruff_cache .mypy_cache

@@ -10,9 +10,10 @@ The runbook:
      results and patch changes; record the artifact's sha256.
   6. gate on the scan policy: findings (optionally only those production does not already
      have), failed hardening controls, the advisory data's age.
-  7. verify the artifact is still the one scanned (re-hash), then publish to the Azure Compute
-     Gallery with the image's history in tags, excluded from "latest" until a release has held
-     full traffic; wait for replication.
+  7. verify the artifact is still the one scanned (re-hash), upload it as a page blob to the
+     environment's storage account and publish it from there to the Azure Compute Gallery with
+     the image's history in tags, excluded from "latest" until a release has held full traffic;
+     wait for replication.
 Nothing unscanned, changed since its scan or failing policy ever reaches the gallery.
 """
 
@@ -31,6 +32,7 @@ from tasks.images import (
     build_image,
     gate,
     gate_failure,
+    image_source,
     production_baseline,
     publish,
     resolve_version,
@@ -107,7 +109,7 @@ def _build_scan_publish(
     )
     if plan.reuse is not None:
         _publish(f"image-{service}", image_report(plan.reuse, reused=True))
-        return PublishedImage.of(plan.reuse, reused=True)
+        return PublishedImage.of(plan.reuse, reused=True, source=image_source(context, plan.gallery_version))
 
     template = template_of(recipe)
     validate_inputs(context, plan, template, source)
@@ -121,7 +123,7 @@ def _build_scan_publish(
         raise gate_failure(plan, result)
     verify_artifact(image, scan)
     metadata = publish(context, plan, image, scan, result)
-    published = PublishedImage.of(metadata, reused=False)
+    published = PublishedImage.of(metadata, reused=False, source=image_source(context, plan.gallery_version), scan=scan)
     report = image_report(metadata, reused=False, production=production_version, gate=result, patches=scan.patches)
     _publish(f"image-{service}", report)
     logger.info("published %s %s", service, published.gallery_version)

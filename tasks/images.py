@@ -10,6 +10,7 @@ import shutil
 import threading
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 from prefect import get_run_logger, task
@@ -27,6 +28,7 @@ from switchyard.cloud.ports import ImageGallery
 from switchyard.core.config import FaultProfile, ImageRecipe, ServiceContext
 from switchyard.core.findings import SEVERITIES_WORST_FIRST, Finding, FindingKind, ScanSummary
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
+from switchyard.core.image_records import ControlOutcome
 from switchyard.core.outcomes import GateFailed
 from switchyard.core.scan_policy import GateResult, ScanConfiguration, evaluate
 from switchyard.core.versions import ImageVersion, PatchLevel, next_patch_level
@@ -323,9 +325,12 @@ def verify_artifact(image: LocalImage, scan: ImageScan) -> str:
 def publish(
     context: ServiceContext, plan: ImagePlan, image: LocalImage, scan: ImageScan, result: GateResult
 ) -> ImageMetadata:
-    """Create the gallery version with its history in tags (excluded from latest) and wait for replication."""
+    """Upload the artifact to the environment's storage account as a page blob (Azure never publishes
+    from a local path), create the gallery version from it with its history in tags (excluded from
+    latest) and wait for replication."""
     logger = get_run_logger()
-    gallery = _gallery(context)
+    cloud = cloud_for(context)
+    gallery = cloud.gallery
     metadata = ImageMetadata(
         service=plan.service,
         version=plan.version,
@@ -342,10 +347,11 @@ def publish(
         # A retry after the create went through: the version is there, tags included.
         logger.info("%s is already published", plan.gallery_version)
         return ImageMetadata.from_tags(existing.tags)
+    source = cloud.image_storage.stage(image.artifact_path, plan.service, plan.gallery_version, progress=logger.info)
     observed = gallery.publish(
         plan.service,
         plan.gallery_version,
-        image.source_uri,
+        source,
         metadata.to_tags(),
         context.environment.regions,
         progress=logger.info,
@@ -372,8 +378,28 @@ def publish(
     return metadata
 
 
+class ImageSourceInfo(BaseModel):
+    """What a published version was made from: the page blob and its storage account (or a managed image)."""
+
+    uri: str | None = None
+    storage_account_id: str | None = None
+    image_id: str | None = None
+
+
+@task(name="read the image's source", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def image_source(context: ServiceContext, gallery_version: str) -> ImageSourceInfo | None:
+    """The published version's source, as the gallery shows it (None when it does not exist)."""
+    observed = _gallery(context).image_version(context.service.name, gallery_version)
+    if not observed.exists:
+        return None
+    return ImageSourceInfo(
+        uri=observed.source_uri, storage_account_id=observed.source_storage_account_id, image_id=observed.source_id
+    )
+
+
 class PublishedImage(BaseModel):
-    """What the pipeline published (or reused): the CLI's --json line."""
+    """What the pipeline published (or reused): the CLI's --json line. A reused version's tags hold
+    no digest, compliance or patch record, so those are None for it."""
 
     service: str
     gallery_version: str
@@ -383,9 +409,19 @@ class PublishedImage(BaseModel):
     git_commit: str
     scan: dict[str, dict[str, int]]
     reused: bool
+    source: ImageSourceInfo | None = None  # the blob (and storage account) the version was made from
+    artifact_sha256: str | None = None  # the digest scanned, and verified again before publishing
+    compliance: dict[str, int] | None = None  # hardening controls per outcome: pass, fail, fixed
+    patches: dict[str, Any] | None = None  # patch level, snapshot, changes [{package, from, to}], reason
 
     @classmethod
-    def of(cls, metadata: ImageMetadata, reused: bool) -> PublishedImage:
+    def of(
+        cls,
+        metadata: ImageMetadata,
+        reused: bool,
+        source: ImageSourceInfo | None = None,
+        scan: ImageScan | None = None,
+    ) -> PublishedImage:
         return cls(
             service=metadata.service,
             gallery_version=metadata.gallery_version,
@@ -395,6 +431,11 @@ class PublishedImage(BaseModel):
             git_commit=metadata.git_commit,
             scan=summary_by_kind(metadata.scan_summary),
             reused=reused,
+            source=source,
+            artifact_sha256=scan.artifact_sha256 if scan else None,
+            compliance={o.value: scan.compliance.count(o) for o in ControlOutcome} if scan else None,
+            # by_alias: the record's "from"/"to" (Python's keyword rules name the fields before/after)
+            patches=scan.patches.model_dump(mode="json", by_alias=True) if scan else None,
         )
 
 

@@ -28,3 +28,6 @@ WORKSPACES = frozenset({"2023-09-01", "2022-10-01", "2020-08-01"})
 # Diagnostic settings: Azure's current version, as clients call it through the SDK pipeline
 # (azure-mgmt-monitor 7 has no diagnostic_settings operations).
 DIAGNOSTIC_SETTINGS = frozenset({"2021-05-01-preview"})
+# Storage accounts: what azure-mgmt-storage 25 sends first, then versions whose StorageAccount shape for
+# the fields the emulator honours is the same (the spec examples are 2025-01-01).
+STORAGE = frozenset({"2026-09-01", "2025-08-01", "2025-06-01", "2025-01-01", "2024-01-01", "2023-05-01"})

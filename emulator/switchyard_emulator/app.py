@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
 from switchyard_emulator.apiversions import API_VERSION_FORMAT
+from switchyard_emulator.azurite import BlobStorage
 from switchyard_emulator.common import Ctx, Route, error_response, json_response, read_body
 from switchyard_emulator.dataplane.api import DataPlane
 from switchyard_emulator.errors import ArmError
@@ -48,15 +49,18 @@ class Emulator:
         lro_retry_after: int = 1,
         vcpu_quota: int = DEFAULT_VCPU_QUOTA,
         timing: TimingProfile | None = None,
+        storage: BlobStorage | None = None,
     ) -> None:
         from switchyard_emulator.resources.gallery import Galleries
         from switchyard_emulator.resources.gateways import Gateways
         from switchyard_emulator.resources.groups import ResourceGroups
         from switchyard_emulator.resources.insights import Insights
+        from switchyard_emulator.resources.managed_images import ManagedImages
         from switchyard_emulator.resources.network import Networks
         from switchyard_emulator.resources.nsgs import SecurityGroups
         from switchyard_emulator.resources.quotas import Quotas
         from switchyard_emulator.resources.scalesets import ScaleSets
+        from switchyard_emulator.resources.storage import StorageAccounts
         from switchyard_emulator.resources.workspaces import Workspaces
 
         self.state_dir = state_dir
@@ -71,6 +75,9 @@ class Emulator:
         self.groups = ResourceGroups(self)
         self.networks = Networks(self)
         self.nsgs = SecurityGroups(self)
+        # the blob storage (Azurite) behind storage accounts; None: no account can be made
+        self.storage_accounts = StorageAccounts(self, storage)
+        self.managed_images = ManagedImages(self)
         self.galleries = Galleries(self)
         self.gateways = Gateways(self)
         self.scale_sets = ScaleSets(self)
@@ -83,6 +90,8 @@ class Emulator:
             *self.groups.routes(),
             *self.networks.routes(),
             *self.nsgs.routes(),
+            *self.storage_accounts.routes(),
+            *self.managed_images.routes(),
             *self.galleries.routes(),
             *self.gateways.routes(),
             *self.scale_sets.routes(),

@@ -80,10 +80,20 @@ def start(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    storage_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="SWITCHYARD_EMULATOR_STORAGE_FILE",
+            help="storage.json of the Azurite that holds the storage accounts' blobs (written by "
+            "switchyard_emulator.azurite.start_azurite; mode 0600, it holds the account key). Without it the "
+            "emulator creates no storage accounts, so no image can be published.",
+        ),
+    ] = None,
 ) -> None:
     """Run the emulator in the foreground until SIGTERM/SIGINT; writes STATE_DIR/emulator.json when ready."""
     from pydantic import ValidationError
 
+    from switchyard_emulator.azurite import AzuriteError
     from switchyard_emulator.faults import FaultConfig, parse_kinds
     from switchyard_emulator.profiles import TimingOverrides
     from switchyard_emulator.server import EmulatorSettings, RemoteHostRefused, run
@@ -111,9 +121,10 @@ def start(
                 scale_set_write_s=scale_set_write_seconds,
             ),
             log_level=log_level,
+            storage_file=storage_file,
         )
         code = run(settings)
-    except (ValueError, ValidationError, RemoteHostRefused) as exc:
+    except (ValueError, ValidationError, RemoteHostRefused, AzuriteError) as exc:
         typer.echo(f"switchyard emulator: {exc}", err=True)
         raise typer.Exit(2) from None
     except OSError as exc:

@@ -44,6 +44,9 @@ class EmulatorSettings(BaseModel):
     profile: ProfileName = "fast"
     timing: TimingOverrides = Field(default_factory=TimingOverrides)
     log_level: str = "info"
+    # storage.json of the Azurite that holds the storage accounts' blobs (switchyard_emulator.azurite);
+    # None: the emulator refuses to create storage accounts
+    storage_file: Path | None = None
 
 
 class RemoteHostRefused(ValueError):
@@ -126,7 +129,10 @@ def run(settings: EmulatorSettings) -> int:
     sock = _bind(settings.host, settings.port)
     port = sock.getsockname()[1]
 
+    from switchyard_emulator.azurite import BlobStorage
     from switchyard_emulator.dataplane.local import LocalDataPlane
+
+    storage = BlobStorage.read(settings.storage_file) if settings.storage_file else None
 
     timing = timing_profile(settings.profile, settings.timing)
     emulator = Emulator(
@@ -138,6 +144,7 @@ def run(settings: EmulatorSettings) -> int:
         lro_retry_after=settings.lro_retry_after,
         vcpu_quota=settings.vcpu_quota,
         timing=timing,
+        storage=storage,
     )
     config = uvicorn.Config(
         create_app(emulator),
@@ -170,6 +177,8 @@ def run(settings: EmulatorSettings) -> int:
                 # the same workspace as an ARM resource: what a diagnostic setting's workspaceId names
                 "log_analytics_workspace_resource_id": identity.log_analytics_workspace_resource_id,
                 "profile": timing.name,
+                # the storage accounts its blob storage (Azurite) serves, by name (keys: listKeys)
+                "storage_accounts": [a.name for a in storage.accounts] if storage else [],
                 "pid": os.getpid(),
             },
         )

@@ -6,7 +6,9 @@
 
 The emulator runs as a child process in its own process group, started by
 switchyard_emulator.launcher (as the local stack starts it); leaving the block SIGTERMs the group
-and SIGKILLs it if it does not stop in time.
+and SIGKILLs it if it does not stop in time. Beside it runs Azurite (switchyard_emulator.azurite),
+the blob storage of its storage accounts, unless `storage=False`: images are published from a page
+blob there, as on Azure (`SampleTopology.publish` uploads one).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from typing import Any
 from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.exceptions import HttpResponseError
 
+from switchyard_emulator.azurite import BlobStorage, start_azurite, stop_azurite
 from switchyard_emulator.dataplane.procfs import signal_group
 from switchyard_emulator.launcher import LOG_FILE, log_tail, start_emulator
 from switchyard_emulator.launcher import EmulatorStartError as EmulatorStartError  # what start() raises
@@ -72,21 +76,29 @@ class EmulatorClients:
     monitor: Any  # azure.mgmt.monitor.MonitorManagementClient
     resource: Any  # azure.mgmt.resource.ResourceManagementClient
     logs: Any  # azure.monitor.query.LogsQueryClient
+    storage: Any  # azure.mgmt.storage.StorageManagementClient
+    # the storage account the emulator's Azurite serves (None: no blob storage) and the CA that signs
+    # both servers: what a blob client needs beside the account key (listKeys)
+    storage_account: str | None = None
+    ca_bundle: str | None = None
 
     def close(self) -> None:
-        for client in (self.compute, self.network, self.monitor, self.resource, self.logs):
+        for client in (self.compute, self.network, self.monitor, self.resource, self.logs, self.storage):
             client.close()
 
 
 class EmulatorHandle:
     """A running emulator child process and what clients need to reach it."""
 
-    def __init__(self, state_dir: Path, port: int | None, extra_args: Sequence[str]) -> None:
+    def __init__(self, state_dir: Path, port: int | None, extra_args: Sequence[str], *, storage: bool = True) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.extra_args = list(extra_args)
         self._requested_port = port
         self.process: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
+        self._with_storage = storage
+        self.azurite: subprocess.Popen[bytes] | None = None
+        self.blob_storage: BlobStorage | None = None
 
     # what emulator.json says
     @property
@@ -133,18 +145,47 @@ class EmulatorHandle:
     def __repr__(self) -> str:
         return f"EmulatorHandle(state_dir={str(self.state_dir)!r}, endpoint={self.info.get('endpoint')!r})"
 
+    @property
+    def azurite_dir(self) -> Path:
+        """Azurite's data, account and log: beside the emulator's state, like the stack's."""
+        return self.state_dir.parent / f"{self.state_dir.name}-azurite"
+
+    @property
+    def storage_account(self) -> str:
+        """The one storage account the emulator's Azurite serves (emulator.json's storage_accounts)."""
+        accounts = self.info.get("storage_accounts") or []
+        assert accounts, "this emulator runs without blob storage (run_emulator(..., storage=False))"
+        return str(accounts[0])
+
     def start(self) -> None:
         # A killed test run must not leave emulators behind on a shared machine: it dies with us.
-        self.process, self.info = start_emulator(
-            self.state_dir, port=self._requested_port, extra_args=self.extra_args, die_with_parent=True
-        )
+        args = list(self.extra_args)
+        if self._with_storage:
+            if self.azurite is None or self.azurite.poll() is not None:
+                self.azurite, self.blob_storage = start_azurite(self.azurite_dir, self.state_dir, die_with_parent=True)
+            args += ["--storage-file", str(self.azurite_dir / "storage.json")]
+        try:
+            self.process, self.info = start_emulator(
+                self.state_dir, port=self._requested_port, extra_args=args, die_with_parent=True
+            )
+        except BaseException:
+            self._stop_azurite()
+            raise
         self._requested_port = self.port
+
+    def _stop_azurite(self) -> None:
+        if self.azurite is not None:
+            azurite, self.azurite = self.azurite, None
+            stop_azurite(azurite)
 
     def log_tail(self, lines: int = 40) -> str:
         return log_tail(self.state_dir, lines)
 
-    def stop(self) -> int | None:
-        """SIGTERM the emulator's process group; SIGKILL it if it does not stop in time."""
+    def stop(self, *, keep_storage: bool = False) -> int | None:
+        """SIGTERM the emulator's process group; SIGKILL it if it does not stop in time. Azurite
+        stops too, unless `keep_storage` (a restart keeps the blobs' server, as Azure's storage stays)."""
+        if not keep_storage:
+            self._stop_azurite()
         if self.process is None:
             return None
         process, self.process = self.process, None
@@ -162,12 +203,12 @@ class EmulatorHandle:
     def restart(self) -> None:
         """Stop and start again on the same state dir (and the same port if it is still free)."""
         port = self._requested_port
-        self.stop()
+        self.stop(keep_storage=True)
         try:
             self._requested_port = port
             self.start()
         except EmulatorStartError:
-            self.stop()
+            self.stop(keep_storage=True)
             self._requested_port = None
             self.start()
 
@@ -183,6 +224,7 @@ class EmulatorHandle:
         from azure.mgmt.monitor import MonitorManagementClient
         from azure.mgmt.network import NetworkManagementClient
         from azure.mgmt.resource.resources import ResourceManagementClient
+        from azure.mgmt.storage import StorageManagementClient
         from azure.monitor.query import LogsQueryClient
 
         credential = self.credential()
@@ -192,6 +234,9 @@ class EmulatorHandle:
             network=NetworkManagementClient(credential, self.subscription_id, **common),
             monitor=MonitorManagementClient(credential, self.subscription_id, **common),
             resource=ResourceManagementClient(credential, self.subscription_id, **common),
+            storage=StorageManagementClient(credential, self.subscription_id, **common),
+            storage_account=(self.info.get("storage_accounts") or [None])[0],
+            ca_bundle=self.ca_bundle,
             logs=LogsQueryClient(
                 credential,
                 endpoint=self.endpoint,
@@ -203,12 +248,18 @@ class EmulatorHandle:
 
 @contextmanager
 def run_emulator(
-    state_dir: Path, *, port: int | None = None, extra_args: Sequence[str] = (), profile: str | None = None
+    state_dir: Path,
+    *,
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    profile: str | None = None,
+    storage: bool = True,
 ) -> Iterator[EmulatorHandle]:
-    """`profile`: "fast" or "azure" (`--profile`; None keeps the emulator's default, fast)."""
+    """`profile`: "fast" or "azure" (`--profile`; None keeps the emulator's default, fast).
+    `storage`: start Azurite beside it (needed to publish images; False for tests that publish none)."""
     if profile is not None:
         extra_args = [*extra_args, "--profile", profile]
-    handle = EmulatorHandle(state_dir, port, extra_args)
+    handle = EmulatorHandle(state_dir, port, extra_args, storage=storage)
     handle.start()
     try:
         yield handle
@@ -261,6 +312,39 @@ def pack_sample_image(
         archive.addfile(info, io.BytesIO(data))
         archive.add(app_dir / "app", arcname="app", filter=lambda t: None if "__pycache__" in t.name else t)
     return path
+
+
+# where SampleTopology keeps the emulator's one storage account
+STORAGE_RG = "switchyard-storage"
+
+
+def upload_blob(
+    account_url: str,
+    account: str,
+    key: str,
+    ca_bundle: str,
+    container: str,
+    name: str,
+    data: bytes,
+    *,
+    blob_type: str = "PageBlob",
+) -> str:
+    """Upload `data` to Azurite with the account's key; a page blob is zero-padded to 512 bytes (gzip
+    readers skip the zeros). Returns the blob's URI."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import BlobServiceClient, BlobType
+
+    service = BlobServiceClient(
+        account_url, credential={"account_name": account, "account_key": key}, connection_verify=ca_bundle
+    )
+    with service:
+        with suppress(ResourceExistsError):
+            service.create_container(container)
+        blob = service.get_blob_client(container, name)
+        if blob_type == "PageBlob":
+            data += b"\0" * (-len(data) % 512)
+        blob.upload_blob(data, blob_type=BlobType(blob_type))
+        return str(blob.url)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -350,6 +434,35 @@ class SampleTopology:
             },
         ).result()
 
+    def storage_account_id(self) -> str:
+        """The emulator's storage account (in resource group STORAGE_RG: its name is unique across the
+        emulator, as across Azure), created when missing."""
+        name = self.c.storage_account
+        assert name, "this emulator runs without blob storage (run_emulator(..., storage=False))"
+        self.c.resource.resource_groups.create_or_update(STORAGE_RG, {"location": self.location})
+        account = self.c.storage.storage_accounts.begin_create(
+            STORAGE_RG, name, {"location": self.location, "sku": {"name": "Standard_LRS"}, "kind": "StorageV2"}
+        ).result()
+        return str(account.id)
+
+    def upload(self, artifact: Path, *, blob_type: str = "PageBlob", container: str = "images") -> tuple[str, str]:
+        """Upload `artifact` to the emulator's storage account (a page blob, zero-padded to 512 bytes,
+        as an image's VHD is, unless `blob_type` says otherwise); returns (blob URI, account id)."""
+        account_id = self.storage_account_id()
+        name = str(self.c.storage_account)
+        keys = self.c.storage.storage_accounts.list_keys(STORAGE_RG, name)
+        uri = upload_blob(
+            self.c.storage.storage_accounts.get_properties(STORAGE_RG, name).primary_endpoints.blob,
+            name,
+            keys["keys"][0]["value"],  # a mapping: the model's .keys is the dict method
+            str(self.c.ca_bundle),
+            container,
+            f"{artifact.name}-{uuid.uuid4().hex[:8]}.vhd",
+            artifact.read_bytes(),
+            blob_type=blob_type,
+        )
+        return uri, account_id
+
     def publish(
         self,
         version: str,
@@ -360,6 +473,8 @@ class SampleTopology:
         image: str = "sample",
         tags: dict[str, str] | None = None,
     ) -> Any:
+        """Upload the artifact as a page blob and publish the version from it ({uri, storageAccountId})."""
+        uri, account_id = self.upload(artifact)
         return self.c.compute.gallery_image_versions.begin_create_or_update(
             self.rg,
             gallery,
@@ -370,7 +485,7 @@ class SampleTopology:
                 "tags": tags or {},
                 "properties": {
                     "publishingProfile": {"excludeFromLatest": exclude_from_latest},
-                    "storageProfile": {"osDiskImage": {"source": {"uri": artifact.as_uri()}}},
+                    "storageProfile": {"osDiskImage": {"source": {"uri": uri, "storageAccountId": account_id}}},
                 },
             },
         ).result()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +30,28 @@ class RequestCounts(BaseModel):
     failed: int = 0  # answered 5xx
 
 
+class ImageSource(BaseModel):
+    """Where a gallery image version's OS disk comes from, as Azure accepts it: a VHD page blob with
+    the storage account that holds it, or a managed image (docs/architecture.md, "The image artifact")."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uri: str | None = None
+    storage_account_id: str | None = None
+    image_id: str | None = None
+
+
+class ImageStorage(Protocol):
+    """Blob storage for images built outside Azure: the environment's storage account."""
+
+    def stage(
+        self, artifact: Path, service: str, gallery_version: str, progress: Progress | None = None
+    ) -> ImageSource:
+        """Make sure the storage account exists and the artifact is in it as a page blob (zero-padded
+        to 512 bytes; uploaded once: a blob that is already complete is kept); return it as a source."""
+        ...
+
+
 class ImageGallery(Protocol):
     """The Azure Compute Gallery: where immutable images live with their history in tags."""
 
@@ -44,12 +67,13 @@ class ImageGallery(Protocol):
         self,
         service: str,
         gallery_version: str,
-        source_uri: str,
+        source: ImageSource,
         tags: dict[str, str],
         regions: list[str],
         progress: Progress | None = None,
     ) -> ImageObservation:
-        """Create the version (excluded from latest) and wait until every region has replicated."""
+        """Create the version (excluded from latest; never over one that exists) and wait until every
+        region has replicated."""
         ...
 
     def update_version(
@@ -213,6 +237,9 @@ class Cloud(Protocol):
 
     @property
     def gallery(self) -> ImageGallery: ...
+
+    @property
+    def image_storage(self) -> ImageStorage: ...
 
     @property
     def scale_sets(self) -> ScaleSets: ...

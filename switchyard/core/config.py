@@ -51,6 +51,13 @@ class AzureEnvironment(BaseModel):
     target_regions: list[str] = Field(
         default_factory=list, description="Regions image versions replicate to (the location always)."
     )
+    storage_account: str | None = Field(
+        None,
+        description="Storage account (in the gallery's resource group) that a locally built image is "
+        "uploaded to as a page blob before it is published from there, as Azure requires. Default: the "
+        "emulator's own account (emulator.json) when auth = emulator; on Azure, where account names are "
+        "global, 'sy' plus a hash of the subscription, gallery resource group and location.",
+    )
     vnet_address_space: str = Field("10.20.0.0/16", description="Address space of the topology's VNet.")
     admin_username: str = Field("switchyard", description="Admin user on the instances.")
     ssh_public_key: str = Field(description="SSH public key for the instances' admin user.")
@@ -95,6 +102,14 @@ class AzureEnvironment(BaseModel):
             return value
         if not _AZURE_RG.fullmatch(value) or value.endswith("."):
             raise ValueError(f"resource group name {value!r} is not a valid Azure resource group name")
+        return value
+
+    @field_validator("storage_account")
+    @classmethod
+    def _storage_account(cls, value: str | None) -> str | None:
+        # Azure's rule: 3-24 digits and lower-case letters (Microsoft.Storage AccountNameInvalid)
+        if value is not None and not re.fullmatch(r"[a-z0-9]{3,24}", value):
+            raise ValueError(f"storage account name {value!r} is not valid: 3-24 digits and lower-case letters only")
         return value
 
     @field_validator("gallery")

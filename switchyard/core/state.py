@@ -111,6 +111,10 @@ class ImageObservation(_Observed):
     provisioning_state: str | None = None
     replication: dict[str, str] = Field(default_factory=dict)  # region -> Completed / Replicating / Failed
     resource_id: str | None = None
+    # what it was made from: a VHD blob and its storage account, or a managed image
+    source_uri: str | None = None
+    source_storage_account_id: str | None = None
+    source_id: str | None = None
 
     @property
     def rolled_back(self) -> bool:

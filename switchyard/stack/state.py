@@ -34,15 +34,17 @@ WORKER_QUERY_SECONDS = 2
 WORKER_HEARTBEAT_SECONDS = 10
 
 EMULATOR_START_TIMEOUT_S = 60.0
+AZURITE_START_TIMEOUT_S = 60.0
 SERVER_START_TIMEOUT_S = 120.0
 WORKER_ONLINE_TIMEOUT_S = 60.0
 DEPLOY_TIMEOUT_S = 300.0
 PROVISION_TIMEOUT_S = 600.0
 # `prefect server start` takes 30 s and more to shut down on SIGTERM; SQLite is safe to kill, and
 # so is a PostgreSQL client. PostgreSQL itself gets a fast shutdown (switchyard/stack/postgres.py).
-STOP_GRACE_S = {"worker": 5.0, "prefect_server": 5.0, "postgres": 20.0, "emulator": 15.0}
-# Workers first (their flow runs with them), then the server, then its database, then the emulator.
-STOP_ORDER = ("worker", "prefect_server", "postgres", "emulator")
+STOP_GRACE_S = {"worker": 5.0, "prefect_server": 5.0, "postgres": 20.0, "emulator": 15.0, "azurite": 10.0}
+# Workers first (their flow runs with them), then the server, then its database, then the emulator,
+# then the blob storage the emulator reads (Azurite).
+STOP_ORDER = ("worker", "prefect_server", "postgres", "emulator", "azurite")
 
 
 def worker_process(number: int) -> str:
@@ -86,6 +88,16 @@ class StackPaths(BaseModel):
     @property
     def emulator_file(self) -> Path:
         return self.emulator_dir / "emulator.json"
+
+    @property
+    def azurite_dir(self) -> Path:
+        """Azurite's blobs, its account (name and key, mode 0600), certificate and log."""
+        return self.state_dir / "azurite"
+
+    @property
+    def storage_file(self) -> Path:
+        """What the emulator needs to reach Azurite (mode 0600: it holds the account key)."""
+        return self.azurite_dir / "storage.json"
 
     @property
     def prefect_home(self) -> Path:

@@ -1,7 +1,12 @@
 """The local stack behind `switchyard up` and `switchyard down`.
 
 `up` brings up, on this machine and on loopback only:
-  * the Azure emulator (`python -m switchyard_emulator start`, state in STATE/emulator),
+  * Azurite, Microsoft's storage emulator (switchyard_emulator.azurite, data in STATE/azurite): the
+    blob storage of the emulator's one storage account, where images are uploaded as page blobs
+    before they are published; HTTPS signed by the emulator's CA; its account name and generated
+    key in STATE/azurite (mode 0600), never on a command line or in a log,
+  * the Azure emulator (`python -m switchyard_emulator start`, state in STATE/emulator), told where
+    Azurite is (`--storage-file STATE/azurite/storage.json`),
   * a Prefect server with its UI (switchyard/stack/prefect_server.py, home STATE/prefect), on SQLite,
     or on PostgreSQL: a server of its own or one you name (switchyard/stack/postgres.py),
   * switchyard's block types and the fleet's blocks (blocks/seed.py, from deployments/fleet.yaml),
@@ -51,6 +56,7 @@ from switchyard.stack.processes import (
 )
 from switchyard.stack.server_database import choose_database, database_kind, prepare_database
 from switchyard.stack.state import (
+    AZURITE_START_TIMEOUT_S,
     DEFAULT_FLEET_FILE,
     DEFAULT_PORT,
     DEPLOY_TIMEOUT_S,
@@ -76,6 +82,9 @@ from switchyard.stack.state import (
     stop_order,
 )
 from switchyard.stack.workers import ensure_workers
+from switchyard_emulator.azurite import LOG_FILE as AZURITE_LOG_FILE
+from switchyard_emulator.azurite import AzuriteError, BlobStorage, start_azurite
+from switchyard_emulator.azurite import answers as azurite_answers
 from switchyard_emulator.launcher import LOG_FILE as EMULATOR_LOG_FILE
 from switchyard_emulator.launcher import EmulatorStartError, start_emulator
 
@@ -101,25 +110,52 @@ def _deployment_names() -> list[str]:
     return [str(d["name"]) for d in spec.get("deployments", [])]
 
 
+def _start_azurite(paths: StackPaths, clock: Clock, register: Register) -> ProcessRecord:
+    # Not tied to this process's life: Azurite outlives `up`, like the emulator.
+    try:
+        process, storage = start_azurite(
+            paths.azurite_dir,
+            paths.emulator_dir,  # its certificate is signed by the emulator's CA
+            timeout_s=AZURITE_START_TIMEOUT_S,
+            on_spawn=lambda started: register(lambda: started),
+        )
+    except AzuriteError as error:
+        raise StackError(str(error)) from None
+    clock.say(f"Azurite ready at {storage.blob_endpoint} (pid {process.pid}, account {storage.accounts[0].name})")
+    return _record(process, paths.azurite_dir / AZURITE_LOG_FILE)
+
+
+def _record(process: subprocess.Popen[bytes], log: Path) -> ProcessRecord:
+    """stack.json's record of a process a launcher started (pid, start time, command line, log)."""
+    stat = proc_stat(process.pid)
+    return ProcessRecord(
+        pid=process.pid,
+        start_ticks=stat.start_ticks if stat else -1,
+        argv=[str(a) for a in process.args],  # type: ignore[union-attr]
+        log=str(log),
+    )
+
+
+def _azurite_answers(paths: StackPaths) -> bool:
+    try:
+        return azurite_answers(BlobStorage.read(paths.storage_file))
+    except AzuriteError:
+        return False
+
+
 def _start_emulator(paths: StackPaths, profile: str, clock: Clock, register: Register) -> ProcessRecord:
     # Not tied to this process's life (no die_with_parent): the emulator outlives `up`.
     try:
         process, info = start_emulator(
             paths.emulator_dir,
-            extra_args=["--lro-retry-after", "0", "--profile", profile],
+            extra_args=["--lro-retry-after", "0", "--profile", profile, "--storage-file", str(paths.storage_file)],
             timeout_s=EMULATOR_START_TIMEOUT_S,
             on_spawn=lambda started: register(lambda: started),
         )
     except EmulatorStartError as error:
         raise StackError(str(error)) from None
-    stat = proc_stat(process.pid)
     clock.say(f"emulator ready at {info['endpoint']} (pid {process.pid}, {profile} profile)")
-    return ProcessRecord(
-        pid=process.pid,
-        start_ticks=stat.start_ticks if stat else -1,
-        argv=[str(a) for a in process.args],  # type: ignore[union-attr]
-        log=str(paths.emulator_dir / EMULATOR_LOG_FILE),
-    )
+    return _record(process, paths.emulator_dir / EMULATOR_LOG_FILE)
 
 
 def _choose_port(requested: int | None, clock: Clock) -> int:
@@ -348,10 +384,24 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
 
             launches.launch("prefect_server", start_server)
 
-        # 2. meanwhile: the fleet file and the emulator
+        # 2. meanwhile: the fleet file, Azurite and the emulator (which reads Azurite's storage.json)
         fleet = _fleet_for_stack(options.fleet_file, paths)
+        azurite = kept.get("azurite")
+        if azurite and _azurite_answers(paths):
+            clock.say(f"Azurite already running (pid {azurite.pid})")
+        else:
+            if azurite:
+                stop_because(azurite, "azurite", clock, "does not answer")
+            azurite = None
+            clock.say("starting Azurite ...")
+            launches.launch("azurite", lambda register: _start_azurite(paths, clock, register))
+        azurite_ready = launches.pending.get("azurite")
         emulator = kept.get("emulator")
         info = emulator_info(paths)
+        if emulator and azurite is None:
+            # it read the old Azurite's storage.json when it started: it starts again with the new one
+            stop_because(emulator, "emulator", clock, "must start again with its new blob storage")
+            emulator = None
         if emulator and info and info.get("pid") == emulator.pid and emulator_answers(info):
             running = info.get("profile", "fast")
             clock.say(f"emulator already running at {info['endpoint']} (pid {emulator.pid}, {running} profile)")
@@ -372,7 +422,18 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
                 )
             clock.say("starting the emulator ...")
             profile = options.profile or "fast"
-            launches.launch("emulator", lambda register: _start_emulator(paths, profile, clock, register))
+
+            def start_emulator_after_azurite(register: Register) -> ProcessRecord:
+                if azurite_ready is not None:
+                    try:
+                        azurite_ready.result()
+                    except Exception:
+                        raise StackError(
+                            "the emulator was not started: Azurite, its blob storage, did not start"
+                        ) from None
+                return _start_emulator(paths, profile, clock, register)
+
+            launches.launch("emulator", start_emulator_after_azurite)
         if server is None:
             # the emulator is ready long before the server's first start: if it failed, stop now
             concurrent.futures.wait(
@@ -403,6 +464,8 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
         workers = ensure_workers(options.workers, options.worker_limit, kept, paths, api_url, clock, launches)
         if emulator is None:
             emulator = launches.wait("emulator")
+        if azurite is None:
+            azurite = launches.wait("azurite")
         deployed_to = fleet.services[SAMPLE_SERVICE].frontend_ports
         environments = [name for name in fleet.environments if name in deployed_to]
         if "emulator" in launches.started or created:
@@ -426,8 +489,8 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
         threads.shutdown(wait=True)
 
     started = launches.started
-    assert emulator is not None and server is not None and workers
-    processes = {"emulator": emulator, "prefect_server": server, **workers}
+    assert emulator is not None and azurite is not None and server is not None and workers
+    processes = {"azurite": azurite, "emulator": emulator, "prefect_server": server, **workers}
     if database.kind == "postgresql":
         assert postgres is not None
         processes["postgres"] = postgres
@@ -486,7 +549,7 @@ def _down(paths: StackPaths, echo: Echo) -> DownReport:
         return report
     for kind in STOP_ORDER:
         names = [name for name in stop_order(state.processes) if component(name) == kind]
-        if not names and kind in ("worker", "prefect_server", "emulator"):
+        if not names and kind in ("worker", "prefect_server", "emulator", "azurite"):
             names = [kind]
         # The whole tree is walked before any of it is signalled: a killed parent's children are
         # re-parented and lose their link to it. (Flow runs are the worker's children.) Processes

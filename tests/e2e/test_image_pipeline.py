@@ -85,6 +85,14 @@ def test_the_sample_app_is_built_scanned_and_published_with_its_history(fleet: F
     assert metadata.git_commit == COMMIT and metadata.scan_gate_passed and not metadata.rolled_back
     assert metadata.scan_summary_text() == "vuln C0 H0 M0 L0 U0 | misconfig C0 H0 M0 L0 U0 | secret C0 H0 M0 L0 U0"
     assert len(metadata.sbom_sha256) == 64
+    # Published from a page blob of the environment's storage account, as Azure requires; never a path.
+    source = body["properties"]["storageProfile"]["osDiskImage"]["source"]
+    assert source["uri"].startswith("https://") and source["uri"].endswith(".vhd")
+    assert source["storageAccountId"].endswith(
+        f"/providers/Microsoft.Storage/storageAccounts/{emulator.storage_account}"
+    )
+    assert published.source is not None
+    assert (published.source.uri, published.source.storage_account_id) == (source["uri"], source["storageAccountId"])
 
 
 def test_the_same_inputs_reuse_the_published_version_and_force_rebuilds_a_new_revision(fleet: Fleet) -> None:
@@ -93,6 +101,7 @@ def test_the_same_inputs_reuse_the_published_version_and_force_rebuilds_a_new_re
     forced = image_pipeline(service="sample", app_version="1.1.0", git_commit=COMMIT, force=True)
 
     assert again.reused and again.gallery_version == first.gallery_version
+    assert again.source == first.source and first.source is not None  # the reused version's own blob
     assert not forced.reused
     first_level = ImageVersion.from_gallery_version(first.gallery_version).patch_level
     forced_level = ImageVersion.from_gallery_version(forced.gallery_version).patch_level
@@ -153,6 +162,13 @@ def test_the_cli_prints_what_it_published_as_json(fleet: Fleet, prefect_api: str
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["app_version"] == "1.2.0" and payload["reused"] is False
     assert payload["scan"]["vulnerability"] == {"CRITICAL": 0, "HIGH": 0, "MEDIUM": 0, "LOW": 0, "UNKNOWN": 0}
+    # the blob the version was made from and its storage account
+    assert payload["source"]["uri"].startswith("https://") and "/switchyard-images/sample/" in payload["source"]["uri"]
+    assert "/providers/Microsoft.Storage/storageAccounts/" in payload["source"]["storage_account_id"]
+    # what was gated: the digest scanned (and verified before publishing), the hardening controls, the patches
+    assert len(payload["artifact_sha256"]) == 64
+    assert payload["compliance"]["fail"] == 0 and payload["compliance"]["pass"] + payload["compliance"]["fixed"] >= 6
+    assert payload["patches"]["changes"] == [] and "no package manager" in payload["patches"]["reason"]
     ImageVersion.from_gallery_version(payload["gallery_version"])
 
 

@@ -98,7 +98,17 @@ def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stac
     assert f"Prefect UI: http://127.0.0.1:{stack.port}" in first.stdout
     assert state.prefect_api_url == f"http://127.0.0.1:{stack.port}/api"
     assert Path(state.emulator_file) == stack.state_dir / "emulator" / "emulator.json"
-    assert set(state.pids) == {"emulator", "prefect_server", "worker"}
+    assert set(state.pids) == {"azurite", "emulator", "prefect_server", "worker"}
+    # Azurite's account: its name and key in the state dir only, readable by the owner only, and the
+    # key nowhere else (not in stack.json, a command line or a log)
+    storage = json.loads((stack.state_dir / "azurite" / "storage.json").read_text())
+    key = storage["accounts"][0]["key"]
+    for private in ("storage.json", "account.json"):
+        assert (stack.state_dir / "azurite" / private).stat().st_mode & 0o777 == 0o600
+    assert key not in (stack.state_dir / "stack.json").read_text()
+    assert all(key not in " ".join(record.argv) for record in state.processes.values())
+    for log in (stack.state_dir / "logs").glob("*.log"):
+        assert key not in log.read_text(errors="replace"), log
     for name, record in state.processes.items():
         stat = proc_stat(record.pid)
         assert stat is not None and stat.state != "Z", f"{name} is not running"
@@ -117,6 +127,7 @@ def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stac
     with resources:
         groups = {group.name for group in resources.resource_groups.list()}
     assert {"switchyard-staging", "switchyard-production"} <= groups
+    assert emulator["storage_accounts"] == [storage["accounts"][0]["name"]]
     with stack.client_settings(), get_client(sync_client=True) as client:
         assert {d.name for d in client.read_deployments()} == DEPLOYMENTS
         pool = client.read_work_pool(WORK_POOL)
@@ -134,7 +145,12 @@ def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stac
     second = stack.up()
 
     assert second.returncode == 0, second.stdout + second.stderr
-    for what in ("emulator already running", "Prefect server already running", "worker already running"):
+    for what in (
+        "Azurite already running",
+        "emulator already running",
+        "Prefect server already running",
+        "worker already running",
+    ):
         assert what in second.stdout
     assert "nothing changed" in second.stdout
     assert (stack.state_dir / "stack.json").read_bytes() == stack_file_before

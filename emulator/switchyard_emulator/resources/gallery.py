@@ -1,11 +1,13 @@
 """Azure Compute Gallery: galleries, image definitions and image versions.
 
-A local image version's source is `storageProfile.osDiskImage.source.uri =
-"file:///abs/path.tar.gz"`: a gzip'd tar with manifest.json at its root. On create the emulator
-copies it into DIR/blobs/ by content hash (as Azure copies a VHD), so deleting the build output
-later does not matter. Replication to the target regions takes a short, realistic time; the
-create LRO completes when every region reports Completed (`$expand=ReplicationStatus` shows the
-progress). The artifact's checks and copy: gallery_artifacts.py.
+An image version's source is what Azure accepts: a VHD page blob of one of the emulator's storage
+accounts (`storageProfile.osDiskImage.source {uri, storageAccountId}`, the blob in Azurite) or a
+managed image (`storageProfile.source.id`); never a local path. The image inside is a gzip'd tar
+with manifest.json at its root. On create the emulator copies it into DIR/blobs/ by content hash
+(as Azure copies a VHD), so deleting the blob or the managed image later does not matter.
+Replication to the target regions takes a short, realistic time; the create LRO completes when
+every region reports Completed (`$expand=ReplicationStatus` shows the progress). The artifact's
+checks and copy: gallery_artifacts.py; managed images: managed_images.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import json
 import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import azure.mgmt.compute.models as cm
@@ -34,7 +37,7 @@ from switchyard_emulator.common import (
     route,
 )
 from switchyard_emulator.errors import ArmError, bad_request, conflict, unsupported
-from switchyard_emulator.ids import key_of
+from switchyard_emulator.ids import key_of, parse_resource_id
 from switchyard_emulator.resources.base import (
     ResourceKind,
     check_name,
@@ -42,7 +45,13 @@ from switchyard_emulator.resources.base import (
     same_region,
     tags_of,
 )
-from switchyard_emulator.resources.gallery_artifacts import ingest, source_of
+from switchyard_emulator.resources.gallery_artifacts import (
+    SOURCE_URI,
+    blob_path_in,
+    copy_page_blob,
+    require_blob_uri,
+    source_of,
+)
 from switchyard_emulator.schema import typespec_schema, validate
 from switchyard_emulator.store import OperationRecord, StoredResource
 
@@ -352,16 +361,10 @@ class Galleries:
                 )
             storage = existing.body["properties"]["storageProfile"]
         else:
-            if storage.get("source") or storage.get("dataDiskImages"):
-                raise unsupported(
-                    "The emulator creates image versions only from a local artifact: set "
-                    "properties.storageProfile.osDiskImage.source.uri to a file:// URI of the image tar.gz "
-                    "(VM, managed image and data disk sources are not supported).",
-                    target="properties.storageProfile.source",
-                )
-            blob, manifest, size = await asyncio.to_thread(ingest, self.blob_dir, storage)
+            blob, manifest, size, source = await self._ingest_source(storage)
             internal["artifact"] = str(blob)
             internal["manifest"] = manifest
+            internal["source"] = source
             storage = json.loads(json.dumps(storage))
             storage.setdefault("osDiskImage", {})
             storage["osDiskImage"]["sizeInGB"] = max(1, -(-size // (1 << 30)))
@@ -454,6 +457,68 @@ class Galleries:
             ctx, stored, existing, self.versions, parent_key=image.key, internal=internal, headers=headers
         )
 
+    async def _ingest_source(self, storage: dict[str, Any]) -> tuple[Path, dict[str, Any], int, str]:
+        """The new version's OS disk, copied into the emulator's store (as Azure copies it: the version
+        no longer depends on its source): from a page blob of one of the emulator's storage accounts
+        (`osDiskImage.source {uri, storageAccountId}`) or from a managed image (`source.id`). Azure's
+        sources: GalleryImageVersion_Create_WithVHD.json, ..._WithVmAsSource.json (the REST API spec
+        examples, tests/fixtures/azure-rest-examples/compute/); a local path is none of them."""
+        if storage.get("dataDiskImages"):
+            raise unsupported(
+                "The emulator runs images with an OS disk only: dataDiskImages are not modelled.",
+                target="properties.storageProfile.dataDiskImages",
+            )
+        source = storage.get("source") or {}
+        if source.get("virtualMachineId"):  # GalleryImageVersion_Create_WithVmAsSource.json
+            raise unsupported(
+                "The emulator does not model VMs as an image source: publish from a VHD page blob "
+                "(osDiskImage.source {uri, storageAccountId}) or a managed image (storageProfile.source.id).",
+                target="properties.storageProfile.source.virtualMachineId",
+            )
+        source_id = source.get("id")
+        os_source = (storage.get("osDiskImage") or {}).get("source") or {}
+        if source_id and (os_source.get("uri") or os_source.get("id")):
+            raise bad_request(
+                "Give the image version one source: storageProfile.source.id or osDiskImage.source, not both.",
+                target="properties.storageProfile",
+            )
+        if source_id:
+            target = "properties.storageProfile.source.id"
+            if parse_resource_id(source_id, target=target).type_key != self.em.managed_images.kind.type_key:
+                raise unsupported(
+                    "The emulator publishes image versions from a managed image (Microsoft.Compute/images) or a "
+                    f"VHD page blob; '{source_id}' is neither (VMs, disks, snapshots and other versions are not "
+                    "modelled).",
+                    target=target,
+                )
+            image, artifact, manifest = self.em.managed_images.artifact_of(source_id, target)
+            return Path(artifact), manifest, Path(artifact).stat().st_size, image.id
+        if os_source.get("id"):
+            raise unsupported(
+                "The emulator does not model disks or snapshots as an OS disk source: use "
+                "osDiskImage.source {uri, storageAccountId} of a page blob, or storageProfile.source.id of a "
+                "managed image.",
+                target="properties.storageProfile.osDiskImage.source.id",
+            )
+        uri = require_blob_uri(os_source.get("uri"), SOURCE_URI)
+        account_target = "properties.storageProfile.osDiskImage.source.storageAccountId"
+        if not os_source.get("storageAccountId"):
+            raise bad_request(
+                "A VHD source needs the storageAccountId of the account that holds the blob.", target=account_target
+            )
+        account, secret = self.em.storage_accounts.account_of(os_source["storageAccountId"], account_target)
+        if blob_path_in(uri, self.em.storage_accounts.blob_endpoint(account.body["name"])) is None:
+            raise bad_request(
+                f"The blob '{uri}' is not in storage account '{account.body['name']}' (its blob endpoint is "
+                f"{self.em.storage_accounts.blob_endpoint(account.body['name'])}).",
+                target=SOURCE_URI,
+            )
+        assert self.em.storage_accounts.storage is not None  # account_of found a served account
+        blob, manifest, size = await asyncio.to_thread(
+            copy_page_blob, self.em.storage_accounts.storage, secret, uri, self.blob_dir, SOURCE_URI
+        )
+        return blob, manifest, size, uri
+
     async def _run_replication(self, op: OperationRecord) -> None:
         while True:
             resource = self.em.store.get(op.resource_key)
@@ -483,7 +548,6 @@ class Galleries:
     def resolve_image(self, image_ref_id: str, region: str, target: str) -> StoredResource:
         """An imageReference.id -> the image version to run: the version itself, or for an image
         definition id ("latest") the highest version not excluded from latest (here or in `region`)."""
-        from switchyard_emulator.ids import parse_resource_id
 
         rid = parse_resource_id(image_ref_id, target=target)
         if rid.type_key == self.versions.type_key:

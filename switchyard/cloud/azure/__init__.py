@@ -2,7 +2,7 @@
 
 It talks to real Azure and to the emulator alike; only client construction (clients.py) differs.
 Bodies are written in ARM's wire shape so what is sent is what the REST reference shows. One
-module per port (gallery, scale_sets, router, telemetry, infrastructure); AzureCloud composes them.
+module per port (gallery, storage, scale_sets, router, telemetry, infrastructure); AzureCloud composes them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from switchyard.cloud.azure.ids import AzureIds
 from switchyard.cloud.azure.infrastructure import AzureInfrastructure
 from switchyard.cloud.azure.router import AzureTrafficRouter
 from switchyard.cloud.azure.scale_sets import AzureScaleSets
+from switchyard.cloud.azure.storage import AzureImageStorage
 from switchyard.cloud.azure.telemetry import AzureMonitorTelemetry
 from switchyard.core.config import AzureEnvironment, ServiceConfig
 from switchyard.core.state import ServiceObservation
@@ -25,6 +26,7 @@ __all__ = [
     "AzureCloud",
     "AzureGallery",
     "AzureIds",
+    "AzureImageStorage",
     "AzureInfrastructure",
     "AzureMonitorTelemetry",
     "AzureScaleSets",
@@ -44,6 +46,7 @@ class AzureCloud:
         ids = AzureIds(self.clients.subscription_id, environment)
         self.ids = ids
         self.gallery = AzureGallery(self.clients, ids, environment)
+        self.image_storage = AzureImageStorage(self.clients, environment)
         self.scale_sets = AzureScaleSets(self.clients, ids, environment, service)
         self.router = AzureTrafficRouter(self.clients, ids, environment)
         self.telemetry = AzureMonitorTelemetry(self.clients, ids, environment)

@@ -8,6 +8,7 @@ certificate. Everything after client construction is the same code
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import time
@@ -21,6 +22,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.monitor import MonitorManagementClient
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.resource.resources import ResourceManagementClient
+from azure.mgmt.storage import StorageManagementClient
 from azure.monitor.query import LogsQueryClient
 
 from switchyard.core.config import AzureEnvironment
@@ -67,6 +69,8 @@ class EmulatorEndpoint:
     # The workspace's ARM id, what a diagnostic setting names. Emulators from before diagnostic
     # settings do not write it; such a file still serves every other port.
     log_analytics_workspace_resource_id: str | None = None
+    # The storage accounts its blob storage (Azurite) serves, by name; emulators without one write none.
+    storage_accounts: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, path: str | Path) -> EmulatorEndpoint:
@@ -79,6 +83,8 @@ class EmulatorEndpoint:
         try:
             data = json.loads(file.read_text())
             known = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+            if "storage_accounts" in known:
+                known["storage_accounts"] = tuple(known["storage_accounts"])
             return cls(**known)
         except (ValueError, TypeError) as error:
             raise ConfigurationError(f"emulator file {file} is not a valid emulator.json: {error}") from None
@@ -141,6 +147,28 @@ class AzureClients:
         the emulator serves it on locally."""
         return self._emulator.reachable_address(private_ip) if self._emulator else private_ip
 
+    @cached_property
+    def storage_account(self) -> str:
+        """The environment's storage account for images built outside Azure (AzureEnvironment.storage_account)."""
+        named = self.environment.storage_account
+        if named:
+            return named
+        if self._emulator is not None:
+            if not self._emulator.storage_accounts:
+                raise ConfigurationError(
+                    "the emulator runs without blob storage (its emulator.json names no storage_accounts): start "
+                    "it with `switchyard up`, which starts Azurite beside it, or name storage_account"
+                )
+            return self._emulator.storage_accounts[0]
+        # Account names are global on Azure: one derived from where it lives, stable for this environment.
+        where = f"{self.subscription_id}/{self.environment.gallery_group}/{self.environment.location}".lower()
+        return "sy" + hashlib.sha256(where.encode()).hexdigest()[:22]
+
+    @property
+    def connection_verify(self) -> str | None:
+        """The CA bundle to trust (the emulator's, which also signs its Azurite's certificate), or None."""
+        return self._connection_verify
+
     def _arm_kwargs(self) -> dict[str, Any]:
         kwargs = dict(self._options)
         if self._arm_endpoint:
@@ -162,6 +190,10 @@ class AzureClients:
     @cached_property
     def resources(self) -> ResourceManagementClient:
         return ResourceManagementClient(self.credential, self.subscription_id, **self._arm_kwargs())
+
+    @cached_property
+    def storage(self) -> StorageManagementClient:
+        return StorageManagementClient(self.credential, self.subscription_id, **self._arm_kwargs())
 
     @cached_property
     def logs(self) -> LogsQueryClient:

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from switchyard.cloud.azure.clients import AzureClients
 from switchyard.cloud.azure.ids import AzureIds
 from switchyard.cloud.azure.wire import azure_errors, no_progress, wire
 from switchyard.cloud.errors import OperationFailedError
-from switchyard.cloud.ports import Progress
+from switchyard.cloud.ports import ImageSource, Progress
 from switchyard.core.config import AzureEnvironment
 from switchyard.core.state import ImageObservation
+
+# how long a retry waits for the replication an earlier attempt started (Azure: minutes per region)
+_REPLICATION_WAIT_S = 3600.0
+
+
+def _storage_profile(source: ImageSource) -> dict[str, Any]:
+    """Azure's two shapes: a managed image is `source.id`; a VHD blob is osDiskImage.source {uri,
+    storageAccountId} (GalleryImageVersion_Create_WithVHD.json, Azure REST API specs)."""
+    if source.image_id:
+        return {"source": {"id": source.image_id}}
+    if not (source.uri and source.storage_account_id):
+        raise ValueError("an image source is a managed image id, or a blob URI with its storage account id")
+    return {"osDiskImage": {"source": {"uri": source.uri, "storageAccountId": source.storage_account_id}}}
 
 
 class AzureGallery:
@@ -79,6 +93,8 @@ class AzureGallery:
             for summary in (props.get("replicationStatus") or {}).get("summary", [])
         }
         publishing = props.get("publishingProfile") or {}
+        storage = props.get("storageProfile") or {}
+        os_source = (storage.get("osDiskImage") or {}).get("source") or {}
         return ImageObservation(
             gallery_version=gallery_version,
             exists=True,
@@ -87,6 +103,9 @@ class AzureGallery:
             provisioning_state=props.get("provisioningState"),
             replication=replication,
             resource_id=body.get("id"),
+            source_uri=os_source.get("uri"),
+            source_storage_account_id=os_source.get("storageAccountId"),
+            source_id=(storage.get("source") or {}).get("id"),
         )
 
     def image_version(self, service: str, gallery_version: str) -> ImageObservation:
@@ -115,7 +134,7 @@ class AzureGallery:
         self,
         service: str,
         gallery_version: str,
-        source_uri: str,
+        source: ImageSource,
         tags: dict[str, str],
         regions: list[str],
         progress: Progress | None = None,
@@ -136,13 +155,20 @@ class AzureGallery:
                         for region in regions
                     ],
                 },
-                "storageProfile": {"osDiskImage": {"source": {"uri": source_uri}}},
+                "storageProfile": _storage_profile(source),
             },
         }
         with azure_errors(f"publishing image {service} {gallery_version}"):
-            poller = self._compute.gallery_image_versions.begin_create_or_update(
-                env.gallery_group, env.gallery, service, gallery_version, body
-            )
+            try:
+                # If-None-Match: * : a version is immutable once made; never write over one (etag rules,
+                # shared/azure-rules.md row 13). A retry that finds its own earlier create waits for it.
+                poller = self._compute.gallery_image_versions.begin_create_or_update(
+                    env.gallery_group, env.gallery, service, gallery_version, body, headers={"If-None-Match": "*"}
+                )
+            except HttpResponseError as error:
+                if error.status_code != 412:
+                    raise
+                return self._wait_for(service, gallery_version, source, say)
             say(f"replicating {service} {gallery_version} to {', '.join(regions)}")
             while not poller.done():
                 poller.wait(2)
@@ -153,6 +179,25 @@ class AzureGallery:
         if wire(result).get("properties", {}).get("provisioningState") not in (None, "Succeeded"):
             raise OperationFailedError(f"publishing image {service} {gallery_version} did not succeed")
         return self.image_version(service, gallery_version)
+
+    def _wait_for(self, service: str, gallery_version: str, source: ImageSource, say: Progress) -> ImageObservation:
+        """The version exists already: an earlier attempt's (same source), waited for; or another's."""
+        observed = self.image_version(service, gallery_version)
+        if (observed.source_uri, observed.source_id) != (source.uri, source.image_id):
+            raise OperationFailedError(
+                f"image {service} {gallery_version} exists already, made from another source "
+                f"({observed.source_uri or observed.source_id}); versions are immutable: build a new one"
+            )
+        say(f"{service} {gallery_version} exists already (an earlier attempt): waiting for its replication")
+        deadline = time.monotonic() + _REPLICATION_WAIT_S
+        while observed.provisioning_state not in ("Succeeded", "Failed") and time.monotonic() < deadline:
+            time.sleep(2)
+            observed = self.image_version(service, gallery_version)
+        if observed.provisioning_state != "Succeeded":
+            raise OperationFailedError(
+                f"publishing image {service} {gallery_version} did not succeed ({observed.provisioning_state})"
+            )
+        return observed
 
     def update_version(
         self,

@@ -45,9 +45,10 @@ def gallery_images_create(world: World, example: dict[str, Any]) -> tuple[Any, A
 
 
 def _local_version_body(world: World, body: dict[str, Any]) -> dict[str, Any]:
-    """The documented adaptation: the source is the local artifact, not a VM."""
+    """The documented adaptation: the source is a page blob of the emulator's storage account (the
+    sample image uploaded to Azurite), not a VM."""
     adapted = copy.deepcopy(body)
-    adapted["properties"]["storageProfile"] = {"osDiskImage": {"source": {"uri": world.artifact.as_uri()}}}
+    adapted["properties"]["storageProfile"] = world.blob_storage_profile()
     return adapted
 
 
@@ -63,7 +64,7 @@ _VERSION_DIFF = {
 
 @case(
     "compute/GalleryImageVersions_CreateOrUpdate.json",
-    refusal=Refusal(400, "NotSupportedByEmulator", "properties.storageProfile.source"),
+    refusal=Refusal(400, "NotSupportedByEmulator", "properties.storageProfile.source.virtualMachineId"),
     **_VERSION_DIFF,
 )
 def gallery_image_versions_create(world: World, example: dict[str, Any]) -> tuple[Any, Any]:

@@ -31,6 +31,7 @@ class World:
         self.c = clients
         self.sub = emulator.subscription_id
         self.artifact = artifact
+        self._blob: tuple[str, str] | None = None
         self._done: set[tuple[Any, ...]] = set()
         self.refusal: Any = None  # what the emulator answered to an example's original request
 
@@ -48,6 +49,14 @@ class World:
         for placeholder, real in (names or {}).items():
             text = text.replace(placeholder, real)
         return json.loads(text)
+
+    def blob_storage_profile(self) -> dict[str, Any]:
+        """A version's storageProfile from the sample image uploaded once as a page blob to the
+        emulator's storage account ({uri, storageAccountId}, as Azure takes a VHD)."""
+        if self._blob is None:
+            self._blob = self.topology("contract-storage").upload(self.artifact)
+        uri, account_id = self._blob
+        return {"osDiskImage": {"source": {"uri": uri, "storageAccountId": account_id}}}
 
     def topology(self, rg: str) -> SampleTopology:
         return SampleTopology(self.c, self.sub, rg)
@@ -104,7 +113,7 @@ class World:
                 version,
                 {
                     "location": "westus",
-                    "properties": {"storageProfile": {"osDiskImage": {"source": {"uri": self.artifact.as_uri()}}}},
+                    "properties": {"storageProfile": self.blob_storage_profile()},
                 },
             ).result()
         return self.topology(rg).version_id(version, gallery, image)

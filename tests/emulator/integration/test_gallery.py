@@ -1,5 +1,6 @@
-"""Gallery image versions from local artifacts: validation of the artifact, the copy into the
-emulator's blobs, replication progress and the LRO that waits for it, excludeFromLatest/latest."""
+"""Gallery image versions from page blobs in the emulator's storage account (Azurite): validation of
+the image inside, the copy into the emulator's store, replication progress and the LRO that waits for
+it, excludeFromLatest/latest. What may be a source at all: test_image_sources.py."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from switchyard_emulator.testing import EmulatorClients, EmulatorHandle, SampleT
 URI = "properties.storageProfile.osDiskImage.source.uri"
 
 
-def _version_body(uri: str, **publishing: object) -> dict[str, object]:
+def _version_body(source: tuple[str, str], **publishing: object) -> dict[str, object]:
+    """A version body from (blob URI, storage account id), as SampleTopology.upload answers."""
+    uri, account_id = source
     return {
         "location": "westus",
         "properties": {
             "publishingProfile": publishing,
-            "storageProfile": {"osDiskImage": {"source": {"uri": uri}}},
+            "storageProfile": {"osDiskImage": {"source": {"uri": uri, "storageAccountId": account_id}}},
         },
     }
 
@@ -52,23 +55,24 @@ def test_the_artifact_must_be_a_gzipd_tar_with_a_manifest(
         info = tarfile.TarInfo("manifest.json")
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
+    uri, account_id = topo.upload(not_gzip)
     cases = {
-        (tmp_path / "missing.tar.gz").as_uri(): "does not exist",
-        not_gzip.as_uri(): "not a gzip'd tar",
-        no_manifest.as_uri(): "no manifest.json",
-        bad_manifest.as_uri(): "entrypoint",
+        (uri + "-missing", account_id): "does not exist",
+        (uri, account_id): "not a gzip'd tar",
+        topo.upload(no_manifest): "no manifest.json",
+        topo.upload(bad_manifest): "entrypoint",
     }
-    for uri, says in cases.items():
+    for source, says in cases.items():
         with pytest.raises(HttpResponseError) as raised:
             clients.compute.gallery_image_versions.begin_create_or_update(
-                topo.rg, "gallery", "sample", "1.0.0", _version_body(uri)
+                topo.rg, "gallery", "sample", "1.0.0", _version_body(source)
             ).result()
         assert raised.value.status_code == 400
         assert arm_error(raised.value).target == URI
         assert says in arm_error(raised.value).message
     with pytest.raises(HttpResponseError) as raised:
         clients.compute.gallery_image_versions.begin_create_or_update(
-            topo.rg, "gallery", "sample", "1.0", _version_body(no_manifest.as_uri())
+            topo.rg, "gallery", "sample", "1.0", _version_body(topo.upload(no_manifest))
         ).result()
     assert "MAJOR.MINOR.PATCH" in arm_error(raised.value).message
     assert list(clients.compute.gallery_image_versions.list_by_gallery_image(topo.rg, "gallery", "sample")) == []
@@ -92,7 +96,7 @@ def test_create_waits_for_replication_and_shows_its_progress(
         "australiaeast",
     ]
     body = _version_body(
-        artifacts["1.0.0"].as_uri(),
+        topo.upload(artifacts["1.0.0"]),
         targetRegions=[
             {"name": "westus", "regionalReplicaCount": 1},
             {"name": "eastus", "regionalReplicaCount": 2, "storageAccountType": "Standard_ZRS"},
@@ -195,14 +199,10 @@ def test_tags_update_and_source_change_is_refused(
         topo.rg, "gallery", "sample", "1.0.0", {"tags": {"app_version": "1.0.0", "rolled_back": "true"}}
     ).result()
     assert updated.tags == {"app_version": "1.0.0", "rolled_back": "true"}
+    other_uri, account_id = topo.upload(artifacts["2.0.0"])
+    other = {"osDiskImage": {"source": {"uri": other_uri, "storageAccountId": account_id}}}
     with pytest.raises(HttpResponseError) as raised:
-        versions.begin_update(
-            topo.rg,
-            "gallery",
-            "sample",
-            "1.0.0",
-            {"properties": {"storageProfile": {"osDiskImage": {"source": {"uri": artifacts["2.0.0"].as_uri()}}}}},
-        ).result()
+        versions.begin_update(topo.rg, "gallery", "sample", "1.0.0", {"properties": {"storageProfile": other}}).result()
     assert arm_error(raised.value).code == "PropertyChangeNotAllowed"
     listed = list(versions.list_by_gallery_image(topo.rg, "gallery", "sample"))
     assert [(v.name, v.tags) for v in listed] == [("1.0.0", {"app_version": "1.0.0", "rolled_back": "true"})]

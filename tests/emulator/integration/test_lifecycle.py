@@ -53,8 +53,10 @@ def test_stop_leaves_nothing_behind_and_restart_brings_everything_back(tmp_path:
             "log_analytics_workspace_id",
             "log_analytics_workspace_resource_id",
             "profile",
+            "storage_accounts",  # names only: the key is in Azurite's storage.json (0600) and listKeys
             "pid",
         }
+        assert info["storage_accounts"] == [emulator.storage_account]
         assert stat.S_IMODE(info_path.stat().st_mode) == 0o600  # it holds the token
         assert info["pid"] == emulator.pid
         ca_before = Path(info["ca_bundle"]).read_bytes()

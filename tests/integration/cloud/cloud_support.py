@@ -78,13 +78,14 @@ def topology_of(cloud: AzureCloud) -> Topology:
 
 
 def publish(cloud: AzureCloud, artifact: Path, gallery_version: str, **tags: str) -> ImageObservation:
-    """Publish a local image artifact as `gallery_version` of the cloud's service."""
+    """Publish a local image artifact as `gallery_version` of the cloud's service: uploaded as a page
+    blob to the environment's storage account first, as Azure requires."""
     service = cloud.service
     cloud.gallery.ensure_image_definition(service.name, service.base)
     return cloud.gallery.publish(
         service.name,
         gallery_version,
-        artifact.as_uri(),
+        cloud.image_storage.stage(artifact, service.name, gallery_version),
         {"switchyard.service": service.name, **tags},
         cloud.environment.regions,
     )

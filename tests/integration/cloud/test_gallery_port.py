@@ -1,5 +1,7 @@
-"""The image gallery port (AzureGallery) against a real emulator: what publishing leaves in the
-Azure Compute Gallery, and how a version's tags and latest-ness change afterwards."""
+"""The image gallery port (AzureGallery) and the image storage port (AzureImageStorage) against a
+real emulator with its Azurite: what publishing leaves in the Azure Compute Gallery (a version made
+from a page blob of the environment's storage account), and how a version's tags and latest-ness
+change afterwards."""
 
 from __future__ import annotations
 
@@ -20,10 +22,9 @@ def test_a_published_version_reads_back_with_its_tags_and_every_region_replicate
     progress: list[str] = []
     gallery.ensure_image_definition(service, "debian-12")
     tags = {"switchyard.app": "1.0.0", "switchyard.commit": "c0ffee"}
+    source = cloud.image_storage.stage(artifacts[V1], service, V1, progress.append)
 
-    published = gallery.publish(
-        service, V1, artifacts[V1].as_uri(), tags, ["westeurope", "northeurope"], progress.append
-    )
+    published = gallery.publish(service, V1, source, tags, ["westeurope", "northeurope"], progress.append)
 
     assert published.exists and published.provisioning_state == "Succeeded"
     assert published.tags == tags
@@ -32,8 +33,21 @@ def test_a_published_version_reads_back_with_its_tags_and_every_region_replicate
     assert published.exclude_from_latest is True
     assert published.resource_id is not None
     assert published.resource_id.lower() == gallery.image_version_id(service, V1).lower()
-    assert progress[0] == f"replicating {service} {V1} to westeurope, northeurope"
+    assert progress[0].startswith(f"uploading {artifacts[V1].name} (") and "as a page blob" in progress[0]
+    assert progress[1] == f"replicating {service} {V1} to westeurope, northeurope"
     assert gallery.image_version(service, V1) == published
+    # made from the blob, in the environment's storage account, in the gallery's resource group
+    assert source.uri is not None and source.storage_account_id is not None
+    assert (published.source_uri, published.source_storage_account_id) == (source.uri, source.storage_account_id)
+    assert (
+        f"/resourceGroups/{cloud.environment.gallery_group}/providers/Microsoft.Storage/" in source.storage_account_id
+    )
+    # staging again uploads nothing: the blob is there, whole
+    again: list[str] = []
+    assert cloud.image_storage.stage(artifacts[V1], service, V1, again.append) == source
+    assert again == [f"{source.uri} is already uploaded"]
+    # publishing the same version again never writes over it (If-None-Match: *): it is what it was
+    assert gallery.publish(service, V1, source, {"other": "tags"}, ["westeurope"]) == published
 
 
 def test_update_version_merges_tags_and_flips_latest_separately(cloud: AzureCloud, artifacts: dict[str, Path]) -> None:
@@ -82,15 +96,27 @@ def test_a_version_that_was_never_published_reads_as_missing(cloud: AzureCloud) 
         cloud.gallery.update_version(cloud.service.name, "1.2.3", tags={"switchyard.rolledBack": "true"})
 
 
-def test_publishing_an_artifact_that_is_not_there_fails_and_leaves_no_version(
-    cloud: AzureCloud, tmp_path: Path
+def test_publishing_a_blob_that_is_not_there_fails_and_leaves_no_version(
+    cloud: AzureCloud, artifacts: dict[str, Path]
 ) -> None:
     gallery, service = cloud.gallery, cloud.service.name
     gallery.ensure_image_definition(service, "debian-12")
-    absent = tmp_path / "never-built.tar.gz"
+    staged = cloud.image_storage.stage(artifacts[V1], service, "4000000.20261100.1")
+    absent = staged.model_copy(update={"uri": str(staged.uri).replace(".vhd", "-never-built.vhd")})
 
     with pytest.raises(CloudError) as failure:
-        gallery.publish(service, "4000000.20261100.1", absent.as_uri(), {}, ["westeurope"])
+        gallery.publish(service, "4000000.20261100.1", absent, {}, ["westeurope"])
 
-    assert "never-built.tar.gz" in str(failure.value)
+    assert "never-built.vhd" in str(failure.value) and "does not exist" in str(failure.value)
     assert gallery.image_version(service, "4000000.20261100.1").exists is False
+
+
+def test_the_account_key_is_in_no_error(cloud: AzureCloud, artifacts: dict[str, Path], tmp_path: Path) -> None:
+    """A failed upload says what failed, never with the key it signed with."""
+    clients = cloud.clients
+    key = clients.storage.storage_accounts.list_keys(cloud.environment.gallery_group, clients.storage_account)["keys"][
+        0
+    ]["value"]
+    with pytest.raises(OSError) as failure:
+        cloud.image_storage.stage(tmp_path / "never-built.tar.gz", cloud.service.name, "4000000.20261100.2")
+    assert key not in str(failure.value) and key not in repr(failure.value)

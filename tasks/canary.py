@@ -155,12 +155,14 @@ def _signals(
     *,
     partial: bool = False,
 ) -> GoldenSignals:
-    """Golden signals of both sides over [start, end): counts and CPU from metrics, latency from the
-    access log, and the 5xx answers the gateway produced itself in the pool.
+    """Golden signals of both sides over [start, end): counts, CPU, memory and network out from
+    metrics (the instances' at the same grains, the canary's per VM name), latency from the access
+    log, and the 5xx answers the gateway produced itself in the pool.
 
     `partial`: [start, end) may hold grains whose data is still arriving. Then only what can only
-    grow is used (errors, slow requests, CPU samples): the gateway's own errors are left out, since
-    they are the pool's failures minus the backends' and the two metrics may arrive apart."""
+    grow is used (errors, slow requests, CPU and memory samples): the gateway's own errors are left
+    out, since they are the pool's failures minus the backends' and the two metrics may arrive
+    apart, and so is network out, which is only ever compared at the end of a window."""
     telemetry = cloud_for(context).telemetry
     topology = context.topology
     counts = telemetry.requests_by_backend(topology, start, end, pool)
@@ -174,7 +176,19 @@ def _signals(
         baseline_cpu=telemetry.cpu_percent(topology, sides.baseline_color, start, end, None),
         canary_cpu=telemetry.cpu_percent(topology, sides.canary_color, start, end, sides.canary_vm_names),
         gateway_errors=0 if partial else gateway_errors(served.failed, counts),
+        baseline_memory=telemetry.memory_used_percent(topology, sides.baseline_color, start, end, None),
+        canary_memory=telemetry.memory_used_percent(topology, sides.canary_color, start, end, sides.canary_vm_names),
+        network_out=None if partial else _network_out(context, sides, start, end),
     )
+
+
+def _network_out(context: ReleaseContext, sides: CanarySides, start: datetime, end: datetime) -> dict[str, float]:
+    """Bytes sent per VM name of both colors (one color when both sides are the same one)."""
+    telemetry = cloud_for(context).telemetry
+    sent: dict[str, float] = {}
+    for color in {sides.baseline_color, sides.canary_color}:
+        sent.update(telemetry.network_out_bytes(context.topology, color, start, end))
+    return sent
 
 
 def _watch(

@@ -207,6 +207,22 @@ class Telemetry(Protocol):
         """Percentage CPU samples of the color's instances (only `vm_names`, when given)."""
         ...
 
+    def memory_used_percent(
+        self,
+        topology: Topology,
+        color: Color,
+        start: datetime,
+        end: datetime,
+        vm_names: list[str] | None = None,
+    ) -> list[float]:
+        """Memory used % per instance and grain: 100 x (1 - Available Memory Bytes / the VM size's
+        memory), the color's instances (only `vm_names`, when given)."""
+        ...
+
+    def network_out_bytes(self, topology: Topology, color: Color, start: datetime, end: datetime) -> dict[str, float]:
+        """Bytes each of the color's instances sent in [start, end) (Network Out Total), by VM name."""
+        ...
+
 
 class Infrastructure(Protocol):
     """What provisioning creates once per service and environment."""

@@ -43,7 +43,8 @@ class CanarySides(BaseModel):
     canary_color: Color
     baseline_addresses: list[str]
     canary_addresses: list[str]
-    canary_vm_names: list[str]  # the canary instances' VMs: their CPU is the canary's
+    canary_vm_names: list[str]  # the canary instances' VMs: their CPU, memory and network are the canary's
+    baseline_vm_names: list[str] = []  # the baseline instances' VMs
 
 
 def canary_sides(
@@ -51,12 +52,14 @@ def canary_sides(
 ) -> CanarySides:
     """The canary is `canary_addresses`; the baseline is the rest of `baseline_color`'s instances."""
     canary = set(canary_addresses)
+    baseline = set(observed.scale_set(baseline_color).addresses) - canary
     return CanarySides(
         baseline_color=baseline_color,
         canary_color=canary_color,
-        baseline_addresses=sorted(set(observed.scale_set(baseline_color).addresses) - canary),
+        baseline_addresses=sorted(baseline),
         canary_addresses=sorted(canary),
         canary_vm_names=[i.name for i in observed.scale_set(canary_color).instances if i.private_ip in canary],
+        baseline_vm_names=[i.name for i in observed.scale_set(baseline_color).instances if i.private_ip in baseline],
     )
 
 
@@ -80,25 +83,47 @@ def golden_signals(
     baseline_cpu: list[float],
     canary_cpu: list[float],
     gateway_errors: int = 0,
+    *,
+    baseline_memory: list[float] | None = None,
+    canary_memory: list[float] | None = None,
+    network_out: Mapping[str, float] | None = None,
 ) -> GoldenSignals:
     """Both sides' golden signals over [start, end): counts from the gateway's metrics per backend
-    address, latency from its access log per address, CPU samples as the telemetry gave them.
+    address, latency from its access log per address, CPU and memory samples as the telemetry gave
+    them, and bytes sent per VM name (`network_out`, both colors'): a side none of whose VMs has a
+    value has no network data (None), never zero.
 
     `gateway_errors` are 5xx answers the gateway produced itself in the judged pool (a backend that
     died mid-request: 502, 504), which no backend's counts hold and metrics cannot attribute. They
     count against the canary: while it serves, going back to the pool without it is the safe side."""
 
-    def side(color: Color, addresses: list[str], cpu: list[float], extra_errors: int) -> SideEvidence:
+    sent = {name.lower(): value for name, value in (network_out or {}).items()}
+
+    def side(
+        color: Color,
+        addresses: list[str],
+        vm_names: list[str],
+        cpu: list[float],
+        memory: list[float] | None,
+        extra_errors: int,
+    ) -> SideEvidence:
+        known = [sent[name.lower()] for name in vm_names if name.lower() in sent]
         return SideEvidence(
             color=color.value,
             latency_ms=[ms for a in addresses for ms in latency_ms.get(a, [])],
             request_count=sum(counts[a].total for a in addresses if a in counts) + extra_errors,
             error_count=sum(counts[a].failed for a in addresses if a in counts) + extra_errors,
             cpu_percent=cpu,
+            memory_used_percent=memory or [],
+            network_out_bytes=sum(known) if known else None,
         )
 
-    baseline = side(sides.baseline_color, sides.baseline_addresses, baseline_cpu, 0)
-    canary = side(sides.canary_color, sides.canary_addresses, canary_cpu, gateway_errors)
+    baseline = side(
+        sides.baseline_color, sides.baseline_addresses, sides.baseline_vm_names, baseline_cpu, baseline_memory, 0
+    )
+    canary = side(
+        sides.canary_color, sides.canary_addresses, sides.canary_vm_names, canary_cpu, canary_memory, gateway_errors
+    )
     served = sum(counts[a].total for a in sides.canary_addresses if a in counts)
     return GoldenSignals(
         evidence=CanaryEvidence(window=AnalysisWindow(start=start, end=end), baseline=baseline, canary=canary),
@@ -146,8 +171,8 @@ def watch_decision(verdict: Verdict, *, window_ended: bool, may_extend: bool) ->
 
 def certain_breach(verdict: Verdict) -> bool:
     """An SLO breach that no later data can undo: more errors, slow requests or CPU than the SLO
-    allows over the minimum sample, counted from data that late arrivals can only raise. It may be
-    acted on before the data is complete (switchyard.core.canary_slo, "certain breaches")."""
+    allows over the minimum sample, or a memory peak above it, counted from data that late arrivals
+    can only raise. It may be acted on before the data is complete (switchyard.core.canary_slo, "certain breaches")."""
     return any(reason.check == CheckKind.SLO and reason.certain for reason in verdict.failing_reasons)
 
 

@@ -5,13 +5,14 @@ Kayenta-like, but small enough to read in one sitting. Pure: no I/O, no clock, n
 What the judge checks
 ---------------------
 *SLO checks* (switchyard.core.canary_slo) look at the canary alone, against absolute limits from
-the policy: error rate, p95 and p99 latency, mean CPU. Below the minimum sample they fail only on
+the policy: error rate, p95 and p99 latency, mean CPU, peak memory. Below the minimum sample they fail only on
 a *certain* breach, one no more data can undo, so a flow may call the judge as often as it likes
 during the window and abort on the first FAIL (canary_slo says why that is sound).
 
 *Comparisons* (switchyard.core.canary_comparisons) look at the canary against the baseline (the
 live color) over the same window: latency and error rate, each needing significance AND an effect
-beyond the policy's tolerance. They are fixed-sample tests: judge a window once, at its end.
+beyond the policy's tolerance, and network out per request, held to a tolerance. They are judged
+once, at the end of a window.
 
 Overall: FAIL if any check fails or breaches an SLO; else INCONCLUSIVE if any is inconclusive;
 else PASS.
@@ -24,7 +25,7 @@ verified, with an exact binomial confidence interval.
 
 from __future__ import annotations
 
-from switchyard.core.canary_comparisons import error_rate_comparison, latency_comparison
+from switchyard.core.canary_comparisons import error_rate_comparison, latency_comparison, network_out_comparison
 from switchyard.core.canary_inputs import CanaryEvidence, CanaryPolicy, SideNumbers
 from switchyard.core.canary_slo import SLO_CHECKS, judge_slo
 from switchyard.core.canary_verdict import CanaryOutcome, Classification, MetricRow, Reason, Verdict
@@ -44,6 +45,9 @@ def judge_canary(evidence: CanaryEvidence, policy: CanaryPolicy, *, compare_with
     if compare_with_baseline:
         reasons.append(latency_comparison(baseline, canary, policy))
         reasons.append(error_rate_comparison(baseline, canary, policy))
+        network = network_out_comparison(baseline, canary, policy)
+        if network is not None:
+            reasons.append(network)
 
     classes = {reason.classification for reason in reasons}
     if classes & {Classification.FAIL, Classification.SLO_BREACH}:
@@ -106,5 +110,26 @@ def _metric_rows(baseline: SideNumbers, canary: SideNumbers) -> list[MetricRow]:
             unit="percent",
             baseline=baseline.cpu_max,
             canary=canary.cpu_max,
+        ),
+        MetricRow(
+            key="memory_max_percent",
+            label="Memory used, peak",
+            unit="percent",
+            baseline=baseline.memory_max,
+            canary=canary.memory_max,
+        ),
+        MetricRow(
+            key="network_out_bytes",
+            label="Network out",
+            unit="bytes",
+            baseline=baseline.network_out_bytes,
+            canary=canary.network_out_bytes,
+        ),
+        MetricRow(
+            key="network_out_per_request_bytes",
+            label="Network out per request",
+            unit="bytes",
+            baseline=baseline.network_out_per_request,
+            canary=canary.network_out_per_request,
         ),
     ]

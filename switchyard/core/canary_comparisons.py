@@ -10,6 +10,9 @@
   an expected cell count is below 5 the normal approximation is not trustworthy (it is
   anti-conservative with few errors) and the judge uses Fisher's exact test, one-sided, instead.
   Again a failure needs significance AND an increase beyond the absolute tolerance.
+* network out: bytes sent per request, canary against baseline, held to a tolerance (relative with
+  an absolute floor); CanaryPolicy says why this rule and not an absolute limit. A ratio of two
+  totals has no test; it needs `min_requests` per side and network data on both.
 
 Comparisons are fixed-sample tests at level alpha: judge a window once, at its end. Calling the
 judge repeatedly and failing on the first significant comparison raises the false-failure rate.
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from switchyard.core.canary_format import ms, pct, pp, signed_ms
+from switchyard.core.canary_format import byte_size, ms, pct, pp, signed_ms
 from switchyard.core.canary_inputs import CanaryPolicy, SideNumbers
 from switchyard.core.canary_verdict import CheckKind, Classification, Metric, Reason, short_data
 from switchyard.core.stats import format_p_value, scipy_stats
@@ -152,4 +155,55 @@ def error_rate_comparison(baseline: SideNumbers, canary: SideNumbers, policy: Ca
         test=test,
         statistic=statistic,
         p_value=p_value,
+    )
+
+
+def network_out_comparison(baseline: SideNumbers, canary: SideNumbers, policy: CanaryPolicy) -> Reason | None:
+    """None when the policy disables it (`network_out_relative_tolerance` None)."""
+    relative = policy.network_out_relative_tolerance
+    if relative is None:
+        return None
+    minimum = policy.min_requests
+    if baseline.requests < minimum or canary.requests < minimum:
+        return short_data(
+            Metric.NETWORK_OUT,
+            CheckKind.COMPARISON,
+            f"Comparing network out per request needs {minimum} requests per side; the baseline has "
+            f"{baseline.requests}, the canary {canary.requests}.",
+            policy,
+        )
+    per_baseline, per_canary = baseline.network_out_per_request, canary.network_out_per_request
+    if per_baseline is None or per_canary is None:
+        missing = " and ".join(
+            side for side, value in (("baseline", per_baseline), ("canary", per_canary)) if value is None
+        )
+        return short_data(
+            Metric.NETWORK_OUT,
+            CheckKind.COMPARISON,
+            f"No network out data (Network Out Total) for the {missing}: bytes sent per request cannot be compared.",
+            policy,
+        )
+    tolerance = max(relative * per_baseline, policy.network_out_absolute_tolerance_bytes)
+    increase = per_canary - per_baseline
+    change = f" ({increase / per_baseline:+.0%})" if per_baseline > 0 else ""
+    numbers = (
+        f"canary {byte_size(per_canary)} per request vs baseline {byte_size(per_baseline)}, "
+        f"{'+' if increase >= 0 else '-'}{byte_size(abs(increase))}{change}"
+    )
+    tolerance_text = (
+        f"the tolerance of {byte_size(tolerance)} (max of {relative:.0%} of the baseline and "
+        f"{byte_size(policy.network_out_absolute_tolerance_bytes)})"
+    )
+    failed = increase > tolerance
+    return Reason(
+        metric=Metric.NETWORK_OUT,
+        check=CheckKind.COMPARISON,
+        classification=Classification.FAIL if failed else Classification.PASS,
+        message=(
+            f"Canary sends more per request than the baseline: {numbers}, beyond {tolerance_text}."
+            if failed
+            else f"Canary network out per request is within {tolerance_text}: {numbers}."
+        ),
+        observed=increase,
+        threshold=tolerance,
     )

@@ -1,4 +1,5 @@
-"""How the canary judge writes numbers in its messages and reports: shares, percentage points, ms."""
+"""How the canary judge writes numbers in its messages and reports: shares, percentage points, ms,
+bytes."""
 
 from __future__ import annotations
 
@@ -24,3 +25,12 @@ def ms(value: float | None) -> str:
 
 def signed_ms(value: float) -> str:
     return ("+" if value >= 0 else "-") + ms(abs(value))
+
+
+def byte_size(value: float) -> str:
+    """Bytes in binary units: 512 B, 1.5 KiB, 2.0 MiB."""
+    if abs(value) < 1024:
+        return f"{value:.0f} B"
+    if abs(value) < 1024 * 1024:
+        return f"{value / 1024:.1f} KiB"
+    return f"{value / (1024 * 1024):.1f} MiB"

@@ -52,6 +52,14 @@ class SideEvidence(JudgeModel):
     cpu_percent: list[NonNegativeFiniteFloat] = Field(
         default_factory=list, description="CPU % samples, one per instance per sampling interval"
     )
+    memory_used_percent: list[Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]] = Field(
+        default_factory=list,
+        description="memory used % samples (100 x (1 - available / the VM size's memory)), one per instance "
+        "per metric grain",
+    )
+    network_out_bytes: NonNegativeFiniteFloat | None = Field(
+        default=None, description="bytes the side's instances sent over the window (Network Out Total); None: no data"
+    )
 
     @model_validator(mode="after")
     def _errors_within_requests(self) -> SideEvidence:
@@ -73,7 +81,25 @@ class CanaryPolicy(JudgeModel):
     """SLOs and statistical settings of a canary analysis.
 
     Short data can be INCONCLUSIVE (the flow decides: wait longer, or roll back) or FAIL; there
-    is deliberately no "pass" option: a canary never passes on missing evidence."""
+    is deliberately no "pass" option: a canary never passes on missing evidence.
+
+    Saturation is CPU, memory and network:
+    * CPU: the mean over the canary's samples (CPU is noisy; a short spike is not saturation).
+    * Memory: the *highest* per-instance grain average (`max_memory_percent`, default 90 %). Memory
+      does not jitter like CPU, and the instance closest to running out is the one that will be
+      killed: a leak shows there first, and a mean over healthy instances would hide it.
+    * Network: no absolute limit. What a service may send depends on the service (an image
+      service sends megabytes, a health API bytes), so one number for a fleet would be wrong for
+      most of it, and a VM's bandwidth cap is far above what a canary's share of traffic reaches.
+      What a release does change is how much it sends *per request*: a response that lost its
+      compression, a debug payload left in, a chatty new call. So the canary's bytes sent per
+      request (Network Out Total / requests) are compared with the baseline's over the same
+      window, and a rise beyond `network_out_relative_tolerance` (default +50 %) AND the absolute
+      floor `network_out_absolute_tolerance_bytes` (default 1 KiB per request, so tiny responses
+      growing by a header do not fail a release) fails the canary. Per request, because the
+      canary serves only its share of the traffic. A ratio of two totals has no sampling
+      distribution to test, so this is a tolerance check, not a significance test; it needs
+      `min_requests` on both sides, like the error comparison."""
 
     max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0, description="SLO: share of 5xx")
     max_p95_ms: float | None = Field(default=500.0, gt=0.0, description="SLO; None disables the check")
@@ -84,6 +110,21 @@ class CanaryPolicy(JudgeModel):
     min_requests: int = Field(default=200, ge=1, description="per side, for error-rate judgements")
     min_latency_samples: int = Field(default=200, ge=1, description="per side, for latency judgements")
     min_cpu_samples: int = Field(default=3, ge=1, description="canary CPU samples for the CPU SLO")
+    max_memory_percent: float | None = Field(
+        default=90.0,
+        gt=0.0,
+        le=100.0,
+        description="SLO on the highest memory used % of any canary instance in any grain; None disables",
+    )
+    min_memory_samples: int = Field(default=3, ge=1, description="canary memory samples for the memory SLO")
+    network_out_relative_tolerance: float | None = Field(
+        default=0.5,
+        ge=0.0,
+        description="canary bytes sent per request may exceed the baseline's by this fraction; None disables",
+    )
+    network_out_absolute_tolerance_bytes: float = Field(
+        default=1024.0, ge=0.0, description="floor of the network-out tolerance, in bytes per request"
+    )
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5, description="significance level of comparisons")
     latency_relative_tolerance: float = Field(
         default=0.2, ge=0.0, description="canary median may be this fraction slower than baseline"
@@ -120,7 +161,16 @@ class SideNumbers:
         self.p99 = nearest_rank_percentile(self.latency, 0.99)
         self.cpu_mean = mean(self.cpu)
         self.cpu_max = float(self.cpu.max()) if self.cpu.size else None
+        self.memory = np.asarray(evidence.memory_used_percent, dtype=float)
+        self.memory_max = float(self.memory.max()) if self.memory.size else None
+        self.network_out_bytes = evidence.network_out_bytes
 
     @property
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
+
+    @property
+    def network_out_per_request(self) -> float | None:
+        if self.network_out_bytes is None or not self.requests:
+            return None
+        return self.network_out_bytes / self.requests

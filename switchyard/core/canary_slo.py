@@ -1,6 +1,6 @@
 """The canary judge's SLO checks: the canary alone, against absolute limits from the policy.
 
-Error rate, p95 and p99 latency, mean CPU. A breach is a breach even when the baseline is just as
+Error rate, p95 and p99 latency, mean CPU, peak memory. A breach is a breach even when the baseline is just as
 bad: an SLO is a promise to users, and "the old version broke it too" does not keep it.
 
 What "at once" means: certain breaches
@@ -14,6 +14,7 @@ sample whatever the requests still missing from it do. Concretely, with a minimu
 * p95 / p99: the nearest-rank percentile meets a limit L exactly when at most M - ceil(q*M)
   requests are slower than L, so more slow requests than that is certain;
 * CPU: sum of samples / M > max CPU % (the missing samples could at best be 0%).
+* memory: the highest sample > max memory % (a maximum can only grow with more samples).
 
 This rule needs no distributional assumption and, because the counts it uses can only grow, the
 answer can never flip as more data arrives: a flow may call the judge as often as it likes during
@@ -133,6 +134,24 @@ def _read_cpu(baseline: SideNumbers, canary: SideNumbers, limit: float, n: int) 
     )
 
 
+def _read_memory(baseline: SideNumbers, canary: SideNumbers, limit: float, n: int) -> _Reading:
+    peak = canary.memory_max
+    return _Reading(
+        observed=peak,
+        breached=peak is not None and peak > limit,  # the missing samples cannot lower a maximum
+        facts={
+            "peak": peak if peak is not None else 0.0,
+            "limit": limit,
+            "samples": int(canary.memory.size),
+            "over": int(np.count_nonzero(canary.memory > limit)),
+            "n": n,
+            "baseline_note": f"; baseline peak is {baseline.memory_max:.1f}%"
+            if baseline.memory_max is not None
+            else "",
+        },
+    )
+
+
 _LATENCY_MESSAGES = {
     "breached": "Canary {name} latency {value} is above the SLO of {limit}: {slow} of {samples} requests took "
     "longer, {allowed} would have been allowed{baseline_note}.",
@@ -189,6 +208,20 @@ SLO_CHECKS: tuple[SloCheck, ...] = (
         certain="Canary CPU samples already sum to {total:.1f}% over {samples} samples: the mean over the minimum "
         "of {n} samples is at least {mean_over_n:.1f}%, above the SLO of {limit:.1f}%.",
         short="Only {samples} canary CPU samples, fewer than the minimum of {n}.",
+    ),
+    SloCheck(
+        metric=Metric.MEMORY,
+        limit=lambda policy: policy.max_memory_percent,
+        minimum=lambda policy: policy.min_memory_samples,
+        samples=lambda side: int(side.memory.size),
+        read=_read_memory,
+        breached="Canary memory use peaked at {peak:.1f}% ({over} of {samples} samples above), above the SLO "
+        "of {limit:.1f}%{baseline_note}.",
+        within="Canary memory use peaked at {peak:.1f}% over {samples} samples, within the SLO of "
+        "{limit:.1f}%{baseline_note}.",
+        certain="Canary memory use already reached {peak:.1f}% in its first {samples} samples, above the SLO "
+        "of {limit:.1f}%: a peak no later sample can lower.",
+        short="Only {samples} canary memory samples, fewer than the minimum of {n}.",
     ),
 )
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from switchyard.core.canary_format import ms, pct
+from switchyard.core.canary_format import byte_size, ms, pct
 from switchyard.core.canary_inputs import AnalysisWindow, CanaryPolicy, JudgeModel
 
 
@@ -34,6 +34,8 @@ class Metric(StrEnum):
     LATENCY_P95 = "latency_p95"
     LATENCY_P99 = "latency_p99"
     CPU = "cpu"
+    MEMORY = "memory"
+    NETWORK_OUT = "network_out"  # bytes sent per request (comparison)
 
 
 class CheckKind(StrEnum):
@@ -66,11 +68,13 @@ _CHECK_LABELS: dict[tuple[Metric, CheckKind], str] = {
     (Metric.LATENCY_P95, CheckKind.SLO): "p95 latency SLO",
     (Metric.LATENCY_P99, CheckKind.SLO): "p99 latency SLO",
     (Metric.CPU, CheckKind.SLO): "CPU SLO",
+    (Metric.MEMORY, CheckKind.SLO): "memory SLO",
+    (Metric.NETWORK_OUT, CheckKind.COMPARISON): "network out vs baseline",
     (Metric.LATENCY, CheckKind.COMPARISON): "latency vs baseline",
     (Metric.ERROR_RATE, CheckKind.COMPARISON): "error rate vs baseline",
 }
 
-MetricUnit = Literal["count", "ms", "ratio", "percent"]
+MetricUnit = Literal["count", "ms", "ratio", "percent", "bytes"]
 
 
 class MetricRow(JudgeModel):
@@ -169,4 +173,6 @@ def _format_value(value: float | None, unit: MetricUnit) -> str:
         return pct(value)
     if unit == "percent":
         return f"{value:.1f}%"
+    if unit == "bytes":
+        return byte_size(value)
     return ms(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -205,15 +206,40 @@ class FrontendPorts(BaseModel):
         return self
 
 
+# The scale set metrics an autoscale rule may follow (Azure Monitor's names for
+# Microsoft.Compute/virtualMachineScaleSets).
+AutoscaleMetric = Literal["Percentage CPU", "Available Memory Bytes"]
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class AutoscaleRule:
+    metric: AutoscaleMetric
+    operator: Literal["GreaterThan", "LessThan"]
+    threshold: float
+    direction: Literal["Increase", "Decrease"]
+
+
 class AutoscaleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     minimum: int = Field(1, ge=0, le=100)
     maximum: int = Field(6, ge=1, le=100)
+    metric: AutoscaleMetric = Field(
+        "Percentage CPU",
+        description="The scale set metric that scales the service: 'Percentage CPU' (scale out when busy) or "
+        "'Available Memory Bytes' (scale out when memory runs short).",
+    )
     scale_out_cpu_percent: float = Field(70.0, gt=0, le=100)
     scale_in_cpu_percent: float = Field(25.0, ge=0, lt=100)
-    time_window_s: int = Field(300, ge=1, description="Window the CPU average is taken over.")
+    scale_out_available_memory_mib: int = Field(
+        512, ge=1, description="Memory metric: scale out when the instances' average available memory falls below this."
+    )
+    scale_in_available_memory_mib: int = Field(
+        2048, ge=1, description="Memory metric: scale in when it stays above this."
+    )
+    time_window_s: int = Field(300, ge=1, description="Window the metric's average is taken over.")
     cooldown_s: int = Field(300, ge=1, description="Wait after a scale action before the next.")
 
     @model_validator(mode="after")
@@ -222,7 +248,24 @@ class AutoscaleConfig(BaseModel):
             raise ValueError(f"autoscale minimum {self.minimum} is above maximum {self.maximum}")
         if self.scale_in_cpu_percent >= self.scale_out_cpu_percent:
             raise ValueError("scale_in_cpu_percent must be below scale_out_cpu_percent")
+        if self.scale_in_available_memory_mib <= self.scale_out_available_memory_mib:
+            # Otherwise one value could both scale out and in: autoscale would flap.
+            raise ValueError("scale_in_available_memory_mib must be above scale_out_available_memory_mib")
         return self
+
+    def rules(self) -> list[AutoscaleRule]:
+        """The scale-out and scale-in rule of the chosen metric. Azure's rules compare the metric's
+        value with a threshold, so for available memory the directions invert: scale out when it is
+        LOW (LessThan), in when it is high (GreaterThan)."""
+        if self.metric == "Available Memory Bytes":
+            return [
+                AutoscaleRule(self.metric, "LessThan", self.scale_out_available_memory_mib * MIB, "Increase"),
+                AutoscaleRule(self.metric, "GreaterThan", self.scale_in_available_memory_mib * MIB, "Decrease"),
+            ]
+        return [
+            AutoscaleRule(self.metric, "GreaterThan", self.scale_out_cpu_percent, "Increase"),
+            AutoscaleRule(self.metric, "LessThan", self.scale_in_cpu_percent, "Decrease"),
+        ]
 
 
 class ServiceConfig(BaseModel):

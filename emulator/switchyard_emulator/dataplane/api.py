@@ -26,6 +26,9 @@ class InstanceSpec(_Frozen):
     port: int  # the service port from the image manifest
     artifact_path: str  # local path of the image artifact (.tar.gz) in the emulator's state dir
     generation: int  # bumped by reimage or a model update applied to this instance
+    # The VM size's memory (the emulator's SKU table, resources/quotas.py): what "Available Memory
+    # Bytes" is measured against. Not part of the process: a change alone restarts nothing.
+    memory_bytes: int | None = None
 
 
 InstanceState = Literal["creating", "running", "failed", "stopped"]

@@ -1,12 +1,14 @@
-"""Autoscale: evaluate Microsoft.Insights/autoscaleSettings against the instances' real CPU.
+"""Autoscale: evaluate Microsoft.Insights/autoscaleSettings against the instances' real metrics
+(Percentage CPU, Available Memory Bytes, Network In/Out Total: metric_definitions.py).
 
 Azure's documented behaviour, with windows and cooldowns allowed to be seconds long here:
 * The active profile: a fixedDate profile whose window holds now, else the recurrence profile
   that started most recently (a recurring profile lasts until the next one starts), else the
   default profile (no fixedDate, no recurrence).
 * A rule's metric: samples in [now - timeWindow, now] are cut into timeGrain buckets; in each
-  bucket every instance's samples are averaged (the per-VM metric at that grain), the instances'
-  values are combined with `statistic` (Average/Min/Max/Sum/Count), and the bucket values are
+  bucket every instance's samples are averaged, or summed for a Total metric (the per-VM metric at
+  that grain), the instances' values are combined with `statistic` (Average/Min/Max/Sum/Count), and
+  the bucket values are
   combined over the window with `timeAggregation` (Average/Minimum/Maximum/Total/Count/Last).
   dividePerInstance divides by the current instance count.
 * Scale out if ANY Increase rule fires (the largest resulting capacity wins); scale in only if
@@ -40,6 +42,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from switchyard_emulator.dataplane import telemetry
 from switchyard_emulator.dataplane.api import ArmFacade
+from switchyard_emulator.dataplane.metric_definitions import SCALE_SET_METRICS, MetricDefinition
 from switchyard_emulator.dataplane.timespec import TimeSpecError, parse_duration, parse_instant
 from switchyard_emulator.errors import ArmError
 
@@ -47,8 +50,9 @@ log = logging.getLogger(__name__)
 
 AUTOSCALE_TYPE = "microsoft.insights/autoscalesettings"
 SCALE_SET_TYPE = "microsoft.compute/virtualmachinescalesets"
-# Metric name (lower) -> instance_samples column it is computed from.
-SUPPORTED_METRICS = {"percentage cpu": "cpu_percent", "available memory bytes": "available_memory_bytes"}
+# The scale-set metrics rules may read (metric name, lower -> definition): every one Azure Monitor
+# answers for a scale set, computed from the same telemetry as Metrics - List.
+SUPPORTED_METRICS: dict[str, MetricDefinition] = {metric.name.lower(): metric for metric in SCALE_SET_METRICS}
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "equals": lambda a, b: a == b,
     "notequals": lambda a, b: a != b,
@@ -302,8 +306,12 @@ def metric_value(trigger: MetricTrigger, samples: Sequence[Sample], now: float, 
     if not buckets:
         return None
     bucket_values: list[float] = []
+    definition = SUPPORTED_METRICS.get(trigger.metric_name.lower())
+    # The per-VM metric at the grain is its primary aggregation: the mean of a gauge's samples (CPU,
+    # memory), the sum of a counter's (network bytes: each sample is one exchange's).
+    summed = definition is not None and definition.primary_aggregation == "Total"
     for bucket in sorted(buckets):
-        per_instance = [sum(values) / len(values) for values in buckets[bucket].values()]
+        per_instance = [sum(values) if summed else sum(values) / len(values) for values in buckets[bucket].values()]
         statistic = trigger.statistic
         if statistic == "average":
             combined = sum(per_instance) / len(per_instance)
@@ -561,11 +569,12 @@ class Autoscaler:
         connection = telemetry.connect(self.telemetry_db, readonly=True)
         try:
             for (resource_uri, metric), window in wanted.items():
-                column = SUPPORTED_METRICS[metric]
+                source = SUPPORTED_METRICS[metric].source
                 try:
                     rows = connection.execute(
-                        f"SELECT ts, instance_id, {column} FROM instance_samples "
-                        "WHERE scale_set_id = ? AND ts >= ? AND ts <= ? AND ts < ? ORDER BY ts",
+                        f"SELECT ts, {source.dimension_sql['VMName']}, {source.value_sql} FROM {source.table} "
+                        f"WHERE {source.id_column} = ? AND ts >= ? AND ts <= ? AND ts < ? AND ({source.where_sql}) "
+                        "ORDER BY ts",
                         (telemetry.canonical_id(resource_uri), now - window, now, available),
                     ).fetchall()
                 except sqlite3.OperationalError:

@@ -122,6 +122,7 @@ class LocalDataPlane:
                 writer = self._writer
                 if writer is not None:
                     await asyncio.to_thread(writer.write, samples)
+                    await asyncio.to_thread(writer.record_addresses, self.supervisor.addresses(), time.time())
                     if time.time() - last_prune > PRUNE_EVERY_S:
                         last_prune = time.time()
                         await asyncio.to_thread(writer.prune, last_prune - self.sample_retention_s)
@@ -135,6 +136,9 @@ class LocalDataPlane:
     async def sync_scale_set(self, scale_set_id: str, instances: list[InstanceSpec]) -> None:
         """Exactly these instances must run; returns at once (instance_states shows progress)."""
         self.supervisor.sync(scale_set_id, instances)
+        writer = self._writer
+        if writer is not None:  # at once: a new instance's first probes count from its creation
+            await asyncio.to_thread(writer.record_addresses, self.supervisor.addresses(), time.time())
 
     async def remove_scale_set(self, scale_set_id: str) -> None:
         await self.supervisor.remove_scale_set(scale_set_id)

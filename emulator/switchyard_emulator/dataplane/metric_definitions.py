@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from switchyard_emulator.dataplane.errors import MetricsQueryError
+from switchyard_emulator.dataplane.telemetry import INSTANCE_NETWORK_SQL
 from switchyard_emulator.dataplane.timespec import format_duration
 from switchyard_emulator.profiles import TimingProfile, timing_profile
 
@@ -206,6 +207,12 @@ GATEWAY_METRICS: tuple[MetricDefinition, ...] = (
     ),
 )
 
+# Names, units, default aggregations and dimensions as "Supported metrics for
+# Microsoft.Compute/virtualMachineScaleSets" lists them (learn.microsoft.com/azure/azure-monitor/
+# reference/supported-metrics/microsoft-compute-virtualmachinescalesets-metrics): Percentage CPU
+# (Percent, Average, VMName), Available Memory Bytes (Bytes, Average, VMName), Network In Total and
+# Network Out Total (Bytes, Total, VMName), all PT1M on Azure. A name not in this table is refused
+# as Azure refuses it (metrics.py: "Failed to find metric configuration ...").
 SCALE_SET_METRICS: tuple[MetricDefinition, ...] = (
     MetricDefinition(
         "Percentage CPU",
@@ -229,6 +236,30 @@ SCALE_SET_METRICS: tuple[MetricDefinition, ...] = (
         "Memory",
         "Saturation",
         MetricSource("instance_samples", "scale_set_id", "available_memory_bytes", "1", {"VMName": "vm_name"}),
+    ),
+    # The instances' traffic is what the gateway carried to and from their addresses (requests and
+    # health probes, payload bytes: TCP/IP framing is not counted); instances talk to nothing else.
+    MetricDefinition(
+        "Network In Total",
+        "Network In Total",
+        "The number of bytes received on all network interfaces by the Virtual Machine(s) (Incoming Traffic)",
+        "Bytes",
+        "Total",
+        ("VMName",),
+        "Network",
+        "Transactions",
+        MetricSource(INSTANCE_NETWORK_SQL, "scale_set_id", "bytes_in", "1", {"VMName": "vm_name"}),
+    ),
+    MetricDefinition(
+        "Network Out Total",
+        "Network Out Total",
+        "The number of bytes out on all network interfaces by the Virtual Machine(s) (Outgoing Traffic)",
+        "Bytes",
+        "Total",
+        ("VMName",),
+        "Network",
+        "Transactions",
+        MetricSource(INSTANCE_NETWORK_SQL, "scale_set_id", "bytes_out", "1", {"VMName": "vm_name"}),
     ),
 )
 

@@ -111,16 +111,6 @@ def group_usage(pgids: set[int]) -> dict[int, tuple[int, int]]:
     return usage
 
 
-def host_available_memory() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def _proc_net_address(ip: str, port: int) -> str:
     # /proc/net/tcp prints the IPv4 address as the raw 32-bit value in host byte order.
     (raw,) = struct.unpack("=I", socket.inet_aton(ip))

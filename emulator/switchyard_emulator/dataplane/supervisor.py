@@ -41,12 +41,11 @@ from switchyard_emulator.dataplane.artifacts import ArtifactCache, ArtifactError
 from switchyard_emulator.dataplane.procfs import (
     CLOCK_TICKS,
     group_usage,
-    host_available_memory,
     is_listening,
     read_stat,
     signal_group,
 )
-from switchyard_emulator.dataplane.telemetry import InstanceSample, canonical_id
+from switchyard_emulator.dataplane.telemetry import InstanceAddress, InstanceSample, canonical_id
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,8 @@ class SupervisorSettings:
     start_timeout_s: float = 30.0  # from spawn until it must listen on ip:port
     stop_grace_s: float = 10.0  # SIGTERM -> SIGKILL
     ready_poll_s: float = 0.05
-    vm_memory_bytes: int = 1 << 30  # the emulated VM size behind "Available Memory Bytes"
+    # The memory of a VM whose size the SKU table does not know (InstanceSpec.memory_bytes is None).
+    vm_memory_bytes: int = 1 << 30
 
 
 @dataclass
@@ -93,6 +93,8 @@ class _Slot:
     log_tail: list[str] = field(default_factory=list)
     log_path: Path | None = None
     log_offset: int = 0
+    # Since when the instance (its VM) holds its address: the network metrics count from then.
+    created_at: float = field(default_factory=time.time)
     # CPU accounting between two samples.
     last_cpu_ticks: int | None = None
     last_sample_at: float | None = None
@@ -110,6 +112,11 @@ class _Slot:
             started_at=self.started_at,
             log_tail=list(self.log_tail),
         )
+
+
+def _process_of(spec: InstanceSpec) -> InstanceSpec:
+    """What of a spec its process is made from: all but the VM size's memory."""
+    return spec.model_copy(update={"memory_bytes": None})
 
 
 def _safe_name(text: str) -> str:
@@ -211,6 +218,10 @@ class InstanceSupervisor:
                     self._run_slot(slot), name=f"instance {key}/{instance_id}"
                 )
             elif existing.desired != spec:
+                same_process = existing.desired is not None and _process_of(existing.desired) == _process_of(spec)
+                if same_process and existing.current == existing.desired:
+                    # Only the VM size's memory changed: what is measured, not what runs.
+                    existing.current = spec
                 existing.desired = spec
                 existing.changed.set()
 
@@ -427,20 +438,33 @@ class InstanceSupervisor:
             if slot.process is not None and slot.process.returncode is None
         }
 
+    def addresses(self) -> list[InstanceAddress]:
+        """The address every instance that exists holds (its process running or not: a VM keeps its
+        NIC while its app is down), for attributing the gateway's traffic to instances."""
+        return [
+            (slot.scale_set_id, slot.instance_id, slot.desired.vm_name, slot.desired.ip, slot.created_at)
+            for slots in self._slots.values()
+            for slot in slots.values()
+            if slot.desired is not None
+        ]
+
     async def sample_async(self) -> list[InstanceSample]:
         """sample(), with the /proc scan in a worker thread so the event loop keeps serving."""
         groups = self.process_groups()
-        usage, host_free = await asyncio.to_thread(lambda: (group_usage(groups), host_available_memory()))
-        return self.sample(usage=usage, host_free=host_free)
+        usage = await asyncio.to_thread(group_usage, groups)
+        return self.sample(usage=usage)
 
     def sample(
         self,
         now: float | None = None,
         *,
         usage: dict[int, tuple[int, int]] | None = None,
-        host_free: int | None = None,
     ) -> list[InstanceSample]:
-        """CPU % (of one vCPU) and available memory for every live instance (call ~1/s)."""
+        """CPU % (of one vCPU) and available memory for every live instance (call ~1/s).
+
+        Available memory is the VM size's memory (the SKU table) less the resident memory of the
+        instance's process group, read from /proc: the instance is the only tenant of its VM, and
+        the memory of the machine the emulator runs on is no VM's, so it is not subtracted."""
         now = time.time() if now is None else now
         live = [
             slot
@@ -450,7 +474,6 @@ class InstanceSupervisor:
         ]
         if usage is None:
             usage = group_usage({slot.process.pid for slot in live if slot.process is not None})
-            host_free = host_available_memory()
         samples: list[InstanceSample] = []
         for slot in live:
             assert slot.process is not None and slot.current is not None
@@ -464,9 +487,8 @@ class InstanceSupervisor:
                 continue  # the first look only sets the baseline
             busy_s = (ticks - previous_ticks) / CLOCK_TICKS
             cpu_percent = max(0.0, min(100.0, 100.0 * busy_s / (now - previous_at)))
-            available = max(0, self.settings.vm_memory_bytes - rss)
-            if host_free is not None:
-                available = min(available, host_free)
+            memory = slot.current.memory_bytes or self.settings.vm_memory_bytes
+            available = max(0, memory - rss)
             samples.append(
                 (
                     now,

@@ -27,6 +27,7 @@ from switchyard_emulator.common import (
     route,
 )
 from switchyard_emulator.dataplane.errors import DataPlaneQueryError
+from switchyard_emulator.dataplane.metric_definitions import namespace_metrics
 from switchyard_emulator.dataplane.timespec import TimeSpecError, format_duration, parse_duration
 from switchyard_emulator.errors import ArmError, bad_request
 from switchyard_emulator.ids import key_of, parse_resource_id
@@ -333,6 +334,26 @@ class Insights:
             rid = parse_resource_id(uri, target=where)
             if self.em.store.get(rid.key) is None:
                 raise ArmError(400, "TargetResourceNotFound", f"The metric resource {uri} was not found.", target=where)
+            self._check_metric(trigger, uri, rid.type_key, f"{at}.metricTrigger.metricName")
+
+    @staticmethod
+    def _check_metric(trigger: dict[str, Any], uri: str, type_key: str, where: str) -> None:
+        """A rule must name a metric its resource has. Azure refuses any other name with 400
+        UnsupportedMetric, naming the resource, namespace and metric (as users met it:
+        Azure/azure-cli#25986, "Percentage memory" on Azure/azure-cli#15329)."""
+        name = str(trigger.get("metricName", ""))
+        namespace = trigger.get("metricNamespace")
+        known = METRIC_TYPES.get(type_key)
+        metrics = namespace_metrics(known)[1] if known is not None else ()
+        namespace_ok = not namespace or known is None or str(namespace).lower() == known.lower()
+        if namespace_ok and any(metric.name.lower() == name.lower() for metric in metrics):
+            return
+        raise ArmError(
+            400,
+            "UnsupportedMetric",
+            f"resource: {uri}, metricnamespace: {namespace or 'metricNamespace is null'}, metricname: {name}",
+            target=where,
+        )
 
     async def delete_autoscale(self, ctx: Ctx) -> Response:
         _, existing = self.autoscale.lookup(ctx, ctx.params["name"])

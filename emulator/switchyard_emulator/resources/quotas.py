@@ -79,6 +79,13 @@ def size_of(name: str) -> VmSize:
     return VmSize(name, "", int(match.group(1)) if match else 1, 0)
 
 
+def vm_memory_bytes(name: str) -> int | None:
+    """The memory of a VM size in bytes, None for a size outside the table. Azure publishes sizes'
+    memory in GiB ("Memory: GiB" in the size tables; resource SKUs' MemoryGB capability)."""
+    size = size_of(name)
+    return int(size.memory_gb * (1 << 30)) if size.memory_gb > 0 else None
+
+
 def _region(location: str) -> str:
     return location.replace(" ", "").lower()
 

@@ -50,6 +50,7 @@ from switchyard_emulator.dataplane.api import InstanceSpec
 from switchyard_emulator.errors import ArmError, bad_request, not_found, unsupported
 from switchyard_emulator.ids import key_of
 from switchyard_emulator.resources.base import RenderedKind, ResourceKind, check_name, require_location, tags_of
+from switchyard_emulator.resources.quotas import vm_memory_bytes
 from switchyard_emulator.resources.scaleset_instances import InstanceActions, converge, move_to, new_instance
 from switchyard_emulator.resources.scaleset_model import (
     MAX_CAPACITY,
@@ -344,6 +345,8 @@ class ScaleSets(RenderedKind):
         return self._locks.setdefault(key, asyncio.Lock())
 
     def specs(self, key: str) -> list[InstanceSpec]:
+        resource = self.em.store.get(key)
+        memory_bytes = vm_memory_bytes(str(resource.body["sku"]["name"])) if resource is not None else None
         return [
             InstanceSpec(
                 instance_id=str(inst.instance_id),
@@ -352,6 +355,7 @@ class ScaleSets(RenderedKind):
                 port=inst.service_port,
                 artifact_path=inst.artifact_path,
                 generation=inst.generation,
+                memory_bytes=memory_bytes,
             )
             for inst in self.em.store.instances(key)
         ]

@@ -379,10 +379,10 @@ class AzureInfrastructure:
         scale = service.autoscale
         target = self._ids.scale_set(topology, color)
 
-        def rule(operator: str, threshold: float, direction: str) -> dict[str, Any]:
+        def rule(metric: str, operator: str, threshold: float, direction: str) -> dict[str, Any]:
             return {
                 "metricTrigger": {
-                    "metricName": "Percentage CPU",
+                    "metricName": metric,
                     "metricNamespace": "microsoft.compute/virtualmachinescalesets",
                     "metricResourceUri": target,
                     "timeGrain": iso_duration(grain_s),
@@ -416,10 +416,9 @@ class AzureInfrastructure:
                             "maximum": str(max(scale.maximum, service.capacity)),
                             "default": str(service.capacity),
                         },
-                        "rules": [
-                            rule("GreaterThan", scale.scale_out_cpu_percent, "Increase"),
-                            rule("LessThan", scale.scale_in_cpu_percent, "Decrease"),
-                        ],
+                        # Which metric scales is a matter of the rules: changing it updates
+                        # this setting in place, its target (immutable on Azure) stays.
+                        "rules": [rule(r.metric, r.operator, r.threshold, r.direction) for r in scale.rules()],
                     }
                 ],
             },

@@ -34,6 +34,7 @@ class AzureMonitorTelemetry:
         self._ids = ids
         self._environment = environment
         self._timings: dict[str, MetricTiming] = {}
+        self._memory_by_size: dict[str, float] = {}  # VM sizes do not change their memory
 
     def timing(self, topology: Topology) -> MetricTiming:
         """From the gateway's metric definitions: each lists the grains a query may ask for
@@ -185,6 +186,30 @@ class AzureMonitorTelemetry:
                     samples[str(server).rsplit(":", 1)[0]].append(float(seconds) * 1000.0)
         return dict(samples)
 
+    def _per_vm(
+        self,
+        topology: Topology,
+        color: Color,
+        metric: str,
+        aggregation: str,
+        start: datetime,
+        end: datetime,
+        vm_names: list[str] | None,
+    ) -> list[tuple[str, float]]:
+        """(VM name, value) of every grain of the color's instances (only `vm_names`, when given):
+        split per VMName, at the same grains as every other query."""
+        wanted = {name.lower() for name in vm_names} if vm_names is not None else None
+        key = aggregation.lower()
+        points: list[tuple[str, float]] = []
+        for element in self._series(
+            topology, self._ids.scale_set(topology, color), metric, aggregation, start, end, "VMName eq '*'"
+        ):
+            vm = self._dimensions(element).get("vmname", "")
+            if wanted is not None and vm.lower() not in wanted:
+                continue
+            points.extend((vm, float(p[key])) for p in element.get("data", []) if p.get(key) is not None)
+        return points
+
     def cpu_percent(
         self,
         topology: Topology,
@@ -193,12 +218,49 @@ class AzureMonitorTelemetry:
         end: datetime,
         vm_names: list[str] | None = None,
     ) -> list[float]:
-        wanted = {name.lower() for name in vm_names} if vm_names is not None else None
-        samples: list[float] = []
-        for element in self._series(
-            topology, self._ids.scale_set(topology, color), "Percentage CPU", "Average", start, end, "VMName eq '*'"
-        ):
-            if wanted is not None and self._dimensions(element).get("vmname", "").lower() not in wanted:
+        return [value for _, value in self._per_vm(topology, color, "Percentage CPU", "Average", start, end, vm_names)]
+
+    def memory_used_percent(
+        self,
+        topology: Topology,
+        color: Color,
+        start: datetime,
+        end: datetime,
+        vm_names: list[str] | None = None,
+    ) -> list[float]:
+        """Available Memory Bytes (Average per VMName and grain, as for CPU) against the memory of the
+        scale set's VM size (its resource SKU's MemoryGB capability, GiB as Azure publishes sizes)."""
+        memory = self._vm_memory_bytes(topology, color)
+        return [
+            min(100.0, max(0.0, 100.0 * (1.0 - available / memory)))
+            for _, available in self._per_vm(topology, color, "Available Memory Bytes", "Average", start, end, vm_names)
+        ]
+
+    def network_out_bytes(self, topology: Topology, color: Color, start: datetime, end: datetime) -> dict[str, float]:
+        """Network Out Total (Total per VMName, summed over the window's grains), per VM name."""
+        totals: dict[str, float] = defaultdict(float)
+        for vm, value in self._per_vm(topology, color, "Network Out Total", "Total", start, end, None):
+            totals[vm] += value
+        return dict(totals)
+
+    def _vm_memory_bytes(self, topology: Topology, color: Color) -> float:
+        name = topology.scale_set(color)
+        with azure_errors(f"scale set {name}"):
+            scale_set = self._clients.compute.virtual_machine_scale_sets.get(self._environment.resource_group, name)
+        size = scale_set.sku.name if scale_set.sku is not None else None
+        if not size:
+            raise CloudError(f"scale set {name} has no VM size: cannot tell its memory")
+        known = self._memory_by_size.get(size.lower())
+        if known is not None:
+            return known
+        location = self._environment.location
+        with azure_errors(f"resource SKUs in {location}"):
+            skus = list(self._clients.compute.resource_skus.list(filter=f"location eq '{location}'"))
+        for sku in skus:
+            if sku.resource_type != "virtualMachines" or (sku.name or "").lower() != size.lower():
                 continue
-            samples.extend(p["average"] for p in element.get("data", []) if p.get("average") is not None)
-        return samples
+            for capability in sku.capabilities or []:
+                if capability.name == "MemoryGB" and capability.value:
+                    memory = self._memory_by_size[size.lower()] = float(capability.value) * 2**30
+                    return memory
+        raise CloudError(f"the resource SKUs of {location} do not say how much memory {size} has (MemoryGB)")

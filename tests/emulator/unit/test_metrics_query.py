@@ -406,8 +406,17 @@ def test_metric_definitions_deserialize_with_the_sdk_and_list_azure_names_and_di
     assert by_name["HealthyHostCount"].primary_aggregation_type == "Average"
     assert by_name["TotalRequests"].primary_aggregation_type == "Total"
     vm = metric_definitions_body(SCALE_SET_ID, SCALE_SET_TYPE)
-    assert [d["name"]["value"] for d in vm["value"]] == ["Percentage CPU", "Available Memory Bytes"]
+    assert [d["name"]["value"] for d in vm["value"]] == [
+        "Percentage CPU",
+        "Available Memory Bytes",
+        "Network In Total",
+        "Network Out Total",
+    ]
     assert vm["value"][0]["unit"] == "Percent"
+    # Azure's supported-metrics table: the network totals are Bytes, aggregated as Total, per VMName.
+    for network in vm["value"][2:]:
+        assert (network["unit"], network["primaryAggregationType"]) == ("Bytes", "Total")
+        assert [d["value"] for d in network["dimensions"]] == ["VMName"]
 
 
 # -- the azure timing profile: Azure's grains only, and datapoints that arrive a minute late --------

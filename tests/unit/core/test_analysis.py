@@ -92,9 +92,21 @@ def test_a_window_without_any_traffic_yet_is_empty_evidence_not_an_error() -> No
 
 def verdict(canary_latency_ms: float, *, requests: int = 400, errors: int = 0) -> Verdict:
     """A judged window: a healthy 20 ms baseline of 400 requests against the canary."""
-    baseline = SideEvidence(latency_ms=[20.0] * 400, request_count=400, error_count=0, cpu_percent=[30.0] * 3)
+    baseline = SideEvidence(
+        latency_ms=[20.0] * 400,
+        request_count=400,
+        error_count=0,
+        cpu_percent=[30.0] * 3,
+        memory_used_percent=[40.0] * 3,
+        network_out_bytes=400 * 2000.0,
+    )
     canary = SideEvidence(
-        latency_ms=[canary_latency_ms] * requests, request_count=requests, error_count=errors, cpu_percent=[30.0] * 3
+        latency_ms=[canary_latency_ms] * requests,
+        request_count=requests,
+        error_count=errors,
+        cpu_percent=[30.0] * 3,
+        memory_used_percent=[40.0] * 3,
+        network_out_bytes=requests * 2000.0,
     )
     evidence = CanaryEvidence(window=AnalysisWindow(start=START, end=END), baseline=baseline, canary=canary)
     return judge_canary(evidence, CanaryPolicy())

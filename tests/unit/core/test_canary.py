@@ -34,6 +34,8 @@ def side(
     slowdown: float = 1.0,
     median_ms: float = MEDIAN_MS,
     cpu: tuple[float, ...] = (30.0, 31.0, 29.0, 32.0),
+    memory: tuple[float, ...] = (40.0, 41.0, 40.5),
+    bytes_per_request: float = 2000.0,
 ) -> SideEvidence:
     """Log-normal latencies (right-skewed like real ones) and binomial 5xx errors."""
     latency = rng.lognormal(math.log(median_ms), 0.4, requests) * slowdown
@@ -43,6 +45,8 @@ def side(
         request_count=requests,
         error_count=int(rng.binomial(requests, error_rate)),
         cpu_percent=list(cpu),
+        memory_used_percent=list(memory),
+        network_out_bytes=bytes_per_request * requests,
     )
 
 
@@ -56,13 +60,23 @@ def reason(verdict: Verdict, metric: Metric, check: CheckKind) -> Reason:
 
 
 def fixed_side(
-    *, latency_ms: list[float], requests: int | None = None, errors: int = 0, cpu: list[float] | None = None
+    *,
+    latency_ms: list[float],
+    requests: int | None = None,
+    errors: int = 0,
+    cpu: list[float] | None = None,
+    memory: list[float] | None = None,
+    network_out_bytes: float | None = -1.0,
 ) -> SideEvidence:
+    """`network_out_bytes` -1: 2 KB per request; None: no network data."""
+    count = len(latency_ms) if requests is None else requests
     return SideEvidence(
         latency_ms=latency_ms,
-        request_count=len(latency_ms) if requests is None else requests,
+        request_count=count,
         error_count=errors,
         cpu_percent=[30.0, 30.0, 30.0] if cpu is None else cpu,
+        memory_used_percent=[40.0, 40.0, 40.0] if memory is None else memory,
+        network_out_bytes=2000.0 * count if network_out_bytes == -1.0 else network_out_bytes,
     )
 
 
@@ -299,7 +313,13 @@ def test_an_error_rate_exactly_at_the_slo_is_within_it() -> None:
 def test_disabled_slos_are_not_checked() -> None:
     verdict = judge_canary(
         evidence(fixed_side(latency_ms=[20.0] * 300), fixed_side(latency_ms=[20.0] * 300)),
-        CanaryPolicy(max_p95_ms=None, max_p99_ms=None, max_cpu_percent=None),
+        CanaryPolicy(
+            max_p95_ms=None,
+            max_p99_ms=None,
+            max_cpu_percent=None,
+            max_memory_percent=None,
+            network_out_relative_tolerance=None,
+        ),
     )
     assert {r.metric for r in verdict.reasons} == {Metric.ERROR_RATE, Metric.LATENCY}
 
@@ -512,7 +532,13 @@ def test_the_split_check_rejects_impossible_input(
 def test_after_promotion_only_the_slos_are_judged() -> None:
     """With no baseline serving beside the new version, the judge checks SLOs and compares nothing."""
     window = AnalysisWindow(start=datetime(2026, 11, 26, tzinfo=UTC), end=datetime(2026, 11, 26, 0, 1, tzinfo=UTC))
-    canary = SideEvidence(latency_ms=[10.0] * 300, request_count=300, error_count=0, cpu_percent=[20.0] * 5)
+    canary = SideEvidence(
+        latency_ms=[10.0] * 300,
+        request_count=300,
+        error_count=0,
+        cpu_percent=[20.0] * 5,
+        memory_used_percent=[50.0] * 5,
+    )
     empty = SideEvidence(request_count=0, error_count=0)
     verdict = judge_canary(
         CanaryEvidence(window=window, baseline=empty, canary=canary), CanaryPolicy(), compare_with_baseline=False

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from switchyard_emulator.dataplane.gateway.routing import CompiledGateway, ProbePlan
+from switchyard_emulator.dataplane.gateway.upstream import ByteCounter, open_counted_connection
 
 log = logging.getLogger(__name__)
 
 ProbeState = Literal["Up", "Down", "Unknown"]
 PairKey = tuple[str, str]  # (pool, settings)
 MemberKey = tuple[str, str, str]  # (pool, settings, address)
+# (address, bytes sent to it, bytes received from it): a probe's traffic, for the network metrics
+TrafficSink = Callable[[str, int, int], None]
 
 
 @dataclass(slots=True)
@@ -36,8 +40,9 @@ class MemberHealth:
     log: str = "not probed yet"
 
 
-async def probe_once(address: str, plan: ProbePlan) -> tuple[bool, str]:
-    """One probe: GET plan.path on a fresh connection. Returns (healthy, one-line log).
+async def probe_once(address: str, plan: ProbePlan, counter: ByteCounter | None = None) -> tuple[bool, str]:
+    """One probe: GET plan.path on a fresh connection. Returns (healthy, one-line log); the bytes it
+    moved are added to `counter` (probes are traffic on the backend's network interface too).
 
     The Host header is the plan's host for this backend (the probe's host, the backend settings'
     host name, the backend's address, or Azure's default 127.0.0.1: see routing._probe_host),
@@ -49,7 +54,7 @@ async def probe_once(address: str, plan: ProbePlan) -> tuple[bool, str]:
     ).encode()
     try:
         async with asyncio.timeout(plan.timeout_s):
-            reader, writer = await asyncio.open_connection(address, plan.port)
+            reader, writer, _ = await open_counted_connection(address, plan.port, counter=counter)
             try:
                 writer.write(request)
                 status_line = await reader.readline()
@@ -74,8 +79,9 @@ async def probe_once(address: str, plan: ProbePlan) -> tuple[bool, str]:
 class GatewayProber:
     """Runs the probes of one gateway and answers "which members may take traffic?" quickly."""
 
-    def __init__(self, gateway_id: str) -> None:
+    def __init__(self, gateway_id: str, on_traffic: TrafficSink | None = None) -> None:
         self.gateway_id = gateway_id
+        self._on_traffic = on_traffic
         self._plans: dict[PairKey, ProbePlan] = {}
         self._members: dict[PairKey, tuple[str, ...]] = {}
         self._health: dict[MemberKey, MemberHealth] = {}
@@ -172,11 +178,14 @@ class GatewayProber:
         address = key[2]
         while True:
             started = loop.time()
+            counter = ByteCounter()
             try:
-                healthy, line = await probe_once(address, plan)
+                healthy, line = await probe_once(address, plan, counter)
             except Exception as error:  # a probe bug must never stop probing
                 log.exception("probe of %s failed unexpectedly", address)
                 healthy, line = False, f"probe GET {plan.path}: internal error {type(error).__name__}"
+            if self._on_traffic is not None and (counter.sent or counter.received):
+                self._on_traffic(address, counter.sent, counter.received)
             self._record(key, plan, healthy, line)
             await asyncio.sleep(max(0.0, plan.interval_s - (loop.time() - started)))
 

@@ -49,7 +49,7 @@ from switchyard_emulator.dataplane.gateway.listeners import (
     Listener,
     bind_listener_socket,
 )
-from switchyard_emulator.dataplane.gateway.probes import GatewayProber
+from switchyard_emulator.dataplane.gateway.probes import GatewayProber, TrafficSink
 from switchyard_emulator.dataplane.gateway.request_proxy import RequestProxy
 from switchyard_emulator.dataplane.gateway.routing import CompiledGateway, Endpoint, compile_gateway
 from switchyard_emulator.dataplane.gateway.telemetry import TelemetryWriter
@@ -99,6 +99,12 @@ class GatewayEngine(RequestProxy):
         self._upstreams.close_all()
         await asyncio.sleep(0)  # let aborted handlers log their last requests
 
+    def _probe_traffic(self, gateway_id: str) -> TrafficSink:
+        def record(address: str, sent: int, received: int) -> None:
+            self._telemetry.record_traffic((time.time(), gateway_id, address, sent, received))
+
+        return record
+
     # ---- configuration -------------------------------------------------------------------------
 
     async def apply(self, spec: GatewaySpec) -> None:
@@ -134,7 +140,7 @@ class GatewayEngine(RequestProxy):
             raise
 
         old_compiled = runtime.compiled if runtime else None
-        prober = runtime.prober if runtime else GatewayProber(gateway_id)
+        prober = runtime.prober if runtime else GatewayProber(gateway_id, self._probe_traffic(gateway_id))
         try:
             await prober.prime(compiled)  # members a rule starts to use are probed before they get traffic
         except BaseException:

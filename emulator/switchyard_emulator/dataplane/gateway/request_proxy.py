@@ -203,6 +203,13 @@ class RequestProxy:
             runtime, listener, route, request, head, reader, writer, peer, candidates, started, method, target
         )
 
+    def _account(self, gateway_id: str, conn: UpstreamConnection) -> None:
+        """The bytes this exchange moved on `conn`, for the backend's network metrics. Called before
+        the connection goes back to the pool, where the next exchange's bytes would mix in."""
+        sent, received = conn.counter.take()
+        if sent or received:
+            self._telemetry.record_traffic((time.time(), gateway_id, conn.endpoint[0], sent, received))
+
     async def _proxy(
         self,
         runtime: GatewayRuntime,
@@ -289,6 +296,7 @@ class RequestProxy:
                         if not (reused and idempotent) or exchange.drained:
                             raise
                         # The pooled connection had been closed by the backend: resend once, fresh.
+                        self._account(gateway_id, conn)
                         conn.abort()
                         conn = None
                         try:
@@ -363,6 +371,7 @@ class RequestProxy:
             backend_time_ms = (time.perf_counter() - backend_started) * 1000.0 if backend_started else None
 
             # The exchange completed: the backend connection may serve the next request.
+            self._account(gateway_id, conn)
             if response.keep_alive and response.body is not BodyKind.UNTIL_CLOSE and not exchange.drained:
                 self._upstreams.release(conn)
             else:
@@ -396,6 +405,7 @@ class RequestProxy:
             return keep_client
         finally:
             if conn is not None:
+                self._account(gateway_id, conn)
                 conn.abort()
             unregister()
             record_access(

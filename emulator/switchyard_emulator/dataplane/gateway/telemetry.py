@@ -1,4 +1,5 @@
-"""The gateway's side of the telemetry DB: the access log and backend health samples.
+"""The gateway's side of the telemetry DB: the access log, backend health samples, and the bytes
+carried to and from each backend (backend_traffic).
 
 The proxy appends rows to an in-memory batch (no I/O on the request path); a writer thread
 commits batches to SQLite (WAL, so the emulator process can read while the worker writes) at most
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _INSERT_ACCESS = "INSERT INTO access_log VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _INSERT_HEALTH = "INSERT INTO backend_health_samples VALUES (?,?,?,?,?,?)"
+_INSERT_TRAFFIC = "INSERT INTO backend_traffic VALUES (?,?,?,?,?)"
 
 # Rows in the order of the access_log columns.
 AccessRow = tuple[
@@ -45,6 +47,8 @@ AccessRow = tuple[
     int,  # bytes_out
 ]
 HealthRow = tuple[float, str, str, str, int, int]
+# (ts, gateway_id, backend address, bytes gateway -> backend, bytes backend -> gateway)
+TrafficRow = tuple[float, str, str, int, int]
 
 BATCH_INTERVAL_S = 0.1
 # If the DB stays unwritable, keep at most this many rows waiting (oldest dropped, with a warning)
@@ -72,6 +76,7 @@ class TelemetryWriter:
         self._db_path = db_path
         self._access: list[AccessRow] = []
         self._health: list[HealthRow] = []
+        self._traffic: list[TrafficRow] = []
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="telemetry-writer", daemon=True)
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -87,6 +92,9 @@ class TelemetryWriter:
 
     def record_health(self, row: HealthRow) -> None:
         self._health.append(row)
+
+    def record_traffic(self, row: TrafficRow) -> None:
+        self._traffic.append(row)
 
     async def flush(self) -> None:
         """Return once every row recorded before this call is committed."""
@@ -108,9 +116,9 @@ class TelemetryWriter:
         await asyncio.to_thread(self._thread.join, 10.0)
 
     def _hand_over(self) -> None:
-        if self._access or self._health:
-            self._queue.put(("rows", (self._access, self._health)))
-            self._access, self._health = [], []
+        if self._access or self._health or self._traffic:
+            self._queue.put(("rows", (self._access, self._health, self._traffic)))
+            self._access, self._health, self._traffic = [], [], []
 
     async def _tick(self) -> None:
         while True:
@@ -126,12 +134,14 @@ class TelemetryWriter:
         self._ready.set_result(None)
         waiting_access: list[AccessRow] = []
         waiting_health: list[HealthRow] = []
+        waiting_traffic: list[TrafficRow] = []
         last_error: str | None = None
         while True:
             kind, payload = self._queue.get()
             if kind == "rows":
                 waiting_access.extend(payload[0])
                 waiting_health.extend(payload[1])
+                waiting_traffic.extend(payload[2])
                 # Coalesce whatever else is already queued into the same transaction.
                 while True:
                     try:
@@ -143,7 +153,8 @@ class TelemetryWriter:
                         break
                     waiting_access.extend(payload[0])
                     waiting_health.extend(payload[1])
-            if waiting_access or waiting_health:
+                    waiting_traffic.extend(payload[2])
+            if waiting_access or waiting_health or waiting_traffic:
                 try:
                     with db:
                         db.execute("BEGIN")
@@ -151,7 +162,9 @@ class TelemetryWriter:
                             db.executemany(_INSERT_ACCESS, waiting_access)
                         if waiting_health:
                             db.executemany(_INSERT_HEALTH, waiting_health)
-                    waiting_access, waiting_health = [], []
+                        if waiting_traffic:
+                            db.executemany(_INSERT_TRAFFIC, waiting_traffic)
+                    waiting_access, waiting_health, waiting_traffic = [], [], []
                     last_error = None
                 except sqlite3.Error as error:
                     last_error = str(error)
@@ -161,6 +174,7 @@ class TelemetryWriter:
                         del waiting_access[:dropped]
                         log.error("telemetry DB unwritable: dropped %d oldest access rows", dropped)
                     del waiting_health[: max(0, len(waiting_health) - MAX_PENDING_ROWS)]
+                    del waiting_traffic[: max(0, len(waiting_traffic) - MAX_PENDING_ROWS)]
                     time.sleep(0.05)
             if kind == "flush":
                 if last_error is None:

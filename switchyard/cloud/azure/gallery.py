@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -224,3 +225,34 @@ class AzureGallery:
                     env.gallery_group, env.gallery, service, gallery_version, patch
                 ).result()
         return self.image_version(service, gallery_version)
+
+    def managed_image_tags(self, image_id: str) -> dict[str, str] | None:
+        """A managed image's tags, or None when it does not exist (or is not finished)."""
+        group, name = _group_and_name(image_id, "images")
+        with azure_errors(f"reading managed image {name}"):
+            try:
+                image = wire(self._compute.images.get(group, name))
+            except ResourceNotFoundError:
+                return None
+        if image.get("properties", {}).get("provisioningState") not in (None, "Succeeded"):
+            return None
+        return dict(image.get("tags") or {})
+
+    def delete_managed_image(self, image_id: str) -> None:
+        """Delete a managed image (gone already is fine): once a gallery version is made from it,
+        the version holds its own copy and the intermediate image only costs storage."""
+        group, name = _group_and_name(image_id, "images")
+        with azure_errors(f"deleting managed image {name}"), contextlib.suppress(ResourceNotFoundError):
+            self._compute.images.begin_delete(group, name).result()
+
+
+def _group_and_name(resource_id: str, kind: str) -> tuple[str, str]:
+    """(resource group, name) of /subscriptions/S/resourceGroups/G/providers/Microsoft.Compute/<kind>/N."""
+    parts = resource_id.strip("/").split("/")
+    lowered = [part.lower() for part in parts]
+    try:
+        group = parts[lowered.index("resourcegroups") + 1]
+        name = parts[lowered.index(kind.lower()) + 1]
+    except (ValueError, IndexError):
+        raise ValueError(f"{resource_id!r} is not a Microsoft.Compute/{kind} resource id") from None
+    return group, name

@@ -11,7 +11,9 @@ import pytest
 
 from switchyard.cloud.azure import AzureCloud
 from switchyard.cloud.errors import CloudError, NotFoundError
+from switchyard.cloud.ports import ImageSource
 from switchyard.core.config import AzureEnvironment
+from switchyard_emulator.testing import EmulatorHandle, pack_sample_image
 from tests.integration.cloud.cloud_support import FAILING, V1, V2, publish, service_in
 
 
@@ -120,3 +122,45 @@ def test_the_account_key_is_in_no_error(cloud: AzureCloud, artifacts: dict[str, 
     with pytest.raises(OSError) as failure:
         cloud.image_storage.stage(tmp_path / "never-built.tar.gz", cloud.service.name, "4000000.20261100.2")
     assert key not in str(failure.value) and key not in repr(failure.value)
+
+
+def test_an_azure_builds_managed_image_is_the_versions_source_and_is_deleted_after(
+    cloud: AzureCloud, emulator: EmulatorHandle, artifacts: dict[str, Path], tmp_path: Path
+) -> None:
+    """The azure builder's half that runs here: Packer left a managed image in the build group (made
+    here from a page blob, as Azure makes one from the build VM's disk); the gallery version is made
+    from it by id, and the intermediate image is deleted once the version holds its own copy."""
+    gallery, service, group = cloud.gallery, cloud.service.name, cloud.environment.gallery_group
+    version = "4000000.20261100.1"
+    artifact = pack_sample_image(tmp_path, app_version="4.0.0", gallery_version=version)
+    blob = cloud.image_storage.stage(artifact, service, version)
+    built_tags = {"switchyard.version": version, "switchyard.commit": "c0ffee"}
+    clients = emulator.clients()
+    try:
+        made = clients.compute.images.begin_create_or_update(
+            group,
+            f"{service}-{version}",
+            {
+                "location": cloud.environment.location,
+                "tags": built_tags,
+                "properties": {
+                    "storageProfile": {"osDisk": {"osType": "Linux", "osState": "Generalized", "blobUri": blob.uri}}
+                },
+            },
+        ).result()
+    finally:
+        clients.close()
+    assert gallery.managed_image_tags(made.id) == built_tags  # what verify_artifact checks before publishing
+    gallery.ensure_image_definition(service, "debian-12")
+
+    published = gallery.publish(
+        service, version, ImageSource(image_id=made.id), {"switchyard.app": "4.0.0"}, ["westeurope"]
+    )
+
+    assert published.provisioning_state == "Succeeded" and published.source_id == made.id
+    gallery.delete_managed_image(made.id)
+    assert gallery.managed_image_tags(made.id) is None
+    gallery.delete_managed_image(made.id)  # gone already is fine: a retried publish deletes again
+    assert gallery.image_version(service, version).provisioning_state == "Succeeded"  # the version kept its copy
+    with pytest.raises(ValueError, match=r"is not a Microsoft\.Compute/images resource id"):
+        gallery.managed_image_tags(f"/subscriptions/x/resourceGroups/{group}/providers/Microsoft.Compute/disks/d")

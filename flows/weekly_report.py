@@ -4,8 +4,9 @@ The runbook:
   1. read the release runs that ended in the last `days` days from Prefect (tasks/history.py says
      which records are used and why);
   2. compute deployment frequency, lead time for changes, change failure rate and time to restore
-     per service and environment, and overall for production (switchyard/core/dora.py);
-  3. publish them as the Markdown artifact `dora-weekly`, and return them.
+     per service and environment, overall for production, and production split by change type
+     (app, patch, rollback, unknown: switchyard/core/dora.py says how a release is classified);
+  3. publish them as the Markdown artifact `dora-weekly`, log them, and return them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from switchyard.core.dora import DoraReport, ReportingPeriod, dora_report
+from switchyard.core.dora import DoraMetrics, DoraReport, ReportingPeriod, dora_report
 from tasks.history import read_release_history
 
 ARTIFACT_KEY = "dora-weekly"
@@ -38,11 +39,26 @@ def weekly_report(days: int = 7) -> DoraReport:
         "%d release(s) ended in the period; production: %d deployment(s), change failure rate %s",
         sum(g.releases for g in report.groups),
         overall.promoted,
-        f"{overall.change_failure_rate:.1%}" if overall.change_failure_rate is not None else "-",
+        _rate(overall),
     )
+    for metrics in report.by_change_type:
+        logger.info(
+            "production, %s: %d release(s), %d deployment(s), lead time median %s, change failure rate %s, "
+            "time to restore median %s",
+            metrics.scope,
+            metrics.releases,
+            metrics.promoted,
+            metrics.lead_time_median if metrics.lead_time_median is not None else "-",
+            _rate(metrics),
+            metrics.time_to_restore_median if metrics.time_to_restore_median is not None else "-",
+        )
     create_markdown_artifact(
         key=ARTIFACT_KEY,
         markdown=report.markdown() + "\n" + history.notes_markdown(),
         description=f"DORA metrics, last {days} day(s)",
     )
     return report
+
+
+def _rate(metrics: DoraMetrics) -> str:
+    return f"{metrics.change_failure_rate:.1%}" if metrics.change_failure_rate is not None else "-"

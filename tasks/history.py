@@ -13,12 +13,21 @@ Where the facts come from (the choice, and why):
   (7 days by default), so the `switchyard.release.*` events are not used: a 30-day report would
   silently lose data. The markdown artifact is for people, not parsed.
 * The runs of the rollback flow ("rollback"): a person's rollback after a promotion turns that
-  promotion into a change failure (switchyard.core.dora.apply_manual_rollbacks).
+  promotion into a change failure (switchyard.core.dora.apply_manual_rollbacks). A promoted
+  release of an older image is a rollback too, and is folded the same way
+  (switchyard.core.dora.rollback_releases).
 * The change behind a release: tags the routine flows put on every run they start
   (`switchyard.change-at=<ISO time>`, `switchyard.commit=<sha>`, `switchyard.trigger=merge|monthly-patch`):
   release-on-merge records the merge commit's time, the monthly patch the start of the rebuild.
   A release started by hand has no such tags: its image's gallery tags give the commit and the
   build time; failing those, the release's own start (then lead time is a lower bound).
+* The change type (app, patch, rollback: switchyard.core.dora.classify_change): the trigger tag
+  above, and the image production ran before the release. The release flow records no previous
+  version of its own, so it is replayed from the history itself
+  (switchyard.core.dora.live_versions_before): the release runs and rollback runs of the last
+  PREVIOUS_LOOKBACK days. The gallery cannot say it: an image's tags say when it first held full
+  traffic somewhere, not what a given environment ran. A release whose predecessor is not in that
+  history, and that carries no trigger tag, is of unknown type, and the report says so.
 """
 
 from __future__ import annotations
@@ -55,7 +64,9 @@ from switchyard.core.dora import (
     RunStep,
     StepKind,
     apply_manual_rollbacks,
+    live_versions_before,
     record_from_run,
+    rollback_releases,
 )
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
 from tasks.canary import set_canary_split
@@ -80,6 +91,10 @@ STEP_KINDS: dict[str, StepKind] = {
 
 # A rollback can concern a release promoted before the period: read that far back for them.
 ROLLBACK_LOOKBACK = timedelta(days=14)
+# The version a release replaced is found in the runs before it. The monthly patch releases every
+# live service each month, so a month and a half back almost always holds the run that put the
+# live version there; further back costs reading more runs for little.
+PREVIOUS_LOOKBACK = timedelta(days=45)
 _PAGE = 200
 _TERMINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
 _RUN_STATES = {
@@ -139,6 +154,7 @@ class ReleaseHistory(BaseModel):
     no_change_runs: int = Field(description="runs whose image already served production (not deployments)")
     manual_rollbacks: int
     change_time_sources: dict[str, int] = Field(default_factory=dict)
+    change_types: dict[str, int] = Field(default_factory=dict, description="releases in the period, by type")
     problems: list[str] = Field(default_factory=list, description="runs that could not be read, and why")
 
     def notes_markdown(self) -> str:
@@ -160,6 +176,18 @@ class ReleaseHistory(BaseModel):
         ]
         for source, count in sorted(self.change_time_sources.items()):
             lines.append(f"- Lead time of {count} release(s) starts at {sources.get(source, source)}.")
+        if self.change_types:
+            counts = ", ".join(f"{count} {kind}" for kind, count in sorted(self.change_types.items()))
+            lines.append(
+                f"- Change types (all environments): {counts}. The type comes from the routine flow's trigger "
+                f"tag, or from the version the release replaced, replayed from the runs of the last "
+                f"{PREVIOUS_LOOKBACK.days} days."
+            )
+            if self.change_types.get("unknown"):
+                lines.append(
+                    "- unknown: released by hand, and no earlier run of that service in that environment "
+                    "shows what it replaced (a first release, or one older than the history read)."
+                )
         for problem in self.problems:
             lines.append(f"- Not counted: {problem}")
         return "\n".join(lines) + "\n"
@@ -285,6 +313,7 @@ def _release_run(flow_run: FlowRun, task_runs: list[TaskRun], images: _ImageFact
         steps=[_step(t) for t in task_runs],
         git_commit=commit,
         change_at=change_at,
+        trigger=change.trigger,
     )
     return run, source
 
@@ -309,9 +338,11 @@ def _manual_rollback(flow_run: FlowRun, task_runs: list[TaskRun]) -> ManualRollb
 @task(name="read release history", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
 def read_release_history(start: datetime, end: datetime) -> ReleaseHistory:
     """Every release that ended in [start, end) as a ReleaseRecord (and the ones a rollback in the
-    period concerns, from up to ROLLBACK_LOOKBACK before)."""
+    period concerns, from up to ROLLBACK_LOOKBACK before). Runs from up to PREVIOUS_LOOKBACK before
+    are read to know what each release replaced; runs that cannot be read are reported only when
+    they ended in the period (an older one is not this period's loss)."""
     logger = get_run_logger()
-    since = start - ROLLBACK_LOOKBACK
+    since = start - max(ROLLBACK_LOOKBACK, PREVIOUS_LOOKBACK)
     with get_client(sync_client=True) as client:
         releases = list(_flow_runs(client, RELEASE_FLOW, since, end))
         rollbacks = list(_flow_runs(client, ROLLBACK_FLOW, since, end))
@@ -321,12 +352,26 @@ def read_release_history(start: datetime, end: datetime) -> ReleaseHistory:
     problems: list[str] = []
     sources: dict[str, int] = {}
     no_change = 0
+    runs: list[tuple[FlowRun, ReleaseRun, str]] = []
+
+    def unreadable(flow_run: FlowRun, error: ValueError) -> None:
+        if start <= (_aware(flow_run.end_time) or start) < end:
+            problems.append(f"release run {flow_run.name} ({flow_run.id}): {error}")
+
     for flow_run in releases:
         try:
             run, source = _release_run(flow_run, task_runs[flow_run.id], images)
-            record = record_from_run(run)
         except ValueError as error:
-            problems.append(f"release run {flow_run.name} ({flow_run.id}): {error}")
+            unreadable(flow_run, error)
+            continue
+        runs.append((flow_run, run, source))
+    manual = [r for r in (_manual_rollback(run, task_runs[run.id]) for run in rollbacks) if r is not None]
+    previous = live_versions_before((run for _, run, _ in runs), manual)
+    for flow_run, run, source in runs:
+        try:
+            record = record_from_run(run.model_copy(update={"previous_version": previous.get(run.flow_run_id)}))
+        except ValueError as error:
+            unreadable(flow_run, error)
             continue
         if record is None:
             no_change += 1 if start <= (_aware(flow_run.end_time) or start) < end else 0
@@ -334,8 +379,11 @@ def read_release_history(start: datetime, end: datetime) -> ReleaseHistory:
         records.append(record)
         if start <= record.ended_at < end:
             sources[source] = sources.get(source, 0) + 1
-    manual = [r for r in (_manual_rollback(run, task_runs[run.id]) for run in rollbacks) if r is not None]
-    records = apply_manual_rollbacks(records, manual)
+    records = apply_manual_rollbacks(records, [*manual, *rollback_releases(records)])
+    types: dict[str, int] = {}
+    for record in records:
+        if start <= record.ended_at < end:
+            types[record.change_type.value] = types.get(record.change_type.value, 0) + 1
     for problem in problems:
         logger.warning("not counted: %s", problem)
     logger.info("read %d release run(s) and %d rollback run(s) since %s", len(releases), len(manual), since)
@@ -345,5 +393,6 @@ def read_release_history(start: datetime, end: datetime) -> ReleaseHistory:
         no_change_runs=no_change,
         manual_rollbacks=len(manual),
         change_time_sources=sources,
+        change_types=types,
         problems=problems,
     )

@@ -28,9 +28,72 @@ The "overall" scope pools the production environments (`production_environments`
 is given per service (pooled promotions / services with releases / days), to stay comparable with
 the bands; the fleet-wide count is reported beside it.
 
-Performance bands: DORA Accelerate State of DevOps Report 2023, "How do you compare?" table
-(performance levels elite / high / medium / low). The report describes clusters, not per-metric
-cut points, so the bands below read each metric's column as ranges, with these boundaries:
+Change types
+------------
+Every release record says what kind of change it shipped (`ChangeType`), and the report splits
+the production scope by it, because the three kinds answer different questions: app changes are
+the delivery DORA measures, monthly patch rebuilds are operations work on a fixed cadence (their
+frequency says nothing about the team's delivery), and rollbacks ship no new change at all.
+`classify_change` decides, from facts only, in this order:
+
+1. **rollback**: the image is older than the one production ran before the release (its app
+   version is lower, or the same app version with an older patch level). This comes first because
+   it describes what users got, whatever started the run: releasing an earlier version by hand is
+   a rollback even without the rollback flow. (The rollback *flow* moves traffic back to the color
+   that still runs the previous image: it deploys nothing, so it is no release record; it is
+   folded into the release it undid as that release's failure and restore,
+   `apply_manual_rollbacks`. A promoted rollback release is folded the same way, see
+   `rollback_releases`.)
+2. **patch**: the run carries the monthly patch's trigger tag (`switchyard.trigger=monthly-patch`):
+   that flow rebuilds exactly the app version production runs, with a newer patch level.
+3. **app**: the run carries the merge trigger tag (`switchyard.trigger=merge`): release-on-merge
+   ships a new app version and refuses one that is not newer.
+4. Otherwise (a release by hand) the version live before decides: another app version is **app**,
+   the same app version with a newer patch level is **patch**.
+5. **unknown** when none of that can be told: no trigger tag and no known previous version (the
+   first release of a service in an environment, or one whose predecessor is older than the
+   history read), or an image whose only difference is its base. Unknown is reported as such,
+   never guessed.
+
+Per type, lead time starts when the change entered the pipeline: an app change at its commit, a
+patch rebuild at the start of the rebuild (the time the monthly patch records; a patch released
+by hand starts at its image's build time, a lower bound). A rollback has no lead time: its "commit"
+is the old image's, and counting it would measure how old the restored version is, not delivery;
+rollbacks are left out of every lead time, overall included. They are deployments all the same
+(an image was rolled out), so they count in deployment frequency and in the change failure rate.
+A change failure is counted in the type of the release that failed, so a patch rolled back shows
+in the patch row.
+
+Performance bands: sources and how they were checked
+-----------------------------------------------------
+Source: DORA / Google Cloud, "Accelerate State of DevOps Report 2023", chapter "How do you
+compare?", software delivery performance levels table (https://dora.dev/dora-report-2023).
+Its download page was found (its text lists key findings, not the table); the report PDF itself
+could not be read where this was written, so every boundary below was checked against tables that
+quote it, metric by metric, in Apache DevLake's documentation
+(https://devlake.apache.org/docs/Metrics/DeploymentFrequency, .../LeadTimeForChanges,
+.../CFR and .../FailedDeploymentRecoveryTime, each "Source: 2023 Accelerate State of DevOps,
+Google"), and against the announcement, Google Cloud blog, "2023 State of DevOps Report: Culture is
+everything", 5 October 2023
+(https://cloud.google.com/blog/products/devops-sre/announcing-the-2023-state-of-devops-report),
+which names the four metrics but whose text does not carry the table. The 2023 report renamed
+"time to restore service" to "failed deployment recovery time"; it is the same measure here.
+
+The 2023 levels as quoted (deployment frequency; change lead time; change failure rate; failed
+deployment recovery time):
+
+* elite: on demand (multiple deploys per day); less than one day; 5%; less than one hour.
+* high: between once per day and once per week; between one day and one week; 10%; less than one day.
+* medium: between once per week and once per month; between one week and one month; 15%;
+  between one day and one week.
+* low: between once per week and once per month; between one week and one month; 64%; see below.
+
+Not verified: the low level's recovery time. DevLake's page quotes "more than six months"; this
+module used to say "one to six months", from memory, and no source for that was found. Neither
+changes a boundary here (low starts at one week either way), but which one the report says could
+not be checked against the report.
+
+The report describes clusters, not per-metric cut points, so the bands read each column as ranges:
 
 | band   | deployment frequency | lead time for changes | change failure rate | recovery time |
 |--------|----------------------|-----------------------|---------------------|---------------|
@@ -39,10 +102,19 @@ cut points, so the bands below read each metric's column as ranges, with these b
 | medium | at least once a month| less than one month   | at most 15%         | < one week    |
 | low    | less than monthly    | a month or more       | above 15%           | a week or more|
 
-In the 2023 table the low cluster shares medium's throughput ranges and is set apart by its
-stability (64% failure rate, one to six months to recover); here anything slower than the medium
-range is low, and the gaps between published ranges (e.g. one week to one month of recovery)
-go to the lower band. A month is 30 days.
+Readings, not quotations: the failure rates are the clusters' typical values, read as upper
+bounds; the low cluster shares medium's throughput ranges and is set apart by its stability, so
+anything slower than the medium range is low; gaps between published ranges (e.g. one week to
+one month of recovery) go to the lower band; once a day exactly is high ("multiple deploys per
+day" is elite). A month is 30 days.
+
+Why not the 2024 report (the report itself was not found here, only secondary quotations, e.g.
+https://www.dennis-whalen.com/post/measuring-your-teams-software-delivery-performance): its
+throughput columns match 2023's, with low at "between once per month and
+once every six months" and "between one month and six months", but its change failure rates are
+not ordered by level. The quotation found gives elite 5% and high 20%; medium 10% and low 40% are
+from memory and unverified. A table in which high fails more often than medium cannot be read as
+per-metric bands; the 2023 table can, so the bands stay on 2023 and no boundary changed.
 """
 
 from __future__ import annotations
@@ -55,8 +127,12 @@ from enum import StrEnum
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from switchyard.core.stats import interpolated_percentile
+from switchyard.core.versions import ImageVersion, VersionError
 
-DORA_BENCHMARK_SOURCE = "DORA Accelerate State of DevOps Report 2023, performance levels table"
+# Cited in full (and how it was checked) in the module docstring, "Performance bands".
+DORA_BENCHMARK_SOURCE = (
+    "DORA, Accelerate State of DevOps Report 2023, performance levels table (https://dora.dev/dora-report-2023)"
+)
 
 _HOUR = 3600.0
 _DAY = 24 * _HOUR
@@ -66,6 +142,54 @@ _MONTH = 30 * _DAY
 
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ChangeType(StrEnum):
+    """What a release shipped (module docstring, "Change types")."""
+
+    APP = "app"
+    PATCH = "patch"
+    ROLLBACK = "rollback"
+    UNKNOWN = "unknown"
+
+
+# The values of the `switchyard.trigger=` run tag the routine flows set (tasks/history.py).
+TRIGGER_MERGE = "merge"
+TRIGGER_MONTHLY_PATCH = "monthly-patch"
+
+
+def classify_change(image_version: str, *, trigger: str | None, previous_version: str | None) -> ChangeType:
+    """The change type of a release of `image_version`, from the run's trigger tag (None: started by
+    hand or untagged) and the version production ran before it (None: unknown). The rules and their
+    order are in the module docstring, "Change types"."""
+    new = _parsed(image_version)
+    previous = _parsed(previous_version) if previous_version is not None else None
+    if new is not None and previous is not None and _age(new) < _age(previous):
+        return ChangeType.ROLLBACK
+    if trigger == TRIGGER_MONTHLY_PATCH:
+        return ChangeType.PATCH
+    if trigger == TRIGGER_MERGE:
+        return ChangeType.APP
+    if new is None or previous is None:
+        return ChangeType.UNKNOWN
+    if new.app_version != previous.app_version:
+        return ChangeType.APP  # newer: an older one was a rollback above
+    if new.patch_level > previous.patch_level:
+        return ChangeType.PATCH
+    return ChangeType.UNKNOWN  # same app and patch level, another base: none of the three
+
+
+def _parsed(gallery_version: str) -> ImageVersion | None:
+    try:
+        return ImageVersion.from_gallery_version(gallery_version)
+    except VersionError:
+        return None  # not a switchyard version: nothing can be told from it
+
+
+def _age(version: ImageVersion) -> tuple[int, int]:
+    """How new an image is to its users: app version first, then patch level. The base is left out:
+    a base alone does not make one image older than another."""
+    return (version.app_version.encoded, version.patch_level.encoded)
 
 
 class ReleaseOutcome(StrEnum):
@@ -96,6 +220,7 @@ class ReleaseRecord(_Model):
         default=None, description="all user traffic back on the previous version"
     )
     flow_run_id: str | None = None
+    change_type: ChangeType = ChangeType.UNKNOWN
 
     @model_validator(mode="after")
     def _consistent(self) -> ReleaseRecord:
@@ -224,6 +349,10 @@ class DoraReport(_Model):
     production_environments: list[str]
     overall: DoraMetrics
     groups: list[DoraMetrics] = Field(description="one per service/environment, sorted")
+    by_change_type: list[DoraMetrics] = Field(
+        default_factory=list,
+        description="the overall (production) scope split by change type; scope is the type; types with releases",
+    )
     benchmark: str = DORA_BENCHMARK_SOURCE
 
     @property
@@ -236,6 +365,15 @@ class DoraReport(_Model):
             if metrics.scope == scope:
                 return metrics
         raise KeyError(f"no releases of {scope} in this period; scopes are {[g.scope for g in self.groups]}")
+
+    def change_type(self, change_type: ChangeType) -> DoraMetrics:
+        for metrics in self.by_change_type:
+            if metrics.scope == change_type.value:
+                return metrics
+        raise KeyError(
+            f"no {change_type.value} releases in production in this period; "
+            f"types are {[m.scope for m in self.by_change_type]}"
+        )
 
     def markdown(self) -> str:
         period = f"{self.period.start.isoformat()} to {self.period.end.isoformat()} ({self.period.days:g} days)"
@@ -252,12 +390,33 @@ class DoraReport(_Model):
             "| Change failure rate | Time to restore (median) |",
             "|---|---:|---:|---|---|---|---|",
         ]
-        for metrics in [self.overall, *self.groups]:
-            lines.append(_markdown_row(metrics))
+        lines.append(_markdown_row(self.overall, pooled=True))
+        lines += [_markdown_row(metrics) for metrics in self.groups]
         notes = _markdown_notes([self.overall, *self.groups])
         if notes:
             lines += ["", *notes]
+        lines += ["", *self._change_type_markdown()]
         return "\n".join(lines) + "\n"
+
+    def _change_type_markdown(self) -> list[str]:
+        lines = [
+            "### By change type (production)",
+            "",
+            "app: a new app version (lead time from its commit); patch: a monthly patch rebuild (lead time from "
+            "the start of the rebuild); rollback: an image older than the one it replaced (no new change, no "
+            "lead time); unknown: not enough facts to tell. A failure counts in the type of the release that failed.",
+            "",
+            "| Change type | Releases | Deployments | Deployment frequency | Lead time (median / p90) "
+            "| Change failure rate | Time to restore (median) |",
+            "|---|---:|---:|---|---|---|---|",
+        ]
+        lines += [_markdown_row(metrics, pooled=True) for metrics in self.by_change_type]
+        if not self.by_change_type:
+            lines.append("| - | 0 | 0 | - | - | - | - |")
+        notes = _markdown_notes(self.by_change_type, noun=" releases")
+        if notes:
+            lines += ["", *notes]
+        return lines
 
 
 def dora_report(
@@ -278,11 +437,15 @@ def dora_report(
         for (service, environment), releases in sorted(by_group.items())
     ]
     overall_records = [r for r in in_period if production is None or r.environment in production]
+    by_type: dict[ChangeType, list[ReleaseRecord]] = defaultdict(list)
+    for record in overall_records:
+        by_type[record.change_type].append(record)
     return DoraReport(
         period=period,
         production_environments=production or [],
         overall=_metrics("overall", overall_records, period),
         groups=groups,
+        by_change_type=[_metrics(kind.value, by_type[kind], period) for kind in ChangeType if by_type[kind]],
     )
 
 
@@ -299,7 +462,10 @@ def _metrics(scope: str, releases: list[ReleaseRecord], period: ReportingPeriod)
     if releases:
         per_day = len(promoted) / services / period.days
 
-    lead_seconds = [(r.ended_at - r.commit_time).total_seconds() for r in promoted]
+    # A rollback ships no new change: its "commit" is the restored image's (module docstring).
+    lead_seconds = [
+        (r.ended_at - r.commit_time).total_seconds() for r in promoted if r.change_type is not ChangeType.ROLLBACK
+    ]
     lead_median = _seconds(interpolated_percentile(lead_seconds, 0.5))
     lead_p90 = _seconds(interpolated_percentile(lead_seconds, 0.9))
 
@@ -392,6 +558,12 @@ class ReleaseRun(_Model):
         description="when the change entered the pipeline: the merge commit's time, or the start of the "
         "patch rebuild; None: unknown (the release's start is used, so lead time is a lower bound)",
     )
+    trigger: str | None = Field(
+        default=None, description="the routine flow that started it (merge, monthly-patch); None: by hand"
+    )
+    previous_version: str | None = Field(
+        default=None, description="the image production ran when the run started; None: unknown"
+    )
 
 
 class ManualRollback(_Model):
@@ -474,7 +646,78 @@ def record_from_run(run: ReleaseRun) -> ReleaseRecord | None:
         failure_detected_at=failure_detected_at,
         traffic_restored_at=traffic_restored_at,
         flow_run_id=run.flow_run_id,
+        change_type=classify_change(run.image_version, trigger=run.trigger, previous_version=run.previous_version),
     )
+
+
+def live_versions_before(runs: Iterable[ReleaseRun], rollbacks: Iterable[ManualRollback]) -> dict[str, str | None]:
+    """For each release run (by flow_run_id): the image its environment ran when it started, as far
+    as the runs given show it, else None (unknown). The facts, replayed in time order per service
+    and environment:
+    * a run that completed leaves its image live (it promoted it, or found it already live);
+    * a run that reached users and did not restore them (it crashed mid-canary, or its rollback
+      failed) leaves production in a state no version names: unknown;
+    * a succeeded run of the rollback flow puts back what was live before the last such change, once
+      (a second rollback finds production already stable);
+    * any other run (failed before users, rolled back, cancelled before users) changes nothing.
+    Nothing before the first run given is known: the caller reads far enough back."""
+    runs = list(runs)
+    events: dict[tuple[str, str], list[tuple[datetime, int, str, ReleaseRun | None]]] = defaultdict(list)
+    for run in runs:
+        scope = (run.service, run.environment)
+        # At one instant a change that ended comes before a run that started (order 0 before 1).
+        events[scope].append((run.started_at, 1, "start", run))
+        if run.state is RunState.COMPLETED or _left_users_unrestored(run):
+            events[scope].append((run.ended_at, 0, "live", run))
+    for rollback in rollbacks:
+        if rollback.succeeded:
+            events[(rollback.service, rollback.environment)].append((rollback.ended_at, 0, "rollback", None))
+
+    found: dict[str, str | None] = {}
+    for scope_events in events.values():
+        # What production ran, oldest first; None is an unknown state. `undoable`: the last entry was
+        # put there by a release, so a rollback can take it off.
+        live: list[str | None] = []
+        undoable = False
+        for _, _, kind, subject in sorted(scope_events, key=lambda event: (event[0], event[1])):
+            if kind == "start":
+                assert subject is not None
+                found[subject.flow_run_id] = live[-1] if live else None
+            elif kind == "live":
+                assert subject is not None
+                version = subject.image_version if subject.state is RunState.COMPLETED else None
+                if not live or live[-1] != version or version is None:
+                    live.append(version)
+                    undoable = True
+            elif undoable and live:
+                live.pop()
+                undoable = False
+    return found
+
+
+def _left_users_unrestored(run: ReleaseRun) -> bool:
+    steps = _started(run.steps)
+    reached = any(s.kind in (StepKind.SPLIT, StepKind.PROMOTE) for s in steps)
+    restored = any(s.kind is StepKind.ROLLBACK and s.succeeded for s in steps)
+    return run.state is not RunState.COMPLETED and reached and not restored
+
+
+def rollback_releases(records: Iterable[ReleaseRecord]) -> list[ManualRollback]:
+    """Promoted releases of an older image, as the rollbacks they are: each undoes the release
+    before it, which `apply_manual_rollbacks` then counts as a change failure restored when the
+    rollback release held full traffic. The rollback release stays a deployment of its own."""
+    return [
+        ManualRollback(
+            flow_run_id=record.flow_run_id or "unknown",
+            service=record.service,
+            environment=record.environment,
+            started_at=record.started_at,
+            ended_at=record.ended_at,
+            succeeded=True,
+        )
+        for record in records
+        if record.change_type is ChangeType.ROLLBACK and record.outcome is ReleaseOutcome.PROMOTED
+    ]
 
 
 def _started(steps: Iterable[RunStep]) -> list[RunStep]:
@@ -537,16 +780,19 @@ def apply_manual_rollbacks(
 # Markdown
 
 
-def _markdown_row(metrics: DoraMetrics) -> str:
+def _markdown_row(metrics: DoraMetrics, *, pooled: bool = False) -> str:
+    """One table row; `pooled`: the scope pools services, so its frequency is per service."""
     if metrics.deployments_per_day is None:
         frequency = "-"
     else:
         frequency = f"{metrics.deployments_per_day:.2f}/day ({metrics.deployments_per_week:.1f}/week)"
-        if metrics.scope == "overall" and metrics.services > 1:
+        if pooled and metrics.services > 1:
             frequency += f" per service, {metrics.services} services"
         frequency += _band(metrics.deployment_frequency_band)
     lead = "-"
-    if metrics.lead_time_median is not None:
+    if metrics.scope == ChangeType.ROLLBACK.value:
+        lead = "n/a (no new change)"
+    elif metrics.lead_time_median is not None:
         lead = f"{_duration(metrics.lead_time_median)} / {_duration(metrics.lead_time_p90)}"
         lead += _band(metrics.lead_time_band)
     failure_rate = (
@@ -566,7 +812,7 @@ def _markdown_row(metrics: DoraMetrics) -> str:
     )
 
 
-def _markdown_notes(scopes: list[DoraMetrics]) -> list[str]:
+def _markdown_notes(scopes: list[DoraMetrics], noun: str = "") -> list[str]:
     notes = []
     for metrics in scopes:
         parts = []
@@ -577,7 +823,7 @@ def _markdown_notes(scopes: list[DoraMetrics]) -> list[str]:
         if metrics.unrestored_failures:
             parts.append(f"{metrics.unrestored_failures} production failures without a recorded restore")
         if parts:
-            notes.append(f"- {metrics.scope}: " + "; ".join(parts) + ".")
+            notes.append(f"- {metrics.scope}{noun}: " + "; ".join(parts) + ".")
     return notes
 
 

@@ -32,6 +32,7 @@ from flows.release_on_merge import ReleaseChainFailed, release_on_merge
 from flows.weekly_report import weekly_report
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import FaultProfile, FrontendPorts, ServiceConfig, ServiceContext
+from switchyard.core.dora import ChangeType
 from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import MergeRefused, ReleaseFailed
@@ -39,7 +40,7 @@ from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.versions import ImageVersion
 from switchyard.stages.traffic import SteadyTraffic, TrafficReport
 from switchyard_emulator.testing import free_port
-from tasks.history import TAG_COMMIT, parse_change_tags
+from tasks.history import TAG_COMMIT, parse_change_tags, read_release_history
 from tests.e2e.repo_commits import labelled_commit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -311,3 +312,36 @@ def test_the_weekly_report_counts_what_happened(
     markdown = latest_artifact("dora-weekly")
     assert "| merger/production | 3 | 2 |" in markdown and "33.3% (1 of 3)" in markdown
     assert "the merge commit's time" in markdown and "the start of the patch rebuild" in markdown
+    assert "### By change type (production)" in markdown and "- Change types (all environments): " in markdown
+    assert report.change_type(ChangeType.PATCH).promoted >= 2  # patchy's and merger's rebuilds
+
+
+# The reader is a task called here outside a flow: its logs have no flow run to go to.
+@pytest.mark.filterwarnings("ignore:Logger 'prefect.task_runs' attempted to send logs:UserWarning")
+def test_every_release_of_the_routine_says_what_kind_of_change_it_shipped(
+    patched: tuple[list[Any], dict[str, TrafficReport]],
+    merged: Merged,
+    rolled_back: tuple[ReleaseSummary, datetime],
+    patchy_v1: str,
+) -> None:
+    end = datetime.now(UTC) + timedelta(seconds=1)
+    history = read_release_history(end - timedelta(days=7), end)
+    kinds = {
+        (r.service, r.environment, r.image_version): r.change_type
+        for r in history.records
+        if r.service in ("patchy", "merger")
+    }
+    results = {r.service: r for r in patched[0]}
+    bad_version = rolled_back[0].image_version
+    assert kinds == {
+        # patchy's first release, by hand: nothing before it in the history, so unknown, not guessed
+        ("patchy", "production", patchy_v1): ChangeType.UNKNOWN,
+        ("patchy", "staging", results["patchy"].new_version): ChangeType.PATCH,
+        ("patchy", "production", results["patchy"].new_version): ChangeType.PATCH,
+        ("merger", "staging", merged.result.image_version): ChangeType.APP,  # the merge's trigger tag
+        ("merger", "production", merged.result.image_version): ChangeType.APP,
+        ("merger", "staging", results["merger"].new_version): ChangeType.PATCH,
+        ("merger", "production", results["merger"].new_version): ChangeType.PATCH,
+        # by hand, and newer than the patched image it replaced (read from the runs before it)
+        ("merger", "production", bad_version): ChangeType.APP,
+    }

@@ -226,7 +226,10 @@ def test_markdown_shows_the_table_with_bands_and_the_source() -> None:
     text = dora_report(fleet(), PERIOD).markdown()
 
     assert text.startswith("## DORA metrics, 2026-11-01T00:00:00+00:00 to 2026-11-29T00:00:00+00:00 (28 days)")
-    assert "DORA Accelerate State of DevOps Report 2023" in text
+    assert (
+        "DORA, Accelerate State of DevOps Report 2023, performance levels table (https://dora.dev/dora-report-2023)"
+        in text
+    )
     assert "| Scope | Releases | Deployments | Deployment frequency |" in text
     assert (
         "| sample/production | 8 | 4 | 0.14/day (1.0/week) **high** | 15.0 h / 2.4 d **elite** "

@@ -36,6 +36,7 @@ from switchyard.images.artifact import load_app_config
 from switchyard.images.azure_image import AzureImage, AzureImageRequest, build_azure_image
 from switchyard.images.local_image import LocalImage, LocalImageRequest, build_local_image
 from switchyard.images.packer import AZURE_TEMPLATE, LOCAL_TEMPLATE, PackerRunner
+from switchyard.images.packer_output import PackerLine
 from switchyard.images.scan import ArtifactChanged, ImageScan, scan_artifact, verify_scanned
 from switchyard.images.scanners.osv import OsvScanner
 from switchyard.images.scanners.trivy import TrivyConfig, TrivyScanner
@@ -204,26 +205,21 @@ def build_image(
     app_dir = export_app(source, output_dir / "source")
     logger.info("%s", describe_source(source))
     request = build_request(context.environment, plan, app_dir, output_dir)
+
+    def packer_line(line: PackerLine) -> None:
+        logger.info("packer: %s", line.text)
+
     image: BuiltImage
     try:
         if isinstance(request, AzureImageRequest):
-            logger.info(
-                "building on Azure: managed image %s in %s", request.managed_image_name, request.build_resource_group
-            )
+            group = request.build_resource_group
+            logger.info("building on Azure: managed image %s in %s", request.managed_image_name, group)
             image = build_azure_image(
-                request,
-                template=template,
-                on_line=lambda line: logger.info("packer: %s", line.text),
-                timeout=timeout_s,
-                cancel_event=cancel,
+                request, template=template, on_line=packer_line, timeout=timeout_s, cancel_event=cancel
             )
         else:
             image = build_local_image(
-                request,
-                template=template,
-                on_line=lambda line: logger.info("packer: %s", line.text),
-                timeout=timeout_s,
-                cancel_event=cancel,
+                request, template=template, on_line=packer_line, timeout=timeout_s, cancel_event=cancel
             )
     except BaseException:
         cancel.set()  # make sure Packer's process group goes with us

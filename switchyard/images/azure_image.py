@@ -10,15 +10,13 @@ scanners and the same gate judge before anything is published (docs/decisions/00
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from switchyard.core.image_metadata import format_utc
-from switchyard.core.topology import check_name
-from switchyard.core.versions import BASE_CATALOG, ImageVersion
-from switchyard.images.artifact import ArtifactError, FaultProfile, ImageManifest, read_manifest, sha256_file
+from switchyard.core.versions import BASE_CATALOG
+from switchyard.images.artifact import ImageManifest, sha256_file
+from switchyard.images.build_request import ImageBuildRequest
 from switchyard.images.packer import (
     AZURE_TEMPLATE,
     DEFAULT_BUILD_TIMEOUT_SECONDS,
@@ -31,25 +29,11 @@ from switchyard.images.packer_output import LineCallback, PackerBuildError, Pack
 DEFAULT_BUILD_VM_SIZE = "Standard_D2s_v5"
 
 
-class AzureImageRequest(BaseModel):
-    """What to build on Azure: one service's app (exported from its commit) as one image version."""
+class AzureImageRequest(ImageBuildRequest):
+    """What to build on Azure: the azure template's variables add the build VM and where it goes."""
 
-    model_config = ConfigDict(frozen=True)
-
-    service: str
-    app_dir: Path
-    version: ImageVersion
-    git_commit: str = Field(pattern=r"^[0-9a-f]{7,64}$")
-    fault_profile: FaultProfile = Field(default_factory=lambda: FaultProfile.model_validate({}))
-    output_dir: Path
     build_resource_group: str = Field(min_length=1, description="Existing group for the build VM and managed image.")
     vm_size: str = DEFAULT_BUILD_VM_SIZE
-    built_at: datetime = Field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
-
-    @field_validator("service")
-    @classmethod
-    def _service_name(cls, service: str) -> str:
-        return check_name("service", service)
 
     @property
     def managed_image_name(self) -> str:
@@ -59,30 +43,17 @@ class AzureImageRequest(BaseModel):
     def scan_inputs_name(self) -> str:
         return f"{self.service}-{self.version.gallery_version}.scan-inputs.tar.gz"
 
-    @property
-    def packer_manifest_path(self) -> Path:
-        return self.output_dir.resolve() / f"{self.service}-{self.version.gallery_version}.packer-manifest.json"
-
     def packer_variables(self) -> dict[str, str]:
         marketplace = BASE_CATALOG[str(self.version.base)].marketplace
         return {
+            **self.common_variables(),
             "vm_size": self.vm_size,
             "build_resource_group": self.build_resource_group,
             "managed_image_name": self.managed_image_name,
             "output_dir": str(self.output_dir.resolve()),
-            "service": self.service,
-            "app_dir": str(self.app_dir.resolve()),
-            "base": str(self.version.base),
             "base_image_publisher": marketplace.publisher,
             "base_image_offer": marketplace.offer,
             "base_image_sku": marketplace.sku,
-            "patch_level": str(self.version.patch_level),
-            "app_version": str(self.version.app_version),
-            "gallery_version": self.version.gallery_version,
-            "git_commit": self.git_commit,
-            "fault_profile": self.fault_profile.model_dump_json(exclude_none=True),
-            "built_at": format_utc(self.built_at),
-            "packer_manifest_path": str(self.packer_manifest_path),
         }
 
 
@@ -133,19 +104,7 @@ def build_azure_image(
     scan_inputs = request.output_dir.resolve() / request.scan_inputs_name
     if not scan_inputs.is_file():
         raise PackerBuildError(f"Packer reported success but downloaded no scan inputs ({scan_inputs})")
-    manifest = read_manifest(scan_inputs)
-    expected = {
-        "name": request.service,
-        "base": str(request.version.base),
-        "patch_level": str(request.version.patch_level),
-        "app_version": str(request.version.app_version),
-        "gallery_version": request.version.gallery_version,
-        "git_commit": request.git_commit,
-        "fault_profile": request.fault_profile,
-    }
-    differing = [key for key, value in expected.items() if getattr(manifest, key) != value]
-    if differing:
-        raise ArtifactError(f"{scan_inputs.name}: manifest.json differs from the request in {', '.join(differing)}")
+    manifest = request.checked_manifest(scan_inputs)
     return AzureImage(
         managed_image_id=managed_image_id,
         scan_inputs_path=scan_inputs,

@@ -7,23 +7,17 @@ switchyard.images.packer's ``PackerRunner``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 
-from switchyard.core.image_metadata import format_utc
-from switchyard.core.topology import check_name
-from switchyard.core.versions import ImageVersion
 from switchyard.images.artifact import (
-    ArtifactError,
-    FaultProfile,
     ImageManifest,
     load_app_config,
-    read_manifest,
     sha256_file,
 )
+from switchyard.images.build_request import ImageBuildRequest
 from switchyard.images.packer import (
     DEFAULT_BUILD_TIMEOUT_SECONDS,
     LOCAL_TEMPLATE,
@@ -34,47 +28,15 @@ from switchyard.images.packer import (
 from switchyard.images.packer_output import LineCallback, PackerBuildError, PackerTemplateError
 
 
-class LocalImageRequest(BaseModel):
-    """What to build: one service's app folder as one image version."""
-
-    model_config = ConfigDict(frozen=True)
-
-    service: str
-    app_dir: Path
-    version: ImageVersion
-    git_commit: str = Field(pattern=r"^[0-9a-f]{7,64}$")
-    fault_profile: FaultProfile = Field(default_factory=lambda: FaultProfile.model_validate({}))
-    output_dir: Path
-    # Part of the manifest and every tar entry's mtime: the same request gives the same digest.
-    built_at: datetime = Field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
-
-    @field_validator("service")
-    @classmethod
-    def _service_name(cls, service: str) -> str:
-        return check_name("service", service)
+class LocalImageRequest(ImageBuildRequest):
+    """What to build on this machine: the local template's variables add where the artifact goes."""
 
     @property
     def artifact_name(self) -> str:
         return f"{self.service}-{self.version.gallery_version}.tar.gz"
 
-    @property
-    def packer_manifest_path(self) -> Path:
-        return self.output_dir.resolve() / f"{self.service}-{self.version.gallery_version}.packer-manifest.json"
-
     def packer_variables(self) -> dict[str, str]:
-        return {
-            "service": self.service,
-            "app_dir": str(self.app_dir.resolve()),
-            "base": str(self.version.base),
-            "patch_level": str(self.version.patch_level),
-            "app_version": str(self.version.app_version),
-            "gallery_version": self.version.gallery_version,
-            "git_commit": self.git_commit,
-            "fault_profile": self.fault_profile.model_dump_json(exclude_none=True),  # unset faults stay out
-            "built_at": format_utc(self.built_at),
-            "output_dir": str(self.output_dir.resolve()),
-            "packer_manifest_path": str(self.packer_manifest_path),
-        }
+        return {**self.common_variables(), "output_dir": str(self.output_dir.resolve())}
 
 
 class LocalImage(BaseModel):
@@ -128,19 +90,7 @@ def build_local_image(
     recorded = _recorded_checksum(Path(f"{artifact}.sha256"), artifact.name)
     if recorded != digest:
         raise PackerBuildError(f"{artifact.name}: sha256 {digest} does not match the checksum file's {recorded}")
-    manifest = read_manifest(artifact)
-    expected = {
-        "name": request.service,
-        "base": str(request.version.base),
-        "patch_level": str(request.version.patch_level),
-        "app_version": str(request.version.app_version),
-        "gallery_version": request.version.gallery_version,
-        "git_commit": request.git_commit,
-        "fault_profile": request.fault_profile,
-    }
-    differing = [key for key, value in expected.items() if getattr(manifest, key) != value]
-    if differing:
-        raise ArtifactError(f"{artifact.name}: manifest.json differs from the request in {', '.join(differing)}")
+    manifest = request.checked_manifest(artifact)
     return LocalImage(
         artifact_path=artifact,
         sha256=digest,

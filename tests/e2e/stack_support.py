@@ -172,6 +172,20 @@ def start_run(deployment: str, parameters: dict[str, Any], timeout_s: float = 30
     return cast(FlowRun, run_deployment(name, parameters=parameters, timeout=timeout_s))
 
 
+def python_in_a_subprocess(code: str, log: Path) -> subprocess.Popen[bytes]:
+    """Run Python `code` from the repository root in a session of its own (so a test can SIGKILL it
+    and everything it started, as a dying worker would), its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=REPO_ROOT,
+            env=dict(os.environ),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 0.5) -> T:
     """Poll until `probe` returns something truthy; fail naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

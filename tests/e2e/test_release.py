@@ -38,7 +38,7 @@ from switchyard_emulator.testing import EmulatorHandle
 from tasks.events import heartbeat
 from tasks.release import VerificationFailed
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import autoscale_enabled, release_events, wait_for
+from tests.e2e.stack_support import autoscale_enabled, python_in_a_subprocess, release_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -194,15 +194,7 @@ def _release_in_a_subprocess(fleet: Fleet, image: str, log: Path) -> subprocess.
         "from flows.release import release\n"
         f"release(service={SERVICE!r}, environment={ENV!r}, image_version={image!r}, strategy='canary')\n"
     )
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", code],
-            cwd=Path(__file__).resolve().parents[2],
-            env=dict(os.environ),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return python_in_a_subprocess(code, log)
 
 
 def _wait_for_canary(timeout_s: float = 120) -> None:

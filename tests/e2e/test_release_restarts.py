@@ -13,10 +13,8 @@ is the price of a lock that lives in the server rather than in a process (tasks/
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import wait_for
+from tests.e2e.stack_support import python_in_a_subprocess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -99,15 +97,7 @@ def start_release(image: str, log: Path, policy: str | None = None) -> subproces
         f"release(service={SERVICE!r}, environment={ENV!r}, image_version={image!r}, strategy='canary', "
         f"policy={policy!r})\n"
     )
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", code],
-            cwd=Path(__file__).resolve().parents[2],
-            env=dict(os.environ),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return python_in_a_subprocess(code, log)
 
 
 def kill_when_it_plans(run: subprocess.Popen[bytes], log: Path, kind: str) -> None:

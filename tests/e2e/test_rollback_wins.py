@@ -10,9 +10,7 @@ switch production back to the image a person just took out.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +30,7 @@ from switchyard.core.state import ServiceObservation
 from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import wait_for
+from tests.e2e.stack_support import python_in_a_subprocess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -85,15 +83,7 @@ def release_elsewhere(image: str, policy: str, log: Path) -> subprocess.Popen[by
         "    summary = failure.summary\n"
         "print('SUMMARY ' + summary.model_dump_json())\n"
     )
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", code],
-            cwd=Path(__file__).resolve().parents[2],
-            env=dict(os.environ),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return python_in_a_subprocess(code, log)
 
 
 def summary_of(process: subprocess.Popen[bytes], log: Path) -> dict[str, object]:

@@ -21,6 +21,7 @@ from blocks.seed import seed_blocks
 from switchyard.checkout import checkout_fleet
 from switchyard.core.config import FrontendPorts, ImageRecipe
 from switchyard.core.fleet import Fleet
+from switchyard.core.hooks import CommandHook
 from switchyard.core.rollout import Strategy
 from switchyard.core.scan_policy import ScanConfiguration
 from switchyard.core.stages import PerformanceTest
@@ -104,6 +105,10 @@ def fleet(
         fleet.services[name] = sample.model_copy(update={"name": name})
     workdir_app = app_repository(tmp_path_factory.mktemp("workdir-repo"), Path(sample.app_dir))
     fleet.services["workdir"] = sample.model_copy(update={"name": "workdir", "app_dir": str(workdir_app)})
+    # The test stages' own service runs the sample's integration tests (fleet.yaml shows how).
+    fleet.services["pier"] = fleet.services["pier"].model_copy(
+        update={"integration_test": CommandHook(command=["python3", "apps/sample/tests/integration.py"], timeout_s=60)}
+    )
     fleet.services["vulnerable"] = sample.model_copy(
         update={"name": "vulnerable", "app_dir": str(FIXTURES / "apps" / "vulnerable")}
     )

@@ -48,8 +48,6 @@ TEST_RELEASE_POLICY = {
     "healthy_timeout_s": 60,
     "min_ready_s": 3,
     "split_tolerance": 0.15,
-    # Five more seconds a release: test_release_stages.py turns it on where it is tested.
-    "performance_test": None,
 }
 TEST_SLO = {"min_requests": 40, "min_latency_samples": 40, "min_cpu_samples": 1}
 

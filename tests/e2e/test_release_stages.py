@@ -39,7 +39,7 @@ def images(fleet: Fleet) -> dict[str, str]:
     faults = {
         "v1": FaultProfile(),
         "v2": FaultProfile(),
-        "failing": FaultProfile(error_rate=0.5),
+        "failing": FaultProfile(error_rate=1.0),  # every work request fails: no test can miss it
         "slow": FaultProfile(extra_latency_ms=400),
     }
     built = {

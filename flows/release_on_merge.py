@@ -8,7 +8,7 @@ it from the Git host's webhook; prefect.yaml maps its payload to this flow's par
   2. build, scan and publish the image of the app at that commit (the image pipeline; an
      identical build already published is reused);
   3. release it to each environment in order (staging, then production), stopping at the first
-     environment where it does not go live;
+     environment where it does not go live, or does not hold it for that environment's soak time;
   4. publish a summary (artifact `merge-<service>`); the run fails if a stage failed.
 Every run it starts is tagged with the change (commit, commit time): the DORA report measures lead
 time from the commit time (tasks/history.py).
@@ -35,6 +35,7 @@ from tasks.routine import (
     check_committed_at,
     check_environments,
     production_image,
+    soak,
 )
 
 DEFAULT_ENVIRONMENTS = ["staging", "production"]
@@ -58,9 +59,20 @@ def release_through(service: str, image_version: str, environments: list[str]) -
             summary = state.result()
             assert isinstance(summary, ReleaseSummary)
             live: StageResult = "promoted" if summary.outcome == "promoted" else "already-live"
-            stages.append(StageOutcome(environment=environment, outcome=live, flow_run_id=run_id))
-            logger.info("%s %s in %s: %s", service, image_version, environment, live)
-            continue
+            later = environments[position + 1 :]
+            # Staging soak time: the next environment starts only once this one held the version.
+            problem = soak(service, environment, image_version) if later else None
+            if problem is None:
+                stages.append(StageOutcome(environment=environment, outcome=live, flow_run_id=run_id))
+                logger.info("%s %s in %s: %s", service, image_version, environment, live)
+                continue
+            detail = f"went live ({live}), then did not hold during its soak: {problem}"
+            stages.append(StageOutcome(environment=environment, outcome="failed", detail=detail, flow_run_id=run_id))
+            stages += [
+                StageOutcome(environment=next_one, outcome="not-run", detail=f"stopped: {environment} failed its soak")
+                for next_one in later
+            ]
+            break
         error = state.result(raise_on_failure=False)
         rolled_back = (
             isinstance(error, ReleaseFailed) and error.summary is not None and error.summary.outcome == "rolled-back"

@@ -9,6 +9,7 @@ switchyard/core/routine.py.
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 from prefect import get_run_logger, task
@@ -21,6 +22,7 @@ from blocks import ServiceBlock, UnknownNameError, load_environment, load_servic
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
+from switchyard.core.routine import soak_problem
 from switchyard.core.versions import AppVersion, VersionError
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
@@ -162,3 +164,30 @@ def production_image(service: str, environment: str) -> ProductionImage:
         metadata.git_commit[:12],
     )
     return ProductionImage(service=service, environment=environment, image=metadata)
+
+
+@task(name="soak", cache_policy=NO_CACHE)
+def soak(service: str, environment: str, image_version: str) -> str | None:
+    """Watch `image_version` hold in `environment` for the environment's soak time before a chain
+    moves on; the problem that stopped it, or None (also when the environment has no soak time)."""
+    logger = get_run_logger()
+    context = ServiceContext(environment=load_environment(environment), service=load_service(service))
+    soak_s = context.environment.soak_s
+    if soak_s <= 0:
+        return None
+    logger.info("soaking %s %s in %s for %g s before the next environment", service, image_version, environment, soak_s)
+    cloud = cloud_for(context)
+    # A look every few seconds (a tenth of the soak, between 1 s and 30 s): often enough to stop a chain
+    # soon after a person's rollback, rarely enough not to weigh on the cloud's read limits.
+    interval = min(30.0, max(1.0, soak_s / 10))
+    deadline = time.monotonic() + soak_s
+    while True:
+        problem = soak_problem(cloud.observe(context.topology), image_version)
+        if problem is not None:
+            logger.error("%s %s did not hold in %s: %s", service, image_version, environment, problem)
+            return problem
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            logger.info("%s %s held in %s for %g s", service, image_version, environment, soak_s)
+            return None
+        time.sleep(min(interval, remaining))

@@ -73,6 +73,13 @@ class AzureEnvironment(BaseModel):
         "build region); the build's identity needs rights on it only. Required by image_builder azure.",
     )
     build_vm_size: str = Field("Standard_D2s_v5", description="VM size of the azure builder's build VM.")
+    soak_s: float = Field(
+        0.0,
+        ge=0,
+        le=86_400,
+        description="Soak time: when a chain (a merge, the monthly patch) has released here and a later "
+        "environment is next, how long the new version must stay live and healthy here before that one starts.",
+    )
     vnet_address_space: str = Field("10.20.0.0/16", description="Address space of the topology's VNet.")
     admin_username: str = Field("switchyard", description="Admin user on the instances.")
     ssh_public_key: str = Field(description="SSH public key for the instances' admin user.")

@@ -1,7 +1,8 @@
 """What the routine flows report: a chain of releases through the environments, one outcome each.
 
 Release on merge ships one image through the chain; the monthly patch does so for every service
-of the fleet. Both stop a chain at its first environment that does not go live.
+of the fleet. Both stop a chain at its first environment that does not go live, or that does not
+hold it for the environment's soak time (`soak_s`) before the next one starts.
 """
 
 from __future__ import annotations
@@ -12,8 +13,31 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from switchyard.core.state import ServiceObservation
+
 StageResult = Literal["promoted", "already-live", "rolled-back", "failed", "not-run"]
 SUCCEEDED: tuple[StageResult, ...] = ("promoted", "already-live")
+
+
+def soak_problem(observed: ServiceObservation, image_version: str) -> str | None:
+    """Why a version that went live is not holding during its soak, or None while it holds: production
+    routes to a color that runs only it, and every one of those instances is healthy in the pool
+    production routes to (a person's rollback, a newer release or failing instances all stop a chain)."""
+    live = observed.live_color
+    if live is None:
+        return "production routes to no color"
+    live_set = observed.scale_set(live)
+    if not live_set.instances:
+        return f"the live color {live.value} runs no instances"
+    runs = live_set.runs_only
+    if runs != image_version:
+        return f"production runs {runs or 'a mix of versions'} now, not {image_version} (rolled back or replaced)"
+    gateway = observed.gateway
+    probed = gateway.canary_pool_of(live) if gateway.canary_routed else gateway.pool_of(live)
+    unhealthy = [address for address in live_set.addresses if probed.health.get(address) != "Up"]
+    if unhealthy:
+        return f"live instances not healthy: {', '.join(unhealthy)}"
+    return None
 
 
 class StageOutcome(BaseModel):

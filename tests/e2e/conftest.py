@@ -98,7 +98,9 @@ def fleet(
     fleet = checkout_fleet()
     emulator_file = str(emulator.state_dir / "emulator.json")
     for name, environment in fleet.environments.items():
-        fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file})
+        # a short soak: the chains of test_routine.py still watch staging before production
+        soak = {"soak_s": 2} if environment.soak_s else {}
+        fleet.environments[name] = environment.model_copy(update={"emulator_file": emulator_file, **soak})
     sample = fleet.services["sample"]
     services = ("shop", "cart", "broken", "till", "depot", "ledger", "kiosk", "quay", "pier", "hardened", "tampered")
     for name in services:

@@ -61,6 +61,9 @@ def write_test_fleet(path: Path) -> dict[str, Any]:
     sample["frontend_ports"] = {
         environment: {"production": free_port(), "test": free_port()} for environment in sample["frontend_ports"]
     }
+    for environment in fleet["environments"].values():
+        if environment.get("soak_s"):
+            environment["soak_s"] = 1  # still watched, briefly
     for policy in fleet["release_policies"].values():
         policy.update(TEST_RELEASE_POLICY)
         policy["slo"] = {**policy["slo"], **TEST_SLO}

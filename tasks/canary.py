@@ -257,6 +257,11 @@ def _watch(
         if decision == WatchDecision.DECIDED:
             return verdict, signals, False
         if decision == WatchDecision.EXTEND:
+            if not _production_routes_to(context, pool):
+                # Someone else moved production off this pool (a person's rollback): waiting for data
+                # it can no longer get would only delay the release noticing, at its next step.
+                logger.warning("production no longer routes to %s: the analysis ends with what it has", pool)
+                return verdict, signals, False
             # Same start, more data: the window becomes twice as long.
             logger.info(
                 "inconclusive after %.0f s (%s): extending the window%s",
@@ -274,6 +279,11 @@ def _watch(
             signals.total_requests,
             verdict.summary,
         )
+
+
+def _production_routes_to(context: ReleaseContext, pool: str) -> bool:
+    routed = cloud_for(context).router.observe(context.topology, with_health=False).production_pool
+    return routed is not None and routed.lower() == pool.lower()
 
 
 @contextmanager

@@ -125,7 +125,7 @@ class ReleasePolicy(BaseModel):
         None, description="Load switchyard drives through the production listener while it judges a release."
     )
     low_traffic: LowTraffic = Field(
-        "refuse",
+        "wait",
         description="When recent traffic (users plus synthetic load) cannot give a canary step the requests the SLO "
         "needs: refuse the release before any change, or start anyway and wait for data in each analysis.",
     )

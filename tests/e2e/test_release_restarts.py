@@ -37,7 +37,7 @@ from switchyard_emulator.testing import EmulatorHandle
 from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import python_in_a_subprocess, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # four 60 s lease waits
 
 SERVICE, ENV = "kiosk", "production"
 COMMIT = labelled_commit("release-restarts")

@@ -316,6 +316,15 @@ class ServiceConfig(BaseModel):
         "(after the smoke tests): an argv, run without a shell from the repository root, with SWITCHYARD_TEST_URL "
         "and SWITCHYARD_IMAGE_VERSION set; exit code 0 passes.",
     )
+    database: dict[str, str] = Field(
+        default_factory=dict,
+        description="The service's shared database per environment name, as a URL: the one database both "
+        "colors use during a release (hence expand/contract migrations). Every instance is told its URL in "
+        "its custom data, release hooks get it as SWITCHYARD_DATABASE_URL, and feature flags live in its "
+        "switchyard_flags table. {state_dir} stands for switchyard's state folder, e.g. "
+        "sqlite:///{state_dir}/databases/sample-staging.sqlite3. Never a password: custom data is readable "
+        "on every VM (use a managed identity).",
+    )
     patch_wave: int = Field(
         1,
         ge=1,
@@ -341,6 +350,29 @@ class ServiceConfig(BaseModel):
         for environment in value:
             check_name("environment", environment)
         return value
+
+    @field_validator("database")
+    @classmethod
+    def _databases(cls, value: dict[str, str]) -> dict[str, str]:
+        for environment, url in value.items():
+            check_name("environment", environment)
+            scheme, separator, rest = url.partition("://")
+            if not separator or not re.fullmatch(r"[a-z][a-z0-9+.-]*", scheme) or not rest:
+                raise ValueError(f"database of {environment!r}: {url!r} is not a URL (scheme://...)")
+            credentials = rest.split("/", 1)[0].rpartition("@")[0]
+            if ":" in credentials:
+                # Azure: "Do not pass any secrets or passwords in customData property" (the VMSS OS
+                # profile's customData, azure-rest-api-specs ComputeRP virtualMachineScaleSet.json).
+                raise ValueError(
+                    f"database of {environment!r} carries a password: instances read the URL from their custom "
+                    "data, which is not for secrets; authenticate with a managed identity instead"
+                )
+        return value
+
+    def database_url(self, environment: str, state_dir: str) -> str | None:
+        """The environment's database URL with {state_dir} filled in, or None when it has none."""
+        url = self.database.get(environment)
+        return None if url is None else url.replace("{state_dir}", state_dir)
 
     def ports_in(self, environment: str) -> FrontendPorts:
         try:

@@ -384,6 +384,15 @@ class ServiceConfig(BaseModel):
             ) from None
 
 
+def instance_settings(service: ServiceConfig, environment: str, state_dir: str) -> dict[str, str]:
+    """What an instance of `service` in `environment` reads at start (from its custom data)."""
+    settings = {"service": service.name, "environment": environment}
+    database = service.database_url(environment, state_dir)
+    if database is not None:
+        settings["database_url"] = database
+    return settings
+
+
 class FaultProfile(BaseModel):
     """Faults built into an image on purpose, so a demo can ship a bad release the way it looks."""
 

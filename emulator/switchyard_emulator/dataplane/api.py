@@ -29,6 +29,10 @@ class InstanceSpec(_Frozen):
     # The VM size's memory (the emulator's SKU table, resources/quotas.py): what "Available Memory
     # Bytes" is measured against. Not part of the process: a change alone restarts nothing.
     memory_bytes: int | None = None
+    # The model's customData (base64) as this instance was provisioned with it: on a Linux VM the
+    # provisioning agent saves it as a file (/var/lib/waagent/CustomData); here, a file in the
+    # instance's folder named by SWITCHYARD_CUSTOM_DATA.
+    custom_data: str | None = None
 
 
 InstanceState = Literal["creating", "running", "failed", "stopped"]

@@ -21,6 +21,7 @@ PDEATHSIG could not cover.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -306,6 +307,15 @@ class InstanceSupervisor:
             "SWITCHYARD_INSTANCE_ID": spec.instance_id,
             "SWITCHYARD_MANIFEST": str(image.manifest_path),
         }
+        if spec.custom_data is not None:
+            # What Azure's provisioning agent does on a Linux VM: the customData, decoded, in a file
+            # only root reads (/var/lib/waagent/CustomData); the app learns its path from the variable.
+            custom_data_path = instance_dir / "CustomData"
+            custom_data_path.unlink(missing_ok=True)
+            descriptor = os.open(custom_data_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(base64.b64decode(spec.custom_data))
+            env["SWITCHYARD_CUSTOM_DATA"] = str(custom_data_path)
         try:
             with log_path.open("ab") as log_file:
                 process = await asyncio.create_subprocess_exec(

@@ -4,6 +4,8 @@ pass before it is written (upgrade mode, capacity, the image, subnets and gatewa
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,36 @@ def canonical(value: Any) -> str:
 def writable(body: dict[str, Any]) -> dict[str, Any]:
     keep = ("location", "tags", "sku", "properties", "identity", "zones", "plan")
     return json.loads(json.dumps({k: v for k, v in body.items() if k in keep}))
+
+
+# "The base-64 encoded string is decoded to a binary array that is saved as a file on the Virtual
+# Machine. The maximum length of the binary array is 65535 bytes." (VirtualMachineScaleSetOSProfile
+# .customData, azure-rest-api-specs specification/compute/resource-manager/Microsoft.Compute/
+# ComputeRP/stable/*/virtualMachineScaleSet.json; learn.microsoft.com/azure/virtual-machines/custom-data:
+# "you must Base64-encode the contents ... The size can't exceed 64 KB.")
+CUSTOM_DATA_MAX_BYTES = 65535
+CUSTOM_DATA_TARGET = "properties.virtualMachineProfile.osProfile.customData"
+
+
+def custom_data_of(profile: dict[str, Any], previous: str | None) -> str | None:
+    """The model's customData (base64), checked as Azure checks it. Azure never returns it, so a
+    client's read-modify-write (a PATCH of the pools, a PUT of what a GET returned) cannot send it
+    back: a profile without it keeps the previous one, as for the other write-only osProfile values."""
+    value = (profile.get("osProfile") or {}).get("customData")
+    if value is None:
+        return previous
+    if not isinstance(value, str):
+        raise bad_request("customData must be a base-64 encoded string.", target=CUSTOM_DATA_TARGET)
+    try:
+        decoded = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request("customData is not a valid base-64 encoded string.", target=CUSTOM_DATA_TARGET) from None
+    if len(decoded) > CUSTOM_DATA_MAX_BYTES:
+        raise bad_request(
+            f"customData decodes to {len(decoded)} bytes; the maximum length is {CUSTOM_DATA_MAX_BYTES} bytes.",
+            target=CUSTOM_DATA_TARGET,
+        )
+    return value
 
 
 def complete_profile(profile: dict[str, Any]) -> dict[str, Any]:

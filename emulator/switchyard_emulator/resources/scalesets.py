@@ -64,6 +64,7 @@ from switchyard_emulator.resources.scaleset_model import (
     canonical,
     check_profile,
     complete_profile,
+    custom_data_of,
     writable,
 )
 from switchyard_emulator.resources.scaleset_vms import ScaleSetVms
@@ -237,12 +238,18 @@ class ScaleSets(RenderedKind):
                     "A scale set needs a virtualMachineProfile.", target="properties.virtualMachineProfile"
                 )
             profile = models[current_version]
+        custom_data_by_model: dict[str, str] = dict(existing.internal.get("custom_data", {})) if existing else {}
+        custom_data = custom_data_of(profile, custom_data_by_model.get(str(current_version)))
         profile = complete_profile(profile)
         image = check_profile(self.em, profile, location)
         zones = body.get("zones") or (existing.body.get("zones") if existing else None) or []
         self.em.quotas.check_sku_available(vmss_id, location, str(sku["name"]), [str(z) for z in zones])
         self.em.quotas.check_scale_set_write(key, location, str(sku["name"]), capacity)
-        model_changed = existing is None or canonical(profile) != canonical(models.get(current_version))
+        model_changed = (
+            existing is None
+            or canonical(profile) != canonical(models.get(current_version))
+            or custom_data != custom_data_by_model.get(str(current_version))
+        )
         model_version = current_version + 1 if model_changed else current_version
 
         internal: dict[str, Any] = dict(existing.internal) if existing else {"next_instance_id": 0}
@@ -292,6 +299,11 @@ class ScaleSets(RenderedKind):
                     removed.append(inst.instance_id)
             in_use = {i.model_version for i in self.em.store.instances(key)} | {model_version}
             self.em.store.prune_models(key, in_use)
+            # Kept beside the models, never in them: a model is what the VMs' GET shows, and Azure
+            # returns no customData.
+            if custom_data is not None:
+                custom_data_by_model[str(model_version)] = custom_data
+            internal["custom_data"] = {v: data for v, data in custom_data_by_model.items() if int(v) in in_use}
             resource = StoredResource(
                 key=key,
                 id=vmss_id,
@@ -347,6 +359,7 @@ class ScaleSets(RenderedKind):
     def specs(self, key: str) -> list[InstanceSpec]:
         resource = self.em.store.get(key)
         memory_bytes = vm_memory_bytes(str(resource.body["sku"]["name"])) if resource is not None else None
+        custom_data = resource.internal.get("custom_data", {}) if resource is not None else {}
         return [
             InstanceSpec(
                 instance_id=str(inst.instance_id),
@@ -356,6 +369,7 @@ class ScaleSets(RenderedKind):
                 artifact_path=inst.artifact_path,
                 generation=inst.generation,
                 memory_bytes=memory_bytes,
+                custom_data=custom_data.get(str(inst.model_version)),
             )
             for inst in self.em.store.instances(key)
         ]

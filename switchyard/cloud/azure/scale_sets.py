@@ -9,19 +9,22 @@ canary pool (docs/decisions/0010-canary-pools.md).
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceNotFoundError
 
+from switchyard.checkout import default_state_dir
 from switchyard.cloud.azure.clients import AzureClients
 from switchyard.cloud.azure.ids import AzureIds, gallery_version_in, instance_id_in
 from switchyard.cloud.azure.wire import azure_errors, no_progress, wire
 from switchyard.cloud.errors import CloudError, NotFoundError, OperationFailedError, StaleStateError
 from switchyard.cloud.ports import Progress
 from switchyard.core.capacity import ComputeQuota, QuotaUsage
-from switchyard.core.config import AzureEnvironment, ServiceConfig
+from switchyard.core.config import AzureEnvironment, ServiceConfig, instance_settings
 from switchyard.core.state import InstanceObservation, ScaleSetObservation
 from switchyard.core.topology import Color, Topology
 
@@ -193,6 +196,13 @@ class AzureScaleSets:
             }
         ]
 
+    def _custom_data(self) -> str:
+        """What every instance is told at provisioning (base64 JSON, as Azure requires): its service,
+        its environment and the shared database. A change reaches instances with their next model
+        (the next release), as custom data on Azure does."""
+        settings = instance_settings(self._service, self._environment.name, str(default_state_dir()))
+        return base64.b64encode(json.dumps(settings, sort_keys=True).encode()).decode()
+
     def _body(self, topology: Topology, color: Color, image_version: str, capacity: int) -> dict[str, Any]:
         env = self._environment
         service = self._service
@@ -209,6 +219,7 @@ class AzureScaleSets:
                     "osProfile": {
                         "computerNamePrefix": f"{service.name[:8]}{color.value[0]}",
                         "adminUsername": env.admin_username,
+                        "customData": self._custom_data(),
                         "linuxConfiguration": {
                             "disablePasswordAuthentication": True,
                             "ssh": {

@@ -3,13 +3,14 @@ loopback IP), scaling, Manual vs Automatic upgrade policy, manualUpgrade, reimag
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from emulator_helpers import instance_version
+from emulator_helpers import eventually, instance_version
 
-from switchyard_emulator.testing import EmulatorClients, SampleTopology, arm_error
+from switchyard_emulator.testing import EmulatorClients, EmulatorHandle, SampleTopology, arm_error
 
 
 def _ips(clients: EmulatorClients, topo: SampleTopology, name: str) -> dict[str, str]:
@@ -205,3 +206,69 @@ def test_deletes_are_long_running_and_stop_what_they_deleted(
         probe.bind(("127.0.0.1", port))  # free again
     with pytest.raises(ResourceNotFoundError):
         clients.compute.galleries.get(topo.rg, "gallery")
+
+
+def _custom_data_files(emulator: EmulatorHandle, scale_set: str) -> dict[str, bytes]:
+    """instance id -> the CustomData file its process was started with (the provisioning agent's
+    /var/lib/waagent/CustomData on a Linux VM)."""
+    found = {}
+    for path in emulator.state_dir.glob(f"**/instances/{scale_set}-*/*/CustomData"):
+        assert path.stat().st_mode & 0o777 == 0o600, "custom data is for root only"
+        found[path.parent.name] = path.read_bytes()
+    return found
+
+
+def test_custom_data_reaches_each_instance_decoded_and_is_never_returned(
+    emulator: EmulatorHandle, clients: EmulatorClients, published: SampleTopology
+) -> None:
+    topo = published
+    scale_sets = clients.compute.virtual_machine_scale_sets
+    body = topo.scale_set_body(topo.version_id("1.0.0"), 2)
+    first = b'{"database_url": "sqlite:////srv/one.sqlite3"}'
+    body["properties"]["virtualMachineProfile"]["osProfile"]["customData"] = base64.b64encode(first).decode()
+    scale_sets.begin_create_or_update(topo.rg, "web", body).result()
+    assert eventually(lambda: len(_custom_data_files(emulator, "web")) == 2)
+    assert _custom_data_files(emulator, "web") == {"0": first, "1": first}
+    # Azure never returns customData: neither the scale set nor its VMs show it.
+    shown = [scale_sets.get(topo.rg, "web").as_dict()]
+    shown += [vm.as_dict() for vm in clients.compute.virtual_machine_scale_set_vms.list(topo.rg, "web")]
+    assert not [d for d in shown if (d.get("virtual_machine_profile") or d).get("os_profile", {}).get("custom_data")]
+    assert not [d for d in shown if base64.b64encode(first).decode() in str(d)]
+
+    # A PATCH cannot send it back (a GET never shows it): the new instance still gets it.
+    scale_sets.begin_update(topo.rg, "web", {"sku": {"capacity": 3}}).result()
+    assert eventually(lambda: _custom_data_files(emulator, "web").get("2")) == first
+
+    # A new customData is a new model: new instances get it, the running ones keep theirs (Manual).
+    second = b'{"database_url": "sqlite:////srv/two.sqlite3"}'
+    body["sku"]["capacity"] = 4
+    body["properties"]["virtualMachineProfile"]["osProfile"]["customData"] = base64.b64encode(second).decode()
+    scale_sets.begin_create_or_update(topo.rg, "web", body).result()
+    assert eventually(lambda: _custom_data_files(emulator, "web").get("3")) == second
+    assert _custom_data_files(emulator, "web")["0"] == first
+    vms = clients.compute.virtual_machine_scale_set_vms.list(topo.rg, "web")
+    assert {vm.instance_id: vm.latest_model_applied for vm in vms} == {"0": False, "1": False, "2": False, "3": True}
+
+
+@pytest.mark.parametrize(
+    ("custom_data", "message"),
+    [
+        ("not base64!", "not a valid base-64 encoded string"),
+        (base64.b64encode(b"x" * 65536).decode(), "decodes to 65536 bytes; the maximum length is 65535 bytes"),
+    ],
+)
+def test_custom_data_that_is_not_base64_or_over_64_kb_is_refused_and_changes_nothing(
+    clients: EmulatorClients, published: SampleTopology, custom_data: str, message: str
+) -> None:
+    topo = published
+    scale_sets = clients.compute.virtual_machine_scale_sets
+    scale_sets.begin_create_or_update(topo.rg, "web", topo.scale_set_body(topo.version_id("1.0.0"), 1)).result()
+    before = scale_sets.get(topo.rg, "web")
+    body = topo.scale_set_body(topo.version_id("1.0.0"), 1)
+    body["properties"]["virtualMachineProfile"]["osProfile"]["customData"] = custom_data
+    with pytest.raises(HttpResponseError) as refused:
+        scale_sets.begin_create_or_update(topo.rg, "web", body).result()
+    error = arm_error(refused.value)
+    assert error.status == 400 and message in error.message
+    assert error.target == "properties.virtualMachineProfile.osProfile.customData"
+    assert scale_sets.get(topo.rg, "web").etag == before.etag

@@ -22,7 +22,8 @@ import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from switchyard.checkout import REPO_ROOT
+from switchyard.checkout import REPO_ROOT, default_state_dir
+from switchyard.core.config import ServiceConfig
 from switchyard.core.hooks import (
     OUTPUT_TAIL_CHARS,
     CommandHook,
@@ -36,6 +37,7 @@ from switchyard.core.hooks import (
     secret_values,
     tail,
 )
+from switchyard.core.versions import ImageVersion
 from switchyard.redaction import redact
 from switchyard.stack.processes import stop_process_group
 from tasks.release import ReleaseContext
@@ -216,7 +218,8 @@ def log_result(logger: logging.Logger | logging.LoggerAdapter[logging.Logger], r
 
 
 def _run_for_release(context: ReleaseContext, name: HookName) -> HookResult | None:
-    hook = context.policy.hooks.get(name)
+    # The service's own hook (its migrations) before the policy's, which every service shares.
+    hook = context.service.hooks.get(name) or context.policy.hooks.get(name)
     if hook is None:
         return None
     logger = get_run_logger()
@@ -227,9 +230,20 @@ def _run_for_release(context: ReleaseContext, name: HookName) -> HookResult | No
         service=context.service.name,
         environment=context.environment.name,
         image_version=context.image_version,
+        extra_env=release_facts(context.service, context.environment.name, context.image_version),
     )
     log_result(logger, result)
     return result
+
+
+def release_facts(service: ServiceConfig, environment: str, image_version: str) -> dict[str, str]:
+    """What a migration needs to know beside the image: which app version it ships (migrations
+    are tied to app versions) and where the service's shared database is."""
+    facts = {"SWITCHYARD_APP_VERSION": str(ImageVersion.from_gallery_version(image_version).app_version)}
+    database = service.database_url(environment, str(default_state_dir()))
+    if database is not None:
+        facts["SWITCHYARD_DATABASE_URL"] = database
+    return facts
 
 
 # No retries and no cache: a hook runs once per call, and only the flow decides to call it.

@@ -14,7 +14,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from switchyard.core.hooks import CommandHook
+from switchyard.core.hooks import CommandHook, ReleaseHooks
 from switchyard.core.topology import Topology, check_name
 
 AuthMode = Literal["emulator", "default", "service_principal"]
@@ -315,6 +315,12 @@ class ServiceConfig(BaseModel):
         description="The service's own tests, run against the new color through the test listener before users "
         "(after the smoke tests): an argv, run without a shell from the repository root, with SWITCHYARD_TEST_URL "
         "and SWITCHYARD_IMAGE_VERSION set; exit code 0 passes.",
+    )
+    hooks: ReleaseHooks = Field(
+        default_factory=ReleaseHooks,
+        description="The service's own release hooks, e.g. its schema migrations (pre_deploy: expand, "
+        "post_promote: contract): each runs in place of the release policy's hook of the same name, which "
+        "is shared by every service released under that policy.",
     )
     database: dict[str, str] = Field(
         default_factory=dict,

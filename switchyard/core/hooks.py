@@ -42,7 +42,8 @@ class CommandHook(BaseModel):
     command: list[str] = Field(
         min_length=1,
         description="argv, e.g. [python3, migrations/expand.py]; run without a shell. The environment is "
-        "the worker's plus SWITCHYARD_SERVICE, SWITCHYARD_ENVIRONMENT, SWITCHYARD_IMAGE_VERSION, SWITCHYARD_HOOK.",
+        "the worker's plus SWITCHYARD_SERVICE, SWITCHYARD_ENVIRONMENT, SWITCHYARD_IMAGE_VERSION, "
+        "SWITCHYARD_APP_VERSION, SWITCHYARD_DATABASE_URL (when the service has one there) and SWITCHYARD_HOOK.",
     )
     working_dir: str | None = Field(
         None,

@@ -21,7 +21,7 @@ from blocks.seed import seed_blocks
 from switchyard.checkout import checkout_fleet
 from switchyard.core.config import FrontendPorts, ImageRecipe
 from switchyard.core.fleet import Fleet
-from switchyard.core.hooks import CommandHook
+from switchyard.core.hooks import CommandHook, ReleaseHooks
 from switchyard.core.rollout import Strategy
 from switchyard.core.scan_policy import ScanConfiguration
 from switchyard.core.stages import PerformanceTest
@@ -96,6 +96,10 @@ def fleet(
     in a repository of its own, whose working tree a test changes without committing).
     """
     fleet = checkout_fleet()
+    # The services below are clones of `sample` without its database and migrations (those have a
+    # test of their own, test_expand_contract.py): a service's own hooks would replace the policies'
+    # that test_release_hooks.py tests.
+    fleet.services["sample"] = fleet.services["sample"].model_copy(update={"hooks": ReleaseHooks(), "database": {}})
     emulator_file = str(emulator.state_dir / "emulator.json")
     for name, environment in fleet.environments.items():
         # a short soak: the chains of test_routine.py still watch staging before production

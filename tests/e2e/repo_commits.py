@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,4 +47,19 @@ def head_commit() -> str:
 @functools.cache
 def labelled_commit(label: str) -> str:
     tree = _git("rev-parse", "HEAD^{tree}")
+    return _git("commit-tree", tree, "-m", f"switchyard e2e: {label}", env=_FIXED_IDENTITY)
+
+
+@functools.cache
+def commit_replacing(label: str, replacements: tuple[tuple[str, str], ...]) -> str:
+    """A commit of HEAD's tree with the files at the given paths replaced by the given files'
+    contents (e.g. an older version of one module), made like `labelled_commit`: in a temporary
+    index, changing no branch, index or working tree."""
+    with tempfile.TemporaryDirectory() as scratch:
+        index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        _git("read-tree", "HEAD", env=index)
+        for path, source in replacements:
+            blob = _git("hash-object", "-w", source)
+            _git("update-index", "--cacheinfo", f"100644,{blob},{path}", env=index)
+        tree = _git("write-tree", env=index)
     return _git("commit-tree", tree, "-m", f"switchyard e2e: {label}", env=_FIXED_IDENTITY)

@@ -8,6 +8,8 @@ third-party package). Endpoints:
   GET|POST /work/echo    echoes method, path, query (and the request body's size)
   GET /work/compute?n=N  burns CPU: N rounds of sha256 (n <= 5_000_000)
   GET /work/sleep?ms=M   answers after M milliseconds (M <= 60_000)
+  POST /work/notes       stores the body as a note in the shared database: {"id": N}
+  GET /work/notes/N      the note N, whichever instance stored it: {"id": N, "text": ...}
 
 Every answer carries `X-Instance-Id` (the scale-set instance id) and `X-Image-Version` (the
 gallery version of the image it runs), so a client can see which
@@ -18,7 +20,9 @@ error_rate is the share of requests answered 500, extra_latency_ms is added befo
 crash_after_s makes the whole process exit with code 70 that long after it started listening.
 
 Configuration comes from the environment the emulator (or a VM's init) sets:
-SWITCHYARD_LISTEN_HOST, SWITCHYARD_LISTEN_PORT, SWITCHYARD_INSTANCE_ID, SWITCHYARD_MANIFEST.
+SWITCHYARD_LISTEN_HOST, SWITCHYARD_LISTEN_PORT, SWITCHYARD_INSTANCE_ID, SWITCHYARD_MANIFEST; the
+instance's custom data (SWITCHYARD_CUSTOM_DATA names the file; on Azure /var/lib/waagent/CustomData)
+names the shared database (database_url, sqlite:///PATH), which both colors use.
 SIGTERM (or SIGINT) stops accepting connections, lets requests in flight finish, closes idle
 keep-alive connections, and exits 0.
 """
@@ -31,10 +35,13 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import sys
 import time
 from typing import Any
 from urllib.parse import parse_qs
+
+from notes import Notes
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -86,6 +93,7 @@ class Config:
                 "instance_id": self.instance_id,
             }
         ).encode()
+        self.database_path = database_path(read_custom_data(env))
         faults = manifest.get("fault_profile") or {}
         self.error_rate = float(faults.get("error_rate", 0.0))
         self.extra_latency_s = float(faults.get("extra_latency_ms", 0)) / 1000.0
@@ -98,6 +106,35 @@ class Config:
             raise SystemExit(f"sample: fault_profile.error_rate must be within 0..1, got {self.error_rate}")
         if self.extra_latency_s < 0:
             raise SystemExit("sample: fault_profile.extra_latency_ms must not be negative")
+
+
+# Where Azure's Linux provisioning agent leaves a VM's custom data; the emulator names its own file.
+AZURE_CUSTOM_DATA = "/var/lib/waagent/CustomData"
+
+
+def read_custom_data(env: dict[str, str]) -> dict[str, Any]:
+    """The settings switchyard gives every instance (service, environment, database_url): JSON in
+    the VM's custom data; none when the VM has none."""
+    path = env.get("SWITCHYARD_CUSTOM_DATA") or (AZURE_CUSTOM_DATA if os.path.exists(AZURE_CUSTOM_DATA) else "")
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            settings = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"sample: cannot read the instance's custom data {path!r}: {exc}") from exc
+    if not isinstance(settings, dict):
+        raise SystemExit(f"sample: the instance's custom data {path!r} is not a JSON object")
+    return settings
+
+
+def database_path(settings: dict[str, Any]) -> str | None:
+    url = settings.get("database_url")
+    if url is None:
+        return None
+    if not isinstance(url, str) or not url.startswith("sqlite:///"):
+        raise SystemExit(f"sample: database_url {url!r} is not sqlite:///PATH, the one kind this sample opens")
+    return url.removeprefix("sqlite://")
 
 
 class Request:
@@ -183,6 +220,7 @@ class SampleService:
         self.connections: set[HttpConnection] = set()
         self.stopping = False
         self.random = random.Random()
+        self.notes = Notes(config.database_path) if config.database_path else None
 
     def health(self) -> tuple[int, bytes]:
         if self.config.fail_health:
@@ -203,6 +241,11 @@ class SampleService:
             for _ in range(rounds):
                 digest = hashlib.sha256(digest).digest()
             body = {"n": rounds, "digest": digest.hex()}
+        elif request.path == "/work/notes" or request.path.startswith("/work/notes/"):
+            answer = await self.handle_notes(request)
+            if answer[0] != 200:
+                return answer
+            body = json.loads(answer[1])
         elif request.path == "/work/echo":
             body = {
                 "method": request.method,
@@ -217,6 +260,29 @@ class SampleService:
             return 500, b'{"error":"injected fault (fault_profile.error_rate)"}'
         body["instance_id"] = config.instance_id
         return 200, json.dumps(body).encode()
+
+    async def handle_notes(self, request: Request) -> tuple[int, bytes]:
+        """POST /work/notes stores the body's text; GET /work/notes/<id> reads a note back, whichever
+        instance (or color) stored it: the database is shared."""
+        notes = self.notes
+        if notes is None:
+            return 503, b'{"error":"no database: the instance\'s custom data names no database_url"}'
+        try:
+            if request.path == "/work/notes" and request.method == "POST":
+                text = request.body.decode("utf-8", errors="replace")
+                note_id = await asyncio.to_thread(notes.add, text)
+                return 200, json.dumps({"id": note_id}).encode()
+            if request.path.startswith("/work/notes/") and request.method in ("GET", "HEAD"):
+                number = request.path.removeprefix("/work/notes/")
+                if not number.isdigit():
+                    return 400, b'{"error":"a note id is a number"}'
+                text = await asyncio.to_thread(notes.get, int(number))
+                if text is None:
+                    return 404, b'{"error":"no such note"}'
+                return 200, json.dumps({"id": int(number), "text": text}).encode()
+        except sqlite3.Error as exc:
+            return 500, json.dumps({"error": f"database: {exc}"}).encode()
+        return 405, b'{"error":"method not allowed"}'
 
     def route_sync(self, request: Request) -> tuple[int, bytes] | None:
         """Answer without awaiting when possible (the fast path); None means 'go async'."""

@@ -122,8 +122,8 @@ def test_three_versions_of_the_notes_ship_under_traffic_with_expand_and_contract
     assert database_url is not None
     database = Path(database_url.removeprefix("sqlite://"))
     commits = {
-        "1.0.0": commit_replacing("notes v1", ((NOTES_MODULE, str(OLD_NOTES / "v1" / "notes.py")),)),
-        "2.0.0": commit_replacing("notes v2", ((NOTES_MODULE, str(OLD_NOTES / "v2" / "notes.py")),)),
+        "1.0.0": commit_replacing("notes v1", ((NOTES_MODULE, str(OLD_NOTES / "notes_v1.py")),)),
+        "2.0.0": commit_replacing("notes v2", ((NOTES_MODULE, str(OLD_NOTES / "notes_v2.py")),)),
         "3.0.0": labelled_commit("notes v3"),  # the repository's notes.py is version 3
     }
     images = {

@@ -39,7 +39,7 @@ class Sample:
         app = root / f"v{notes_version}"
         shutil.copytree(SAMPLE / "app", app, ignore=shutil.ignore_patterns("__pycache__"))
         if notes_version < 3:
-            shutil.copy(OLD_NOTES / f"v{notes_version}" / "notes.py", app / "notes.py")
+            shutil.copy(OLD_NOTES / f"notes_v{notes_version}.py", app / "notes.py")
         custom_data = root / f"custom-data-v{notes_version}.json"
         custom_data.write_text(json.dumps({"service": "sample", "database_url": f"sqlite:///{database}"}))
         self.port = free_port()

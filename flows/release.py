@@ -58,6 +58,7 @@ from switchyard.core.rollout import (
     pre_deploy_due,
     reaches_users,
 )
+from switchyard.core.stages import StageResult
 from switchyard.core.state import ServiceObservation
 from tasks.canary import analyse_canary, analyse_promoted, clear_canary, set_canary_split, synthetic_load
 from tasks.events import HOOK_FAILED_STEP, emit, heartbeat, now
@@ -65,6 +66,7 @@ from tasks.hooks import run_post_promote_hook, run_pre_deploy_hook
 from tasks.locks import LockBusy, hold_lock
 from tasks.release import (
     ReleaseContext,
+    SmokeTestFailed,
     finalize,
     load_release_context,
     mark_rolled_back,
@@ -75,7 +77,7 @@ from tasks.release import (
     smoke_test,
 )
 from tasks.rollback import NothingToRollBackTo, roll_back
-from tasks.stages import integration_test, performance_test
+from tasks.stages import StageFailed, integration_test, performance_test
 
 MAX_STEPS = 40
 
@@ -281,10 +283,20 @@ def _perform(
         clear_canary(context, observed)
     elif isinstance(action, SmokeTest):
         # The test stages, in order, all before users: a failure stops the release here.
-        smoke_test(context, action.color)
+        try:
+            smoke = smoke_test(context, action.color)
+        except SmokeTestFailed as failed:
+            summary.tests.append(StageResult(stage="smoke", passed=False, detail=str(failed)))
+            raise
+        summary.tests.append(StageResult(stage="smoke", passed=True, detail=f"{len(smoke.checks)} checks passed"))
         for stage in (integration_test, performance_test):
-            result = stage(context, action.color)
+            try:
+                result = stage(context, action.color)
+            except StageFailed as failed:
+                summary.tests.append(failed.result)
+                raise
             if result is not None:
+                summary.tests.append(result)
                 summary.add(now(), f"{result.stage} tests", result.detail)
         progress.smoke_passed_for = context.image_version
     elif isinstance(action, SetSplit | Analyse):

@@ -22,6 +22,10 @@ from tasks.release import ReleaseContext, VerificationFailed
 class StageFailed(VerificationFailed):
     """A test stage failed on the idle color: the release stops before any user meets it."""
 
+    def __init__(self, message: str, result: StageResult) -> None:
+        super().__init__(message)
+        self.result = result
+
 
 def _test_url(context: ReleaseContext, color: Color) -> tuple[str, int]:
     """The test listener's address and port, after checking it routes to `color` (what is tested)."""
@@ -35,7 +39,7 @@ def _test_url(context: ReleaseContext, color: Color) -> tuple[str, int]:
 def _stop_on_failure(context: ReleaseContext, result: StageResult) -> StageResult:
     emit(context, f"{result.stage}-tested", {"image": context.image_version, "passed": result.passed})
     if not result.passed:
-        raise StageFailed(f"{result.stage} tests of {context.image_version} failed: {result.detail}")
+        raise StageFailed(f"{result.stage} tests of {context.image_version} failed: {result.detail}", result)
     return result
 
 

@@ -11,6 +11,7 @@ from switchyard.core.canary_split import SplitCheck
 from switchyard.core.canary_verdict import Verdict
 from switchyard.core.hooks import HookResult
 from switchyard.core.plan import ReleasePlan
+from switchyard.core.stages import StageResult
 
 # "refused": stopped before any change by this run (a failed pre_deploy hook).
 Outcome = Literal["running", "promoted", "already-live", "refused", "rolled-back", "failed"]
@@ -26,6 +27,18 @@ class StepAnalysis(BaseModel):
     title: str  # e.g. "canary 25.0% (1 new beside 3 live)"
     verdict: Verdict
     split: SplitCheck | None = None
+
+
+class StageOutcome(BaseModel):
+    """One stage of a release as a person reads it: what ran, how it ended, in one line."""
+
+    name: str  # "pre_deploy hook", "smoke", "Canary 25% ...", "release"
+    outcome: str  # passed / failed, a canary verdict (pass, fail, inconclusive ...), or the release's outcome
+    detail: str = ""
+
+    @classmethod
+    def of_hook(cls, result: HookResult) -> StageOutcome:
+        return cls(name=f"{result.hook} hook", outcome="passed" if result.passed else "failed", detail=result.detail)
 
 
 class ReleaseSummary(BaseModel):
@@ -47,8 +60,27 @@ class ReleaseSummary(BaseModel):
     # What the release planned at its start, from preflight's observation (its summary opens with it).
     plan: ReleasePlan | None = None
     hooks: list[HookResult] = Field(default_factory=list)
+    tests: list[StageResult] = Field(default_factory=list)  # the test stages, in the order they ran
     # What went wrong without changing the outcome, e.g. a failed post_promote hook after promotion.
     warnings: list[str] = Field(default_factory=list)
+
+    def stages(self) -> list[StageOutcome]:
+        """The release's stages in order, each with its outcome: the hooks, the test stages, each
+        canary analysis and the outcome of the release as a whole."""
+        hook_of = {h.hook: h for h in self.hooks}
+        stages: list[StageOutcome] = []
+        if "pre_deploy" in hook_of:
+            stages.append(StageOutcome.of_hook(hook_of["pre_deploy"]))
+        stages += [
+            StageOutcome(name=t.stage, outcome="passed" if t.passed else "failed", detail=t.detail) for t in self.tests
+        ]
+        stages += [
+            StageOutcome(name=a.title, outcome=a.verdict.outcome.value, detail=a.verdict.summary) for a in self.analyses
+        ]
+        if "post_promote" in hook_of:
+            stages.append(StageOutcome.of_hook(hook_of["post_promote"]))
+        stages.append(StageOutcome(name="release", outcome=self.outcome, detail=self.outcome_detail))
+        return stages
 
     def add(self, at: datetime, step: str, detail: str) -> TimelineEntry:
         entry = TimelineEntry(at=at, step=step, detail=detail)

@@ -69,6 +69,10 @@ def release_report(summary: ReleaseSummary) -> Report:
     for entry in summary.timeline:
         # Milliseconds: the steps of a rollback are a few of them apart.
         lines.append(f"| {entry.at:%H:%M:%S.%f}"[:-3] + f" | {entry.step} | {_cell(entry.detail)} |")
+    if summary.tests:
+        lines += ["", "## Test stages", "", "| Stage | Result | Detail |", "|---|---|---|"]
+        for test in summary.tests:
+            lines.append(f"| {test.stage} | {'passed' if test.passed else '**failed**'} | {_cell(test.detail)} |")
     for analysis in summary.analyses:
         lines += ["", f"## {analysis.title}", ""]
         if analysis.split is not None:

@@ -1,6 +1,6 @@
 """Release on merge: a merge to the main branch ships through every environment, in order.
 
-Triggered by the event `switchyard.git.merged` (the merge relay, deployments/merge_relay.py, emits
+Triggered by the event `switchyard.git.merged` (the merge relay, switchyard/relay/, emits
 it from the Git host's webhook; prefect.yaml maps its payload to this flow's parameters). The runbook:
   1. check the parameters (before anything is built), and that the version is newer than what
      every environment of the chain runs now: a redelivered or out-of-order merge is refused, so

@@ -6,6 +6,10 @@ changes no branch, index or working tree (it is an unreferenced object that git 
 content is HEAD's committed apps, and the same label on the same tree gives the same id every run.
 Each test file takes its own label, so its images stay apart from other files' images as the
 distinct made-up ids kept them before.
+
+``changed_commit(label, parent, files)`` and ``merge_commit(label, first_parent, merged)`` make
+commits that do change something (a version bump, a merge of a feature into the branch), the same
+way: objects only, built in a temporary index, with the same ids for the same inputs every run.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import functools
 import os
 import subprocess
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +30,14 @@ _FIXED_IDENTITY = {
     "GIT_COMMITTER_EMAIL": "tests@switchyard.invalid",
     "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
 }
+# When the commits made here were committed (their committer date).
+COMMITTED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _git(*args: str, env: dict[str, str] | None = None) -> str:
+def _git(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
     result = subprocess.run(
         ["git", "-C", str(REPO_ROOT), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=30,
@@ -50,16 +58,23 @@ def labelled_commit(label: str) -> str:
     return _git("commit-tree", tree, "-m", f"switchyard e2e: {label}", env=_FIXED_IDENTITY)
 
 
-@functools.cache
-def commit_replacing(label: str, replacements: tuple[tuple[str, str], ...]) -> str:
-    """A commit of HEAD's tree with the files at the given paths replaced by the given files'
-    contents (e.g. an older version of one module), made like `labelled_commit`: in a temporary
-    index, changing no branch, index or working tree."""
-    with tempfile.TemporaryDirectory() as scratch:
-        index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}
-        _git("read-tree", "HEAD", env=index)
-        for path, source in replacements:
-            blob = _git("hash-object", "-w", source)
-            _git("update-index", "--cacheinfo", f"100644,{blob},{path}", env=index)
+def changed_commit(label: str, parent: str, files: dict[str, str]) -> str:
+    """A commit on top of `parent` whose tree is the parent's with `files` (path -> content) written
+    as regular files: the parent's apps with, say, a bumped VERSION."""
+    with tempfile.TemporaryDirectory(prefix="switchyard-e2e-index-") as scratch:
+        index = {"GIT_INDEX_FILE": str(Path(scratch) / "index")}  # never the checkout's own index
+        _git("read-tree", f"{parent}^{{tree}}", env=index)
+        for path, content in files.items():
+            blob = _git("hash-object", "-w", "--stdin", stdin=content)
+            _git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=index)
         tree = _git("write-tree", env=index)
-    return _git("commit-tree", tree, "-m", f"switchyard e2e: {label}", env=_FIXED_IDENTITY)
+    return _git("commit-tree", tree, "-p", parent, "-m", f"switchyard e2e: {label}", env=_FIXED_IDENTITY)
+
+
+def merge_commit(label: str, first_parent: str, merged: str) -> str:
+    """The merge commit a Git host makes when it merges `merged`, a branch started from `first_parent`,
+    into the branch at `first_parent` without fast-forwarding (its tree is `merged`'s)."""
+    tree = _git("rev-parse", f"{merged}^{{tree}}")
+    return _git(
+        "commit-tree", tree, "-p", first_parent, "-p", merged, "-m", f"switchyard e2e: {label}", env=_FIXED_IDENTITY
+    )

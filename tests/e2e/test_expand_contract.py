@@ -32,7 +32,7 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.rollout import Strategy
 from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import free_port
-from tests.e2e.repo_commits import commit_replacing, labelled_commit
+from tests.e2e.repo_commits import changed_commit, head_commit, labelled_commit
 
 pytestmark = pytest.mark.e2e
 
@@ -122,8 +122,8 @@ def test_three_versions_of_the_notes_ship_under_traffic_with_expand_and_contract
     assert database_url is not None
     database = Path(database_url.removeprefix("sqlite://"))
     commits = {
-        "1.0.0": commit_replacing("notes v1", ((NOTES_MODULE, str(OLD_NOTES / "notes_v1.py")),)),
-        "2.0.0": commit_replacing("notes v2", ((NOTES_MODULE, str(OLD_NOTES / "notes_v2.py")),)),
+        "1.0.0": changed_commit("notes v1", head_commit(), {NOTES_MODULE: (OLD_NOTES / "notes_v1.py").read_text()}),
+        "2.0.0": changed_commit("notes v2", head_commit(), {NOTES_MODULE: (OLD_NOTES / "notes_v2.py").read_text()}),
         "3.0.0": labelled_commit("notes v3"),  # the repository's notes.py is version 3
     }
     images = {

@@ -1,7 +1,8 @@
 """`switchyard up` and `switchyard down` for real: the emulator, a Prefect server with its UI, the
 blocks, the sample service's topologies, prefect.yaml's deployments and a worker, as processes on
 this machine. The tests drive them the way a person does: the commands, the API behind the UI's
-forms (run_deployment), a merge event, and the process table afterwards.
+forms (run_deployment), Git hosts' merge webhooks through the merge relay, and the process table
+afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -33,9 +33,9 @@ from pydantic import ValidationError
 from blocks import ALL_BLOCKS, AzureEnvironmentBlock, ServiceBlock
 from switchyard.checkout import PREFECT_FILE, REPO_ROOT, checkout_fleet
 from switchyard.stack.processes import ProcStat, port_is_free, proc_stat
-from switchyard.stack.state import WORK_POOL, WORKER_NAME
+from switchyard.stack.state import WORK_POOL, WORKER_NAME, StackPaths, read_stack
 from switchyard_emulator.testing import StaticTokenCredential
-from tests.e2e.repo_commits import labelled_commit
+from tests.e2e.repo_commits import COMMITTED_AT, changed_commit, head_commit, labelled_commit, merge_commit
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,
@@ -50,6 +50,7 @@ from tests.e2e.stack_support import (
     start_run,
     wait_for,
 )
+from tests.integration.relay.relay_support import SECRET, gitlab_merge_request, push, running_relay
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +69,8 @@ DEPLOYMENTS = {
     "guard",
 }
 COMMIT = labelled_commit("stack")
-MERGE_COMMIT = labelled_commit("stack-merge")
+# What the Git hosts call this repository in the merge webhooks (the relay routes any name to this checkout).
+REPOSITORY = "acme/switchyard"
 
 
 @pytest.fixture(scope="module")
@@ -242,45 +244,103 @@ def test_a_release_started_from_the_deployment_runs_on_the_worker_and_finishes(s
         assert f"Release of {SERVICE} {image} to staging: **PROMOTED**" in str(summary.data)
 
 
-def test_a_merge_event_starts_release_on_merge_with_the_commit_of_the_event(stack: Stack) -> None:
-    committed_at = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
-    event = {
-        "id": str(uuid4()),
-        "occurred": datetime.now(UTC).isoformat(),
-        "event": "switchyard.git.merged",
-        "resource": {"prefect.resource.id": "switchyard.repo.acme-sample", "switchyard.service": SERVICE},
-        "payload": {
-            "service": SERVICE,
-            "app_version": "1.1.0",
-            "commit": MERGE_COMMIT,
-            "repository": "acme/sample",
-            "ref": "refs/heads/main",
-            "committed_at": committed_at.isoformat(),
-        },
-    }
-    response = httpx.post(f"{stack.api_url}/events", json=[event], timeout=10)
-    assert response.status_code == 204, response.text
-    with stack.client_settings():
-        (run,) = wait_for("a release-on-merge run", lambda: deployment_runs("release-on-merge"), timeout_s=60)
-        assert run.parameters["service"] == SERVICE
-        assert run.parameters["app_version"] == "1.1.0"
-        assert run.parameters["git_commit"] == MERGE_COMMIT
-        assert datetime.fromisoformat(str(run.parameters["committed_at"])) == committed_at
+@pytest.fixture
+def started(stack: Stack) -> Stack:
+    """The stack the first test started; started here when that test was not selected (`-k`)."""
+    if read_stack(StackPaths(state_dir=stack.state_dir)) is None:
+        result = stack.up()
+        assert result.returncode == 0, result.stdout + result.stderr
+    return stack
 
-        # The worker picks it up; then it is cancelled (a whole build and two releases is not this test).
-        def picked_up() -> FlowRun | None:
-            current = flow_run(run.id)
-            return current if current.state_type in (StateType.RUNNING, StateType.COMPLETED) else None
 
-        running = wait_for("the worker running release-on-merge", picked_up, timeout_s=60)
-        assert running.infrastructure_pid
-        with get_client(sync_client=True) as client:
-            client.set_flow_run_state(run.id, Cancelling(), force=True)
-        wait_for(
-            "the cancelled run to stop",
-            lambda: flow_run(run.id).state_type in (StateType.CANCELLED, StateType.COMPLETED),
-            timeout_s=60,
+@pytest.mark.timeout(600)  # `up` from cold, when this test runs on its own
+def test_github_and_gitlab_merges_start_release_on_merge_through_the_relay(started: Stack, tmp_path: Path) -> None:
+    """Issue 14: `switchyard relay`, started as docs/relay.md says (the webhook secret in its
+    environment, no --config: it routes this checkout's services) and pointed at the stack's Prefect
+    API, receives a signed GitHub push and a merged GitLab merge request over HTTP, for two commits
+    of this repository that each bump the sample's version; the stack's automation starts one
+    release-on-merge run for each, with the service, the version at that commit and the commit."""
+    stack = started
+    version_file = f"apps/{SERVICE}/VERSION"
+    main = head_commit()
+    # GitHub: a push to main of a commit that bumps the sample to 1.1.0.
+    pushed = changed_commit("relay-github-push", main, {version_file: "1.1.0\n"})
+    # GitLab: then a merge request, a feature branch bumping it to 1.2.0, merged into main with a merge commit.
+    feature = changed_commit("relay-gitlab-feature", pushed, {version_file: "1.2.0\n"})
+    merged = merge_commit("relay-gitlab-merge", pushed, feature)
+
+    with running_relay(tmp_path / "relay", stack.api_url, None) as relay:
+        github = relay.post(
+            "/webhooks/github",
+            push(pushed, [version_file], before=main, repository=REPOSITORY, timestamp="2026-11-26T10:30:00+01:00"),
         )
+        assert github.status_code == 202, github.text
+        assert _emitted(github) == [(SERVICE, "1.1.0", pushed)]
+        with stack.client_settings():
+            from_github = _release_on_merge_run(pushed)
+            assert from_github.parameters["service"] == SERVICE
+            assert from_github.parameters["app_version"] == "1.1.0"
+            assert _committed_at(from_github) == datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
+            _cancel_once_the_worker_runs_it(from_github)
+
+        merge_request = gitlab_merge_request(
+            REPOSITORY, action="merge", state="merged", merge_commit_sha=merged, last_commit=feature
+        )
+        gitlab = relay.gitlab(merge_request, event="Merge Request Hook")
+        assert gitlab.status_code == 202, gitlab.text
+        assert _emitted(gitlab) == [(SERVICE, "1.2.0", merged)]
+        with stack.client_settings():
+            from_gitlab = _release_on_merge_run(merged)
+            assert from_gitlab.parameters["service"] == SERVICE
+            assert from_gitlab.parameters["app_version"] == "1.2.0"
+            assert _committed_at(from_gitlab) == COMMITTED_AT  # the merge commit's own time, read by the relay
+            _cancel_once_the_worker_runs_it(from_gitlab)
+
+    with stack.client_settings():
+        runs = deployment_runs("release-on-merge")
+    assert sorted(run.parameters["git_commit"] for run in runs) == sorted([pushed, merged]), "one run per merge"
+    # The shared secret (the HMAC key, the GitLab token) is in no log of the relay or the stack.
+    assert relay.logs() and SECRET not in relay.logs()
+    for log in (stack.state_dir / "logs").glob("*.log"):
+        assert SECRET not in log.read_text(errors="replace"), log
+
+
+def _emitted(answer: httpx.Response) -> list[tuple[str, str, str]]:
+    """The merge events the relay says it emitted: (service, app version, commit)."""
+    return [(event["service"], event["app_version"], event["commit"]) for event in answer.json()["events"]]
+
+
+def _committed_at(run: FlowRun) -> datetime:
+    return datetime.fromisoformat(str(run.parameters["committed_at"]))
+
+
+def _release_on_merge_run(commit: str) -> FlowRun:
+    """The release-on-merge run the stack's automation started for `commit`."""
+
+    def of_the_commit() -> list[FlowRun]:
+        return [run for run in deployment_runs("release-on-merge") if run.parameters.get("git_commit") == commit]
+
+    (run,) = wait_for(f"a release-on-merge run of {commit[:12]}", of_the_commit, timeout_s=60)
+    return run
+
+
+def _cancel_once_the_worker_runs_it(run: FlowRun) -> None:
+    """The worker picks the run up; then it is cancelled (a whole build and two releases is not this test)."""
+
+    def picked_up() -> FlowRun | None:
+        current = flow_run(run.id)
+        return None if current.state_type in (StateType.SCHEDULED, StateType.PENDING) else current
+
+    running = wait_for(f"the worker running release-on-merge of {run.parameters['git_commit'][:12]}", picked_up, 60)
+    assert running.state_type in (StateType.RUNNING, StateType.COMPLETED), running.state  # a failed run says why
+    assert running.infrastructure_pid
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Cancelling(), force=True)
+    wait_for(
+        "the cancelled run to stop",
+        lambda: flow_run(run.id).state_type in (StateType.CANCELLED, StateType.COMPLETED),
+        timeout_s=60,
+    )
 
 
 def test_down_stops_everything_up_started_and_leaves_no_process(stack: Stack) -> None:

@@ -14,12 +14,13 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from prefect.client.orchestration import get_client
@@ -103,8 +104,12 @@ class Repository:
 
 
 class Relay:
-    def __init__(self, process: subprocess.Popen[str], url: str, log: Path) -> None:
-        self.process, self.url, self.log = process, url, log
+    def __init__(self, process: subprocess.Popen[str], url: str, log: Path, output: Path) -> None:
+        self.process, self.url, self.log, self.output = process, url, log, output
+
+    def logs(self) -> str:
+        """Everything the relay wrote: its log (stderr) and its standard output (uvicorn's access log)."""
+        return "".join(file.read_text(errors="replace") for file in (self.log, self.output) if file.exists())
 
     def post(
         self,
@@ -151,20 +156,28 @@ def relay_config(repository: Repository, **settings: Any) -> dict[str, Any]:
 
 @contextmanager
 def running_relay(
-    directory: Path, api: str, config: dict[str, Any], *, path: str | None = None, name: str = "relay"
+    directory: Path, api: str, config: dict[str, Any] | None, *, path: str | None = None, name: str = "relay"
 ) -> Iterator[Relay]:
-    """A relay process (`python -m switchyard.relay.cli`), as an operator starts it."""
+    """A relay process, as docs/relay.md tells an operator to start it: `switchyard relay`, the secret
+    in $SWITCHYARD_RELAY_SECRET, the Prefect API in $PREFECT_API_URL (and no other Prefect setting of
+    this test process). `config` is written as its --config file; None starts it without one (it
+    routes this checkout's fleet services, read from this checkout). Stopped by its process group."""
     directory.mkdir(parents=True, exist_ok=True)
-    config_file = directory / f"{name}.yaml"
-    config_file.write_text(json.dumps(config))
+    options = ["--port", "0"]
+    if config is not None:
+        config_file = directory / f"{name}.yaml"
+        config_file.write_text(json.dumps(config))
+        options += ["--config", str(config_file)]
     log = directory / f"{name}.log"
-    env = {**os.environ, "PREFECT_API_URL": api, "SWITCHYARD_RELAY_SECRET": SECRET, **GIT_ENV}
+    output = directory / f"{name}.out"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.update({"PREFECT_API_URL": api, "SWITCHYARD_RELAY_SECRET": SECRET, **GIT_ENV})
     env.pop("SWITCHYARD_RELAY_SECRET_FILE", None)
     if path is not None:
         env["PATH"] = path
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "switchyard.relay.cli", "--port", "0", "--config", str(config_file)],
+            [sys.executable, "-m", "switchyard.cli", "relay", *options],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -172,11 +185,16 @@ def running_relay(
             text=True,
             start_new_session=True,
         )
+    copier: threading.Thread | None = None
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
         assert "listening on http://" in first, f"relay did not start: {first!r}\n{log.read_text()[-2000:]}"
         url = first.split("listening on ", 1)[1].split(" ", 1)[0]
+        # The rest of its output (the access log) goes to a file: a pipe nobody reads would fill up
+        # and stop the relay in the middle of a request.
+        copier = threading.Thread(target=_copy_lines, args=(process.stdout, output, first), daemon=True)
+        copier.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -184,9 +202,19 @@ def running_relay(
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        yield Relay(process, url, log)
+        yield Relay(process, url, log, output)
     finally:
         stop_process_group(process, grace_s=15)
+        if copier is not None:
+            copier.join(timeout=10)  # the relay is gone: its output ends
+
+
+def _copy_lines(stream: IO[str], file: Path, first: str) -> None:
+    with file.open("w") as out:
+        out.write(first)
+        for line in stream:
+            out.write(line)
+            out.flush()
 
 
 def merged_events(repository: str | None = None) -> list[Any]:
@@ -241,10 +269,11 @@ def push(
     ref: str = "refs/heads/main",
     timestamp: str = "2026-11-20T09:30:00+01:00",
     repository: str = REPOSITORY,
+    before: str = "0" * 40,
 ) -> dict[str, Any]:
     return {
         "ref": ref,
-        "before": "0" * 40,
+        "before": before,
         "after": commit,
         "deleted": False,
         "repository": {"full_name": repository, "name": repository.split("/")[-1]},

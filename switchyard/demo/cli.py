@@ -36,8 +36,9 @@ def demo(
     workers: WorkersOption = None,
     worker_limit: WorkerLimitOption = None,
 ) -> None:
-    """Bring the local stack up, then under steady traffic: release v1, a good v2 by canary, and a v3
-    with 20% errors that is rolled back automatically. The stack keeps running for the UI."""
+    """Bring the local stack up, then under steady traffic: release the sample's v1, a good v2 by canary
+    (after its expand migration), flip a feature flag on and off, and a v3 with 20% errors that is rolled
+    back automatically; then release the second service, catalog. The stack keeps running for the UI."""
     from switchyard.checkout import REPO_ROOT
     from switchyard.stack.state import StackError, StackPaths
     from switchyard.stack.up import up as start_stack

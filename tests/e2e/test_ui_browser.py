@@ -85,9 +85,11 @@ def test_the_demo_releases_v1_then_v2_without_a_failed_request_and_rolls_v3_back
     demo: tuple[Stack, dict[str, Any]],
 ) -> None:
     stack, report = demo
-    assert (report["service"], report["environment"]) == (SERVICE, ENV)
-    releases = {r["name"]: r for r in report["releases"]}
-    assert [(r["name"], r["strategy"]) for r in report["releases"]] == [
+    assert report["environment"] == ENV
+    services = {s["service"]: s["releases"] for s in report["services"]}
+    assert list(services) == [SERVICE, "catalog"]
+    releases = {r["name"]: r for r in services[SERVICE]}
+    assert [(r["name"], r["strategy"]) for r in services[SERVICE]] == [
         ("v1", "blue-green"),
         ("v2", "canary"),
         ("v3", "canary"),
@@ -105,6 +107,19 @@ def test_the_demo_releases_v1_then_v2_without_a_failed_request_and_rolls_v3_back
     assert set(bad["failed_by_version"]) <= {bad["image_version"]}, json.dumps(bad)  # no traffic lost
     restored = bad["seconds_from_verdict_to_restored"]
     assert restored is not None and restored <= 2.0, json.dumps(bad)
+    # Each release lists its stages in order: v2's expand migration ran before its smoke tests.
+    stages = [(st["name"], st["outcome"]) for st in good["stages"]]
+    assert stages[:2] == [("pre_deploy hook", "passed"), ("smoke", "passed")], stages
+    assert stages[-1] == ("release", "promoted") and [o for _, o in stages[2:-1]].count("pass") >= 2, stages
+    assert bad["stages"][-1] == {"name": "release", "outcome": "rolled-back", "detail": bad["detail"]}
+    assert "fail" in [st["outcome"] for st in bad["stages"]], bad["stages"]
+    # The flag flip on the live v2: the answer changed and changed back, and no image moved.
+    flip = report["flag_flip"]
+    assert flip["answer_when_on"] != flip["answer_before"] == flip["answer_when_off"], flip
+    assert flip["image_version"] == good["image_version"], flip
+    # The second service, its own app on its own gateway.
+    [catalog] = services["catalog"]
+    assert catalog["outcome"] == "promoted" and catalog["stages"][-1]["outcome"] == "promoted", catalog
     # The human-readable summary comes first, and says where to look next.
     assert "traffic starts once v1 is live" in stack.up_output
     assert "releasing v3" in stack.up_output and stack.state.ui_url in stack.up_output

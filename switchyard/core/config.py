@@ -316,6 +316,13 @@ class ServiceConfig(BaseModel):
         "(after the smoke tests): an argv, run without a shell from the repository root, with SWITCHYARD_TEST_URL "
         "and SWITCHYARD_IMAGE_VERSION set; exit code 0 passes.",
     )
+    synthetic_load_path: str | None = Field(
+        None,
+        pattern=r"^/",
+        description="The read-only path (GET) the release policy's synthetic load requests of this service, instead "
+        "of the policy's own synthetic_load.path: a policy belongs to an environment and every service there shares "
+        "it, while a path belongs to one service's API.",
+    )
     patch_wave: int = Field(
         1,
         ge=1,

@@ -64,8 +64,9 @@ def write_fleet(path: Path, count: int) -> None:
     from switchyard.stack.processes import free_port
 
     fleet = yaml.safe_load((REPO / "deployments" / "fleet.yaml").read_text())
+    for service in fleet["services"].values():  # the stack provisions them all: on free ports
+        service["frontend_ports"] = {env: {"production": free_port(), "test": free_port()} for env in ENVIRONMENTS}
     sample = fleet["services"]["sample"]
-    sample["frontend_ports"] = {env: {"production": free_port(), "test": free_port()} for env in ENVIRONMENTS}
     for name in service_names(count):
         service = {**sample, "capacity": 1}
         service["frontend_ports"] = {env: {"production": free_port(), "test": free_port()} for env in ENVIRONMENTS}

@@ -48,6 +48,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.image_pipeline import image_pipeline
 from flows.release_on_merge import DEFAULT_ENVIRONMENTS, release_through
+from switchyard.core.outcomes import MonthlyPatchFailed
 from switchyard.core.reports import monthly_patch_report
 from switchyard.core.routine import ServicePatch, StageOutcome, chain_failure, held_back, patch_waves
 from tasks.history import change_tags
@@ -60,10 +61,6 @@ MAX_PARALLEL = 4
 PATCH_SERVICE_DEPLOYMENT = "patch-service/patch-service"
 # How often the parent looks at its children: one query for all of them.
 CHILD_POLL_S = 1.0
-
-
-class MonthlyPatchFailed(Exception):
-    """At least one service could not be patched; the artifact says which and why."""
 
 
 class ServicePatchFailed(Exception):
@@ -184,7 +181,8 @@ def monthly_patch(
     if failed:
         raise MonthlyPatchFailed(
             f"{len(failed)} of {len(results)} service(s) not patched: "
-            + "; ".join(f"{r.service}: {r.detail}" for r in failed)
+            + "; ".join(f"{r.service}: {r.detail}" for r in failed),
+            results,
         )
     return results
 

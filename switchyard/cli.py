@@ -261,7 +261,12 @@ def fleet_patch(
     debug: DebugOption = False,
 ) -> None:
     """Run the monthly patch now: rebuild what production runs on this month's patch level and release
-    it down the environments, wave by wave (runs the monthly-patch flow here)."""
+    it down the environments, wave by wave (runs the monthly-patch flow here). Prints every service's
+    outcome; exits 1 when any service was not patched (failed, or held back behind a failed wave)."""
+    from switchyard.core.outcomes import MonthlyPatchFailed
+    from switchyard.core.reports import monthly_patch_lines
+
+    unpatched: MonthlyPatchFailed | None = None
     with _outcomes("fleet patch", as_json, debug):
         for service in services or []:
             _check_names(service=service)
@@ -269,9 +274,19 @@ def fleet_patch(
             _check_names(environment=environment)
         _connect(more_services=services, more_environments=environments)
         patch = _flow("monthly-patch", debug)
-        results = patch(services=services, environments=environments) if environments else patch(services=services)
+        try:
+            results = patch(services=services, environments=environments) if environments else patch(services=services)
+        except MonthlyPatchFailed as failure:
+            # A partly failed patch still moved the rest of the fleet: report every service, then fail.
+            unpatched, results = failure, failure.results
+    for line in monthly_patch_lines(results):
+        typer.echo(line)
+    payload: dict[str, Any] = {"results": [r.model_dump(mode="json") for r in results]}
+    if unpatched is not None:
+        payload |= {"error": str(unpatched), "type": type(unpatched).__name__}
+        _say(Outcome.FAILED, f"fleet patch: failed. {unpatched}", as_json, payload)
     tally = ", ".join(f"{r.service} {r.result}" for r in results) or "no service"
-    _say(Outcome.OK, f"fleet patch: {tally}", as_json, {"results": [r.model_dump(mode="json") for r in results]})
+    _say(Outcome.OK, f"fleet patch: {tally}", as_json, payload)
 
 
 @image_app.command("build")

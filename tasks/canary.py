@@ -290,10 +290,10 @@ def _production_routes_to(context: ReleaseContext, pool: str) -> bool:
 def synthetic_load(context: ReleaseContext) -> Iterator[None]:
     """The policy's synthetic load through the production listener while the block runs (a split and
     its analysis): where users are too few, these requests are what the judge sees on both sides."""
-    load = context.policy.synthetic_load
-    if load is None:
+    if context.policy.synthetic_load is None:
         yield
         return
+    load = context.policy.synthetic_load.for_service(context.service.synthetic_load_path)
     logger = get_run_logger()
     address = cloud_for(context).router.frontend_address(context.topology)
     port = context.service.ports_in(context.environment.name).production

@@ -156,6 +156,13 @@ def validate_inputs(context: ServiceContext, plan: ImagePlan, template: Path, so
                 f"{config.service_port}, but service {context.service.name} is configured for "
                 f"{context.service.service_port}"
             )
+        if config.health_path != context.service.health_path:
+            # The gateway would probe a path the app does not answer: no instance would ever be healthy.
+            raise ValueError(
+                f"{source.app_path or '.'}/switchyard-app.json at {source.commit[:12]} says health path "
+                f"{config.health_path}, but service {context.service.name} is configured for "
+                f"{context.service.health_path}"
+            )
         request = build_request(context.environment, plan, app_dir, scratch)
         PackerRunner().validate_template(template, variables=request.packer_variables())
     finally:

@@ -331,6 +331,13 @@ class ServiceConfig(BaseModel):
         "sqlite:///{state_dir}/databases/sample-staging.sqlite3. Never a password: custom data is readable "
         "on every VM (use a managed identity).",
     )
+    synthetic_load_path: str | None = Field(
+        None,
+        pattern=r"^/",
+        description="The read-only path (GET) the release policy's synthetic load requests of this service, instead "
+        "of the policy's own synthetic_load.path: a policy belongs to an environment and every service there shares "
+        "it, while a path belongs to one service's API.",
+    )
     patch_wave: int = Field(
         1,
         ge=1,

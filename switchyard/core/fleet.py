@@ -44,6 +44,29 @@ class Fleet(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _emulator_ports_are_the_services_own(self) -> Fleet:
+        """On Azure every gateway has addresses of its own. The emulator serves the gateways of every
+        environment it holds on this machine's loopback, so there each listener needs a port of its own."""
+        taken: dict[tuple[str, int], str] = {}
+        clashes = []
+        for name, service in self.services.items():
+            for environment, ports in service.frontend_ports.items():
+                chosen = self.environments.get(environment)
+                if chosen is None or chosen.auth != "emulator":
+                    continue
+                for listener, port in (("production", ports.production), ("test", ports.test)):
+                    this = f"{name}'s {environment} {listener} listener"
+                    owner = taken.setdefault((chosen.emulator_file or "", port), this)
+                    if owner != this:
+                        clashes.append(f"port {port}: {owner} and {this}")
+        if clashes:
+            raise ValueError(
+                "the local emulator serves every gateway on this machine, so each listener needs a frontend "
+                "port of its own: " + "; ".join(clashes)
+            )
+        return self
+
     def recipe(self, service: str) -> ImageRecipe:
         return self.image_recipes.get(service) or ImageRecipe(service=service)
 

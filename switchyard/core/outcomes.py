@@ -8,6 +8,7 @@ The command line turns each class into one outcome line and its own exit code.
 from __future__ import annotations
 
 from switchyard.core.release_report import ReleaseSummary
+from switchyard.core.routine import ServicePatch
 
 
 class Refused(Exception):
@@ -37,3 +38,13 @@ class ReleaseFailed(Exception):
     def rolled_back(self) -> bool:
         """Users met the new version and it was taken back (by this release or by a person)."""
         return self.summary is not None and self.summary.outcome == "rolled-back"
+
+
+class MonthlyPatchFailed(Exception):
+    """The monthly patch left services unpatched (failed, or held back behind a wave that failed).
+    `results` holds every service's outcome, the patched ones too: a partly failed patch still
+    moved the rest of the fleet, and whoever started it needs to know which."""
+
+    def __init__(self, message: str, results: list[ServicePatch] | None = None) -> None:
+        super().__init__(message)
+        self.results = list(results or [])

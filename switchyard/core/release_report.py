@@ -29,7 +29,7 @@ class StepAnalysis(BaseModel):
     split: SplitCheck | None = None
 
 
-class StageOutcome(BaseModel):
+class ReleaseStage(BaseModel):
     """One stage of a release as a person reads it: what ran, how it ended, in one line."""
 
     name: str  # "pre_deploy hook", "smoke", "Canary 25% ...", "release"
@@ -37,7 +37,7 @@ class StageOutcome(BaseModel):
     detail: str = ""
 
     @classmethod
-    def of_hook(cls, result: HookResult) -> StageOutcome:
+    def of_hook(cls, result: HookResult) -> ReleaseStage:
         return cls(name=f"{result.hook} hook", outcome="passed" if result.passed else "failed", detail=result.detail)
 
 
@@ -64,22 +64,22 @@ class ReleaseSummary(BaseModel):
     # What went wrong without changing the outcome, e.g. a failed post_promote hook after promotion.
     warnings: list[str] = Field(default_factory=list)
 
-    def stages(self) -> list[StageOutcome]:
+    def stages(self) -> list[ReleaseStage]:
         """The release's stages in order, each with its outcome: the hooks, the test stages, each
         canary analysis and the outcome of the release as a whole."""
         hook_of = {h.hook: h for h in self.hooks}
-        stages: list[StageOutcome] = []
+        stages: list[ReleaseStage] = []
         if "pre_deploy" in hook_of:
-            stages.append(StageOutcome.of_hook(hook_of["pre_deploy"]))
+            stages.append(ReleaseStage.of_hook(hook_of["pre_deploy"]))
         stages += [
-            StageOutcome(name=t.stage, outcome="passed" if t.passed else "failed", detail=t.detail) for t in self.tests
+            ReleaseStage(name=t.stage, outcome="passed" if t.passed else "failed", detail=t.detail) for t in self.tests
         ]
         stages += [
-            StageOutcome(name=a.title, outcome=a.verdict.outcome.value, detail=a.verdict.summary) for a in self.analyses
+            ReleaseStage(name=a.title, outcome=a.verdict.outcome.value, detail=a.verdict.summary) for a in self.analyses
         ]
         if "post_promote" in hook_of:
-            stages.append(StageOutcome.of_hook(hook_of["post_promote"]))
-        stages.append(StageOutcome(name="release", outcome=self.outcome, detail=self.outcome_detail))
+            stages.append(ReleaseStage.of_hook(hook_of["post_promote"]))
+        stages.append(ReleaseStage(name="release", outcome=self.outcome, detail=self.outcome_detail))
         return stages
 
     def add(self, at: datetime, step: str, detail: str) -> TimelineEntry:

@@ -221,6 +221,23 @@ def merge_report(result: MergeRelease, problem: str = "") -> Report:
     return Report(markdown=markdown, description=f"{result.service} {result.git_commit[:12]}: {outcome}")
 
 
+def monthly_patch_lines(results: list[ServicePatch]) -> list[str]:
+    """The monthly patch as the command line prints it: a line per service (its result, the image it
+    moved from and to, each environment's outcome) and, below a service that stopped, why."""
+    width = max((len(patch.service) for patch in results), default=0)
+    lines = []
+    for patch in results:
+        moved = f"{patch.old_version or '-'} -> {patch.new_version or '-'}"
+        stages = ", ".join(f"{stage.environment} {stage.outcome}" for stage in patch.stages) or patch.detail
+        lines.append(f"{patch.service.ljust(width)}  {patch.result:<7}  {moved}  {stages}".rstrip())
+        stopped = chain_failure(patch.stages)
+        if stopped is not None:
+            lines.append(f"{' ' * width}  {stopped.environment}: {' '.join(stopped.detail.split()) or stopped.outcome}")
+        elif patch.result in ("failed", "held") and patch.stages:
+            lines.append(f"{' ' * width}  {patch.detail}")
+    return lines
+
+
 def monthly_patch_report(results: list[ServicePatch], environments: list[str], month: datetime) -> Report:
     """The fleet's monthly patch: per service the version before and after, each environment's
     outcome, and the failures spelled out below the table."""

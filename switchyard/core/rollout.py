@@ -68,6 +68,11 @@ class SyntheticLoad(BaseModel):
     path: str = Field("/", pattern=r"^/", description="Request path; a read-only one (GET).")
     connections: int = Field(4, ge=1, le=64, description="Keep-alive connections the rate is spread over.")
 
+    def for_service(self, path: str | None) -> SyntheticLoad:
+        """This load aimed at one service: its own path (ServiceConfig.synthetic_load_path) when it names
+        one. The policy is the environment's, shared by services whose APIs differ."""
+        return self if path is None else self.model_copy(update={"path": path})
+
 
 LowTraffic = Literal["refuse", "wait"]
 

@@ -26,7 +26,7 @@ from switchyard.cloud.factory import cloud_for
 from switchyard.console import quiet_console_tracebacks
 from switchyard.core.config import FaultProfile, ServiceContext
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
-from switchyard.core.release_report import ReleaseSummary, StageOutcome
+from switchyard.core.release_report import ReleaseStage, ReleaseSummary
 from switchyard.core.rollout import Strategy
 from switchyard.runbooks import load_flow
 from switchyard.stages.traffic import SteadyTraffic
@@ -62,7 +62,7 @@ class ReleaseOutcome(BaseModel):
     failed_by_version: dict[str, int] = {}
     seconds_from_verdict_to_restored: float | None = None
     detail: str = ""
-    stages: list[StageOutcome] = []  # hooks, test stages, canary verdicts, the release: in order
+    stages: list[ReleaseStage] = []  # hooks, test stages, canary verdicts, the release: in order
 
 
 class ServiceDemo(BaseModel):

@@ -153,7 +153,7 @@ def up(
     ] = False,
 ) -> None:
     """Start the local stack: the Azure emulator, a Prefect server with its UI (on SQLite or
-    PostgreSQL), the blocks, the sample service's topologies, the deployments and the workers.
+    PostgreSQL), the blocks, the fleet's services' topologies, the deployments and the workers.
     Running it again keeps what runs."""
     from switchyard.stack.up import up as start_stack
 

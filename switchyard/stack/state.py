@@ -25,7 +25,6 @@ DEFAULT_FLEET_FILE = FLEET_FILE
 DEFAULT_PORT = 4200
 WORK_POOL = "switchyard-local"
 WORKER_NAME = "switchyard-local-worker"
-SAMPLE_SERVICE = "sample"
 STACK_SCHEMA = "switchyard.stack/v1"
 
 # The worker asks for runs every 2 s: a run started from the UI (or by an automation) starts

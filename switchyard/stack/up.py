@@ -10,7 +10,7 @@
   * a Prefect server with its UI (switchyard/stack/prefect_server.py, home STATE/prefect), on SQLite,
     or on PostgreSQL: a server of its own or one you name (switchyard/stack/postgres.py),
   * switchyard's block types and the fleet's blocks (blocks/seed.py, from deployments/fleet.yaml),
-  * the sample service's topology in every environment of the fleet (the provision flow),
+  * every service's topology in each environment of the fleet it is deployed to (the provision flow),
   * the work pool and the deployments of prefect.yaml (`prefect deploy --all`),
   * one or more process workers polling that pool (--workers N),
 and writes STATE/stack.json: the API and UI addresses, the emulator.json path and the processes
@@ -62,7 +62,6 @@ from switchyard.stack.state import (
     DEPLOY_TIMEOUT_S,
     EMULATOR_START_TIMEOUT_S,
     PROVISION_TIMEOUT_S,
-    SAMPLE_SERVICE,
     SERVER_START_TIMEOUT_S,
     STACK_SCHEMA,
     STOP_GRACE_S,
@@ -287,30 +286,39 @@ def _deploy(paths: StackPaths, api_url: str, clock: Clock) -> None:
     clock.say(f"deployed: {', '.join(_deployment_names())}")
 
 
-def _provision(paths: StackPaths, api_url: str, environments: list[str], clock: Clock) -> None:
-    clock.say(f"provisioning {SAMPLE_SERVICE} in {', '.join(environments)} (the provision flow) ...")
-    for environment in environments:
-        argv = [sys.executable, "-m", "switchyard.cli", "provision", SAMPLE_SERVICE, "--env", environment]
-        _run_to_log(
-            argv,
-            client_environment(paths, api_url),
-            paths.logs_dir / f"provision-{environment}.log",
-            PROVISION_TIMEOUT_S,
-            f"provisioning {SAMPLE_SERVICE} in {environment}",
-        )
-    clock.say(f"{SAMPLE_SERVICE} provisioned in {', '.join(environments)} (logs in {paths.logs_dir})")
+def _provision(paths: StackPaths, api_url: str, placements: dict[str, list[str]], clock: Clock) -> None:
+    """Provision every service of the fleet in each environment it is deployed to (`placements`:
+    service -> environments), one `switchyard provision` at a time (the provision flow)."""
+    for service, environments in placements.items():
+        clock.say(f"provisioning {service} in {', '.join(environments)} (the provision flow) ...")
+        for environment in environments:
+            argv = [sys.executable, "-m", "switchyard.cli", "provision", service, "--env", environment]
+            _run_to_log(
+                argv,
+                client_environment(paths, api_url),
+                paths.logs_dir / f"provision-{service}-{environment}.log",
+                PROVISION_TIMEOUT_S,
+                f"provisioning {service} in {environment}",
+            )
+        clock.say(f"{service} provisioned in {', '.join(environments)} (logs in {paths.logs_dir})")
 
 
-def _frontend_port_conflicts(fleet: Any, service: str) -> list[str]:
-    """Gateway frontend ports of the sample service that another program holds."""
+def _placements(fleet: Any) -> dict[str, list[str]]:
+    """service -> the environments of the fleet it is deployed to, in the fleet's order."""
+    return {
+        name: [environment for environment in fleet.environments if environment in service.frontend_ports]
+        for name, service in fleet.services.items()
+    }
+
+
+def _frontend_port_conflicts(fleet: Any) -> list[str]:
+    """Gateway frontend ports of the fleet's services that another program holds."""
     conflicts = []
-    config = fleet.services.get(service)
-    if config is None:
-        raise StackError(f"{service!r} is not a service of the fleet file; the stack provisions it")
-    for environment, ports in config.frontend_ports.items():
-        for listener, port in (("production", ports.production), ("test", ports.test)):
-            if not port_is_free(port):
-                conflicts.append(f"{service} {environment} {listener} listener: port {port}")
+    for service, config in fleet.services.items():
+        for environment, ports in config.frontend_ports.items():
+            for listener, port in (("production", ports.production), ("test", ports.test)):
+                if not port_is_free(port):
+                    conflicts.append(f"{service} {environment} {listener} listener: port {port}")
     return conflicts
 
 
@@ -325,7 +333,7 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
     Order, with everything that can overlap overlapping (the server's first start, with its
     database migrations, is the long pole): PostgreSQL when asked for, then the Prefect server;
     meanwhile the fleet file and the emulator; then the work pool and `prefect deploy --all`;
-    meanwhile the blocks, the workers and the provisioning of the sample service."""
+    meanwhile the blocks, the workers and the provisioning of the fleet's services."""
     clock = Clock(echo)
     paths = StackPaths(state_dir=options.state_dir.resolve())
     paths.state_dir.mkdir(parents=True, exist_ok=True)
@@ -413,10 +421,10 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
             if emulator:
                 stop_because(emulator, "emulator", clock, "does not answer")
             emulator = None
-            conflicts = _frontend_port_conflicts(fleet, SAMPLE_SERVICE)
+            conflicts = _frontend_port_conflicts(fleet)
             if conflicts:
                 raise StackError(
-                    "ports the sample service's gateways listen on are in use by another program:\n- "
+                    "ports the fleet's gateways listen on are in use by another program:\n- "
                     + "\n- ".join(conflicts)
                     + f"\nStop that program or change frontend_ports in {options.fleet_file}"
                 )
@@ -458,7 +466,7 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
             else:
                 clock.say(f"deployments already present: {', '.join(_deployment_names())}")
 
-            # 4. the blocks; the workers; once the emulator is ready, the sample service's topologies
+            # 4. the blocks; the workers; once the emulator is ready, the services' topologies
             created = asyncio.run(_register_blocks(fleet))
         clock.say(f"blocks: {len(created)} created" + (f" ({', '.join(created)})" if created else ", all present"))
         workers = ensure_workers(options.workers, options.worker_limit, kept, paths, api_url, clock, launches)
@@ -466,12 +474,11 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
             emulator = launches.wait("emulator")
         if azurite is None:
             azurite = launches.wait("azurite")
-        deployed_to = fleet.services[SAMPLE_SERVICE].frontend_ports
-        environments = [name for name in fleet.environments if name in deployed_to]
+        placements = _placements(fleet)
         if "emulator" in launches.started or created:
-            jobs.append(threads.submit(_provision, paths, api_url, environments, clock))
+            jobs.append(threads.submit(_provision, paths, api_url, placements, clock))
         else:
-            clock.say(f"{SAMPLE_SERVICE} already provisioned in {', '.join(environments)}")
+            clock.say(f"{', '.join(placements)} already provisioned")
         errors = launches.settle() + collect(jobs)
         if errors:
             raise StackError("\n".join(errors))

@@ -55,12 +55,13 @@ T = TypeVar("T")
 
 
 def write_test_fleet(path: Path) -> dict[str, Any]:
-    """fleet.yaml with free gateway ports for `sample` and a fast release policy; returns it."""
+    """fleet.yaml with free gateway ports for every service (stacks of other test files run beside
+    this one) and a fast release policy; returns it."""
     fleet = yaml.safe_load(FLEET_FILE.read_text())
-    sample = fleet["services"][SERVICE]
-    sample["frontend_ports"] = {
-        environment: {"production": free_port(), "test": free_port()} for environment in sample["frontend_ports"]
-    }
+    for service in fleet["services"].values():
+        service["frontend_ports"] = {
+            environment: {"production": free_port(), "test": free_port()} for environment in service["frontend_ports"]
+        }
     for environment in fleet["environments"].values():
         if environment.get("soak_s"):
             environment["soak_s"] = 1  # still watched, briefly
@@ -238,13 +239,13 @@ def all_flow_runs() -> list[FlowRun]:
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(), limit=200)
 
 
-def service_observation(environment: str) -> Any:
-    """The sample service as the cloud adapter sees it (blocks read from the stack's server)."""
+def service_observation(environment: str, service: str = SERVICE) -> Any:
+    """A service (default: the sample) as the cloud adapter sees it (blocks read from the stack's server)."""
     from blocks import load_environment, load_service
     from switchyard.cloud.factory import cloud_for
     from switchyard.core.config import ServiceContext
 
-    context = ServiceContext(environment=load_environment(environment), service=load_service(SERVICE))
+    context = ServiceContext(environment=load_environment(environment), service=load_service(service))
     return cloud_for(context).observe(context.topology)
 
 

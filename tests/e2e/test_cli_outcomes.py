@@ -79,7 +79,7 @@ def images(stack: Stack) -> dict[str, str]:
         (["release", SERVICE, "--env", ENV, "--image", "1.0.0"], "is not a switchyard gallery version"),
         (
             ["release", "nosuch", "--env", ENV, "--image", "1000000.20261100.1"],
-            "unknown service 'nosuch'; the fleet has: sample",
+            "unknown service 'nosuch'; the fleet has: catalog, sample",
         ),
         (["release", SERVICE, "--env", "qa", "--image", "1000000.20261100.1"], "unknown environment 'qa'"),
         (
@@ -195,11 +195,14 @@ def test_fleet_status_shows_every_environment_as_the_cloud_has_it_and_changes_no
         assert_no_traceback(run)
     assert result.stdout.splitlines()[0].split()[:4] == ["SERVICE", "ENVIRONMENT", "LIVE", "IMAGE"]
     rows = {(row["service"], row["environment"]): row for row in last_json(as_json)["rows"]}
-    assert set(rows) == {(SERVICE, "staging"), (SERVICE, ENV)}
+    # the fleet file's two services, each in both environments
+    assert set(rows) == {(service, env) for service in (SERVICE, "catalog") for env in ("staging", ENV)}
+    assert {tuple(line.split()[:2]) for line in result.stdout.splitlines()[1:-1]} == set(rows)
     production = rows[(SERVICE, ENV)]
     assert production["state"] == "ok" and production["image_version"] == images["v1"]
     assert (production["base"], production["app_version"]) == ("debian-12", "1.0.0")
     assert 0 < production["healthy"] <= production["total"]  # autoscale may be draining one meanwhile
     assert production["release_in_flight"] is None and production["age_s"] is not None
     # `up` provisions staging but nothing was released there: a row that says so, not an error.
-    assert rows[(SERVICE, "staging")]["state"] == "ok" and rows[(SERVICE, "staging")]["note"] == "nothing live yet"
+    for pair in ((SERVICE, "staging"), ("catalog", "staging"), ("catalog", ENV)):
+        assert rows[pair]["state"] == "ok" and rows[pair]["note"] == "nothing live yet", rows[pair]

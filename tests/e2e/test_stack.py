@@ -30,8 +30,9 @@ from prefect.server.schemas.schedules import CronSchedule
 from prefect.states import Cancelling
 from pydantic import ValidationError
 
-from blocks import ALL_BLOCKS, AzureEnvironmentBlock, ServiceBlock
+from blocks import ALL_BLOCKS, AzureEnvironmentBlock, ServiceBlock, known_names
 from switchyard.checkout import PREFECT_FILE, REPO_ROOT, checkout_fleet
+from switchyard.core.topology import Topology
 from switchyard.stack.processes import ProcStat, port_is_free, proc_stat
 from switchyard.stack.state import WORK_POOL, WORKER_NAME, StackPaths, read_stack
 from switchyard_emulator.testing import StaticTokenCredential
@@ -138,9 +139,15 @@ def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stac
         assert [w.status.value for w in workers if w.name == WORKER_NAME] == ["ONLINE"]
         automations = {a.name: a for a in client.read_automations()}
         assert automations["release-guard"].enabled and automations["release-on-merge"].enabled
-        for environment in ("staging", "production"):
-            gateway = service_observation(environment).gateway
-            assert gateway.exists and gateway.live_color is not None, f"{SERVICE} is not provisioned in {environment}"
+        # every service of the fleet file, each on a topology of its own in each environment
+        assert set(known_names(ServiceBlock)) == set(stack.fleet["services"]) == {SERVICE, "catalog"}
+        for service in stack.fleet["services"]:
+            for environment in ("staging", "production"):
+                gateway = service_observation(environment, service).gateway
+                assert gateway.exists and gateway.live_color is not None, (
+                    f"{service} is not provisioned in {environment}"
+                )
+                assert gateway.name == Topology(service=service, environment=environment).gateway
     runs_before = len(_all_runs(stack))
     stack_file_before = (stack.state_dir / "stack.json").read_bytes()
 

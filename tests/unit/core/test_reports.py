@@ -15,6 +15,7 @@ from switchyard.core.reports import (
     guard_report,
     image_report,
     merge_report,
+    monthly_patch_lines,
     monthly_patch_report,
     release_report,
     scan_gate_stop_report,
@@ -260,3 +261,36 @@ def test_a_monthly_patch_without_failures_has_no_failures_section() -> None:
     patched = ServicePatch(service="shop", result="patched", detail="patch level 2026.11.1", stages=[PROMOTED])
     text = monthly_patch_report([patched], ["staging"], AT).markdown
     assert "1 patched, 0 skipped, 0 failed." in text and "## Failures" not in text
+
+
+def test_the_command_line_shows_each_service_of_the_patch_and_why_one_stopped() -> None:
+    results = [
+        ServicePatch(
+            service="catalog",
+            result="failed",
+            detail="stopped in staging: rolled-back",
+            old_version=V1,
+            new_version=V2,
+            stages=[
+                StageOutcome(
+                    environment="staging", outcome="rolled-back", detail="canary at 50.0% failed:\n error rate"
+                ),
+                StageOutcome(environment="production", outcome="not-run", detail="stopped: staging rolled-back"),
+            ],
+        ),
+        ServicePatch(
+            service="shop",
+            result="patched",
+            old_version=V1,
+            new_version=V2,
+            stages=[PROMOTED, StageOutcome(environment="production", outcome="promoted")],
+        ),
+        ServicePatch(service="depot", result="skipped", detail="nothing in production: not deployed"),
+    ]
+
+    assert monthly_patch_lines(results) == [
+        f"catalog  failed   {V1} -> {V2}  staging rolled-back, production not-run",
+        "         staging: canary at 50.0% failed: error rate",
+        f"shop     patched  {V1} -> {V2}  staging promoted, production promoted",
+        "depot    skipped  - -> -  nothing in production: not deployed",
+    ]

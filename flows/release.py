@@ -14,7 +14,8 @@ The runbook, step by step:
      becomes eligible as latest, the old color scales to zero after the warm period.
 The release policy's hooks run around this: pre_deploy (an expand migration) before step 2 changes
 anything, and a failure refuses the release; post_promote (a contract migration) once step 6 is
-done, and a failure is an alert: the release stays promoted.
+done, and a failure is an alert: the release stays promoted. The policy's enable_flags go on between
+step 6 and post_promote, on the same terms: only once promoted, and a failure is an alert.
 Any failure after the first user request reached the new color rolls back at once: production
 back to the stable pool in one gateway write.
 
@@ -32,6 +33,7 @@ from uuid import UUID
 from prefect import flow, get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.input import RunInput
+from prefect.runtime import flow_run
 
 from switchyard.core.analysis import Analysis
 from switchyard.core.canary_verdict import CanaryOutcome
@@ -61,7 +63,8 @@ from switchyard.core.rollout import (
 from switchyard.core.stages import StageResult
 from switchyard.core.state import ServiceObservation
 from tasks.canary import analyse_canary, analyse_promoted, clear_canary, set_canary_split, synthetic_load
-from tasks.events import HOOK_FAILED_STEP, emit, heartbeat, now
+from tasks.events import FLAGS_FAILED_STEP, HOOK_FAILED_STEP, emit, emit_flag_set, heartbeat, now
+from tasks.flags import enable_flags
 from tasks.hooks import run_post_promote_hook, run_pre_deploy_hook
 from tasks.locks import LockBusy, hold_lock
 from tasks.release import (
@@ -193,7 +196,11 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
             analysis, reason = failed_analysis
             _roll_back(context, request, progress, summary, analysis, reason)
         if isinstance(action, Finalize):
-            # Outside the rollback's reach on purpose: nothing the hook does undoes the release.
+            # Outside the rollback's reach on purpose: nothing the flags or the hook do undoes the
+            # release. Flags first: they belong to the version that just held full traffic and can be
+            # turned off in a second, while a contract migration may run long, fail and wait for a
+            # person; neither should keep users from the features the release was for.
+            _enable_flags(context, summary)
             _post_promote(context, summary)
     raise ReleaseFailed(f"the release did not converge in {MAX_STEPS} steps; see the timeline", summary)
 
@@ -221,6 +228,35 @@ def _pre_deploy(context: ReleaseContext, summary: ReleaseSummary) -> None:
     summary.outcome = "refused"
     summary.outcome_detail = f"Refused: {reason}."
     raise ReleaseRefused(reason)
+
+
+def _enable_flags(context: ReleaseContext, summary: ReleaseSummary) -> None:
+    """The policy's enable_flags, once the release is promoted and finalized (a release that rolled
+    back never gets here). A failure is an alert and a warning, never a rollback: the version passed
+    under full traffic, and its flags can be turned on by hand (`switchyard flag set`)."""
+    names = context.policy.enable_flags
+    if not names:
+        return
+    run_id = flow_run.get_id()
+    try:
+        changes = enable_flags(context, names, f"release {run_id}" if run_id else "release")
+    except Exception as error:
+        detail = f"{type(error).__name__}: {error}"
+        where = f"{context.service.name} --env {context.environment.name}"
+        warning = (
+            f"enable_flags could not turn on {', '.join(names)} ({detail}); the release stays promoted. See "
+            f"what they read with `switchyard flag list {where}`, and turn them on with `switchyard flag set "
+            f"{context.service.name} NAME on --env {context.environment.name}` once fixed"
+        )
+        get_run_logger().error(warning)
+        summary.warnings.append(warning)
+        summary.add(now(), "enable flags", f"failed: {detail}")
+        emit(context, FLAGS_FAILED_STEP, {"image": context.image_version, "flags": names, "detail": detail})
+        return
+    summary.flags = changes
+    summary.add(now(), "enable flags", "; ".join(change.describe() for change in changes))
+    for change in changes:
+        emit_flag_set(context, change, {"image": context.image_version})
 
 
 def _post_promote(context: ReleaseContext, summary: ReleaseSummary) -> None:

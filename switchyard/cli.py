@@ -64,6 +64,10 @@ fleet_app = typer.Typer(no_args_is_help=True, help="The fleet: services and envi
 app.add_typer(fleet_app, name="fleet")
 vulndb_app = typer.Typer(no_args_is_help=True, help="The OSV advisory snapshot the offline scanner reads.")
 app.add_typer(vulndb_app, name="vulndb")
+flag_app = typer.Typer(
+    no_args_is_help=True, help="Feature flags: on/off switches a service reads at run time from its database."
+)
+app.add_typer(flag_app, name="flag")
 
 
 class Outcome(IntEnum):
@@ -366,6 +370,73 @@ def vulndb_update(
         as_json,
         done.model_dump(mode="json"),
     )
+
+
+FlagNameArgument = Annotated[str, typer.Argument(help="The flag, e.g. new_greeting.", metavar="NAME")]
+
+
+def _flag_context(service: str, environment: str) -> Any:
+    """The service in the environment, from its blocks, with a flag store there; nothing is written.
+    What the set-flag flow would refuse is refused here first, with the same words."""
+    from blocks import load_service_context
+    from switchyard.core.flags import database_problem
+    from switchyard.core.outcomes import FlagRefused
+
+    try:
+        context = load_service_context(service, environment)
+    except ValueError as error:  # a service not deployed to that environment
+        if type(error).__name__ == "UnknownNameError":
+            raise
+        raise BadInput(str(error)) from None
+    problem = database_problem(context.service, environment)
+    if problem is not None:
+        raise FlagRefused(problem)
+    return context
+
+
+@flag_app.command("set")
+def flag_set(
+    service: ServiceArgument,
+    name: FlagNameArgument,
+    value: Annotated[str, typer.Argument(help="on or off.", metavar="on|off")],
+    environment: EnvironmentOption,
+    as_json: JsonOption = False,
+    debug: DebugOption = False,
+) -> None:
+    """Turn flag NAME of SERVICE on or off in an environment, no deploy (runs the set-flag flow)."""
+    with _outcomes(f"flag set of {name} for {service} in {environment}", as_json, debug):
+        _check_names(service=service, environment=environment)
+        from switchyard.core.flags import check_flag_name, parse_flag_value
+
+        try:
+            check_flag_name(name)
+            enabled = parse_flag_value(value)
+        except ValueError as error:
+            raise BadInput(str(error)) from None
+        _connect(service, environment)
+        _flag_context(service, environment)
+        change = _flow("set-flag", debug)(service=service, environment=environment, name=name, enabled=enabled)
+    _say(Outcome.OK, change.describe(), as_json, {"flag": change.model_dump(mode="json")})
+
+
+@flag_app.command("list")
+def flag_list(
+    service: ServiceArgument, environment: EnvironmentOption, as_json: JsonOption = False, debug: DebugOption = False
+) -> None:
+    """Every flag of SERVICE in an environment, as its instances read them now (read only)."""
+    with _outcomes(f"flag list of {service} in {environment}", as_json, debug):
+        _check_names(service=service, environment=environment)
+        _connect(service, environment)
+        context = _flag_context(service, environment)
+        from switchyard.checkout import default_state_dir
+        from switchyard.core.flags import on_off
+        from switchyard.flags import flag_store
+
+        store = flag_store(context.service, environment, str(default_state_dir()))
+        flags = list(store.read().values())
+    rows = [f"{f.name:<32} {on_off(f.enabled):<4} {f.updated_at:%Y-%m-%d %H:%M:%S} {f.updated_by}" for f in flags]
+    text = "\n".join([f"flags of {service} in {environment} ({store.location}): {len(flags)}, any other is off", *rows])
+    _say(Outcome.OK, text, as_json, {"database": store.location, "flags": [f.model_dump(mode="json") for f in flags]})
 
 
 @app.command()

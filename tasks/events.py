@@ -14,6 +14,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from switchyard.core.config import ServiceContext
+from switchyard.core.flags import FlagChange
 
 
 def now() -> datetime:
@@ -22,9 +23,14 @@ def now() -> datetime:
 
 def emit(context: ServiceContext, step: str, payload: dict[str, object]) -> None:
     """An event per release step, so automations and the UI's event feed can follow a release."""
+    emit_for_service(context, f"switchyard.release.{step}", payload)
+
+
+def emit_for_service(context: ServiceContext, event: str, payload: dict[str, object]) -> None:
+    """An event about a service in an environment: one resource per pair, whatever happened to it."""
     topology = context.topology
     emit_event(
-        event=f"switchyard.release.{step}",
+        event=event,
         resource={
             "prefect.resource.id": f"switchyard.service.{topology.service}.{topology.environment}",
             "prefect.resource.name": f"{topology.service} in {topology.environment}",
@@ -41,6 +47,24 @@ FINISHED_EVENT = "switchyard.release.finished"
 # trouble, since the release itself stays promoted: point an automation's notification at it.
 HOOK_FAILED_STEP = "hook-failed"
 HOOK_FAILED_EVENT = f"switchyard.release.{HOOK_FAILED_STEP}"
+# A release policy's enable_flags could not turn its flags on (payload: image, flags, detail); the
+# release stays promoted, so this is the alert, like hook-failed.
+FLAGS_FAILED_STEP = "flags-failed"
+FLAGS_FAILED_EVENT = f"switchyard.release.{FLAGS_FAILED_STEP}"
+# Every flag switchyard sets, by a person or a release (payload: flag, enabled, previous, updated_by).
+FLAG_SET_EVENT = "switchyard.flag.set"
+
+
+def emit_flag_set(context: ServiceContext, change: FlagChange, extra: dict[str, object] | None = None) -> None:
+    """A flag switchyard set, whoever asked: automations and the event feed see every flip."""
+    payload: dict[str, object] = {
+        "flag": change.name,
+        "enabled": change.enabled,
+        "previous": change.previous,
+        "updated_by": change.updated_by,
+        **(extra or {}),
+    }
+    emit_for_service(context, FLAG_SET_EVENT, payload)
 
 
 @contextmanager

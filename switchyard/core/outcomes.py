@@ -48,3 +48,8 @@ class MonthlyPatchFailed(Exception):
     def __init__(self, message: str, results: list[ServicePatch] | None = None) -> None:
         super().__init__(message)
         self.results = list(results or [])
+
+
+class FlagRefused(Refused):
+    """A flag cannot be set where it was asked (no database there, or one the flag store does not
+    implement); nothing was changed."""

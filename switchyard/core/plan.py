@@ -287,6 +287,8 @@ def _step(number: int, action: Action, policy: ReleasePolicy) -> PlanStep:
             f"finalize: autoscale follows {action.live.value}, the image becomes eligible as latest, "
             f"{action.live.other.value} stays warm for {policy.scale_down_delay_s:g} s"
         )
+        if policy.enable_flags:
+            title += f"; then flags {', '.join(policy.enable_flags)} go on"
     else:  # Done and Stop end the plan before they get here
         raise AssertionError(f"no plan step for {action.kind}")
     return PlanStep(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from switchyard.core.capacity import REGIONAL_VCPUS, ComputeQuota, shortfall
 from switchyard.core.config import ServiceContext
+from switchyard.core.flags import database_problem
 from switchyard.core.image_metadata import ImageMetadata, ImageMetadataError
 from switchyard.core.rollout import CanaryStep, ImpossiblePlanError, ReleasePolicy, Strategy, plan_canary_steps
 from switchyard.core.state import ImageObservation, ServiceObservation
@@ -96,6 +97,7 @@ def check_release(
     checks: list[str] = []
     problems = _image_problems(context, image, published, checks)
     problems += _timing_problems(context, policy, timing, checks)
+    problems += _flag_problems(context, policy, checks)
 
     gateway = observed.gateway
     live = observed.live_color
@@ -217,6 +219,18 @@ def _timing_problems(
             f"of {timing.whole_grains(policy.analysis_window_s):g} s"
         )
     return problems
+
+
+def _flag_problems(context: ServiceContext, policy: ReleasePolicy, checks: list[str]) -> list[str]:
+    """enable_flags runs after the promotion, where a failure can only be a warning: a flag store that
+    cannot work as configured is known now, and refused now."""
+    if not policy.enable_flags:
+        return []
+    problem = database_problem(context.service, context.environment.name)
+    if problem is not None:
+        return [f"the release policy's enable_flags ({', '.join(policy.enable_flags)}) cannot be set: {problem}"]
+    checks.append(f"flags {', '.join(policy.enable_flags)} go on in the service's database once promoted")
+    return []
 
 
 def _traffic_problems(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 from switchyard.core.canary_split import SplitCheck
 from switchyard.core.canary_verdict import Verdict
+from switchyard.core.flags import FlagChange
 from switchyard.core.hooks import HookResult
 from switchyard.core.plan import ReleasePlan
 from switchyard.core.stages import StageResult
@@ -61,6 +62,8 @@ class ReleaseSummary(BaseModel):
     plan: ReleasePlan | None = None
     hooks: list[HookResult] = Field(default_factory=list)
     tests: list[StageResult] = Field(default_factory=list)  # the test stages, in the order they ran
+    # The flags the policy's enable_flags turned on once the release was promoted and finalized.
+    flags: list[FlagChange] = Field(default_factory=list)
     # What went wrong without changing the outcome, e.g. a failed post_promote hook after promotion.
     warnings: list[str] = Field(default_factory=list)
 

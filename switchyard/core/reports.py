@@ -13,6 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 
 from switchyard.core.findings import SEVERITIES_WORST_FIRST, FindingKind
+from switchyard.core.flags import FlagChange, FlagState, on_off
 from switchyard.core.guard import GuardReport
 from switchyard.core.hooks import HookResult
 from switchyard.core.image_metadata import ImageMetadata
@@ -80,6 +81,8 @@ def release_report(summary: ReleaseSummary) -> Report:
         lines.append(analysis.verdict.markdown())
     if summary.hooks:
         lines += ["", hooks_markdown(summary.hooks)]
+    if summary.flags:
+        lines += ["", "## Flags turned on", "", flags_changed_markdown(summary.flags)]
     warned = " (with warnings)" if summary.warnings else ""
     return Report(
         markdown="\n".join(lines) + "\n",
@@ -102,6 +105,40 @@ def hooks_markdown(results: list[HookResult]) -> str:
                 fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
                 lines += ["", f"**{result.hook} {stream}** (the end):", "", fence, text, fence]
     return "\n".join(lines)
+
+
+def flags_changed_markdown(changes: list[FlagChange]) -> str:
+    """A table of flags set: before and after, when and by whom."""
+    lines = ["| Flag | Before | Now | Set at (UTC) | By |", "|---|---|---|---|---|"]
+    for change in changes:
+        before = "off (no row)" if change.previous is None else on_off(change.previous)
+        lines.append(
+            f"| {change.name} | {before} | **{on_off(change.enabled)}** | {change.updated_at:%Y-%m-%d %H:%M:%S} | "
+            f"{_cell(change.updated_by)} |"
+        )
+    return "\n".join(lines)
+
+
+def flag_report(change: FlagChange, flags: list[FlagState]) -> Report:
+    """A flag set by a person (the set-flag flow): the change, then every flag of the service there."""
+    lines = [
+        f"# Flag {change.name} of {change.service} in {change.environment}: **{on_off(change.enabled).upper()}**",
+        "",
+        flags_changed_markdown([change]),
+        "",
+        f"Database: `{change.database}`. The service reads its flags at run time: instances see the change "
+        "within their cache's age (the sample app: half a second), with no deploy. Set it back the same way.",
+        "",
+        f"## Every flag of {change.service} in {change.environment}",
+        "",
+        "| Flag | State | Set at (UTC) | By |",
+        "|---|---|---|---|",
+    ]
+    for flag in flags:
+        lines.append(
+            f"| {flag.name} | {on_off(flag.enabled)} | {flag.updated_at:%Y-%m-%d %H:%M:%S} | {_cell(flag.updated_by)} |"
+        )
+    return Report(markdown="\n".join(lines) + "\n", description=change.describe())
 
 
 def guard_report(report: GuardReport) -> Report:

@@ -19,6 +19,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from switchyard.core.canary_inputs import CanaryPolicy
+from switchyard.core.flags import check_enable_flags
 from switchyard.core.hooks import ReleaseHooks
 from switchyard.core.stages import PerformanceTest
 from switchyard.core.state import ImageObservation, ServiceObservation
@@ -123,6 +124,12 @@ class ReleasePolicy(BaseModel):
         default_factory=ReleaseHooks,
         description="pre_deploy (expand migrations) and post_promote (contract migrations): a command or an HTTP call.",
     )
+    enable_flags: list[str] = Field(
+        default_factory=list,
+        description="Feature flags to turn on once the new version is promoted and finalized (before post_promote), "
+        "in the service's database for the environment; never after a rollback. A failure is an alert and a "
+        "warning: the release stays promoted.",
+    )
     performance_test: PerformanceTest | None = Field(
         None, description="A load test of the new color through the test listener, after smoke and integration tests."
     )
@@ -150,6 +157,11 @@ class ReleasePolicy(BaseModel):
         if any(later <= earlier for earlier, later in pairwise(steps)):
             raise ValueError(f"canary steps must increase: {steps}")
         return steps
+
+    @field_validator("enable_flags")
+    @classmethod
+    def _flags(cls, names: list[str]) -> list[str]:
+        return check_enable_flags(names)
 
     @model_validator(mode="after")
     def _canary_has_steps(self) -> Self:

@@ -181,5 +181,20 @@ def fleet(
                 ],
             }
         )
+    # Feature flags (tests/e2e/test_release_flags.py): `flagged` has a shared database in production,
+    # and the policy `enable-new-greeting` turns the flag new_greeting on there once a release is promoted.
+    fleet.services["flagged"] = sample.model_copy(
+        update={
+            "name": "flagged",
+            "capacity": 3,
+            "frontend_ports": {
+                env: FrontendPorts(production=free_port(), test=free_port()) for env in fleet.environments
+            },
+            "database": {"production": "sqlite:///{state_dir}/databases/flagged-production.sqlite3"},
+        }
+    )
+    fleet.release_policies["enable-new-greeting"] = default.model_copy(
+        update={"strategy": Strategy.BLUE_GREEN, "enable_flags": ["new_greeting"]}
+    )
     asyncio.run(seed_blocks(fleet))
     return fleet

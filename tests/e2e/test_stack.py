@@ -68,6 +68,7 @@ DEPLOYMENTS = {
     "retire-idle-colors",
     "fleet-status",
     "guard",
+    "set-flag",
 }
 COMMIT = labelled_commit("stack")
 # What the Git hosts call this repository in the merge webhooks (the relay routes any name to this checkout).

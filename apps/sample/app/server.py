@@ -10,6 +10,7 @@ third-party package). Endpoints:
   GET /work/sleep?ms=M   answers after M milliseconds (M <= 60_000)
   POST /work/notes       stores the body as a note in the shared database: {"id": N}
   GET /work/notes/N      the note N, whichever instance stored it: {"id": N, "text": ...}
+  GET /work/greeting     {"greeting": ...}: the new one while feature flag new_greeting is on (flags.py)
 
 Every answer carries `X-Instance-Id` (the scale-set instance id) and `X-Image-Version` (the
 gallery version of the image it runs), so a client can see which
@@ -22,7 +23,7 @@ crash_after_s makes the whole process exit with code 70 that long after it start
 Configuration comes from the environment the emulator (or a VM's init) sets:
 SWITCHYARD_LISTEN_HOST, SWITCHYARD_LISTEN_PORT, SWITCHYARD_INSTANCE_ID, SWITCHYARD_MANIFEST; the
 instance's custom data (SWITCHYARD_CUSTOM_DATA names the file; on Azure /var/lib/waagent/CustomData)
-names the shared database (database_url, sqlite:///PATH), which both colors use.
+names the shared database (database_url, sqlite:///PATH), which both colors use and where the feature flags are.
 SIGTERM (or SIGINT) stops accepting connections, lets requests in flight finish, closes idle
 keep-alive connections, and exits 0.
 """
@@ -41,6 +42,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+from flags import Flags
 from notes import Notes
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -221,6 +223,7 @@ class SampleService:
         self.stopping = False
         self.random = random.Random()
         self.notes = Notes(config.database_path) if config.database_path else None
+        self.flags = Flags(config.database_path)
 
     def health(self) -> tuple[int, bytes]:
         if self.config.fail_health:
@@ -246,6 +249,10 @@ class SampleService:
             if answer[0] != 200:
                 return answer
             body = json.loads(answer[1])
+        elif request.path == "/work/greeting":
+            # Released by flipping a flag, not by a deploy: `switchyard flag set sample new_greeting on`.
+            new = self.flags.is_on("new_greeting")
+            body = {"greeting": "hello, and welcome to the new greeting" if new else "hello"}
         elif request.path == "/work/echo":
             body = {
                 "method": request.method,

@@ -138,23 +138,12 @@ def observe_service(context: ServiceContext) -> ServiceObservation:
     return cloud_for(context).observe(context.topology)
 
 
-# Looks at addresses in a pool that belong to neither color before calling them foreign (one a second).
-FOREIGN_RECHECKS = 5
-
-
 @task(name="observe release", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def observe_release(context: ReleaseContext) -> tuple[ServiceObservation, ImageObservation]:
     """What the planner decides on: the service, and the image being released as the gallery shows
     it now (a rollback elsewhere marks it)."""
     cloud = cloud_for(context)
     observed = cloud.observe(context.topology)
-    # The gateway and the scale sets are read one after the other: an instance autoscale removes in
-    # between is still a member of a pool but no longer an instance. Only what stays so is foreign.
-    for _ in range(FOREIGN_RECHECKS):
-        if not observed.foreign_addresses:
-            break
-        time.sleep(1.0)
-        observed = cloud.observe(context.topology)
     return observed, cloud.gallery.image_version(context.service.name, context.image_version)
 
 

@@ -63,6 +63,10 @@ class PoolObservation(_Observed):
 
     name: str
     member_addresses: list[str] = Field(default_factory=list, description="Addresses of scale-set NICs in the pool")
+    member_scale_sets: dict[str, str] = Field(
+        default_factory=dict,
+        description="Member address -> the scale set its NIC belongs to ('' for a NIC of no scale set)",
+    )
     explicit_addresses: list[str] = Field(
         default_factory=list, description="backendAddresses: switchyard never writes them; any here is foreign"
     )
@@ -179,6 +183,15 @@ class ServiceObservation(_Observed):
         live = self.live_color
         if live is None:
             return explicit
+        own_sets = {self.scale_set(color).name.lower() for color in (live, live.other)}
         known = set(self.scale_set(live).addresses) | set(self.scale_set(live.other).addresses)
-        strangers = [a for a in self.gateway.canary_pool_of(live).member_addresses if a not in known]
+        # The gateway and the scale sets are read one after the other: an instance that scale-in
+        # removed, or autoscale added, in between is a member but not (or not yet) an instance. Its
+        # NIC still names its scale set, so ownership, not the instance list, decides.
+        canary_pool = self.gateway.canary_pool_of(live)
+        strangers = [
+            a
+            for a in canary_pool.member_addresses
+            if a not in known and canary_pool.member_scale_sets.get(a, "").lower() not in own_sets
+        ]
         return [*explicit, *strangers]

@@ -26,6 +26,12 @@ _SCALE_SET_NIC = re.compile(
 _NIC = re.compile(r"/resourceGroups/([^/]+)/providers/Microsoft\.Network/networkInterfaces/([^/]+)/", re.IGNORECASE)
 
 
+def _scale_set_of(configuration_id: str) -> str:
+    """The scale set a NIC ip configuration belongs to, by its id; '' for a NIC of no scale set."""
+    match = _SCALE_SET_NIC.search(configuration_id)
+    return match.group(2) if match else ""
+
+
 class AzureTrafficRouter:
     """Application Gateway as a traffic router: one If-Match-guarded PUT per routing change."""
 
@@ -121,6 +127,11 @@ class AzureTrafficRouter:
                     for c in pool_props.get("backendIPConfigurations", [])
                     if c.get("id", "").lower() in addresses
                 ],
+                member_scale_sets={
+                    addresses[c["id"].lower()]: _scale_set_of(c["id"])
+                    for c in pool_props.get("backendIPConfigurations", [])
+                    if c.get("id", "").lower() in addresses
+                },
                 explicit_addresses=[
                     a.get("ipAddress") or a.get("fqdn", "")
                     for a in pool_props.get("backendAddresses", [])

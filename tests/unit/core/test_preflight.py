@@ -5,9 +5,11 @@ from __future__ import annotations
 from switchyard.core.config import AutoscaleConfig
 from switchyard.core.preflight import RecentTraffic, check_release, traffic_lookback_s, version_refusal
 from switchyard.core.rollout import ReleasePolicy, Strategy, SyntheticLoad
+from switchyard.core.state import ServiceObservation
 from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color
 from tests.unit.core.cloud_states import (
+    TOPOLOGY,
     V1,
     V2,
     address,
@@ -65,6 +67,29 @@ def test_every_problem_is_reported_at_once() -> None:
         "3 more Standard_B2s VM(s) need 6 total regional vCPUs in westeurope, but the quota leaves 1 "
         "(limit 200, in use 199); ask for a quota increase, or lower the service's capacity",
     ]
+
+
+def test_a_pool_member_whose_instance_just_went_is_foreign_only_if_its_nic_is_another_scale_sets() -> None:
+    """The gateway and the scale sets are read one after the other: an idle instance scaled in between
+    is still a member but no longer an instance. Its NIC names its scale set, so it is not foreign; an
+    address whose NIC belongs to another scale set is."""
+    gone = "127.2.0.9"  # no instance of green any more
+    base = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V1, 0), canary=[gone], routed=False)
+
+    def owned_by(scale_set_name: str) -> ServiceObservation:
+        canary_pool = base.gateway.canary_pool_of(Color.BLUE)
+        owners = {a: TOPOLOGY.scale_set(Color.BLUE) for a in canary_pool.member_addresses}
+        owners[gone] = scale_set_name
+        pools = {**base.gateway.pools, canary_pool.name: canary_pool.model_copy(update={"member_scale_sets": owners})}
+        return base.model_copy(update={"gateway": base.gateway.model_copy(update={"pools": pools})})
+
+    scaled_in = owned_by(TOPOLOGY.scale_set(Color.GREEN).upper())  # Azure ids are case-insensitive
+    assert scaled_in.foreign_addresses == []
+    assert check_release(context(), CANARY, image(), [], scaled_in, quota(), FAST).refusal is None
+
+    stranger = owned_by("vmss-someone-else")
+    assert stranger.foreign_addresses == [gone]
+    assert check_release(context(), CANARY, image(), [], stranger, quota(), FAST).refusal is not None
 
 
 def test_a_missing_image_names_the_newest_published_versions_and_how_to_build_it() -> None:

@@ -1,24 +1,26 @@
 """The monthly patch: every service of the fleet rebuilt on this month's patch level, and released.
 
-The runbook, per service:
-  1. find what production runs now (gateway -> live scale set -> gallery tags); a service with
-     nothing live there is reported and skipped;
-  2. rebuild that image (same base, app version and commit) on this month's patch level: a forced
-     build gets the next rebuild revision of the month, scanned and published like any other;
-  3. release it to each environment in order (staging, then production), stopping this service at
-     its first environment that does not go live; the other services of its wave carry on.
-Services go in waves (each service's `patch_wave`, 1 first): a wave starts once the one before it
-is done, and a wave in which a service failed holds back the waves after it.
+The runbook:
+  1. staging wave, every service at once: find what production runs now (gateway -> live scale
+     set -> gallery tags; a service with nothing live there is reported and skipped), rebuild that
+     image (same base, app version and commit) on this month's patch level (a forced build gets the
+     next rebuild revision of the month, scanned and published like any other), and release it to
+     each environment before production in order, the last one holding it for its soak time; a
+     service stops at its first environment that does not go live;
+  2. production, in batches of `production_batch_size` (lower `patch_wave` first): the services
+     that passed staging; before each batch, once more than `max_failed_share` of the services tried
+     failed, no further service is started, and the rest are reported as held.
 A Markdown artifact (`monthly-patch`) shows the fleet: old -> new version and each environment's
-outcome. The run fails when any service failed, after every service had its turn.
+outcome. The run fails when any service failed or was held, after every service had its turn.
 
 How the services fan out. A monthly patch started from its deployment (the schedule, the UI)
-runs on a worker, and gives each service its own run of the `patch-service` deployment: the work
-pool spreads them over its workers (and machines), and each shows in the UI as a subflow run with
-its own logs and a `patch-<service>` artifact. The parent waits for them all and reads each
-service's outcome back from that artifact, which lives in Prefect's database, so a child that ran
-on another machine reports just the same. Started in-process instead (the command line, tests,
-where there may be no worker), the services run here as tasks in threads, MAX_PARALLEL at once.
+runs on a worker, and gives each service a run of the `patch-service` deployment per step (staging,
+production): the work pool spreads them over its workers (and machines), and each shows in the UI
+as a subflow run with its own logs and a `patch-<service>` artifact. The parent waits for them and
+reads each service's outcome back from that artifact, which lives in Prefect's database, so a child
+that ran on another machine reports just the same. Started in-process instead (the command line,
+tests, where there may be no worker), the services run here as tasks in threads, MAX_PARALLEL at
+once.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
+from typing import Literal
 from uuid import UUID
 
 from prefect import flow, get_run_logger, tags, task
@@ -50,7 +53,15 @@ from flows.image_pipeline import image_pipeline
 from flows.release_on_merge import DEFAULT_ENVIRONMENTS, release_through
 from switchyard.core.outcomes import MonthlyPatchFailed
 from switchyard.core.reports import monthly_patch_report
-from switchyard.core.routine import ServicePatch, StageOutcome, chain_failure, held_back, patch_waves
+from switchyard.core.routine import (
+    PatchRollout,
+    ServicePatch,
+    StageOutcome,
+    after_production,
+    chain_failure,
+    held_back,
+    not_run_in,
+)
 from tasks.history import change_tags
 from tasks.routine import check_environments, fleet_services, patch_waves_of, production_image
 
@@ -67,16 +78,30 @@ class ServicePatchFailed(Exception):
     """This service could not be patched; its `patch-<service>` artifact says why."""
 
 
+# A service's part of the monthly patch: rebuilt and released to every environment before
+# production ("staging"), or the version staging passed released to production ("production").
+PatchStep = Literal["staging", "production"]
+
+
 def patch_key(service: str) -> str:
     return f"patch-{service}"
 
 
-def _patch(service: str, environments: list[str]) -> ServicePatch:
-    """Rebuild what production runs on this month's patch level and release it down the chain.
+def _patch_step(service: str, environments: list[str], step: PatchStep, staged: ServicePatch | None) -> ServicePatch:
+    """One step of one service's patch. Never raises for the service's own trouble: a failure is
+    this service's result, so the other services carry on."""
+    if step == "staging":
+        return _rebuild_and_stage(service, environments)
+    if staged is None or staged.service != service or staged.result != "staged" or staged.new_version is None:
+        raise ValueError(f"the production step of {service} needs the outcome of its staging step, staged")
+    return _to_production(staged, environments[-1])
 
-    Never raises: a failure is this service's result, so the other services carry on."""
+
+def _rebuild_and_stage(service: str, environments: list[str]) -> ServicePatch:
+    """Rebuild what production runs on this month's patch level and release it to every environment
+    before production, the last of them holding it for its soak time."""
     logger = get_run_logger()
-    production = environments[-1]
+    *before, production = environments
     try:
         live = production_image(service, production)
     except Exception as error:
@@ -85,8 +110,15 @@ def _patch(service: str, environments: list[str]) -> ServicePatch:
         logger.info("%s: skipped: %s", service, live.reason)
         return ServicePatch(service=service, result="skipped", detail=f"nothing in {production}: {live.reason}")
     image = live.image
-    patch = ServicePatch(service=service, result="failed", old_version=image.gallery_version)
-    with tags(*change_tags(commit=image.git_commit, change_at=datetime.now(UTC), trigger="monthly-patch")):
+    change_at = datetime.now(UTC)
+    patch = ServicePatch(
+        service=service,
+        result="failed",
+        old_version=image.gallery_version,
+        git_commit=image.git_commit,
+        change_at=change_at,
+    )
+    with tags(*change_tags(commit=image.git_commit, change_at=change_at, trigger="monthly-patch")):
         build = image_pipeline(
             service=service,
             app_version=str(image.app_version),
@@ -102,33 +134,50 @@ def _patch(service: str, environments: list[str]) -> ServicePatch:
             return patch
         published = build.result()
         patch.new_version = published.gallery_version
-        patch.stages = release_through(service, published.gallery_version, environments)
+        patch.stages = release_through(service, published.gallery_version, before, soak_last=True)
     failed = chain_failure(patch.stages)
     if failed is None:
-        patch.result = "patched"
+        patch.result = "staged"
         patch.detail = f"patch level {published.patch_level}"
-    else:
-        patch.detail = f"stopped in {failed.environment}: {failed.outcome}"
-    return patch
+        return patch
+    patch.detail = f"stopped in {failed.environment}: {failed.outcome}"
+    return not_run_in(patch, production, f"stopped: {failed.environment} {failed.outcome}")
+
+
+def _to_production(staged: ServicePatch, production: str) -> ServicePatch:
+    """Release the version staging passed to production, as the same change (commit, start)."""
+    assert staged.new_version is not None and staged.git_commit is not None and staged.change_at is not None
+    with tags(*change_tags(commit=staged.git_commit, change_at=staged.change_at, trigger="monthly-patch")):
+        stages = release_through(staged.service, staged.new_version, [production])
+    return after_production(staged, stages)
 
 
 @task(name="patch one service", cache_policy=NO_CACHE)
-def patch_service(service: str, environments: list[str]) -> ServicePatch:
-    """One service's patch in this process (the in-process fan-out)."""
-    return _patch(service, environments)
+def patch_service(
+    service: str, environments: list[str], step: PatchStep, staged: ServicePatch | None = None
+) -> ServicePatch:
+    """One step of one service's patch in this process (the in-process fan-out)."""
+    return _patch_step(service, environments, step, staged)
 
 
 @flow(name="patch-service", log_prints=True)
-def patch_service_flow(service: str, environments: list[str] = DEFAULT_ENVIRONMENTS) -> ServicePatch:
-    """One service's monthly patch, as its own run (the monthly patch starts one per service).
-    Its outcome is kept as the table artifact `patch-<service>`; the run fails when the service
-    could not be patched."""
+def patch_service_flow(
+    service: str,
+    step: PatchStep,
+    environments: list[str] = DEFAULT_ENVIRONMENTS,
+    staged: ServicePatch | None = None,
+) -> ServicePatch:
+    """One step of one service's monthly patch, as its own run (the monthly patch starts them):
+    `staging` rebuilds what production runs and releases it to every environment before the last;
+    `production` releases what the staging step passed (`staged`, its outcome) to the last. The
+    service's outcome so far is kept as the table artifact `patch-<service>`; the run fails when the
+    step failed."""
     environments = check_environments(environments)
-    result = _patch(service, environments)
+    result = _patch_step(service, environments, step, staged)
     create_table_artifact(
         key=patch_key(service),
         table=[json.loads(result.model_dump_json())],
-        description=f"Monthly patch of {service}: {result.result}",
+        description=f"Monthly patch of {service}, {step} step: {result.result}",
     )
     if result.result == "failed":
         raise ServicePatchFailed(f"{service} not patched: {result.detail}")
@@ -140,55 +189,70 @@ def patch_service_flow(service: str, environments: list[str] = DEFAULT_ENVIRONME
 def monthly_patch(
     services: list[str] | None = None,
     environments: list[str] = DEFAULT_ENVIRONMENTS,
+    production_batch_size: int = PatchRollout.model_fields["production_batch_size"].default,
+    max_failed_share: float = PatchRollout.model_fields["max_failed_share"].default,
 ) -> list[ServicePatch]:
     """Rebuild `services` (default: every service block) on this month's patch level, with the app
     version and commit their production runs, and release them to `environments` in order (the
-    last one is production: what it runs is what gets patched)."""
+    last one is production: what it runs is what gets patched): every service through the
+    environments before production first, then production `production_batch_size` services at a
+    time, starting no further service once more than `max_failed_share` of those tried failed."""
     logger = get_run_logger()
     environments = check_environments(environments)
+    rollout = PatchRollout(production_batch_size=production_batch_size, max_failed_share=max_failed_share)
+    production = environments[-1]
     names = sorted(set(services)) if services is not None else fleet_services()
-    waves = patch_waves(patch_waves_of(names))
+    before = ", ".join(environments[:-1]) or "no environment"
+    logger.info("patching %d service(s): rebuilt and released to %s, all at once", len(names), before)
+    first = _run_step(names, environments, "staging", {})
+    results = {patch.service: patch for patch in first}
+    ready = [patch.service for patch in first if patch.result == "staged"]
     logger.info(
-        "patching %d service(s) in %d wave(s): %s",
-        len(names),
-        len(waves),
-        " | ".join(", ".join(wave) for wave in waves) or "none",
+        "staging wave done: %s", ", ".join(f"{patch.service} {patch.result}" for patch in first) or "no service"
     )
-    results: list[ServicePatch] = []
-    for number, wave in enumerate(waves, start=1):
-        logger.info("wave %d of %d: %s", number, len(waves), ", ".join(wave))
-        if current_deployment.id is not None:
-            done = _patch_as_deployment_runs(wave, environments)
-        else:
-            done = _patch_in_threads(wave, environments)
-        results += done
-        logger.info(
-            "%d of %d service(s) done: %s",
-            len(results),
-            len(names),
-            ", ".join(f"{r.service} {r.result}" for r in done),
-        )
-        failed = [r for r in done if r.result == "failed"]
-        if failed and number < len(waves):
-            # A wave that failed stops the waves after it: a bad patch level or a broken base image
-            # shows in the first services, before it reaches the rest of the fleet.
-            later = [service for rest in waves[number:] for service in rest]
-            logger.warning("wave %d failed; holding back %d service(s): %s", number, len(later), ", ".join(later))
-            results += held_back(later, failed)
+    batches = rollout.production_batches(patch_waves_of(ready))
+    for number, batch in enumerate(batches, start=1):
+        reason = rollout.stop_reason(list(results.values()))
+        if reason is not None:
+            waiting = [service for rest in batches[number - 1 :] for service in rest]
+            logger.warning("%s: holding back %s from %s", reason, ", ".join(waiting), production)
+            for service in waiting:
+                results[service] = held_back(results[service], production, reason)
             break
-    _publish(results, environments)
-    failed = [r for r in results if r.result in ("failed", "held")]
-    if failed:
+        logger.info("%s batch %d of %d: %s", production, number, len(batches), ", ".join(batch))
+        for patched in _run_step(batch, environments, "production", {service: results[service] for service in batch}):
+            if patched.result == "failed" and not patched.stages:
+                # The step itself broke (a crashed run, a task error) before it recorded a stage.
+                failure = StageOutcome(environment=production, outcome="failed", detail=patched.detail)
+                patched = after_production(results[patched.service], [failure])
+            results[patched.service] = patched
+    ordered = [results[name] for name in names]
+    _publish(ordered, environments)
+    unpatched = [r for r in ordered if r.result in ("failed", "held")]
+    if unpatched:
         raise MonthlyPatchFailed(
-            f"{len(failed)} of {len(results)} service(s) not patched: "
-            + "; ".join(f"{r.service}: {r.detail}" for r in failed),
-            results,
+            f"{len(unpatched)} of {len(ordered)} service(s) not patched: "
+            + "; ".join(f"{r.service}: {r.detail}" for r in unpatched),
+            ordered,
         )
-    return results
+    return ordered
 
 
-def _patch_in_threads(names: list[str], environments: list[str]) -> list[ServicePatch]:
-    futures = [patch_service.submit(name, environments) for name in names]
+def _run_step(
+    names: list[str], environments: list[str], step: PatchStep, staged: dict[str, ServicePatch]
+) -> list[ServicePatch]:
+    """One step for each of `names`, side by side (`staged`: the staging step's outcomes, for the
+    production step): as deployment runs when this run came from a deployment (the work pool spreads
+    them), else as threads of this run."""
+    if current_deployment.id is not None:
+        return _patch_as_deployment_runs(names, environments, step, staged)
+    return _patch_in_threads(names, environments, step, staged)
+
+
+def _patch_in_threads(
+    names: list[str], environments: list[str], step: PatchStep, staged: dict[str, ServicePatch]
+) -> list[ServicePatch]:
+    futures = [patch_service.submit(name, environments, step, staged.get(name)) for name in names]
     wait(futures)
     results: list[ServicePatch] = []
     for name, future in zip(names, futures, strict=True):
@@ -199,10 +263,12 @@ def _patch_in_threads(names: list[str], environments: list[str]) -> list[Service
     return results
 
 
-def _patch_as_deployment_runs(names: list[str], environments: list[str]) -> list[ServicePatch]:
+def _patch_as_deployment_runs(
+    names: list[str], environments: list[str], step: PatchStep, staged: dict[str, ServicePatch]
+) -> list[ServicePatch]:
     """One `patch-service` run per service, all scheduled at once; wait for all, read each outcome.
 
-    The idempotency key ties each child to this run and service: a retry of this run finds the
+    The idempotency key ties each child to this run, service and step: a retry of this run finds the
     children it already started instead of patching twice."""
     logger = get_run_logger()
     parent = current_flow_run.id
@@ -211,12 +277,17 @@ def _patch_as_deployment_runs(names: list[str], environments: list[str]) -> list
         # (called from a sync flow, run_deployment returns the FlowRun itself)
         children[name] = run_deployment(  # type: ignore[assignment]
             PATCH_SERVICE_DEPLOYMENT,
-            parameters={"service": name, "environments": environments},
+            parameters={
+                "service": name,
+                "step": step,
+                "environments": environments,
+                "staged": json.loads(staged[name].model_dump_json()) if name in staged else None,
+            },
             timeout=0,
-            idempotency_key=f"monthly-patch-{parent}-{name}",
-            flow_run_name=f"patch-{name}",
+            idempotency_key=f"monthly-patch-{parent}-{step}-{name}",
+            flow_run_name=f"patch-{name}-{step}",
         )
-    logger.info("started %d patch-service run(s); waiting for them", len(children))
+    logger.info("started %d patch-service run(s) (%s); waiting for them", len(children), step)
     finished = _wait_for_runs({run.id: name for name, run in children.items()})
     return [_child_outcome(name, finished[children[name].id]) for name in names]
 

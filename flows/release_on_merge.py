@@ -45,8 +45,12 @@ class ReleaseChainFailed(Exception):
     """A stage of the chain did not go live; the later stages were not run."""
 
 
-def release_through(service: str, image_version: str, environments: list[str]) -> list[StageOutcome]:
+def release_through(
+    service: str, image_version: str, environments: list[str], *, soak_last: bool = False
+) -> list[StageOutcome]:
     """Release `image_version` to each environment in order; stop at the first that does not go live.
+    Each one holds the version for its soak time before the next starts; so does the last one when
+    `soak_last` (the caller releases to another environment next).
 
     Each release is a subflow run (its own timeline, artifact and lock); a failure is recorded, not
     raised, so the caller reports the whole chain."""
@@ -61,7 +65,7 @@ def release_through(service: str, image_version: str, environments: list[str]) -
             live: StageResult = "promoted" if summary.outcome == "promoted" else "already-live"
             later = environments[position + 1 :]
             # Staging soak time: the next environment starts only once this one held the version.
-            problem = soak(service, environment, image_version) if later else None
+            problem = soak(service, environment, image_version) if later or soak_last else None
             if problem is None:
                 stages.append(StageOutcome(environment=environment, outcome=live, flow_run_id=run_id))
                 logger.info("%s %s in %s: %s", service, image_version, environment, live)

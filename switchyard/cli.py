@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from switchyard.console import quiet_console_tracebacks
@@ -261,14 +262,27 @@ def fleet_patch(
         list[str] | None,
         typer.Option("--env", help="Environments in order, the last one production (default: staging, production)."),
     ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="Services released to production at once (default: the flow's, 5)."),
+    ] = None,
+    max_failed_share: Annotated[
+        float | None,
+        typer.Option(
+            "--max-failed-share",
+            help="Start no further service once more than this share of those tried failed (default: 0.2).",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     debug: DebugOption = False,
 ) -> None:
-    """Run the monthly patch now: rebuild what production runs on this month's patch level and release
-    it down the environments, wave by wave (runs the monthly-patch flow here). Prints every service's
-    outcome; exits 1 when any service was not patched (failed, or held back behind a failed wave)."""
+    """Run the monthly patch now (the monthly-patch flow, here): rebuild what production runs on this
+    month's patch level and release it to staging for every service at once, then to production in
+    batches, stopping once too large a share failed. Prints every service's outcome; exits 1 when any
+    service was not patched (failed, or held back from production)."""
     from switchyard.core.outcomes import MonthlyPatchFailed
     from switchyard.core.reports import monthly_patch_lines
+    from switchyard.core.routine import PatchRollout
 
     unpatched: MonthlyPatchFailed | None = None
     with _outcomes("fleet patch", as_json, debug):
@@ -276,10 +290,18 @@ def fleet_patch(
             _check_names(service=service)
         for environment in environments or []:
             _check_names(environment=environment)
+        given = {"production_batch_size": batch_size, "max_failed_share": max_failed_share}
+        try:
+            rollout = PatchRollout.model_validate({k: v for k, v in given.items() if v is not None})
+        except ValidationError as error:
+            option = {"production_batch_size": "--batch-size", "max_failed_share": "--max-failed-share"}
+            problems = [f"{option[str(e['loc'][0])]}: {e['msg']}" for e in error.errors()]
+            raise BadInput("; ".join(problems)) from None
         _connect(more_services=services, more_environments=environments)
         patch = _flow("monthly-patch", debug)
+        chain = {"environments": environments} if environments else {}
         try:
-            results = patch(services=services, environments=environments) if environments else patch(services=services)
+            results = patch(services=services, **chain, **rollout.model_dump())
         except MonthlyPatchFailed as failure:
             # A partly failed patch still moved the rest of the fleet: report every service, then fail.
             unpatched, results = failure, failure.results

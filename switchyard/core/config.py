@@ -342,9 +342,9 @@ class ServiceConfig(BaseModel):
         1,
         ge=1,
         le=100,
-        description="The monthly patch's wave: wave 1 first, each wave only once every service of the "
-        "waves before it was patched or skipped (put the services others depend on, or the least "
-        "critical, first).",
+        description="The monthly patch's order into production: once every service passed staging, "
+        "production takes them in batches, wave 1 first (put the least critical, or those others "
+        "depend on, first).",
     )
     probe_interval_s: int = Field(2, ge=1, le=86400)
     probe_timeout_s: int = Field(2, ge=1, le=86400)

@@ -295,7 +295,7 @@ def monthly_patch_report(results: list[ServicePatch], environments: list[str], m
     counts = {kind: sum(1 for r in results if r.result == kind) for kind in kinds}
     tally = f"{counts['patched']} patched, {counts['skipped']} skipped, {counts['failed']} failed"
     if counts["held"]:
-        tally += f", {counts['held']} held back (an earlier wave failed)"
+        tally += f", {counts['held']} held back from {environments[-1]} (too many failed)"
     lines += ["", f"{tally}."]
     failures = [(p.service, s) for p in results for s in p.stages if s.outcome in ("failed", "rolled-back")]
     if failures:

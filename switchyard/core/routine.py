@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from switchyard.core.state import ServiceObservation
 
@@ -73,26 +73,80 @@ class ServicePatch(BaseModel):
     """One service's monthly patch: the image it ran, the one rebuilt, and the chain's outcomes."""
 
     service: str
-    # held: not tried, because a service of an earlier wave failed
-    result: Literal["patched", "skipped", "failed", "held"]
+    # staged: rebuilt and live in every environment before production, which is still to come (only
+    #   while the patch runs: the production batch makes it patched, failed or held);
+    # held: production not started, because too large a share of the fleet failed
+    result: Literal["patched", "staged", "skipped", "failed", "held"]
     detail: str = ""
     old_version: str | None = None
     new_version: str | None = None
     stages: list[StageOutcome] = []
+    # The change the rebuild shipped, for the production step's runs (DORA's lead time starts at
+    # the rebuild's start; the commit is what production ran).
+    git_commit: str | None = None
+    change_at: datetime | None = None
 
 
-def patch_waves(waves: Mapping[str, int]) -> list[list[str]]:
-    """Services grouped by their patch wave, lowest wave first, names sorted within a wave."""
-    grouped: dict[int, list[str]] = {}
-    for service, wave in waves.items():
-        grouped.setdefault(wave, []).append(service)
-    return [sorted(grouped[wave]) for wave in sorted(grouped)]
+class PatchRollout(BaseModel):
+    """How the monthly patch moves the fleet: every service through the environments before
+    production at once (staging is where a bad patch should show), then production in batches, and
+    no new service started once more than `max_failed_share` of those tried failed."""
+
+    production_batch_size: int = Field(
+        5, ge=1, le=1000, description="Services released to production at once, lower patch_wave first"
+    )
+    max_failed_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Once more than this share of the services tried failed, no further service goes to "
+        "production (0: stop at the first failure; 1: never stop)",
+    )
+
+    def production_batches(self, waves: Mapping[str, int]) -> list[list[str]]:
+        """The services for production, in batches: lower patch_wave first, by name within a wave."""
+        order = sorted(waves, key=lambda service: (waves[service], service))
+        size = self.production_batch_size
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def stop_reason(self, results: list[ServicePatch]) -> str | None:
+        """Why no further service may start, or None: the share of the services tried (all but the
+        skipped) that failed is above the limit."""
+        tried = [r for r in results if r.result != "skipped"]
+        failed = [r.service for r in tried if r.result == "failed"]
+        if not tried or len(failed) / len(tried) <= self.max_failed_share:
+            return None
+        return (
+            f"{len(failed)} of {len(tried)} service(s) failed ({', '.join(failed)}), more than the "
+            f"max_failed_share of {self.max_failed_share:g}"
+        )
 
 
-def held_back(services: list[str], failed: list[ServicePatch]) -> list[ServicePatch]:
-    """The services of the waves after one that failed: not tried, and why."""
-    names = ", ".join(patch.service for patch in failed)
-    return [
-        ServicePatch(service=service, result="held", detail=f"not tried: an earlier wave failed ({names})")
-        for service in services
-    ]
+def not_run_in(patch: ServicePatch, production: str, why: str) -> ServicePatch:
+    """A service that did not pass the environments before production: its production stage is
+    recorded as not run, and why."""
+    if any(stage.environment == production for stage in patch.stages):
+        return patch
+    stage = StageOutcome(environment=production, outcome="not-run", detail=why)
+    return patch.model_copy(update={"stages": [*patch.stages, stage]})
+
+
+def held_back(staged: ServicePatch, production: str, reason: str) -> ServicePatch:
+    """A staged service whose production batch was not started: held, and why."""
+    stage = StageOutcome(environment=production, outcome="not-run", detail=f"held: {reason}")
+    detail = f"not released to {production}: {reason}"
+    return staged.model_copy(update={"result": "held", "detail": detail, "stages": [*staged.stages, stage]})
+
+
+def after_production(staged: ServicePatch, stages: list[StageOutcome]) -> ServicePatch:
+    """A staged service once its production release ended: both parts of its chain, and the result."""
+    failed = chain_failure(stages)
+    if failed is None:
+        return staged.model_copy(update={"result": "patched", "stages": [*staged.stages, *stages]})
+    return staged.model_copy(
+        update={
+            "result": "failed",
+            "detail": f"stopped in {failed.environment}: {failed.outcome}",
+            "stages": [*staged.stages, *stages],
+        }
+    )

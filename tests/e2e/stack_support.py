@@ -33,6 +33,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from switchyard.checkout import REPO_ROOT
 from switchyard.stack.processes import free_port, is_running, process_tree, stop_processes
 from switchyard.stack.state import StackPaths, StackState, read_stack
+from tests.commands import run_module
 
 SERVICE = "sample"
 FLEET_FILE = REPO_ROOT / "deployments" / "fleet.yaml"
@@ -74,15 +75,7 @@ def write_test_fleet(path: Path) -> dict[str, Any]:
 
 def stack_command(*args: str, timeout_s: float = UP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
     """`python -m switchyard.stack.cli ARGS` (what `switchyard up/down` run), output captured."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the stack picks its own
-    return subprocess.run(
-        [sys.executable, "-m", "switchyard.stack.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+    return run_module("switchyard.stack.cli", *args, timeout_s=timeout_s)
 
 
 @dataclass
@@ -321,3 +314,13 @@ def autoscale_enabled(context: Any) -> dict[Any, bool]:
         for color in Color
         if context.topology.autoscale_setting(color) in settings
     }
+
+
+def switchyard(stack: Stack, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    """`switchyard ARGS` as a person runs it next to a running stack (found through its state dir)."""
+    return run_module("switchyard.cli", *args, env={"SWITCHYARD_STATE_DIR": str(stack.state_dir)}, timeout_s=timeout_s)
+
+
+def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and 'File "' not in output, output[-3000:]

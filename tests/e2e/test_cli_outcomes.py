@@ -6,18 +6,14 @@ traceback, and `--json` ends with one JSON object that names the outcome.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from switchyard.checkout import REPO_ROOT
 from switchyard.stages.traffic import SteadyTraffic
-from tests.e2e.stack_support import SERVICE, Stack, running_stack
+from tests.commands import last_json
+from tests.e2e.stack_support import SERVICE, Stack, assert_no_traceback, running_stack, switchyard
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -28,29 +24,6 @@ ENV = "production"
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with running_stack(tmp_path_factory.mktemp("cli-stack")) as running:
         yield running
-
-
-def switchyard(stack: Stack, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-    """`switchyard ARGS` as a person runs it next to a running stack (found through its state dir)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["SWITCHYARD_STATE_DIR"] = str(stack.state_dir)
-    return subprocess.run(
-        [sys.executable, "-m", "switchyard.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-
-
-def last_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
-
-
-def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output and 'File "' not in output, output[-3000:]
 
 
 @pytest.fixture(scope="module")

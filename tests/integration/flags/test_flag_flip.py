@@ -34,6 +34,7 @@ from switchyard.core.config import AzureEnvironment, FrontendPorts, ServiceConfi
 from switchyard.flags.sqlite_store import SqliteFlagStore
 from switchyard.runbooks import load_flow
 from switchyard_emulator.testing import free_port
+from tests.commands import last_json, run_module
 from tests.datasets import REPO_ROOT
 
 SERVICE, WITHOUT_DATABASE, ENV = "greeter", "plain", "staging"
@@ -120,20 +121,8 @@ def greeter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Greeter]:
 
 def switchyard(greeter: Greeter, *args: str) -> subprocess.CompletedProcess[str]:
     """`switchyard ARGS` as a person runs it, against the same Prefect API and state folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"PREFECT_API_URL": greeter.api_url, "SWITCHYARD_STATE_DIR": str(greeter.state_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "switchyard.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def last_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    env = {"PREFECT_API_URL": greeter.api_url, "SWITCHYARD_STATE_DIR": str(greeter.state_dir)}
+    return run_module("switchyard.cli", *args, env=env)
 
 
 def flag_events(since: datetime) -> list[Any]:

@@ -8,8 +8,9 @@ sample app, capacity 1) and a fast release profile (blue-green, one-second windo
 needed, and what is measured is orchestration, builds and instance start-up, not analysis windows).
 Each service is provisioned in staging and production and put live in production first (not
 timed). Then, per fleet size, the monthly-patch deployment runs on the workers over the first N
-services, as its schedule would start it; with --in-process the flow runs in this process instead
-(the services then run as threads of one run, as the monthly patch did before it fanned out).
+services, as its schedule would start it (all of them in one production batch); with --in-process
+the flow runs in this process instead (the services then run as threads of one run, as the monthly
+patch did before it fanned out).
 
 Prints one JSON object as its last line, and writes it to bench/results/fleet_patch.json (or
 fleet_patch.in_process.json): wall seconds per fleet size; each stage's share of the services'
@@ -170,13 +171,20 @@ def patch(services: list[str], in_process: bool) -> tuple[float, dict[str, float
 
     since = datetime.now(UTC)
     started = time.perf_counter()
+    # One production batch for the whole fleet: the batches pace a real fleet on purpose (a bad patch
+    # stops early), while this measures how the fan-out itself grows with the fleet.
+    parameters: dict[str, Any] = {
+        "services": services,
+        "environments": ENVIRONMENTS,
+        "production_batch_size": len(services),
+    }
     if in_process:
         from flows.monthly_patch import monthly_patch
 
-        results = monthly_patch(services=services, environments=ENVIRONMENTS)
+        results = monthly_patch(**parameters)
         assert all(r.result == "patched" for r in results), results
     else:
-        run_all("monthly-patch", [{"services": services, "environments": ENVIRONMENTS}])
+        run_all("monthly-patch", [parameters])
     wall = time.perf_counter() - started
     return wall, stage_times(since, services)
 

@@ -81,8 +81,8 @@ def fleet_services() -> list[str]:
 
 @task(name="read the services' patch waves", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def patch_waves_of(services: list[str]) -> dict[str, int]:
-    """Each service's monthly patch wave, from its block (what the UI edits). A service without a
-    block goes in the first wave, where its patch fails naming the problem and the others carry on."""
+    """Each service's monthly patch wave (its place in the production batches), from its block (what
+    the UI edits); a service whose block is gone since its staging step goes first."""
     waves = {}
     for service in services:
         try:

@@ -122,11 +122,12 @@ def test_the_demo_releases_v1_then_v2_without_a_failed_request_and_rolls_v3_back
     assert catalog["outcome"] == "promoted" and catalog["stages"][-1]["outcome"] == "promoted", catalog
     # The human-readable summary comes first, and says where to look next.
     assert "traffic starts once v1 is live" in stack.up_output
-    assert "releasing v3" in stack.up_output and stack.state.ui_url in stack.up_output
+    assert f"releasing {SERVICE} v3" in stack.up_output and stack.state.ui_url in stack.up_output
 
 
-def newest_completed_release(stack: Stack) -> tuple[str, str]:
-    """(run name, image) of the newest release run that completed, as the stack's API records it."""
+def newest_completed_release(stack: Stack) -> tuple[str, str, str]:
+    """(run name, service, image) of the newest release run that completed, as the stack's API
+    records it."""
     with stack.client_settings(), get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["release"])),
@@ -137,7 +138,7 @@ def newest_completed_release(stack: Stack) -> tuple[str, str]:
             limit=1,
         )
     assert runs, "no completed release run on the stack"
-    return runs[0].name, str(runs[0].parameters["image_version"])
+    return runs[0].name, str(runs[0].parameters["service"]), str(runs[0].parameters["image_version"])
 
 
 @pytest.fixture(scope="module")
@@ -173,8 +174,10 @@ def test_the_ui_shows_the_demos_finished_release_and_its_summary(
     demo: tuple[Stack, dict[str, Any]], browser: WebDriver
 ) -> None:
     stack, report = demo
-    run_name, image = newest_completed_release(stack)
-    assert image == next(r["image_version"] for r in report["releases"] if r["name"] == "v2")
+    # The demo's last release is the second service's first.
+    run_name, service, image = newest_completed_release(stack)
+    [catalog] = next(s["releases"] for s in report["services"] if s["service"] == "catalog")
+    assert (service, image) == ("catalog", catalog["image_version"])
     browser.get(f"{stack.state.ui_url}/runs")
 
     # The runs page lists the release run as completed; open it.
@@ -186,7 +189,7 @@ def test_the_ui_shows_the_demos_finished_release_and_its_summary(
 
     # Its Artifacts tab holds the Markdown summary (key release-<service>-<environment>); open it.
     visible(browser, "//li[contains(@class, 'p-tab')][normalize-space() = 'Artifacts']").click()
-    key = f"release-{SERVICE}-{ENV}"
+    key = f"release-{service}-{ENV}"
     card = visible(
         browser,
         f"//a[contains(@href, '/artifacts/artifact/')][.//*[normalize-space() = '{key}']]",
@@ -195,8 +198,8 @@ def test_the_ui_shows_the_demos_finished_release_and_its_summary(
     card.click()
 
     # The summary is rendered: its heading names the service, the image, the environment and the outcome.
-    heading = visible(browser, f"//h1[contains(normalize-space(), 'Release of {SERVICE} {image} to {ENV}')]")
-    assert heading.text.endswith(f"Release of {SERVICE} {image} to {ENV}: PROMOTED")
+    heading = visible(browser, f"//h1[contains(normalize-space(), 'Release of {service} {image} to {ENV}')]")
+    assert heading.text.endswith(f"Release of {service} {image} to {ENV}: PROMOTED")
     assert "Timeline" in browser.find_element(By.TAG_NAME, "body").text
 
 
@@ -241,7 +244,8 @@ def test_a_release_started_from_the_ui_form_runs_on_the_worker_and_completes(
     demo: tuple[Stack, dict[str, Any]], browser: webdriver.Chrome
 ) -> None:
     stack, report = demo
-    image = next(r["image_version"] for r in report["releases"] if r["name"] == "v2")
+    sample = next(s["releases"] for s in report["services"] if s["service"] == SERVICE)
+    image = next(r["image_version"] for r in sample if r["name"] == "v2")
     with stack.client_settings(), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("release/release")
 

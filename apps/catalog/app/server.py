@@ -214,9 +214,11 @@ class CatalogHandler(BaseHTTPRequestHandler):
         return super().parse_request()
 
     def hang_up(self) -> None:
-        """Close an idle connection: its thread's read returns and the thread ends."""
+        """Close an idle connection: its thread's read returns and the thread ends. Only the read
+        side: a request whose line was read just before (between the read and parse_request marking
+        the connection busy, the stop sees it idle) can still be answered, instead of being lost."""
         with contextlib.suppress(OSError):  # already gone
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self.connection.shutdown(socket.SHUT_RD)
 
     # -- requests ----------------------------------------------------------------------------
     def do_GET(self) -> None:

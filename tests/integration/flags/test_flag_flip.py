@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from switchyard.runbooks import load_flow
 from switchyard_emulator.testing import free_port
 from tests.commands import last_json, run_module
 from tests.datasets import REPO_ROOT
+from tests.e2e.stack_support import wait_for
 
 SERVICE, WITHOUT_DATABASE, ENV = "greeter", "plain", "staging"
 OLD, NEW = "hello", "hello, and welcome to the new greeting"
@@ -45,14 +45,7 @@ T = TypeVar("T")
 def poll(what: str, probe: Callable[[], T | None], timeout_s: float = 20.0) -> T:
     """Ask until `probe` says yes. The bound only ends a broken test: the flag's own promise (half a
     second) is the app's cache age, and a loaded machine may stretch it."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
-        time.sleep(0.05)
+    return wait_for(what, probe, timeout_s, interval_s=0.05)
 
 
 @dataclass

@@ -166,6 +166,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct TCP ports nothing listens on at `host` right now: probes in a row may be
+    handed the same free port twice (with 80 ports, about one chance in ten)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port(host)) not in ports:
+            ports.append(port)
+    return ports
+
+
 # One child and its process group (Packer, Trivy, the Prefect server) ------------------------------
 
 

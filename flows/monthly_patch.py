@@ -14,13 +14,16 @@ A Markdown artifact (`monthly-patch`) shows the fleet: old -> new version and ea
 outcome. The run fails when any service failed or was held, after every service had its turn.
 
 How the services fan out. A monthly patch started from its deployment (the schedule, the UI)
-runs on a worker, and gives each service a run of the `patch-service` deployment per step (staging,
-production): the work pool spreads them over its workers (and machines), and each shows in the UI
-as a subflow run with its own logs and a `patch-<service>` artifact. The parent waits for them and
-reads each service's outcome back from that artifact, which lives in Prefect's database, so a child
-that ran on another machine reports just the same. Started in-process instead (the command line,
-tests, where there may be no worker), the services run here as tasks in threads, MAX_PARALLEL at
-once.
+runs on a worker, and splits each step's services (staging, then each production batch) into runs
+of the `patch-services` deployment, at most `services_per_run` services each: the work pool spreads
+the runs over its workers (and machines), each run patches its services side by side as threads of
+its one process, shows in the UI as a subflow run, and leaves a `patch-<service>` artifact per
+service. Not a run per service: a run is a process that spends seconds of CPU importing Python,
+Prefect and the Azure SDK before it does anything, which on a small machine costs more than the
+patch itself. The parent waits for the runs and reads each service's outcome back from its
+artifact, which lives in Prefect's database, so a run on another machine reports just the same.
+Started in-process instead (the command line, tests, where there may be no worker), the services
+run here as tasks in threads, MAX_PARALLEL at once.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from flows.release_on_merge import DEFAULT_ENVIRONMENTS, release_through
 from switchyard.core.outcomes import MonthlyPatchFailed
 from switchyard.core.reports import monthly_patch_report
 from switchyard.core.routine import (
+    MAX_SERVICES_PER_RUN,
     PatchRollout,
     ServicePatch,
     StageOutcome,
@@ -68,8 +72,8 @@ from tasks.routine import check_environments, fleet_services, patch_waves_of, pr
 # In-process, builds and releases of different services run side by side, a few at a time: one
 # process's threads share one machine's Packer builds and the Prefect database.
 MAX_PARALLEL = 4
-# The deployment of one service's patch (prefect.yaml): flow name / deployment name.
-PATCH_SERVICE_DEPLOYMENT = "patch-service/patch-service"
+# The deployment of one step for a group of services (prefect.yaml): flow name / deployment name.
+PATCH_SERVICES_DEPLOYMENT = "patch-services/patch-services"
 # How often the parent looks at its children: one query for all of them.
 CHILD_POLL_S = 1.0
 
@@ -160,28 +164,35 @@ def patch_service(
     return _patch_step(service, environments, step, staged)
 
 
-@flow(name="patch-service", log_prints=True)
-def patch_service_flow(
-    service: str,
+# (Prefect's own annotation of task_runner is narrower than the runners it ships.)
+@flow(name="patch-services", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=MAX_SERVICES_PER_RUN))  # type: ignore[arg-type]
+def patch_services_flow(
+    services: list[str],
     step: PatchStep,
     environments: list[str] = DEFAULT_ENVIRONMENTS,
-    staged: ServicePatch | None = None,
-) -> ServicePatch:
-    """One step of one service's monthly patch, as its own run (the monthly patch starts them):
-    `staging` rebuilds what production runs and releases it to every environment before the last;
-    `production` releases what the staging step passed (`staged`, its outcome) to the last. The
-    service's outcome so far is kept as the table artifact `patch-<service>`; the run fails when the
-    step failed."""
+    staged: list[ServicePatch] | None = None,
+) -> list[ServicePatch]:
+    """One step of the monthly patch for a group of services, side by side, as its own run (the
+    monthly patch starts them): `staging` rebuilds what production runs and releases it to every
+    environment before the last; `production` releases what each service's staging step passed
+    (`staged`: their outcomes) to the last. Each service's outcome so far is kept as the table
+    artifact `patch-<service>`; the run fails when any service's step failed."""
     environments = check_environments(environments)
-    result = _patch_step(service, environments, step, staged)
-    create_table_artifact(
-        key=patch_key(service),
-        table=[json.loads(result.model_dump_json())],
-        description=f"Monthly patch of {service}, {step} step: {result.result}",
-    )
-    if result.result == "failed":
-        raise ServicePatchFailed(f"{service} not patched: {result.detail}")
-    return result
+    names = sorted(set(services))
+    if not names or len(names) > MAX_SERVICES_PER_RUN:
+        raise ValueError(f"a patch-services run takes 1 to {MAX_SERVICES_PER_RUN} services, not {len(names)}")
+    outcomes = {patch.service: patch for patch in staged or []}
+    results = _patch_in_threads(names, environments, step, outcomes)
+    for result in results:
+        create_table_artifact(
+            key=patch_key(result.service),
+            table=[json.loads(result.model_dump_json())],
+            description=f"Monthly patch of {result.service}, {step} step: {result.result}",
+        )
+    failed = [result for result in results if result.result == "failed"]
+    if failed:
+        raise ServicePatchFailed("; ".join(f"{r.service} not patched: {r.detail}" for r in failed))
+    return results
 
 
 # (Prefect's own annotation of task_runner is narrower than the runners it ships.)
@@ -191,20 +202,26 @@ def monthly_patch(
     environments: list[str] = DEFAULT_ENVIRONMENTS,
     production_batch_size: int = PatchRollout.model_fields["production_batch_size"].default,
     max_failed_share: float = PatchRollout.model_fields["max_failed_share"].default,
+    services_per_run: int = PatchRollout.model_fields["services_per_run"].default,
 ) -> list[ServicePatch]:
     """Rebuild `services` (default: every service block) on this month's patch level, with the app
     version and commit their production runs, and release them to `environments` in order (the
     last one is production: what it runs is what gets patched): every service through the
     environments before production first, then production `production_batch_size` services at a
-    time, starting no further service once more than `max_failed_share` of those tried failed."""
+    time, starting no further service once more than `max_failed_share` of those tried failed.
+    From its deployment, each step runs as patch-services runs of `services_per_run` services."""
     logger = get_run_logger()
     environments = check_environments(environments)
-    rollout = PatchRollout(production_batch_size=production_batch_size, max_failed_share=max_failed_share)
+    rollout = PatchRollout(
+        production_batch_size=production_batch_size,
+        max_failed_share=max_failed_share,
+        services_per_run=services_per_run,
+    )
     production = environments[-1]
     names = sorted(set(services)) if services is not None else fleet_services()
     before = ", ".join(environments[:-1]) or "no environment"
     logger.info("patching %d service(s): rebuilt and released to %s, all at once", len(names), before)
-    first = _run_step(names, environments, "staging", {})
+    first = _run_step(names, environments, "staging", {}, rollout)
     results = {patch.service: patch for patch in first}
     ready = [patch.service for patch in first if patch.result == "staged"]
     logger.info(
@@ -220,7 +237,8 @@ def monthly_patch(
                 results[service] = held_back(results[service], production, reason)
             break
         logger.info("%s batch %d of %d: %s", production, number, len(batches), ", ".join(batch))
-        for patched in _run_step(batch, environments, "production", {service: results[service] for service in batch}):
+        staged = {service: results[service] for service in batch}
+        for patched in _run_step(batch, environments, "production", staged, rollout):
             if patched.result == "failed" and not patched.stages:
                 # The step itself broke (a crashed run, a task error) before it recorded a stage.
                 failure = StageOutcome(environment=production, outcome="failed", detail=patched.detail)
@@ -239,13 +257,17 @@ def monthly_patch(
 
 
 def _run_step(
-    names: list[str], environments: list[str], step: PatchStep, staged: dict[str, ServicePatch]
+    names: list[str],
+    environments: list[str],
+    step: PatchStep,
+    staged: dict[str, ServicePatch],
+    rollout: PatchRollout,
 ) -> list[ServicePatch]:
     """One step for each of `names`, side by side (`staged`: the staging step's outcomes, for the
-    production step): as deployment runs when this run came from a deployment (the work pool spreads
-    them), else as threads of this run."""
+    production step): as deployment runs of `services_per_run` services when this run came from a
+    deployment (the work pool spreads them), else as threads of this run."""
     if current_deployment.id is not None:
-        return _patch_as_deployment_runs(names, environments, step, staged)
+        return _patch_as_deployment_runs(rollout.run_groups(names), environments, step, staged)
     return _patch_in_threads(names, environments, step, staged)
 
 
@@ -264,32 +286,39 @@ def _patch_in_threads(
 
 
 def _patch_as_deployment_runs(
-    names: list[str], environments: list[str], step: PatchStep, staged: dict[str, ServicePatch]
+    groups: list[list[str]], environments: list[str], step: PatchStep, staged: dict[str, ServicePatch]
 ) -> list[ServicePatch]:
-    """One `patch-service` run per service, all scheduled at once; wait for all, read each outcome.
+    """One `patch-services` run per group of services, all scheduled at once; wait for all, read
+    each service's outcome.
 
-    The idempotency key ties each child to this run, service and step: a retry of this run finds the
-    children it already started instead of patching twice."""
+    The idempotency key ties each run to this run, step and group: a retry of this run finds the
+    runs it already started instead of patching twice."""
     logger = get_run_logger()
     parent = current_flow_run.id
     children: dict[str, FlowRun] = {}
-    for name in names:
+    for group in groups:
         # (called from a sync flow, run_deployment returns the FlowRun itself)
-        children[name] = run_deployment(  # type: ignore[assignment]
-            PATCH_SERVICE_DEPLOYMENT,
+        run: FlowRun = run_deployment(  # type: ignore[assignment]
+            PATCH_SERVICES_DEPLOYMENT,
             parameters={
-                "service": name,
+                "services": group,
                 "step": step,
                 "environments": environments,
-                "staged": json.loads(staged[name].model_dump_json()) if name in staged else None,
+                "staged": [json.loads(staged[name].model_dump_json()) for name in group if name in staged],
             },
             timeout=0,
-            idempotency_key=f"monthly-patch-{parent}-{step}-{name}",
-            flow_run_name=f"patch-{name}-{step}",
+            idempotency_key=f"monthly-patch-{parent}-{step}-{'+'.join(group)}",
+            flow_run_name=f"patch-{step}-{group_label(group)}",
         )
-    logger.info("started %d patch-service run(s) (%s); waiting for them", len(children), step)
-    finished = _wait_for_runs({run.id: name for name, run in children.items()})
-    return [_child_outcome(name, finished[children[name].id]) for name in names]
+        children |= dict.fromkeys(group, run)
+    logger.info("started %d patch-services run(s) (%s) for %d service(s)", len(groups), step, len(children))
+    finished = _wait_for_runs({run.id: run.name for run in children.values()})
+    return [_child_outcome(name, finished[run.id]) for name, run in children.items()]
+
+
+def group_label(group: list[str]) -> str:
+    """How a run names its services: all of them when few, else the first and how many more."""
+    return "-".join(group) if len(group) <= 2 else f"{group[0]}-and-{len(group) - 1}-more"
 
 
 def _wait_for_runs(runs: dict[UUID, str]) -> dict[UUID, FlowRun]:

@@ -87,10 +87,20 @@ class ServicePatch(BaseModel):
     change_at: datetime | None = None
 
 
+# A run's services share its process, as threads: more than this and one process's Python work
+# (one core, the GIL) becomes the bottleneck.
+MAX_SERVICES_PER_RUN = 10
+
+
 class PatchRollout(BaseModel):
     """How the monthly patch moves the fleet: every service through the environments before
     production at once (staging is where a bad patch should show), then production in batches, and
-    no new service started once more than `max_failed_share` of those tried failed."""
+    no new service started once more than `max_failed_share` of those tried failed.
+
+    Each step's services are split into runs of at most `services_per_run` (on the work pool: a
+    process each, on any worker): a process costs seconds of CPU before it does anything (Python,
+    Prefect, the Azure SDK), so a run per service would spend most of a small machine on start-ups,
+    while one run for the whole fleet could not spread over workers."""
 
     production_batch_size: int = Field(
         5, ge=1, le=1000, description="Services released to production at once, lower patch_wave first"
@@ -102,6 +112,26 @@ class PatchRollout(BaseModel):
         description="Once more than this share of the services tried failed, no further service goes to "
         "production (0: stop at the first failure; 1: never stop)",
     )
+    services_per_run: int = Field(
+        5,
+        ge=1,
+        le=MAX_SERVICES_PER_RUN,
+        description="Services one patch-services run takes on (side by side, in one process on one worker)",
+    )
+
+    def run_groups(self, services: list[str]) -> list[list[str]]:
+        """`services` split into as few runs as `services_per_run` allows, as even as can be (20 by 8:
+        7, 7, 6, not 8, 8, 4), in the given order."""
+        if not services:
+            return []
+        count = -(-len(services) // self.services_per_run)
+        size, extra = divmod(len(services), count)
+        groups, start = [], 0
+        for index in range(count):
+            end = start + size + (1 if index < extra else 0)
+            groups.append(services[start:end])
+            start = end
+        return groups
 
     def production_batches(self, waves: Mapping[str, int]) -> list[list[str]]:
         """The services for production, in batches: lower patch_wave first, by name within a wave."""

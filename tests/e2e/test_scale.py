@@ -9,7 +9,9 @@ the way the UI's Run form and the schedules do. What a user would notice:
 * two services released at the same moment run side by side, on different workers;
 * two releases of one service started together run on different workers too, and the release
   lock (a Prefect concurrency limit in the server's database) makes one wait for the other:
-  their lock-holding spans, read back from the release events, do not overlap.
+  their lock-holding spans, read back from the release events, do not overlap;
+* the monthly patch started from its deployment fans its services out as patch-services runs on
+  the workers, and reads each service's outcome back from Prefect.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import (
     SERVICE,
     Stack,
+    all_flow_runs,
     artifacts,
     finished_run,
     new_stack,
     release_events,
+    service_observation,
     start_run,
     wait_for,
 )
@@ -249,6 +253,49 @@ def test_two_releases_of_one_service_started_together_take_turns_across_workers(
         held = wait_for("both releases' heartbeats and finished events", spans, timeout_s=60)
     (_, a_end), (b_start, _) = sorted(held.values())
     assert a_end <= b_start, f"two releases of {SERVICE} held the lock at once: {held}"
+
+
+def test_the_monthly_patch_from_its_deployment_patches_each_service_in_a_run_on_the_workers(
+    stack: Stack, images: dict[tuple[str, str], str]
+) -> None:
+    """Both services are live in staging after the tests above. A monthly patch whose only (and so
+    last) environment is staging rebuilds what each runs there and releases the rebuild to it; one
+    service per patch-services run, so each step is two runs the workers take."""
+    services = sorted([SERVICE, TWIN])
+    since = datetime.now(UTC)
+    with stack.client_settings():
+        before = {service: _live_in_staging(service) for service in services}
+        parameters = {"services": services, "environments": ["staging"], "services_per_run": 1}
+        parent = start_run("monthly-patch", parameters, timeout_s=0)
+        _wait_all({"monthly patch": parent}, timeout_s=900)
+
+        children = {run.name: run for run in all_flow_runs() if run.start_time is not None and run.start_time >= since}
+        expected = {f"patch-{step}-{service}": service for step in ("staging", "production") for service in services}
+        assert set(expected) <= set(children), sorted(children)
+        for name, service in expected.items():  # each a run of its own, on a worker, that ended well
+            run = children[name]
+            assert run.state is not None and run.state.is_completed(), f"{name}: {run.state}"
+            assert run.parameters["services"] == [service]
+            _worker_of(stack, run)
+        (summary, *_) = artifacts("monthly-patch")
+        assert summary.flow_run_id == parent.id
+        for service in services:
+            after = _live_in_staging(service)
+            old, new = ImageVersion.from_gallery_version(before[service]), ImageVersion.from_gallery_version(after)
+            # the same app on a newer patch revision of the month, live; the parent read it from the child
+            assert new.app_version == old.app_version and new.patch_level > old.patch_level, (before, after)
+            (outcome, *_) = artifacts(f"patch-{service}")
+            assert outcome.flow_run_id == children[f"patch-production-{service}"].id
+            assert f"| {service} | {before[service]} | {after} |" in str(summary.data)
+            assert "**patched**" in str(summary.data)
+
+
+def _live_in_staging(service: str) -> str:
+    observed = service_observation("staging", service)
+    assert observed.live_color is not None, f"{service} is not live in staging"
+    version = observed.scale_set(observed.live_color).runs_only
+    assert version is not None, f"{service} runs a mix of versions in staging"
+    return str(version)
 
 
 def _image(event: Any) -> str | None:

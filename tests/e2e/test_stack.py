@@ -62,7 +62,7 @@ DEPLOYMENTS = {
     "release",
     "rollback",
     "monthly-patch",
-    "patch-service",
+    "patch-services",
     "release-on-merge",
     "weekly-report",
     "retire-idle-colors",

@@ -57,12 +57,25 @@ def test_no_further_service_starts_once_more_than_the_share_of_those_tried_faile
     assert rollout.stop_reason([outcome("a", "skipped")]) is None
 
 
+def test_a_step_takes_as_few_runs_as_services_per_run_allows_each_as_even_as_can_be() -> None:
+    fleet = [f"svc-{n:02d}" for n in range(1, 21)]
+    groups = PatchRollout(services_per_run=8).run_groups(fleet)
+    assert [len(group) for group in groups] == [7, 7, 6]
+    assert [service for group in groups for service in group] == fleet  # each once, in order
+    assert [len(g) for g in PatchRollout(services_per_run=5).run_groups(fleet)] == [5, 5, 5, 5]
+    assert PatchRollout(services_per_run=1).run_groups(["a", "b"]) == [["a"], ["b"]]
+    assert PatchRollout(services_per_run=5).run_groups(["a", "b"]) == [["a", "b"]]
+    assert PatchRollout().run_groups([]) == []
+
+
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
         ({"production_batch_size": 0}, "production_batch_size"),
         ({"max_failed_share": 1.5}, "max_failed_share"),
         ({"max_failed_share": -0.1}, "max_failed_share"),
+        ({"services_per_run": 0}, "services_per_run"),
+        ({"services_per_run": 11}, "services_per_run"),
     ],
 )
 def test_impossible_settings_are_refused(settings: dict[str, float], field: str) -> None:

@@ -1,6 +1,7 @@
 """The monthly patch over fleets of 1, 5 and 20 services: how its wall time grows with the fleet.
 
-    python bench/fleet_patch.py [--sizes 1,5,20] [--workers 3] [--worker-limit 8] [--in-process]
+    python bench/fleet_patch.py [--sizes 1,5,20] [--workers 3] [--worker-limit 8] [--services-per-run 5]
+                                [--in-process]
 
 Brings up a local stack of its own (`switchyard up --database postgresql --workers N`, in a
 temporary state directory, on free ports), with a fleet of services `svc-01` .. `svc-20` (the
@@ -8,13 +9,15 @@ sample app, capacity 1) and a fast release profile (blue-green, one-second windo
 needed, and what is measured is orchestration, builds and instance start-up, not analysis windows).
 Each service is provisioned in staging and production and put live in production first (not
 timed). Then, per fleet size, the monthly-patch deployment runs on the workers over the first N
-services, as its schedule would start it (all of them in one production batch); with --in-process
+services, as its schedule would start it (all of them in one production batch, each step in
+patch-services runs of --services-per-run services); with --in-process
 the flow runs in this process instead (the services then run as threads of one run, as the monthly
 patch did before it fanned out).
 
 Prints one JSON object as its last line, and writes it to bench/results/fleet_patch.json (or
-fleet_patch.in_process.json): wall seconds per fleet size; each stage's share of the services'
-summed time (waiting for a worker, the image build, the release to each environment, the rest);
+fleet_patch.in_process.json): wall seconds per fleet size; the CPU seconds each part of the stack
+used meanwhile (on a small machine, what grows with the fleet is CPU); each stage's share of the
+services' summed time (waiting for a worker, the image build, the release to each environment, the rest);
 and the ratio of the largest fleet's wall time to the smallest's. Target: ratio at most 2.5.
 """
 
@@ -62,15 +65,21 @@ def service_names(count: int) -> list[str]:
 def write_fleet(path: Path, count: int) -> None:
     import yaml
 
-    from switchyard.stack.processes import free_port
+    from switchyard.stack.processes import free_ports
 
     fleet = yaml.safe_load((REPO / "deployments" / "fleet.yaml").read_text())
+    names = [*fleet["services"], *service_names(count)]
+    ports = iter(free_ports(len(names) * len(ENVIRONMENTS) * 2))
+
+    def frontend_ports() -> dict[str, dict[str, int]]:
+        return {env: {"production": next(ports), "test": next(ports)} for env in ENVIRONMENTS}
+
     for service in fleet["services"].values():  # the stack provisions them all: on free ports
-        service["frontend_ports"] = {env: {"production": free_port(), "test": free_port()} for env in ENVIRONMENTS}
+        service["frontend_ports"] = frontend_ports()
     sample = fleet["services"]["sample"]
     for name in service_names(count):
         service = {**sample, "capacity": 1}
-        service["frontend_ports"] = {env: {"production": free_port(), "test": free_port()} for env in ENVIRONMENTS}
+        service["frontend_ports"] = frontend_ports()
         service["autoscale"] = {**sample["autoscale"], "minimum": 1, "maximum": 2}
         fleet["services"][name] = service
         fleet["image_recipes"][name] = {"service": name}
@@ -149,12 +158,14 @@ def stage_times(since: datetime, services: list[str]) -> dict[str, float]:
             continue
         seconds = (run.end_time - run.start_time).total_seconds()
         flow = flows.get(run.flow_id, "")
-        if run.parameters.get("service") not in services:
-            continue
-        if flow == "patch-service":
-            per_service += seconds
+        if flow == "patch-services":
+            # Each of its services waited for the run's start, and took part in the whole run.
+            group = [name for name in run.parameters.get("services", []) if name in services]
+            per_service += seconds * len(group)
             if run.expected_start_time is not None:
-                totals["wait_for_worker"] += (run.start_time - run.expected_start_time).total_seconds()
+                totals["wait_for_worker"] += (run.start_time - run.expected_start_time).total_seconds() * len(group)
+        elif run.parameters.get("service") not in services:
+            continue
         elif flow == "image-pipeline":
             totals["build"] += seconds
         elif flow == "release":
@@ -166,7 +177,32 @@ def stage_times(since: datetime, services: list[str]) -> dict[str, float]:
     return totals
 
 
-def patch(services: list[str], in_process: bool) -> tuple[float, dict[str, float]]:
+def stack_cpu_s(state: Any) -> dict[str, float]:
+    """CPU seconds each part of the stack has used so far, its descendants included: a process's own
+    time, what its finished (reaped) children used, and its living descendants' the same way. The
+    workers' share holds the flow-run processes and their Packer and Trivy; the emulator's, the
+    instances (the apps' processes) it runs; this process's, the patch when run --in-process."""
+    from switchyard.stack.processes import process_tree
+
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            return 0.0
+        return sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
+
+    parts: dict[str, float] = {}
+    for name, record in state.processes.items():
+        part = "workers" if name.startswith("worker") else name
+        parts[part] = parts.get(part, 0.0) + sum(used(p.pid) for p in process_tree(record))
+    here = os.times()
+    parts["bench"] = here.user + here.system + here.children_user + here.children_system
+    return parts
+
+
+def patch(services: list[str], in_process: bool, services_per_run: int) -> tuple[float, dict[str, float]]:
     from datetime import UTC
 
     since = datetime.now(UTC)
@@ -177,6 +213,7 @@ def patch(services: list[str], in_process: bool) -> tuple[float, dict[str, float
         "services": services,
         "environments": ENVIRONMENTS,
         "production_batch_size": len(services),
+        "services_per_run": services_per_run,
     }
     if in_process:
         from flows.monthly_patch import monthly_patch
@@ -194,6 +231,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,5,20")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--worker-limit", type=int, default=8)
+    parser.add_argument("--services-per-run", type=int, default=5, help="services each patch-services run takes on")
     parser.add_argument("--in-process", action="store_true", help="run the flow here (threads), not on the workers")
     parser.add_argument("--keep", action="store_true", help="leave the stack running (and say where)")
     args = parser.parse_args()
@@ -224,10 +262,13 @@ def main() -> int:
         with prefect_client_settings(StackPaths(state_dir=Path(state.state_dir)), state.prefect_api_url):
             prepare(max(sizes))
             for size in sizes:
-                wall, stages = patch(service_names(size), args.in_process)
+                cpu_before = stack_cpu_s(state)
+                wall, stages = patch(service_names(size), args.in_process, args.services_per_run)
+                cpu = {part: used - cpu_before.get(part, 0.0) for part, used in stack_cpu_s(state).items()}
                 total = sum(stages.values()) or 1.0
                 results[str(size)] = {
                     "wall_s": round(wall, 1),
+                    "cpu_s": {part: round(used, 1) for part, used in sorted(cpu.items(), key=lambda kv: -kv[1])},
                     "stage_s": {k: round(v, 1) for k, v in stages.items()},
                     "stage_shares": {k: round(v / total, 3) for k, v in stages.items()},
                 }
@@ -245,6 +286,7 @@ def main() -> int:
         "database": "postgresql",
         "workers": args.workers,
         "worker_limit": args.worker_limit,
+        "services_per_run": args.services_per_run,
         "sizes": results,
         f"ratio_{sizes[-1]}_to_{sizes[0]}": round(ratio, 2),
         "target_ratio": TARGET_RATIO,

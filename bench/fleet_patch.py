@@ -65,14 +65,12 @@ def service_names(count: int) -> list[str]:
 def write_fleet(path: Path, count: int) -> None:
     import yaml
 
-    from switchyard.stack.processes import free_ports
+    from switchyard.stack.processes import free_port
 
     fleet = yaml.safe_load((REPO / "deployments" / "fleet.yaml").read_text())
-    names = [*fleet["services"], *service_names(count)]
-    ports = iter(free_ports(len(names) * len(ENVIRONMENTS) * 2))
 
     def frontend_ports() -> dict[str, dict[str, int]]:
-        return {env: {"production": next(ports), "test": next(ports)} for env in ENVIRONMENTS}
+        return {env: {"production": free_port(), "test": free_port()} for env in ENVIRONMENTS}
 
     for service in fleet["services"].values():  # the stack provisions them all: on free ports
         service["frontend_ports"] = frontend_ports()

@@ -12,7 +12,9 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
+from collections import deque
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -159,21 +161,23 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# The ports free_port() handed out lately. The OS picks a probe's port at random, so two probes in a
+# row may get the same one, and a caller that has not bound its port yet would then share it (with
+# 80 listeners, about one fleet in ten). Bounded: a long-lived process never runs out of ports.
+_HANDED_OUT: deque[int] = deque(maxlen=4096)
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on at `host` right now."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct TCP ports nothing listens on at `host` right now: probes in a row may be
-    handed the same free port twice (with 80 ports, about one chance in ten)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        if (port := free_port(host)) not in ports:
-            ports.append(port)
-    return ports
+    """A TCP port nothing listens on at `host` right now, and not handed out by this process lately."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            port = int(probe.getsockname()[1])
+        with _HANDED_OUT_LOCK:
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.append(port)
+                return port
 
 
 # One child and its process group (Packer, Trivy, the Prefect server) ------------------------------

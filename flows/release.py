@@ -73,6 +73,7 @@ from tasks.release import (
     finalize,
     load_release_context,
     mark_rolled_back,
+    no_longer_finalized,
     observe_release,
     preflight,
     prepare_idle_color,
@@ -199,9 +200,12 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
             # Outside the rollback's reach on purpose: nothing the flags or the hook do undoes the
             # release. Flags first: they belong to the version that just held full traffic and can be
             # turned off in a second, while a contract migration may run long, fail and wait for a
-            # person; neither should keep users from the features the release was for.
-            _enable_flags(context, summary)
-            _post_promote(context, summary)
+            # person; neither should keep users from the features the release was for. Each only
+            # while the release is still the finalized one: after a rollback, flags of the version
+            # taken out, or a contract migration the version put back cannot run without, would undo it.
+            for step, after_promotion in (("enable flags", _enable_flags), ("post_promote hook", _post_promote)):
+                if _still_finalized(context, summary, step):
+                    after_promotion(context, summary)
     raise ReleaseFailed(f"the release did not converge in {MAX_STEPS} steps; see the timeline", summary)
 
 
@@ -228,6 +232,17 @@ def _pre_deploy(context: ReleaseContext, summary: ReleaseSummary) -> None:
     summary.outcome = "refused"
     summary.outcome_detail = f"Refused: {reason}."
     raise ReleaseRefused(reason)
+
+
+def _still_finalized(context: ReleaseContext, summary: ReleaseSummary, step: str) -> bool:
+    """The release is still the finalized one; else `step` is skipped, and the timeline says why (the
+    next observation stops the release)."""
+    moved_on = no_longer_finalized(context)
+    if moved_on is None:
+        return True
+    get_run_logger().warning("%s skipped: %s since finalize (rolled back or replaced)", step, moved_on)
+    summary.add(now(), step, f"skipped: {moved_on} since finalize (rolled back or replaced)")
+    return False
 
 
 def _enable_flags(context: ReleaseContext, summary: ReleaseSummary) -> None:

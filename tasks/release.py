@@ -300,6 +300,17 @@ class ReleaseStopped(Exception):
     """Someone else rolled this release's image back while it ran: it stops and undoes nothing."""
 
 
+def no_longer_finalized(context: ReleaseContext) -> str | None:
+    """Why the gateway no longer says this release is finalized (a rollback, or a newer release,
+    wrote it since), or None while it does. Read right before anything that belongs to the released
+    version only (its flags, its contract migration): a person's rollback pre-empts a release that
+    holds the lock, so it can land between finalize and those steps."""
+    tags = cloud_for(context).router.observe(context.topology, with_health=False).tags
+    if tags.get(TAG_RELEASE) == context.image_version and tags.get(TAG_PHASE) == Phase.FINALIZED:
+        return None
+    return f"the gateway now says {tags.get(TAG_PHASE)} for {tags.get(TAG_RELEASE)}"
+
+
 # A stale ETag means someone else wrote the gateway since the planner decided: the flow looks again.
 @task(
     name="finalize release",
@@ -338,12 +349,11 @@ def finalize(context: ReleaseContext, live: Color, observed: ServiceObservation)
     # one (roll_out) takes them out, before any user can meet that pool again.
     tags = ImageMetadata.from_tags(image.tags).with_released(now()).to_tags()
     cloud.gallery.update_version(context.service.name, context.image_version, tags=tags, exclude_from_latest=False)
-    after = cloud.router.observe(context.topology, with_health=False)
-    if after.tags.get(TAG_RELEASE) != context.image_version or after.tags.get(TAG_PHASE) != Phase.FINALIZED:
+    moved_on = no_longer_finalized(context)
+    if moved_on is not None:
         mark_rolled_back.fn(context, context.image_version)
         raise ReleaseStopped(
-            f"{context.image_version} was rolled back while it was finalized (the gateway now says "
-            f"{after.tags.get(TAG_PHASE)} for {after.tags.get(TAG_RELEASE)}); it stays rolled back"
+            f"{context.image_version} was rolled back while it was finalized ({moved_on}); it stays rolled back"
         )
     logger.info("image %s is now eligible as latest", context.image_version)
     logger.info("%s stays warm until %s", context.topology.scale_set(live.other), retire_after.isoformat())

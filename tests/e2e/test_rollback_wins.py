@@ -29,6 +29,7 @@ from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase
 from switchyard.core.state import ServiceObservation
 from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
+from tasks.release import load_release_context, no_longer_finalized
 from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import python_in_a_subprocess, wait_for
 
@@ -157,3 +158,12 @@ def test_a_rollback_mid_canary_stops_the_release_and_the_image_stays_rolled_back
     assert report.stable_color == stable.live_color and report.abandoned_image == images["v3"]
     assert_rolled_back_for_good(images["v3"], str(stable_image), summary)
     assert users.report().failed == 0
+
+
+def test_after_a_rollback_no_release_it_took_out_counts_as_finalized(images: dict[str, str]) -> None:
+    """What the release runs right before its flags and its contract migration: a person's rollback
+    pre-empts a release holding the lock, so it can land after finalize, and neither may run then.
+    (The tests above rolled v2 back after its promotion and v3 mid-canary; the gateway says so.)"""
+    for image in (images["v2"], images["v3"]):
+        context = load_release_context.fn(SERVICE, ENV, image, policy=None, strategy=None)
+        assert no_longer_finalized(context) == f"the gateway now says rolled-back for {images['v3']}"

@@ -242,6 +242,13 @@ def service_observation(environment: str, service: str = SERVICE) -> Any:
     return cloud_for(context).observe(context.topology)
 
 
+def live_image(environment: str, service: str = SERVICE) -> str | None:
+    """The image the live color of `service` runs in `environment` (None: a mix of versions)."""
+    observed = service_observation(environment, service)
+    assert observed.live_color is not None, f"{service} is not live in {environment}"
+    return observed.scale_set(observed.live_color).runs_only
+
+
 def live_processes_of(pids: list[int], start_ticks: dict[int, int]) -> list[int]:
     """Which of these processes still run (zombies and reused pids do not count)."""
     from switchyard.stack.processes import proc_stat

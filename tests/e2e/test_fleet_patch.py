@@ -19,8 +19,8 @@ from tests.e2e.stack_support import (
     Stack,
     artifacts,
     assert_no_traceback,
+    live_image,
     running_stack,
-    service_observation,
     switchyard,
 )
 
@@ -80,12 +80,6 @@ def user_traffic(stack: Stack) -> tuple[ExitStack, dict[str, SteadyTraffic]]:
     return loads, traffic
 
 
-def runs_in(service: str, environment: str) -> str | None:
-    observed = service_observation(environment, service)
-    assert observed.live_color is not None, f"{service} in {environment}: nothing live"
-    return str(observed.scale_set(observed.live_color).runs_only)
-
-
 @pytest.fixture(scope="module")
 def first_patch(stack: Stack, live_v1: dict[str, str]) -> tuple[dict[str, Any], dict[str, TrafficReport]]:
     """The month's patch of the whole fleet, one service per production batch, under user traffic."""
@@ -111,7 +105,7 @@ def test_fleet_patch_moves_both_services_through_staging_then_production_without
             ("production", "promoted"),
         ]
         with stack.client_settings():
-            assert runs_in(service, "staging") == runs_in(service, "production") == result["new_version"]
+            assert live_image("staging", service) == live_image("production", service) == result["new_version"]
         # users met the old version, then the new one, and no request failed
         load = loads[service]
         assert load.failed == 0, f"{service}: {load.failed} of {load.sent} requests failed"
@@ -159,8 +153,8 @@ def test_a_service_that_fails_in_staging_never_reaches_production_and_the_others
     assert sample["result"] == "patched" and sample["new_version"] != before["sample"]
     with stack.client_settings():
         # catalog's bad image went no further than staging's canary; production never changed
-        assert runs_in("catalog", "staging") == runs_in("catalog", "production") == before["catalog"]
-        assert runs_in("sample", "production") == sample["new_version"]
+        assert live_image("staging", "catalog") == live_image("production", "catalog") == before["catalog"]
+        assert live_image("production", "sample") == sample["new_version"]
         # the monthly-patch artifact shows it too
         [newest, *_] = artifacts("monthly-patch")
     assert f"| catalog | {before['catalog']} | {catalog['new_version']} | ↩️ rolled-back | ⏭️ not-run |" in str(

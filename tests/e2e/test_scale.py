@@ -45,9 +45,9 @@ from tests.e2e.stack_support import (
     all_flow_runs,
     artifacts,
     finished_run,
+    live_image,
     new_stack,
     release_events,
-    service_observation,
     start_run,
     wait_for,
 )
@@ -291,11 +291,9 @@ def test_the_monthly_patch_from_its_deployment_patches_each_service_in_a_run_on_
 
 
 def _live_in_staging(service: str) -> str:
-    observed = service_observation("staging", service)
-    assert observed.live_color is not None, f"{service} is not live in staging"
-    version = observed.scale_set(observed.live_color).runs_only
+    version = live_image("staging", service)
     assert version is not None, f"{service} runs a mix of versions in staging"
-    return str(version)
+    return version
 
 
 def _image(event: Any) -> str | None:

@@ -183,18 +183,10 @@ def stack_cpu_s(state: Any) -> dict[str, float]:
     from switchyard.stack.processes import process_tree
 
     ticks = os.sysconf("SC_CLK_TCK")
-
-    def used(pid: int) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            return 0.0
-        return sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
-
     parts: dict[str, float] = {}
     for name, record in state.processes.items():
         part = "workers" if name.startswith("worker") else name
-        parts[part] = parts.get(part, 0.0) + sum(used(p.pid) for p in process_tree(record))
+        parts[part] = parts.get(part, 0.0) + sum(p.cpu_ticks for p in process_tree(record)) / ticks
     here = os.times()
     parts["bench"] = here.user + here.system + here.children_user + here.children_system
     return parts

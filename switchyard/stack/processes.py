@@ -39,6 +39,8 @@ class ProcStat(BaseModel):
     pgrp: int
     state: str
     start_ticks: int
+    # CPU clock ticks used: its own (user, system) and its reaped children's (bench/fleet_patch.py).
+    cpu_ticks: int
 
 
 def proc_stat(pid: int) -> ProcStat | None:
@@ -48,7 +50,14 @@ def proc_stat(pid: int) -> ProcStat | None:
         return None
     # The command name (field 2) may hold spaces and ')': split after its last ')'.
     fields = text[text.rfind(")") + 2 :].split()
-    return ProcStat(pid=pid, state=fields[0], ppid=int(fields[1]), pgrp=int(fields[2]), start_ticks=int(fields[19]))
+    return ProcStat(
+        pid=pid,
+        state=fields[0],
+        ppid=int(fields[1]),
+        pgrp=int(fields[2]),
+        start_ticks=int(fields[19]),
+        cpu_ticks=sum(int(field) for field in fields[11:15]),  # utime stime cutime cstime
+    )
 
 
 def is_running(record: ProcessRecord) -> bool:

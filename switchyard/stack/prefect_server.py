@@ -62,6 +62,9 @@ class PrefectServer:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_TELEMETRY_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            # The errors it answers 503 for (on SQLite, a busy database) go to server.log too: the UI
+            # shows them only as "Something went wrong".
+            "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true",
             # A dead run's release lock is reclaimed soon after its lease (60 s at least) runs out.
             "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
             **self.database_environment,

@@ -15,6 +15,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel
 
 from switchyard.cloud.azure.clients import EmulatorEndpoint
+from switchyard.core.bad_input import BadInput
 from switchyard.core.config import AzureEnvironment, ImageRecipe, ServiceConfig, ServiceContext
 from switchyard.core.fleet_status import FleetMember
 from switchyard.core.rollout import ReleasePolicy, Strategy
@@ -76,7 +77,7 @@ ALL_BLOCKS: tuple[type[Block], ...] = (
 B = TypeVar("B", bound=Block)
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(BadInput):
     """A service, environment or policy name that no block document has."""
 
 

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 
 from switchyard.console import quiet_console_tracebacks
+from switchyard.core.bad_input import BadInput
 from switchyard.core.rollout import Strategy
 from switchyard.stack.cli import use_local_stack
 
@@ -87,10 +88,6 @@ ServiceArgument = Annotated[str, typer.Argument(help="A service of the fleet, e.
 EnvironmentOption = Annotated[str, typer.Option("--env", help="Environment, e.g. staging or production.")]
 
 
-class BadInput(ValueError):
-    """A name or value the command cannot use; nothing was touched."""
-
-
 def _say(outcome: Outcome, line: str, as_json: bool, payload: dict[str, Any] | None = None) -> None:
     """The one outcome line (stderr unless OK), the JSON object when asked, and the exit code."""
     if outcome is Outcome.OK:
@@ -130,7 +127,7 @@ def _outcomes(what: str, as_json: bool, debug: bool) -> Iterator[None]:
             outcome, line = Outcome.FAILED, f"{what}: failed. {message}"
         elif isinstance(error, Refused):
             outcome, line = Outcome.REFUSED, f"{what}: refused, nothing was changed. {message}"
-        elif isinstance(error, BadInput) or type(error).__name__ == "UnknownNameError":
+        elif isinstance(error, BadInput):
             outcome, line = Outcome.BAD_INPUT, f"{what}: {message}"
         elif _is_switchyards(error):
             outcome, line = Outcome.FAILED, f"{what}: failed. {message}"
@@ -404,12 +401,7 @@ def _flag_context(service: str, environment: str) -> Any:
     from switchyard.core.flags import database_problem
     from switchyard.core.outcomes import FlagRefused
 
-    try:
-        context = load_service_context(service, environment)
-    except ValueError as error:  # a service not deployed to that environment
-        if type(error).__name__ == "UnknownNameError":
-            raise
-        raise BadInput(str(error)) from None
+    context = load_service_context(service, environment)  # BadInput: unknown, or not deployed there
     problem = database_problem(context.service, environment)
     if problem is not None:
         raise FlagRefused(problem)

@@ -14,6 +14,7 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from switchyard.core.bad_input import BadInput
 from switchyard.core.hooks import CommandHook, ReleaseHooks
 from switchyard.core.topology import Topology, check_name
 
@@ -296,6 +297,10 @@ class AutoscaleConfig(BaseModel):
         ]
 
 
+class NotDeployedError(BadInput):
+    """The service has no frontend ports in that environment: the fleet does not deploy it there."""
+
+
 class ServiceConfig(BaseModel):
     """A service of the fleet: what it runs, where it listens, how big it is."""
 
@@ -392,7 +397,7 @@ class ServiceConfig(BaseModel):
             return self.frontend_ports[environment]
         except KeyError:
             known = ", ".join(sorted(self.frontend_ports)) or "none"
-            raise ValueError(
+            raise NotDeployedError(
                 f"service {self.name!r} is not deployed to environment {environment!r} (its environments: {known})"
             ) from None
 

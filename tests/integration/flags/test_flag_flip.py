@@ -191,3 +191,33 @@ def test_bad_input_is_refused_with_a_clear_line_and_changes_nothing(
     assert last_json(result)["outcome"] == {2: "bad-input", 3: "refused"}[code]
     assert SqliteFlagStore(str(greeter.database)).read() == before
     assert set_flag_runs() == runs  # no flow ran
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["release", SERVICE, "--env", "production", "--image", "1000000.20261100.1"],
+        ["release", SERVICE, "--env", "production", "--image", "1000000.20261100.1", "--plan"],
+        ["status", SERVICE, "--env", "production"],
+        ["flag", "set", SERVICE, "new_greeting", "on", "--env", "production"],
+    ],
+    ids=["release", "release-plan", "status", "flag-set"],
+)
+def test_an_environment_the_service_is_not_deployed_to_is_bad_input(greeter: Greeter, args: list[str]) -> None:
+    """production is an environment of the fleet, but greeter has frontend ports in staging only."""
+    runs = all_flow_run_count()
+
+    result = switchyard(greeter, *args, "--json")
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    says = "service 'greeter' is not deployed to environment 'production' (its environments: staging)"
+    assert says in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and "a bug" not in result.stderr
+    assert last_json(result)["outcome"] == "bad-input"
+    # A release flow may have started and stopped at its first step; nothing else ran.
+    assert all_flow_run_count() - runs <= (1 if args[0] == "release" and "--plan" not in args else 0)
+
+
+def all_flow_run_count() -> int:
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs())

@@ -219,6 +219,7 @@ def _watch(
     # low_traffic "wait": an inconclusive window (too little data) extends again and again, up to this.
     patience = start + timedelta(seconds=policy.low_traffic_wait_s) if policy.low_traffic == "wait" else None
     log_deadline: float | None = None
+    said: set[str] = set()  # what the watch waits for, logged once each rather than at every look
     # The first look comes soon: a bad version shows itself in its first requests.
     pause = min(0.1, policy.check_interval_s)
     while True:
@@ -233,7 +234,9 @@ def _watch(
                 return certain, visible, True
         until = min(end, timing.complete_until(looked_at))
         if until <= start:
-            logger.info("waiting for the first complete metric grain after %s", start.isoformat())
+            if (waiting_for := f"grain after {start.isoformat()}") not in said:
+                logger.info("waiting for the first complete metric grain after %s", start.isoformat())
+                said.add(waiting_for)
             continue
         signals = _signals(context, sides, pool, listener, start, until)
         verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
@@ -243,7 +246,9 @@ def _watch(
             # percentiles are the whole window's, then judge with what there is and say so.
             log_deadline = log_deadline or time.monotonic() + policy.log_ingestion_timeout_s
             if time.monotonic() < log_deadline:
-                logger.info("window complete; waiting for the access log to hold every request it counted")
+                if (waiting_for := f"access log until {end.isoformat()}") not in said:
+                    logger.info("window complete; waiting for the access log to hold every request it counted")
+                    said.add(waiting_for)
                 window_ended = False
             else:
                 logger.warning("the access log still misses requests after %.0f s", policy.log_ingestion_timeout_s)

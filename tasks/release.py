@@ -170,6 +170,7 @@ def wait_healthy(
     cloud = cloud_for(context)
     deadline = time.monotonic() + timeout_s
     healthy_since: float | None = None
+    said: dict[str, str] | None = None  # the states last logged: a line per change, not per look
     while True:
         observed = cloud.observe(context.topology)
         wanted = members(observed)
@@ -210,8 +211,9 @@ def wait_healthy(
                 if stay_healthy_s
                 else f"not healthy after {timeout_s:.0f} s: {states}"
             )
-        if healthy_since is None:
+        if healthy_since is None and states != said:
             logger.info("waiting for health: %s", states or "no instances yet")
+            said = states
         time.sleep(0.5)
 
 

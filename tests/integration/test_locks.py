@@ -11,15 +11,15 @@ from collections.abc import Iterator
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.image_pipeline import image_build_lock
 from tasks.locks import LockBusy, LockMisconfigured, ensure_lock, hold_lock, release_lock_or_preempt
+from tests.prefect_test_server import prefect_test_server
 
 
 @pytest.fixture(scope="module", autouse=True)
 def prefect_server() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_server():
         yield
 
 

@@ -26,7 +26,6 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
 from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from blocks import AzureEnvironmentBlock, ServiceBlock
 from switchyard.core.config import AzureEnvironment, FrontendPorts, ServiceConfig
@@ -36,6 +35,7 @@ from switchyard_emulator.testing import free_port
 from tests.commands import last_json, run_module
 from tests.datasets import REPO_ROOT
 from tests.e2e.stack_support import wait_for
+from tests.prefect_test_server import prefect_test_server
 
 SERVICE, WITHOUT_DATABASE, ENV = "greeter", "plain", "staging"
 OLD, NEW = "hello", "hello, and welcome to the new greeting"
@@ -71,7 +71,7 @@ def greeter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Greeter]:
     os.environ["SWITCHYARD_STATE_DIR"] = str(state_dir)  # the worker's {state_dir}: this process runs the flow
     database = state_dir / "databases" / f"{SERVICE}-{ENV}.sqlite3"
     ports = {ENV: FrontendPorts(production=free_port(), test=free_port())}
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_server():
         environment = AzureEnvironment(
             name=ENV,
             emulator_file=str(state_dir / "emulator.json"),  # never read: flags need no cloud

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
-from prefect.testing.utilities import prefect_test_harness
 
 from switchyard.core.hooks import HookResult, ReleaseHooks
 from switchyard.core.rollout import ReleasePolicy
 from tasks.hooks import run_post_promote_hook, run_pre_deploy_hook
 from tasks.release import ReleaseContext
+from tests.prefect_test_server import prefect_test_server
 from tests.unit.core.cloud_states import V2, context
 
 
 @pytest.fixture(scope="module")
 def prefect_api() -> Iterator[None]:
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_server():
         yield
 
 

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 from prefect.settings import PREFECT_API_URL
-from prefect.testing.utilities import prefect_test_harness
 
 from tests.integration.relay.relay_support import (
     Relay,
@@ -16,6 +15,7 @@ from tests.integration.relay.relay_support import (
     relay_config,
     running_relay,
 )
+from tests.prefect_test_server import prefect_test_server
 
 
 @pytest.fixture(scope="package")
@@ -38,7 +38,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Repository:
 
 @pytest.fixture(scope="package")
 def prefect_api() -> Iterator[str]:
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_server():
         yield str(PREFECT_API_URL.value())
 
 

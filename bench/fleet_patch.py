@@ -14,6 +14,9 @@ patch-services runs of --services-per-run services); with --in-process
 the flow runs in this process instead (the services then run as threads of one run, as the monthly
 patch did before it fanned out).
 
+Before each size the benchmark waits for the stack to idle again (settle()), so that no size is
+charged, or spared, the work the one before it left behind.
+
 Prints one JSON object as its last line, and writes it to bench/results/fleet_patch.json (or
 fleet_patch.in_process.json): wall seconds per fleet size; the CPU seconds each part of the stack
 used meanwhile (on a small machine, what grows with the fleet is CPU); each stage's share of the
@@ -46,6 +49,11 @@ TARGET_RATIO = 2.5
 # None: the build takes HEAD (git archive of the commit); a made-up id would be refused.
 COMMIT: str | None = None
 ENVIRONMENTS = ["staging", "production"]
+# Before each size: the stack's CPU use is sampled over SETTLE_SAMPLE_S until it is at most
+# SETTLED_CORES and no longer falling (settle()), for at most SETTLE_TIMEOUT_S.
+SETTLE_SAMPLE_S = 5.0
+SETTLED_CORES = 0.6
+SETTLE_TIMEOUT_S = 300.0
 FAST_PROFILE = {
     "strategy": "blue-green",
     "promoted_analysis_window_s": 1,
@@ -192,6 +200,31 @@ def stack_cpu_s(state: Any) -> dict[str, float]:
     return parts
 
 
+def settle(state: Any) -> dict[str, Any]:
+    """Wait until the stack is back to idling: what ran before (the set-up, the previous size) leaves
+    work behind it (the Prefect server's events and state writes, instances still winding down),
+    and timing a size meanwhile would charge it that work, or hide the work in the size before.
+
+    Idling is a low rate of CPU use that has stopped falling: the stack never rests entirely (health
+    probes, the workers' polls, the server's loops). Returns how long that took and the idle rate."""
+    started = time.monotonic()
+    previous: float | None = None
+    while True:
+        before = stack_busy_s(state)
+        time.sleep(SETTLE_SAMPLE_S)
+        rate = (stack_busy_s(state) - before) / SETTLE_SAMPLE_S
+        steady = previous is not None and abs(rate - previous) <= max(0.2 * previous, 0.05)
+        waited = time.monotonic() - started
+        if (steady and rate <= SETTLED_CORES) or waited > SETTLE_TIMEOUT_S:
+            return {"settle_s": round(waited, 1), "idle_cores": round(rate, 2), "settled": waited <= SETTLE_TIMEOUT_S}
+        previous = rate
+
+
+def stack_busy_s(state: Any) -> float:
+    """CPU seconds the stack (not this process) has used so far."""
+    return sum(used for part, used in stack_cpu_s(state).items() if part != "bench")
+
+
 def patch(services: list[str], in_process: bool, services_per_run: int) -> tuple[float, dict[str, float]]:
     from datetime import UTC
 
@@ -252,12 +285,15 @@ def main() -> int:
         with prefect_client_settings(StackPaths(state_dir=Path(state.state_dir)), state.prefect_api_url):
             prepare(max(sizes))
             for size in sizes:
+                quiet = settle(state)
+                print(f"stack idle after {quiet['settle_s']} s ({quiet['idle_cores']} cores)", file=sys.stderr)
                 cpu_before = stack_cpu_s(state)
                 wall, stages = patch(service_names(size), args.in_process, args.services_per_run)
                 cpu = {part: used - cpu_before.get(part, 0.0) for part, used in stack_cpu_s(state).items()}
                 total = sum(stages.values()) or 1.0
                 results[str(size)] = {
                     "wall_s": round(wall, 1),
+                    "before": quiet,
                     "cpu_s": {part: round(used, 1) for part, used in sorted(cpu.items(), key=lambda kv: -kv[1])},
                     "stage_s": {k: round(v, 1) for k, v in stages.items()},
                     "stage_shares": {k: round(v / total, 3) for k, v in stages.items()},

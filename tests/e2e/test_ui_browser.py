@@ -242,11 +242,12 @@ def submit_until_created(driver: WebDriver, created: Callable[[], list[FlowRun]]
     """Submit the form and wait for the run it creates; submit again, as a person would, when the
     page says the server could not take it.
 
-    On SQLite (the local stack's default) Prefect answers 503 when the database is busy: a
-    transaction that read and then writes while another writer committed cannot wait for the lock
-    (SQLITE_BUSY_SNAPSHOT). Prefect's Python client retries a 503; its UI shows "Oops. Something
-    went wrong." and leaves the form filled in (README, "Running at scale"). Nothing was created
-    then, so submitting again cannot start the release twice; the caller checks there is one run."""
+    On SQLite (the local stack's default) Prefect answers 503 when a request meets "database is
+    locked": SQLite takes one writer at a time, and a transaction that read before another writer
+    committed cannot wait its turn to write. Prefect's Python client retries a 503; its UI shows
+    "Oops. Something went wrong." and leaves the form filled in (README, "Running at scale").
+    Nothing was created then, so submitting again cannot start the release twice; the caller checks
+    there is one run."""
     deadline = time.monotonic() + SUBMIT_TIMEOUT_S
     for _ in range(SUBMIT_ATTEMPTS):
         # Toasts fade: a refusal is one more than the fewest the page showed since the click.

@@ -38,6 +38,7 @@ from selenium.webdriver.support import expected_conditions as conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from switchyard.checkout import REPO_ROOT
+from switchyard.stack.processes import log_tail
 from switchyard.stack.state import StackPaths
 from tests.e2e.stack_support import SERVICE, Stack, finished_run, new_stack, wait_for
 
@@ -273,14 +274,6 @@ def refusals_on(driver: WebDriver) -> int:
     return driver.find_element(By.TAG_NAME, "body").text.count(SERVER_REFUSED)
 
 
-def server_log_tail(stack: Stack, lines: int = 40) -> list[str]:
-    log = StackPaths(state_dir=stack.state_dir).prefect_home / "server.log"
-    try:
-        return log.read_text(errors="replace").splitlines()[-lines:]
-    except OSError as error:
-        return [f"(no server log: {error})"]
-
-
 def what_the_page_says(driver: webdriver.Chrome) -> str:
     """For a failure message: where the browser is, the page's text (toasts and field errors
     included) and what the console logged."""
@@ -306,7 +299,7 @@ def test_a_release_started_from_the_ui_form_runs_on_the_worker_and_completes(
         try:
             [started] = submit_until_created(browser, lambda: runs_of_release_with(image, "staging"))
         except AssertionError as error:
-            server_log = "\n".join(server_log_tail(stack))
+            server_log = log_tail(StackPaths(state_dir=stack.state_dir).prefect_home / "server.log", lines=40)
             raise AssertionError(
                 f"{error}; the browser is {what_the_page_says(browser)}\n--- server log ---\n{server_log}"
             ) from None

@@ -34,7 +34,7 @@ from switchyard.runbooks import load_flow
 from switchyard_emulator.testing import free_port
 from tests.commands import last_json, run_module
 from tests.datasets import REPO_ROOT
-from tests.e2e.stack_support import wait_for
+from tests.e2e.stack_support import all_flow_runs, wait_for
 from tests.prefect_test_server import prefect_test_server
 
 SERVICE, WITHOUT_DATABASE, ENV = "greeter", "plain", "staging"
@@ -205,7 +205,7 @@ def test_bad_input_is_refused_with_a_clear_line_and_changes_nothing(
 )
 def test_an_environment_the_service_is_not_deployed_to_is_bad_input(greeter: Greeter, args: list[str]) -> None:
     """production is an environment of the fleet, but greeter has frontend ports in staging only."""
-    runs = all_flow_run_count()
+    runs = len(all_flow_runs())
 
     result = switchyard(greeter, *args, "--json")
 
@@ -215,9 +215,4 @@ def test_an_environment_the_service_is_not_deployed_to_is_bad_input(greeter: Gre
     assert "Traceback" not in result.stdout + result.stderr and "a bug" not in result.stderr
     assert last_json(result)["outcome"] == "bad-input"
     # A release flow may have started and stopped at its first step; nothing else ran.
-    assert all_flow_run_count() - runs <= (1 if args[0] == "release" and "--plan" not in args else 0)
-
-
-def all_flow_run_count() -> int:
-    with get_client(sync_client=True) as client:
-        return len(client.read_flow_runs())
+    assert len(all_flow_runs()) - runs <= (1 if args[0] == "release" and "--plan" not in args else 0)

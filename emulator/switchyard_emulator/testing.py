@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -32,6 +31,7 @@ from switchyard_emulator.azurite import BlobStorage, start_azurite, stop_azurite
 from switchyard_emulator.dataplane.procfs import signal_group
 from switchyard_emulator.launcher import LOG_FILE, log_tail, start_emulator
 from switchyard_emulator.launcher import EmulatorStartError as EmulatorStartError  # what start() raises
+from switchyard_emulator.ports import free_port as free_port  # for the tests' frontends and backends
 
 _STOP_TIMEOUT_S = 20.0
 
@@ -345,13 +345,6 @@ def upload_blob(
             data += b"\0" * (-len(data) % 512)
         blob.upload_blob(data, blob_type=BlobType(blob_type))
         return str(blob.url)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now (gateway frontend ports, test backends)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 class SampleTopology:

@@ -12,9 +12,7 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 import time
-from collections import deque
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from switchyard.checkout import REPO_ROOT
+from switchyard_emulator.ports import free_port as free_port  # the one port picker (see there why)
 
 
 class ProcessRecord(BaseModel):
@@ -168,25 +167,6 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
     return True
-
-
-# The ports free_port() handed out lately. The OS picks a probe's port at random, so two probes in a
-# row may get the same one, and a caller that has not bound its port yet would then share it (with
-# 80 listeners, about one fleet in ten). Bounded: a long-lived process never runs out of ports.
-_HANDED_OUT: deque[int] = deque(maxlen=4096)
-_HANDED_OUT_LOCK = threading.Lock()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on at `host` right now, and not handed out by this process lately."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            port = int(probe.getsockname()[1])
-        with _HANDED_OUT_LOCK:
-            if port not in _HANDED_OUT:
-                _HANDED_OUT.append(port)
-                return port
 
 
 # One child and its process group (Packer, Trivy, the Prefect server) ------------------------------

@@ -52,6 +52,9 @@ def check_ports(
             continue
         probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            # As the listener will bind (dataplane/gateway/listeners.py): TIME_WAIT leftovers of a
+            # listener that was here do not block it, a socket in use does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
         except OSError as exc:
             raise ArmError(

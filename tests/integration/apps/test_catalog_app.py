@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,16 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from switchyard_emulator.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SERVER = REPO_ROOT / "apps" / "catalog" / "app" / "server.py"
 APP_MANIFEST = json.loads((REPO_ROOT / "apps" / "catalog" / "switchyard-app.json").read_text())
 GALLERY_VERSION = "1000000.20261200.1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Catalog:

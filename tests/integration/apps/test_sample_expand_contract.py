@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,16 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from switchyard_emulator.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = REPO_ROOT / "apps" / "sample"
 OLD_NOTES = REPO_ROOT / "tests" / "fixtures" / "apps" / "sample-notes"
 MIGRATE = SAMPLE / "migrations" / "migrate.py"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Sample:

@@ -331,7 +331,7 @@ def _perform(
     if isinstance(action, PrepareIdle):
         prepare_idle_color(context, action)
     elif isinstance(action, ClearCanary):
-        clear_canary(context, observed)
+        clear_canary(context, observed, action.members_leave)
     elif isinstance(action, SmokeTest):
         # The test stages, in order, all before users: a failure stops the release here.
         try:

@@ -109,9 +109,9 @@ def set_canary_split(context: ReleaseContext, step: CanaryStep, observed: Servic
 
 
 @task(name="take canary out of production", cache_policy=NO_CACHE)
-def clear_canary(context: ReleaseContext, observed: ServiceObservation) -> None:
-    """Production back to the live color's own pool (if it routes to the canary pool), then the idle
-    instances leave the canary pool."""
+def clear_canary(context: ReleaseContext, observed: ServiceObservation, members_leave: bool = True) -> None:
+    """Production back to the live color's own pool (if it routes to the canary pool), then, with
+    `members_leave`, the idle instances leave the canary pool."""
     logger = get_run_logger()
     cloud = cloud_for(context)
     live = observed.live_color
@@ -121,7 +121,7 @@ def clear_canary(context: ReleaseContext, observed: ServiceObservation) -> None:
     after = cloud.observe(context.topology, with_health=False)
     if after.gateway.canary_routed:
         raise VerificationFailed(f"production still routes to {after.gateway.production_pool}")
-    if after.canary_addresses:
+    if members_leave and after.canary_addresses:
         idle_set = after.scale_set(live.other)
         assert idle_set.etag is not None
         cloud.scale_sets.set_canary(context.topology, live.other, [], idle_set.etag, progress=logger.info)

@@ -218,7 +218,7 @@ def situation(observed: ServiceObservation) -> str:
         share = len(canary) / (len(live_set.instances) + len(canary))
         parts.append(f"mid-canary: {len(canary)} {live.other.value} instance(s) serve {share:.1%} of users")
     elif canary:
-        parts.append(f"{len(canary)} {live.other.value} instance(s) prepared in the canary pool, not serving")
+        parts.append(f"{len(canary)} {live.other.value} instance(s) in the canary pool, not serving")
     tags = observed.gateway.tags
     if TAG_RELEASE in tags:
         parts.append(f"last release {tags[TAG_RELEASE]} is {tags.get(TAG_PHASE) or 'of unknown phase'}")
@@ -267,7 +267,11 @@ def _step(number: int, action: Action, policy: ReleasePolicy) -> PlanStep:
         if policy.min_ready_s:
             title += f", healthy for {policy.min_ready_s:g} s"
     elif isinstance(action, ClearCanary):
-        title = "take the canary out (production back to the live pool first)"
+        title = (
+            "take the canary out (production back to the live pool first)"
+            if action.members_leave
+            else "production back to the live pool (its canary instances stay warm as they are)"
+        )
     elif isinstance(action, SmokeTest):
         own = f" and the policy's {len(policy.smoke_checks)} check(s)" if policy.smoke_checks else ""
         title = f"smoke-test {action.color.value} through the test listener: health, /version{own}"
@@ -332,7 +336,7 @@ def _after(
         return observed, progress
     if isinstance(action, ClearCanary):
         observed = _routed(observed, production=Topology.pool(live), test=Topology.pool(idle), tags={})
-        leaving = set(observed.canary_addresses)
+        leaving = set(observed.canary_addresses) if action.members_leave else set()
         observed = _with_pools(
             observed,
             {Topology.canary_pool(live): _without(observed.gateway.canary_pool_of(live).member_addresses, leaving)},

@@ -252,9 +252,13 @@ class PrepareIdle(_Action):
 
 
 class ClearCanary(_Action):
-    """Take canary instances out of the live pool before touching them."""
+    """Production back to the live color's own pool, then (unless `members_leave` is off) the idle
+    instances out of the live color's canary pool, before anything touches them."""
 
     kind: Literal["clear_canary"] = "clear_canary"
+    # Off when the idle instances stay as they are (the release is already live): leaving the pool
+    # is an upgrade that may restart them, and nothing is about to change or test them.
+    members_leave: bool = True
 
 
 class SmokeTest(_Action):
@@ -360,8 +364,15 @@ def next_action(
 
     # The target already serves production.
     if live_set.exists and live_set.runs_only == target and live_set.instances:
-        if canary_prepared_or_serving:
-            return ClearCanary(reason=f"{live.value} already runs {target}; a leftover canary goes")
+        if gateway.canary_routed:
+            return ClearCanary(
+                members_leave=False, reason=f"{live.value} already runs {target}; production leaves the canary pool"
+            )
+        # Idle instances may still sit in the live color's canary pool: after a switch, those of the
+        # last release's canary, which served users until a moment ago and are now the warm color a
+        # rollback returns to. Nothing routes to that pool, so they stay: leaving a pool is an
+        # upgrade of the instance, which may restart it under requests still in flight, and in the
+        # middle of the warm period. The next release that prepares this color takes them out first.
         if tagged_release == target and phase == Phase.PROMOTED:
             if not progress.promoted_analysis_passed and policy.promoted_analysis_window_s > 0:
                 return AnalysePromoted(color=live, reason=f"{target} holds full traffic: check the SLOs")
@@ -459,7 +470,7 @@ def retirement(observed: ServiceObservation, now: datetime) -> tuple[Color | Non
     scale_set = observed.scale_set(idle)
     if not scale_set.exists or scale_set.capacity == 0:
         return None, f"{scale_set.name} is already scaled down"
-    if observed.canary_addresses:
+    if observed.canary_serving:
         return None, f"{scale_set.name} serves a canary"
     tags = observed.gateway.tags
     if tags.get(TAG_PHASE) != Phase.FINALIZED:

@@ -152,7 +152,8 @@ class ServiceObservation(_Observed):
 
     @property
     def canary_addresses(self) -> list[str]:
-        """Instances of the idle color in the live color's canary pool: a canary, prepared or serving."""
+        """Instances of the idle color in the live color's canary pool: a canary, prepared or serving,
+        or, after a switch, the last release's canary (it stays until this color is prepared again)."""
         live = self.live_color
         if live is None:
             return []

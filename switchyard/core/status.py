@@ -33,7 +33,7 @@ class StatusReport(BaseModel):
             + (
                 f", canary {self.canary_share:.0%} ({', '.join(self.canary_addresses)})"
                 if self.canary_share
-                else f", canary prepared, not serving ({', '.join(self.canary_addresses)})"
+                else f", idle instance(s) in the canary pool, not serving ({', '.join(self.canary_addresses)})"
                 if self.canary_addresses
                 else ""
             )
@@ -66,8 +66,9 @@ def service_status(observed: ServiceObservation) -> StatusReport:
         )
     canary = observed.canary_addresses
     live_count = len(observed.scale_set(live).instances) if live else 0
-    # Canary instances are prepared in the canary pool before production routes there (and stay
-    # after a rollback until cleared): they get a share of users only while the canary serves.
+    # Idle instances sit in the canary pool before production routes there (a canary prepared), and
+    # after a switch (the last canary, kept warm as it is until the next release prepares that
+    # color): they get a share of users only while the canary serves.
     share = len(canary) / (live_count + len(canary)) if observed.canary_serving else 0.0
     return StatusReport(
         service=observed.topology.service,

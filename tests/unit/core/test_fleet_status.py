@@ -212,4 +212,4 @@ def test_status_counts_a_canary_share_only_while_the_canary_serves() -> None:
     )
     report = service_status(prepared)
     assert report.canary_share == 0.0 and report.canary_addresses == [address(Color.GREEN, 0)]
-    assert "canary prepared, not serving" in report.text()
+    assert "idle instance(s) in the canary pool, not serving" in report.text()

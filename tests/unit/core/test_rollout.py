@@ -264,6 +264,43 @@ def test_the_idle_color_retires_only_after_a_finalized_release_and_its_warm_peri
     assert retirement(in_flight, due)[0] is None
     canary = observed(scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3), tags=tags, canary=["127.2.0.4"])
     assert retirement(canary, due)[0] is None
+    # The last release's canary still in the live color's canary pool, which nothing routes to:
+    # membership serves nobody, and scaling the color in takes it out of every pool.
+    leftover = observed(
+        scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3), tags=tags, canary=["127.2.0.4"], routed=False
+    )
+    assert retirement(leftover, due)[0] is Color.GREEN
+
+
+def test_after_the_switch_the_old_colors_canary_instances_are_not_touched() -> None:
+    """Green was live and blue its canary; now blue is promoted. Green's instances that were in blue's
+    canary pool served users until the switch a moment ago, and are the warm color a rollback returns
+    to: taking them out of the pool (an upgrade, which may restart them) would cut requests still in
+    flight. Nothing routes there, so the release goes on."""
+    just_switched = observed(
+        scale_set(Color.BLUE, V2, 3),
+        scale_set(Color.GREEN, V1, 3),
+        canary=["127.2.0.4"],
+        routed=False,
+        tags={TAG_RELEASE: V2, TAG_PHASE: Phase.PROMOTED.value, TAG_PREVIOUS: "green"},
+    )
+    assert just_switched.canary_addresses == ["127.2.0.4"]
+    assert isinstance(next_action(just_switched, TARGET, REQUEST, CANARY, ReleaseProgress()), AnalysePromoted)
+    finalized = just_switched.model_copy(
+        update={
+            "gateway": just_switched.gateway.model_copy(
+                update={"tags": {TAG_RELEASE: V2, TAG_PHASE: Phase.FINALIZED.value}}
+            )
+        }
+    )
+    done = next_action(finalized, TARGET, REQUEST, CANARY, ReleaseProgress())
+    assert isinstance(done, Done) and done.outcome == "promoted"
+
+
+def test_production_on_a_canary_pool_of_a_live_release_goes_back_without_touching_the_instances() -> None:
+    routed = observed(scale_set(Color.BLUE, V2, 3), scale_set(Color.GREEN, V1, 3), canary=["127.2.0.4"])
+    action = next_action(routed, TARGET, REQUEST, CANARY, ReleaseProgress())
+    assert isinstance(action, ClearCanary) and not action.members_leave
 
 
 # --- when users see the new version: from then on a failure rolls back -------------------------

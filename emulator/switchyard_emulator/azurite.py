@@ -39,6 +39,7 @@ from pydantic import BaseModel, SecretStr
 
 from switchyard_emulator.dataplane.procfs import signal_group
 from switchyard_emulator.launcher import _die_with_parent  # the same death signal as the emulator's
+from switchyard_emulator.ports import free_port
 from switchyard_emulator.tls import ensure_tls
 
 # The version `make setup` installs (Makefile AZURITE_VERSION); another 3.x works the same here.
@@ -151,17 +152,20 @@ def _remember_port(data_dir: Path, account: StorageAccountSecret, port: int) -> 
 
 
 def _free_port(preferred: int | None) -> int:
+    """The port of the last start when it is free (the blob endpoint a stack's clients knew), else a
+    new one from switchyard_emulator.ports (outside the range client connections take theirs from)."""
     import socket
 
-    for candidate in (preferred or 0, 0):
+    if preferred:
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                probe.bind(("127.0.0.1", candidate))
+                probe.bind(("127.0.0.1", preferred))
             except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise AzuriteError("no free TCP port on 127.0.0.1 for Azurite")
+                pass
+            else:
+                return preferred
+    return free_port()
 
 
 def answers(storage: BlobStorage, timeout_s: float = 3.0) -> bool:

@@ -56,8 +56,9 @@ class SplitSet(BaseModel):
 @task(name="shift canary traffic", cache_policy=NO_CACHE)
 def set_canary_split(context: ReleaseContext, step: CanaryStep, observed: ServiceObservation) -> SplitSet:
     """SetWeight: exactly k idle instances into the live color's canary pool (a scale-set upgrade of
-    those instances, users do not see it yet), healthy there by the gateway's own probes, then
-    production to that pool in one If-Match-guarded write (from then on users meet the canary)."""
+    those instances, users do not see it yet: on a later step production leaves the canary pool
+    while more instances join it), healthy there by the gateway's own probes, then production to
+    that pool in one If-Match-guarded write (from then on users meet the canary)."""
     logger = get_run_logger()
     cloud = cloud_for(context)
     topology = context.topology
@@ -69,6 +70,22 @@ def set_canary_split(context: ReleaseContext, step: CanaryStep, observed: Servic
     idle_set = observed.scale_set(idle)
     current = [i.instance_id for i in idle_set.instances if i.private_ip in observed.canary_addresses]
     if sorted(current) != sorted(wanted):
+        joining = sorted(set(wanted) - set(current))
+        if joining and observed.gateway.canary_routed:
+            # A later step while users are on the canary pool. Joining a pool is an upgrade of the
+            # instance, which may restart it, and the gateway may still count it healthy by a probe
+            # the old process answered: users would meet the restart (502s; seen in CI). Production
+            # goes back to the live pool first, guarded by what the planner saw, and to the larger
+            # canary below, once the upgrade is done and every member answers its probes.
+            assert observed.gateway.etag is not None
+            logger.info("canary: production back on %s while instances %s join %s", live.value, joining, pool)
+            cloud.router.route(
+                topology,
+                production=Topology.pool(live),
+                test=Topology.pool(idle),
+                expect_etag=observed.gateway.etag,
+                tags={TAG_RELEASE: context.image_version, TAG_PHASE: Phase.CANARY.value},
+            )
         assert idle_set.etag is not None
         logger.info("canary: instances %s of %s join %s", wanted, idle_set.name, pool)
         cloud.scale_sets.set_canary(topology, idle, wanted, idle_set.etag, progress=logger.info)

@@ -39,7 +39,7 @@ from pydantic import BaseModel, SecretStr
 
 from switchyard_emulator.dataplane.procfs import signal_group
 from switchyard_emulator.launcher import _die_with_parent  # the same death signal as the emulator's
-from switchyard_emulator.ports import free_port
+from switchyard_emulator.ports import free_port, port_is_free
 from switchyard_emulator.tls import ensure_tls
 
 # The version `make setup` installs (Makefile AZURITE_VERSION); another 3.x works the same here.
@@ -151,23 +151,6 @@ def _remember_port(data_dir: Path, account: StorageAccountSecret, port: int) -> 
     _write_private(data_dir / ACCOUNT_FILE, json.dumps(body).encode())
 
 
-def _free_port(preferred: int | None) -> int:
-    """The port of the last start when it is free (the blob endpoint a stack's clients knew), else a
-    new one from switchyard_emulator.ports (outside the range client connections take theirs from)."""
-    import socket
-
-    if preferred:
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", preferred))
-            except OSError:
-                pass
-            else:
-                return preferred
-    return free_port()
-
-
 def answers(storage: BlobStorage, timeout_s: float = 3.0) -> bool:
     """Any HTTPS answer of the blob endpoint (403 without a signature is an answer)."""
     host_port = storage.blob_endpoint.removeprefix("https://")
@@ -211,7 +194,8 @@ def start_azurite(
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     account, last_port = ensure_account(data_dir)
-    chosen = port or _free_port(last_port)
+    # The port of the last start while it is free (the blob endpoint the stack's clients knew).
+    chosen = port or (last_port if last_port and port_is_free(last_port) else free_port())
     tls = ensure_tls(Path(ca_state_dir).resolve(), [], name="azurite", out_dir=data_dir / "tls")
     argv = [
         str(binary),

@@ -51,9 +51,12 @@ def candidate_ranges() -> list[tuple[int, int]]:
     return sorted(roomy, key=lambda bounds: bounds[0] - bounds[1])
 
 
-def _bindable(host: str, port: int) -> bool:
+def port_is_free(port: int, host: str = "127.0.0.1", *, reuse_address: bool = True) -> bool:
+    """Nothing is bound to it. With `reuse_address` (SO_REUSEADDR, as servers set it), connections of
+    a stopped server lingering in TIME_WAIT do not make a port busy; without, they do."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # No SO_REUSEADDR: a port with connections lingering in TIME_WAIT is passed over too.
+        if reuse_address:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -77,7 +80,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         first, last = ranges[0]
         for _ in range(ATTEMPTS):
             port = _random.randint(first, last)
-            if _bindable(host, port) and _claim(port):
+            # TIME_WAIT leftovers count as busy: a fresh port is the safer pick.
+            if port_is_free(port, host, reuse_address=False) and _claim(port):
                 return port
     while True:  # no room outside the ephemeral range, or all of it busy: the kernel's choice
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from contextlib import suppress
@@ -21,6 +20,7 @@ from pydantic import BaseModel
 
 from switchyard.checkout import REPO_ROOT
 from switchyard_emulator.ports import free_port as free_port  # the one port picker (see there why)
+from switchyard_emulator.ports import port_is_free as port_is_free
 
 
 class ProcessRecord(BaseModel):
@@ -155,18 +155,6 @@ def log_tail(path: Path | str, lines: int = 25) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
-
-
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Nothing listens on it. SO_REUSEADDR, as servers set it: connections of a stopped server
-    lingering in TIME_WAIT do not make a port busy."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 # One child and its process group (Packer, Trivy, the Prefect server) ------------------------------

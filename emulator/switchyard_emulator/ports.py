@@ -6,17 +6,25 @@ takes its local port from, so between the probe and the real bind a client conne
 a traffic generator, a health probe) may take the port, and the listener then fails with
 EADDRINUSE. A gateway on this machine sees thousands of such connections a minute.
 
-So ports are chosen below the ephemeral range, where only an explicit bind takes a port: at random
-(two processes handing out ports at once rarely meet), probed, and remembered by this process so
-that it never hands out the same port twice before the caller binds it.
+So ports are chosen below the ephemeral range, where only an explicit bind takes a port: at random,
+probed, and *claimed*. A probe only says nothing is bound now; a fleet's frontend ports are chosen
+when its configuration is written and bound minutes later, when its gateway is created, and another
+process choosing in between would find the port free too (seen in CI: two pytest workers' gateways
+on one port). So every pick is written to a registry all processes of this user share, one file per
+port under a lock, and a port claimed by a live process, or lately by any, is not handed out again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import random
 import socket
+import tempfile
 import threading
-from collections import deque
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 # Below this, ports are for well-known and registered services a machine may run (and for
@@ -29,9 +37,16 @@ DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
 # pick above it instead, which is as safe, or, failing both, let the kernel choose.
 MIN_CANDIDATES = 2000
 ATTEMPTS = 200
+# A claim holds while the process that made it lives, up to CLAIM_MAX_S (a port chosen and still not
+# bound after two hours was abandoned), and for CLAIM_AFTER_EXIT_S after it exits: `switchyard up`
+# chooses the server's port and hands it to a process that binds it after up has returned.
+CLAIM_MAX_S = 2 * 3600.0
+CLAIM_AFTER_EXIT_S = 600.0
 
-_handed_out: deque[int] = deque(maxlen=4096)  # bounded: a long-lived process never runs out
-_handed_out_lock = threading.Lock()
+# This process's claims and when it made them: checked before the registry, and all there is when
+# the registry cannot be written.
+_claimed_here: dict[int, float] = {}
+_claimed_here_lock = threading.Lock()
 _random = random.SystemRandom()
 
 
@@ -51,6 +66,10 @@ def candidate_ranges() -> list[tuple[int, int]]:
     return sorted(roomy, key=lambda bounds: bounds[0] - bounds[1])
 
 
+def default_registry() -> Path:
+    return Path(tempfile.gettempdir()) / f"switchyard-ports-{os.getuid()}"
+
+
 def port_is_free(port: int, host: str = "127.0.0.1", *, reuse_address: bool = True) -> bool:
     """Nothing is bound to it. With `reuse_address` (SO_REUSEADDR, as servers set it), connections of
     a stopped server lingering in TIME_WAIT do not make a port busy; without, they do."""
@@ -64,28 +83,74 @@ def port_is_free(port: int, host: str = "127.0.0.1", *, reuse_address: bool = Tr
     return True
 
 
-def _claim(port: int) -> bool:
-    with _handed_out_lock:
-        if port in _handed_out:
+def _process_lives(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it lives
+        return True
+    return True
+
+
+def _claim_holds(claim: Path, now: float) -> bool:
+    try:
+        pid_text, at_text = claim.read_text().split()
+        pid, at = int(pid_text), float(at_text)
+    except (OSError, ValueError):
+        return False  # unreadable or half-written by a process that died mid-write: not a claim
+    age = now - at
+    if age < CLAIM_AFTER_EXIT_S:
+        return True
+    return age < CLAIM_MAX_S and _process_lives(pid)
+
+
+@contextlib.contextmanager
+def _registry_locked(registry: Path) -> Iterator[None]:
+    registry.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(registry / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _claim(port: int, registry: Path) -> bool:
+    """Claim `port` for this process unless this or another process holds a claim on it."""
+    with _claimed_here_lock:
+        now = time.time()
+        claimed_at = _claimed_here.get(port)
+        if claimed_at is not None and now - claimed_at < CLAIM_MAX_S:
             return False
-        _handed_out.append(port)
+        try:
+            with _registry_locked(registry):
+                claim = registry / str(port)
+                if claim.exists() and _claim_holds(claim, now):
+                    return False
+                claim.write_text(f"{os.getpid()} {now:.3f}\n")
+        except OSError:
+            pass  # no shared registry (a read-only temp directory): this process's memory still holds
+        _claimed_here[port] = now
         return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing is bound to at `host` now, outside the ephemeral range where possible,
-    and not handed out by this process lately."""
-    ranges = candidate_ranges()
+def pick_port(host: str, ranges: list[tuple[int, int]], registry: Path) -> int:
+    """A port in `ranges` nothing is bound to and nobody claimed, now claimed; the kernel's choice
+    when the ranges are empty or all taken."""
     if ranges:
         first, last = ranges[0]
         for _ in range(ATTEMPTS):
             port = _random.randint(first, last)
             # TIME_WAIT leftovers count as busy: a fresh port is the safer pick.
-            if port_is_free(port, host, reuse_address=False) and _claim(port):
+            if port_is_free(port, host, reuse_address=False) and _claim(port, registry):
                 return port
-    while True:  # no room outside the ephemeral range, or all of it busy: the kernel's choice
+    while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind((host, 0))
             port = int(probe.getsockname()[1])
-        if _claim(port):
+        if _claim(port, registry):
             return port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing is bound to at `host` now, outside the ephemeral range where possible, and
+    not handed out lately by any switchyard process of this user."""
+    return pick_port(host, candidate_ranges(), default_registry())

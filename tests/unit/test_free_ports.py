@@ -4,10 +4,15 @@ client connections whose local ports come from the kernel's ephemeral range."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from switchyard.stack.processes import free_port
-from switchyard_emulator.ports import ephemeral_range
+from switchyard_emulator.ports import CLAIM_AFTER_EXIT_S, LOWEST_PORT, ephemeral_range, pick_port, port_is_free
 
 
 def test_a_fleet_worth_of_ports_are_all_different_and_free() -> None:
@@ -25,3 +30,59 @@ def test_ports_come_from_outside_the_range_client_connections_take_theirs_from()
     low, high = ephemeral_range()
     ports = [free_port() for _ in range(200)]
     assert [port for port in ports if low <= port <= high] == []
+
+
+PICKER = """
+import sys
+from pathlib import Path
+from switchyard_emulator.ports import pick_port
+
+first, count, registry = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+print(" ".join(str(pick_port("127.0.0.1", [(first, first + 59)], registry)) for _ in range(count)))
+"""
+
+
+def _unused_block_of_60() -> int:
+    """The start of 60 consecutive ports nothing is bound to, below the ephemeral range."""
+    for first in range(LOWEST_PORT + 5000, ephemeral_range()[0] - 60, 60):
+        if all(port_is_free(port, reuse_address=False) for port in range(first, first + 60)):
+            return first
+    raise AssertionError("no 60 free ports in a row on this machine")
+
+
+def test_two_processes_choosing_ports_they_bind_later_never_get_the_same_one(tmp_path: Path) -> None:
+    # A fleet's frontend ports are chosen when its configuration is written and bound when its gateway
+    # is created, minutes later; meanwhile another pytest worker (or `switchyard up`) chooses too, and
+    # a probe alone finds the port free for both (two gateways on one port, seen in CI). Two processes
+    # take 25 each of 60 ports: without claims they would share some with near certainty.
+    first = _unused_block_of_60()
+    pickers = [
+        subprocess.Popen(
+            [sys.executable, "-c", PICKER, str(first), "25", str(tmp_path / "registry")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    picked = [[int(port) for port in picker.communicate(timeout=60)[0].split()] for picker in pickers]
+    assert all(len(ports) == 25 for ports in picked)
+    assert set(picked[0]) & set(picked[1]) == set()
+    assert all(first <= port < first + 60 for ports in picked for port in ports)
+
+
+def test_a_claim_outlives_its_process_for_a_while_and_then_the_port_is_free_again(tmp_path: Path) -> None:
+    first = _unused_block_of_60()
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    # Claimed a minute ago by a process that has exited since: `switchyard up` chose it for a server
+    # that binds it later, so it stays claimed, and the pick falls back to a port the kernel chooses.
+    (registry / str(first)).write_text(f"{dead_pid} {time.time() - 60}\n")
+    assert pick_port("127.0.0.1", [(first, first)], registry) != first
+    # Claimed long ago by that process, and never bound: abandoned, so it is handed out again.
+    (registry / str(first + 1)).write_text(f"{dead_pid} {time.time() - CLAIM_AFTER_EXIT_S - 60}\n")
+    assert pick_port("127.0.0.1", [(first + 1, first + 1)], registry) == first + 1
+    # The same age, but its process still runs (a pytest worker whose fleet has not bound it yet).
+    (registry / str(first + 2)).write_text(f"{os.getpid()} {time.time() - CLAIM_AFTER_EXIT_S - 60}\n")
+    assert pick_port("127.0.0.1", [(first + 2, first + 2)], registry) != first + 2

@@ -104,10 +104,15 @@ def _wait_all(runs: dict[str, FlowRun], timeout_s: float = RUN_TIMEOUT_S) -> dic
 
 
 def _worker_of(stack: Stack, run: FlowRun) -> str:
-    """Which worker took the run, from the workers' own logs (STATE/logs/worker*.log)."""
+    """Which worker took the run, from the workers' own logs (STATE/logs/worker*.log). Two workers
+    polling at once may both start to submit a run; the server lets one move it to Pending, and the
+    other logs that it aborted its submission."""
     found = set()
     for log in (stack.state_dir / "logs").glob("worker*.log"):
-        for match in re.finditer(r"Worker '([^']+)' submitting flow run '([0-9a-f-]+)'", log.read_text()):
+        text = log.read_text()
+        if f"Aborted submission of flow run '{run.id}'" in text:
+            continue
+        for match in re.finditer(r"Worker '([^']+)' submitting flow run '([0-9a-f-]+)'", text):
             if match.group(2) == str(run.id):
                 found.add(match.group(1))
     assert len(found) == 1, f"run {run.id} was submitted by {found or 'no worker'}"

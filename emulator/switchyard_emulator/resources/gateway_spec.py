@@ -34,9 +34,29 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchyard_emulator.gateways")
 
 
-def build_spec(em: Emulator, resource: StoredResource) -> GatewaySpec:
+class FleetView:
+    """What a gateway's spec reads beyond the gateway itself: the instances in each backend pool and
+    the addresses in each virtual network. Refreshing every gateway (after each scale-set change)
+    reads it once for all of them: read per gateway, the work of one refresh grew with the number of
+    gateways times the number of scale sets, so a fleet's patch grew with the square of its size."""
+
+    def __init__(self, em: Emulator) -> None:
+        self._em = em
+        self.members = em.scale_sets.pool_members()
+        self._vnet_addresses: dict[str, list[str]] = {}
+
+    def vnet_addresses(self, vnet_key: str) -> list[str]:
+        if vnet_key not in self._vnet_addresses:
+            self._vnet_addresses[vnet_key] = _vnet_addresses(self._em, vnet_key)
+        return self._vnet_addresses[vnet_key]
+
+
+def build_spec(em: Emulator, resource: StoredResource, view: FleetView | None = None) -> GatewaySpec:
+    """The gateway as the data plane serves it; `view`: the rest of the emulator as read for several
+    gateways at once (a fresh read when none)."""
+    view = view or FleetView(em)
     props = resource.body["properties"]
-    members = em.scale_sets.pool_members()
+    members = view.members
     ports = {p["name"].lower(): p["properties"]["port"] for p in props.get("frontendPorts", [])}
 
     def name_of(ref: dict[str, Any]) -> str:
@@ -109,7 +129,9 @@ def build_spec(em: Emulator, resource: StoredResource) -> GatewaySpec:
         probes=probes,
         rules=rules,
         # only an NSG looks at sources: without one, instances coming and going need no re-apply
-        vnet_addresses=_vnet_addresses(em, props) if any(x.inbound_rules is not None for x in listeners) else [],
+        vnet_addresses=view.vnet_addresses(_vnet_of(props))
+        if any(x.inbound_rules is not None for x in listeners)
+        else [],
     )
 
 
@@ -168,12 +190,16 @@ def _listener_specs(em: Emulator, props: dict[str, Any], ports: dict[str, int]) 
     return listeners
 
 
-def _vnet_addresses(em: Emulator, props: dict[str, Any]) -> list[str]:
-    """The loopback addresses that stand for addresses of the gateway's virtual network, so carry
-    the VirtualNetwork tag as an NSG source: the instances whose NICs (in the model each runs)
-    are in that network, and the private frontends of its gateways."""
+def _vnet_of(props: dict[str, Any]) -> str:
+    """The key of the virtual network the gateway's own subnet is in."""
     subnet_id = props["gatewayIPConfigurations"][0]["properties"]["subnet"]["id"]
-    vnet_key = key_of(subnet_id.rstrip("/").rsplit("/", 2)[0])
+    return key_of(subnet_id.rstrip("/").rsplit("/", 2)[0])
+
+
+def _vnet_addresses(em: Emulator, vnet_key: str) -> list[str]:
+    """The loopback addresses that stand for addresses of a virtual network, so carry the
+    VirtualNetwork tag as an NSG source: the instances whose NICs (in the model each runs) are in
+    that network, and the private frontends of its gateways."""
     found = set(em.scale_sets.addresses_in_vnet(vnet_key))
     for gateway in em.store.of_type(TYPE_KEY):
         for frontend in gateway.body["properties"].get("frontendIPConfigurations", []):

@@ -53,7 +53,7 @@ from switchyard_emulator.resources.base import (
 )
 from switchyard_emulator.resources.gateway_body import COLLECTIONS, check_properties
 from switchyard_emulator.resources.gateway_rules import NS, TYPE, TYPE_KEY, check_infrastructure
-from switchyard_emulator.resources.gateway_spec import build_spec
+from switchyard_emulator.resources.gateway_spec import FleetView, build_spec
 from switchyard_emulator.schema import typespec_schema, validate
 from switchyard_emulator.store import OperationRecord, StoredResource
 
@@ -268,12 +268,13 @@ class Gateways(RenderedKind):
 
     async def refresh_all(self) -> None:
         """Re-apply every gateway whose resolved configuration changed (scale-set membership moved)."""
+        view = FleetView(self.em)
         for resource in self.em.store.of_type(TYPE_KEY):
             if resource.key not in self._applied:
                 continue  # never applied (failed or still applying): its own operation handles it
             if resource.body["properties"].get("provisioningState") == "Deleting":
                 continue
-            if build_spec(self.em, resource) == self._applied.get(resource.key):
+            if build_spec(self.em, resource, view) == self._applied.get(resource.key):
                 continue
             try:
                 await self.push(resource.key)

@@ -98,7 +98,7 @@ def _claim_holds(claim: Path, now: float) -> bool:
         pid_text, at_text = claim.read_text().split()
         pid, at = int(pid_text), float(at_text)
     except (OSError, ValueError):
-        return False  # unreadable or half-written by a process that died mid-write: not a claim
+        return False  # none, or unreadable, or half-written by a process that died mid-write
     age = now - at
     if age < CLAIM_AFTER_EXIT_S:
         return True
@@ -123,7 +123,7 @@ def _claim(port: int, registry: Path) -> bool:
         try:
             with _registry_locked(registry):
                 claim = registry / str(port)
-                if claim.exists() and _claim_holds(claim, now):
+                if _claim_holds(claim, now):
                     return False
                 claim.write_text(f"{os.getpid()} {now:.3f}\n")
         except OSError:

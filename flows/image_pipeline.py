@@ -26,6 +26,7 @@ from blocks import load_recipe, load_scan_policy
 from switchyard.core.config import FaultProfile, ServiceContext
 from switchyard.core.outcomes import Refused
 from switchyard.core.reports import Report, image_report, scan_gate_stop_report
+from tasks.history import change_tags_on_flow_runs_only
 from tasks.images import (
     PublishedImage,
     app_source,
@@ -64,18 +65,19 @@ def image_pipeline(
     """Build `service` at `app_version` (semver) on `base` (default: the service's), scan it, and
     publish it to `environment`'s gallery. `force` rebuilds even if identical inputs were published
     (the monthly patch run forces). `fault_profile` builds faults in on purpose (demos)."""
-    context = load_service_context(service, environment)
-    lock = image_build_lock(service)
-    try:
-        with hold_lock(lock, BUILD_LOCK_WAIT_S):
-            return _build_scan_publish(
-                context, app_version, base, force, git_commit, fault_profile, scan_policy, baseline_environment
-            )
-    except LockBusy:
-        raise Refused(
-            f"another image build of {service} is running (lock {lock} held for more than "
-            f"{BUILD_LOCK_WAIT_S:.0f} s); nothing was built. Wait for it, then build again"
-        ) from None
+    with change_tags_on_flow_runs_only():
+        context = load_service_context(service, environment)
+        lock = image_build_lock(service)
+        try:
+            with hold_lock(lock, BUILD_LOCK_WAIT_S):
+                return _build_scan_publish(
+                    context, app_version, base, force, git_commit, fault_profile, scan_policy, baseline_environment
+                )
+        except LockBusy:
+            raise Refused(
+                f"another image build of {service} is running (lock {lock} held for more than "
+                f"{BUILD_LOCK_WAIT_S:.0f} s); nothing was built. Wait for it, then build again"
+            ) from None
 
 
 def image_build_lock(service: str) -> str:

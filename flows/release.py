@@ -65,6 +65,7 @@ from switchyard.core.state import ServiceObservation
 from tasks.canary import analyse_canary, analyse_promoted, clear_canary, set_canary_split, synthetic_load
 from tasks.events import FLAGS_FAILED_STEP, HOOK_FAILED_STEP, emit, emit_flag_set, heartbeat, now
 from tasks.flags import enable_flags
+from tasks.history import change_tags_on_flow_runs_only
 from tasks.hooks import run_post_promote_hook, run_pre_deploy_hook
 from tasks.locks import LockBusy, hold_lock
 from tasks.release import (
@@ -107,6 +108,18 @@ def release(
     """Release `image_version` (a gallery version, e.g. 1002000.20261100.1) of `service` to
     `environment`. `strategy` overrides the release policy's; `policy` names the release policy
     (default: the environment's, its `release_policy`)."""
+    with change_tags_on_flow_runs_only():
+        return _release(service, environment, image_version, strategy, policy, lock_timeout_s)
+
+
+def _release(
+    service: str,
+    environment: str,
+    image_version: str,
+    strategy: Strategy | None,
+    policy: str | None,
+    lock_timeout_s: float,
+) -> ReleaseSummary:
     logger = get_run_logger()
     context = load_release_context(service, environment, image_version, policy, strategy)
     topology = context.topology

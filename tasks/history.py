@@ -16,7 +16,7 @@ Where the facts come from (the choice, and why):
   promotion into a change failure (switchyard.core.dora.apply_manual_rollbacks). A promoted
   release of an older image is a rollback too, and is folded the same way
   (switchyard.core.dora.rollback_releases).
-* The change behind a release: tags the routine flows put on every run they start
+* The change behind a release: tags the routine flows put on every flow run they start
   (`switchyard.change-at=<ISO time>`, `switchyard.commit=<sha>`, `switchyard.trigger=merge|monthly-patch`):
   release-on-merge records the merge commit's time, the monthly patch the start of the rebuild.
   A release started by hand has no such tags: its image's gallery tags give the commit and the
@@ -33,6 +33,7 @@ Where the facts come from (the choice, and why):
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -51,6 +52,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.context import TagsContext
 from pydantic import AwareDatetime, BaseModel, Field
 
 from blocks import load_environment, load_service
@@ -109,7 +111,8 @@ _RUN_STATES = {
 
 
 def change_tags(*, commit: str, change_at: datetime, trigger: str) -> list[str]:
-    """The tags that put a change's identity on every run started inside `prefect.tags(...)`."""
+    """The tags that put a change's identity on every flow run started inside `prefect.tags(...)`
+    (the flows they start keep them off their task runs: `change_tags_on_flow_runs_only`)."""
     if change_at.tzinfo is None:
         raise ValueError(f"change time {change_at.isoformat()} has no timezone")
     return [
@@ -117,6 +120,25 @@ def change_tags(*, commit: str, change_at: datetime, trigger: str) -> list[str]:
         f"{TAG_COMMIT}{commit}",
         f"{TAG_TRIGGER}{trigger}",
     ]
+
+
+def is_change_tag(tag: str) -> bool:
+    return tag.startswith((TAG_CHANGE_AT, TAG_COMMIT, TAG_TRIGGER))
+
+
+@contextmanager
+def change_tags_on_flow_runs_only() -> Iterator[None]:
+    """Inside a flow run: its task runs (and anything it starts) without the change tags it was
+    started under; any other tags stay.
+
+    The history reads the change from the release's flow run alone, and Prefect makes every tagged
+    task run take and give back a slot of each of its tags' concurrency limits: two calls to the
+    server, each on a new client, for every task of every release. A fleet's monthly patch runs
+    thousands of task runs, so those calls were a good part of its CPU, for limits nobody sets on a
+    change's commit or time."""
+    current = TagsContext.get().current_tags
+    with TagsContext(current_tags={tag for tag in current if not is_change_tag(tag)}):
+        yield
 
 
 class ChangeTags(BaseModel):

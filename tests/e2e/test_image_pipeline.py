@@ -10,11 +10,18 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
-from prefect import flow
+from prefect import flow, tags
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import TaskRun
 
 from blocks import load_scan_policy
 from flows.image_pipeline import image_pipeline
@@ -28,6 +35,7 @@ from switchyard.images.packer_output import PackerTemplateError
 from switchyard.images.scan import ArtifactChanged
 from switchyard.images.source import AppSourceError
 from switchyard_emulator.testing import EmulatorHandle
+from tasks.history import change_tags
 from tasks.images import (
     app_source,
     build_image,
@@ -130,6 +138,38 @@ def test_an_allowlist_entry_that_expired_does_not_let_the_finding_through(
     # The same entry, still valid, lets it through: it is the expiry that stopped it.
     published = image_pipeline(service="vulnerable", app_version="1.0.2", git_commit=COMMIT, scan_policy="allow-valid")
     assert gallery_versions(emulator, "vulnerable") == [published.gallery_version]
+
+
+def test_the_change_is_tagged_on_the_pipeline_run_and_kept_off_its_task_runs(fleet: Fleet) -> None:
+    # The history reads a change from flow runs. A task run with tags takes and gives back a slot of
+    # each tag's concurrency limit, two calls to the server per task: not for a change's tags. A
+    # person's own tags (and their limits) still reach every task run.
+    change = change_tags(commit=COMMIT, change_at=datetime.now(UTC), trigger="merge")
+    with tags(*change, "team-payments"):
+        state = image_pipeline(service="sample", app_version="1.0.0", git_commit=COMMIT, return_state=True)
+
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        task_runs = until_recorded(lambda: client.read_task_runs(flow_run_filter=runs_with_id(run_id)))
+    assert {*change, "team-payments"} <= set(run.tags)
+    for task_run in task_runs:
+        assert "team-payments" in task_run.tags and not set(task_run.tags) & set(change), task_run.tags
+
+
+def runs_with_id(run_id: UUID) -> FlowRunFilter:
+    return FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+
+
+def until_recorded(read: Callable[[], list[TaskRun]], within_s: float = 30.0) -> list[TaskRun]:
+    """Task runs reach Prefect's database through its events, a moment after the run ends."""
+    deadline = time.monotonic() + within_s
+    while not (found := read()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert found, "no task run was recorded"
+    return found
 
 
 def test_unknown_base_and_malformed_versions_fail_before_anything_runs(fleet: Fleet, emulator: EmulatorHandle) -> None:

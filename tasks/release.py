@@ -24,6 +24,7 @@ from switchyard.core.config import ServiceContext
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import ReleaseRefused
 from switchyard.core.plan import ReleasePlan, plan_release
+from switchyard.core.polling import FIRST_LOOK_S, pauses
 from switchyard.core.preflight import check_release, version_refusal
 from switchyard.core.rollout import (
     TAG_PHASE,
@@ -165,10 +166,13 @@ def wait_healthy(
     them so for `stay_healthy_s` (Kubernetes' minReadySeconds): a crash loop shows here, not to users.
 
     A gateway probes only the pools its rules route to, so health is read where an address is
-    routed: an idle instance in its own pool (the test listener's), a live one in the live pool."""
+    routed: an idle instance in its own pool (the test listener's), a live one in the live pool.
+    Each look is about ten ARM reads: it looks soon, then less often (switchyard.core.polling),
+    and while the addresses must stay healthy, often enough to see one fall."""
     logger = get_run_logger()
     cloud = cloud_for(context)
     deadline = time.monotonic() + timeout_s
+    looks = pauses()
     healthy_since: float | None = None
     said: dict[str, str] | None = None  # the states last logged: a line per change, not per look
     while True:
@@ -214,7 +218,10 @@ def wait_healthy(
         if healthy_since is None and states != said:
             logger.info("waiting for health: %s", states or "no instances yet")
             said = states
-        time.sleep(0.5)
+        pause = next(looks)
+        if healthy_since is not None:
+            pause = min(pause, max(FIRST_LOOK_S, stay_healthy_s / 3))
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
 
 
 def own_pool(color: Color) -> Members:

@@ -10,18 +10,14 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from prefect import flow, tags
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import TaskRun
 
 from blocks import load_scan_policy
 from flows.image_pipeline import image_pipeline
@@ -48,6 +44,7 @@ from tasks.images import (
 )
 from tasks.provision import load_service_context
 from tests.e2e.repo_commits import labelled_commit
+from tests.integration.cloud.cloud_support import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -153,23 +150,12 @@ def test_the_change_is_tagged_on_the_pipeline_run_and_kept_off_its_task_runs(fle
     assert run_id is not None
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
-        task_runs = until_recorded(lambda: client.read_task_runs(flow_run_filter=runs_with_id(run_id)))
+        # Task runs reach Prefect's database through its events, a moment after the run ends.
+        this_run = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        task_runs = eventually(lambda: client.read_task_runs(flow_run_filter=this_run))
     assert {*change, "team-payments"} <= set(run.tags)
     for task_run in task_runs:
         assert "team-payments" in task_run.tags and not set(task_run.tags) & set(change), task_run.tags
-
-
-def runs_with_id(run_id: UUID) -> FlowRunFilter:
-    return FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
-
-
-def until_recorded(read: Callable[[], list[TaskRun]], within_s: float = 30.0) -> list[TaskRun]:
-    """Task runs reach Prefect's database through its events, a moment after the run ends."""
-    deadline = time.monotonic() + within_s
-    while not (found := read()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert found, "no task run was recorded"
-    return found
 
 
 def test_unknown_base_and_malformed_versions_fail_before_anything_runs(fleet: Fleet, emulator: EmulatorHandle) -> None:

@@ -52,23 +52,26 @@ def test_the_admin_route_needs_the_token_and_validates(faulty: EmulatorHandle, a
 
 def test_faults_set_at_runtime_change_what_clients_see(faulty: EmulatorHandle, admin: httpx.Client) -> None:
     no_retries = faulty.clients(retry_total=0)
+    # Its own group, made before any fault: the test must not depend on another test's resources.
+    admin.put("/switchyard/faults", json={"rate": 0})
+    no_retries.resource.resource_groups.create_or_update("runtime", {"location": "westus"})
     admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["500"], "seed": 1})
     with pytest.raises(HttpResponseError) as raised:
-        no_retries.resource.resource_groups.get("rg")
+        no_retries.resource.resource_groups.get("runtime")
     assert raised.value.status_code == 500
     assert arm_error(raised.value).code == "InternalServerError"
     admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["429"], "retry_after_seconds": 7})
     throttled = httpx.get(
-        f"{faulty.endpoint}/subscriptions/{faulty.subscription_id}/resourcegroups/rg",
+        f"{faulty.endpoint}/subscriptions/{faulty.subscription_id}/resourcegroups/runtime",
         params={"api-version": "2025-04-01"},
         verify=faulty.ca_bundle,
         headers={"Authorization": f"Bearer {faulty.token}"},
     )
     assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "7"
     admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["slow"], "slow_seconds": 0.2})
-    assert no_retries.resource.resource_groups.get("rg").name == "rg"  # slow, but answered
+    assert no_retries.resource.resource_groups.get("runtime").name == "runtime"  # slow, but answered
     admin.put("/switchyard/faults", json={"rate": 0})
-    assert no_retries.resource.resource_groups.get("rg").name == "rg"
+    assert no_retries.resource.resource_groups.get("runtime").name == "runtime"
     assert admin.get("/switchyard/faults").json()["injected"] == {"429": 0, "500": 0, "slow": 0}
     no_retries.close()
 

@@ -25,6 +25,7 @@ from switchyard_emulator.dataplane.api import DataPlane
 from switchyard_emulator.errors import ArmError
 from switchyard_emulator.faults import FaultInjector
 from switchyard_emulator.identity import Identity
+from switchyard_emulator.ids import key_of
 from switchyard_emulator.lro import Operations
 from switchyard_emulator.profiles import TimingProfile, timing_profile
 from switchyard_emulator.resources.quotas import DEFAULT_VCPU_QUOTA
@@ -259,6 +260,10 @@ class _ArmFacade:
 
     def list_resources(self, resource_type: str) -> list[dict[str, Any]]:
         return [r.body for r in self._em.store.of_type(resource_type)]
+
+    def resource(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        stored = self._em.store.get(key_of(resource_id))
+        return stored.body if stored is not None and stored.type_key == resource_type.lower() else None
 
     async def set_scale_set_capacity(self, scale_set_id: str, capacity: int, reason: str) -> None:
         await self._em.scale_sets.set_capacity(scale_set_id, capacity, reason)

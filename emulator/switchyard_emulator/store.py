@@ -129,6 +129,13 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._conn.executescript(_SCHEMA)
+        # Grows with every change of a resource, a scale-set model or an instance: what is derived
+        # from all of them (which instances sit in which pool and network) is kept until it moves.
+        self.generation = 0
+
+    def _changed(self) -> None:
+        with self._lock:
+            self.generation += 1
 
     def close(self) -> None:
         with self._lock:
@@ -147,6 +154,9 @@ class Store:
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                # What was derived inside the transaction may have seen writes now rolled back.
+                self._changed()
             self._conn.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -256,6 +266,7 @@ class Store:
                     now,
                 ),
             )
+            self._changed()
 
     def delete(self, key: str) -> None:
         """Delete a resource and everything nested under its id (child resources, instances)."""
@@ -265,6 +276,7 @@ class Store:
             self._exec("DELETE FROM resources WHERE key = ? OR key LIKE ? ESCAPE '\\'", (key, nested))
             self._exec("DELETE FROM instances WHERE vmss_key = ? OR vmss_key LIKE ? ESCAPE '\\'", (key, nested))
             self._exec("DELETE FROM vmss_models WHERE vmss_key = ? OR vmss_key LIKE ? ESCAPE '\\'", (key, nested))
+            self._changed()
 
     # -- scale-set models and instances ------------------------------------------------------------
 
@@ -273,6 +285,7 @@ class Store:
             "INSERT OR REPLACE INTO vmss_models(vmss_key, version, profile) VALUES (?,?,?)",
             (vmss_key, version, json.dumps(profile)),
         )
+        self._changed()
 
     def models(self, vmss_key: str) -> dict[int, dict[str, Any]]:
         rows = self._query("SELECT version, profile FROM vmss_models WHERE vmss_key = ?", (vmss_key,))
@@ -282,6 +295,7 @@ class Store:
         for version in self.models(vmss_key):
             if version not in keep:
                 self._exec("DELETE FROM vmss_models WHERE vmss_key = ? AND version = ?", (vmss_key, version))
+                self._changed()
 
     @staticmethod
     def _instance(row: sqlite3.Row) -> InstanceRecord:
@@ -313,9 +327,11 @@ class Store:
                 inst.created_at,
             ),
         )
+        self._changed()
 
     def delete_instance(self, vmss_key: str, instance_id: int) -> None:
         self._exec("DELETE FROM instances WHERE vmss_key = ? AND instance_id = ?", (vmss_key, instance_id))
+        self._changed()
 
     # -- operations --------------------------------------------------------------------------------
 

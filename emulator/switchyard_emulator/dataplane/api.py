@@ -144,6 +144,10 @@ class ArmFacade(Protocol):
         """All stored resources of an ARM type, e.g. 'microsoft.insights/autoscalesettings'."""
         ...
 
+    def resource(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        """One stored resource of an ARM type by its id (any case), or None."""
+        ...
+
     async def set_scale_set_capacity(self, scale_set_id: str, capacity: int, reason: str) -> None:
         """Change sku.capacity through the same path as an ARM update (ETag, instances, LRO)."""
         ...

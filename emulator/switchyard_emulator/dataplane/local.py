@@ -165,13 +165,11 @@ class LocalDataPlane:
             log.warning("gateway telemetry could not be flushed before a query: %s", exc)
 
     def _region_of(self, resource_id: str, resource_type: str) -> str:
-        if self._arm is None:
+        # One lookup by id: every metrics query asks, and listing the type grew with the fleet.
+        resource = self._arm.resource(resource_type, resource_id) if self._arm is not None else None
+        if resource is None:
             return "local"
-        wanted = telemetry.canonical_id(resource_id)
-        for resource in self._arm.list_resources(resource_type.lower()):
-            if telemetry.canonical_id(str(resource.get("id", ""))) == wanted:
-                return str(resource.get("location") or "local").replace(" ", "").lower()
-        return "local"
+        return str(resource.get("location") or "local").replace(" ", "").lower()
 
     async def metrics(self, resource_id: str, resource_type: str, query: dict[str, str]) -> dict[str, Any]:
         """Raises MetricsQueryError (errors.py) for a query Azure would refuse with 400."""

@@ -36,19 +36,30 @@ log = logging.getLogger("switchyard_emulator.gateways")
 
 class FleetView:
     """What a gateway's spec reads beyond the gateway itself: the instances in each backend pool and
-    the addresses in each virtual network. Refreshing every gateway (after each scale-set change)
-    reads it once for all of them: read per gateway, the work of one refresh grew with the number of
-    gateways times the number of scale sets, so a fleet's patch grew with the square of its size."""
+    the addresses in each virtual network, read once, in one pass over the scale sets and one over
+    the gateways. Refreshing every gateway (after each scale-set change) shares one view: read per
+    gateway, or per network, the work of a refresh grew with the number of gateways times the
+    number of scale sets, so a fleet's patch grew with the square of its size, or worse."""
 
     def __init__(self, em: Emulator) -> None:
-        self._em = em
-        self.members = em.scale_sets.pool_members()
-        self._vnet_addresses: dict[str, list[str]] = {}
+        membership = em.scale_sets.network_membership()
+        self.members = membership.pools
+        self._instances_in_vnet = membership.vnets
+        self._frontends_in_vnet: dict[str, set[str]] = {}
+        for gateway in em.store.of_type(TYPE_KEY):
+            for frontend in gateway.body["properties"].get("frontendIPConfigurations", []):
+                fp = frontend.get("properties", {})
+                subnet = (fp.get("subnet") or {}).get("id")
+                if subnet and fp.get("privateIPAddress"):
+                    vnet_key = key_of(subnet.rsplit("/", 2)[0])
+                    self._frontends_in_vnet.setdefault(vnet_key, set()).add(loopback_alias(fp["privateIPAddress"]))
 
     def vnet_addresses(self, vnet_key: str) -> list[str]:
-        if vnet_key not in self._vnet_addresses:
-            self._vnet_addresses[vnet_key] = _vnet_addresses(self._em, vnet_key)
-        return self._vnet_addresses[vnet_key]
+        """The loopback addresses that stand for addresses of a virtual network, so carry the
+        VirtualNetwork tag as an NSG source: the instances whose NICs (in the model each runs) are
+        in that network, and the private frontends of its gateways."""
+        found = set(self._instances_in_vnet.get(vnet_key, ()))
+        return sorted(found | self._frontends_in_vnet.get(vnet_key, set()))
 
 
 def build_spec(em: Emulator, resource: StoredResource, view: FleetView | None = None) -> GatewaySpec:
@@ -194,20 +205,6 @@ def _vnet_of(props: dict[str, Any]) -> str:
     """The key of the virtual network the gateway's own subnet is in."""
     subnet_id = props["gatewayIPConfigurations"][0]["properties"]["subnet"]["id"]
     return key_of(subnet_id.rstrip("/").rsplit("/", 2)[0])
-
-
-def _vnet_addresses(em: Emulator, vnet_key: str) -> list[str]:
-    """The loopback addresses that stand for addresses of a virtual network, so carry the
-    VirtualNetwork tag as an NSG source: the instances whose NICs (in the model each runs) are in
-    that network, and the private frontends of its gateways."""
-    found = set(em.scale_sets.addresses_in_vnet(vnet_key))
-    for gateway in em.store.of_type(TYPE_KEY):
-        for frontend in gateway.body["properties"].get("frontendIPConfigurations", []):
-            fp = frontend.get("properties", {})
-            subnet = (fp.get("subnet") or {}).get("id")
-            if subnet and fp.get("privateIPAddress") and key_of(subnet.rsplit("/", 2)[0]) == vnet_key:
-                found.add(loopback_alias(fp["privateIPAddress"]))
-    return sorted(found)
 
 
 def _destination_test(

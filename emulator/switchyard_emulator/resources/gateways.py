@@ -102,7 +102,7 @@ class Gateways(RenderedKind):
         for collection in COLLECTIONS:
             for item in props.get(collection, []):
                 item["etag"] = resource.etag
-        members = self.em.scale_sets.pool_members()
+        members = self.em.scale_sets.network_membership().pools
         for pool in props.get("backendAddressPools", []):
             configs = [{"id": m.ip_configuration_id} for m in members.get(key_of(pool["id"]), [])]
             if configs:
@@ -221,7 +221,7 @@ class Gateways(RenderedKind):
         if resource is None:
             raise ArmError(404, "ResourceNotFound", "The application gateway was deleted.")
         health = await self.em.dataplane.backend_health(resource.key)
-        members = self.em.scale_sets.pool_members()
+        members = self.em.scale_sets.network_membership().pools
         props = resource.body["properties"]
         pools = []
         for pool in props.get("backendAddressPools", []):

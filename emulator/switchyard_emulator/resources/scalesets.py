@@ -85,11 +85,21 @@ class PoolMember:
     instance_id: int
 
 
+@dataclass(frozen=True)
+class NetworkMembership:
+    """Gateway pool key -> its member instances; virtual network key -> the addresses of the
+    instances whose NICs are in it (the sources an NSG's VirtualNetwork tag covers, netsec.py)."""
+
+    pools: dict[str, list[PoolMember]]
+    vnets: dict[str, list[str]]
+
+
 class ScaleSets(RenderedKind):
     def __init__(self, em: Emulator) -> None:
         self.em = em
         self.kind = ResourceKind(em, NS, "virtualMachineScaleSets")
         self._locks: dict[str, asyncio.Lock] = {}
+        self._membership: tuple[int, NetworkMembership] | None = None  # (store generation, as read)
         self.vms = ScaleSetVms(em, self.kind)
         self.actions = InstanceActions(em, self.kind, self._after_commit)
         em.ops.register("scaleset.converge", functools.partial(converge, em))
@@ -387,34 +397,38 @@ class ScaleSets(RenderedKind):
         for resource in self.em.store.of_type(TYPE_KEY):
             await self.push(resource.key)
 
-    def pool_members(self) -> dict[str, list[PoolMember]]:
-        """Gateway pool key -> the instances whose (own) model puts their NIC in that pool."""
-        members: dict[str, list[PoolMember]] = {}
+    def network_membership(self) -> NetworkMembership:
+        """Where every instance's NIC (in the model each runs) sits: the gateway pools it is a member
+        of, and the virtual network of its subnet. Every gateway read and refresh asks, so it is
+        read in one pass over the scale sets and kept until the store changes (read-only)."""
+        generation = self.em.store.generation  # before reading: a change meanwhile reads again
+        cached = self._membership
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        membership = self._read_membership()
+        self._membership = (generation, membership)
+        return membership
+
+    def _read_membership(self) -> NetworkMembership:
+        membership = NetworkMembership(pools={}, vnets={})
         for resource in self.em.store.of_type(TYPE_KEY):
-            if resource.body["properties"].get("provisioningState") == "Deleting":
-                continue
+            # A scale set being deleted has left its pools (its instances drain first) but its
+            # instances still hold their addresses in the network until they are gone.
+            deleting = resource.body["properties"].get("provisioningState") == "Deleting"
             models = self.em.store.models(resource.key)
             for inst in self.em.store.instances(resource.key):
-                for nic_id, ipc_id, ipc in self._ip_configurations(resource, inst, models):
-                    del nic_id
-                    for pool in ipc.get("properties", {}).get("applicationGatewayBackendAddressPools", []):
-                        members.setdefault(key_of(pool["id"]), []).append(
+                for _nic, ipc_id, ipc in self._ip_configurations(resource, inst, models):
+                    props = ipc.get("properties") or {}
+                    subnet = (props.get("subnet") or {}).get("id", "")
+                    vnet_key = key_of(subnet.rstrip("/").rsplit("/", 2)[0])
+                    membership.vnets.setdefault(vnet_key, []).append(inst.ip)
+                    if deleting:
+                        continue
+                    for pool in props.get("applicationGatewayBackendAddressPools", []):
+                        membership.pools.setdefault(key_of(pool["id"]), []).append(
                             PoolMember(inst.ip, ipc_id, resource.key, inst.instance_id)
                         )
-        return members
-
-    def addresses_in_vnet(self, vnet_key: str) -> list[str]:
-        """The addresses of instances whose NICs (in the model each runs) are in a virtual network:
-        the sources an NSG's VirtualNetwork tag covers (netsec.py)."""
-        found = []
-        for resource in self.em.store.of_type(TYPE_KEY):
-            models = self.em.store.models(resource.key)
-            for inst in self.em.store.instances(resource.key):
-                for _nic, _ipc_id, ipc in self._ip_configurations(resource, inst, models):
-                    subnet = ((ipc.get("properties") or {}).get("subnet") or {}).get("id", "")
-                    if key_of(subnet.rstrip("/").rsplit("/", 2)[0]) == vnet_key:
-                        found.append(inst.ip)
-        return found
+        return membership
 
     def _ip_configurations(
         self, resource: StoredResource, inst: InstanceRecord, models: dict[int, dict[str, Any]]

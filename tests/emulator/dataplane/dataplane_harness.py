@@ -128,6 +128,11 @@ class MiniArm:
     def list_resources(self, resource_type: str) -> list[dict[str, Any]]:
         return [dict(resource) for resource in self.resources.get(resource_type.lower(), [])]
 
+    def resource(self, resource_type: str, resource_id: str) -> dict[str, Any] | None:
+        wanted = resource_id.strip("/").lower()
+        found = [r for r in self.resources.get(resource_type.lower(), []) if r["id"].strip("/").lower() == wanted]
+        return dict(found[0]) if found else None
+
     async def set_scale_set_capacity(self, scale_set_id: str, capacity: int, reason: str) -> None:
         self.capacity_changes.append((scale_set_id, capacity, reason))
         for resource in self.resources.get("microsoft.compute/virtualmachinescalesets", []):

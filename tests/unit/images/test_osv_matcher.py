@@ -13,7 +13,7 @@ import yaml
 from switchyard.checkout import checkout_fleet
 from switchyard.core.findings import FindingKind, Severity
 from switchyard.images.scanners.base import ScanError
-from switchyard.images.scanners.osv import OsvDatabase, OsvDatabaseError, OsvScanner
+from switchyard.images.scanners.osv import OsvDatabase, OsvDatabaseError, OsvScanner, load_database
 from switchyard.images.scanners.requirements import RequirementsError, parse_requirements
 from switchyard.images.vulndb import PYPA_OSV, pypa_snapshot_manifest
 
@@ -137,6 +137,19 @@ def test_introduced_fixed_and_last_affected(tmp_path: Path) -> None:
     assert ids(db, "1.5.1") == []
     assert ids(db, "2.0.4") == ["R-1"]
     assert ids(db, "2.0.5") == []
+
+
+def test_a_scanner_parses_a_database_once_and_again_after_it_changes(tmp_path: Path) -> None:
+    database(tmp_path, record("R-1", [{"introduced": "1.0"}]))
+    first = OsvScanner(tmp_path / "db").database
+    assert OsvScanner(tmp_path / "db").database is first  # unchanged files: the parse is reused
+    assert ids(first, "1.1") == ["R-1"]
+    database(tmp_path, record("R-2", [{"introduced": "1.1"}]))  # an update adds an advisory
+    updated = load_database(tmp_path / "db")
+    assert updated is not first
+    assert ids(updated, "1.1") == ["R-1", "R-2"]
+    (tmp_path / "db" / "R-1.json").unlink()
+    assert ids(load_database(tmp_path / "db"), "1.1") == ["R-2"]
 
 
 def test_pep440_ordering_not_text_ordering(tmp_path: Path) -> None:

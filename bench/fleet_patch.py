@@ -1,7 +1,7 @@
 """The monthly patch over fleets of 1, 5 and 20 services: how its wall time grows with the fleet.
 
-    python bench/fleet_patch.py [--sizes 1,5,20] [--workers 3] [--worker-limit 8] [--services-per-run 5]
-                                [--in-process]
+    python bench/fleet_patch.py [--sizes 1,5,20] [--repeat 3] [--workers 3] [--worker-limit 8]
+                                [--services-per-run N] [--in-process]
 
 Brings up a local stack of its own (`switchyard up --database postgresql --workers N`, in a
 temporary state directory, on free ports), with a fleet of services `svc-01` .. `svc-20` (the
@@ -10,12 +10,14 @@ needed, and what is measured is orchestration, builds and instance start-up, not
 Each service is provisioned in staging and production and put live in production first (not
 timed). Then, per fleet size, the monthly-patch deployment runs on the workers over the first N
 services, as its schedule would start it (all of them in one production batch, each step in
-patch-services runs of --services-per-run services); with --in-process
+patch-services runs of --services-per-run services, by default the flow's own default); with --in-process
 the flow runs in this process instead (the services then run as threads of one run, as the monthly
 patch did before it fanned out).
 
-Before each size the benchmark waits for the stack to idle again (settle()), so that no size is
-charged, or spared, the work the one before it left behind.
+Each size is patched --repeat times and reported by its median run (every run's wall time is kept):
+on a shared 2-core machine one run of a single service moved by 8 s between measurements, most of
+it in when a worker's poll picked up each run. Before each run the benchmark waits for the stack to
+idle again (settle()), so that no run is charged, or spared, the work the one before it left behind.
 
 Prints one JSON object as its last line, and writes it to bench/results/fleet_patch.json (or
 fleet_patch.in_process.json): wall seconds per fleet size; the CPU seconds each part of the stack
@@ -249,12 +251,26 @@ def patch(services: list[str], in_process: bool, services_per_run: int) -> tuple
     return wall, stage_times(since, services)
 
 
+def measured(wall: float, quiet: dict[str, Any], cpu: dict[str, float], stages: dict[str, float]) -> dict[str, Any]:
+    total = sum(stages.values()) or 1.0
+    return {
+        "wall_s": round(wall, 1),
+        "before": quiet,
+        "cpu_s": {part: round(used, 1) for part, used in sorted(cpu.items(), key=lambda kv: -kv[1])},
+        "stage_s": {k: round(v, 1) for k, v in stages.items()},
+        "stage_shares": {k: round(v / total, 3) for k, v in stages.items()},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,5,20")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--worker-limit", type=int, default=8)
-    parser.add_argument("--services-per-run", type=int, default=5, help="services each patch-services run takes on")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size; the median one is reported")
+    parser.add_argument(
+        "--services-per-run", type=int, default=None, help="services per patch-services run (default: the flow's)"
+    )
     parser.add_argument("--in-process", action="store_true", help="run the flow here (threads), not on the workers")
     parser.add_argument("--keep", action="store_true", help="leave the stack running (and say where)")
     args = parser.parse_args()
@@ -262,8 +278,13 @@ def main() -> int:
 
     from pydantic import SecretStr  # noqa: F401  (the stack's options import it)
 
+    from switchyard.core.routine import PatchRollout
     from switchyard.stack.state import StackPaths, prefect_client_settings
     from switchyard.stack.up import UpOptions, down, up
+
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    services_per_run = args.services_per_run or PatchRollout().services_per_run
 
     scratch = Path(tempfile.mkdtemp(prefix="switchyard-bench-", dir="/tmp"))
     scratch.chmod(0o711)  # PostgreSQL runs as the postgres user when we are root
@@ -285,20 +306,17 @@ def main() -> int:
         with prefect_client_settings(StackPaths(state_dir=Path(state.state_dir)), state.prefect_api_url):
             prepare(max(sizes))
             for size in sizes:
-                quiet = settle(state)
-                print(f"stack idle after {quiet['settle_s']} s ({quiet['idle_cores']} cores)", file=sys.stderr)
-                cpu_before = stack_cpu_s(state)
-                wall, stages = patch(service_names(size), args.in_process, args.services_per_run)
-                cpu = {part: used - cpu_before.get(part, 0.0) for part, used in stack_cpu_s(state).items()}
-                total = sum(stages.values()) or 1.0
-                results[str(size)] = {
-                    "wall_s": round(wall, 1),
-                    "before": quiet,
-                    "cpu_s": {part: round(used, 1) for part, used in sorted(cpu.items(), key=lambda kv: -kv[1])},
-                    "stage_s": {k: round(v, 1) for k, v in stages.items()},
-                    "stage_shares": {k: round(v / total, 3) for k, v in stages.items()},
-                }
-                print(f"{size} service(s): {wall:.1f} s", file=sys.stderr)
+                runs = []
+                for attempt in range(1, args.repeat + 1):
+                    quiet = settle(state)
+                    print(f"stack idle after {quiet['settle_s']} s ({quiet['idle_cores']} cores)", file=sys.stderr)
+                    cpu_before = stack_cpu_s(state)
+                    wall, stages = patch(service_names(size), args.in_process, services_per_run)
+                    cpu = {part: used - cpu_before.get(part, 0.0) for part, used in stack_cpu_s(state).items()}
+                    runs.append(measured(wall, quiet, cpu, stages))
+                    print(f"{size} service(s), run {attempt} of {args.repeat}: {wall:.1f} s", file=sys.stderr)
+                median = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
+                results[str(size)] = {**median, "runs_wall_s": [run["wall_s"] for run in runs]}
     finally:
         if args.keep:
             print(f"stack left running: switchyard down --state-dir {scratch / 'state'}", file=sys.stderr)
@@ -312,7 +330,8 @@ def main() -> int:
         "database": "postgresql",
         "workers": args.workers,
         "worker_limit": args.worker_limit,
-        "services_per_run": args.services_per_run,
+        "services_per_run": services_per_run,
+        "repeat": args.repeat,
         "sizes": results,
         f"ratio_{sizes[-1]}_to_{sizes[0]}": round(ratio, 2),
         "target_ratio": TARGET_RATIO,

@@ -14,6 +14,10 @@ patch-services runs of --services-per-run services, by default the flow's own de
 the flow runs in this process instead (the services then run as threads of one run, as the monthly
 patch did before it fanned out).
 
+The stack's scheduled deployments are paused first (retire-idle-colors every 5 minutes, the
+reports): a scheduled run landing in one measurement and not another charged it a process start
+and a read of the whole fleet, and made runs of the same size differ by 20 s.
+
 Each size is patched --repeat times and reported by its median run (every run's wall time is kept):
 on a shared 2-core machine one run of a single service moved by 8 s between measurements, most of
 it in when a worker's poll picked up each run. Before each run the benchmark waits for the stack to
@@ -202,6 +206,18 @@ def stack_cpu_s(state: Any) -> dict[str, float]:
     return parts
 
 
+def pause_schedules() -> None:
+    """Pause every deployment with a schedule (Prefect then deletes its scheduled runs); a paused
+    deployment still runs when asked, as the monthly patch is here."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():
+            if deployment.schedules and not deployment.paused:
+                client.pause_deployment(deployment.id)
+                print(f"paused the schedule of {deployment.name}", file=sys.stderr)
+
+
 def settle(state: Any) -> dict[str, Any]:
     """Wait until the stack is back to idling: what ran before (the set-up, the previous size) leaves
     work behind it (the Prefect server's events and state writes, instances still winding down),
@@ -304,6 +320,7 @@ def main() -> int:
         os.environ["SWITCHYARD_STATE_DIR"] = state.state_dir
         os.environ["PREFECT_API_URL"] = state.prefect_api_url
         with prefect_client_settings(StackPaths(state_dir=Path(state.state_dir)), state.prefect_api_url):
+            pause_schedules()
             prepare(max(sizes))
             for size in sizes:
                 runs = []

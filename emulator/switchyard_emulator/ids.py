@@ -16,6 +16,11 @@ def key_of(resource_id: str) -> str:
     return "/" + resource_id.strip("/").lower()
 
 
+def vnet_key_of(subnet_id: str) -> str:
+    """The key of the virtual network a subnet id (.../virtualNetworks/V/subnets/S) is in."""
+    return key_of(subnet_id.rstrip("/").rsplit("/", 2)[0])
+
+
 @dataclass(frozen=True)
 class ResourceId:
     """A parsed provider resource id: /subscriptions/S/resourceGroups/G/providers/NS/t1/n1[/t2/n2...]."""

@@ -129,8 +129,9 @@ class Store:
         self._conn.execute("PRAGMA foreign_keys=ON")
         with self._lock:
             self._conn.executescript(_SCHEMA)
-        # Grows with every change of a resource, a scale-set model or an instance: what is derived
-        # from all of them (which instances sit in which pool and network) is kept until it moves.
+        # Grows with every change of a resource, a scale-set model or an instance (resource writes
+        # through write(), which counts each transaction's end): what is derived from all of them
+        # (which instances sit in which pool and network) is kept until it moves.
         self.generation = 0
 
     def _changed(self) -> None:
@@ -266,7 +267,6 @@ class Store:
                     now,
                 ),
             )
-            self._changed()
 
     def delete(self, key: str) -> None:
         """Delete a resource and everything nested under its id (child resources, instances)."""
@@ -276,7 +276,6 @@ class Store:
             self._exec("DELETE FROM resources WHERE key = ? OR key LIKE ? ESCAPE '\\'", (key, nested))
             self._exec("DELETE FROM instances WHERE vmss_key = ? OR vmss_key LIKE ? ESCAPE '\\'", (key, nested))
             self._exec("DELETE FROM vmss_models WHERE vmss_key = ? OR vmss_key LIKE ? ESCAPE '\\'", (key, nested))
-            self._changed()
 
     # -- scale-set models and instances ------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from switchyard_emulator.dataplane.api import (
     ProbeSpec,
     RuleSpec,
 )
-from switchyard_emulator.ids import key_of
+from switchyard_emulator.ids import key_of, vnet_key_of
 from switchyard_emulator.resources.gateway_rules import TYPE_KEY, frontend_host, is_public, ref_name
 from switchyard_emulator.store import StoredResource
 
@@ -51,8 +51,8 @@ class FleetView:
                 fp = frontend.get("properties", {})
                 subnet = (fp.get("subnet") or {}).get("id")
                 if subnet and fp.get("privateIPAddress"):
-                    vnet_key = key_of(subnet.rsplit("/", 2)[0])
-                    self._frontends_in_vnet.setdefault(vnet_key, set()).add(loopback_alias(fp["privateIPAddress"]))
+                    address = loopback_alias(fp["privateIPAddress"])
+                    self._frontends_in_vnet.setdefault(vnet_key_of(subnet), set()).add(address)
 
     def vnet_addresses(self, vnet_key: str) -> list[str]:
         """The loopback addresses that stand for addresses of a virtual network, so carry the
@@ -203,8 +203,7 @@ def _listener_specs(em: Emulator, props: dict[str, Any], ports: dict[str, int]) 
 
 def _vnet_of(props: dict[str, Any]) -> str:
     """The key of the virtual network the gateway's own subnet is in."""
-    subnet_id = props["gatewayIPConfigurations"][0]["properties"]["subnet"]["id"]
-    return key_of(subnet_id.rstrip("/").rsplit("/", 2)[0])
+    return vnet_key_of(props["gatewayIPConfigurations"][0]["properties"]["subnet"]["id"])
 
 
 def _destination_test(

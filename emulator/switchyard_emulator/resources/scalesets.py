@@ -48,7 +48,7 @@ from switchyard_emulator.common import (
 )
 from switchyard_emulator.dataplane.api import InstanceSpec
 from switchyard_emulator.errors import ArmError, bad_request, not_found, unsupported
-from switchyard_emulator.ids import key_of
+from switchyard_emulator.ids import key_of, vnet_key_of
 from switchyard_emulator.resources.base import RenderedKind, ResourceKind, check_name, require_location, tags_of
 from switchyard_emulator.resources.quotas import vm_memory_bytes
 from switchyard_emulator.resources.scaleset_instances import InstanceActions, converge, move_to, new_instance
@@ -420,8 +420,7 @@ class ScaleSets(RenderedKind):
                 for _nic, ipc_id, ipc in self._ip_configurations(resource, inst, models):
                     props = ipc.get("properties") or {}
                     subnet = (props.get("subnet") or {}).get("id", "")
-                    vnet_key = key_of(subnet.rstrip("/").rsplit("/", 2)[0])
-                    membership.vnets.setdefault(vnet_key, []).append(inst.ip)
+                    membership.vnets.setdefault(vnet_key_of(subnet), []).append(inst.ip)
                     if deleting:
                         continue
                     for pool in props.get("applicationGatewayBackendAddressPools", []):

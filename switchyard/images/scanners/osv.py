@@ -259,7 +259,7 @@ def _fingerprint(directories: Sequence[Path]) -> tuple[tuple[str, int, int], ...
     for directory in directories:
         if not directory.is_dir():
             continue  # OsvDatabase says what is wrong with it
-        paths = [*_advisory_files(directory), *directory.parent.glob(SNAPSHOT_FILE), *directory.glob(SNAPSHOT_FILE)]
+        paths = {*_advisory_files(directory), *_snapshot_candidates(directory)}
         for path in sorted(paths):
             try:
                 status = path.stat()
@@ -269,13 +269,18 @@ def _fingerprint(directories: Sequence[Path]) -> tuple[tuple[str, int, int], ...
     return tuple(found)
 
 
+def _snapshot_candidates(directory: Path) -> tuple[Path, Path]:
+    """Where a folder's snapshot.json may be: in it, or beside it (a snapshot's vulns/ folder)."""
+    return directory / SNAPSHOT_FILE, directory.parent / SNAPSHOT_FILE
+
+
 def _snapshot_date(directories: Sequence[Path], newest_modified: str) -> date | None:
     """The date the data is from: the oldest of the folders' snapshot.json dates (the data is as old
     as its oldest part), else the newest record's ``modified`` day (a copy without snapshot.json is at
     least that recent, and no more is known)."""
     dates: list[date] = []
     for directory in directories:
-        for candidate in (directory / SNAPSHOT_FILE, directory.parent / SNAPSHOT_FILE):
+        for candidate in _snapshot_candidates(directory):
             if candidate.is_file():
                 try:
                     manifest = json.loads(candidate.read_text(encoding="utf-8"))

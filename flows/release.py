@@ -82,7 +82,7 @@ from tasks.release import (
     smoke_test,
 )
 from tasks.rollback import NothingToRollBackTo, roll_back
-from tasks.stages import StageFailed, integration_test, performance_test
+from tasks.stages import StageFailed, test_stages
 
 MAX_STEPS = 40
 
@@ -353,15 +353,14 @@ def _perform(
             summary.tests.append(StageResult(stage="smoke", passed=False, detail=str(failed)))
             raise
         summary.tests.append(StageResult(stage="smoke", passed=True, detail=f"{len(smoke.checks)} checks passed"))
-        for stage in (integration_test, performance_test):
+        for stage in test_stages(context):
             try:
                 result = stage(context, action.color)
             except StageFailed as failed:
                 summary.tests.append(failed.result)
                 raise
-            if result is not None:
-                summary.tests.append(result)
-                summary.add(now(), f"{result.stage} tests", result.detail)
+            summary.tests.append(result)
+            summary.add(now(), f"{result.stage} tests", result.detail)
         progress.smoke_passed_for = context.image_version
     elif isinstance(action, SetSplit | Analyse):
         # Set the split, then judge it at once: users already reach the new version.

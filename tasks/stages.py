@@ -6,6 +6,7 @@ stops the release before users meet the new version, as a failed smoke test does
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -43,12 +44,28 @@ def _stop_on_failure(context: ReleaseContext, result: StageResult) -> StageResul
     return result
 
 
+def test_stages(context: ReleaseContext) -> list[Callable[[ReleaseContext, Color], StageResult]]:
+    """The test stages after smoke that this release has, in order: the service's integration tests
+    and the policy's performance test, each only when configured. One that is not configured is not
+    run at all: as a task it would show in the run as a step that passed."""
+    stages: list[Callable[[ReleaseContext, Color], StageResult]] = []
+    if context.service.integration_test is not None:
+        stages.append(integration_test)
+    if context.policy.performance_test is not None:
+        stages.append(performance_test)
+    return stages
+
+
+class StageNotConfigured(ValueError):
+    """A test stage was asked to run for a release whose service or policy does not configure it."""
+
+
 @task(name="integration tests on idle color", cache_policy=NO_CACHE)
-def integration_test(context: ReleaseContext, color: Color) -> StageResult | None:
-    """The service's integration_test command against the test URL; None when it has none."""
+def integration_test(context: ReleaseContext, color: Color) -> StageResult:
+    """The service's integration_test command against the test URL."""
     command = context.service.integration_test
     if command is None:
-        return None
+        raise StageNotConfigured(f"{context.service.name} has no integration_test")
     logger = get_run_logger()
     address, port = _test_url(context, color)
     url = f"http://{address}:{port}"
@@ -66,11 +83,11 @@ def integration_test(context: ReleaseContext, color: Color) -> StageResult | Non
 
 
 @task(name="performance test on idle color", cache_policy=NO_CACHE)
-def performance_test(context: ReleaseContext, color: Color) -> StageResult | None:
-    """The policy's performance_test: a steady load through the test listener, judged; None without one."""
+def performance_test(context: ReleaseContext, color: Color) -> StageResult:
+    """The policy's performance_test: a steady load through the test listener, judged."""
     test = context.policy.performance_test
     if test is None:
-        return None
+        raise StageNotConfigured(f"the release policy of {context.service.name} has no performance_test")
     logger = get_run_logger()
     address, port = _test_url(context, color)
     logger.info("performance test: %s on %s:%d", test.describe(), address, port)

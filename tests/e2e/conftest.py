@@ -146,6 +146,7 @@ def fleet(
         update={"synthetic_load": None}
     )
     # Blue-green: the stages run before any user either way, and nothing here sends user traffic.
+    fleet.release_policies["without-performance-test"] = default.model_copy(update={"strategy": Strategy.BLUE_GREEN})
     fleet.release_policies["with-performance-test"] = default.model_copy(
         update={
             "strategy": Strategy.BLUE_GREEN,

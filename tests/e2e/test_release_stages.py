@@ -9,7 +9,11 @@ user request reaches the new color: production keeps its image and its gateway c
 
 from __future__ import annotations
 
+from uuid import UUID
+
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from blocks import load_environment, load_service
 from flows.image_pipeline import image_pipeline
@@ -21,6 +25,7 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.state import ServiceObservation
 from tasks.stages import StageFailed
 from tests.e2e.repo_commits import labelled_commit
+from tests.e2e.stack_support import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +88,30 @@ def test_an_image_that_fails_a_test_stage_never_meets_a_user(
     assert after.live_color == live and after.gateway.production_pool == before.gateway.production_pool
     assert after.scale_set(live).runs_only == images["v2"]
     assert not after.canary_addresses
+
+
+def test_a_stage_the_release_does_not_configure_is_not_a_step_of_its_run(images: dict[str, str]) -> None:
+    # This policy has no performance test; pier has its integration tests. A stage that is not
+    # configured would show in the run as a step that passed.
+    live = observe().live_color
+    assert live is not None
+    image = images["v1"] if observe().scale_set(live).runs_only == images["v2"] else images["v2"]
+    state = release(
+        service=SERVICE, environment=ENV, image_version=image, policy="without-performance-test", return_state=True
+    )
+    assert state.result().outcome == "promoted"
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+
+    steps = wait_for("the release's steps recorded", lambda: _steps_after_smoke(run_id), timeout_s=30)
+    assert steps == ["integration tests on idle color"]
+
+
+def _steps_after_smoke(run_id: UUID) -> list[str] | None:
+    """The test-stage tasks of a flow run (by task name), once its smoke test is recorded."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), limit=200)
+    names = {run.name.rsplit("-", 1)[0] for run in runs}
+    if "smoke test idle color" not in names or "finalize release" not in names:
+        return None
+    return sorted(name for name in names if "test on idle color" in name or "tests on idle color" in name)

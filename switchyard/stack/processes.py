@@ -163,16 +163,19 @@ def log_tail(path: Path | str, lines: int = 25) -> str:
 def live_group_members(pgid: int) -> list[int]:
     """Processes of a process group that still run (zombies do not count: they run nothing).
 
-    Reads /proc where it exists, because a zombie that nobody reaps (PID 1 in a container may not)
-    still answers ``killpg(pgid, 0)``.
+    ``killpg(pgid, 0)`` first: a group with no process left, not even a zombie, is the usual answer
+    once a hook, a build or a scan has ended, and reading all of /proc to learn it cost more the more
+    processes the machine runs (a fleet's instances). Only when the group still has a process is
+    /proc read, because a zombie that nobody reaps (PID 1 in a container may not) still answers
+    ``killpg(pgid, 0)``.
     """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass  # someone else's process holds the group id: it is there
     if not Path("/proc").is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
         return [pgid]
     return [stat.pid for stat in _all_processes() if stat.pgrp == pgid and stat.state not in ("Z", "X")]
 

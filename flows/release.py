@@ -82,7 +82,7 @@ from tasks.release import (
     smoke_test,
 )
 from tasks.rollback import NothingToRollBackTo, roll_back
-from tasks.stages import StageFailed, test_stages
+from tasks.stages import StageFailed, stages_after_smoke
 
 MAX_STEPS = 40
 
@@ -353,7 +353,7 @@ def _perform(
             summary.tests.append(StageResult(stage="smoke", passed=False, detail=str(failed)))
             raise
         summary.tests.append(StageResult(stage="smoke", passed=True, detail=f"{len(smoke.checks)} checks passed"))
-        for stage in test_stages(context):
+        for stage in stages_after_smoke(context):
             try:
                 result = stage(context, action.color)
             except StageFailed as failed:

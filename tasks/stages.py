@@ -44,7 +44,7 @@ def _stop_on_failure(context: ReleaseContext, result: StageResult) -> StageResul
     return result
 
 
-def test_stages(context: ReleaseContext) -> list[Callable[[ReleaseContext, Color], StageResult]]:
+def stages_after_smoke(context: ReleaseContext) -> list[Callable[[ReleaseContext, Color], StageResult]]:
     """The test stages after smoke that this release has, in order: the service's integration tests
     and the policy's performance test, each only when configured. One that is not configured is not
     run at all: as a task it would show in the run as a step that passed."""

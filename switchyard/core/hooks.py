@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 HookName = Literal["pre_deploy", "post_promote"]
 # What a command or HTTP call runs for: one of the hooks, or the service's integration tests (a test
-# stage, switchyard/core/test_stages.py), which share the runner, its timeout and its masking.
+# stage, switchyard/core/stages.py), which share the runner, its timeout and its masking.
 RunPurpose = Literal["pre_deploy", "post_promote", "integration"]
 
 DEFAULT_COMMAND_TIMEOUT_S = 300.0

@@ -42,6 +42,11 @@ ATTEMPTS = 200
 # chooses the server's port and hands it to a process that binds it after up has returned.
 CLAIM_MAX_S = 2 * 3600.0
 CLAIM_AFTER_EXIT_S = 600.0
+# Claims that no longer hold are removed from the registry at most this often (by whichever process
+# claims a port next): one file per port ever picked would otherwise pile up, thousands a day on a
+# machine that runs the tests.
+PRUNE_EVERY_S = 600.0
+PRUNED_MARK = ".pruned"
 
 # This process's claims and when it made them: checked before the registry, and all there is when
 # the registry cannot be written.
@@ -105,6 +110,19 @@ def _claim_holds(claim: Path, now: float) -> bool:
     return age < CLAIM_MAX_S and _process_lives(pid)
 
 
+def _prune(registry: Path, now: float) -> None:
+    """Remove the claims that no longer hold, when the last sweep is PRUNE_EVERY_S old (caller holds
+    the registry's lock)."""
+    mark = registry / PRUNED_MARK
+    with contextlib.suppress(OSError):
+        if now - mark.stat().st_mtime < PRUNE_EVERY_S:
+            return
+    mark.touch()
+    for claim in registry.iterdir():
+        if claim.name.isdigit() and not _claim_holds(claim, now):
+            claim.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def _registry_locked(registry: Path) -> Iterator[None]:
     registry.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -126,6 +144,7 @@ def _claim(port: int, registry: Path) -> bool:
                 if _claim_holds(claim, now):
                     return False
                 claim.write_text(f"{os.getpid()} {now:.3f}\n")
+                _prune(registry, now)
         except OSError:
             pass  # no shared registry (a read-only temp directory): this process's memory still holds
         _claimed_here[port] = now

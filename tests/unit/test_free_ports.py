@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 
 from switchyard.stack.processes import free_port
-from switchyard_emulator.ports import CLAIM_AFTER_EXIT_S, LOWEST_PORT, ephemeral_range, pick_port, port_is_free
+from switchyard_emulator.ports import (
+    CLAIM_AFTER_EXIT_S,
+    LOWEST_PORT,
+    PRUNE_EVERY_S,
+    PRUNED_MARK,
+    ephemeral_range,
+    pick_port,
+    port_is_free,
+)
 
 
 def test_a_fleet_worth_of_ports_are_all_different_and_free() -> None:
@@ -86,3 +94,34 @@ def test_a_claim_outlives_its_process_for_a_while_and_then_the_port_is_free_agai
     # The same age, but its process still runs (a pytest worker whose fleet has not bound it yet).
     (registry / str(first + 2)).write_text(f"{os.getpid()} {time.time() - CLAIM_AFTER_EXIT_S - 60}\n")
     assert pick_port("127.0.0.1", [(first + 2, first + 2)], registry) != first + 2
+
+
+def test_claims_that_no_longer_hold_are_swept_from_the_registry_now_and_then(tmp_path: Path) -> None:
+    # One file per port ever picked: a machine running the tests collects thousands a day.
+    first = _unused_block_of_60()
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    long_ago = time.time() - CLAIM_AFTER_EXIT_S - 60
+    abandoned = [registry / str(port) for port in (first + 10, first + 11)]
+    for claim in abandoned:
+        claim.write_text(f"{dead_pid} {long_ago}\n")
+    still_held = [registry / str(first + 12), registry / str(first + 13)]
+    still_held[0].write_text(f"{os.getpid()} {long_ago}\n")  # its process runs
+    still_held[1].write_text(f"{dead_pid} {time.time() - 60}\n")  # chosen a minute ago
+    mark = registry / PRUNED_MARK
+    mark.touch()
+    os.utime(mark, (time.time() - PRUNE_EVERY_S - 1,) * 2)
+
+    # (ports of this block no earlier test of this process picked: a process remembers its own picks)
+    picked = pick_port("127.0.0.1", [(first + 30, first + 30)], registry)
+
+    assert picked == first + 30
+    assert [claim.exists() for claim in abandoned] == [False, False]
+    assert [claim.exists() for claim in still_held] == [True, True]
+    assert (registry / str(first + 30)).exists()
+    # Swept a moment ago: the next pick does not look again.
+    abandoned[0].write_text(f"{dead_pid} {long_ago}\n")
+    assert pick_port("127.0.0.1", [(first + 31, first + 31)], registry) == first + 31
+    assert abandoned[0].exists()

@@ -13,6 +13,7 @@ from switchyard.cloud.azure.clients import AzureClients, ConfigurationError, Emu
 from switchyard.cloud.azure.gallery import AzureGallery
 from switchyard.cloud.azure.ids import AzureIds
 from switchyard.cloud.azure.infrastructure import AzureInfrastructure
+from switchyard.cloud.azure.nics import ScaleSetNics
 from switchyard.cloud.azure.router import AzureTrafficRouter
 from switchyard.cloud.azure.scale_sets import AzureScaleSets
 from switchyard.cloud.azure.storage import AzureImageStorage
@@ -55,9 +56,12 @@ class AzureCloud:
         )
 
     def observe(self, topology: Topology, *, with_health: bool = True) -> ServiceObservation:
+        # Each scale set's NICs are listed once, by whichever part asks first (the gateway's pool
+        # members, read first), and their addresses serve both parts.
+        nics = ScaleSetNics(self.clients.network)
         return ServiceObservation(
             topology=topology,
             observed_at=datetime.now(UTC),
-            gateway=self.router.observe(topology, with_health=with_health),
-            scale_sets={color: self.scale_sets.observe(topology, color) for color in Color},
+            gateway=self.router.observe(topology, with_health=with_health, nics=nics),
+            scale_sets={color: self.scale_sets.observe(topology, color, nics=nics) for color in Color},
         )

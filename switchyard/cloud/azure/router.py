@@ -13,6 +13,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from switchyard.cloud.azure.clients import AzureClients
 from switchyard.cloud.azure.ids import AzureIds, last_segment
+from switchyard.cloud.azure.nics import ScaleSetNics
 from switchyard.cloud.azure.wire import azure_errors, wire
 from switchyard.cloud.errors import CloudError, NotFoundError, StaleStateError
 from switchyard.core.config import AzureEnvironment
@@ -49,7 +50,7 @@ class AzureTrafficRouter:
             except ResourceNotFoundError:
                 return None
 
-    def _member_addresses(self, configuration_ids: set[str]) -> dict[str, str]:
+    def _member_addresses(self, configuration_ids: set[str], nics: ScaleSetNics) -> dict[str, str]:
         """NIC ip-configuration id (lower case) -> private IP, for the members of the pools.
 
         backendIPConfigurations name NIC ip configurations, not addresses; the network API owns the
@@ -58,27 +59,20 @@ class AzureTrafficRouter:
         deleted) is left out."""
         addresses: dict[str, str] = {}
         scale_sets = {(m.group(1), m.group(2)) for i in configuration_ids if (m := _SCALE_SET_NIC.search(i))}
-        nics: list[Any] = []
+        bodies: list[dict[str, Any]] = []
         for group, scale_set in sorted(scale_sets):
             with azure_errors(f"network interfaces of scale set {scale_set}"):
-                try:
-                    nics.extend(
-                        self._network.network_interfaces.list_virtual_machine_scale_set_network_interfaces(
-                            group, scale_set
-                        )
-                    )
-                except ResourceNotFoundError:
-                    continue
+                bodies.extend(nics.of(group, scale_set) or [])
         for configuration_id in sorted(configuration_ids):
             match = None if _SCALE_SET_NIC.search(configuration_id) else _NIC.search(configuration_id)
             if match:
                 with azure_errors(f"network interface {match.group(2)}"):
                     try:
-                        nics.append(self._network.network_interfaces.get(match.group(1), match.group(2)))
+                        bodies.append(wire(self._network.network_interfaces.get(match.group(1), match.group(2))))
                     except ResourceNotFoundError:
                         continue
-        for nic in nics:
-            for ip_configuration in wire(nic).get("properties", {}).get("ipConfigurations", []):
+        for nic in bodies:
+            for ip_configuration in nic.get("properties", {}).get("ipConfigurations", []):
                 address = ip_configuration.get("properties", {}).get("privateIPAddress")
                 if address and ip_configuration.get("id"):
                     addresses[ip_configuration["id"].lower()] = address
@@ -100,13 +94,19 @@ class AzureTrafficRouter:
                     health[pool_name][server.get("address", "")] = server.get("health", "Unknown")
         return health
 
-    def observe(self, topology: Topology, *, with_health: bool = True) -> GatewayObservation:
+    def observe(
+        self, topology: Topology, *, with_health: bool = True, nics: ScaleSetNics | None = None
+    ) -> GatewayObservation:
+        """The gateway as the service sees it. `nics`: the scale-set NICs of the observation this is
+        part of (AzureCloud.observe shares them with the scale sets); None: listed here."""
         body = self.definition(topology)
         if body is None:
             return GatewayObservation(name=topology.gateway, exists=False)
-        return self._observation(topology, body, with_health=with_health)
+        return self._observation(topology, body, with_health=with_health, nics=nics)
 
-    def _observation(self, topology: Topology, body: dict[str, Any], *, with_health: bool) -> GatewayObservation:
+    def _observation(
+        self, topology: Topology, body: dict[str, Any], *, with_health: bool, nics: ScaleSetNics | None = None
+    ) -> GatewayObservation:
         props = body.get("properties", {})
         pool_bodies = props.get("backendAddressPools", [])
         members = {
@@ -115,7 +115,7 @@ class AzureTrafficRouter:
             for c in pool.get("properties", {}).get("backendIPConfigurations", [])
             if c.get("id")
         }
-        addresses = self._member_addresses(members)
+        addresses = self._member_addresses(members, nics or ScaleSetNics(self._network))
         health = self._health(topology) if with_health else {}
         pools: dict[str, PoolObservation] = {}
         for pool in pool_bodies:

@@ -20,6 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from switchyard.checkout import default_state_dir
 from switchyard.cloud.azure.clients import AzureClients
 from switchyard.cloud.azure.ids import AzureIds, gallery_version_in, instance_id_in
+from switchyard.cloud.azure.nics import ScaleSetNics
 from switchyard.cloud.azure.wire import azure_errors, no_progress, wire
 from switchyard.cloud.errors import CloudError, NotFoundError, OperationFailedError, StaleStateError
 from switchyard.cloud.ports import Progress
@@ -64,14 +65,13 @@ class AzureScaleSets:
         self._environment = environment
         self._service = service
 
-    def _addresses(self, scale_set: str) -> dict[str, str]:
+    def _addresses(self, scale_set: str, nics: ScaleSetNics) -> dict[str, str]:
         """instance id -> private IP, from the scale set's NICs (the network API owns IPs)."""
         addresses: dict[str, str] = {}
-        nics = self._network.network_interfaces.list_virtual_machine_scale_set_network_interfaces(
-            self._environment.resource_group, scale_set
-        )
-        for nic in nics:
-            body = wire(nic)
+        bodies = nics.of(self._environment.resource_group, scale_set)
+        if bodies is None:
+            raise NotFoundError(f"scale set {scale_set}: its network interfaces are not found (deleted meanwhile?)")
+        for body in bodies:
             vm_id = (body.get("properties", {}).get("virtualMachine") or {}).get("id", "")
             instance_id = instance_id_in(vm_id)
             if instance_id is None:
@@ -113,10 +113,12 @@ class AzureScaleSets:
             restrictions=restrictions,
         )
 
-    def observe(self, topology: Topology, color: Color) -> ScaleSetObservation:
-        return self._read(topology, color).observation
+    def observe(self, topology: Topology, color: Color, *, nics: ScaleSetNics | None = None) -> ScaleSetObservation:
+        """One color's scale set. `nics`: the scale-set NICs of the observation this is part of
+        (AzureCloud.observe shares them with the router); None: listed here."""
+        return self._read(topology, color, nics).observation
 
-    def _read(self, topology: Topology, color: Color) -> _ScaleSetRead:
+    def _read(self, topology: Topology, color: Color, nics: ScaleSetNics | None = None) -> _ScaleSetRead:
         rg = self._environment.resource_group
         name = topology.scale_set(color)
         with azure_errors(f"scale set {name}"):
@@ -125,7 +127,7 @@ class AzureScaleSets:
             except ResourceNotFoundError:
                 return _ScaleSetRead(ScaleSetObservation(name=name, color=color, exists=False), frozenset(), {})
             vms = [wire(vm) for vm in self._compute.virtual_machine_scale_set_vms.list(rg, name, expand="instanceView")]
-            addresses = self._addresses(name) if vms else {}
+            addresses = self._addresses(name, nics or ScaleSetNics(self._network)) if vms else {}
         props = vmss.get("properties", {})
         profile = props.get("virtualMachineProfile", {})
         model_image = gallery_version_in(profile.get("storageProfile", {}).get("imageReference", {}).get("id"))

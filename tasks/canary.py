@@ -304,7 +304,7 @@ def _watch(
 
 
 def _production_routes_to(context: ReleaseContext, pool: str) -> bool:
-    routed = cloud_for(context).router.observe(context.topology, with_health=False).production_pool
+    routed = cloud_for(context).router.routes(context.topology).production_pool
     return routed is not None and routed.lower() == pool.lower()
 
 

@@ -298,7 +298,7 @@ def production_baseline(production: ServiceContext | None) -> tuple[str | None, 
     if production is None:
         return None, None
     cloud = cloud_for(production)
-    gateway = cloud.router.observe(production.topology, with_health=False)
+    gateway = cloud.router.routes(production.topology)
     if not gateway.exists or gateway.live_color is None:
         logger.info("%s has no production yet: every finding is new", production.topology.prefix)
         return None, None

@@ -314,7 +314,7 @@ def no_longer_finalized(context: ReleaseContext) -> str | None:
     wrote it since), or None while it does. Read right before anything that belongs to the released
     version only (its flags, its contract migration): a person's rollback pre-empts a release that
     holds the lock, so it can land between finalize and those steps."""
-    tags = cloud_for(context).router.observe(context.topology, with_health=False).tags
+    tags = cloud_for(context).router.routes(context.topology).tags
     if tags.get(TAG_RELEASE) == context.image_version and tags.get(TAG_PHASE) == Phase.FINALIZED:
         return None
     return f"the gateway now says {tags.get(TAG_PHASE)} for {tags.get(TAG_RELEASE)}"

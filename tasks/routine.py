@@ -132,7 +132,7 @@ def production_image(service: str, environment: str) -> ProductionImage:
         )
     context = ServiceContext(environment=load_environment(environment), service=service_config)
     cloud = cloud_for(context)
-    gateway = cloud.router.observe(context.topology, with_health=False)
+    gateway = cloud.router.routes(context.topology)
     if not gateway.exists or gateway.live_color is None:
         return ProductionImage(
             service=service, environment=environment, reason=f"{context.topology.gateway} is not provisioned"

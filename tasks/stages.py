@@ -31,7 +31,7 @@ class StageFailed(VerificationFailed):
 def _test_url(context: ReleaseContext, color: Color) -> tuple[str, int]:
     """The test listener's address and port, after checking it routes to `color` (what is tested)."""
     cloud = cloud_for(context)
-    gateway = cloud.router.observe(context.topology, with_health=False)
+    gateway = cloud.router.routes(context.topology)
     if gateway.test_pool != Topology.pool(color):
         raise VerificationFailed(f"the test listener routes to {gateway.test_pool}, not {color.value}")
     return cloud.router.test_address(context.topology), context.service.ports_in(context.environment.name).test

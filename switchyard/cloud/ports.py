@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict
 
 from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import AzureEnvironment, ServiceConfig
-from switchyard.core.state import GatewayObservation, ImageObservation, ScaleSetObservation, ServiceObservation
+from switchyard.core.state import (
+    GatewayObservation,
+    GatewayRoutes,
+    ImageObservation,
+    ScaleSetObservation,
+    ServiceObservation,
+)
 from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color, Topology
 
@@ -146,6 +152,10 @@ class TrafficRouter(Protocol):
     def observe(self, topology: Topology, *, with_health: bool = True) -> GatewayObservation:
         """The gateway's rules, pools (NIC members), tags and ETag; probe health per member when
         `with_health`."""
+        ...
+
+    def routes(self, topology: Topology) -> GatewayRoutes:
+        """Only the rules' pools and the tags (one read): for a step that checks where traffic goes."""
         ...
 
     def route(

@@ -76,14 +76,15 @@ class PoolObservation(_Observed):
         return bool(addresses) and all(self.health.get(a) == "Up" for a in addresses)
 
 
-class GatewayObservation(_Observed):
+class GatewayRoutes(_Observed):
+    """Where the gateway's rules send users and tests, and its tags: what a step that only checks the
+    routing needs, read in one GET (the pools' members take the scale sets' NIC lists besides)."""
+
     name: str
     exists: bool
     etag: str | None = None
-    provisioning_state: str | None = None
     production_pool: str | None = None
     test_pool: str | None = None
-    pools: dict[str, PoolObservation] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
 
     @property
@@ -96,6 +97,13 @@ class GatewayObservation(_Observed):
     def canary_routed(self) -> bool:
         """Production routes to the live color's canary pool: users meet whatever canary it holds."""
         return self.production_pool is not None and Topology.is_canary_pool(self.production_pool)
+
+
+class GatewayObservation(GatewayRoutes):
+    """The routes, and each pool's members and their health by the gateway's own probes."""
+
+    provisioning_state: str | None = None
+    pools: dict[str, PoolObservation] = Field(default_factory=dict)
 
     def pool_of(self, color: Color) -> PoolObservation:
         return self._pool(Topology.pool(color))

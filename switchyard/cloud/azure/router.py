@@ -17,7 +17,7 @@ from switchyard.cloud.azure.nics import ScaleSetNics
 from switchyard.cloud.azure.wire import azure_errors, wire
 from switchyard.cloud.errors import CloudError, NotFoundError, StaleStateError
 from switchyard.core.config import AzureEnvironment
-from switchyard.core.state import GatewayObservation, PoolObservation
+from switchyard.core.state import GatewayObservation, GatewayRoutes, PoolObservation
 from switchyard.core.topology import Topology
 
 _SCALE_SET_NIC = re.compile(
@@ -104,6 +104,22 @@ class AzureTrafficRouter:
             return GatewayObservation(name=topology.gateway, exists=False)
         return self._observation(topology, body, with_health=with_health, nics=nics)
 
+    def routes(self, topology: Topology) -> GatewayRoutes:
+        body = self.definition(topology)
+        if body is None:
+            return GatewayRoutes(name=topology.gateway, exists=False)
+        return self._routes(topology, body)
+
+    def _routes(self, topology: Topology, body: dict[str, Any]) -> GatewayRoutes:
+        return GatewayRoutes(
+            name=topology.gateway,
+            exists=True,
+            etag=body.get("etag"),
+            production_pool=self.routed_pool(body, topology.production_rule),
+            test_pool=self.routed_pool(body, topology.test_rule),
+            tags=body.get("tags") or {},
+        )
+
     def _observation(
         self, topology: Topology, body: dict[str, Any], *, with_health: bool, nics: ScaleSetNics | None = None
     ) -> GatewayObservation:
@@ -140,14 +156,7 @@ class AzureTrafficRouter:
                 health=health.get(pool["name"].lower(), {}),  # type: ignore[arg-type]
             )
         return GatewayObservation(
-            name=topology.gateway,
-            exists=True,
-            etag=body.get("etag"),
-            provisioning_state=props.get("provisioningState"),
-            production_pool=self.routed_pool(body, topology.production_rule),
-            test_pool=self.routed_pool(body, topology.test_rule),
-            pools=pools,
-            tags=body.get("tags") or {},
+            **dict(self._routes(topology, body)), provisioning_state=props.get("provisioningState"), pools=pools
         )
 
     def routed_pool(self, body: dict[str, Any], rule_name: str) -> str | None:

@@ -7,6 +7,8 @@ Blue runs V1 and is live (production listener); green runs V2 (test listener).
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 import threading
 import time
@@ -288,3 +290,56 @@ def slow_arm_calls(emulator: EmulatorHandle, seconds: float) -> Iterator[None]:
         yield
     finally:
         set_faults({"rate": 0.0})
+
+
+SDK_REQUEST_LOG = "azure.core.pipeline.policies.http_logging_policy"
+
+
+def requests_made(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The URLs the SDK asked for, from its own request log (caplog at INFO on SDK_REQUEST_LOG)."""
+    return [record.getMessage() for record in caplog.records if "Request URL" in record.getMessage()]
+
+
+def test_one_look_at_the_service_lists_each_scale_sets_nics_once_for_the_gateway_and_the_scale_sets(
+    cloud: AzureCloud, topology: Topology, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The most frequent ARM read of a release: listed twice per look, it cost a fleet's patch a sixth
+    # of its requests against ARM's read limits.
+    caplog.set_level(logging.INFO, logger=SDK_REQUEST_LOG)
+
+    observed = cloud.observe(topology)
+
+    nic_lists = sorted(
+        match.group(1)
+        for line in requests_made(caplog)
+        if (match := re.search(r"virtualMachineScaleSets/([^/]+)/networkInterfaces", line))
+    )
+    assert nic_lists == sorted(topology.scale_set(color) for color in Color)
+    for color in Color:
+        addresses = observed.scale_set(color).addresses
+        assert len(addresses) == observed.scale_set(color).capacity
+        assert sorted(observed.gateway.pool_of(color).member_addresses) == sorted(addresses)
+
+
+def test_the_routes_alone_are_one_read_of_the_gateway_and_say_what_the_full_observation_says(
+    cloud: AzureCloud, topology: Topology, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=SDK_REQUEST_LOG)
+    routes = cloud.router.routes(topology)
+    asked = requests_made(caplog)
+    observed = cloud.router.observe(topology, with_health=False)
+
+    assert len(asked) == 1 and re.search(r"applicationGateways/[^/?']+['?]", asked[0])
+    assert (routes.exists, routes.production_pool, routes.test_pool, routes.live_color, routes.canary_routed) == (
+        True,
+        "blue",
+        "green",
+        Color.BLUE,
+        False,
+    )
+    assert (routes.etag, routes.tags) == (observed.etag, observed.tags)
+
+
+def test_the_routes_of_a_gateway_that_does_not_exist_say_so(cloud: AzureCloud, topology: Topology) -> None:
+    routes = cloud.router.routes(Topology(service="nosuch", environment=topology.environment))
+    assert (routes.exists, routes.live_color) == (False, None)

@@ -78,12 +78,16 @@ def test_two_processes_choosing_ports_they_bind_later_never_get_the_same_one(tmp
     assert all(first <= port < first + 60 for ports in picked for port in ports)
 
 
-def test_a_claim_outlives_its_process_for_a_while_and_then_the_port_is_free_again(tmp_path: Path) -> None:
-    first = _unused_block_of_60()
+def _block_registry_and_dead_pid(tmp_path: Path) -> tuple[int, Path, int]:
+    """60 unused ports, an empty registry, and the pid of a process that has exited."""
     registry = tmp_path / "registry"
     registry.mkdir()
     ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(ended.stdout)
+    return _unused_block_of_60(), registry, int(ended.stdout)
+
+
+def test_a_claim_outlives_its_process_for_a_while_and_then_the_port_is_free_again(tmp_path: Path) -> None:
+    first, registry, dead_pid = _block_registry_and_dead_pid(tmp_path)
     # Claimed a minute ago by a process that has exited since: `switchyard up` chose it for a server
     # that binds it later, so it stays claimed, and the pick falls back to a port the kernel chooses.
     (registry / str(first)).write_text(f"{dead_pid} {time.time() - 60}\n")
@@ -98,11 +102,7 @@ def test_a_claim_outlives_its_process_for_a_while_and_then_the_port_is_free_agai
 
 def test_claims_that_no_longer_hold_are_swept_from_the_registry_now_and_then(tmp_path: Path) -> None:
     # One file per port ever picked: a machine running the tests collects thousands a day.
-    first = _unused_block_of_60()
-    registry = tmp_path / "registry"
-    registry.mkdir()
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead_pid = int(ended.stdout)
+    first, registry, dead_pid = _block_registry_and_dead_pid(tmp_path)
     long_ago = time.time() - CLAIM_AFTER_EXIT_S - 60
     abandoned = [registry / str(port) for port in (first + 10, first + 11)]
     for claim in abandoned:

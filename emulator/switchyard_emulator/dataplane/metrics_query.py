@@ -19,6 +19,9 @@ _AGGREGATION_ALIASES = {"avg": "average", "min": "minimum", "max": "maximum", "s
 MIN_INTERVAL_S = 1.0
 MAX_POINTS_PER_SERIES = 100_000
 DEFAULT_TOP = 10
+# Metrics - List: metricnames are "the names of the metrics (comma separated) to retrieve. Limit 20
+# metrics" (Azure Monitor REST reference, Metrics - List, URI parameters).
+MAX_METRIC_NAMES = 20
 
 
 def bad_query(message: str, code: str = "BadRequest") -> MetricsQueryError:
@@ -197,6 +200,11 @@ def parse_query(query: dict[str, str], now: datetime, timing: TimingProfile | No
 
     names_text = _query_value(query, "metricnames")
     metric_names = [name.strip() for name in names_text.split(",") if name.strip()] if names_text else []
+    if len(metric_names) > MAX_METRIC_NAMES:
+        raise bad_query(
+            f"Invalid metricnames: {len(metric_names)} metrics were asked for; "
+            f"at most {MAX_METRIC_NAMES} in one request"
+        )
 
     aggregation_text = _query_value(query, "aggregation")
     aggregations = None

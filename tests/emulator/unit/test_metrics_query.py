@@ -215,6 +215,23 @@ def test_failed_requests_count_5xx_per_pool_and_settings(telemetry_db: Path, add
     }
 
 
+def test_two_metrics_in_one_query_answer_a_value_each_under_the_same_filter(
+    telemetry_db: Path, add_request: Callable[..., None]
+) -> None:
+    add_request(T0 + 1, pool="blue", status=500)
+    add_request(T0 + 1, pool="blue", status=200)
+    add_request(T0 + 1, pool="green", status=200)
+    body = query_gateway(
+        telemetry_db,
+        timespan=span(T0, T0 + 60),
+        metricnames="TotalRequests,FailedRequests",
+        aggregation="Total",
+        **{"$filter": "BackendSettingsPool eq 'blue~service'"},
+    )
+    assert [value["name"]["value"] for value in body["value"]] == ["TotalRequests", "FailedRequests"]
+    assert [sum(p["total"] for p in points(body, metric)) for metric in (0, 1)] == [2.0, 1.0]
+
+
 def test_top_and_orderby_pick_the_busiest_series(telemetry_db: Path, add_request: Callable[..., None]) -> None:
     for ip, count in (("127.1.0.2", 5), ("127.1.0.3", 1), ("127.1.0.4", 3)):
         for _ in range(count):
@@ -347,6 +364,7 @@ def test_no_data_at_all_answers_one_unsplit_series_of_zeros_and_no_split_series(
         ),
         ({"metricnames": "TotalRequests", "$filter": "BackendSettingsPool gt '1'"}, "operator 'gt'"),
         ({"metricnames": "TotalRequests", "top": "-3"}, "Invalid top"),
+        ({"metricnames": ",".join(["TotalRequests"] * 21)}, "at most 20 in one request"),
         ({"metricnames": "TotalRequests", "resultType": "Everything"}, "Invalid resultType"),
         (
             {"metricnames": "TotalRequests", "metricnamespace": "Microsoft.Compute/virtualMachines"},

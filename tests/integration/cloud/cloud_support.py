@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 from switchyard.cloud.azure import AzureCloud
 from switchyard.core.config import AzureEnvironment, FrontendPorts, ServiceConfig
@@ -177,3 +178,11 @@ def eventually(check: Callable[[], T | None], *, timeout_s: float = 30.0, interv
 
 def _discard(_: str) -> None:
     return None
+
+
+SDK_REQUEST_LOG = "azure.core.pipeline.policies.http_logging_policy"
+
+
+def requests_made(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The URLs the SDK asked for, from its own request log (caplog at INFO on SDK_REQUEST_LOG)."""
+    return [record.getMessage() for record in caplog.records if "Request URL" in record.getMessage()]

@@ -7,6 +7,7 @@ Blue runs V1 behind the production listener; green runs FAILING (every /work/ re
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -26,12 +27,14 @@ from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color, Topology
 from tests.integration.cloud.cloud_support import (
     FAILING,
+    SDK_REQUEST_LOG,
     V1,
     deploy_both_colors,
     eventually,
     get,
     listener_address,
     provision,
+    requests_made,
 )
 
 PRODUCTION_REQUESTS = 24
@@ -120,6 +123,20 @@ def test_pool_requests_counts_what_the_gateway_served_from_each_pool(
     assert pool("blue") == RequestCounts(total=PRODUCTION_REQUESTS, failed=0)
     assert pool("green") == RequestCounts(total=TEST_REQUESTS, failed=TEST_REQUESTS)
     assert pool("green-and-canary") == RequestCounts()
+
+
+def test_pool_requests_reads_both_counters_in_one_metrics_query(
+    cloud: AzureCloud, topology: Topology, window: Window, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every canary look reads them: two queries each would double that part of ARM's read budget.
+    eventually(lambda: cloud.telemetry.pool_requests(topology, window.start, window.end, "blue").total > 0)
+    caplog.set_level(logging.INFO, logger=SDK_REQUEST_LOG)
+
+    counts = cloud.telemetry.pool_requests(topology, window.start, window.end, "green")
+
+    metric_queries = [url for url in requests_made(caplog) if "/providers/Microsoft.Insights/metrics" in url]
+    assert len(metric_queries) == 1  # (the SDK's log redacts the query string: the counts say both came back)
+    assert counts == RequestCounts(total=TEST_REQUESTS, failed=TEST_REQUESTS)
 
 
 def test_latency_by_backend_has_one_sample_per_request_on_the_listener_and_pool_asked_for(

@@ -25,11 +25,13 @@ from switchyard.core.state import ServiceObservation
 from switchyard.core.topology import Color, Topology
 from switchyard_emulator.testing import EmulatorHandle
 from tests.integration.cloud.cloud_support import (
+    SDK_REQUEST_LOG,
     V1,
     V2,
     backends_reached,
     deploy_both_colors,
     gateway_port,
+    requests_made,
     served_versions,
 )
 
@@ -290,14 +292,6 @@ def slow_arm_calls(emulator: EmulatorHandle, seconds: float) -> Iterator[None]:
         yield
     finally:
         set_faults({"rate": 0.0})
-
-
-SDK_REQUEST_LOG = "azure.core.pipeline.policies.http_logging_policy"
-
-
-def requests_made(caplog: pytest.LogCaptureFixture) -> list[str]:
-    """The URLs the SDK asked for, from its own request log (caplog at INFO on SDK_REQUEST_LOG)."""
-    return [record.getMessage() for record in caplog.records if "Request URL" in record.getMessage()]
 
 
 def test_one_look_at_the_service_lists_each_scale_sets_nics_once_for_the_gateway_and_the_scale_sets(

@@ -184,28 +184,34 @@ def _signals(
     topology = context.topology
     counts = telemetry.requests_by_backend(topology, start, end, pool)
     served = telemetry.pool_requests(topology, start, end, pool)
+    # One query per color (one when both sides are on the same color): every VM's CPU, memory and
+    # network out, from which each side takes its own.
+    per_vm = {
+        color: telemetry.instance_metrics(topology, color, start, end)
+        for color in dict.fromkeys((sides.baseline_color, sides.canary_color))
+    }
+    baseline = list(per_vm[sides.baseline_color].values())
+    canary_names = {name.lower() for name in sides.canary_vm_names}
+    canary = [metrics for vm, metrics in per_vm[sides.canary_color].items() if vm.lower() in canary_names]
+    sent = {
+        vm: metrics.network_out_bytes
+        for vms in per_vm.values()
+        for vm, metrics in vms.items()
+        if metrics.network_out_bytes is not None
+    }
     return golden_signals(
         sides,
         start,
         end,
         counts=counts,
         latency_ms=telemetry.latency_by_backend(topology, start, end, listener, pool),
-        baseline_cpu=telemetry.cpu_percent(topology, sides.baseline_color, start, end, None),
-        canary_cpu=telemetry.cpu_percent(topology, sides.canary_color, start, end, sides.canary_vm_names),
+        baseline_cpu=[value for m in baseline for value in m.cpu_percent],
+        canary_cpu=[value for m in canary for value in m.cpu_percent],
         gateway_errors=0 if partial else gateway_errors(served.failed, counts),
-        baseline_memory=telemetry.memory_used_percent(topology, sides.baseline_color, start, end, None),
-        canary_memory=telemetry.memory_used_percent(topology, sides.canary_color, start, end, sides.canary_vm_names),
-        network_out=None if partial else _network_out(context, sides, start, end),
+        baseline_memory=[value for m in baseline for value in m.memory_used_percent],
+        canary_memory=[value for m in canary for value in m.memory_used_percent],
+        network_out=None if partial else sent,
     )
-
-
-def _network_out(context: ReleaseContext, sides: CanarySides, start: datetime, end: datetime) -> dict[str, float]:
-    """Bytes sent per VM name of both colors (one color when both sides are the same one)."""
-    telemetry = cloud_for(context).telemetry
-    sent: dict[str, float] = {}
-    for color in {sides.baseline_color, sides.canary_color}:
-        sent.update(telemetry.network_out_bytes(context.topology, color, start, end))
-    return sent
 
 
 def _watch(

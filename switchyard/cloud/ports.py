@@ -36,6 +36,17 @@ class RequestCounts(BaseModel):
     failed: int = 0  # answered 5xx
 
 
+class InstanceMetrics(BaseModel):
+    """One instance's saturation over a window, at the gateway's grain: CPU and memory used per grain,
+    bytes sent over the whole window (None when the cloud has no network samples of it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cpu_percent: list[float] = []
+    memory_used_percent: list[float] = []
+    network_out_bytes: float | None = None
+
+
 class ImageSource(BaseModel):
     """Where a gallery image version's OS disk comes from, as Azure accepts it: a VHD page blob with
     the storage account that holds it, or a managed image (docs/architecture.md, "The image artifact")."""
@@ -214,31 +225,11 @@ class Telemetry(Protocol):
         from the access log (which arrives after an ingestion delay)."""
         ...
 
-    def cpu_percent(
-        self,
-        topology: Topology,
-        color: Color,
-        start: datetime,
-        end: datetime,
-        vm_names: list[str] | None = None,
-    ) -> list[float]:
-        """Percentage CPU samples of the color's instances (only `vm_names`, when given)."""
-        ...
-
-    def memory_used_percent(
-        self,
-        topology: Topology,
-        color: Color,
-        start: datetime,
-        end: datetime,
-        vm_names: list[str] | None = None,
-    ) -> list[float]:
-        """Memory used % per instance and grain: 100 x (1 - Available Memory Bytes / the VM size's
-        memory), the color's instances (only `vm_names`, when given)."""
-        ...
-
-    def network_out_bytes(self, topology: Topology, color: Color, start: datetime, end: datetime) -> dict[str, float]:
-        """Bytes each of the color's instances sent in [start, end) (Network Out Total), by VM name."""
+    def instance_metrics(
+        self, topology: Topology, color: Color, start: datetime, end: datetime
+    ) -> dict[str, InstanceMetrics]:
+        """Per VM name of the color's instances, Percentage CPU and memory used (100 x (1 - Available
+        Memory Bytes / the VM size's memory)) per grain, and Network Out Total over [start, end)."""
         ...
 
 

@@ -102,6 +102,11 @@ def test_a_good_release_by_canary_is_promoted_with_zero_failed_requests(
     assert summary.outcome == "promoted"
     assert [a.verdict.outcome.value for a in summary.analyses][:2] == ["pass", "pass"]
     assert all(a.split is not None and a.split.matches for a in summary.analyses[:2])
+    # Saturation was judged from both sides' own instances (each side's VMs, from the scale sets' metrics).
+    for analysis in summary.analyses[:2]:
+        rows = {row.key: row for row in analysis.verdict.metrics}
+        for key in ("cpu_mean_percent", "memory_max_percent", "network_out_bytes"):
+            assert rows[key].baseline is not None and rows[key].canary is not None, (analysis.title, rows[key])
     assert report.rate() >= 100
     assert report.failed == 0, f"{report.failed} of {report.sent} requests failed"
     # users were really served by both versions during the canary, and by v2 only at the end

@@ -15,13 +15,17 @@ from switchyard.cloud.azure.clients import AzureClients
 from switchyard.cloud.azure.ids import AzureIds
 from switchyard.cloud.azure.wire import azure_errors, iso_duration, wire
 from switchyard.cloud.errors import CloudError
-from switchyard.cloud.ports import RequestCounts
+from switchyard.cloud.ports import InstanceMetrics, RequestCounts
 from switchyard.core.config import AzureEnvironment
 from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color, Topology
 
 # The gateway metrics switchyard reads; their definitions say which grains the cloud offers.
 _GRAIN_METRICS = ("BackendResponseStatus", "TotalRequests")
+# The scale set host metrics of the saturation signals.
+_CPU = "Percentage CPU"
+_AVAILABLE_MEMORY = "Available Memory Bytes"
+_NETWORK_OUT = "Network Out Total"
 
 
 def _instant(moment: datetime) -> str:
@@ -67,18 +71,6 @@ class AzureMonitorTelemetry:
         return timing, timing.grain_start(start), timing.next_grain(end)
 
     def _series(
-        self,
-        topology: Topology,
-        resource_id: str,
-        metric: str,
-        aggregation: str,
-        start: datetime,
-        end: datetime,
-        filter: str,
-    ) -> list[dict[str, Any]]:
-        return self._series_of(topology, resource_id, (metric,), aggregation, start, end, filter)[metric]
-
-    def _series_of(
         self,
         topology: Topology,
         resource_id: str,
@@ -137,12 +129,12 @@ class AzureMonitorTelemetry:
         for element in self._series(
             topology,
             self._ids.gateway(topology),
-            "BackendResponseStatus",
+            ("BackendResponseStatus",),
             "Total",
             start,
             end,
             f"BackendPool eq '{pool}' and BackendServer eq '*' and HttpStatusGroup eq '*'",
-        ):
+        )["BackendResponseStatus"]:
             dims = self._dimensions(element)
             if dims.get("backendpool", pool).lower() != pool.lower():
                 continue
@@ -159,7 +151,7 @@ class AzureMonitorTelemetry:
         as Azure's portal shows them). FailedRequests "includes the 5xx codes that are generated from
         the Application Gateway as well as ... from the backend" (application-gateway-metrics)."""
         settings_pool = f"{pool}~{topology.backend_settings}"
-        series = self._series_of(
+        series = self._series(
             topology,
             self._ids.gateway(topology),
             ("TotalRequests", "FailedRequests"),
@@ -210,62 +202,48 @@ class AzureMonitorTelemetry:
                     samples[str(server).rsplit(":", 1)[0]].append(float(seconds) * 1000.0)
         return dict(samples)
 
-    def _per_vm(
-        self,
-        topology: Topology,
-        color: Color,
-        metric: str,
-        aggregation: str,
-        start: datetime,
-        end: datetime,
-        vm_names: list[str] | None,
-    ) -> list[tuple[str, float]]:
-        """(VM name, value) of every grain of the color's instances (only `vm_names`, when given):
-        split per VMName, at the same grains as every other query."""
-        wanted = {name.lower() for name in vm_names} if vm_names is not None else None
-        key = aggregation.lower()
-        points: list[tuple[str, float]] = []
-        for element in self._series(
-            topology, self._ids.scale_set(topology, color), metric, aggregation, start, end, "VMName eq '*'"
-        ):
-            vm = self._dimensions(element).get("vmname", "")
-            if wanted is not None and vm.lower() not in wanted:
-                continue
-            points.extend((vm, float(p[key])) for p in element.get("data", []) if p.get(key) is not None)
-        return points
-
-    def cpu_percent(
-        self,
-        topology: Topology,
-        color: Color,
-        start: datetime,
-        end: datetime,
-        vm_names: list[str] | None = None,
-    ) -> list[float]:
-        return [value for _, value in self._per_vm(topology, color, "Percentage CPU", "Average", start, end, vm_names)]
-
-    def memory_used_percent(
-        self,
-        topology: Topology,
-        color: Color,
-        start: datetime,
-        end: datetime,
-        vm_names: list[str] | None = None,
-    ) -> list[float]:
-        """Available Memory Bytes (Average per VMName and grain, as for CPU) against the memory of the
-        scale set's VM size (its resource SKU's MemoryGB capability, GiB as Azure publishes sizes)."""
-        memory = self._vm_memory_bytes(topology, color)
-        return [
-            min(100.0, max(0.0, 100.0 * (1.0 - available / memory)))
-            for _, available in self._per_vm(topology, color, "Available Memory Bytes", "Average", start, end, vm_names)
-        ]
-
-    def network_out_bytes(self, topology: Topology, color: Color, start: datetime, end: datetime) -> dict[str, float]:
-        """Network Out Total (Total per VMName, summed over the window's grains), per VM name."""
-        totals: dict[str, float] = defaultdict(float)
-        for vm, value in self._per_vm(topology, color, "Network Out Total", "Total", start, end, None):
-            totals[vm] += value
-        return dict(totals)
+    def instance_metrics(
+        self, topology: Topology, color: Color, start: datetime, end: datetime
+    ) -> dict[str, InstanceMetrics]:
+        """The three host metrics of the scale set in one query, split per VMName at the same grains as
+        every other query: Percentage CPU and Available Memory Bytes by their Average, Network Out
+        Total by its Total (the aggregation list applies to every metric asked for)."""
+        series = self._series(
+            topology,
+            self._ids.scale_set(topology, color),
+            (_CPU, _AVAILABLE_MEMORY, _NETWORK_OUT),
+            "Average,Total",
+            start,
+            end,
+            "VMName eq '*'",
+        )
+        cpu: dict[str, list[float]] = defaultdict(list)
+        available: dict[str, list[float]] = defaultdict(list)
+        sent: dict[str, float] = {}
+        for metric, elements in series.items():
+            for element in elements:
+                vm = self._dimensions(element).get("vmname", "")
+                if not vm:
+                    continue  # the unsplit series Azure answers when no VM has data
+                data = element.get("data", [])
+                if metric == _NETWORK_OUT:
+                    totals = [float(p["total"]) for p in data if p.get("total") is not None]
+                    if totals:
+                        sent[vm] = sent.get(vm, 0.0) + sum(totals)
+                else:
+                    into = cpu if metric == _CPU else available
+                    into[vm].extend(float(p["average"]) for p in data if p.get("average") is not None)
+        memory = self._vm_memory_bytes(topology, color) if available else 0.0
+        return {
+            vm: InstanceMetrics(
+                cpu_percent=cpu.get(vm, []),
+                memory_used_percent=[
+                    min(100.0, max(0.0, 100.0 * (1.0 - free / memory))) for free in available.get(vm, [])
+                ],
+                network_out_bytes=sent.get(vm),
+            )
+            for vm in sorted({*cpu, *available, *sent})
+        }
 
     def _vm_memory_bytes(self, topology: Topology, color: Color) -> float:
         name = topology.scale_set(color)

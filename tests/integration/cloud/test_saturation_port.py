@@ -11,6 +11,7 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 
 from switchyard.cloud.azure import AzureCloud
+from switchyard.cloud.ports import InstanceMetrics
 from switchyard.core.config import MIB, AutoscaleConfig
 from switchyard.core.topology import Color, Topology
 from tests.integration.cloud.cloud_support import V1, V2, backends_reached, deploy_both_colors, eventually
@@ -31,17 +32,17 @@ def test_memory_used_and_network_out_are_read_per_instance(
     names = [instance.name for instance in blue.instances]
     assert sum(answered.values()) == 40
 
-    def sent() -> dict[str, float] | None:
-        found = cloud.telemetry.network_out_bytes(topology, Color.BLUE, start, end)
-        return found if set(found) == set(names) and all(v > 0 for v in found.values()) else None
+    def metrics() -> dict[str, InstanceMetrics] | None:
+        found = cloud.telemetry.instance_metrics(topology, Color.BLUE, start, end)
+        sent = [m.network_out_bytes for m in found.values()]
+        return found if set(found) == set(names) and all(v is not None and v > 0 for v in sent) else None
 
-    per_vm = eventually(sent)
+    per_vm = eventually(metrics)
     # Each instance answered about half of 40 /version requests: a few hundred bytes each at least.
-    assert all(value > 20 * 100 for value in per_vm.values()), per_vm
-
-    memory = eventually(lambda: cloud.telemetry.memory_used_percent(topology, Color.BLUE, start, end, names[:1]))
+    assert all((m.network_out_bytes or 0) > 20 * 100 for m in per_vm.values()), per_vm
+    memory = [used for m in per_vm.values() for used in m.memory_used_percent]
     # The sample app's resident set against a Standard_B2s's 4 GiB: in use, far from full.
-    assert all(0.0 < used < 20.0 for used in memory), memory
+    assert memory and all(0.0 < used < 20.0 for used in memory), memory
 
 
 def test_autoscale_on_memory_scales_out_when_available_memory_is_low_and_the_metric_changes_in_place(

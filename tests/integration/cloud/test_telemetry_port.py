@@ -191,20 +191,23 @@ def test_without_the_diagnostic_setting_the_access_log_has_no_samples_and_provis
     assert sum(len(ms) for ms in found.values()) == 6
 
 
-def test_cpu_percent_has_samples_of_the_colors_instances_and_only_of_the_named_ones(
-    cloud: AzureCloud, topology: Topology, window: Window
+def test_instance_metrics_has_cpu_samples_of_each_of_the_colors_instances_from_one_query(
+    cloud: AzureCloud, topology: Topology, window: Window, caplog: pytest.LogCaptureFixture
 ) -> None:
     blue = cloud.scale_sets.observe(topology, Color.BLUE)
     # Instances are sampled once a second: a window of a few seconds has a few samples of each.
     time.sleep(max(0.0, 4 - (datetime.now(UTC) - window.start).total_seconds()))
     end = datetime.now(UTC)
+    eventually(lambda: cloud.telemetry.instance_metrics(topology, Color.BLUE, window.start, end))
+    caplog.set_level(logging.INFO, logger=SDK_REQUEST_LOG)
 
-    every_instance = eventually(lambda: cloud.telemetry.cpu_percent(topology, Color.BLUE, window.start, end))
-    one_instance = cloud.telemetry.cpu_percent(topology, Color.BLUE, window.start, end, [blue.instances[0].name])
+    per_vm = cloud.telemetry.instance_metrics(topology, Color.BLUE, window.start, end)
 
-    assert all(percent >= 0 for percent in every_instance)
-    assert 0 < len(one_instance) < len(every_instance)
-    assert cloud.telemetry.cpu_percent(topology, Color.BLUE, window.start, end, ["no-such-vm_9"]) == []
+    assert set(per_vm) == {instance.name for instance in blue.instances}
+    assert all(metrics.cpu_percent and all(p >= 0 for p in metrics.cpu_percent) for metrics in per_vm.values())
+    # CPU, memory and network out of every VM: one Metrics - List query (and the scale set's size).
+    metric_queries = [url for url in requests_made(caplog) if "/providers/Microsoft.Insights/metrics" in url]
+    assert len(metric_queries) == 1
 
 
 def instance_process_group(address: str) -> int:

@@ -217,22 +217,9 @@ class AzureMonitorTelemetry:
             end,
             "VMName eq '*'",
         )
-        cpu: dict[str, list[float]] = defaultdict(list)
-        available: dict[str, list[float]] = defaultdict(list)
-        sent: dict[str, float] = {}
-        for metric, elements in series.items():
-            for element in elements:
-                vm = self._dimensions(element).get("vmname", "")
-                if not vm:
-                    continue  # the unsplit series Azure answers when no VM has data
-                data = element.get("data", [])
-                if metric == _NETWORK_OUT:
-                    totals = [float(p["total"]) for p in data if p.get("total") is not None]
-                    if totals:
-                        sent[vm] = sent.get(vm, 0.0) + sum(totals)
-                else:
-                    into = cpu if metric == _CPU else available
-                    into[vm].extend(float(p["average"]) for p in data if p.get("average") is not None)
+        cpu = self._points_by_vm(series[_CPU], "average")
+        available = self._points_by_vm(series[_AVAILABLE_MEMORY], "average")
+        sent = {vm: sum(totals) for vm, totals in self._points_by_vm(series[_NETWORK_OUT], "total").items() if totals}
         memory = self._vm_memory_bytes(topology, color) if available else 0.0
         return {
             vm: InstanceMetrics(
@@ -244,6 +231,16 @@ class AzureMonitorTelemetry:
             )
             for vm in sorted({*cpu, *available, *sent})
         }
+
+    @classmethod
+    def _points_by_vm(cls, elements: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
+        """Each VM's values of one aggregation (`key`), grain by grain, from series split per VMName."""
+        points: dict[str, list[float]] = defaultdict(list)
+        for element in elements:
+            vm = cls._dimensions(element).get("vmname", "")
+            if vm:  # (not the unsplit series Azure answers when no VM has data)
+                points[vm].extend(float(p[key]) for p in element.get("data", []) if p.get(key) is not None)
+        return points
 
     def _vm_memory_bytes(self, topology: Topology, color: Color) -> float:
         name = topology.scale_set(color)

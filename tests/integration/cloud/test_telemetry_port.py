@@ -49,6 +49,11 @@ class Window:
     green: set[str]
 
 
+def metric_queries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The Metrics - List requests the SDK logged."""
+    return [url for url in requests_made(caplog) if "/providers/Microsoft.Insights/metrics" in url]
+
+
 def settle_past(timing: MetricTiming, end: datetime) -> None:
     """Wait until the grain holding `end` is over, so later requests fall outside the window."""
     time.sleep(max(0.0, (timing.next_grain(end) - datetime.now(UTC)).total_seconds()) + 0.3)
@@ -134,8 +139,7 @@ def test_pool_requests_reads_both_counters_in_one_metrics_query(
 
     counts = cloud.telemetry.pool_requests(topology, window.start, window.end, "green")
 
-    metric_queries = [url for url in requests_made(caplog) if "/providers/Microsoft.Insights/metrics" in url]
-    assert len(metric_queries) == 1  # (the SDK's log redacts the query string: the counts say both came back)
+    assert len(metric_queries(caplog)) == 1  # (the SDK's log redacts the query string: the counts say both came back)
     assert counts == RequestCounts(total=TEST_REQUESTS, failed=TEST_REQUESTS)
 
 
@@ -206,8 +210,7 @@ def test_instance_metrics_has_cpu_samples_of_each_of_the_colors_instances_from_o
     assert set(per_vm) == {instance.name for instance in blue.instances}
     assert all(metrics.cpu_percent and all(p >= 0 for p in metrics.cpu_percent) for metrics in per_vm.values())
     # CPU, memory and network out of every VM: one Metrics - List query (and the scale set's size).
-    metric_queries = [url for url in requests_made(caplog) if "/providers/Microsoft.Insights/metrics" in url]
-    assert len(metric_queries) == 1
+    assert len(metric_queries(caplog)) == 1
 
 
 def instance_process_group(address: str) -> int:

@@ -1,5 +1,5 @@
 """The emulator process's heart: the `Emulator` (state, data plane, resource modules) and the ASGI
-app that authenticates, injects faults, routes case-insensitively and checks api-versions."""
+app that authenticates, throttles, injects faults, routes case-insensitively and checks api-versions."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from switchyard_emulator.lro import Operations
 from switchyard_emulator.profiles import TimingProfile, timing_profile
 from switchyard_emulator.resources.quotas import DEFAULT_VCPU_QUOTA
 from switchyard_emulator.store import Store
+from switchyard_emulator.throttling import ArmThrottle
 
 log = logging.getLogger("switchyard_emulator")
 
@@ -71,6 +72,7 @@ class Emulator:
         self.page_size = page_size
         self.lro_retry_after = lro_retry_after
         self.timing = timing or timing_profile("fast")
+        self.throttle = ArmThrottle(identity.subscription_id, enforced=self.timing.arm_throttling)
         self.store = Store(state_dir / "arm.sqlite")
         self.ops = Operations(self)
         self.groups = ResourceGroups(self)
@@ -168,14 +170,26 @@ class Emulator:
             return await self._control(request, "quotas", self.quotas.configure, self.quotas.status)
         if lowered[:2] == ["switchyard", "skus"] and len(segments) == 2:
             return await self._control(request, "skus", self.quotas.configure_skus, self.quotas.sku_status)
+        if lowered[:2] == ["switchyard", "throttling"] and len(segments) == 2:
+            return await self._control(request, "throttling", self.throttle.configure_from_json, self.throttle.status)
 
+        if lowered[:2] == ["v1", "workspaces"]:  # the Log Analytics query API: not Resource Manager's
+            await self._draw_fault()
+            return await self.insights.log_analytics(request, segments)
+
+        # Resource Manager throttles before a resource provider sees the request (throttling.py).
+        remaining = self.throttle.admit(request.method) if lowered[:1] == ["subscriptions"] else {}
+        await self._draw_fault()
+        response = await self._route(request, path, segments, lowered)
+        response.headers.update(remaining)
+        return response
+
+    async def _draw_fault(self) -> None:
         kind = self.faults.draw()
         if kind is not None:
             await self.faults.apply(kind)
 
-        if lowered[:2] == ["v1", "workspaces"]:
-            return await self.insights.log_analytics(request, segments)
-
+    async def _route(self, request: Request, path: str, segments: list[str], lowered: list[str]) -> Response:
         for candidate in self.routes:
             params = candidate.match(segments)
             if params is None:

@@ -79,6 +79,15 @@ def start(
             "(default: azure 20, fast 0)."
         ),
     ] = None,
+    arm_throttling: Annotated[
+        bool | None,
+        typer.Option(
+            "--arm-throttling/--no-arm-throttling",
+            help="Enforce Azure Resource Manager's request limits: per operation type a token bucket (reads "
+            "250, refilled 25/s; writes and deletes 200, refilled 10/s), 429 with Retry-After beyond it "
+            "(default: azure on, fast off). Change it at run time with PUT /switchyard/throttling.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     storage_file: Annotated[
         Path | None,
@@ -119,6 +128,7 @@ def start(
                 log_ingestion_delay_s=log_ingestion_delay,
                 gateway_write_s=gateway_write_seconds,
                 scale_set_write_s=scale_set_write_seconds,
+                arm_throttling=arm_throttling,
             ),
             log_level=log_level,
             storage_file=storage_file,

@@ -9,7 +9,13 @@ a profile only changes *timing*:
 * `azure` models what a release meets on Azure: metrics at PT1M and coarser only, a minute's
   datapoint available about a minute after it ends, access-log records visible minutes after the
   request, gateway and scale-set writes that take tens of seconds and answer without Retry-After
-  (so a client that does not set its own polling interval waits the SDK's default 30 s).
+  (so a client that does not set its own polling interval waits the SDK's default 30 s), and
+  Azure Resource Manager's request throttling (throttling.py): a client that reads faster than
+  Azure allows gets Azure's 429s.
+
+Throttling is off in `fast` by default: there, operations that take tens of seconds on Azure finish
+in milliseconds and switchyard polls them every 50 ms, so a release's request rate says nothing
+about the rate it would have on Azure.
 
 Every timing value is a setting; `None` in `TimingOverrides` means "the profile's default".
 """
@@ -51,6 +57,7 @@ class TimingOverrides(BaseModel):
     log_ingestion_delay_s: float | None = Field(default=None, ge=0, le=86400)
     gateway_write_s: float | None = Field(default=None, ge=0, le=3600)
     scale_set_write_s: float | None = Field(default=None, ge=0, le=3600)
+    arm_throttling: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class TimingProfile:
     gateway_write_s: float  # minimum duration of an application gateway create/update
     scale_set_write_s: float  # minimum duration of a scale-set create/update/upgrade/reimage
     lro_without_retry_after: bool  # slow writes answer without Retry-After (SDK default: 30 s polls)
+    arm_throttling: bool  # Azure Resource Manager's request limits are enforced (throttling.py)
     autoscale_grain_min_s: float
     autoscale_window_min_s: float
     autoscale_cooldown_min_s: float
@@ -94,6 +102,7 @@ def timing_profile(name: ProfileName = "fast", overrides: TimingOverrides | None
             gateway_write_s=pick(given.gateway_write_s, 20.0),
             scale_set_write_s=pick(given.scale_set_write_s, 20.0),
             lro_without_retry_after=True,
+            arm_throttling=given.arm_throttling if given.arm_throttling is not None else True,
             autoscale_grain_min_s=60.0,
             autoscale_window_min_s=300.0,
             autoscale_cooldown_min_s=60.0,
@@ -109,6 +118,7 @@ def timing_profile(name: ProfileName = "fast", overrides: TimingOverrides | None
         gateway_write_s=pick(given.gateway_write_s, 0.0),
         scale_set_write_s=pick(given.scale_set_write_s, 0.0),
         lro_without_retry_after=False,
+        arm_throttling=bool(given.arm_throttling),
         # second-scale windows and cooldowns for the demo and the tests; never beyond Azure's maxima
         autoscale_grain_min_s=1.0,
         autoscale_window_min_s=1.0,

@@ -109,8 +109,9 @@ class AzureEnvironment(BaseModel):
         None,
         gt=0,
         le=30,
-        description="Seconds between polls of a long-running operation (default: 1 on Azure, 0.05 on the "
-        "emulator). The SDK's own default, 30 s, would stretch a rollback's one gateway write.",
+        description="Seconds between polls of a long-running operation (default: 1 on Azure and on the emulator's "
+        "azure profile, 0.05 on its fast profile). The SDK's own default, 30 s, would stretch a rollback's one "
+        "gateway write.",
     )
 
     @field_validator("name")

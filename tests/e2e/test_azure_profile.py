@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
+import httpx
 import pytest
 
 from blocks import AzureEnvironmentBlock, ReleasePolicyBlock, ServiceBlock, load_environment, load_service
@@ -134,12 +135,25 @@ def images(ports: FrontendPorts) -> dict[str, str]:
     return {name: image.gallery_version for name, image in built.items()}
 
 
+def throttled_requests(emulator: EmulatorHandle) -> dict[str, int]:
+    """How many requests the emulator's Resource Manager refused for going over Azure's rate."""
+    answer = httpx.get(
+        f"{emulator.endpoint}/switchyard/throttling",
+        verify=emulator.ca_bundle,
+        headers={"Authorization": f"Bearer {emulator.token}"},
+    )
+    answer.raise_for_status()
+    status = answer.json()
+    assert status["enforced"], "the azure profile enforces Resource Manager's throttling"
+    return cast(dict[str, int], status["throttled"])
+
+
 def users(ports: FrontendPorts) -> SteadyTraffic:
     return SteadyTraffic("127.0.0.1", ports.production, rate=RATE, connections=4)
 
 
 def test_on_azure_timing_a_good_canary_is_promoted_and_a_rollback_leaves_autoscale_on_the_serving_color(
-    ports: FrontendPorts, images: dict[str, str], tmp_path: Path
+    ports: FrontendPorts, images: dict[str, str], slow_emulator: EmulatorHandle, tmp_path: Path
 ) -> None:
     provision(service=SERVICE, environment=ENV)
     first = release(service=SERVICE, environment=ENV, image_version=images["v1"], policy=POLICY)
@@ -163,6 +177,8 @@ def test_on_azure_timing_a_good_canary_is_promoted_and_a_rollback_leaves_autosca
     assert back.stable_color == v1_color
     assert live() == (v1_color, images["v1"])
     assert autoscale_enabled() == {v1_color: True, v1_color.other: False}
+    # Three images built and published, two releases and a rollback, all within Azure's request rate.
+    assert throttled_requests(slow_emulator) == {"read": 0, "write": 0, "delete": 0}
 
 
 def test_on_azure_timing_a_bad_canary_is_rolled_back(ports: FrontendPorts, images: dict[str, str]) -> None:

@@ -58,6 +58,14 @@ def test_on_the_emulator_the_clients_poll_fast_and_know_both_workspace_ids(tmp_p
     assert clients.network._config.polling_interval == 0.05  # what every poller of the client waits
 
 
+def test_on_an_emulator_with_azure_timing_the_clients_poll_as_on_azure(tmp_path: Path) -> None:
+    # Its writes take Azure's time and its Resource Manager throttles reads at Azure's rate.
+    clients = AzureClients(on_emulator(emulator_json(tmp_path, profile="azure")))
+
+    assert clients.lro_polling_interval_s == 1.0
+    assert clients.compute._config.polling_interval == 1.0
+
+
 def test_the_environment_sets_the_polling_interval_and_azure_polls_every_second(tmp_path: Path) -> None:
     assert AzureClients(on_emulator(emulator_json(tmp_path), lro_polling_interval_s=2)).lro_polling_interval_s == 2
 

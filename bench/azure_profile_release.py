@@ -11,7 +11,10 @@ under steady traffic, a v3 that answers 30% of its requests with errors, by cana
 * first_bad_to_verdict_s: from the first failed request to the failing verdict;
 * verdict_to_all_traffic_back_s: from the verdict to the last answer v3 gave (the gateway write
   that takes the canary out takes as long as a gateway write);
-* failed_share: failed requests / requests sent while the bad release ran.
+* failed_share: failed requests / requests sent while the bad release ran;
+* arm_requests, arm_reads_per_s: the Resource Manager calls the release made (the emulator counts
+  them), against Azure's budget of 25 reads a second per principal (the `azure` profile enforces
+  it: throttled counts the 429s it answered).
 
 Prints one JSON object as its last line and writes it to bench/results/azure_profile_release.json.
 """
@@ -43,7 +46,7 @@ def main() -> int:
     from switchyard.core.outcomes import ReleaseFailed
     from switchyard.core.rollout import Strategy
     from switchyard.stages.traffic import SteadyTraffic
-    from switchyard_emulator.testing import free_port, run_emulator
+    from switchyard_emulator.testing import free_port, run_emulator, throttling_status
 
     timing_args = ["--lro-retry-after", "0", "--metrics-latency", "60"]
     if quick:
@@ -104,6 +107,8 @@ def main() -> int:
             release(service=SERVICE, environment=ENV, image_version=v1.gallery_version, strategy=Strategy.BLUE_GREEN)
             with SteadyTraffic("127.0.0.1", ports.production, rate=RATE, connections=4) as load:
                 time.sleep(2)
+                emulator_file = emulator.state_dir / "emulator.json"
+                arm_before = throttling_status(emulator_file)
                 started = time.time()
                 try:
                     release(service=SERVICE, environment=ENV, image_version=v3.gallery_version)
@@ -111,6 +116,7 @@ def main() -> int:
                 except ReleaseFailed as failure:
                     summary = failure.summary
                 ended = time.time()
+                arm_after = throttling_status(emulator_file)
                 time.sleep(2)
     if summary is None or summary.failed_verdict_at is None:
         print(json.dumps({"benchmark": "azure_profile_release", "error": "the bad release was not rolled back"}))
@@ -130,6 +136,11 @@ def main() -> int:
         "requests_sent": during.sent,
         "requests_failed": during.failed,
         "release_s": round(ended - started, 1),
+        "arm_requests": {kind: n - arm_before["admitted"][kind] for kind, n in arm_after["admitted"].items()},
+        "arm_reads_per_s": round(
+            (arm_after["admitted"]["read"] - arm_before["admitted"]["read"]) / (ended - started), 2
+        ),
+        "throttled": {kind: n - arm_before["throttled"][kind] for kind, n in arm_after["throttled"].items()},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

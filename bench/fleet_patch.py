@@ -25,9 +25,11 @@ idle again (settle()), so that no run is charged, or spared, the work the one be
 
 Prints one JSON object as its last line, and writes it to bench/results/fleet_patch.json (or
 fleet_patch.in_process.json): wall seconds per fleet size; the CPU seconds each part of the stack
-used meanwhile (on a small machine, what grows with the fleet is CPU); each stage's share of the
-services' summed time (waiting for a worker, the image build, the release to each environment, the rest);
-and the ratio of the largest fleet's wall time to the smallest's. Target: ratio at most 2.5.
+used meanwhile (on a small machine, what grows with the fleet is CPU); the Azure Resource Manager
+requests the emulator answered (by operation type: Azure throttles each principal's reads at 25 a
+second, emulator/switchyard_emulator/throttling.py); each stage's share of the services' summed time
+(waiting for a worker, the image build, the release to each environment, the rest); and the ratio of
+the largest fleet's wall time to the smallest's. Target: ratio at most 2.5.
 """
 
 from __future__ import annotations
@@ -206,6 +208,14 @@ def stack_cpu_s(state: Any) -> dict[str, float]:
     return parts
 
 
+def arm_requests(paths: Any) -> dict[str, int]:
+    """The Resource Manager requests the stack's emulator has answered so far, by operation type (it
+    counts them whether or not it throttles)."""
+    from switchyard_emulator.testing import throttling_status
+
+    return dict(throttling_status(paths.emulator_file)["admitted"])
+
+
 def pause_schedules() -> None:
     """Pause every deployment with a schedule (Prefect then deletes its scheduled runs); a paused
     deployment still runs when asked, as the monthly patch is here."""
@@ -267,12 +277,16 @@ def patch(services: list[str], in_process: bool, services_per_run: int) -> tuple
     return wall, stage_times(since, services)
 
 
-def measured(wall: float, quiet: dict[str, Any], cpu: dict[str, float], stages: dict[str, float]) -> dict[str, Any]:
+def measured(
+    wall: float, quiet: dict[str, Any], cpu: dict[str, float], arm: dict[str, int], stages: dict[str, float]
+) -> dict[str, Any]:
     total = sum(stages.values()) or 1.0
     return {
         "wall_s": round(wall, 1),
         "before": quiet,
         "cpu_s": {part: round(used, 1) for part, used in sorted(cpu.items(), key=lambda kv: -kv[1])},
+        "arm_requests": arm,
+        "arm_reads_per_s": round(arm["read"] / wall, 1),
         "stage_s": {k: round(v, 1) for k, v in stages.items()},
         "stage_shares": {k: round(v / total, 3) for k, v in stages.items()},
     }
@@ -319,7 +333,8 @@ def main() -> int:
         state = up(options, echo=lambda line: print(line, file=sys.stderr))
         os.environ["SWITCHYARD_STATE_DIR"] = state.state_dir
         os.environ["PREFECT_API_URL"] = state.prefect_api_url
-        with prefect_client_settings(StackPaths(state_dir=Path(state.state_dir)), state.prefect_api_url):
+        paths = StackPaths(state_dir=Path(state.state_dir))
+        with prefect_client_settings(paths, state.prefect_api_url):
             pause_schedules()
             prepare(max(sizes))
             for size in sizes:
@@ -327,10 +342,11 @@ def main() -> int:
                 for attempt in range(1, args.repeat + 1):
                     quiet = settle(state)
                     print(f"stack idle after {quiet['settle_s']} s ({quiet['idle_cores']} cores)", file=sys.stderr)
-                    cpu_before = stack_cpu_s(state)
+                    cpu_before, arm_before = stack_cpu_s(state), arm_requests(paths)
                     wall, stages = patch(service_names(size), args.in_process, services_per_run)
                     cpu = {part: used - cpu_before.get(part, 0.0) for part, used in stack_cpu_s(state).items()}
-                    runs.append(measured(wall, quiet, cpu, stages))
+                    arm = {kind: count - arm_before[kind] for kind, count in arm_requests(paths).items()}
+                    runs.append(measured(wall, quiet, cpu, arm, stages))
                     print(f"{size} service(s), run {attempt} of {args.repeat}: {wall:.1f} s", file=sys.stderr)
                 median = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
                 results[str(size)] = {**median, "runs_wall_s": [run["wall_s"] for run in runs]}

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -67,6 +69,19 @@ def arm_error(refused: HttpResponseError) -> ArmError:
     body = refused.error
     assert body is not None, f"the answer ({refused.status_code}) had no ARM error body: {refused}"
     return ArmError(refused.status_code or 0, body.code or "", body.message or "", body.target or "")
+
+
+def throttling_status(emulator_file: Path) -> dict[str, Any]:
+    """`GET /switchyard/throttling` of the emulator an emulator.json describes: whether it throttles,
+    and the Resource Manager calls it admitted and refused so far, by operation type."""
+    info = json.loads(Path(emulator_file).read_text())
+    context = ssl.create_default_context(cafile=info["ca_bundle"])
+    request = urllib.request.Request(
+        f"{info['endpoint']}/switchyard/throttling", headers={"Authorization": f"Bearer {info['token']}"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=30) as answer:
+        status: dict[str, Any] = json.loads(answer.read())
+    return status
 
 
 @dataclass

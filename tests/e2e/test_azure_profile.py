@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
-import httpx
 import pytest
 
 from blocks import AzureEnvironmentBlock, ReleasePolicyBlock, ServiceBlock, load_environment, load_service
@@ -32,7 +31,7 @@ from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.rollout import Strategy
 from switchyard.core.topology import Color
 from switchyard.stages.traffic import SteadyTraffic
-from switchyard_emulator.testing import EmulatorHandle, free_port, run_emulator
+from switchyard_emulator.testing import EmulatorHandle, free_port, run_emulator, throttling_status
 from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import autoscale_enabled as enabled_autoscale
 
@@ -137,13 +136,7 @@ def images(ports: FrontendPorts) -> dict[str, str]:
 
 def throttled_requests(emulator: EmulatorHandle) -> dict[str, int]:
     """How many requests the emulator's Resource Manager refused for going over Azure's rate."""
-    answer = httpx.get(
-        f"{emulator.endpoint}/switchyard/throttling",
-        verify=emulator.ca_bundle,
-        headers={"Authorization": f"Bearer {emulator.token}"},
-    )
-    answer.raise_for_status()
-    status = answer.json()
+    status = throttling_status(emulator.state_dir / "emulator.json")
     assert status["enforced"], "the azure profile enforces Resource Manager's throttling"
     return cast(dict[str, int], status["throttled"])
 

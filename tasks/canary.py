@@ -185,19 +185,11 @@ def _signals(
     counts = telemetry.requests_by_backend(topology, start, end, pool)
     served = telemetry.pool_requests(topology, start, end, pool)
     # One query per color (one when both sides are on the same color): every VM's CPU, memory and
-    # network out, from which each side takes its own.
-    per_vm = {
-        color: telemetry.instance_metrics(topology, color, start, end)
+    # network out, from which golden_signals gives each side its own VMs'.
+    every_vm = {
+        vm: metrics
         for color in dict.fromkeys((sides.baseline_color, sides.canary_color))
-    }
-    baseline = list(per_vm[sides.baseline_color].values())
-    canary_names = {name.lower() for name in sides.canary_vm_names}
-    canary = [metrics for vm, metrics in per_vm[sides.canary_color].items() if vm.lower() in canary_names]
-    sent = {
-        vm: metrics.network_out_bytes
-        for vms in per_vm.values()
-        for vm, metrics in vms.items()
-        if metrics.network_out_bytes is not None
+        for vm, metrics in telemetry.instance_metrics(topology, color, start, end).items()
     }
     return golden_signals(
         sides,
@@ -205,12 +197,12 @@ def _signals(
         end,
         counts=counts,
         latency_ms=telemetry.latency_by_backend(topology, start, end, listener, pool),
-        baseline_cpu=[value for m in baseline for value in m.cpu_percent],
-        canary_cpu=[value for m in canary for value in m.cpu_percent],
+        cpu_by_vm={vm: metrics.cpu_percent for vm, metrics in every_vm.items()},
         gateway_errors=0 if partial else gateway_errors(served.failed, counts),
-        baseline_memory=[value for m in baseline for value in m.memory_used_percent],
-        canary_memory=[value for m in canary for value in m.memory_used_percent],
-        network_out=None if partial else sent,
+        memory_by_vm={vm: metrics.memory_used_percent for vm, metrics in every_vm.items()},
+        network_out=None
+        if partial
+        else {vm: m.network_out_bytes for vm, m in every_vm.items() if m.network_out_bytes is not None},
     )
 
 

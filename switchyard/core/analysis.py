@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,6 +22,8 @@ from switchyard.core.canary_split import SplitCheck
 from switchyard.core.canary_verdict import CanaryOutcome, CheckKind, Verdict
 from switchyard.core.state import ServiceObservation
 from switchyard.core.topology import Color
+
+_V = TypeVar("_V")
 
 
 class BackendCounts(Protocol):
@@ -80,50 +82,41 @@ def golden_signals(
     end: datetime,
     counts: Mapping[str, BackendCounts],
     latency_ms: Mapping[str, list[float]],
-    baseline_cpu: list[float],
-    canary_cpu: list[float],
+    cpu_by_vm: Mapping[str, list[float]],
     gateway_errors: int = 0,
     *,
-    baseline_memory: list[float] | None = None,
-    canary_memory: list[float] | None = None,
+    memory_by_vm: Mapping[str, list[float]] | None = None,
     network_out: Mapping[str, float] | None = None,
 ) -> GoldenSignals:
     """Both sides' golden signals over [start, end): counts from the gateway's metrics per backend
-    address, latency from its access log per address, CPU and memory samples as the telemetry gave
-    them, and bytes sent per VM name (`network_out`, both colors'): a side none of whose VMs has a
-    value has no network data (None), never zero.
+    address, latency from its access log per address; CPU and memory samples and bytes sent per VM
+    name (any VMs of either color: each side takes only its own VMs', so under full traffic the
+    empty baseline borrows nothing from the canary). A side none of whose VMs has a network value has
+    no network data (None), never zero.
 
     `gateway_errors` are 5xx answers the gateway produced itself in the judged pool (a backend that
     died mid-request: 502, 504), which no backend's counts hold and metrics cannot attribute. They
     count against the canary: while it serves, going back to the pool without it is the safe side."""
 
-    sent = {name.lower(): value for name, value in (network_out or {}).items()}
+    cpu = _by_lower_name(cpu_by_vm)
+    memory = _by_lower_name(memory_by_vm or {})
+    sent = _by_lower_name(network_out or {})
 
-    def side(
-        color: Color,
-        addresses: list[str],
-        vm_names: list[str],
-        cpu: list[float],
-        memory: list[float] | None,
-        extra_errors: int,
-    ) -> SideEvidence:
-        known = [sent[name.lower()] for name in vm_names if name.lower() in sent]
+    def side(color: Color, addresses: list[str], vm_names: list[str], extra_errors: int) -> SideEvidence:
+        names = [name.lower() for name in vm_names]
+        known = [sent[name] for name in names if name in sent]
         return SideEvidence(
             color=color.value,
             latency_ms=[ms for a in addresses for ms in latency_ms.get(a, [])],
             request_count=sum(counts[a].total for a in addresses if a in counts) + extra_errors,
             error_count=sum(counts[a].failed for a in addresses if a in counts) + extra_errors,
-            cpu_percent=cpu,
-            memory_used_percent=memory or [],
+            cpu_percent=[value for name in names for value in cpu.get(name, [])],
+            memory_used_percent=[value for name in names for value in memory.get(name, [])],
             network_out_bytes=sum(known) if known else None,
         )
 
-    baseline = side(
-        sides.baseline_color, sides.baseline_addresses, sides.baseline_vm_names, baseline_cpu, baseline_memory, 0
-    )
-    canary = side(
-        sides.canary_color, sides.canary_addresses, sides.canary_vm_names, canary_cpu, canary_memory, gateway_errors
-    )
+    baseline = side(sides.baseline_color, sides.baseline_addresses, sides.baseline_vm_names, 0)
+    canary = side(sides.canary_color, sides.canary_addresses, sides.canary_vm_names, gateway_errors)
     served = sum(counts[a].total for a in sides.canary_addresses if a in counts)
     return GoldenSignals(
         evidence=CanaryEvidence(window=AnalysisWindow(start=start, end=end), baseline=baseline, canary=canary),
@@ -131,6 +124,11 @@ def golden_signals(
         total_requests=served + baseline.request_count,
         gateway_errors=gateway_errors,
     )
+
+
+def _by_lower_name(by_vm: Mapping[str, _V]) -> dict[str, _V]:
+    """VM names as Azure Monitor spells them are not always as the scale set does: compare lower-cased."""
+    return {name.lower(): value for name, value in by_vm.items()}
 
 
 def gateway_errors(pool_failed: int, counts: Mapping[str, BackendCounts]) -> int:

@@ -67,7 +67,11 @@ def test_golden_signals_add_up_each_sides_backends_and_ignore_addresses_of_neith
     }
     latency = {blue[0]: [10.0, 11.0], blue[1]: [12.0], CANARY: [30.0, 31.0], "10.9.9.9": [999.0]}
 
-    signals = golden_signals(sides, START, END, counts, latency, baseline_cpu=[20.0, 25.0], canary_cpu=[70.0])
+    blue_vms = [f"{SPLIT.topology.scale_set(Color.BLUE)}_{i}" for i in range(3)]
+    green_vms = [f"{SPLIT.topology.scale_set(Color.GREEN)}_{i}" for i in range(3)]
+    cpu = {blue_vms[0]: [20.0], blue_vms[1].upper(): [25.0], green_vms[0]: [70.0], green_vms[1]: [5.0]}
+
+    signals = golden_signals(sides, START, END, counts, latency, cpu_by_vm=cpu)
 
     evidence = signals.evidence
     assert evidence.window == AnalysisWindow(start=START, end=END)
@@ -76,6 +80,7 @@ def test_golden_signals_add_up_each_sides_backends_and_ignore_addresses_of_neith
     assert (evidence.canary.request_count, evidence.canary.error_count) == (90, 9)
     assert sorted(evidence.baseline.latency_ms) == [10.0, 11.0, 12.0]
     assert sorted(evidence.canary.latency_ms) == [30.0, 31.0]
+    # Each side's VMs' CPU, whatever case Azure Monitor spells their names in; green's idle instance not at all.
     assert (evidence.baseline.cpu_percent, evidence.canary.cpu_percent) == ([20.0, 25.0], [70.0])
     # The split is verified on the two sides' traffic alone.
     assert (signals.canary_requests, signals.total_requests) == (90, 300)
@@ -83,8 +88,33 @@ def test_golden_signals_add_up_each_sides_backends_and_ignore_addresses_of_neith
 
 def test_a_window_without_any_traffic_yet_is_empty_evidence_not_an_error() -> None:
     sides = canary_sides(SPLIT, [CANARY], Color.BLUE, Color.GREEN)
-    signals = golden_signals(sides, START, END, {}, {}, baseline_cpu=[], canary_cpu=[])
+    signals = golden_signals(sides, START, END, {}, {}, cpu_by_vm={})
     assert signals.evidence.canary.request_count == 0 and signals.total_requests == 0
+
+
+def test_under_full_traffic_the_empty_baseline_borrows_no_cpu_memory_or_network_from_the_canary() -> None:
+    promoted = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), live=Color.GREEN)
+    sides = canary_sides(promoted, promoted.scale_set(Color.GREEN).addresses, Color.GREEN, Color.GREEN)
+    green_vms = sides.canary_vm_names
+
+    signals = golden_signals(
+        sides,
+        START,
+        END,
+        {},
+        {},
+        cpu_by_vm={vm: [60.0] for vm in green_vms},
+        memory_by_vm={vm: [40.0] for vm in green_vms},
+        network_out={vm: 1000.0 for vm in green_vms},
+    )
+
+    baseline, canary = signals.evidence.baseline, signals.evidence.canary
+    assert (baseline.cpu_percent, baseline.memory_used_percent, baseline.network_out_bytes) == ([], [], None)
+    assert (canary.cpu_percent, canary.memory_used_percent, canary.network_out_bytes) == (
+        [60.0] * 3,
+        [40.0] * 3,
+        3000.0,
+    )
 
 
 # --- when a watch is decided ----------------------------------------------------------------------
@@ -187,7 +217,7 @@ def test_failures_the_gateway_produced_itself_count_against_the_canary_but_not_i
     own = gateway_errors(pool_failed=6, counts=counts)
     assert own == 5 and gateway_errors(pool_failed=0, counts=counts) == 0
 
-    signals = golden_signals(sides, START, END, counts, {}, [], [], gateway_errors=own)
+    signals = golden_signals(sides, START, END, counts, {}, {}, gateway_errors=own)
     assert (signals.evidence.canary.request_count, signals.evidence.canary.error_count) == (105, 5)
     assert (signals.canary_requests, signals.total_requests, signals.gateway_errors) == (100, 400, 5)
 
@@ -196,6 +226,6 @@ def test_a_window_is_judged_only_once_the_access_log_holds_every_request_the_met
     sides = canary_sides(SPLIT, [CANARY], Color.BLUE, Color.GREEN)
     blue = address(Color.BLUE, 0)
     counts = {blue: Counts(2), CANARY: Counts(1)}
-    behind = golden_signals(sides, START, END, counts, {blue: [10.0], CANARY: [30.0]}, [], [])
-    arrived = golden_signals(sides, START, END, counts, {blue: [10.0, 11.0], CANARY: [30.0]}, [], [])
+    behind = golden_signals(sides, START, END, counts, {blue: [10.0], CANARY: [30.0]}, {})
+    arrived = golden_signals(sides, START, END, counts, {blue: [10.0, 11.0], CANARY: [30.0]}, {})
     assert not access_log_caught_up(behind) and access_log_caught_up(arrived)

@@ -177,8 +177,9 @@ class TrafficRouter(Protocol):
         test: str,
         expect_etag: str,
         tags: dict[str, str] | None = None,
-    ) -> GatewayObservation:
-        """Point the production and test rules at these pools (and merge `tags`) in one write."""
+    ) -> GatewayRoutes:
+        """Point the production and test rules at these pools (and merge `tags`) in one write; the
+        routes as the write answered them (the pools' members are the scale sets' business: observe)."""
         ...
 
     def restore_live_pool(self, topology: Topology, tags: dict[str, str] | None = None) -> str | None:
@@ -187,7 +188,9 @@ class TrafficRouter(Protocol):
         canary pool production left, or None when it was not on one (and nothing was written)."""
         ...
 
-    def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayObservation: ...
+    def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayRoutes:
+        """Merge `tags` into the gateway's in one write; the routes and tags as the write answered them."""
+        ...
 
     def frontend_address(self, topology: Topology) -> str:
         """Where users reach the production listener (the public IP's address)."""

@@ -225,14 +225,14 @@ class AzureTrafficRouter:
         test: str,
         expect_etag: str,
         tags: dict[str, str] | None = None,
-    ) -> GatewayObservation:
+    ) -> GatewayRoutes:
         def change(body: dict[str, Any]) -> None:
             self._point(body, topology.production_rule, production)
             self._point(body, topology.test_rule, test)
             self._merge_tags(body, tags)
 
         written = self._write(topology, expect_etag, change, f"routing production to {production}, test to {test}")
-        return self._observation(topology, written, with_health=False)
+        return self._routes(topology, written)
 
     def restore_live_pool(self, topology: Topology, tags: dict[str, str] | None = None) -> str | None:
         """One GET, one PUT If-Match that GET's ETag: a write that lands between them is never
@@ -249,9 +249,9 @@ class AzureTrafficRouter:
         self._put(topology, body, f"taking production off {canary} back to {Topology.pool(color)}")
         return canary
 
-    def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayObservation:
+    def tag(self, topology: Topology, tags: dict[str, str], expect_etag: str) -> GatewayRoutes:
         written = self._write(topology, expect_etag, lambda body: self._merge_tags(body, tags), "tagging the gateway")
-        return self._observation(topology, written, with_health=False)
+        return self._routes(topology, written)
 
     def frontend_address(self, topology: Topology) -> str:
         with azure_errors(f"public IP of {topology.gateway}"):

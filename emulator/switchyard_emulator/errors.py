@@ -6,7 +6,11 @@ Resource Manager answers with: `{"error": {"code", "message", "target", "details
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+_Settings = TypeVar("_Settings", bound=BaseModel)
 
 
 class ArmError(Exception):
@@ -43,6 +47,16 @@ class ArmError(Exception):
 
     def __repr__(self) -> str:
         return f"ArmError({self.status}, {self.code!r}, {self.message!r}, target={self.target!r})"
+
+
+def validated_settings(model: type[_Settings], data: object, code: str) -> _Settings:
+    """An admin route's JSON body as `model`, or a 400 `code` naming the first offending field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(body)"
+        raise ArmError(400, code, f"{where}: {first['msg']}", target=where) from None
 
 
 def bad_request(message: str, *, target: str | None = None, code: str = "InvalidParameter") -> ArmError:

@@ -12,9 +12,9 @@ import asyncio
 import random
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from switchyard_emulator.errors import ArmError
+from switchyard_emulator.errors import ArmError, validated_settings
 
 FaultKind = Literal["429", "500", "slow"]
 ALL_KINDS: tuple[FaultKind, ...] = ("429", "500", "slow")
@@ -52,12 +52,7 @@ class FaultInjector:
         return {**self.config.model_dump(), "injected": dict(self.injected)}
 
     def configure_from_json(self, data: object) -> FaultConfig:
-        try:
-            config = FaultConfig.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(body)"
-            raise ArmError(400, "InvalidFaultConfiguration", f"{where}: {first['msg']}", target=where) from None
+        config = validated_settings(FaultConfig, data, "InvalidFaultConfiguration")
         self.configure(config)
         return config
 

@@ -35,9 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from switchyard_emulator.errors import ArmError
+from switchyard_emulator.errors import ArmError, validated_settings
 
 OperationType = Literal["read", "write", "delete"]
 
@@ -140,12 +140,7 @@ class ArmThrottle:
         return {REMAINING_HEADER[kind]: str(math.floor(left))}
 
     def configure_from_json(self, data: object) -> ThrottleConfig:
-        try:
-            config = ThrottleConfig.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(body)"
-            raise ArmError(400, "InvalidThrottlingConfiguration", f"{where}: {first['msg']}", target=where) from None
+        config = validated_settings(ThrottleConfig, data, "InvalidThrottlingConfiguration")
         self.configure(config.enforced)
         return config
 

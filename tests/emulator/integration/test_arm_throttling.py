@@ -15,21 +15,17 @@ API_VERSION = "2025-04-01"  # resource groups
 
 
 @pytest.fixture(scope="module")
-def throttled_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandle]:
+    """This module's own (conftest's `http` client talks to it): a fast emulator that throttles."""
     with run_emulator(tmp_path_factory.mktemp("throttled"), extra_args=["--arm-throttling"], storage=False) as handle:
         yield handle
 
 
 @pytest.fixture
-def arm(throttled_emulator: EmulatorHandle) -> Iterator[httpx.Client]:
+def arm(http: httpx.Client) -> httpx.Client:
     """A raw client (no SDK retries), with Resource Manager's buckets full again."""
-    with httpx.Client(
-        base_url=throttled_emulator.endpoint,
-        verify=throttled_emulator.ca_bundle,
-        headers={"Authorization": f"Bearer {throttled_emulator.token}"},
-    ) as client:
-        assert client.put("/switchyard/throttling", json={"enforced": True}).status_code == 200
-        yield client
+    assert http.put("/switchyard/throttling", json={"enforced": True}).status_code == 200
+    return http
 
 
 def groups_path(emulator: EmulatorHandle) -> str:
@@ -37,9 +33,9 @@ def groups_path(emulator: EmulatorHandle) -> str:
 
 
 def test_reads_beyond_the_bucket_get_azures_429_and_writes_still_pass(
-    throttled_emulator: EmulatorHandle, arm: httpx.Client
+    emulator: EmulatorHandle, arm: httpx.Client
 ) -> None:
-    path = groups_path(throttled_emulator)
+    path = groups_path(emulator)
     answers = []
     for _ in range(1000):  # 250 at once, and 25 more each second the loop takes
         answer = arm.get(path, params={"api-version": API_VERSION})
@@ -55,7 +51,7 @@ def test_reads_beyond_the_bucket_get_azures_429_and_writes_still_pass(
     assert refused.headers["Retry-After"] == "1"
     error = refused.json()["error"]
     assert error["code"] == "SubscriptionRequestsThrottled"
-    assert f"Number of 'read' requests for subscription '{throttled_emulator.subscription_id}'" in error["message"]
+    assert f"Number of 'read' requests for subscription '{emulator.subscription_id}'" in error["message"]
     # writes have a bucket of their own
     written = arm.put(f"{path}/still-writable", params={"api-version": API_VERSION}, json={"location": "westus"})
     assert written.status_code in (200, 201)
@@ -64,10 +60,8 @@ def test_reads_beyond_the_bucket_get_azures_429_and_writes_still_pass(
     assert status["enforced"] and status["throttled"]["read"] >= 1
 
 
-def test_the_sdk_waits_out_the_429s_and_every_read_succeeds(
-    throttled_emulator: EmulatorHandle, arm: httpx.Client
-) -> None:
-    clients = throttled_emulator.clients()
+def test_the_sdk_waits_out_the_429s_and_every_read_succeeds(emulator: EmulatorHandle, arm: httpx.Client) -> None:
+    clients = emulator.clients()
     try:
         clients.resource.resource_groups.create_or_update("burst", {"location": "westus"})
         names = [clients.resource.resource_groups.get("burst").name for _ in range(300)]
@@ -79,17 +73,17 @@ def test_the_sdk_waits_out_the_429s_and_every_read_succeeds(
 
 
 def test_the_admin_route_turns_it_off_and_refuses_what_it_does_not_know(
-    throttled_emulator: EmulatorHandle, arm: httpx.Client
+    emulator: EmulatorHandle, arm: httpx.Client
 ) -> None:
     assert arm.put("/switchyard/throttling", json={"enforced": "sometimes"}).status_code == 400
     unknown = arm.put("/switchyard/throttling", json={"enforced": False, "reads": 1})
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "InvalidThrottlingConfiguration"
-    with httpx.Client(base_url=throttled_emulator.endpoint, verify=throttled_emulator.ca_bundle) as anonymous:
+    with httpx.Client(base_url=emulator.endpoint, verify=emulator.ca_bundle) as anonymous:
         assert anonymous.put("/switchyard/throttling", json={"enforced": False}).status_code == 401
     assert arm.get("/switchyard/throttling").json()["enforced"]  # nothing changed
 
     arm.put("/switchyard/throttling", json={"enforced": False})
-    path = groups_path(throttled_emulator)
+    path = groups_path(emulator)
     answers = [arm.get(path, params={"api-version": API_VERSION}) for _ in range(300)]
 
     assert {a.status_code for a in answers} == {200}

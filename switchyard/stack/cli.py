@@ -59,8 +59,8 @@ ProfileOption = Annotated[
     typer.Option(
         "--profile",
         help="The emulator's timing: fast (second-scale metrics, the default) or azure (Azure's: one-minute "
-        "metric grains published late, logs minutes late, slow gateway and scale-set writes). Default: "
-        "what the running emulator uses.",
+        "metric grains published late, logs minutes late, slow gateway and scale-set writes, Resource "
+        "Manager's request throttling). Default: what the running emulator uses.",
     ),
 ]
 WorkersOption = Annotated[

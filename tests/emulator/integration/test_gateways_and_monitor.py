@@ -110,11 +110,20 @@ def test_manual_policy_moves_instances_between_pools_only_when_upgraded(
     assert raised.value.status_code == 400
 
 
+def _pool_all_up(clients: EmulatorClients, topo: SampleTopology, pool: str, members: int) -> bool:
+    """The gateway's probes find `members` servers in `pool`, every one Up (it sends only to those)."""
+    health = clients.network.application_gateways.begin_backend_health(topo.rg, "agw").result()
+    by_pool = {p.backend_address_pool.id.rsplit("/", 1)[1]: p for p in health.backend_address_pools}
+    servers = by_pool[pool].backend_http_settings_collection[0].servers if pool in by_pool else []
+    return len(servers) == members and all(s.health == "Up" for s in servers)
+
+
 def test_metrics_and_logs_count_what_clients_really_sent(
     clients: EmulatorClients, deployed: tuple[SampleTopology, int], emulator
 ) -> None:
     topo, port = deployed
-    eventually(lambda: gateway_get(port)[0] == 200)
+    # Both of blue's instances answer their probes (until then the gateway sends to the one that does).
+    eventually(lambda: _pool_all_up(clients, topo, "blue", 2), timeout=30)
     gateway_id = topo.gateway_id()
     send_access_log_to(clients, gateway_id, emulator.log_analytics_workspace_resource_id)
     before = _total_requests(clients, gateway_id)

@@ -37,6 +37,7 @@ from switchyard.core.rollout import (
     ReleasePolicy,
     Strategy,
     retirement,
+    warm_period_pending,
 )
 from switchyard.core.state import ImageObservation, ScaleSetObservation, ServiceObservation
 from switchyard.core.topology import Color, Topology
@@ -371,9 +372,26 @@ def finalize(context: ReleaseContext, live: Color, observed: ServiceObservation)
 
 @task(name="scale down the old color", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def retire_idle_color(context: ServiceContext) -> str:
-    """After the warm period: the idle color scales to zero unless it serves anything again."""
+    """After the warm period: the idle color scales to zero unless it serves anything again.
+
+    Runs every few minutes for the whole fleet, so it reads as little as it can: the gateway's
+    routes first (one read; most services stop there, warm or long retired), then the idle scale
+    set, and the whole service only when that color is due and still has instances. Azure throttles
+    a principal's reads (docs/failure-modes.md), and a fleet's worth of full looks at once is a
+    burst the releases running beside it would pay for."""
     cloud = cloud_for(context)
-    observed = cloud.observe(context.topology, with_health=False)
+    topology = context.topology
+    routes = cloud.router.routes(topology)
+    if routes.live_color is None:
+        return "no live color"
+    idle_name = topology.scale_set(routes.live_color.other)
+    stays = warm_period_pending(routes.tags, now(), idle_name)
+    if stays is not None:
+        return stays
+    idle_now = cloud.scale_sets.observe(topology, routes.live_color.other)
+    if not idle_now.exists or idle_now.capacity == 0:
+        return f"{idle_name} is already scaled down"
+    observed = cloud.observe(topology, with_health=False)
     idle, why = retirement(observed, now())
     if idle is not None:
         idle_set = observed.scale_set(idle)

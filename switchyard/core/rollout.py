@@ -11,6 +11,7 @@ shares are k/(N+k). Steps are snapped to the nearest reachable share and the pla
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from itertools import pairwise
@@ -472,16 +473,26 @@ def retirement(observed: ServiceObservation, now: datetime) -> tuple[Color | Non
         return None, f"{scale_set.name} is already scaled down"
     if observed.canary_serving:
         return None, f"{scale_set.name} serves a canary"
-    tags = observed.gateway.tags
+    stays = warm_period_pending(observed.gateway.tags, now, scale_set.name)
+    if stays is not None:
+        return None, stays
+    due = datetime.fromisoformat(observed.gateway.tags[TAG_RETIRE_AFTER])
+    return idle, f"{scale_set.name} was kept warm until {due.isoformat()}"
+
+
+def warm_period_pending(tags: Mapping[str, str], now: datetime, idle_scale_set: str) -> str | None:
+    """Why the idle color stays, by the gateway's tags alone (None: a finalized release's warm period
+    is over). The part of `retirement` a look at the gateway's routes can answer: most of the time
+    it does, and nothing else needs to be read."""
     if tags.get(TAG_PHASE) != Phase.FINALIZED:
-        return None, f"{scale_set.name} stays: the last release is {tags.get(TAG_PHASE) or 'unknown'}, not finalized"
+        return f"{idle_scale_set} stays: the last release is {tags.get(TAG_PHASE) or 'unknown'}, not finalized"
     try:
         due = datetime.fromisoformat(tags.get(TAG_RETIRE_AFTER, ""))
     except ValueError:
-        return None, f"{scale_set.name} stays: no retirement time on the gateway"
+        return f"{idle_scale_set} stays: no retirement time on the gateway"
     if now < due:
-        return None, f"{scale_set.name} stays warm until {due.isoformat()}"
-    return idle, f"{scale_set.name} was kept warm until {due.isoformat()}"
+        return f"{idle_scale_set} stays warm until {due.isoformat()}"
+    return None
 
 
 def canary_instances_for(observed: ServiceObservation, step: CanaryStep) -> list[str]:

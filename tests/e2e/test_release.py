@@ -8,6 +8,7 @@ the traffic the test sends, and the azure-mgmt SDK in between.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from tasks.events import heartbeat
 from tasks.release import VerificationFailed
 from tests.e2e.repo_commits import labelled_commit
 from tests.e2e.stack_support import autoscale_enabled, python_in_a_subprocess, release_events, wait_for
+from tests.integration.cloud.cloud_support import SDK_REQUEST_LOG, requests_made
 
 pytestmark = pytest.mark.e2e
 
@@ -271,7 +273,7 @@ def test_status_shows_the_live_color_the_image_on_each_color_and_health(
 
 
 def test_the_old_color_scales_to_zero_only_after_its_warm_period(
-    fleet: Fleet, images: dict[str, str], v1_live: str
+    fleet: Fleet, images: dict[str, str], v1_live: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     from flows.retire import retire_idle_colors
 
@@ -288,6 +290,16 @@ def test_the_old_color_scales_to_zero_only_after_its_warm_period(
     after = observe()
     assert after.scale_set(old).capacity == 0 and not after.scale_set(old).instances  # type: ignore[attr-defined]
     assert live_version() == (old.other, target)
+
+    # Every few minutes from now on, a retired service costs one read of the gateway and a look at
+    # its idle scale set: never its live color, never a whole observation (Azure throttles reads).
+    caplog.set_level(logging.INFO, logger=SDK_REQUEST_LOG)
+    again = retire_idle_colors(services=[SERVICE])
+    asked = requests_made(caplog)
+    assert "already scaled down" in again[f"{SERVICE}/{ENV}"]
+    topology = context().topology
+    assert sum(f"/applicationGateways/{topology.gateway}" in line for line in asked) == 1, asked
+    assert not [line for line in asked if f"/virtualMachineScaleSets/{topology.scale_set(old.other)}" in line], asked
 
 
 def test_heartbeats_reach_the_prefect_api_the_release_was_given(

@@ -272,6 +272,22 @@ def test_the_idle_color_retires_only_after_a_finalized_release_and_its_warm_peri
     assert retirement(leftover, due)[0] is Color.GREEN
 
 
+def test_the_gateways_tags_alone_say_when_the_idle_color_certainly_stays() -> None:
+    from datetime import timedelta
+
+    from switchyard.core.rollout import TAG_RETIRE_AFTER, warm_period_pending
+
+    due = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    finalized = {TAG_PHASE: Phase.FINALIZED.value, TAG_RETIRE_AFTER: due.isoformat()}
+    assert (
+        warm_period_pending(finalized, due - timedelta(seconds=1), "green")
+        == f"green stays warm until {due.isoformat()}"
+    )
+    assert warm_period_pending(finalized, due, "green") is None  # due: the rest of the rule decides
+    assert "not finalized" in str(warm_period_pending({TAG_PHASE: Phase.PROMOTED.value}, due, "green"))
+    assert "no retirement time" in str(warm_period_pending({TAG_PHASE: Phase.FINALIZED.value}, due, "green"))
+
+
 def test_after_the_switch_the_old_colors_canary_instances_are_not_touched() -> None:
     """Green was live and blue its canary; now blue is promoted. Green's instances that were in blue's
     canary pool served users until the switch a moment ago, and are the warm color a rollback returns

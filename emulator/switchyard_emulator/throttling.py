@@ -118,11 +118,15 @@ class ArmThrottle:
         self.throttled: dict[OperationType, int] = {"read": 0, "write": 0, "delete": 0}
 
     def admit(self, method: str) -> dict[str, str]:
-        """The remaining-requests header for an admitted request ({} when throttling is off)."""
+        """The remaining-requests header for an admitted request ({} when throttling is off: the call
+        is counted all the same, since how fast a client reads is worth knowing)."""
         kind = operation_type(method)
-        if not self.enforced:
-            self.admitted[kind] += 1  # counted all the same: how fast a client reads is worth knowing
-            return {}
+        remaining = self._spend(kind) if self.enforced else {}
+        self.admitted[kind] += 1
+        return remaining
+
+    def _spend(self, kind: OperationType) -> dict[str, str]:
+        """A token of `kind`'s bucket, or ARM's 429 when it is empty."""
         bucket = self._buckets[kind]
         left = bucket.take(self._clock())
         if left is None:
@@ -136,7 +140,6 @@ class ArmThrottle:
                 "Refer to https://aka.ms/arm-throttling for additional information.",
                 headers={"Retry-After": str(wait), REMAINING_HEADER[kind]: "0"},
             )
-        self.admitted[kind] += 1
         return {REMAINING_HEADER[kind]: str(math.floor(left))}
 
     def configure_from_json(self, data: object) -> ThrottleConfig:

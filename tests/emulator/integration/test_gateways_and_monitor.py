@@ -36,6 +36,13 @@ def deployed(topo: SampleTopology, clients: EmulatorClients, artifacts: dict[str
     return topo, port
 
 
+def _probed_servers(clients: EmulatorClients, topo: SampleTopology, pool: str) -> list[Any]:
+    """The servers of `pool` in the gateway's backend health (its probes' view; none if no rule routes there)."""
+    health = clients.network.application_gateways.begin_backend_health(topo.rg, "agw").result()
+    by_pool = {p.backend_address_pool.id.rsplit("/", 1)[1]: p for p in health.backend_address_pools}
+    return list(by_pool[pool].backend_http_settings_collection[0].servers) if pool in by_pool else []
+
+
 def _served_versions(port: int, count: int) -> list[str]:
     versions = []
     for _ in range(count):
@@ -67,9 +74,7 @@ def test_traffic_follows_the_routing_rule_and_pools_follow_the_scale_sets(
     assert switched.request_routing_rules[0].backend_address_pool.id == topo.pool_id("green")
     eventually(lambda: set(_served_versions(port, 3)) == {"2.0.0"})
 
-    health = gateways.begin_backend_health(topo.rg, "agw").result()
-    by_pool = {p.backend_address_pool.id.rsplit("/", 1)[1]: p for p in health.backend_address_pools}
-    green_servers = by_pool["green"].backend_http_settings_collection[0].servers
+    green_servers = _probed_servers(clients, topo, "green")
     assert [s.health for s in green_servers] == ["Up"]
     assert green_servers[0].ip_configuration.id.endswith(
         "/green/virtualMachines/0/networkInterfaces/nic/ipConfigurations/ipconfig"
@@ -112,9 +117,7 @@ def test_manual_policy_moves_instances_between_pools_only_when_upgraded(
 
 def _pool_all_up(clients: EmulatorClients, topo: SampleTopology, pool: str, members: int) -> bool:
     """The gateway's probes find `members` servers in `pool`, every one Up (it sends only to those)."""
-    health = clients.network.application_gateways.begin_backend_health(topo.rg, "agw").result()
-    by_pool = {p.backend_address_pool.id.rsplit("/", 1)[1]: p for p in health.backend_address_pools}
-    servers = by_pool[pool].backend_http_settings_collection[0].servers if pool in by_pool else []
+    servers = _probed_servers(clients, topo, pool)
     return len(servers) == members and all(s.health == "Up" for s in servers)
 
 

@@ -25,6 +25,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.storage import StorageManagementClient
 from azure.monitor.query import LogsQueryClient
 
+from switchyard.cloud.azure.pacing import ArmReadPacing, ReadBudget, read_budget
 from switchyard.core.config import AzureEnvironment
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -146,6 +147,10 @@ class AzureClients:
         self._options: dict[str, Any] = {"polling_interval": self.lro_polling_interval_s}
         if self._connection_verify:
             self._options["connection_verify"] = self._connection_verify
+        # Resource Manager's read budget is one principal's in one subscription: every client of this
+        # process that reads it as that principal shares one (pacing.py).
+        principal = environment.client_id or environment.auth
+        self.read_budget: ReadBudget = read_budget(self._arm_endpoint or "azure", self.subscription_id, principal)
 
     def reachable_address(self, private_ip: str) -> str:
         """Where this process reaches a private address Azure reports (a gateway's private
@@ -176,7 +181,8 @@ class AzureClients:
         return self._connection_verify
 
     def _arm_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self._options)
+        # A policy instance per client (a pipeline links its policies), the budget shared.
+        kwargs = dict(self._options, per_retry_policies=[ArmReadPacing(self.read_budget)])
         if self._arm_endpoint:
             kwargs.update(base_url=self._arm_endpoint, credential_scopes=[ARM_SCOPE])
         return kwargs

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from switchyard.cloud.azure.clients import AzureClients, ConfigurationError, EmulatorEndpoint
+from switchyard.cloud.azure.pacing import ArmReadPacing
 from switchyard.core.config import AzureEnvironment
 from switchyard_emulator.addresses import loopback_alias
 
@@ -97,3 +98,17 @@ def test_an_emulator_json_from_before_diagnostic_settings_still_serves(tmp_path:
 def test_an_emulator_json_without_its_token_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"not a valid emulator\.json"):
         EmulatorEndpoint.read(emulator_json(tmp_path, token=None))
+
+
+def test_every_resource_manager_client_paces_its_reads_on_one_budget_per_subscription(tmp_path: Path) -> None:
+    """Resource Manager counts one principal's reads per subscription, whichever client sends them:
+    every ARM client of every environment on that subscription spends the same budget (pacing.py)."""
+    file = emulator_json(tmp_path)
+    staging, production = AzureClients(on_emulator(file)), AzureClients(on_emulator(file, name="production"))
+    elsewhere = AzureClients(on_emulator(file, subscription_id="another-subscription"))
+
+    for client in (staging.compute, staging.network, staging.monitor, staging.resources, staging.storage):
+        pacing = [p for p in client._client._pipeline._impl_policies if isinstance(p, ArmReadPacing)]
+        assert [p.budget for p in pacing] == [staging.read_budget]
+    assert production.read_budget is staging.read_budget
+    assert elsewhere.read_budget is not staging.read_budget

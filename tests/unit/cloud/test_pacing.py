@@ -1,0 +1,125 @@
+"""The read budget's arithmetic on a fake clock: reads go out at once while Azure says there are reads
+to spare, and at the refill rate once its count nears the reserve. Over the wire, against the
+emulator's throttling: tests/integration/cloud/test_arm_pacing.py."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from switchyard.cloud.azure.pacing import ReadBudget, read_budget
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def budget_on(fake: FakeTime, reserve: int = 25) -> ReadBudget:
+    return ReadBudget(size=250, refill_per_s=25.0, reserve=reserve, clock=fake.clock, sleep=fake.sleep)
+
+
+def test_before_azure_says_anything_no_read_waits() -> None:
+    fake = FakeTime()
+    budget = budget_on(fake)
+    assert [budget.take_turn() for _ in range(1000)] == [0.0] * 1000
+    assert fake.slept == []
+
+
+def test_reads_go_at_once_while_plenty_are_left() -> None:
+    fake = FakeTime()
+    budget = budget_on(fake)
+    budget.told(249)
+    # 249 left, 25 kept in hand: 224 reads need no wait, the next one does
+    waits = [budget.take_turn() for _ in range(225)]
+    assert waits[:224] == [0.0] * 224
+    assert waits[224] == pytest.approx(1 / 25)
+
+
+def test_below_the_reserve_reads_go_at_the_refill_rate() -> None:
+    fake = FakeTime()
+    budget = budget_on(fake)
+    budget.told(25)
+    start = fake.now
+    for _ in range(50):
+        budget.take_turn()
+    # fifty reads from the reserve take two seconds of refill: 25 a second, as Azure admits them
+    assert fake.now - start == pytest.approx(50 / 25)
+    assert budget.paced_reads == 50
+    assert budget.waited_s == pytest.approx(2.0)
+
+
+def test_the_refill_since_the_last_answer_counts() -> None:
+    fake = FakeTime()
+    budget = budget_on(fake)
+    budget.told(0)  # a 429's answer: nothing left
+    fake.now += 2.0  # 50 reads refilled meanwhile
+    waits = [budget.take_turn() for _ in range(25)]
+    assert waits == [0.0] * 25  # 50 - 25 kept in hand
+    assert budget.take_turn() == pytest.approx(1 / 25)
+
+
+def test_the_bucket_never_refills_beyond_its_size() -> None:
+    fake = FakeTime()
+    budget = budget_on(fake)
+    budget.told(0)
+    fake.now += 3600.0
+    waits = [budget.take_turn() for _ in range(226)]
+    assert waits[:225] == [0.0] * 225  # 250, not 90,000
+    assert waits[225] > 0.0
+
+
+def test_an_answer_does_not_forget_the_reads_still_waiting_their_turn() -> None:
+    """A thread that took its turn and sleeps has spent its read: an answer that arrives meanwhile
+    (to a read sent before) is lowered by it, so later reads queue behind it."""
+    fake = FakeTime()
+    release = threading.Event()
+    asleep = threading.Event()
+
+    def sleep_until_released(seconds: float) -> None:  # the clock stands still
+        asleep.set()
+        release.wait(5)
+
+    budget = ReadBudget(size=250, refill_per_s=25.0, reserve=25, clock=fake.clock, sleep=sleep_until_released)
+    budget.told(25)
+    sleeper = threading.Thread(target=budget.take_turn)
+    sleeper.start()
+    assert asleep.wait(5)
+    budget.told(30)  # thirty left by Azure's count, one of them the sleeper's
+    release.set()
+    sleeper.join(5)
+    # 29 left: four reads down to the reserve, then one turn more each
+    assert [budget.take_turn() for _ in range(6)] == pytest.approx([0, 0, 0, 0, 1 / 25, 2 / 25])
+
+
+def test_a_waiting_read_says_so_in_the_log_once_a_minute(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeTime()
+    budget = budget_on(fake)
+    budget.told(10)
+    with caplog.at_level(logging.WARNING, logger="switchyard.cloud.azure.pacing"):
+        for _ in range(30):  # 1.2 s of reads
+            budget.take_turn()
+        fake.now += 61.0
+        budget.told(0)
+        budget.take_turn()
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 2
+    assert "about 10 reads left" in notices[0]
+    assert "wait their turn" in notices[0]
+
+
+def test_one_budget_per_principal_and_subscription() -> None:
+    first = read_budget("https://127.0.0.1:1", "sub-a", "emulator")
+    assert read_budget("https://127.0.0.1:1", "sub-a", "emulator") is first
+    assert read_budget("https://127.0.0.1:1", "sub-b", "emulator") is not first
+    assert read_budget("azure", "sub-a", "client-1") is not read_budget("azure", "sub-a", "client-2")

@@ -203,6 +203,9 @@ def emulator_answers(info: dict[str, Any]) -> bool:
 # Environments of the processes -------------------------------------------------------------------
 
 
+ADAPTER_LOGGER = "switchyard.cloud"
+
+
 def client_environment(paths: StackPaths, api_url: str) -> dict[str, str]:
     """What every Prefect client the stack starts (deploy, provision, worker, flow runs) needs."""
     return {
@@ -213,6 +216,11 @@ def client_environment(paths: StackPaths, api_url: str) -> dict[str, str]:
         "SWITCHYARD_STATE_DIR": str(paths.state_dir),
         "SWITCHYARD_REPO_ROOT": str(REPO_ROOT),  # prefect.yaml's pull step moves there
         "PYTHONUNBUFFERED": "1",
+        # The Azure adapter's warnings (reads waiting their turn under Resource Manager's throttling,
+        # switchyard/cloud/azure/pacing.py) reach the run's log in the UI, beside Prefect's own.
+        "PREFECT_LOGGING_EXTRA_LOGGERS": ",".join(
+            filter(None, [os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS"), ADAPTER_LOGGER])
+        ),
     }
 
 

@@ -65,6 +65,7 @@ from switchyard.core.routine import (
     chain_failure,
     held_back,
     not_run_in,
+    stopped_detail,
 )
 from tasks.history import change_tags
 from tasks.routine import check_environments, fleet_services, patch_waves_of, production_image
@@ -144,7 +145,7 @@ def _rebuild_and_stage(service: str, environments: list[str]) -> ServicePatch:
         patch.result = "staged"
         patch.detail = f"patch level {published.patch_level}"
         return patch
-    patch.detail = f"stopped in {failed.environment}: {failed.outcome}"
+    patch.detail = stopped_detail(failed)
     return not_run_in(patch, production, f"stopped: {failed.environment} {failed.outcome}")
 
 

@@ -58,6 +58,18 @@ def chain_failure(stages: list[StageOutcome]) -> StageOutcome | None:
     return next((stage for stage in stages if stage.outcome not in (*SUCCEEDED, "not-run")), None)
 
 
+# How much of a stage's error a service's one-line result carries (its artifact has all of it).
+STOPPED_REASON_CHARS = 200
+
+
+def stopped_detail(stage: StageOutcome) -> str:
+    """A service's result when its chain stopped at `stage`: where, how, and the first line of why
+    (a failed release's error), so the run's summary says why without opening each release."""
+    lines = stage.detail.strip().splitlines()
+    why = lines[0][:STOPPED_REASON_CHARS] if lines else ""
+    return f"stopped in {stage.environment}: {stage.outcome}" + (f" ({why})" if why else "")
+
+
 class MergeRelease(BaseModel):
     """A merge shipped through the chain: what was built, and how each environment ended."""
 
@@ -178,7 +190,7 @@ def after_production(staged: ServicePatch, stages: list[StageOutcome]) -> Servic
     return staged.model_copy(
         update={
             "result": "failed",
-            "detail": f"stopped in {failed.environment}: {failed.outcome}",
+            "detail": stopped_detail(failed),
             "stages": [*staged.stages, *stages],
         }
     )

@@ -100,6 +100,22 @@ def test_production_completes_or_fails_the_chain_the_staging_step_began() -> Non
     assert rolled_back.result == "failed" and rolled_back.detail == "stopped in production: rolled-back"
 
 
+def test_a_stopped_service_says_why_in_one_line() -> None:
+    """The run's summary names each failed service's reason (the first line of its release's error),
+    not only where it stopped: twenty services that 'failed' tell a person nothing."""
+    error = (
+        "release of 1000000.20261201.1 failed: (SubscriptionRequestsThrottled) Number of 'read' requests "
+        "exceeded.\nCode: SubscriptionRequestsThrottled\nMessage: " + "x" * 500
+    )
+    failed = after_production(STAGED, [StageOutcome(environment="production", outcome="failed", detail=error)])
+    assert failed.detail == (
+        "stopped in production: failed (release of 1000000.20261201.1 failed: (SubscriptionRequestsThrottled) "
+        "Number of 'read' requests exceeded.)"
+    )
+    long = after_production(STAGED, [StageOutcome(environment="production", outcome="failed", detail="y" * 900)])
+    assert long.detail == f"stopped in production: failed ({'y' * 200})"
+
+
 def test_a_service_that_stopped_before_production_records_production_as_not_run() -> None:
     failed = ServicePatch(
         service="web", result="failed", stages=[StageOutcome(environment="staging", outcome="rolled-back")]

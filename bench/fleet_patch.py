@@ -223,16 +223,9 @@ def arm_requests(paths: Any) -> dict[str, int]:
 
 def enforce_arm_throttling(paths: Any) -> None:
     """Resource Manager's throttling on in the stack's emulator (its admin route), buckets full."""
-    import httpx
+    from switchyard_emulator.testing import set_throttling
 
-    info = json.loads(Path(paths.emulator_file).read_text())
-    answer = httpx.put(
-        f"{info['endpoint']}/switchyard/throttling",
-        json={"enforced": True},
-        headers={"Authorization": f"Bearer {info['token']}"},
-        verify=info["ca_bundle"],
-    )
-    answer.raise_for_status()
+    set_throttling(paths.emulator_file, enforced=True)
     print("Resource Manager's throttling enforced (reads 250 + 25/s, writes 200 + 10/s)", file=sys.stderr)
 
 

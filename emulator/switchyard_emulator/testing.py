@@ -74,14 +74,28 @@ def arm_error(refused: HttpResponseError) -> ArmError:
 def throttling_status(emulator_file: Path) -> dict[str, Any]:
     """`GET /switchyard/throttling` of the emulator an emulator.json describes: whether it throttles,
     and the Resource Manager calls it admitted and refused so far, by operation type."""
+    return _throttling_route(emulator_file, None)
+
+
+def set_throttling(emulator_file: Path, *, enforced: bool) -> dict[str, Any]:
+    """`PUT /switchyard/throttling`: Resource Manager's throttling on or off, with full buckets and
+    the counts at zero."""
+    return _throttling_route(emulator_file, {"enforced": enforced})
+
+
+def _throttling_route(emulator_file: Path, settings: dict[str, Any] | None) -> dict[str, Any]:
     info = json.loads(Path(emulator_file).read_text())
     context = ssl.create_default_context(cafile=info["ca_bundle"])
+    headers = {"Authorization": f"Bearer {info['token']}"}
+    data = None
+    if settings is not None:
+        data, headers["Content-Type"] = json.dumps(settings).encode(), "application/json"
     request = urllib.request.Request(
-        f"{info['endpoint']}/switchyard/throttling", headers={"Authorization": f"Bearer {info['token']}"}
+        f"{info['endpoint']}/switchyard/throttling", data=data, headers=headers, method="GET" if data is None else "PUT"
     )
     with urllib.request.urlopen(request, context=context, timeout=30) as answer:
-        status: dict[str, Any] = json.loads(answer.read())
-    return status
+        answered: dict[str, Any] = json.loads(answer.read())
+    return answered
 
 
 @dataclass

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.resource.resources import ResourceManagementClient
 
 from switchyard.cloud.azure import AzureClients
-from switchyard_emulator.testing import EmulatorHandle, run_emulator, throttling_status
+from switchyard_emulator.testing import EmulatorHandle, run_emulator, set_throttling, throttling_status
 from tests.integration.cloud.cloud_support import environment_on
 
 READS = 400  # 150 beyond the bucket: six seconds of refill
@@ -34,13 +33,7 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorHandl
 
 def full_buckets(emulator: EmulatorHandle) -> None:
     """Throttling on again with full buckets and the counts at zero (the admin route)."""
-    answer = httpx.put(
-        f"{emulator.endpoint}/switchyard/throttling",
-        json={"enforced": True},
-        headers={"Authorization": f"Bearer {emulator.token}"},
-        verify=emulator.ca_bundle,
-    )
-    assert answer.status_code == 200, answer.text
+    assert set_throttling(emulator.state_dir / "emulator.json", enforced=True)["enforced"]
 
 
 def burst(resources: ResourceManagementClient) -> list[str]:

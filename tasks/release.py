@@ -36,6 +36,7 @@ from switchyard.core.rollout import (
     PrepareIdle,
     ReleasePolicy,
     Strategy,
+    already_scaled_down,
     retirement,
     warm_period_pending,
 )
@@ -388,9 +389,9 @@ def retire_idle_color(context: ServiceContext) -> str:
     stays = warm_period_pending(routes.tags, now(), idle_name)
     if stays is not None:
         return stays
-    idle_now = cloud.scale_sets.observe(topology, routes.live_color.other)
-    if not idle_now.exists or idle_now.capacity == 0:
-        return f"{idle_name} is already scaled down"
+    scaled_down = already_scaled_down(cloud.scale_sets.observe(topology, routes.live_color.other))
+    if scaled_down is not None:
+        return scaled_down
     observed = cloud.observe(topology, with_health=False)
     idle, why = retirement(observed, now())
     if idle is not None:

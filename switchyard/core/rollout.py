@@ -23,7 +23,7 @@ from switchyard.core.canary_inputs import CanaryPolicy
 from switchyard.core.flags import check_enable_flags
 from switchyard.core.hooks import ReleaseHooks
 from switchyard.core.stages import PerformanceTest
-from switchyard.core.state import ImageObservation, ServiceObservation
+from switchyard.core.state import ImageObservation, ScaleSetObservation, ServiceObservation
 from switchyard.core.topology import Color
 
 # Gateway tags that carry a release's phase, written in the same PUT as the routing change, so
@@ -469,15 +469,24 @@ def retirement(observed: ServiceObservation, now: datetime) -> tuple[Color | Non
     if idle is None:
         return None, "no live color"
     scale_set = observed.scale_set(idle)
-    if not scale_set.exists or scale_set.capacity == 0:
-        return None, f"{scale_set.name} is already scaled down"
+    scaled_down = already_scaled_down(scale_set)
+    if scaled_down is not None:
+        return None, scaled_down
     if observed.canary_serving:
         return None, f"{scale_set.name} serves a canary"
     stays = warm_period_pending(observed.gateway.tags, now, scale_set.name)
     if stays is not None:
         return None, stays
-    due = datetime.fromisoformat(observed.gateway.tags[TAG_RETIRE_AFTER])
+    due = _retire_after(observed.gateway.tags)
+    assert due is not None  # warm_period_pending found it
     return idle, f"{scale_set.name} was kept warm until {due.isoformat()}"
+
+
+def already_scaled_down(idle_set: ScaleSetObservation) -> str | None:
+    """The part of `retirement` the idle scale set alone answers: nothing left to scale down."""
+    if not idle_set.exists or idle_set.capacity == 0:
+        return f"{idle_set.name} is already scaled down"
+    return None
 
 
 def warm_period_pending(tags: Mapping[str, str], now: datetime, idle_scale_set: str) -> str | None:
@@ -486,13 +495,20 @@ def warm_period_pending(tags: Mapping[str, str], now: datetime, idle_scale_set: 
     it does, and nothing else needs to be read."""
     if tags.get(TAG_PHASE) != Phase.FINALIZED:
         return f"{idle_scale_set} stays: the last release is {tags.get(TAG_PHASE) or 'unknown'}, not finalized"
-    try:
-        due = datetime.fromisoformat(tags.get(TAG_RETIRE_AFTER, ""))
-    except ValueError:
+    due = _retire_after(tags)
+    if due is None:
         return f"{idle_scale_set} stays: no retirement time on the gateway"
     if now < due:
         return f"{idle_scale_set} stays warm until {due.isoformat()}"
     return None
+
+
+def _retire_after(tags: Mapping[str, str]) -> datetime | None:
+    """When finalize said the old color may scale to zero (the gateway's retire-after tag), if it says."""
+    try:
+        return datetime.fromisoformat(tags.get(TAG_RETIRE_AFTER, ""))
+    except ValueError:
+        return None
 
 
 def canary_instances_for(observed: ServiceObservation, step: CanaryStep) -> list[str]:

@@ -18,7 +18,6 @@ from switchyard_emulator.ports import (
     PRUNE_EVERY_S,
     PRUNED_MARK,
     ephemeral_range,
-    pick_port,
     port_is_free,
 )
 
@@ -78,6 +77,26 @@ def test_two_processes_choosing_ports_they_bind_later_never_get_the_same_one(tmp
     assert all(first <= port < first + 60 for ports in picked for port in ports)
 
 
+SINGLE_PICKER = """
+import sys
+from pathlib import Path
+from switchyard_emulator.ports import pick_port
+
+print(pick_port("127.0.0.1", [(int(sys.argv[1]), int(sys.argv[1]))], Path(sys.argv[2])))
+"""
+
+
+def _pick_in_a_fresh_process(port: int, registry: Path) -> int:
+    """pick_port offered `port` alone, by a process that has picked nothing before: this one remembers
+    its own picks (this test file's free_port calls among them), and would refuse a port it picked
+    earlier whatever the registry says."""
+    picker = subprocess.run(
+        [sys.executable, "-c", SINGLE_PICKER, str(port), str(registry)], capture_output=True, text=True, timeout=60
+    )
+    assert picker.returncode == 0, picker.stderr
+    return int(picker.stdout)
+
+
 def _block_registry_and_dead_pid(tmp_path: Path) -> tuple[int, Path, int]:
     """60 unused ports, an empty registry, and the pid of a process that has exited."""
     registry = tmp_path / "registry"
@@ -92,7 +111,7 @@ def _an_abandoned_claim_is_handed_out(registry: Path, dead_pid: int, port: int) 
     rightly refuses it, and another port is tried (a refused port that is still free is a failure)."""
     for _ in range(5):
         (registry / str(port)).write_text(f"{dead_pid} {time.time() - CLAIM_AFTER_EXIT_S - 60}\n")
-        if pick_port("127.0.0.1", [(port, port)], registry) == port:
+        if _pick_in_a_fresh_process(port, registry) == port:
             return True
         if port_is_free(port, reuse_address=False):
             return False
@@ -105,12 +124,12 @@ def test_a_claim_outlives_its_process_for_a_while_and_then_the_port_is_free_agai
     # Claimed a minute ago by a process that has exited since: `switchyard up` chose it for a server
     # that binds it later, so it stays claimed, and the pick falls back to a port the kernel chooses.
     (registry / str(first)).write_text(f"{dead_pid} {time.time() - 60}\n")
-    assert pick_port("127.0.0.1", [(first, first)], registry) != first
+    assert _pick_in_a_fresh_process(first, registry) != first
     # Claimed long ago by that process, and never bound: abandoned, so it is handed out again.
     assert _an_abandoned_claim_is_handed_out(registry, dead_pid, first + 1)
     # The same age, but its process still runs (a pytest worker whose fleet has not bound it yet).
     (registry / str(first + 2)).write_text(f"{os.getpid()} {time.time() - CLAIM_AFTER_EXIT_S - 60}\n")
-    assert pick_port("127.0.0.1", [(first + 2, first + 2)], registry) != first + 2
+    assert _pick_in_a_fresh_process(first + 2, registry) != first + 2
 
 
 def test_claims_that_no_longer_hold_are_swept_from_the_registry_now_and_then(tmp_path: Path) -> None:
@@ -127,8 +146,7 @@ def test_claims_that_no_longer_hold_are_swept_from_the_registry_now_and_then(tmp
     mark.touch()
     os.utime(mark, (time.time() - PRUNE_EVERY_S - 1,) * 2)
 
-    # (ports of this block no earlier test of this process picked: a process remembers its own picks)
-    picked = pick_port("127.0.0.1", [(first + 30, first + 30)], registry)
+    picked = _pick_in_a_fresh_process(first + 30, registry)
 
     assert picked == first + 30
     assert [claim.exists() for claim in abandoned] == [False, False]
@@ -136,5 +154,5 @@ def test_claims_that_no_longer_hold_are_swept_from_the_registry_now_and_then(tmp
     assert (registry / str(first + 30)).exists()
     # Swept a moment ago: the next pick does not look again.
     abandoned[0].write_text(f"{dead_pid} {long_ago}\n")
-    assert pick_port("127.0.0.1", [(first + 31, first + 31)], registry) == first + 31
+    assert _pick_in_a_fresh_process(first + 31, registry) == first + 31
     assert abandoned[0].exists()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import shlex
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -205,31 +206,55 @@ def _fleet_for_stack(fleet_file: Path, paths: StackPaths) -> Any:
     return fleet
 
 
-async def _ensure_work_pool() -> bool:
-    """Create the process work pool if it is missing; True when created."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+def flow_run_command() -> str:
+    """How the local work pool's workers start a flow run: Prefect's engine under this interpreter.
+
+    Left unset, Prefect 3.9's process worker starts each run through a workspace supervisor, a
+    first interpreter that imports Prefect, prepares the run's workspace and then replaces itself
+    with the engine: a second start-up per run, over a CPU second before the flow's first line, and
+    more on a busy machine. The stack's workers run in this checkout on this interpreter, so the
+    engine is started directly; it runs the deployment's pull step itself (prefect.yaml)."""
+    return shlex.join([sys.executable, "-m", "prefect.engine"])
+
+
+def _work_pool_template() -> dict[str, Any]:
     from prefect.workers.process import ProcessWorker
 
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = flow_run_command()
+    return template
+
+
+async def _ensure_work_pool() -> Literal["created", "updated", "present"]:
+    """The process work pool, created if missing, its flow-run command brought up to date."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    template = _work_pool_template()
     async with get_client() as client:
         try:
-            await client.read_work_pool(WORK_POOL)
-            return False
+            pool = await client.read_work_pool(WORK_POOL)
         except ObjectNotFound:
-            pass
+            pool = None
+        if pool is not None:
+            if pool.base_job_template == template:
+                return "present"
+            # (a pool an older switchyard created, or one whose interpreter has moved)
+            await client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
+            return "updated"
         try:
             await client.create_work_pool(
                 WorkPoolCreate(
                     name=WORK_POOL,
                     type="process",
                     description="switchyard's local work pool: flow runs as processes on this machine.",
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    base_job_template=template,
                 )
             )
         except ObjectAlreadyExists:
-            return False
-    return True
+            return "present"
+    return "created"
 
 
 async def _register_blocks(fleet: Any) -> list[str]:
@@ -458,9 +483,9 @@ def _up(options: UpOptions, echo: Echo) -> StackState:
 
         # 3. the work pool, then the deployments in the background
         with prefect_client_settings(paths, api_url):
-            pool_created = asyncio.run(_ensure_work_pool())
+            pool = asyncio.run(_ensure_work_pool())
             missing = asyncio.run(_missing_deployments())
-            clock.say(f"work pool {WORK_POOL} " + ("created" if pool_created else "present"))
+            clock.say(f"work pool {WORK_POOL} {pool}")
             if missing or options.redeploy:
                 jobs.append(threads.submit(_deploy, paths, api_url, clock))
             else:

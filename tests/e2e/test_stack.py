@@ -25,9 +25,11 @@ import pytest
 import yaml
 from azure.mgmt.resource.resources import ResourceManagementClient
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.server.schemas.schedules import CronSchedule
 from prefect.states import Cancelling
+from prefect.workers.process import ProcessWorker
 from pydantic import ValidationError
 
 from blocks import ALL_BLOCKS, AzureEnvironmentBlock, ServiceBlock, known_names
@@ -35,6 +37,7 @@ from switchyard.checkout import PREFECT_FILE, REPO_ROOT, checkout_fleet
 from switchyard.core.topology import Topology
 from switchyard.stack.processes import ProcStat, port_is_free, proc_stat
 from switchyard.stack.state import WORK_POOL, WORKER_NAME, StackPaths, read_stack
+from switchyard.stack.up import flow_run_command
 from switchyard_emulator.testing import StaticTokenCredential
 from tests.e2e.repo_commits import COMMITTED_AT, changed_commit, head_commit, labelled_commit, merge_commit
 from tests.e2e.stack_support import (
@@ -136,6 +139,8 @@ def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stac
         assert {d.name for d in client.read_deployments()} == DEPLOYMENTS
         pool = client.read_work_pool(WORK_POOL)
         assert pool.type == "process"
+        # flow runs start as Prefect's engine under the stack's interpreter (no workspace supervisor)
+        assert pool.base_job_template["variables"]["properties"]["command"]["default"] == flow_run_command()
         workers = client.read_workers_for_work_pool(WORK_POOL)
         assert [w.status.value for w in workers if w.name == WORKER_NAME] == ["ONLINE"]
         automations = {a.name: a for a in client.read_automations()}
@@ -151,6 +156,11 @@ def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stac
                 assert gateway.name == Topology(service=service, environment=environment).gateway
     runs_before = len(_all_runs(stack))
     stack_file_before = (stack.state_dir / "stack.json").read_bytes()
+    # The pool as an older switchyard left it (Prefect's default template): up brings it up to date.
+    with stack.client_settings(), get_client(sync_client=True) as client:
+        client.update_work_pool(
+            WORK_POOL, WorkPoolUpdate(base_job_template=ProcessWorker.get_default_base_job_template())
+        )
 
     second = stack.up()
 
@@ -163,6 +173,10 @@ def test_up_from_cold_starts_everything_and_up_again_changes_nothing(stack: Stac
     ):
         assert what in second.stdout
     assert "nothing changed" in second.stdout
+    assert f"work pool {WORK_POOL} updated" in second.stdout
+    with stack.client_settings(), get_client(sync_client=True) as client:
+        template = client.read_work_pool(WORK_POOL).base_job_template
+        assert template["variables"]["properties"]["command"]["default"] == flow_run_command()
     assert (stack.state_dir / "stack.json").read_bytes() == stack_file_before
     assert len(_all_runs(stack)) == runs_before  # no provisioning ran again
 

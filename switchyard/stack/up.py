@@ -207,14 +207,15 @@ def _fleet_for_stack(fleet_file: Path, paths: StackPaths) -> Any:
 
 
 def flow_run_command() -> str:
-    """How the local work pool's workers start a flow run: Prefect's engine under this interpreter.
+    """How the local work pool's workers start a flow run: Prefect's engine under this interpreter,
+    leading a process group of its own (switchyard/stack/flow_run_engine.py).
 
     Left unset, Prefect 3.9's process worker starts each run through a workspace supervisor, a
     first interpreter that imports Prefect, prepares the run's workspace and then replaces itself
     with the engine: a second start-up per run, over a CPU second before the flow's first line, and
     more on a busy machine. The stack's workers run in this checkout on this interpreter, so the
     engine is started directly; it runs the deployment's pull step itself (prefect.yaml)."""
-    return shlex.join([sys.executable, "-m", "prefect.engine"])
+    return shlex.join([sys.executable, "-m", "switchyard.stack.flow_run_engine"])
 
 
 def _work_pool_template() -> dict[str, Any]:

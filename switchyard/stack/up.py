@@ -237,25 +237,23 @@ async def _ensure_work_pool() -> Literal["created", "updated", "present"]:
         try:
             pool = await client.read_work_pool(WORK_POOL)
         except ObjectNotFound:
-            pool = None
-        if pool is not None:
-            if pool.base_job_template == template:
-                return "present"
-            # (a pool an older switchyard created, or one whose interpreter has moved)
-            await client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
-            return "updated"
-        try:
-            await client.create_work_pool(
-                WorkPoolCreate(
-                    name=WORK_POOL,
-                    type="process",
-                    description="switchyard's local work pool: flow runs as processes on this machine.",
-                    base_job_template=template,
+            try:
+                await client.create_work_pool(
+                    WorkPoolCreate(
+                        name=WORK_POOL,
+                        type="process",
+                        description="switchyard's local work pool: flow runs as processes on this machine.",
+                        base_job_template=template,
+                    )
                 )
-            )
-        except ObjectAlreadyExists:
+            except ObjectAlreadyExists:
+                return "present"
+            return "created"
+        if pool.base_job_template == template:
             return "present"
-    return "created"
+        # (a pool an older switchyard created, or one whose interpreter has moved)
+        await client.update_work_pool(WORK_POOL, WorkPoolUpdate(base_job_template=template))
+        return "updated"
 
 
 async def _register_blocks(fleet: Any) -> list[str]:

@@ -39,13 +39,14 @@ def test_ports_come_from_outside_the_range_client_connections_take_theirs_from()
     assert [port for port in ports if low <= port <= high] == []
 
 
+# `count` picks among the ports first..last, by a process of its own.
 PICKER = """
 import sys
 from pathlib import Path
 from switchyard_emulator.ports import pick_port
 
-first, count, registry = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-print(" ".join(str(pick_port("127.0.0.1", [(first, first + 59)], registry)) for _ in range(count)))
+first, last, count, registry = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+print(" ".join(str(pick_port("127.0.0.1", [(first, last)], registry)) for _ in range(count)))
 """
 
 
@@ -65,7 +66,7 @@ def test_two_processes_choosing_ports_they_bind_later_never_get_the_same_one(tmp
     first = _unused_block_of_60()
     pickers = [
         subprocess.Popen(
-            [sys.executable, "-c", PICKER, str(first), "25", str(tmp_path / "registry")],
+            [sys.executable, "-c", PICKER, str(first), str(first + 59), "25", str(tmp_path / "registry")],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -77,21 +78,15 @@ def test_two_processes_choosing_ports_they_bind_later_never_get_the_same_one(tmp
     assert all(first <= port < first + 60 for ports in picked for port in ports)
 
 
-SINGLE_PICKER = """
-import sys
-from pathlib import Path
-from switchyard_emulator.ports import pick_port
-
-print(pick_port("127.0.0.1", [(int(sys.argv[1]), int(sys.argv[1]))], Path(sys.argv[2])))
-"""
-
-
 def _pick_in_a_fresh_process(port: int, registry: Path) -> int:
     """pick_port offered `port` alone, by a process that has picked nothing before: this one remembers
     its own picks (this test file's free_port calls among them), and would refuse a port it picked
     earlier whatever the registry says."""
     picker = subprocess.run(
-        [sys.executable, "-c", SINGLE_PICKER, str(port), str(registry)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", PICKER, str(port), str(port), "1", str(registry)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert picker.returncode == 0, picker.stderr
     return int(picker.stdout)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from switchyard.checkout import default_state_dir
-from switchyard.stack.state import DEFAULT_FLEET_FILE, DEFAULT_PORT, StackError, StackPaths
+from switchyard.stack.state import DEFAULT_FLEET_FILE, DEFAULT_PORT, StackError, StackPaths, plain_http_api_trust
 
 if TYPE_CHECKING:
     from switchyard.stack.up import UpOptions
@@ -119,14 +119,15 @@ def up_options(
 
 def use_local_stack() -> None:
     """Talk to the local stack's Prefect server when it runs and no other API was chosen."""
-    stack_file = StackPaths(state_dir=default_state_dir()).stack_file
-    if os.environ.get("PREFECT_API_URL") or not stack_file.is_file():
+    paths = StackPaths(state_dir=default_state_dir())
+    if os.environ.get("PREFECT_API_URL") or not paths.stack_file.is_file():
         return
     try:
-        api_url = json.loads(stack_file.read_text())["prefect_api_url"]
+        api_url = json.loads(paths.stack_file.read_text())["prefect_api_url"]
     except (ValueError, KeyError):
         return
     os.environ["PREFECT_API_URL"] = api_url
+    os.environ.update(plain_http_api_trust(paths, api_url))
 
 
 def _fail(message: str) -> None:

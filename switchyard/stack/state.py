@@ -210,6 +210,7 @@ def client_environment(paths: StackPaths, api_url: str) -> dict[str, str]:
     """What every Prefect client the stack starts (deploy, provision, worker, flow runs) needs."""
     return {
         **os.environ,
+        **plain_http_api_trust(paths, api_url),
         "PREFECT_API_URL": api_url,
         "PREFECT_HOME": str(paths.prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -222,6 +223,26 @@ def client_environment(paths: StackPaths, api_url: str) -> dict[str, str]:
             filter(None, [os.environ.get("PREFECT_LOGGING_EXTRA_LOGGERS"), ADAPTER_LOGGER])
         ),
     }
+
+
+def plain_http_api_trust(paths: StackPaths, api_url: str) -> dict[str, str]:
+    """A one-certificate CA file for Prefect's clients of the stack's plain-HTTP API.
+
+    Prefect 3.9 builds a certificate-verifying TLS context for every client it makes (PrefectClient
+    __init__: `ssl.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE or certifi.where())`),
+    whatever the API's scheme. Parsing the system's ~140 roots costs 15-25 ms of CPU each time, and
+    a flow run makes a client for each block load, concurrency lease, artifact and log worker: a
+    patch-services run of five services made 41 of them (a second of CPU). The stack's API is
+    http:// on loopback, where no certificate is ever verified, so the stack's own CA (the
+    emulator's one certificate) serves as well and costs a fraction of a millisecond. Only for an
+    http:// API, only when no file was chosen, and only once the emulator has written its CA."""
+    if not api_url.startswith("http://") or os.environ.get("PREFECT_API_SSL_CERT_FILE"):
+        return {}
+    info = emulator_info(paths)
+    ca_bundle = info.get("ca_bundle") if info else None
+    if not isinstance(ca_bundle, str) or not Path(ca_bundle).is_file():
+        return {}
+    return {"PREFECT_API_SSL_CERT_FILE": ca_bundle}
 
 
 @contextmanager

@@ -243,12 +243,13 @@ def load_database(directories: Path | Sequence[Path]) -> OsvDatabase:
     images in one process, each parse costing a tenth of a second or more of CPU."""
     key = (directories,) if isinstance(directories, Path) else tuple(directories)
     fingerprint = _fingerprint(key)
+    # Held while parsing: the services of a patch run scan side by side, and would otherwise all
+    # parse the same files at once, each finding the cache still empty.
     with _parsed_lock:
         cached = _parsed.get(key)
-    if cached is not None and cached[0] == fingerprint:
-        return cached[1]
-    database = OsvDatabase(list(key))
-    with _parsed_lock:
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        database = OsvDatabase(list(key))
         _parsed[key] = (fingerprint, database)
     return database
 

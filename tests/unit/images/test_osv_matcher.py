@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,21 @@ def test_a_scanner_parses_a_database_once_and_again_after_it_changes(tmp_path: P
     (tmp_path / "db" / "R-1.json").unlink()
     assert ids(load_database(tmp_path / "db"), "1.1") == ["R-2"]
 
+
+
+def test_scanners_started_side_by_side_share_one_parse(tmp_path: Path) -> None:
+    # A patch run's services scan at the same time: each would parse the database if the first
+    # parse were not waited for.
+    database(tmp_path, *(record(f"R-{n}", [{"introduced": "1.0"}]) for n in range(200)))
+    start = threading.Barrier(8)
+
+    def load() -> OsvDatabase:
+        start.wait()
+        return load_database(tmp_path / "db")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        loaded = list(pool.map(lambda _: load(), range(8)))
+    assert all(db is loaded[0] for db in loaded)
 
 def test_pep440_ordering_not_text_ordering(tmp_path: Path) -> None:
     db = database(tmp_path, record("R-1", [{"introduced": "1.9"}, {"fixed": "1.10"}]))

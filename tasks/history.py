@@ -32,6 +32,7 @@ Where the facts come from (the choice, and why):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -97,6 +98,10 @@ ROLLBACK_LOOKBACK = timedelta(days=14)
 # live service each month, so a month and a half back almost always holds the run that put the
 # live version there; further back costs reading more runs for little.
 PREVIOUS_LOOKBACK = timedelta(days=45)
+# Prefect records task runs from their state events, asynchronously: a run that ended moments ago
+# may not have its last steps in the database yet (the local stack's server records them in
+# batches, every second; a busy server later). Its steps are read once it has been over this long.
+TASK_RUNS_SETTLE = timedelta(seconds=5)
 _PAGE = 200
 _TERMINAL = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
 _RUN_STATES = {
@@ -241,6 +246,15 @@ def _flow_runs(client: SyncPrefectClient, flow_name: str, since: datetime, until
         offset += _PAGE
 
 
+def settle_wait_s(flow_runs: Iterable[FlowRun], now: datetime) -> float:
+    """How long to wait before reading the steps of `flow_runs`: until the newest of them ended
+    TASK_RUNS_SETTLE ago (0 when it did already, as for any report of a past period)."""
+    ends = [end for end in (_aware(run.end_time) for run in flow_runs) if end is not None]
+    if not ends:
+        return 0.0
+    return max(0.0, (max(ends) + TASK_RUNS_SETTLE - now).total_seconds())
+
+
 def _task_runs(client: SyncPrefectClient, flow_run_ids: list[UUID]) -> dict[UUID, list[TaskRun]]:
     by_run: dict[UUID, list[TaskRun]] = {run_id: [] for run_id in flow_run_ids}
     for first in range(0, len(flow_run_ids), 50):
@@ -368,6 +382,10 @@ def read_release_history(start: datetime, end: datetime) -> ReleaseHistory:
     with get_client(sync_client=True) as client:
         releases = list(_flow_runs(client, RELEASE_FLOW, since, end))
         rollbacks = list(_flow_runs(client, ROLLBACK_FLOW, since, end))
+        wait_s = settle_wait_s([*releases, *rollbacks], datetime.now(UTC))
+        if wait_s > 0:
+            logger.info("a run ended moments ago: waiting %.1f s for Prefect to record its steps", wait_s)
+            time.sleep(wait_s)
         task_runs = _task_runs(client, [run.id for run in releases + rollbacks])
     images = _ImageFacts()
     records: list[ReleaseRecord] = []

@@ -29,4 +29,3 @@ def test_runs_that_ended_long_enough_ago_are_read_at_once() -> None:
 
 def test_no_runs_no_wait() -> None:
     assert settle_wait_s([], NOW) == 0.0
-

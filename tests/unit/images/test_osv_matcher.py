@@ -154,7 +154,6 @@ def test_a_scanner_parses_a_database_once_and_again_after_it_changes(tmp_path: P
     assert ids(load_database(tmp_path / "db"), "1.1") == ["R-2"]
 
 
-
 def test_scanners_started_side_by_side_share_one_parse(tmp_path: Path) -> None:
     # A patch run's services scan at the same time: each would parse the database if the first
     # parse were not waited for.
@@ -168,6 +167,7 @@ def test_scanners_started_side_by_side_share_one_parse(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         loaded = list(pool.map(lambda _: load(), range(8)))
     assert all(db is loaded[0] for db in loaded)
+
 
 def test_pep440_ordering_not_text_ordering(tmp_path: Path) -> None:
     db = database(tmp_path, record("R-1", [{"introduced": "1.9"}, {"fixed": "1.10"}]))

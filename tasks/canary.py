@@ -189,7 +189,7 @@ def _signals(
     every_vm = {
         vm: metrics
         for color in dict.fromkeys((sides.baseline_color, sides.canary_color))
-        for vm, metrics in telemetry.instance_metrics(topology, color, start, end).items()
+        for vm, metrics in telemetry.instance_metrics(topology, color, start, end, sides.vm_sizes.get(color)).items()
     }
     return golden_signals(
         sides,

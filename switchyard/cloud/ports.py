@@ -229,10 +229,11 @@ class Telemetry(Protocol):
         ...
 
     def instance_metrics(
-        self, topology: Topology, color: Color, start: datetime, end: datetime
+        self, topology: Topology, color: Color, start: datetime, end: datetime, vm_size: str | None
     ) -> dict[str, InstanceMetrics]:
         """Per VM name of the color's instances, Percentage CPU and memory used (100 x (1 - Available
-        Memory Bytes / the VM size's memory)) per grain, and Network Out Total over [start, end)."""
+        Memory Bytes / the memory of `vm_size`, the color's VM size as the caller observed it)) per
+        grain, and Network Out Total over [start, end)."""
         ...
 
 

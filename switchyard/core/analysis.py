@@ -47,6 +47,8 @@ class CanarySides(BaseModel):
     canary_addresses: list[str]
     canary_vm_names: list[str]  # the canary instances' VMs: their CPU, memory and network are the canary's
     baseline_vm_names: list[str] = []  # the baseline instances' VMs
+    # Each side's color's VM size, as observed: memory used is measured against the size's memory.
+    vm_sizes: dict[Color, str] = {}
 
 
 def canary_sides(
@@ -62,6 +64,11 @@ def canary_sides(
         canary_addresses=sorted(canary),
         canary_vm_names=[i.name for i in observed.scale_set(canary_color).instances if i.private_ip in canary],
         baseline_vm_names=[i.name for i in observed.scale_set(baseline_color).instances if i.private_ip in baseline],
+        vm_sizes={
+            color: size
+            for color in (baseline_color, canary_color)
+            if (size := observed.scale_set(color).vm_size) is not None
+        },
     )
 
 

@@ -38,6 +38,7 @@ class ScaleSetObservation(_Observed):
     exists: bool
     etag: str | None = None  # writes that could race take it (If-Match)
     capacity: int = 0
+    vm_size: str | None = None  # the scale set's VM size (its SKU name), e.g. Standard_B2s
     image_version: str | None = None  # the scale set model's gallery version
     provisioning_state: str | None = None
     instances: list[InstanceObservation] = Field(default_factory=list)

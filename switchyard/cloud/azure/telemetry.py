@@ -203,7 +203,7 @@ class AzureMonitorTelemetry:
         return dict(samples)
 
     def instance_metrics(
-        self, topology: Topology, color: Color, start: datetime, end: datetime
+        self, topology: Topology, color: Color, start: datetime, end: datetime, vm_size: str | None
     ) -> dict[str, InstanceMetrics]:
         """The three host metrics of the scale set in one query, split per VMName at the same grains as
         every other query: Percentage CPU and Available Memory Bytes by their Average, Network Out
@@ -220,7 +220,7 @@ class AzureMonitorTelemetry:
         cpu = self._points_by_vm(series[_CPU], "average")
         available = self._points_by_vm(series[_AVAILABLE_MEMORY], "average")
         sent = {vm: sum(totals) for vm, totals in self._points_by_vm(series[_NETWORK_OUT], "total").items() if totals}
-        memory = self._vm_memory_bytes(topology, color) if available else 0.0
+        memory = self._vm_memory_bytes(topology.scale_set(color), vm_size) if available else 0.0
         return {
             vm: InstanceMetrics(
                 cpu_percent=cpu.get(vm, []),
@@ -242,13 +242,12 @@ class AzureMonitorTelemetry:
                 points[vm].extend(float(p[key]) for p in element.get("data", []) if p.get(key) is not None)
         return points
 
-    def _vm_memory_bytes(self, topology: Topology, color: Color) -> float:
-        name = topology.scale_set(color)
-        with azure_errors(f"scale set {name}"):
-            scale_set = self._clients.compute.virtual_machine_scale_sets.get(self._environment.resource_group, name)
-        size = scale_set.sku.name if scale_set.sku is not None else None
+    def _vm_memory_bytes(self, scale_set: str, size: str | None) -> float:
+        """The memory of VM size `size` (scale set `scale_set`'s), from the region's resource SKUs,
+        listed once per size: the caller observed the size with the scale set, so a look at the
+        metrics reads nothing else."""
         if not size:
-            raise CloudError(f"scale set {name} has no VM size: cannot tell its memory")
+            raise CloudError(f"scale set {scale_set} has no VM size: cannot tell its memory")
         known = self._memory_by_size.get(size.lower())
         if known is not None:
             return known

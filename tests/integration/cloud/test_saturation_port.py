@@ -33,7 +33,7 @@ def test_memory_used_and_network_out_are_read_per_instance(
     assert sum(answered.values()) == 40
 
     def metrics() -> dict[str, InstanceMetrics] | None:
-        found = cloud.telemetry.instance_metrics(topology, Color.BLUE, start, end)
+        found = cloud.telemetry.instance_metrics(topology, Color.BLUE, start, end, blue.vm_size)
         sent = [m.network_out_bytes for m in found.values()]
         return found if set(found) == set(names) and all(v is not None and v > 0 for v in sent) else None
 

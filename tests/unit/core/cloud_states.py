@@ -52,13 +52,16 @@ def address(color: Color, instance: int) -> str:
     return f"127.{1 if color is Color.BLUE else 2}.0.{instance + 4}"
 
 
-def scale_set(color: Color, version: str | None, count: int, *, capacity: int | None = None) -> ScaleSetObservation:
+def scale_set(
+    color: Color, version: str | None, count: int, *, capacity: int | None = None, vm_size: str = "Standard_B2s"
+) -> ScaleSetObservation:
     return ScaleSetObservation(
         name=TOPOLOGY.scale_set(color),
         color=color,
         exists=version is not None,
         etag='"ss-1"' if version is not None else None,
         capacity=count if capacity is None else capacity,
+        vm_size=vm_size if version is not None else None,
         image_version=version,
         instances=[
             InstanceObservation(

@@ -45,6 +45,16 @@ def test_during_a_canary_the_baseline_is_the_live_color_and_the_canary_only_its_
     assert sides.canary_vm_names == [f"{SPLIT.topology.scale_set(Color.GREEN)}_0"]
 
 
+def test_each_side_carries_its_colors_vm_size_as_observed() -> None:
+    # Memory used is measured against the VM size's memory: the sides say each color's own size,
+    # so a look at the metrics needs no read of the scale sets.
+    resized = observed(
+        scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3, vm_size="Standard_B4ms"), canary=[CANARY]
+    )
+    sides = canary_sides(resized, [CANARY], Color.BLUE, Color.GREEN)
+    assert sides.vm_sizes == {Color.BLUE: "Standard_B2s", Color.GREEN: "Standard_B4ms"}
+
+
 def test_under_full_traffic_the_whole_live_color_is_the_canary_and_there_is_no_baseline() -> None:
     promoted = observed(scale_set(Color.BLUE, V1, 3), scale_set(Color.GREEN, V2, 3), live=Color.GREEN)
     live = promoted.scale_set(Color.GREEN).addresses

@@ -85,6 +85,8 @@ def test_a_rule_on_a_metric_the_scale_set_does_not_have_is_refused_as_azure_refu
 ) -> None:
     settings_api = cloud.clients.monitor.autoscale_settings
     group = cloud.environment.resource_group
+    # Its own setting to edit, so the test does not depend on which tests ran before it.
+    cloud.infrastructure.ensure_autoscale(topology, cloud.service, Color.GREEN)
     setting = settings_api.get(group, topology.autoscale_setting(Color.GREEN))
     setting.profiles[0].rules[0].metric_trigger.metric_name = "Percentage memory"
     with pytest.raises(HttpResponseError) as raised:

@@ -5,9 +5,11 @@ change afterwards."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import BlobClient
 
 from switchyard.cloud.azure import AzureCloud
 from switchyard.cloud.errors import CloudError, NotFoundError
@@ -114,14 +116,30 @@ def test_publishing_a_blob_that_is_not_there_fails_and_leaves_no_version(
 
 
 def test_the_account_key_is_in_no_error(cloud: AzureCloud, artifacts: dict[str, Path], tmp_path: Path) -> None:
-    """A failed upload says what failed, never with the key it signed with."""
-    clients = cloud.clients
-    key = clients.storage.storage_accounts.list_keys(cloud.environment.gallery_group, clients.storage_account)["keys"][
-        0
-    ]["value"]
-    with pytest.raises(OSError) as failure:
-        cloud.image_storage.stage(tmp_path / "never-built.tar.gz", cloud.service.name, "4000000.20261100.2")
-    assert key not in str(failure.value) and key not in repr(failure.value)
+    """A failed upload says what failed, never with the key it signed with: here the blob an upload
+    must replace is held by someone else's lease, so Azure Storage refuses the signed delete."""
+    clients, service, version = cloud.clients, cloud.service.name, "4000000.20261100.2"
+    first = tmp_path / "first.tar.gz"
+    first.write_bytes(b"a first artifact")
+    staged = cloud.image_storage.stage(first, service, "4000000.20261100.3")  # makes the account and container
+    group, account = cloud.environment.gallery_group, clients.storage_account
+    key = clients.storage.storage_accounts.list_keys(group, account)["keys"][0]["value"]
+    artifact = artifacts[V1]
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    in_the_way = BlobClient.from_blob_url(
+        staged.uri.rsplit("/", 2)[0] + f"/{service}/{version}-{digest[:16]}.vhd",
+        credential={"account_name": account, "account_key": key},
+        connection_verify=clients.connection_verify,
+    )
+    in_the_way.upload_blob(b"not the artifact")
+    in_the_way.acquire_lease()
+
+    with pytest.raises(CloudError) as failure:
+        cloud.image_storage.stage(artifact, service, version)
+
+    assert f"uploading {artifact.name} to storage account {account}" in str(failure.value)
+    chain = [failure.value, failure.value.__cause__, failure.value.__context__]
+    assert all(key not in str(error) and key not in repr(error) for error in chain)
 
 
 def test_an_azure_builds_managed_image_is_the_versions_source_and_is_deleted_after(

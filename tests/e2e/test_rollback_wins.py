@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from blocks import load_environment, load_service
@@ -141,8 +143,27 @@ def test_a_rollback_after_promotion_is_not_undone_by_the_release_it_rolled_back(
     assert users.report().failed == 0
 
 
+def slow_requests(fleet: Fleet, count: int, ms: int) -> tuple[list[threading.Thread], list[tuple[int, str]]]:
+    """`count` requests to production, each answered after `ms` milliseconds, started side by side;
+    each thread adds (status, the image that answered) to the list (status 0: no answer at all)."""
+    port = fleet.services[SERVICE].ports_in(ENV).production
+    answers: list[tuple[int, str]] = []
+
+    def ask() -> None:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{port}/work/sleep?ms={ms}", timeout=ms / 1000 + 20)
+            answers.append((answer.status_code, answer.headers.get("X-Image-Version", "")))
+        except httpx.HTTPError:
+            answers.append((0, ""))
+
+    threads = [threading.Thread(target=ask) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, answers
+
+
 def test_a_rollback_mid_canary_stops_the_release_and_the_image_stays_rolled_back(
-    images: dict[str, str], users: SteadyTraffic, tmp_path: Path
+    fleet: Fleet, images: dict[str, str], users: SteadyTraffic, tmp_path: Path
 ) -> None:
     stable = observe()
     assert stable.live_color is not None
@@ -151,13 +172,23 @@ def test_a_rollback_mid_canary_stops_the_release_and_the_image_stays_rolled_back
     running = release_elsewhere(images["v3"], "slow-canary", log)
     try:
         wait_for("the release's canary", lambda: observe().canary_serving, timeout_s=150, interval_s=0.2)
+        # Requests that take a while, in flight on both sides when the person rolls back: those on
+        # the canary must finish there, although its instances leave the canary pool (an upgrade
+        # that replaces their process) a moment after production does. (With the emulator's
+        # graceful stop of an instance turned off, they fail: checked.)
+        in_flight, answers = slow_requests(fleet, 16, 3000)
+        time.sleep(0.5)
         report = rollback(service=SERVICE, environment=ENV, reason="a person saw a problem", preempt_after_s=1)
+        for thread in in_flight:
+            thread.join()
     finally:
         summary = summary_of(running, log)
 
     assert report.stable_color == stable.live_color and report.abandoned_image == images["v3"]
     assert_rolled_back_for_good(images["v3"], str(stable_image), summary)
     assert users.report().failed == 0
+    assert [status for status, _ in answers] == [200] * 16, answers
+    assert any(image == images["v3"] for _, image in answers), answers  # some were on the canary
 
 
 def test_after_a_rollback_no_release_it_took_out_counts_as_finalized(images: dict[str, str]) -> None:

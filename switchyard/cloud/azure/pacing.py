@@ -69,6 +69,7 @@ class ReadBudget:
         self._at = 0.0
         self._waiting = 0
         self._noticed_at: float | None = None
+        self.paced_reads = 0  # reads that waited their turn
 
     def take_turn(self) -> float:
         """Before a read: spend one of the reads left, first waiting for the refill when that would go
@@ -84,6 +85,7 @@ class ReadBudget:
             if wait == 0.0:
                 return 0.0
             self._waiting += 1
+            self.paced_reads += 1
             notice = self._noticed_at is None or now - self._noticed_at >= NOTICE_EVERY_S
             if notice:
                 self._noticed_at = now

@@ -122,6 +122,7 @@ def test_the_account_key_is_in_no_error(cloud: AzureCloud, artifacts: dict[str, 
     first = tmp_path / "first.tar.gz"
     first.write_bytes(b"a first artifact")
     staged = cloud.image_storage.stage(first, service, "4000000.20261100.3")  # makes the account and container
+    assert staged.uri is not None
     group, account = cloud.environment.gallery_group, clients.storage_account
     key = clients.storage.storage_accounts.list_keys(group, account)["keys"][0]["value"]
     artifact = artifacts[V1]

@@ -55,6 +55,7 @@ def test_below_the_reserve_reads_go_at_the_refill_rate() -> None:
         budget.take_turn()
     # fifty reads from the reserve take two seconds of refill: 25 a second, as Azure admits them
     assert fake.now - start == pytest.approx(50 / 25)
+    assert budget.paced_reads == 50
 
 
 def test_the_refill_since_the_last_answer_counts() -> None:

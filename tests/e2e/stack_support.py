@@ -31,6 +31,7 @@ from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from switchyard.checkout import REPO_ROOT
+from switchyard.core.state import ServiceObservation
 from switchyard.stack.processes import free_port, is_running, process_tree, stop_processes
 from switchyard.stack.state import StackPaths, StackState, read_stack
 from tests.commands import run_module
@@ -232,19 +233,20 @@ def all_flow_runs() -> list[FlowRun]:
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(), limit=200)
 
 
-def service_observation(environment: str, service: str = SERVICE) -> Any:
-    """A service (default: the sample) as the cloud adapter sees it (blocks read from the stack's server)."""
+def service_observation(environment: str, service: str = SERVICE, *, with_health: bool = True) -> ServiceObservation:
+    """A service (default: the sample) as the cloud adapter sees it (blocks read from the Prefect
+    server the test talks to: a stack's, or the session's)."""
     from blocks import load_environment, load_service
     from switchyard.cloud.factory import cloud_for
     from switchyard.core.config import ServiceContext
 
     context = ServiceContext(environment=load_environment(environment), service=load_service(service))
-    return cloud_for(context).observe(context.topology)
+    return cloud_for(context).observe(context.topology, with_health=with_health)
 
 
 def live_image(environment: str, service: str = SERVICE) -> str | None:
     """The image the live color of `service` runs in `environment` (None: a mix of versions)."""
-    observed = service_observation(environment, service)
+    observed = service_observation(environment, service, with_health=False)
     assert observed.live_color is not None, f"{service} is not live in {environment}"
     return observed.scale_set(observed.live_color).runs_only
 

@@ -17,17 +17,15 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 
-from blocks import load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
-from switchyard.cloud.factory import cloud_for
-from switchyard.core.config import ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.stages.traffic import SteadyTraffic
 from tests.e2e.repo_commits import labelled_commit
+from tests.e2e.stack_support import live_image
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +42,6 @@ def images(fleet: Fleet) -> dict[str, str]:
     }
     assert release(service=SERVICE, environment=ENV, image_version=versions["v1"]).outcome == "promoted"
     return versions
-
-
-def live_image() -> str | None:
-    context = ServiceContext(environment=load_environment(ENV), service=load_service(SERVICE))
-    observed = cloud_for(context).observe(context.topology)
-    assert observed.live_color is not None
-    return observed.scale_set(observed.live_color).runs_only
 
 
 def paused_release(timeout_s: float = 60) -> UUID:
@@ -83,22 +74,22 @@ def test_a_release_waits_for_approval_and_switches_once_a_person_approves(fleet:
     worker = threading.Thread(target=contextvars.copy_context().run, args=(run,))
     worker.start()
     run_id = paused_release()
-    assert live_image() == images["v1"]  # nothing switched while waiting
+    assert live_image(ENV, SERVICE) == images["v1"]  # nothing switched while waiting
     resume_flow_run(run_id, run_input={"approve": True, "comment": "looks good"})
     worker.join(timeout=180)
     assert "error" not in outcome, outcome.get("error")
     summary = outcome["summary"]
     assert isinstance(summary, ReleaseSummary) and summary.outcome == "promoted"
     assert any(entry.step == "approved" and "looks good" in entry.detail for entry in summary.timeline)
-    assert live_image() == images["v2"]
+    assert live_image(ENV, SERVICE) == images["v2"]
 
 
 def test_no_answer_in_time_rolls_the_canary_back(fleet: Fleet, images: dict[str, str]) -> None:
-    before = live_image()
+    before = live_image(ENV, SERVICE)
     port = fleet.services[SERVICE].ports_in(ENV).production
     with SteadyTraffic("127.0.0.1", port, rate=110, connections=6), pytest.raises(ReleaseFailed) as failure:
         release(service=SERVICE, environment=ENV, image_version=images["v3"], policy="approval-times-out")
     summary = failure.value.summary
     assert summary is not None and summary.outcome == "rolled-back"
     assert "no approval within 3 s" in summary.outcome_detail
-    assert live_image() == before
+    assert live_image(ENV, SERVICE) == before

@@ -120,14 +120,14 @@ def test_a_release_killed_mid_canary_leaves_production_on_the_stable_color(
     with stack.client_settings():
         before = service_observation(ENV)
         stable = before.live_color
-        assert before.scale_set(stable).runs_only == images["v1"]
+        assert stable is not None and before.scale_set(stable).runs_only == images["v1"]
         with SteadyTraffic("127.0.0.1", port, rate=100, connections=8) as load:
             time.sleep(1)
             parameters = {"service": SERVICE, "environment": ENV, "image_version": images["v2"], "strategy": "canary"}
             release = start_run("release", parameters, timeout_s=0)  # started, not awaited
             split = wait_for(
                 "the release's canary",
-                lambda: (lambda o: o.canary_serving and o.canary_addresses)(service_observation(ENV)),
+                lambda: (lambda o: o.canary_addresses if o.canary_serving else [])(service_observation(ENV)),
                 180,
                 0.3,
             )

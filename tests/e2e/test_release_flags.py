@@ -16,13 +16,12 @@ from typing import Any
 
 import pytest
 
-from blocks import ServiceBlock, load_environment, load_service
+from blocks import ServiceBlock
 from flows.flags import set_feature_flag
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
-from switchyard.cloud.factory import cloud_for
-from switchyard.core.config import FaultProfile, ServiceContext
+from switchyard.core.config import FaultProfile
 from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseFailed
 from switchyard.core.rollout import Strategy
@@ -30,22 +29,12 @@ from switchyard.flags.sqlite_store import SqliteFlagStore
 from switchyard.stages.traffic import SteadyTraffic
 from tasks.events import FLAGS_FAILED_STEP
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import release_events, wait_for
+from tests.e2e.stack_support import live_image, release_events, wait_for
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV, POLICY, FLAG = "flagged", "production", "enable-new-greeting", "new_greeting"
 COMMIT = labelled_commit("release-flags")
-
-
-def context() -> ServiceContext:
-    return ServiceContext(environment=load_environment(ENV), service=load_service(SERVICE))
-
-
-def live_image() -> str | None:
-    ctx = context()
-    observed = cloud_for(ctx).observe(ctx.topology)
-    return observed.scale_set(observed.live_color).runs_only if observed.live_color else None
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +98,7 @@ def test_a_release_that_rolls_back_never_turns_its_flags_on(flagged: dict[str, A
     assert summary is not None and summary.outcome == "rolled-back"
     assert summary.flags == [] and "enable flags" not in steps(summary)
     assert flag(flagged["database"]) == before and before is not None and before[0] is False
-    assert live_image() == flagged["images"]["v2"]
+    assert live_image(ENV, SERVICE) == flagged["images"]["v2"]
 
 
 @pytest.fixture
@@ -139,7 +128,7 @@ def test_a_flag_store_that_fails_leaves_the_release_promoted_with_a_warning_and_
     assert warning.startswith(f"enable_flags could not turn on {FLAG} (FlagStoreError: the flag store ")
     assert "the release stays promoted" in warning and f"switchyard flag set {SERVICE} NAME on --env {ENV}" in warning
     assert summary.outcome_detail.startswith("Promoted, with a warning: enable_flags could not turn on")
-    assert live_image() == v4
+    assert live_image(ENV, SERVICE) == v4
     events = wait_for(
         "the flags-failed alert event", lambda: release_events(FLAGS_FAILED_STEP, SERVICE, ENV, since), timeout_s=30
     )

@@ -15,17 +15,14 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from blocks import load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
-from switchyard.cloud.factory import cloud_for
-from switchyard.core.config import FaultProfile, ServiceContext
+from switchyard.core.config import FaultProfile
 from switchyard.core.fleet import Fleet
-from switchyard.core.state import ServiceObservation
 from tasks.stages import StageFailed
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import wait_for
+from tests.e2e.stack_support import service_observation, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,11 +31,6 @@ COMMIT = labelled_commit("release-stages")
 POLICY = "with-performance-test"
 # The task names of the test stages after smoke, as the run shows them.
 TEST_STAGE_STEPS = {"integration tests on idle color", "performance test on idle color"}
-
-
-def observe() -> ServiceObservation:
-    context = ServiceContext(environment=load_environment(ENV), service=load_service(SERVICE))
-    return cloud_for(context).observe(context.topology)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +69,7 @@ def test_a_good_image_passes_integration_and_performance_tests_then_is_promoted(
 def test_an_image_that_fails_a_test_stage_never_meets_a_user(
     images: dict[str, str], image: str, stage: str, why: str
 ) -> None:
-    before = observe()
+    before = service_observation(ENV, SERVICE)
     live = before.live_color
     assert live is not None
 
@@ -86,7 +78,7 @@ def test_an_image_that_fails_a_test_stage_never_meets_a_user(
 
     # no user request reached the image: production still routes to the live color's own pool,
     # which runs the image it ran, and no canary of the failed image joined it
-    after = observe()
+    after = service_observation(ENV, SERVICE)
     assert after.live_color == live and after.gateway.production_pool == before.gateway.production_pool
     assert after.scale_set(live).runs_only == images["v2"]
     assert not after.canary_addresses
@@ -95,7 +87,7 @@ def test_an_image_that_fails_a_test_stage_never_meets_a_user(
 def test_a_stage_the_release_does_not_configure_is_not_a_step_of_its_run(images: dict[str, str]) -> None:
     # This policy has no performance test; pier has its integration tests. A stage that is not
     # configured would show in the run as a step that passed.
-    before = observe()
+    before = service_observation(ENV, SERVICE)
     live = before.live_color
     assert live is not None
     image = images["v1"] if before.scale_set(live).runs_only == images["v2"] else images["v2"]

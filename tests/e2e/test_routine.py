@@ -42,6 +42,7 @@ from switchyard.stages.traffic import SteadyTraffic, TrafficReport
 from switchyard_emulator.testing import free_port
 from tasks.history import TAG_COMMIT, parse_change_tags, read_release_history
 from tests.e2e.repo_commits import labelled_commit
+from tests.e2e.stack_support import live_image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -67,13 +68,6 @@ def services(fleet: Fleet) -> dict[str, ServiceConfig]:
 
 def traffic(config: ServiceConfig, environment: str = "production") -> SteadyTraffic:
     return SteadyTraffic("127.0.0.1", config.ports_in(environment).production, rate=RATE, connections=8)
-
-
-def live_image(service: str, environment: str) -> str | None:
-    context = ServiceContext(environment=load_environment(environment), service=load_service(service))
-    observed = cloud_for(context).observe(context.topology, with_health=False)
-    assert observed.live_color is not None
-    return observed.scale_set(observed.live_color).runs_only
 
 
 def gallery_metadata(service: str, version: str) -> ImageMetadata:
@@ -124,7 +118,7 @@ def merged(services: dict[str, ServiceConfig]) -> Merged:
     committed_at = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
     result = release_on_merge(service="merger", app_version="2.1.0", git_commit=MERGE_COMMIT, committed_at=committed_at)
     return Merged(
-        result, committed_at, {environment: live_image("merger", environment) for environment in ENVIRONMENTS}
+        result, committed_at, {environment: live_image(environment, "merger") for environment in ENVIRONMENTS}
     )
 
 
@@ -195,13 +189,13 @@ def test_a_merge_is_built_at_its_commit_and_released_to_staging_then_production(
 def test_a_merge_stops_at_the_first_environment_that_fails_and_bad_input_is_refused_before_building(
     merged: Merged,
 ) -> None:
-    before = live_image("merger", "production")
+    before = live_image("production", "merger")
     with pytest.raises(ReleaseChainFailed, match="stopped in qa: failed: unknown environment 'qa'"):
         release_on_merge(
             service="merger", app_version="2.1.1", git_commit=MERGE_COMMIT, environments=["qa", "production"]
         )
     assert "| production | ⏭️ not-run | stopped: qa failed |" in latest_artifact("merge-merger")
-    assert live_image("merger", "production") == before
+    assert live_image("production", "merger") == before
 
     # A redelivered merge (the same version) and an out-of-order one (older) never go back.
     published = len(published_versions("merger"))
@@ -210,7 +204,7 @@ def test_a_merge_stops_at_the_first_environment_that_fails_and_bad_input_is_refu
         with pytest.raises(MergeRefused, match=refused):
             release_on_merge(service="merger", app_version=version, git_commit=MERGE_COMMIT)
     assert len(published_versions("merger")) == published
-    assert live_image("merger", "production") == before
+    assert live_image("production", "merger") == before
 
     cases: list[tuple[dict[str, Any], str]] = [
         ({"git_commit": "main"}, "git_commit 'main' is not a commit id"),
@@ -251,7 +245,7 @@ def test_the_monthly_patch_rebuilds_what_production_runs_and_releases_it_to_stag
             ("staging", "promoted"),
             ("production", "promoted"),
         ]
-        assert live_image(service, "staging") == live_image(service, "production") == patch.new_version
+        assert live_image("staging", service) == live_image("production", service) == patch.new_version
         # users saw the old and then the new version, and no request failed
         load = loads[service]
         assert load.failed == 0, f"{service}: {load.failed} of {load.sent} requests failed"

@@ -260,7 +260,7 @@ def test_a_release_started_from_the_deployment_runs_on_the_worker_and_finishes(s
         assert released.work_pool_name == WORK_POOL
         assert released.infrastructure_pid, "the run did not run in a worker's process"
         observed = service_observation("staging")
-        assert observed.scale_set(observed.live_color).runs_only == image
+        assert observed.live_color is not None and observed.scale_set(observed.live_color).runs_only == image
         (summary, *_) = artifacts(f"release-{SERVICE}-staging")
         assert summary.flow_run_id == released.id
         assert f"Release of {SERVICE} {image} to staging: **PROMOTED**" in str(summary.data)

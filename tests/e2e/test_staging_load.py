@@ -10,28 +10,20 @@ from __future__ import annotations
 
 import pytest
 
-from blocks import load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
-from switchyard.cloud.factory import cloud_for
 from switchyard.core.canary_verdict import CanaryOutcome
-from switchyard.core.config import ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseRefused
 from switchyard.core.rollout import Strategy
-from switchyard.core.state import ServiceObservation
 from tests.e2e.repo_commits import labelled_commit
+from tests.e2e.stack_support import live_image, service_observation
 
 pytestmark = pytest.mark.e2e
 
 SERVICE, ENV = "quay", "staging"
 COMMIT = labelled_commit("staging-load")
-
-
-def observe() -> ServiceObservation:
-    context = ServiceContext(environment=load_environment(ENV), service=load_service(SERVICE))
-    return cloud_for(context).observe(context.topology)
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +45,11 @@ def test_staging_without_users_is_judged_on_synthetic_load_and_promoted(fleet: F
     assert canary.verdict.outcome == CanaryOutcome.PASS, canary.verdict.summary
     assert canary.split is not None and canary.split.matches, canary.split
     assert any("plus synthetic load" in event.detail for event in summary.timeline if event.step == "preflight")
-    assert observe().scale_set(observe().live_color).runs_only == images["v2"]  # type: ignore[arg-type]
+    assert live_image(ENV, SERVICE) == images["v2"]
 
 
 def test_staging_without_users_or_synthetic_load_is_refused_before_any_change(images: dict[str, str]) -> None:
-    before = observe()
+    before = service_observation(ENV, SERVICE)
 
     with pytest.raises(ReleaseRefused) as refused:
         release(service=SERVICE, environment=ENV, image_version=images["v3"], policy="staging-without-load")
@@ -65,6 +57,6 @@ def test_staging_without_users_or_synthetic_load_is_refused_before_any_change(im
     message = str(refused.value)
     assert "too little traffic to judge a canary in staging" in message
     assert "synthetic_load: {rate_per_s:" in message and "low_traffic: wait" in message
-    after = observe()
+    after = service_observation(ENV, SERVICE)
     assert after.gateway.etag == before.gateway.etag
     assert after.scale_set(before.live_color.other) == before.scale_set(before.live_color.other)  # type: ignore[union-attr]

@@ -32,6 +32,7 @@ from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.rollout import Strategy
+from switchyard.core.state import ServiceObservation
 from switchyard.core.topology import Color
 from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
@@ -53,7 +54,7 @@ def context() -> ServiceContext:
     return ServiceContext(environment=load_environment(ENV), service=load_service(SERVICE))
 
 
-def observe() -> object:
+def observe() -> ServiceObservation:
     ctx = context()
     return cloud_for(ctx).observe(ctx.topology)
 
@@ -88,8 +89,9 @@ def v1_live(fleet: Fleet, images: dict[str, str]) -> str:
 
 def live_version() -> tuple[Color, str | None]:
     observed = observe()
-    live = observed.live_color  # type: ignore[attr-defined]
-    return live, observed.scale_set(live).runs_only  # type: ignore[attr-defined]
+    live = observed.live_color
+    assert live is not None, "production routes nowhere"
+    return live, observed.scale_set(live).runs_only
 
 
 def test_a_good_release_by_canary_is_promoted_with_zero_failed_requests(
@@ -186,12 +188,13 @@ def test_bad_input_fails_before_any_change(fleet: Fleet, images: dict[str, str],
     with pytest.raises(ReleaseRefused, match="canary step 95% cannot be reached"):
         release(service=SERVICE, environment=ENV, image_version=images["v5"], policy="impossible-steps")
     after = observe()
-    assert after.gateway.etag == before.gateway.etag  # type: ignore[attr-defined]
-    live = before.live_color  # type: ignore[attr-defined]
+    assert after.gateway.etag == before.gateway.etag
+    live = before.live_color
+    assert live is not None
     # The idle color is what a release prepares: untouched. The live color keeps its image; its
     # capacity belongs to its autoscale setting, which may scale it in meanwhile (as on Azure).
-    assert after.scale_set(live.other) == before.scale_set(live.other)  # type: ignore[attr-defined]
-    live_before, live_after = before.scale_set(live), after.scale_set(live)  # type: ignore[attr-defined]
+    assert after.scale_set(live.other) == before.scale_set(live.other)
+    live_before, live_after = before.scale_set(live), after.scale_set(live)
     assert live_after.image_version == live_before.image_version
     assert {i.image_version for i in live_after.instances} == {live_before.image_version}
 
@@ -207,7 +210,7 @@ def _release_in_a_subprocess(fleet: Fleet, image: str, log: Path) -> subprocess.
 def _wait_for_canary(timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if observe().canary_serving:  # type: ignore[attr-defined]
+        if observe().canary_serving:
             return
         time.sleep(0.3)
     raise AssertionError("the release never reached its canary")
@@ -242,7 +245,7 @@ def test_killing_a_release_mid_canary_and_starting_it_again_converges(
             doomed.wait()
         # the run is gone with traffic split: the gateway holds a whole, consistent configuration
         split = observe()
-        assert split.canary_addresses and not split.foreign_addresses  # type: ignore[attr-defined]
+        assert split.canary_addresses and not split.foreign_addresses
         summary = release(service=SERVICE, environment=ENV, image_version=target, strategy=Strategy.CANARY)
         time.sleep(1)
     report = load.report()
@@ -283,12 +286,12 @@ def test_the_old_color_scales_to_zero_only_after_its_warm_period(
         summary = release(service=SERVICE, environment=ENV, image_version=target, strategy=Strategy.BLUE_GREEN)
     assert summary.live_before is not None, "production had a live color before this release"
     old = Color(summary.live_before)
-    assert observe().scale_set(old).capacity > 0  # type: ignore[attr-defined]  # warm: a fast way back
+    assert observe().scale_set(old).capacity > 0  # warm: a fast way back
     time.sleep(1.5)  # the test policy keeps the old color warm for 1 s
     results = retire_idle_colors(services=[SERVICE])
     assert "scaled to zero" in results[f"{SERVICE}/{ENV}"]
     after = observe()
-    assert after.scale_set(old).capacity == 0 and not after.scale_set(old).instances  # type: ignore[attr-defined]
+    assert after.scale_set(old).capacity == 0 and not after.scale_set(old).instances
     assert live_version() == (old.other, target)
 
     # Every few minutes from now on, a retired service costs one read of the gateway and a look at

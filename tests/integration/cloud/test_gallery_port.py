@@ -5,7 +5,6 @@ change afterwards."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -115,24 +114,22 @@ def test_publishing_a_blob_that_is_not_there_fails_and_leaves_no_version(
     assert gallery.image_version(service, "4000000.20261100.1").exists is False
 
 
-def test_the_account_key_is_in_no_error(cloud: AzureCloud, artifacts: dict[str, Path], tmp_path: Path) -> None:
+def test_the_account_key_is_in_no_error(cloud: AzureCloud, artifacts: dict[str, Path]) -> None:
     """A failed upload says what failed, never with the key it signed with: here the blob an upload
     must replace is held by someone else's lease, so Azure Storage refuses the signed delete."""
-    clients, service, version = cloud.clients, cloud.service.name, "4000000.20261100.2"
-    first = tmp_path / "first.tar.gz"
-    first.write_bytes(b"a first artifact")
-    staged = cloud.image_storage.stage(first, service, "4000000.20261100.3")  # makes the account and container
+    clients, service, version, artifact = cloud.clients, cloud.service.name, "4000000.20261100.2", artifacts[V1]
+    staged = cloud.image_storage.stage(artifact, service, version)
     assert staged.uri is not None
-    group, account = cloud.environment.gallery_group, clients.storage_account
-    key = clients.storage.storage_accounts.list_keys(group, account)["keys"][0]["value"]
-    artifact = artifacts[V1]
-    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    account = clients.storage_account
+    key = clients.storage.storage_accounts.list_keys(cloud.environment.gallery_group, account)["keys"][0]["value"]
+    # The staged blob, made to look unfinished (another digest) and leased: staging again must
+    # replace it, and cannot.
     in_the_way = BlobClient.from_blob_url(
-        staged.uri.rsplit("/", 2)[0] + f"/{service}/{version}-{digest[:16]}.vhd",
+        staged.uri,
         credential={"account_name": account, "account_key": key},
         connection_verify=clients.connection_verify,
     )
-    in_the_way.upload_blob(b"not the artifact")
+    in_the_way.set_blob_metadata({"sha256": "0" * 64})
     in_the_way.acquire_lease()
 
     with pytest.raises(CloudError) as failure:

@@ -161,13 +161,14 @@ class AzureScaleSets:
                     status_message=message,
                 )
             )
+        sku = vmss.get("sku") or {}
         observation = ScaleSetObservation(
             name=name,
             color=color,
             exists=True,
             etag=vmss.get("etag"),
-            capacity=int((vmss.get("sku") or {}).get("capacity") or 0),
-            vm_size=(vmss.get("sku") or {}).get("name"),
+            capacity=int(sku.get("capacity") or 0),
+            vm_size=sku.get("name"),
             image_version=model_image,
             provisioning_state=props.get("provisioningState"),
             instances=sorted(instances, key=lambda i: int(i.instance_id) if i.instance_id.isdigit() else 0),

@@ -26,7 +26,6 @@ from flows.provision import provision
 from flows.release import release
 from flows.rollback import rollback
 from switchyard.cloud.errors import OperationFailedError
-from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import FaultProfile, ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.image_metadata import ImageMetadata
@@ -40,7 +39,13 @@ from switchyard_emulator.testing import EmulatorHandle
 from tasks.events import heartbeat
 from tasks.release import VerificationFailed
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import autoscale_enabled, python_in_a_subprocess, release_events, wait_for
+from tests.e2e.stack_support import (
+    autoscale_enabled,
+    python_in_a_subprocess,
+    release_events,
+    service_observation,
+    wait_for,
+)
 from tests.integration.cloud.cloud_support import SDK_REQUEST_LOG, requests_made
 
 pytestmark = pytest.mark.e2e
@@ -55,8 +60,7 @@ def context() -> ServiceContext:
 
 
 def observe() -> ServiceObservation:
-    ctx = context()
-    return cloud_for(ctx).observe(ctx.topology)
+    return service_observation(ENV, SERVICE)
 
 
 def traffic(fleet: Fleet) -> SteadyTraffic:

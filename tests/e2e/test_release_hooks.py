@@ -38,7 +38,7 @@ from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import free_port
 from tasks.events import HOOK_FAILED_STEP
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import release_events, wait_for
+from tests.e2e.stack_support import release_events, service_observation, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -67,8 +67,7 @@ def context() -> ServiceContext:
 
 
 def observe() -> ServiceObservation:
-    ctx = context()
-    return cloud_for(ctx).observe(ctx.topology)
+    return service_observation(ENV, SERVICE)
 
 
 def rolled_back(version: str) -> bool:

@@ -35,7 +35,7 @@ from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
 from switchyard_emulator.testing import EmulatorHandle
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import python_in_a_subprocess, wait_for
+from tests.e2e.stack_support import python_in_a_subprocess, service_observation, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # four 60 s lease waits
 
@@ -52,8 +52,7 @@ def context() -> ServiceContext:
 
 
 def observe() -> ServiceObservation:
-    ctx = context()
-    return cloud_for(ctx).observe(ctx.topology)
+    return service_observation(ENV, SERVICE)
 
 
 def traffic(fleet: Fleet) -> SteadyTraffic:

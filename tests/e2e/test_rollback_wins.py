@@ -33,7 +33,7 @@ from switchyard.stack.processes import kill_process_group
 from switchyard.stages.traffic import SteadyTraffic
 from tasks.release import load_release_context, no_longer_finalized
 from tests.e2e.repo_commits import labelled_commit
-from tests.e2e.stack_support import python_in_a_subprocess, wait_for
+from tests.e2e.stack_support import python_in_a_subprocess, service_observation, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -46,8 +46,7 @@ def context() -> ServiceContext:
 
 
 def observe() -> ServiceObservation:
-    ctx = context()
-    return cloud_for(ctx).observe(ctx.topology, with_health=False)
+    return service_observation(ENV, SERVICE, with_health=False)
 
 
 def image_tags(version: str) -> tuple[dict[str, str], bool | None]:

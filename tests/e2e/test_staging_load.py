@@ -59,4 +59,5 @@ def test_staging_without_users_or_synthetic_load_is_refused_before_any_change(im
     assert "synthetic_load: {rate_per_s:" in message and "low_traffic: wait" in message
     after = service_observation(ENV, SERVICE)
     assert after.gateway.etag == before.gateway.etag
-    assert after.scale_set(before.live_color.other) == before.scale_set(before.live_color.other)  # type: ignore[union-attr]
+    assert before.live_color is not None
+    assert after.scale_set(before.live_color.other) == before.scale_set(before.live_color.other)

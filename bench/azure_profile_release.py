@@ -14,7 +14,9 @@ under steady traffic, a v3 that answers 30% of its requests with errors, by cana
 * failed_share: failed requests / requests sent while the bad release ran;
 * arm_requests, arm_reads_per_s: the Resource Manager calls the release made (the emulator counts
   them), against Azure's budget of 25 reads a second per principal (the `azure` profile enforces
-  it: throttled counts the 429s it answered).
+  it: throttled counts the 429s it answered);
+* compute_requests, compute_throttled: the same for Microsoft.Compute's scale-set policies (a GET of
+  one scale set: 36, refilled by 12 a minute), by policy.
 
 Prints one JSON object as its last line and writes it to bench/results/azure_profile_release.json.
 """
@@ -35,6 +37,11 @@ sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results" / "azure_profile_release.json"
 SERVICE, ENV = "sample", "production"
 RATE = 40.0
+
+
+def counts_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What each counter gained (a counter appears once it counts something)."""
+    return {name: count - before.get(name, 0) for name, count in sorted(after.items()) if count > before.get(name, 0)}
 
 
 def main() -> int:
@@ -141,6 +148,8 @@ def main() -> int:
             (arm_after["admitted"]["read"] - arm_before["admitted"]["read"]) / (ended - started), 2
         ),
         "throttled": {kind: n - arm_before["throttled"][kind] for kind, n in arm_after["throttled"].items()},
+        "compute_requests": counts_between(arm_before["compute"]["admitted"], arm_after["compute"]["admitted"]),
+        "compute_throttled": counts_between(arm_before["compute"]["throttled"], arm_after["compute"]["throttled"]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from starlette.routing import Route as StarletteRoute
 from switchyard_emulator.apiversions import API_VERSION_FORMAT
 from switchyard_emulator.azurite import BlobStorage
 from switchyard_emulator.common import Ctx, Route, error_response, json_response, read_body
+from switchyard_emulator.compute_throttling import ComputeThrottle
 from switchyard_emulator.dataplane.api import DataPlane
 from switchyard_emulator.errors import ArmError
 from switchyard_emulator.faults import FaultInjector
@@ -73,6 +74,7 @@ class Emulator:
         self.lro_retry_after = lro_retry_after
         self.timing = timing or timing_profile("fast")
         self.throttle = ArmThrottle(identity.subscription_id, enforced=self.timing.arm_throttling)
+        self.compute_throttle = ComputeThrottle(identity.subscription_id, enforced=self.timing.arm_throttling)
         self.store = Store(state_dir / "arm.sqlite")
         self.ops = Operations(self)
         self.groups = ResourceGroups(self)
@@ -171,18 +173,38 @@ class Emulator:
         if lowered[:2] == ["switchyard", "skus"] and len(segments) == 2:
             return await self._control(request, "skus", self.quotas.configure_skus, self.quotas.sku_status)
         if lowered[:2] == ["switchyard", "throttling"] and len(segments) == 2:
-            return await self._control(request, "throttling", self.throttle.configure_from_json, self.throttle.status)
+            return await self._control(request, "throttling", self._configure_throttling, self._throttling_status)
 
         if lowered[:2] == ["v1", "workspaces"]:  # the Log Analytics query API: not Resource Manager's
             await self._draw_fault()
             return await self.insights.log_analytics(request, segments)
 
-        # Resource Manager throttles before a resource provider sees the request (throttling.py).
-        remaining = self.throttle.admit(request.method) if lowered[:1] == ["subscriptions"] else {}
-        await self._draw_fault()
-        response = await self._route(request, path, segments, lowered)
+        # Resource Manager throttles before a resource provider sees the request (throttling.py), then
+        # Microsoft.Compute its scale sets' (compute_throttling.py).
+        subscription_scoped = lowered[:1] == ["subscriptions"]
+        remaining = self.throttle.admit(request.method) if subscription_scoped else {}
+        try:
+            if subscription_scoped:
+                remaining |= self.compute_throttle.admit(request.method, lowered, self._exists)
+            await self._draw_fault()
+            response = await self._route(request, path, segments, lowered)
+        except ArmError as error:  # a refusal is counted all the same, and says what is left
+            error.headers = {**remaining, **error.headers}
+            raise
         response.headers.update(remaining)
         return response
+
+    def _exists(self, key: str) -> bool:
+        return self.store.get(key) is not None
+
+    def _configure_throttling(self, data: object) -> object:
+        """Resource Manager's and Microsoft.Compute's throttling are one switch, as in Azure."""
+        config = self.throttle.configure_from_json(data)
+        self.compute_throttle.configure(config.enforced)
+        return config
+
+    def _throttling_status(self) -> dict[str, object]:
+        return {**self.throttle.status(), "compute": self.compute_throttle.status()}
 
     async def _draw_fault(self) -> None:
         kind = self.faults.draw()

@@ -84,7 +84,8 @@ def start(
         typer.Option(
             "--arm-throttling/--no-arm-throttling",
             help="Enforce Azure Resource Manager's request limits: per operation type a token bucket (reads "
-            "250, refilled 25/s; writes and deletes 200, refilled 10/s), 429 with Retry-After beyond it "
+            "250, refilled 25/s; writes and deletes 200, refilled 10/s), and behind them Microsoft.Compute's "
+            "per scale set (a GET: 36, refilled 12 a minute); 429 with Retry-After beyond them "
             "(default: azure on, fast off). Change it at run time with PUT /switchyard/throttling.",
         ),
     ] = None,

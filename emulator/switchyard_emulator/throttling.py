@@ -19,8 +19,9 @@ https://aka.ms/arm-throttling for additional information."
 
 The emulator has one principal (its token) and one subscription, so one bucket per operation type.
 The per-subscription limit across principals (15 times one principal's) can never be the tighter one
-here. Resource providers' own limits (Microsoft.Network: 10,000 reads per 5 minutes) are looser
-than ARM's over any window a release lasts and are not modelled.
+here. Behind it, Microsoft.Compute throttles scale sets and their VMs per resource
+(compute_throttling.py); Microsoft.Network's limits (10,000 reads per 5 minutes) are looser than
+ARM's over any window a release lasts and are not modelled.
 
 Whether the emulator enforces it is part of its timing profile (profiles.py): the `azure` profile
 does; the `fast` profile, whose operations finish in milliseconds and whose clients poll them every

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -135,10 +135,13 @@ def images(ports: FrontendPorts) -> dict[str, str]:
 
 
 def throttled_requests(emulator: EmulatorHandle) -> dict[str, int]:
-    """How many requests the emulator's Resource Manager refused for going over Azure's rate."""
+    """How many requests the emulator refused for going over Azure's rate: Resource Manager's reads,
+    writes and deletes, and Microsoft.Compute's scale-set policies (by name, those it refused)."""
     status = throttling_status(emulator.state_dir / "emulator.json")
     assert status["enforced"], "the azure profile enforces Resource Manager's throttling"
-    return cast(dict[str, int], status["throttled"])
+    compute = cast(dict[str, Any], status["compute"])
+    assert compute["enforced"], "and Microsoft.Compute's"
+    return {**cast(dict[str, int], status["throttled"]), **cast(dict[str, int], compute["throttled"])}
 
 
 def users(ports: FrontendPorts) -> SteadyTraffic:

@@ -4,6 +4,7 @@ turns it on and off. The buckets' arithmetic is in tests/emulator/unit/test_thro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -89,3 +90,34 @@ def test_the_admin_route_turns_it_off_and_refuses_what_it_does_not_know(
 
     assert {a.status_code for a in answers} == {200}
     assert "x-ms-ratelimit-remaining-subscription-reads" not in answers[-1].headers
+
+
+def test_reads_of_one_scale_set_beyond_microsoft_computes_bucket_get_its_429_while_another_passes(
+    emulator: EmulatorHandle, arm: httpx.Client
+) -> None:
+    """Compute throttling limits: Low Cost Get VMSS, 36 per scale set (refilled by 12 a minute), far
+    below Resource Manager's 250 reads (switchyard_emulator/compute_throttling.py)."""
+    group = f"{groups_path(emulator)}/compute-throttled"
+    assert arm.put(group, params={"api-version": API_VERSION}, json={"location": "westus"}).status_code in (200, 201)
+    scale_sets = f"{group}/providers/Microsoft.Compute/virtualMachineScaleSets"
+    compute_version = {"api-version": "2024-11-01"}
+
+    answers = [arm.get(f"{scale_sets}/blue", params=compute_version) for _ in range(37)]
+    other = arm.get(f"{scale_sets}/green", params=compute_version)
+
+    assert [a.status_code for a in answers[:36]] == [404] * 36  # none made: the provider still counts them
+    assert (
+        answers[0].headers["x-ms-ratelimit-remaining-resource"].startswith("Microsoft.Compute/LowCostGetVMScaleSet;35,")
+    )
+    refused = answers[36]
+    assert refused.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["x-ms-ratelimit-remaining-resource"] == "Microsoft.Compute/LowCostGetVMScaleSet;0"
+    assert int(refused.headers["x-ms-ratelimit-remaining-subscription-reads"]) > 150  # not Resource Manager's
+    error = refused.json()["error"]
+    assert error["code"] == "OperationNotAllowed"
+    assert error["details"][0]["code"] == "TooManyRequests"
+    assert json.loads(error["details"][0]["message"])["operationGroup"] == "LowCostGetVMScaleSet"
+    assert other.status_code == 404  # green has a bucket of its own
+    status = arm.get("/switchyard/throttling").json()["compute"]
+    assert status["enforced"] and status["throttled"] == {"LowCostGetVMScaleSet": 1}

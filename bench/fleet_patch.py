@@ -33,9 +33,10 @@ the largest fleet's wall time to the smallest's. Target: ratio at most 2.5. Also
 seconds per service added past the smallest fleet (`cpu_s_per_added_service`): once the largest
 fleet keeps the machine busy, that times the fleet over the cores is about its wall time.
 
-With --arm-throttling the emulator throttles the patches as Resource Manager would (the fast profile
-reads far faster than Azure's timing does, so this is a fleet well over Azure's read rate): what it
-shows is whether the patch still succeeds, and how many requests were refused (`throttled_read`).
+With --arm-throttling the emulator throttles the patches as Resource Manager would, and
+Microsoft.Compute behind it per scale set (the fast profile reads far faster than Azure's timing
+does, so this is a fleet well over Azure's read rate): what it shows is whether the patch still
+succeeds, and how many requests were refused (`throttled_read`, ..., `throttled_compute`).
 """
 
 from __future__ import annotations
@@ -216,11 +217,18 @@ def stack_cpu_s(state: Any) -> dict[str, float]:
 
 def arm_requests(paths: Any) -> dict[str, int]:
     """The Resource Manager requests the stack's emulator has answered so far, by operation type (it
-    counts them whether or not it throttles), and those it refused with 429 (`throttled_read`, ...)."""
+    counts them whether or not it throttles), and those it refused with 429 (`throttled_read`, ...);
+    then the scale-set calls Microsoft.Compute's policies cover (`compute`) and those it refused."""
     from switchyard_emulator.testing import throttling_status
 
     status = throttling_status(paths.emulator_file)
-    return {**status["admitted"], **{f"throttled_{kind}": count for kind, count in status["throttled"].items()}}
+    compute = status["compute"]
+    return {
+        **status["admitted"],
+        **{f"throttled_{kind}": count for kind, count in status["throttled"].items()},
+        "compute": sum(compute["admitted"].values()),
+        "throttled_compute": sum(compute["throttled"].values()),
+    }
 
 
 def enforce_arm_throttling(paths: Any) -> None:
@@ -228,7 +236,11 @@ def enforce_arm_throttling(paths: Any) -> None:
     from switchyard_emulator.testing import set_throttling
 
     set_throttling(paths.emulator_file, enforced=True)
-    print("Resource Manager's throttling enforced (reads 250 + 25/s, writes 200 + 10/s)", file=sys.stderr)
+    print(
+        "Resource Manager's throttling enforced (reads 250 + 25/s, writes 200 + 10/s), and Microsoft.Compute's "
+        "per scale set (a GET: 36 + 12 a minute)",
+        file=sys.stderr,
+    )
 
 
 def pause_schedules() -> None:

@@ -198,7 +198,8 @@ class Emulator:
         return self.store.get(key) is not None
 
     def _configure_throttling(self, data: object) -> object:
-        """Resource Manager's and Microsoft.Compute's throttling are one switch, as in Azure."""
+        """Resource Manager's and Microsoft.Compute's throttling go on and off together: Azure always
+        has both, and a profile that has one without the other would be looser than it."""
         config = self.throttle.configure_from_json(data)
         self.compute_throttle.configure(config.enforced)
         return config

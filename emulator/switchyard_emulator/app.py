@@ -74,7 +74,7 @@ class Emulator:
         self.lro_retry_after = lro_retry_after
         self.timing = timing or timing_profile("fast")
         self.throttle = ArmThrottle(identity.subscription_id, enforced=self.timing.arm_throttling)
-        self.compute_throttle = ComputeThrottle(identity.subscription_id, enforced=self.timing.arm_throttling)
+        self.compute_throttle = ComputeThrottle(enforced=self.timing.arm_throttling)
         self.store = Store(state_dir / "arm.sqlite")
         self.ops = Operations(self)
         self.groups = ResourceGroups(self)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,8 +58,8 @@ MINUTE_S = 60.0
 @dataclass(frozen=True)
 class Policy:
     name: str
-    # (refill per minute, capacity); None: the policy has no per-resource bucket for these requests
-    resource: tuple[int, int] | None
+    # (refill per minute, capacity) of each resource's bucket and of the subscription's
+    resource: tuple[int, int]
     subscription: tuple[int, int]
 
 
@@ -215,17 +216,17 @@ class ComputeThrottle:
     raises the provider's 429 and spends none. Runs on the server's event loop without awaiting, so
     no two requests interleave in it."""
 
-    def __init__(self, subscription_id: str, *, enforced: bool, clock: Callable[[], float] = time.monotonic) -> None:
-        self.subscription_id = subscription_id.lower()
+    def __init__(self, *, enforced: bool, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.configure(enforced)
 
     def configure(self, enforced: bool) -> None:
         """On or off, every bucket full again and the counts at zero."""
         self.enforced = enforced
+        # (policy, resource key or "" for the subscription's) -> bucket
         self._buckets: dict[tuple[str, str], MinuteBucket] = {}
-        self.admitted: dict[str, int] = {}
-        self.throttled: dict[str, int] = {}
+        self.admitted: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
 
     def admit(self, method: str, segments: list[str], scale_set_exists: Callable[[str], bool]) -> dict[str, str]:
         """The remaining-calls header for an admitted request ({} when off, or for a request no policy
@@ -235,23 +236,23 @@ class ComputeThrottle:
             return {}
         policy = charge.policy
         if not self.enforced:
-            self.admitted[policy.name] = self.admitted.get(policy.name, 0) + 1
+            self.admitted[policy.name] += 1
             return {}
         now = self._clock()
-        buckets = [(f"subscriptions/{self.subscription_id}", self._bucket(policy, "", policy.subscription, now))]
-        if charge.resource is not None and policy.resource is not None:
-            buckets.insert(0, (charge.resource, self._bucket(policy, charge.resource, policy.resource, now)))
-        for _, bucket in buckets:
+        buckets = [self._bucket(policy, "", policy.subscription, now)]
+        if charge.resource is not None:
+            buckets.insert(0, self._bucket(policy, charge.resource, policy.resource, now))
+        for bucket in buckets:
             bucket.top_up(now)
             bucket.requests_this_minute += 1
-        empty = next((bucket for _, bucket in buckets if bucket.tokens < 1), None)
+        empty = next((bucket for bucket in buckets if bucket.tokens < 1), None)
         if empty is not None:
-            self.throttled[policy.name] = self.throttled.get(policy.name, 0) + 1
+            self.throttled[policy.name] += 1
             raise self._refusal(policy, empty, now)
-        for _, bucket in buckets:
+        for bucket in buckets:
             bucket.tokens -= 1
-        self.admitted[policy.name] = self.admitted.get(policy.name, 0) + 1
-        return {REMAINING_HEADER: ",".join(f"Microsoft.Compute/{policy.name};{bucket.tokens}" for _, bucket in buckets)}
+        self.admitted[policy.name] += 1
+        return {REMAINING_HEADER: ",".join(f"Microsoft.Compute/{policy.name};{bucket.tokens}" for bucket in buckets)}
 
     def _bucket(self, policy: Policy, resource: str, limits: tuple[int, int], now: float) -> MinuteBucket:
         key = (policy.name, resource)

@@ -27,6 +27,7 @@ from switchyard_emulator.errors import ArmError
 from switchyard_emulator.faults import FaultInjector
 from switchyard_emulator.identity import Identity
 from switchyard_emulator.ids import key_of
+from switchyard_emulator.log_query_throttling import LogQueryThrottle, QueryThrottled
 from switchyard_emulator.lro import Operations
 from switchyard_emulator.profiles import TimingProfile, timing_profile
 from switchyard_emulator.resources.quotas import DEFAULT_VCPU_QUOTA
@@ -75,6 +76,7 @@ class Emulator:
         self.timing = timing or timing_profile("fast")
         self.throttle = ArmThrottle(identity.subscription_id, enforced=self.timing.arm_throttling)
         self.compute_throttle = ComputeThrottle(enforced=self.timing.arm_throttling)
+        self.log_query_throttle = LogQueryThrottle(enforced=self.timing.arm_throttling)
         self.store = Store(state_dir / "arm.sqlite")
         self.ops = Operations(self)
         self.groups = ResourceGroups(self)
@@ -177,7 +179,11 @@ class Emulator:
 
         if lowered[:2] == ["v1", "workspaces"]:  # the Log Analytics query API: not Resource Manager's
             await self._draw_fault()
-            return await self.insights.log_analytics(request, segments)
+            try:
+                async with self.log_query_throttle.admitted_query():
+                    return await self.insights.log_analytics(request, segments)
+            except QueryThrottled as throttled:
+                return json_response(429, throttled.to_body())
 
         # Resource Manager throttles before a resource provider sees the request (throttling.py), then
         # Microsoft.Compute its scale sets' (compute_throttling.py).
@@ -198,14 +204,19 @@ class Emulator:
         return self.store.get(key) is not None
 
     def _configure_throttling(self, data: object) -> object:
-        """Resource Manager's and Microsoft.Compute's throttling go on and off together: Azure always
-        has both, and a profile that has one without the other would be looser than it."""
+        """Resource Manager's, Microsoft.Compute's and Log Analytics' throttling go on and off together:
+        Azure always has them all, and a profile that has one without the others would be looser."""
         config = self.throttle.configure_from_json(data)
         self.compute_throttle.configure(config.enforced)
+        self.log_query_throttle.configure(config.enforced)
         return config
 
     def _throttling_status(self) -> dict[str, object]:
-        return {**self.throttle.status(), "compute": self.compute_throttle.status()}
+        return {
+            **self.throttle.status(),
+            "compute": self.compute_throttle.status(),
+            "log_queries": self.log_query_throttle.status(),
+        }
 
     async def _draw_fault(self) -> None:
         kind = self.faults.draw()

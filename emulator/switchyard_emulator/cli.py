@@ -85,7 +85,8 @@ def start(
             "--arm-throttling/--no-arm-throttling",
             help="Enforce Azure Resource Manager's request limits: per operation type a token bucket (reads "
             "250, refilled 25/s; writes and deletes 200, refilled 10/s), and behind them Microsoft.Compute's "
-            "per scale set (a GET: 36, refilled 12 a minute); 429 with Retry-After beyond them "
+            "per scale set (a GET: 36, refilled 12 a minute), and Log Analytics' per user (200 queries in 30 s, "
+            "5 at once); 429 beyond them "
             "(default: azure on, fast off). Change it at run time with PUT /switchyard/throttling.",
         ),
     ] = None,

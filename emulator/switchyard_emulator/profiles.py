@@ -70,8 +70,8 @@ class TimingProfile:
     gateway_write_s: float  # minimum duration of an application gateway create/update
     scale_set_write_s: float  # minimum duration of a scale-set create/update/upgrade/reimage
     lro_without_retry_after: bool  # slow writes answer without Retry-After (SDK default: 30 s polls)
-    # Azure Resource Manager's request limits are enforced (throttling.py), and Microsoft.Compute's
-    # for scale sets (compute_throttling.py)
+    # Azure Resource Manager's request limits are enforced (throttling.py), Microsoft.Compute's for
+    # scale sets (compute_throttling.py) and Log Analytics' per-user query limits (log_query_throttling.py)
     arm_throttling: bool
     autoscale_grain_min_s: float
     autoscale_window_min_s: float

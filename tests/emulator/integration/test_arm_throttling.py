@@ -121,3 +121,26 @@ def test_reads_of_one_scale_set_beyond_microsoft_computes_bucket_get_its_429_whi
     assert other.status_code == 404  # green has a bucket of its own
     status = arm.get("/switchyard/throttling").json()["compute"]
     assert status["enforced"] and status["throttled"] == {"LowCostGetVMScaleSet": 1}
+
+
+def test_log_analytics_refuses_a_users_201st_query_within_30_seconds(
+    emulator: EmulatorHandle, arm: httpx.Client
+) -> None:
+    query = f"/v1/workspaces/{emulator.log_analytics_workspace_id}/query"
+    body = {"query": "AzureDiagnostics | take 1", "timespan": "PT1H"}
+
+    answers = [arm.post(query, json=body) for _ in range(201)]
+
+    assert [a.status_code for a in answers[:200]] == [200] * 200
+    refused = answers[200]
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "ThrottledError"
+    assert "200 in the last 30 seconds" in refused.json()["error"]["message"]
+    assert (
+        arm.get(
+            f"/subscriptions/{emulator.subscription_id}/resourcegroups", params={"api-version": API_VERSION}
+        ).status_code
+        == 200
+    )  # Resource Manager's own budget is another
+    status = arm.get("/switchyard/throttling").json()["log_queries"]
+    assert status["enforced"] and status["admitted"] == 200 and status["throttled"]["rate"] == 1

@@ -25,7 +25,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.storage import StorageManagementClient
 from azure.monitor.query import LogsQueryClient
 
-from switchyard.cloud.azure.pacing import ArmReadPacing, ReadBudget, read_budget
+from switchyard.cloud.azure.pacing import ArmReadPacing, LogQueryPacing, QueryRate, ReadBudget, query_rate, read_budget
 from switchyard.core.config import AzureEnvironment
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -151,6 +151,8 @@ class AzureClients:
         # process that reads it as that principal shares one (pacing.py).
         principal = environment.client_id or environment.auth
         self.read_budget: ReadBudget = read_budget(self._arm_endpoint or "azure", self.subscription_id, principal)
+        # Log Analytics limits a user's queries to all workspaces together (pacing.py).
+        self.log_query_rate: QueryRate = query_rate(self._logs_endpoint or "azure", principal)
 
     def reachable_address(self, private_ip: str) -> str:
         """Where this process reaches a private address Azure reports (a gateway's private
@@ -209,9 +211,9 @@ class AzureClients:
 
     @cached_property
     def logs(self) -> LogsQueryClient:
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"per_retry_policies": [LogQueryPacing(self.log_query_rate)]}
         if self._logs_endpoint:
-            kwargs = {
+            kwargs |= {
                 "endpoint": self._logs_endpoint,
                 "credential_scopes": ["https://api.loganalytics.io/.default"],
                 "connection_verify": self._connection_verify,

@@ -16,6 +16,14 @@ at the refill rate, so reads go out at the rate Azure admits them instead of bur
 processes that share a principal (several workers, a fleet's releases) see each other's reads in
 the header, so each slows down as the budget runs low. Writes are not paced: a release makes about
 one for every ten reads, and a rollback's gateway write must never wait on switchyard itself.
+
+Log Analytics' query API (the gateway access log a canary's latency comes from) has a limit of its
+own: 200 queries per user in 30 seconds, to all workspaces together ("Azure Monitor service limits",
+"User query throttling": learn.microsoft.com/azure/azure-monitor/service-limits#user-query-throttling;
+the emulator enforces it: emulator/switchyard_emulator/log_query_throttling.py), answered 429 past
+it with no Retry-After and no count of what is left. LogQueryPacing keeps this process's queries to
+QueryRate's share of that window by its own count, so the canaries of a patch run's services,
+looking every second from one process, wait their turn instead of meeting 429s.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +47,13 @@ READ_REFILL_PER_S = 25.0
 RESERVE_READS = 25
 # How often a process says (in its log) that its reads are being paced.
 NOTICE_EVERY_S = 60.0
+# Log Analytics' documented query rate per user, and the queries of each window this process leaves
+# to others: queries reach Azure a little after they are sent, so two sent 30 s apart can land closer.
+LOG_QUERIES_PER_WINDOW = 200
+LOG_QUERY_WINDOW_S = 30.0
+LOG_QUERY_RESERVE = 20
+# The waits before sending a throttled query again: 31 s in all, more than the window.
+THROTTLED_QUERY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +126,60 @@ class ReadBudget:
             self._at = self._clock()
 
 
+class QueryRate:
+    """At most `limit` queries of this process in any `window_s`: a query that would be one more waits
+    until the oldest it counts is window_s old. Each waiting query books its own moment, so threads
+    that wait together go out one by one, in order. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        limit: int = LOG_QUERIES_PER_WINDOW - LOG_QUERY_RESERVE,
+        window_s: float = LOG_QUERY_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError(f"a query rate needs limit >= 1 and window_s > 0, not {limit} and {window_s}")
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._sent: deque[float] = deque()  # when each counted query goes out, oldest first
+        self._noticed_at: float | None = None
+        self.paced_queries = 0  # queries that waited their turn
+        self.throttled_queries = 0  # queries Log Analytics throttled all the same (LogQueryPacing)
+
+    def take_turn(self) -> float:
+        """Before a query: book the first moment it may go out and wait for it. Returns the seconds waited."""
+        with self._lock:
+            now = self._clock()
+            while self._sent and self._sent[0] <= now - self.window_s:
+                self._sent.popleft()
+            at = now if len(self._sent) < self.limit else max(now, self._sent[-self.limit] + self.window_s)
+            self._sent.append(at)
+            wait = at - now
+            if wait <= 0:
+                return 0.0
+            self.paced_queries += 1
+            notice = self._noticed_at is None or now - self._noticed_at >= NOTICE_EVERY_S
+            if notice:
+                self._noticed_at = now
+        if notice:
+            logger.warning(
+                "this process sent %d Log Analytics queries in the last %.0f s: queries wait their turn to stay "
+                "clear of Azure's limit of %d per user",
+                self.limit,
+                self.window_s,
+                LOG_QUERIES_PER_WINDOW,
+            )
+        self._sleep(wait)
+        return wait
+
+
 _budgets: dict[tuple[str, ...], ReadBudget] = {}
+_query_rates: dict[tuple[str, ...], QueryRate] = {}
 _budgets_lock = threading.Lock()
 
 
@@ -119,6 +188,12 @@ def read_budget(*key: str) -> ReadBudget:
     every client built for it."""
     with _budgets_lock:
         return _budgets.setdefault(key, ReadBudget())
+
+
+def query_rate(*key: str) -> QueryRate:
+    """The process's share of one user's Log Analytics query rate, shared by every client built for it."""
+    with _budgets_lock:
+        return _query_rates.setdefault(key, QueryRate())
 
 
 class ArmReadPacing(HTTPPolicy[Any, Any]):
@@ -138,6 +213,32 @@ class ArmReadPacing(HTTPPolicy[Any, Any]):
             if remaining is not None:
                 self.budget.told(remaining)
         return response
+
+
+class LogQueryPacing(HTTPPolicy[Any, Any]):
+    """A per-retry pipeline policy for the Log Analytics client: every attempt of a query waits its
+    turn, and a throttled one is sent again after THROTTLED_QUERY_WAITS_S.
+
+    The SDK would not send it again: a query is a POST, and azure-core's RetryPolicy retries a POST
+    only on 500, 503 and 504 or when the answer has a Retry-After, which Log Analytics does not promise.
+    A query only reads, so sending it again is safe; the waits add up to more than the 30 s window,
+    so a query throttled by other processes' gets room unless they keep the user over the limit."""
+
+    def __init__(self, rate: QueryRate, sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__()
+        self.rate = rate
+        self._sleep = sleep
+
+    def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        for wait in (*THROTTLED_QUERY_WAITS_S, None):
+            self.rate.take_turn()
+            response = self.next.send(request)
+            if response.http_response.status_code != 429 or wait is None:
+                return response
+            self.rate.throttled_queries += 1
+            logger.warning("Log Analytics throttled a query (429): sending it again in %g s", wait)
+            self._sleep(wait)
+        raise AssertionError("unreachable: the last wait is None")
 
 
 def _remaining(header: str | None) -> int | None:

@@ -1,6 +1,7 @@
 """The read budget's arithmetic on a fake clock: reads go out at once while Azure says there are reads
-to spare, and at the refill rate once its count nears the reserve. Over the wire, against the
-emulator's throttling: tests/integration/cloud/test_arm_pacing.py."""
+to spare, and at the refill rate once its count nears the reserve; and the Log Analytics query rate's:
+at most its share of queries in any 30 s. Over the wire, against the emulator's throttling:
+tests/integration/cloud/test_arm_pacing.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 
 import pytest
 
-from switchyard.cloud.azure.pacing import ReadBudget, read_budget
+from switchyard.cloud.azure.pacing import QueryRate, ReadBudget, query_rate, read_budget
 
 
 class FakeTime:
@@ -122,3 +123,39 @@ def test_one_budget_per_principal_and_subscription() -> None:
     assert read_budget("https://127.0.0.1:1", "sub-a", "emulator") is first
     assert read_budget("https://127.0.0.1:1", "sub-b", "emulator") is not first
     assert read_budget("azure", "sub-a", "client-1") is not read_budget("azure", "sub-a", "client-2")
+
+
+def test_queries_go_at_once_up_to_the_share_then_each_waits_for_the_oldest_to_be_a_window_old() -> None:
+    fake = FakeTime()
+    rate = QueryRate(limit=180, window_s=30.0, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(90):
+        rate.take_turn()
+    fake.now += 10
+    assert [rate.take_turn() for _ in range(90)] == [0.0] * 90
+    assert fake.slept == []
+
+    assert rate.take_turn() == 20.0  # the first 90 went at 1000: the next may go at 1030
+    assert [rate.take_turn() for _ in range(89)] == [0.0] * 89  # 1030: those 90 have aged out
+    assert rate.take_turn() == 10.0  # then the ones sent at 1010
+    assert rate.paced_queries == 2
+
+
+def test_queries_waiting_together_each_book_their_own_moment_so_no_window_holds_more_than_the_share() -> None:
+    now = 1000.0
+    # Twelve threads asking at the same instant: none of their waits has passed when the next asks.
+    rate = QueryRate(limit=5, window_s=30.0, clock=lambda: now, sleep=lambda _: None)
+
+    waits = [rate.take_turn() for _ in range(12)]
+
+    assert waits == [0.0] * 5 + [30.0] * 5 + [60.0] * 2
+    assert rate.paced_queries == 7
+
+
+def test_a_query_rate_refuses_a_limit_it_cannot_keep() -> None:
+    with pytest.raises(ValueError, match="limit >= 1"):
+        QueryRate(limit=0)
+
+
+def test_one_query_rate_per_user_shared_by_every_client_of_the_process() -> None:
+    assert query_rate("https://logs", "sp-1") is query_rate("https://logs", "sp-1")
+    assert query_rate("https://logs", "sp-1") is not query_rate("https://logs", "sp-2")

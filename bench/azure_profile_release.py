@@ -16,7 +16,9 @@ under steady traffic, a v3 that answers 30% of its requests with errors, by cana
   them), against Azure's budget of 25 reads a second per principal (the `azure` profile enforces
   it: throttled counts the 429s it answered);
 * compute_requests, compute_throttled: the same for Microsoft.Compute's scale-set policies (a GET of
-  one scale set: 36, refilled by 12 a minute), by policy.
+  one scale set: 36, refilled by 12 a minute), by policy;
+* log_queries, log_queries_throttled: the Log Analytics queries (the canary's access log), against
+  its 200 per user in 30 s, and those refused, by the limit met.
 
 Prints one JSON object as its last line and writes it to bench/results/azure_profile_release.json.
 """
@@ -150,6 +152,10 @@ def main() -> int:
         "throttled": {kind: n - arm_before["throttled"][kind] for kind, n in arm_after["throttled"].items()},
         "compute_requests": counts_between(arm_before["compute"]["admitted"], arm_after["compute"]["admitted"]),
         "compute_throttled": counts_between(arm_before["compute"]["throttled"], arm_after["compute"]["throttled"]),
+        "log_queries": arm_after["log_queries"]["admitted"] - arm_before["log_queries"]["admitted"],
+        "log_queries_throttled": counts_between(
+            arm_before["log_queries"]["throttled"], arm_after["log_queries"]["throttled"]
+        ),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

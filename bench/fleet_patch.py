@@ -218,16 +218,19 @@ def stack_cpu_s(state: Any) -> dict[str, float]:
 def arm_requests(paths: Any) -> dict[str, int]:
     """The Resource Manager requests the stack's emulator has answered so far, by operation type (it
     counts them whether or not it throttles), and those it refused with 429 (`throttled_read`, ...);
-    then the scale-set calls Microsoft.Compute's policies cover (`compute`) and those it refused."""
+    then the scale-set calls Microsoft.Compute's policies cover (`compute`) and those it refused, and
+    the Log Analytics queries (`log_queries`) and those it refused."""
     from switchyard_emulator.testing import throttling_status
 
     status = throttling_status(paths.emulator_file)
-    compute = status["compute"]
+    compute, queries = status["compute"], status["log_queries"]
     return {
         **status["admitted"],
         **{f"throttled_{kind}": count for kind, count in status["throttled"].items()},
         "compute": sum(compute["admitted"].values()),
         "throttled_compute": sum(compute["throttled"].values()),
+        "log_queries": queries["admitted"],
+        "throttled_log_queries": sum(queries["throttled"].values()),
     }
 
 

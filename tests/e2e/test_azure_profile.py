@@ -136,12 +136,19 @@ def images(ports: FrontendPorts) -> dict[str, str]:
 
 def throttled_requests(emulator: EmulatorHandle) -> dict[str, int]:
     """How many requests the emulator refused for going over Azure's rate: Resource Manager's reads,
-    writes and deletes, and Microsoft.Compute's scale-set policies (by name, those it refused)."""
+    writes and deletes, Microsoft.Compute's scale-set policies (by name, those it refused) and Log
+    Analytics' queries."""
     status = throttling_status(emulator.state_dir / "emulator.json")
     assert status["enforced"], "the azure profile enforces Resource Manager's throttling"
     compute = cast(dict[str, Any], status["compute"])
     assert compute["enforced"], "and Microsoft.Compute's"
-    return {**cast(dict[str, int], status["throttled"]), **cast(dict[str, int], compute["throttled"])}
+    queries = cast(dict[str, Any], status["log_queries"])
+    assert queries["enforced"] and queries["admitted"] > 0, "and Log Analytics', which the canary queried"
+    return {
+        **cast(dict[str, int], status["throttled"]),
+        **cast(dict[str, int], compute["throttled"]),
+        "log_queries": sum(cast(dict[str, int], queries["throttled"]).values()),
+    }
 
 
 def users(ports: FrontendPorts) -> SteadyTraffic:
@@ -174,7 +181,7 @@ def test_on_azure_timing_a_good_canary_is_promoted_and_a_rollback_leaves_autosca
     assert live() == (v1_color, images["v1"])
     assert autoscale_enabled() == {v1_color: True, v1_color.other: False}
     # Three images built and published, two releases and a rollback, all within Azure's request rate.
-    assert throttled_requests(slow_emulator) == {"read": 0, "write": 0, "delete": 0}
+    assert throttled_requests(slow_emulator) == {"read": 0, "write": 0, "delete": 0, "log_queries": 0}
 
 
 def test_on_azure_timing_a_bad_canary_is_rolled_back(ports: FrontendPorts, images: dict[str, str]) -> None:

@@ -18,14 +18,15 @@ AZURITE         := $(AZURITE_DIR)/node_modules/.bin/azurite-blob
 demo: setup
 	$(BIN)/switchyard demo
 
-# Three workers, one test file each at a time: the end-to-end files mostly wait on real traffic and
-# analysis windows, so three of them side by side fit two cores (module fixtures stay in one worker).
-# On this 2-core machine the suite took 28 minutes on two workers, 20 on three, the cores busy 64 %.
+# Four workers, one test file each at a time: the end-to-end files mostly wait on real traffic,
+# analysis windows and lock leases, so four of them side by side fit two cores (module fixtures stay
+# in one worker). On this 2-core machine the suite grew to 24.5 minutes on three workers (the cores
+# busy 77 %, idle while the long files waited) and took 20.5 on four (2026-12-05; 28 on two, earlier).
 # Files go in collection order (tests/e2e first, the many short unit files last to fill the gaps):
 # xdist's default reorder, by number of tests, started the longest file (two tests, nine minutes
 # of Azure timing) last.
 test: setup tools-test
-	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder
 
 setup: $(STAMP) tools
 

@@ -177,6 +177,10 @@ class QueryRate:
         self._sleep(wait)
         return wait
 
+    def count_throttled(self) -> None:
+        with self._lock:
+            self.throttled_queries += 1
+
 
 _budgets: dict[tuple[str, ...], ReadBudget] = {}
 _query_rates: dict[tuple[str, ...], QueryRate] = {}
@@ -230,15 +234,18 @@ class LogQueryPacing(HTTPPolicy[Any, Any]):
         self._sleep = sleep
 
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
-        for wait in (*THROTTLED_QUERY_WAITS_S, None):
+        waits = iter(THROTTLED_QUERY_WAITS_S)
+        while True:
             self.rate.take_turn()
             response = self.next.send(request)
-            if response.http_response.status_code != 429 or wait is None:
+            if response.http_response.status_code != 429:
                 return response
-            self.rate.throttled_queries += 1
+            self.rate.count_throttled()
+            wait = next(waits, None)
+            if wait is None:
+                return response  # the SDK raises it: Log Analytics kept the user over its limit
             logger.warning("Log Analytics throttled a query (429): sending it again in %g s", wait)
             self._sleep(wait)
-        raise AssertionError("unreachable: the last wait is None")
 
 
 def _remaining(header: str | None) -> int | None:

@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import logging
 import threading
+from types import SimpleNamespace
 
 import pytest
+from azure.core.pipeline import PipelineContext, PipelineRequest
+from azure.core.rest import HttpRequest
 
-from switchyard.cloud.azure.pacing import QueryRate, ReadBudget, query_rate, read_budget
+from switchyard.cloud.azure.pacing import (
+    LOG_QUERY_WINDOW_S,
+    THROTTLED_QUERY_WAITS_S,
+    LogQueryPacing,
+    QueryRate,
+    ReadBudget,
+    query_rate,
+    read_budget,
+)
 
 
 class FakeTime:
@@ -159,3 +170,49 @@ def test_a_query_rate_refuses_a_limit_it_cannot_keep() -> None:
 def test_one_query_rate_per_user_shared_by_every_client_of_the_process() -> None:
     assert query_rate("https://logs", "sp-1") is query_rate("https://logs", "sp-1")
     assert query_rate("https://logs", "sp-1") is not query_rate("https://logs", "sp-2")
+
+
+class Answers:
+    """The rest of the pipeline, stubbed: answers each attempt with the next status."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.sent = 0
+
+    def send(self, request: object) -> SimpleNamespace:
+        self.sent += 1
+        return SimpleNamespace(http_response=SimpleNamespace(status_code=self.statuses.pop(0)))
+
+
+def pacing_with(answers: Answers, slept: list[float]) -> LogQueryPacing:
+    policy = LogQueryPacing(QueryRate(), sleep=slept.append)
+    policy.next = answers  # type: ignore[assignment]
+    return policy
+
+
+def test_a_throttled_query_is_sent_again_after_growing_waits_until_it_is_answered() -> None:
+    slept: list[float] = []
+    answers = Answers(429, 429, 200)
+    policy = pacing_with(answers, slept)
+
+    response = policy.send(
+        PipelineRequest(HttpRequest("POST", "https://logs/v1/workspaces/w/query"), PipelineContext(None))
+    )
+
+    assert response.http_response.status_code == 200
+    assert answers.sent == 3 and slept == [1.0, 2.0]
+    assert policy.rate.throttled_queries == 2
+
+
+def test_a_query_throttled_past_every_wait_returns_azures_429_to_the_sdk() -> None:
+    slept: list[float] = []
+    answers = Answers(*[429] * (len(THROTTLED_QUERY_WAITS_S) + 1))
+    policy = pacing_with(answers, slept)
+
+    response = policy.send(
+        PipelineRequest(HttpRequest("POST", "https://logs/v1/workspaces/w/query"), PipelineContext(None))
+    )
+
+    assert response.http_response.status_code == 429
+    assert slept == list(THROTTLED_QUERY_WAITS_S) and sum(slept) > LOG_QUERY_WINDOW_S
+    assert answers.sent == len(THROTTLED_QUERY_WAITS_S) + 1

@@ -58,6 +58,20 @@ THROTTLED_QUERY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 logger = logging.getLogger(__name__)
 
 
+class Notices:
+    """When a pacer says in the log that it waits: the first time, then at most once per NOTICE_EVERY_S.
+    Not thread-safe on its own: the pacer asks under its lock."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def due(self, now: float) -> bool:
+        if self._last is not None and now - self._last < NOTICE_EVERY_S:
+            return False
+        self._last = now
+        return True
+
+
 class ReadBudget:
     """This process's view of one principal's read bucket in one subscription.
 
@@ -84,7 +98,7 @@ class ReadBudget:
         self._left: float | None = None  # None until Azure has said (no header: nothing to pace by)
         self._at = 0.0
         self._waiting = 0
-        self._noticed_at: float | None = None
+        self._notices = Notices()
         self.paced_reads = 0  # reads that waited their turn
 
     def take_turn(self) -> float:
@@ -102,9 +116,7 @@ class ReadBudget:
                 return 0.0
             self._waiting += 1
             self.paced_reads += 1
-            notice = self._noticed_at is None or now - self._noticed_at >= NOTICE_EVERY_S
-            if notice:
-                self._noticed_at = now
+            notice = self._notices.due(now)
         if notice:
             logger.warning(
                 "Azure Resource Manager has about %d reads left of this subscription's budget: reads wait their "
@@ -147,7 +159,7 @@ class QueryRate:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._sent: deque[float] = deque()  # when each counted query goes out, oldest first
-        self._noticed_at: float | None = None
+        self._notices = Notices()
         self.paced_queries = 0  # queries that waited their turn
         self.throttled_queries = 0  # queries Log Analytics throttled all the same (LogQueryPacing)
 
@@ -163,9 +175,7 @@ class QueryRate:
             if wait <= 0:
                 return 0.0
             self.paced_queries += 1
-            notice = self._noticed_at is None or now - self._noticed_at >= NOTICE_EVERY_S
-            if notice:
-                self._noticed_at = now
+            notice = self._notices.due(now)
         if notice:
             logger.warning(
                 "this process sent %d Log Analytics queries in the last %.0f s: queries wait their turn to stay "

@@ -93,8 +93,10 @@ class LogQueryThrottle:
             yield
         finally:
             self._running -= 1
+            # Every waiter looks again, the queue's first first: a single notify can be lost to a waiter
+            # whose queue time runs out at the same moment (asyncio.Condition in Python 3.11, CPython gh-112202).
             async with self._slot_freed:
-                self._slot_freed.notify()
+                self._slot_freed.notify_all()
 
     def _check_rate(self) -> None:
         now = self._clock()

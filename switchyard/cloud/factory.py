@@ -7,6 +7,7 @@ import threading
 
 from switchyard.cloud.azure import AzureCloud
 from switchyard.cloud.ports import Cloud
+from switchyard.cloud.shared_rate import prefect_query_gate
 from switchyard.core.config import ServiceContext
 
 _clouds: dict[str, Cloud] = {}
@@ -19,5 +20,7 @@ def cloud_for(context: ServiceContext) -> Cloud:
     with _clouds_lock:
         cloud = _clouds.get(key)
         if cloud is None:
-            cloud = _clouds[key] = AzureCloud(context.environment, context.service)
+            cloud = _clouds[key] = AzureCloud(
+                context.environment, context.service, shared_query_gate=prefect_query_gate()
+            )
         return cloud

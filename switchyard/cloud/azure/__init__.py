@@ -7,6 +7,7 @@ module per port (gallery, storage, scale_sets, router, telemetry, infrastructure
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from switchyard.cloud.azure.clients import AzureClients, ConfigurationError, EmulatorEndpoint
@@ -14,6 +15,7 @@ from switchyard.cloud.azure.gallery import AzureGallery
 from switchyard.cloud.azure.ids import AzureIds
 from switchyard.cloud.azure.infrastructure import AzureInfrastructure
 from switchyard.cloud.azure.nics import ScaleSetNics
+from switchyard.cloud.azure.pacing import QueryGate
 from switchyard.cloud.azure.router import AzureTrafficRouter
 from switchyard.cloud.azure.scale_sets import AzureScaleSets
 from switchyard.cloud.azure.storage import AzureImageStorage
@@ -40,10 +42,16 @@ __all__ = [
 class AzureCloud:
     """switchyard's ports for one environment and one service, on Azure (or its emulator)."""
 
-    def __init__(self, environment: AzureEnvironment, service: ServiceConfig) -> None:
+    def __init__(
+        self,
+        environment: AzureEnvironment,
+        service: ServiceConfig,
+        *,
+        shared_query_gate: Callable[[str], QueryGate] | None = None,
+    ) -> None:
         self.environment = environment
         self.service = service
-        self.clients = AzureClients(environment)
+        self.clients = AzureClients(environment, shared_query_gate=shared_query_gate)
         ids = AzureIds(self.clients.subscription_id, environment)
         self.ids = ids
         self.gallery = AzureGallery(self.clients, ids, environment)

@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +26,15 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.storage import StorageManagementClient
 from azure.monitor.query import LogsQueryClient
 
-from switchyard.cloud.azure.pacing import ArmReadPacing, LogQueryPacing, QueryRate, ReadBudget, query_rate, read_budget
+from switchyard.cloud.azure.pacing import (
+    ArmReadPacing,
+    LogQueryPacing,
+    QueryGate,
+    QueryRate,
+    ReadBudget,
+    query_rate,
+    read_budget,
+)
 from switchyard.core.config import AzureEnvironment
 
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -109,7 +118,12 @@ class AzureClients:
     """Lazily built SDK clients for one environment, and what differs between Azure and the
     emulator beyond them (workspace ids, where a private address is reached)."""
 
-    def __init__(self, environment: AzureEnvironment) -> None:
+    def __init__(
+        self, environment: AzureEnvironment, *, shared_query_gate: Callable[[str], QueryGate] | None = None
+    ) -> None:
+        """`shared_query_gate`: the Log Analytics query budget this environment's user shares with
+        other processes, by a key naming the endpoint and the user (the factory gives Prefect's);
+        None: this process paces its queries by its own count alone."""
         self.environment = environment
         self._emulator: EmulatorEndpoint | None = None
         if environment.auth == "emulator":
@@ -153,6 +167,9 @@ class AzureClients:
         self.read_budget: ReadBudget = read_budget(self._arm_endpoint or "azure", self.subscription_id, principal)
         # Log Analytics limits a user's queries to all workspaces together (pacing.py).
         self.log_query_rate: QueryRate = query_rate(self._logs_endpoint or "azure", principal)
+        self.shared_log_query_gate: QueryGate | None = (
+            shared_query_gate(f"{self._logs_endpoint or 'azure'} {principal}") if shared_query_gate else None
+        )
 
     def reachable_address(self, private_ip: str) -> str:
         """Where this process reaches a private address Azure reports (a gateway's private
@@ -211,7 +228,9 @@ class AzureClients:
 
     @cached_property
     def logs(self) -> LogsQueryClient:
-        kwargs: dict[str, Any] = {"per_retry_policies": [LogQueryPacing(self.log_query_rate)]}
+        kwargs: dict[str, Any] = {
+            "per_retry_policies": [LogQueryPacing(self.log_query_rate, self.shared_log_query_gate)]
+        }
         if self._logs_endpoint:
             kwargs |= {
                 "endpoint": self._logs_endpoint,

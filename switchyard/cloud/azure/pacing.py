@@ -23,7 +23,9 @@ own: 200 queries per user in 30 seconds, to all workspaces together ("Azure Moni
 the emulator enforces it: emulator/switchyard_emulator/log_query_throttling.py), answered 429 past
 it with no Retry-After and no count of what is left. LogQueryPacing keeps this process's queries to
 QueryRate's share of that window by its own count, so the canaries of a patch run's services,
-looking every second from one process, wait their turn instead of meeting 429s.
+looking every second from one process, wait their turn instead of meeting 429s; and, where the
+clients were given one, to a budget every process of the user shares (QueryGate: a Prefect rate
+limit, switchyard/cloud/shared_rate.py), since no answer tells one process what the others sent.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
@@ -56,6 +58,13 @@ LOG_QUERY_RESERVE = 20
 THROTTLED_QUERY_WAITS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 logger = logging.getLogger(__name__)
+
+
+class QueryGate(Protocol):
+    """What a query waits on before it goes out (beside this process's own QueryRate): a budget that
+    other processes share (switchyard/cloud/shared_rate.py). Returns the seconds waited."""
+
+    def take_turn(self) -> float: ...
 
 
 class Notices:
@@ -238,15 +247,20 @@ class LogQueryPacing(HTTPPolicy[Any, Any]):
     A query only reads, so sending it again is safe; the waits add up to more than the 30 s window,
     so a query throttled by other processes' gets room unless they keep the user over the limit."""
 
-    def __init__(self, rate: QueryRate, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, rate: QueryRate, shared: QueryGate | None = None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         super().__init__()
         self.rate = rate
+        self.shared = shared
         self._sleep = sleep
 
     def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
         waits = iter(THROTTLED_QUERY_WAITS_S)
         while True:
             self.rate.take_turn()
+            if self.shared is not None:
+                self.shared.take_turn()
             response = self.next.send(request)
             if response.http_response.status_code != 429:
                 return response

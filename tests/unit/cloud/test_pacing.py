@@ -184,8 +184,19 @@ class Answers:
         return SimpleNamespace(http_response=SimpleNamespace(status_code=self.statuses.pop(0)))
 
 
-def pacing_with(answers: Answers, slept: list[float]) -> LogQueryPacing:
-    policy = LogQueryPacing(QueryRate(), sleep=slept.append)
+class CountedGate:
+    """A shared budget that never makes anyone wait, counting the turns taken."""
+
+    def __init__(self) -> None:
+        self.turns = 0
+
+    def take_turn(self) -> float:
+        self.turns += 1
+        return 0.0
+
+
+def pacing_with(answers: Answers, slept: list[float], shared: CountedGate | None = None) -> LogQueryPacing:
+    policy = LogQueryPacing(QueryRate(), shared, sleep=slept.append)
     policy.next = answers  # type: ignore[assignment]
     return policy
 
@@ -216,3 +227,15 @@ def test_a_query_throttled_past_every_wait_returns_azures_429_to_the_sdk() -> No
     assert response.http_response.status_code == 429
     assert slept == list(THROTTLED_QUERY_WAITS_S) and sum(slept) > LOG_QUERY_WINDOW_S
     assert answers.sent == len(THROTTLED_QUERY_WAITS_S) + 1
+
+
+def test_every_attempt_of_a_query_takes_a_turn_of_the_shared_budget_too() -> None:
+    slept: list[float] = []
+    shared = CountedGate()
+    policy = pacing_with(Answers(429, 200), slept, shared)
+
+    policy.send(PipelineRequest(HttpRequest("POST", "https://logs/v1/workspaces/w/query"), PipelineContext(None)))
+
+    # The resend is a query Azure counts again, so it waits its turn again, here and everywhere.
+    assert shared.turns == 2
+    assert policy.rate.throttled_queries == 1

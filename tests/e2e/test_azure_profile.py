@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from prefect.client.orchestration import get_client
 
 from blocks import AzureEnvironmentBlock, ReleasePolicyBlock, ServiceBlock, load_environment, load_service
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
 from flows.rollback import rollback
+from switchyard.cloud.azure import AzureCloud
 from switchyard.cloud.factory import cloud_for
+from switchyard.cloud.shared_rate import SharedQueryRate
 from switchyard.core.config import FaultProfile, FrontendPorts, ServiceContext
 from switchyard.core.fleet import Fleet
 from switchyard.core.outcomes import ReleaseFailed
@@ -151,6 +154,16 @@ def throttled_requests(emulator: EmulatorHandle) -> dict[str, int]:
     }
 
 
+def shared_query_budget() -> tuple[int, float]:
+    """The Log Analytics query budget the flows' Azure clients share through the Prefect server
+    (switchyard/cloud/shared_rate.py): its burst and slot decay, as the first query created it."""
+    gate = cast(AzureCloud, cloud_for(context())).clients.shared_log_query_gate
+    assert isinstance(gate, SharedQueryRate), "flows pace their queries by the budget in the Prefect server"
+    with get_client(sync_client=True) as client:
+        found = client.read_global_concurrency_limit_by_name(gate.name)
+    return found.limit, found.slot_decay_per_second
+
+
 def users(ports: FrontendPorts) -> SteadyTraffic:
     return SteadyTraffic("127.0.0.1", ports.production, rate=RATE, connections=4)
 
@@ -182,6 +195,9 @@ def test_on_azure_timing_a_good_canary_is_promoted_and_a_rollback_leaves_autosca
     assert autoscale_enabled() == {v1_color: True, v1_color.other: False}
     # Three images built and published, two releases and a rollback, all within Azure's request rate.
     assert throttled_requests(slow_emulator) == {"read": 0, "write": 0, "delete": 0, "log_queries": 0}
+    # The canary's access-log queries took their turns of the budget every process of the principal
+    # shares, created by the first of them (30 at once, then 5 a second).
+    assert shared_query_budget() == (30, 5.0)
 
 
 def test_on_azure_timing_a_bad_canary_is_rolled_back(ports: FrontendPorts, images: dict[str, str]) -> None:

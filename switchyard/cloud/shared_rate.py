@@ -6,8 +6,9 @@ process counts only its own queries, and a monthly patch runs its services in se
 budget: two of them at their own limit are 360 queries a window, and the canaries' looks meet 429s.
 Nothing in switchyard may assume one process or one machine (docs/architecture.md), so the budget
 is kept where every worker sees it: a Prefect global concurrency limit with slot decay, which is
-Prefect's rate limit ("Global concurrency limits", rate limiting, docs.prefect.io/v3/develop/
-global-concurrency-limits). Each query occupies a slot that frees itself at SHARED_QUERIES_PER_S,
+Prefect's rate limit ("Global concurrency limits", "Concurrency limits vs rate limits":
+docs.prefect.io/v3/concepts/global-concurrency-limits; `rate_limit` needs slot_decay_per_second).
+Each query occupies a slot that frees itself at SHARED_QUERIES_PER_S,
 so however many processes share the user, at most SHARED_QUERY_BURST go out at once and
 SHARED_QUERIES_PER_S a second after that: in any 30 s window, at most BURST + 30 x PER_S = 180, the
 20 left of Azure's 200 covering queries that reach Azure later than they were counted.

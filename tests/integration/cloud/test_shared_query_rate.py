@@ -142,7 +142,7 @@ def test_a_budget_prefect_cannot_pace_by_is_reported_and_queries_go_out_paced_by
         waits = [rate.take_turn() for _ in range(3)]  # a one-slot limit would hold the second back
 
     assert waits == [0.0, 0.0, 0.0]
-    warnings = [record.getMessage() for record in caplog.records]
+    warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
     assert len(warnings) == 1 and said in warnings[0]
     assert f"prefect global-concurrency-limit update {name} --slot-decay-per-second 5 --enable" in warnings[0]
     found = limit_named(name)
@@ -165,6 +165,20 @@ def test_without_a_prefect_server_to_ask_queries_go_out_and_the_server_is_asked_
         rate.take_turn()
 
     assert first == [0.0, 0.0, 0.0]
-    warnings = [record.getMessage() for record in caplog.records]
+    warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
     # Asked once, then not again until a minute later (each ask of a dead server costs its retries).
     assert len(warnings) == 2 and all("could not read the Log Analytics query budget" in w for w in warnings)
+
+
+def test_a_query_that_waits_too_long_for_the_budget_goes_out_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    name = log_query_limit_name("https://logs.example sp-taken")
+    create_limit(name, limit=1, decay=0.01)  # a slot every 100 s: taken by the first query
+    rate = SharedQueryRate(name, wait_s=1.0)
+
+    with caplog.at_level(logging.WARNING, logger="switchyard.cloud.shared_rate"):
+        rate.take_turn()
+        waited = rate.take_turn()
+
+    assert waited >= 1.0
+    warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
+    assert len(warnings) == 1 and "stayed taken for 1 s: this query goes out paced by this process alone" in warnings[0]

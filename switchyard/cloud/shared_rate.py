@@ -75,6 +75,8 @@ class SharedQueryRate:
         self.wait_s = wait_s
         self._clock = clock
         self._lock = threading.Lock()
+        # One thread asks the server at a time: a patch run's canaries make their first queries together.
+        self._asking = threading.Lock()
         self._state: BudgetState = "unknown"  # until the limit was read
         self._ask_again_at = 0.0  # after the server could not be asked: not before this
         self._notices = Notices()
@@ -112,14 +114,18 @@ class SharedQueryRate:
         with self._lock:
             if self._state != "unknown" or self._clock() < self._ask_again_at:
                 return self._state
-        state = self._ensure()
-        with self._lock:
-            self._state = state
-            if state == "unknown":
-                # Each ask of a server that is down costs the Prefect client's own retries: a query
-                # must not pay them every time.
-                self._ask_again_at = self._clock() + NOTICE_EVERY_S
-            return state
+        with self._asking:
+            with self._lock:  # another thread may have asked while this one waited
+                if self._state != "unknown" or self._clock() < self._ask_again_at:
+                    return self._state
+            state = self._ensure()
+            with self._lock:
+                self._state = state
+                if state == "unknown":
+                    # Each ask of a server that is down costs the Prefect client's own retries: a query
+                    # must not pay them every time.
+                    self._ask_again_at = self._clock() + NOTICE_EVERY_S
+                return state
 
     def _ensure(self) -> BudgetState:
         """Create the limit when missing; "shared" when Prefect can pace by it, "off" when it cannot,

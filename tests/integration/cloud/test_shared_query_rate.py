@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,16 @@ def test_a_query_that_waits_too_long_for_the_budget_goes_out_and_says_so(caplog:
     assert waited >= 1.0
     warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
     assert len(warnings) == 1 and "stayed taken for 1 s: this query goes out paced by this process alone" in warnings[0]
+
+
+def test_the_first_queries_of_many_threads_ask_the_server_once(caplog: pytest.LogCaptureFixture) -> None:
+    name = log_query_limit_name("https://logs.example sp-threads")
+    create_limit(name, limit=1, decay=0.0)  # a limit Prefect cannot pace by: each ask would warn
+    rate = SharedQueryRate(name)
+
+    with caplog.at_level(logging.WARNING, logger="switchyard.cloud.shared_rate"), ThreadPoolExecutor(8) as pool:
+        waits = list(pool.map(lambda _: rate.take_turn(), range(8)))
+
+    assert waits == [0.0] * 8
+    warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
+    assert len(warnings) == 1 and "has no slot decay" in warnings[0]

@@ -74,9 +74,8 @@ class SharedQueryRate:
         self.per_s = per_s
         self.wait_s = wait_s
         self._clock = clock
-        self._lock = threading.Lock()
-        # One thread asks the server at a time: a patch run's canaries make their first queries together.
-        self._asking = threading.Lock()
+        self._lock = threading.Lock()  # waited_s and the notices
+        self._asking = threading.Lock()  # what is known of the limit (_ready)
         self._state: BudgetState = "unknown"  # until the limit was read
         self._ask_again_at = 0.0  # after the server could not be asked: not before this
         self._notices = Notices()
@@ -111,21 +110,16 @@ class SharedQueryRate:
         return waited
 
     def _ready(self) -> BudgetState:
-        with self._lock:
-            if self._state != "unknown" or self._clock() < self._ask_again_at:
-                return self._state
+        # One thread asks the server at a time and the others wait for its answer: a patch run's
+        # canaries make their first queries together. _state and _ask_again_at change only under it.
         with self._asking:
-            with self._lock:  # another thread may have asked while this one waited
-                if self._state != "unknown" or self._clock() < self._ask_again_at:
-                    return self._state
-            state = self._ensure()
-            with self._lock:
-                self._state = state
-                if state == "unknown":
+            if self._state == "unknown" and self._clock() >= self._ask_again_at:
+                self._state = self._ensure()
+                if self._state == "unknown":
                     # Each ask of a server that is down costs the Prefect client's own retries: a query
                     # must not pay them every time.
                     self._ask_again_at = self._clock() + NOTICE_EVERY_S
-                return state
+            return self._state
 
     def _ensure(self) -> BudgetState:
         """Create the limit when missing; "shared" when Prefect can pace by it, "off" when it cannot,

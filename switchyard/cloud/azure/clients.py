@@ -166,9 +166,10 @@ class AzureClients:
         principal = environment.client_id or environment.auth
         self.read_budget: ReadBudget = read_budget(self._arm_endpoint or "azure", self.subscription_id, principal)
         # Log Analytics limits a user's queries to all workspaces together (pacing.py).
-        self.log_query_rate: QueryRate = query_rate(self._logs_endpoint or "azure", principal)
+        logs_user = (self._logs_endpoint or "azure", principal)
+        self.log_query_rate: QueryRate = query_rate(*logs_user)
         self.shared_log_query_gate: QueryGate | None = (
-            shared_query_gate(f"{self._logs_endpoint or 'azure'} {principal}") if shared_query_gate else None
+            shared_query_gate(" ".join(logs_user)) if shared_query_gate else None
         )
 
     def reachable_address(self, private_ip: str) -> str:

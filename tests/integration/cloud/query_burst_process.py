@@ -20,6 +20,7 @@ from azure.core.exceptions import HttpResponseError
 from switchyard.cloud.azure import AzureClients
 from switchyard.cloud.shared_rate import SharedQueryRate, shared_log_query_rate
 from switchyard.core.config import AzureEnvironment
+from tests.integration.cloud.cloud_support import SSH_PUBLIC_KEY
 
 THREADS = 4
 
@@ -35,7 +36,7 @@ def main() -> None:
         auth="emulator",
         emulator_file=args.emulator_file,
         resource_group="switchyard-fleet",
-        ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAXsfOsE8trh0NAvE12UTiUqaCx182iU5QpAvgBN1Esf test",
+        ssh_public_key=SSH_PUBLIC_KEY,
     )
     clients = AzureClients(environment, shared_query_gate=shared_log_query_rate if args.shared else None)
     workspace = clients.log_analytics_workspace_id

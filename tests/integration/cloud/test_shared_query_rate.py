@@ -63,6 +63,11 @@ def create_limit(name: str, *, limit: int, decay: float, active: bool = True) ->
         )
 
 
+def switchyard_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What shared_rate.py said (Prefect's own acquisition service also logs, on a timeout)."""
+    return [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
+
+
 def burst_processes(emulator: EmulatorHandle, count: int, *, shared: bool) -> list[dict[str, Any]]:
     """`count` processes, each QUERIES_PER_PROCESS queries at once: what each reports."""
     environment = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()))
@@ -143,7 +148,7 @@ def test_a_budget_prefect_cannot_pace_by_is_reported_and_queries_go_out_paced_by
         waits = [rate.take_turn() for _ in range(3)]  # a one-slot limit would hold the second back
 
     assert waits == [0.0, 0.0, 0.0]
-    warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
+    warnings = switchyard_warnings(caplog)
     assert len(warnings) == 1 and said in warnings[0]
     assert f"prefect global-concurrency-limit update {name} --slot-decay-per-second 5 --enable" in warnings[0]
     found = limit_named(name)
@@ -166,7 +171,7 @@ def test_without_a_prefect_server_to_ask_queries_go_out_and_the_server_is_asked_
         rate.take_turn()
 
     assert first == [0.0, 0.0, 0.0]
-    warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
+    warnings = switchyard_warnings(caplog)
     # Asked once, then not again until a minute later (each ask of a dead server costs its retries).
     assert len(warnings) == 2 and all("could not read the Log Analytics query budget" in w for w in warnings)
 
@@ -181,7 +186,7 @@ def test_a_query_that_waits_too_long_for_the_budget_goes_out_and_says_so(caplog:
         waited = rate.take_turn()
 
     assert waited >= 1.0
-    warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
+    warnings = switchyard_warnings(caplog)
     assert len(warnings) == 1 and "stayed taken for 1 s: this query goes out paced by this process alone" in warnings[0]
 
 
@@ -194,5 +199,5 @@ def test_the_first_queries_of_many_threads_ask_the_server_once(caplog: pytest.Lo
         waits = list(pool.map(lambda _: rate.take_turn(), range(8)))
 
     assert waits == [0.0] * 8
-    warnings = [record.getMessage() for record in caplog.records if record.name == "switchyard.cloud.shared_rate"]
+    warnings = switchyard_warnings(caplog)
     assert len(warnings) == 1 and "has no slot decay" in warnings[0]

@@ -24,7 +24,7 @@ from switchyard_emulator.common import Ctx, Route, error_response, json_response
 from switchyard_emulator.compute_throttling import ComputeThrottle
 from switchyard_emulator.dataplane.api import DataPlane
 from switchyard_emulator.errors import ArmError
-from switchyard_emulator.faults import FaultInjector
+from switchyard_emulator.faults import FaultInjector, FaultTarget
 from switchyard_emulator.identity import Identity
 from switchyard_emulator.ids import key_of
 from switchyard_emulator.log_query_throttling import LogQueryThrottle, QueryThrottled
@@ -178,7 +178,7 @@ class Emulator:
             return await self._control(request, "throttling", self._configure_throttling, self._throttling_status)
 
         if lowered[:2] == ["v1", "workspaces"]:  # the Log Analytics query API: not Resource Manager's
-            await self._draw_fault()
+            await self._draw_fault("log-queries")
             try:
                 async with self.log_query_throttle.admitted_query():
                     return await self.insights.log_analytics(request, segments)
@@ -192,7 +192,7 @@ class Emulator:
         try:
             if subscription_scoped:
                 remaining |= self.compute_throttle.admit(request.method, lowered, self._exists)
-            await self._draw_fault()
+            await self._draw_fault("arm")
             response = await self._route(request, path, segments, lowered)
         except ArmError as error:  # a refusal is counted all the same, and says what is left
             error.headers = {**remaining, **error.headers}
@@ -218,8 +218,8 @@ class Emulator:
             "log_queries": self.log_query_throttle.status(),
         }
 
-    async def _draw_fault(self) -> None:
-        kind = self.faults.draw()
+    async def _draw_fault(self, target: FaultTarget) -> None:
+        kind = self.faults.draw(target)
         if kind is not None:
             await self.faults.apply(kind)
 

@@ -1,7 +1,10 @@
-"""Fault injection: a seeded share of ARM calls answers 429 (Retry-After), 500, or slowly.
+"""Fault injection: a seeded share of calls answers 429 (Retry-After), 500, or slowly.
 
 Set at start (`--fault-rate 0.1 --fault-kinds 429,500,slow --fault-seed 7`) or at runtime through
-the authenticated admin route `PUT /switchyard/faults` (body: this module's `FaultConfig`).
+the authenticated admin route `PUT /switchyard/faults` (body: this module's `FaultConfig`). A
+fault may be aimed at Resource Manager's calls or at the Log Analytics query API alone (`scope`),
+and stop after a number of faults (`limit`): "the next four queries answer 500" is a telemetry
+outage of a known length, which a random share cannot promise.
 Faults are drawn before the request is handled, so a faulted call never writes anything and the
 SDK's retry of it is safe.
 """
@@ -18,6 +21,8 @@ from switchyard_emulator.errors import ArmError, validated_settings
 
 FaultKind = Literal["429", "500", "slow"]
 ALL_KINDS: tuple[FaultKind, ...] = ("429", "500", "slow")
+# What a request is, for a fault's scope: a Resource Manager call or a Log Analytics query.
+FaultTarget = Literal["arm", "log-queries"]
 
 
 class FaultConfig(BaseModel):
@@ -28,6 +33,10 @@ class FaultConfig(BaseModel):
     seed: int | None = Field(default=None, description="seed of the draw; the same seed gives the same faults")
     slow_seconds: float = Field(default=2.0, ge=0.0, le=60.0, description="delay of a 'slow' fault")
     retry_after_seconds: int = Field(default=1, ge=0, le=60, description="Retry-After of a 429 fault")
+    scope: Literal["all", "arm", "log-queries"] = Field(
+        default="all", description="the calls a fault may hit: Resource Manager's, Log Analytics queries, or both"
+    )
+    limit: int | None = Field(default=None, ge=0, description="faults to inject in all before stopping; none: no end")
 
 
 def parse_kinds(value: str) -> list[FaultKind]:
@@ -56,8 +65,10 @@ class FaultInjector:
         self.configure(config)
         return config
 
-    def draw(self) -> FaultKind | None:
-        if self.config.rate <= 0 or not self.config.kinds:
+    def draw(self, target: FaultTarget) -> FaultKind | None:
+        if self.config.rate <= 0 or not self.config.kinds or self.config.scope not in ("all", target):
+            return None
+        if self.config.limit is not None and sum(self.injected.values()) >= self.config.limit:
             return None
         if self._rng.random() >= self.config.rate:
             return None

@@ -84,3 +84,28 @@ def test_a_faulted_write_writes_nothing(faulty: EmulatorHandle, admin: httpx.Cli
     admin.put("/switchyard/faults", json={"rate": 0})
     assert not clients.resource.resource_groups.check_existence("never")
     clients.close()
+
+
+def test_a_fault_aimed_at_log_queries_leaves_resource_manager_alone_and_stops_at_its_limit(
+    faulty: EmulatorHandle, admin: httpx.Client
+) -> None:
+    """A telemetry outage of a known length: the next three queries answer 500, ARM answers as ever."""
+    query = f"/v1/workspaces/{faulty.log_analytics_workspace_id}/query"
+    body = {"query": "AzureDiagnostics | take 1", "timespan": "PT1H"}
+    groups = f"/subscriptions/{faulty.subscription_id}/resourcegroups"
+    admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["500"], "scope": "log-queries", "limit": 3})
+
+    answers = []
+    for _ in range(5):
+        answers.append(admin.post(query, json=body).status_code)
+        assert admin.get(groups, params={"api-version": "2025-04-01"}).status_code == 200
+
+    assert answers == [500, 500, 500, 200, 200]
+    assert admin.get("/switchyard/faults").json()["injected"] == {"429": 0, "500": 3, "slow": 0}
+    admin.put("/switchyard/faults", json={"rate": 1.0, "kinds": ["500"], "scope": "arm", "limit": 1})
+    assert admin.post(query, json=body).status_code == 200
+    assert admin.get(groups, params={"api-version": "2025-04-01"}).status_code == 500
+    assert admin.get(groups, params={"api-version": "2025-04-01"}).status_code == 200
+    bad = admin.put("/switchyard/faults", json={"rate": 1.0, "scope": "gateway"})
+    assert bad.status_code == 400 and bad.json()["error"]["target"] == "scope"
+    admin.put("/switchyard/faults", json={"rate": 0})

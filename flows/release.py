@@ -369,6 +369,7 @@ def _perform(
             analysis = analyse_canary(context, action.step, observed, split)
         title = f"Canary {action.step.describe()}"
         summary.analyses.append(StepAnalysis(title=title, verdict=analysis.verdict, split=analysis.split))
+        _note_telemetry_failures(summary, title, analysis)
         if not analysis.passed:
             return analysis, f"canary at {action.step.share:.1%} failed"
         progress.passed_steps.append(action.step.canary_instances)
@@ -381,12 +382,24 @@ def _perform(
         with synthetic_load(context):
             analysis = analyse_promoted(context, observed)
         summary.analyses.append(StepAnalysis(title="Under full traffic", verdict=analysis.verdict))
+        _note_telemetry_failures(summary, "Under full traffic", analysis)
         if analysis.verdict.outcome == CanaryOutcome.FAIL:
             return analysis, "the new version failed under full traffic"
         progress.promoted_analysis_passed = True
     elif isinstance(action, Finalize):
         finalize(context, action.live, observed)
     return None
+
+
+def _note_telemetry_failures(summary: ReleaseSummary, title: str, analysis: Analysis) -> None:
+    """Reads of the golden signals that failed and were read again: the verdict stands on the reads
+    that worked, and the person who reads the summary should know the judge had to."""
+    failures = analysis.telemetry_failures
+    if failures:
+        summary.warnings.append(
+            f"{title}: {len(failures)} read(s) of the golden signals failed and were read again at a later "
+            f"look (last: {failures[-1][:300]})"
+        )
 
 
 def _roll_back(

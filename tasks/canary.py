@@ -13,14 +13,16 @@ access log holds every request the metrics counted, so percentiles cover the who
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from switchyard.cloud.errors import CloudError
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.analysis import (
     Analysis,
@@ -206,6 +208,45 @@ def _signals(
     )
 
 
+# A read of the golden signals that fails (after the SDK's own retries) decides nothing: the next
+# look reads again, as Argo Rollouts lets a metric err a few times in a row (consecutiveErrorLimit)
+# before its analysis errs. This many failures in a row end the analysis with the last error, and
+# the release rolls back: a canary that cannot be judged has not passed.
+TELEMETRY_FAILURES_IN_A_ROW = 4
+
+
+class TelemetryReads:
+    """The watch's reads of the golden signals, riding over a few failed ones in a row."""
+
+    def __init__(self, warn: Callable[..., None]) -> None:
+        self.failed: list[str] = []  # every failed read ridden over, for the release's summary
+        self._in_a_row = 0
+        self._warn = warn
+
+    def read(self, what: str, signals: Callable[[], GoldenSignals]) -> GoldenSignals | None:
+        """The signals, or None when this read failed and the next look may read again."""
+        try:
+            read = signals()
+        except CloudError as error:
+            self._in_a_row += 1
+            if self._in_a_row >= TELEMETRY_FAILURES_IN_A_ROW:
+                raise CloudError(
+                    f"the golden signals could not be read {self._in_a_row} times in a row; last: {error}"
+                ) from error
+            self.failed.append(f"{what}: {error}")
+            self._warn(
+                "reading the golden signals (%s) failed, %d time(s) in a row (the analysis fails at %d): %s; "
+                "the next look reads again",
+                what,
+                self._in_a_row,
+                TELEMETRY_FAILURES_IN_A_ROW,
+                error,
+            )
+            return None
+        self._in_a_row = 0
+        return read
+
+
 def _watch(
     context: ReleaseContext,
     sides: CanarySides,
@@ -217,9 +258,11 @@ def _watch(
     changed_at: datetime,
     compare: bool,
     may_extend: bool,
+    reads: TelemetryReads,
 ) -> tuple[Verdict, GoldenSignals, bool]:
     """Look at every check interval (core's watch_decision says what each look means) at the
     complete grains of [start, end) until the window is decided; (verdict, signals, ended early).
+    `reads` rides over a few failed reads in a row (TelemetryReads).
 
     Passing needs complete grains; failing does not. Each look first reads everything visible since
     the grain of the change (`changed_at`), complete or not: a breach that is *certain* there (more
@@ -242,18 +285,27 @@ def _watch(
         pause = policy.check_interval_s
         looked_at = now()
         if looked_at < end:
-            visible = _signals(context, sides, pool, listener, timing.grain_start(changed_at), looked_at, partial=True)
-            certain = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
-            if certain_breach(certain):
-                logger.warning("SLO breach certain before its grains completed: %s", certain.summary)
-                return certain, visible, True
+            visible = reads.read(
+                "the grains still arriving",
+                partial(
+                    _signals, context, sides, pool, listener, timing.grain_start(changed_at), looked_at, partial=True
+                ),
+            )
+            if visible is not None:
+                certain = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
+                if certain_breach(certain):
+                    logger.warning("SLO breach certain before its grains completed: %s", certain.summary)
+                    return certain, visible, True
         until = min(end, timing.complete_until(looked_at))
         if until <= start:
             if (waiting_for := f"grain after {start.isoformat()}") not in said:
                 logger.info("waiting for the first complete metric grain after %s", start.isoformat())
                 said.add(waiting_for)
             continue
-        signals = _signals(context, sides, pool, listener, start, until)
+        complete = reads.read("the complete grains", partial(_signals, context, sides, pool, listener, start, until))
+        if complete is None:
+            continue
+        signals = complete
         verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
         window_ended = until >= end
         if window_ended and not access_log_caught_up(signals):
@@ -345,8 +397,18 @@ def analyse_canary(
     timing = cloud_for(context).telemetry.timing(context.topology).with_delay(context.policy.metrics_delay_s)
     changed_at = split.at if split else now()
     start, end = timing.window_after(changed_at, context.policy.analysis_window_s)
+    reads = TelemetryReads(logger.warning)
     verdict, signals, early = _watch(
-        context, sides, pool, timing, start=start, end=end, changed_at=changed_at, compare=True, may_extend=True
+        context,
+        sides,
+        pool,
+        timing,
+        start=start,
+        end=end,
+        changed_at=changed_at,
+        compare=True,
+        may_extend=True,
+        reads=reads,
     )
     # An early stop has too few requests to verify a split with; the verdict decides alone.
     delivered = (
@@ -354,7 +416,9 @@ def analyse_canary(
         if early
         else verify_split(step.share, signals.canary_requests, signals.total_requests, context.policy.split_tolerance)
     )
-    analysis = Analysis(verdict=verdict, split=delivered, decided_at=now(), early=early)
+    analysis = Analysis(
+        verdict=verdict, split=delivered, decided_at=now(), early=early, telemetry_failures=reads.failed
+    )
     logger.info(
         "canary at %.1f%%: %s%s", step.share * 100, verdict.summary, f"; {delivered.reason}" if delivered else ""
     )
@@ -379,6 +443,7 @@ def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> A
     timing = cloud_for(context).telemetry.timing(context.topology).with_delay(context.policy.metrics_delay_s)
     promoted_at = now()
     start, end = timing.window_after(promoted_at, context.policy.promoted_analysis_window_s)
+    reads = TelemetryReads(get_run_logger().warning)
     verdict, _, early = _watch(
         context,
         sides,
@@ -389,6 +454,7 @@ def analyse_promoted(context: ReleaseContext, observed: ServiceObservation) -> A
         changed_at=promoted_at,
         compare=False,
         may_extend=False,
+        reads=reads,
     )
     emit(context, "analysed-promoted", {"outcome": verdict.outcome.value, "summary": verdict.summary})
-    return Analysis(verdict=verdict, decided_at=now(), early=early)
+    return Analysis(verdict=verdict, decided_at=now(), early=early, telemetry_failures=reads.failed)

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from switchyard.core.canary_inputs import AnalysisWindow, CanaryEvidence, SideEvidence
 from switchyard.core.canary_split import SplitCheck
@@ -188,6 +188,8 @@ class Analysis(BaseModel):
     split: SplitCheck | None = None  # the delivered share, when one was aimed at and the window ran out
     decided_at: datetime
     early: bool = False  # an SLO breach decided before the window ended
+    # Reads of the golden signals that failed and were read again at a later look (tasks/canary.py).
+    telemetry_failures: list[str] = Field(default_factory=list)
 
     @property
     def passed(self) -> bool:

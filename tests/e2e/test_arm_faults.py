@@ -4,8 +4,9 @@ An emulator of its own, switched to faults at runtime through its admin route on
 under steady user traffic a good v2 released by canary still promotes with no failed request, and a
 bad v3 still rolls back with production back on v2 and no request lost. The emulator's own count of
 injected faults proves they happened. Then bad input to the release flow: each case is refused with
-an error naming what is wrong, and the whole cloud is as it was. Setup and judgements are
-bench/battery.py's, shared with bench/reliability.py.
+an error naming what is wrong, and the whole cloud is as it was. Last, the canary's judge when Log
+Analytics fails: a short outage is ridden over, a lasting one rolls the release back. Setup and
+judgements are bench/battery.py's, shared with bench/reliability.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from bench.battery import (
     ARM_FAULTS,
     BAD_ERROR_RATE,
+    COMMIT,
     Battery,
     arm_faults,
     bad_inputs,
@@ -28,12 +30,15 @@ from bench.battery import (
     release_under_faults,
     try_bad_input,
 )
+from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
 from switchyard.core.config import FrontendPorts
 from switchyard.core.fleet import Fleet
 from switchyard.core.topology import Color
+from switchyard_emulator.faults import FaultConfig
 from switchyard_emulator.testing import run_emulator
+from tasks.canary import TELEMETRY_FAILURES_IN_A_ROW
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -128,3 +133,67 @@ def test_bad_input_to_the_release_flow_is_refused_clearly_and_changes_nothing(
     for result in results:
         assert result.clear, (result.name, result.raised, result.message)
         assert not result.changed, result.name
+
+
+# The query client sends a query four times before it gives up (azure-core's three retries of a 500):
+# eight faults fail two reads of the golden signals in a row, fewer than the judge rides over.
+SHORT_LOG_ANALYTICS_OUTAGE = FaultConfig(rate=1.0, kinds=["500"], scope="log-queries", limit=8)
+LASTING_LOG_ANALYTICS_OUTAGE = FaultConfig(rate=1.0, kinds=["500"], scope="log-queries")
+
+
+@pytest.fixture(scope="module")
+def good_images(battery: Battery, v1_live: Color) -> list[str]:
+    """Two more good versions, after the battery's own releases."""
+    return [
+        image_pipeline(
+            service=battery.service, app_version=version, git_commit=COMMIT, environment=battery.environment
+        ).gallery_version
+        for version in ("4.0.0", "5.0.0")
+    ]
+
+
+def test_a_short_log_analytics_outage_during_the_canary_does_not_roll_a_good_version_back(
+    battery: Battery, ports: FrontendPorts, good_images: list[str]
+) -> None:
+    assert SHORT_LOG_ANALYTICS_OUTAGE.limit is not None
+    assert SHORT_LOG_ANALYTICS_OUTAGE.limit // 4 < TELEMETRY_FAILURES_IN_A_ROW
+    image = good_images[0]
+
+    result = release_under_faults(
+        battery, ports, "good v4", image, serving_after=image, expected="promoted", faults=SHORT_LOG_ANALYTICS_OUTAGE
+    )
+
+    assert result.outcome == "promoted", (result.error, result.summary and result.summary.timeline)
+    assert result.faults == {"429": 0, "500": 8, "slow": 0}  # every query of the outage failed, nothing else
+    assert result.summary is not None
+    noted = [w for w in result.summary.warnings if "read(s) of the golden signals failed" in w]
+    assert len(noted) == 1 and noted[0].startswith("Canary ") and "InternalServerError" in noted[0], noted
+    assert "Promoted, with a warning" in result.summary.outcome_detail
+    assert result.report.failed == 0, result.as_dict()
+    assert result.gateway_problems == [] and result.lost_writes == [], result.as_dict()
+
+
+def test_a_lasting_log_analytics_outage_rolls_the_canary_back_rather_than_promote_it_unjudged(
+    battery: Battery, ports: FrontendPorts, good_images: list[str]
+) -> None:
+    serving = good_images[0]
+    image = good_images[1]
+
+    result = release_under_faults(
+        battery,
+        ports,
+        "good v5, judged blind",
+        image,
+        serving_after=serving,
+        expected="rolled-back",
+        faults=LASTING_LOG_ANALYTICS_OUTAGE,
+    )
+
+    assert result.outcome == "rolled-back", (result.error, result.summary and result.summary.timeline)
+    assert result.summary is not None
+    detail = result.summary.outcome_detail
+    assert f"could not be read {TELEMETRY_FAILURES_IN_A_ROW} times in a row" in detail, detail
+    assert result.faults["500"] >= TELEMETRY_FAILURES_IN_A_ROW * 4 and result.faults["429"] == 0, result.faults
+    assert result.live_after[1] == serving
+    assert result.report.failed == 0, result.as_dict()
+    assert result.gateway_problems == [] and result.lost_writes == [], result.as_dict()

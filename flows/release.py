@@ -205,7 +205,8 @@ def _run(context: ReleaseContext, summary: ReleaseSummary, progress_id: UUID) ->
                 summary.outcome_detail = f"Failed before any user traffic reached {context.image_version}: {error}"
                 raise
             summary.add(now(), "error", f"{type(error).__name__}: {error}")
-            _roll_back(context, request, progress, summary, None, f"{action.kind.replace('_', ' ')} failed: {error}")
+            failed = str(error) if isinstance(error, NoVerdict) else f"{action.kind.replace('_', ' ')} failed: {error}"
+            _roll_back(context, request, progress, summary, None, failed)
         if failed_analysis is not None:
             analysis, reason = failed_analysis
             _roll_back(context, request, progress, summary, analysis, reason)
@@ -364,10 +365,11 @@ def _perform(
         progress.smoke_passed_for = context.image_version
     elif isinstance(action, SetSplit | Analyse):
         # Set the split, then judge it at once: users already reach the new version.
+        title = f"Canary {action.step.describe()}"
         with synthetic_load(context):
             split = set_canary_split(context, action.step, observed) if isinstance(action, SetSplit) else None
-            analysis = analyse_canary(context, action.step, observed, split)
-        title = f"Canary {action.step.describe()}"
+            with _no_verdict(f"the analysis of the canary {action.step.describe()}"):
+                analysis = analyse_canary(context, action.step, observed, split)
         summary.analyses.append(StepAnalysis(title=title, verdict=analysis.verdict, split=analysis.split))
         _note_telemetry_failures(summary, title, analysis)
         if not analysis.passed:
@@ -379,7 +381,7 @@ def _perform(
     elif isinstance(action, Promote):
         promote(context, action.to_color, observed)
     elif isinstance(action, AnalysePromoted):
-        with synthetic_load(context):
+        with synthetic_load(context), _no_verdict("the analysis under full traffic"):
             analysis = analyse_promoted(context, observed)
         summary.analyses.append(StepAnalysis(title="Under full traffic", verdict=analysis.verdict))
         _note_telemetry_failures(summary, "Under full traffic", analysis)
@@ -455,3 +457,16 @@ def _await_approval(context: ReleaseContext, summary: ReleaseSummary) -> None:
 
 class ApprovalMissing(Exception):
     """Nobody approved the switch in time, or someone rejected it."""
+
+
+class NoVerdict(Exception):
+    """An analysis that ended in an error instead of a verdict: the rollback names the analysis, not
+    the step it was part of (a split that was set is not what failed)."""
+
+
+@contextmanager
+def _no_verdict(analysis: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:
+        raise NoVerdict(f"{analysis} reached no verdict: {error}") from error

@@ -193,6 +193,9 @@ def test_a_lasting_log_analytics_outage_rolls_the_canary_back_rather_than_promot
     assert result.summary is not None
     detail = result.summary.outcome_detail
     assert f"could not be read {TELEMETRY_FAILURES_IN_A_ROW} times in a row" in detail, detail
+    # The split was set; it is the analysis that failed, and the reason says so.
+    assert "the analysis of the canary" in detail and "reached no verdict" in detail, detail
+    assert "set split failed" not in detail, detail
     assert result.faults["500"] >= TELEMETRY_FAILURES_IN_A_ROW * 4 and result.faults["429"] == 0, result.faults
     assert result.live_after[1] == serving
     assert result.report.failed == 0, result.as_dict()

@@ -141,6 +141,14 @@ SHORT_LOG_ANALYTICS_OUTAGE = FaultConfig(rate=1.0, kinds=["500"], scope="log-que
 LASTING_LOG_ANALYTICS_OUTAGE = FaultConfig(rate=1.0, kinds=["500"], scope="log-queries")
 
 
+def problems_but_the_warm_canary(problems: list[str]) -> list[str]:
+    """The battery's gateway problems, less idle instances in the live color's canary pool: after this
+    file's fourth release the idle color's instances still sit where v2's canary put them, which the
+    design allows (ServiceObservation.canary_addresses: nothing routes there, and the next release
+    that prepares that color takes them out first)."""
+    return [problem for problem in problems if not problem.startswith("idle instances still in the canary pool")]
+
+
 @pytest.fixture(scope="module")
 def good_images(battery: Battery, v1_live: Color) -> list[str]:
     """Two more good versions, after the battery's own releases."""
@@ -170,7 +178,8 @@ def test_a_short_log_analytics_outage_during_the_canary_does_not_roll_a_good_ver
     assert len(noted) == 1 and noted[0].startswith("Canary ") and "InternalServerError" in noted[0], noted
     assert "Promoted, with a warning" in result.summary.outcome_detail
     assert result.report.failed == 0, result.as_dict()
-    assert result.gateway_problems == [] and result.lost_writes == [], result.as_dict()
+    assert result.live_after[1] == image
+    assert problems_but_the_warm_canary(result.gateway_problems) == [] and result.lost_writes == [], result.as_dict()
 
 
 def test_a_lasting_log_analytics_outage_rolls_the_canary_back_rather_than_promote_it_unjudged(
@@ -199,4 +208,4 @@ def test_a_lasting_log_analytics_outage_rolls_the_canary_back_rather_than_promot
     assert result.faults["500"] >= TELEMETRY_FAILURES_IN_A_ROW * 4 and result.faults["429"] == 0, result.faults
     assert result.live_after[1] == serving
     assert result.report.failed == 0, result.as_dict()
-    assert result.gateway_problems == [] and result.lost_writes == [], result.as_dict()
+    assert problems_but_the_warm_canary(result.gateway_problems) == [] and result.lost_writes == [], result.as_dict()

@@ -13,10 +13,11 @@ access log holds every request the metrics counted, so percentiles cover the who
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -25,6 +26,7 @@ from pydantic import BaseModel
 from switchyard.cloud.errors import CloudError
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.analysis import (
+    AccessLogEntry,
     Analysis,
     CanarySides,
     GoldenSignals,
@@ -34,6 +36,7 @@ from switchyard.core.analysis import (
     certain_breach,
     gateway_errors,
     golden_signals,
+    latency_by_backend,
     watch_decision,
 )
 from switchyard.core.canary import judge_canary
@@ -168,15 +171,16 @@ def _signals(
     context: ReleaseContext,
     sides: CanarySides,
     pool: str,
-    listener: str,
     start: datetime,
     end: datetime,
+    access_log: Sequence[AccessLogEntry],
     *,
     partial: bool = False,
 ) -> GoldenSignals:
     """Golden signals of both sides over [start, end): counts, CPU, memory and network out from
     metrics (the instances' at the same grains, the canary's per VM name), latency from the access
-    log, and the 5xx answers the gateway produced itself in the pool.
+    log (`access_log`: read by the caller over a range holding this one), and the 5xx answers the
+    gateway produced itself in the pool.
 
     `partial`: [start, end) may hold grains whose data is still arriving. Then only what can only
     grow is used (errors, slow requests, CPU and memory samples): the gateway's own errors are left
@@ -198,7 +202,7 @@ def _signals(
         start,
         end,
         counts=counts,
-        latency_ms=telemetry.latency_by_backend(topology, start, end, listener, pool),
+        latency_ms=latency_by_backend(access_log, start, end),
         cpu_by_vm={vm: metrics.cpu_percent for vm, metrics in every_vm.items()},
         gateway_errors=0 if partial else gateway_errors(served.failed, counts),
         memory_by_vm={vm: metrics.memory_used_percent for vm, metrics in every_vm.items()},
@@ -213,6 +217,7 @@ def _signals(
 # before its analysis errs. This many failures in a row end the analysis with the last error, and
 # the release rolls back: a canary that cannot be judged has not passed.
 TELEMETRY_FAILURES_IN_A_ROW = 4
+_Read = TypeVar("_Read")
 
 
 class TelemetryReads:
@@ -223,8 +228,8 @@ class TelemetryReads:
         self._in_a_row = 0
         self._warn = warn
 
-    def read(self, what: str, signals: Callable[[], GoldenSignals]) -> GoldenSignals | None:
-        """The signals, or None when this read failed and the next look may read again."""
+    def read(self, what: str, signals: Callable[[], _Read]) -> _Read | None:
+        """What `signals` reads, or None when this read failed and the next look may read again."""
         try:
             read = signals()
         except CloudError as error:
@@ -278,31 +283,53 @@ def _watch(
     patience = start + timedelta(seconds=policy.low_traffic_wait_s) if policy.low_traffic == "wait" else None
     log_deadline: float | None = None
     said: set[str] = set()  # what the watch waits for, logged once each rather than at every look
+
+    def say_once(waiting_for: str) -> None:
+        if waiting_for not in said:
+            logger.info("%s", waiting_for)
+            said.add(waiting_for)
+
     # The first look comes soon: a bad version shows itself in its first requests.
     pause = min(0.1, policy.check_interval_s)
     while True:
         time.sleep(pause)
         pause = policy.check_interval_s
         looked_at = now()
-        if looked_at < end:
+        arriving_from = timing.grain_start(changed_at)  # the grains still arriving: read for a certain breach
+        early = looked_at < end
+        until = min(end, timing.complete_until(looked_at))
+        if not early and until <= start:
+            say_once(f"waiting for the first complete metric grain after {start.isoformat()}")
+            continue
+        # One access-log query a look (Log Analytics allows a user 200 in 30 s, for every canary
+        # together): over the grains still arriving when they are read, which hold the complete ones.
+        logged = reads.read(
+            "the access log",
+            partial(
+                cloud_for(context).telemetry.access_log,
+                context.topology,
+                arriving_from if early else start,
+                looked_at if early else until,
+                listener,
+                pool,
+            ),
+        )
+        if logged is None:
+            continue
+        if early:
             visible = reads.read(
                 "the grains still arriving",
-                partial(
-                    _signals, context, sides, pool, listener, timing.grain_start(changed_at), looked_at, partial=True
-                ),
+                partial(_signals, context, sides, pool, arriving_from, looked_at, logged, partial=True),
             )
             if visible is not None:
                 certain = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
                 if certain_breach(certain):
                     logger.warning("SLO breach certain before its grains completed: %s", certain.summary)
                     return certain, visible, True
-        until = min(end, timing.complete_until(looked_at))
         if until <= start:
-            if (waiting_for := f"grain after {start.isoformat()}") not in said:
-                logger.info("waiting for the first complete metric grain after %s", start.isoformat())
-                said.add(waiting_for)
+            say_once(f"waiting for the first complete metric grain after {start.isoformat()}")
             continue
-        complete = reads.read("the complete grains", partial(_signals, context, sides, pool, listener, start, until))
+        complete = reads.read("the complete grains", partial(_signals, context, sides, pool, start, until, logged))
         if complete is None:
             continue
         signals = complete
@@ -313,9 +340,10 @@ def _watch(
             # percentiles are the whole window's, then judge with what there is and say so.
             log_deadline = log_deadline or time.monotonic() + policy.log_ingestion_timeout_s
             if time.monotonic() < log_deadline:
-                if (waiting_for := f"access log until {end.isoformat()}") not in said:
-                    logger.info("window complete; waiting for the access log to hold every request it counted")
-                    said.add(waiting_for)
+                say_once(
+                    f"window until {end.isoformat()} complete; "
+                    "waiting for the access log to hold every request it counted"
+                )
                 window_ended = False
             else:
                 logger.warning("the access log still misses requests after %.0f s", policy.log_ingestion_timeout_s)

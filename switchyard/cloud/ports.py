@@ -14,6 +14,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from switchyard.core.analysis import AccessLogEntry
 from switchyard.core.capacity import ComputeQuota
 from switchyard.core.config import AzureEnvironment, ServiceConfig
 from switchyard.core.state import (
@@ -221,11 +222,12 @@ class Telemetry(Protocol):
         served, the ones it generated itself (502, 504 when a backend died) included (FailedRequests)."""
         ...
 
-    def latency_by_backend(
+    def access_log(
         self, topology: Topology, start: datetime, end: datetime, listener: str, pool: str
-    ) -> dict[str, list[float]]:
-        """Per backend address of `pool`, the gateway's time taken (ms) of each request on `listener`,
-        from the access log (which arrives after an ingestion delay)."""
+    ) -> list[AccessLogEntry]:
+        """The requests on `listener` that `pool`'s backends answered, logged in [start, end): each
+        with its backend address and the gateway's time taken, from the access log (which arrives
+        after an ingestion delay). switchyard.core.analysis.latency_by_backend splits them."""
         ...
 
     def instance_metrics(

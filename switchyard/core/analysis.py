@@ -10,7 +10,7 @@ whole live color and there is no baseline.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol, TypeVar
@@ -34,6 +34,27 @@ class BackendCounts(Protocol):
 
     @property
     def failed(self) -> int: ...  # answered 5xx
+
+
+class AccessLogEntry(BaseModel):
+    """One request in the gateway's access log: when it was logged, the backend address that answered
+    it, and the gateway's time taken."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime
+    backend: str
+    latency_ms: float
+
+
+def latency_by_backend(entries: Sequence[AccessLogEntry], start: datetime, end: datetime) -> dict[str, list[float]]:
+    """Per backend address, the time taken of each request logged in [start, end): a watch reads the
+    access log once per look, over the grains still arriving, and judges the complete ones within it."""
+    samples: dict[str, list[float]] = {}
+    for entry in entries:
+        if start <= entry.at < end:
+            samples.setdefault(entry.backend, []).append(entry.latency_ms)
+    return samples
 
 
 class CanarySides(BaseModel):

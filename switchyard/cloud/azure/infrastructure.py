@@ -307,7 +307,7 @@ class AzureInfrastructure:
         """A diagnostic setting that sends the access log to the workspace: resource logs are not
         collected until a setting routes them (learn.microsoft.com azure-monitor/essentials/
         diagnostic-settings). No destination type: records go to AzureDiagnostics, the table
-        latency_by_backend reads."""
+        access_log reads."""
         setting = topology.diagnostic_setting
         progress(f"gateway {topology.gateway}: diagnostic setting {setting} (access log -> Log Analytics)")
         request = HttpRequest(

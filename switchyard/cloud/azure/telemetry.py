@@ -16,6 +16,7 @@ from switchyard.cloud.azure.ids import AzureIds
 from switchyard.cloud.azure.wire import azure_errors, iso_duration, wire
 from switchyard.cloud.errors import CloudError
 from switchyard.cloud.ports import InstanceMetrics, RequestCounts
+from switchyard.core.analysis import AccessLogEntry
 from switchyard.core.config import AzureEnvironment
 from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color, Topology
@@ -30,6 +31,18 @@ _NETWORK_OUT = "Network Out Total"
 
 def _instant(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+
+
+def _logged_at(value: object) -> datetime:
+    """A TimeGenerated cell: azure-monitor-query turns a datetime column into a datetime (UTC); a
+    string is its ISO form (the table said string)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise CloudError(f"the access log query returned a TimeGenerated that is no date-time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class AzureMonitorTelemetry:
@@ -170,9 +183,9 @@ class AzureMonitorTelemetry:
         }
         return RequestCounts(total=counts["TotalRequests"], failed=counts["FailedRequests"])
 
-    def latency_by_backend(
+    def access_log(
         self, topology: Topology, start: datetime, end: datetime, listener: str, pool: str
-    ) -> dict[str, list[float]]:
+    ) -> list[AccessLogEntry]:
         """The access log reaches the workspace only through the gateway's diagnostic setting
         (provisioning writes it), into AzureDiagnostics; timeTaken_d is in seconds."""
         workspace = self._clients.log_analytics_workspace_id
@@ -187,20 +200,26 @@ class AzureMonitorTelemetry:
             f' | where Category == "ApplicationGatewayAccessLog" and ResourceId =~ "{self._ids.gateway(topology)}"'
             f' and listenerName_s =~ "{listener}" and backendPoolName_s =~ "{pool}"'
             f" and TimeGenerated >= datetime({_instant(start)}) and TimeGenerated < datetime({_instant(end)})"
-            " | project serverRouted_s, timeTaken_d"
+            " | project TimeGenerated, serverRouted_s, timeTaken_d"
         )
         with azure_errors("querying the gateway access log"):
             result = self._clients.logs.query_workspace(workspace, query, timespan=(start, end))
         tables = getattr(result, "tables", None)
         if tables is None:
             raise CloudError(f"the access log query returned no tables: {getattr(result, 'partial_error', '')}")
-        samples: dict[str, list[float]] = defaultdict(list)
+        entries: list[AccessLogEntry] = []
         for table in tables:
             for row in table.rows:
-                server, seconds = row[0], row[1]
-                if server and seconds is not None:
-                    samples[str(server).rsplit(":", 1)[0]].append(float(seconds) * 1000.0)
-        return dict(samples)
+                logged, server, seconds = row[0], row[1], row[2]
+                if server and seconds is not None and logged is not None:
+                    entries.append(
+                        AccessLogEntry(
+                            at=_logged_at(logged),
+                            backend=str(server).rsplit(":", 1)[0],
+                            latency_ms=float(seconds) * 1000.0,
+                        )
+                    )
+        return entries
 
     def instance_metrics(
         self, topology: Topology, color: Color, start: datetime, end: datetime, vm_size: str | None

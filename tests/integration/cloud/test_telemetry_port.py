@@ -23,6 +23,7 @@ from azure.core.rest import HttpRequest
 
 from switchyard.cloud.azure import AzureCloud
 from switchyard.cloud.ports import RequestCounts
+from switchyard.core.analysis import latency_by_backend
 from switchyard.core.timing import MetricTiming
 from switchyard.core.topology import Color, Topology
 from tests.integration.cloud.cloud_support import (
@@ -143,11 +144,13 @@ def test_pool_requests_reads_both_counters_in_one_metrics_query(
     assert counts == RequestCounts(total=TEST_REQUESTS, failed=TEST_REQUESTS)
 
 
-def test_latency_by_backend_has_one_sample_per_request_on_the_listener_and_pool_asked_for(
+def test_the_access_log_has_one_entry_per_request_on_the_listener_and_pool_asked_for(
     cloud: AzureCloud, topology: Topology, window: Window
 ) -> None:
     def samples(listener: str, pool: str) -> dict[str, list[float]]:
-        return cloud.telemetry.latency_by_backend(topology, window.start, window.end, listener, pool)
+        entries = cloud.telemetry.access_log(topology, window.start, window.end, listener, pool)
+        assert all(window.start <= entry.at < window.end for entry in entries), entries
+        return latency_by_backend(entries, window.start, window.end)
 
     def production_once_arrived() -> dict[str, list[float]] | None:
         found = samples("production", "blue")
@@ -162,6 +165,29 @@ def test_latency_by_backend_has_one_sample_per_request_on_the_listener_and_pool_
     assert set(test) <= window.green
     assert sum(len(ms) for ms in test.values()) == TEST_REQUESTS
     assert samples("production", "green") == {} and samples("test", "blue") == {}
+
+
+def test_one_read_of_the_access_log_splits_into_the_windows_within_it(
+    cloud: AzureCloud, topology: Topology, window: Window
+) -> None:
+    """A canary's look reads the log once, over the grains still arriving, and judges the complete
+    grains within it: each part holds what a query of that part alone would return."""
+    entries = eventually(
+        lambda: (
+            found
+            if len(found := cloud.telemetry.access_log(topology, window.start, window.end, "production", "blue"))
+            >= PRODUCTION_REQUESTS
+            else None
+        )
+    )
+    middle = sorted(entry.at for entry in entries)[len(entries) // 2]
+
+    for start, end in ((window.start, middle), (middle, window.end)):
+        alone = cloud.telemetry.access_log(topology, start, end, "production", "blue")
+        assert latency_by_backend(entries, start, end) == latency_by_backend(alone, start, end)
+    earlier, later = latency_by_backend(entries, window.start, middle), latency_by_backend(entries, middle, window.end)
+    assert sum(map(len, earlier.values())) + sum(map(len, later.values())) == PRODUCTION_REQUESTS
+    assert sum(map(len, later.values())) >= 1
 
 
 def test_without_the_diagnostic_setting_the_access_log_has_no_samples_and_provisioning_brings_it_back(
@@ -186,13 +212,13 @@ def test_without_the_diagnostic_setting_the_access_log_has_no_samples_and_provis
 
     # The metrics count the requests; the access log never reached the workspace.
     eventually(lambda: cloud.telemetry.pool_requests(topology, start, end, "blue").total == 6)
-    assert cloud.telemetry.latency_by_backend(topology, start, end, "production", "blue") == {}
+    assert cloud.telemetry.access_log(topology, start, end, "production", "blue") == []
 
     provision(cloud)
     start, end = production_window()
 
-    found = eventually(lambda: cloud.telemetry.latency_by_backend(topology, start, end, "production", "blue"))
-    assert sum(len(ms) for ms in found.values()) == 6
+    found = eventually(lambda: cloud.telemetry.access_log(topology, start, end, "production", "blue"))
+    assert len(found) == 6
 
 
 def test_instance_metrics_has_cpu_samples_of_each_of_the_colors_instances_from_one_query(

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from switchyard.core.analysis import (
+    AccessLogEntry,
     Analysis,
     WatchDecision,
     access_log_caught_up,
@@ -15,6 +16,7 @@ from switchyard.core.analysis import (
     certain_breach,
     gateway_errors,
     golden_signals,
+    latency_by_backend,
     watch_decision,
 )
 from switchyard.core.canary import judge_canary
@@ -239,3 +241,20 @@ def test_a_window_is_judged_only_once_the_access_log_holds_every_request_the_met
     behind = golden_signals(sides, START, END, counts, {blue: [10.0], CANARY: [30.0]}, {})
     arrived = golden_signals(sides, START, END, counts, {blue: [10.0, 11.0], CANARY: [30.0]}, {})
     assert not access_log_caught_up(behind) and access_log_caught_up(arrived)
+
+
+def test_one_read_of_the_access_log_gives_each_window_within_it_its_own_requests() -> None:
+    """A look reads the log once over the grains still arriving; the complete grains take theirs:
+    a request logged at a window's start is in it, one logged at its end is the next window's."""
+    middle = START + timedelta(seconds=10)
+    entries = [
+        AccessLogEntry(at=START, backend=CANARY, latency_ms=5.0),
+        AccessLogEntry(at=middle - timedelta(microseconds=1), backend="10.0.0.4", latency_ms=7.0),
+        AccessLogEntry(at=middle, backend=CANARY, latency_ms=9.0),
+        AccessLogEntry(at=END, backend=CANARY, latency_ms=11.0),
+    ]
+
+    assert latency_by_backend(entries, START, middle) == {CANARY: [5.0], "10.0.0.4": [7.0]}
+    assert latency_by_backend(entries, middle, END) == {CANARY: [9.0]}
+    assert latency_by_backend(entries, START, END) == {CANARY: [5.0, 9.0], "10.0.0.4": [7.0]}
+    assert latency_by_backend([], START, END) == {}

@@ -289,17 +289,18 @@ def _watch(
             logger.info("%s", waiting_for)
             said.add(waiting_for)
 
+    arriving_from = timing.grain_start(changed_at)  # the grains still arriving: read for a certain breach
+    first_grain = f"waiting for the first complete metric grain after {start.isoformat()}"
     # The first look comes soon: a bad version shows itself in its first requests.
     pause = min(0.1, policy.check_interval_s)
     while True:
         time.sleep(pause)
         pause = policy.check_interval_s
         looked_at = now()
-        arriving_from = timing.grain_start(changed_at)  # the grains still arriving: read for a certain breach
         early = looked_at < end
         until = min(end, timing.complete_until(looked_at))
         if not early and until <= start:
-            say_once(f"waiting for the first complete metric grain after {start.isoformat()}")
+            say_once(first_grain)
             continue
         # One access-log query a look (Log Analytics allows a user 200 in 30 s, for every canary
         # together): over the grains still arriving when they are read, which hold the complete ones.
@@ -327,7 +328,7 @@ def _watch(
                     logger.warning("SLO breach certain before its grains completed: %s", certain.summary)
                     return certain, visible, True
         if until <= start:
-            say_once(f"waiting for the first complete metric grain after {start.isoformat()}")
+            say_once(first_grain)
             continue
         complete = reads.read("the complete grains", partial(_signals, context, sides, pool, start, until, logged))
         if complete is None:

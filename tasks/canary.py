@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
@@ -25,6 +26,7 @@ from pydantic import BaseModel
 
 from switchyard.cloud.errors import CloudError
 from switchyard.cloud.factory import cloud_for
+from switchyard.cloud.ports import InstanceMetrics, RequestCounts
 from switchyard.core.analysis import (
     AccessLogEntry,
     Analysis,
@@ -167,29 +169,23 @@ def leave_canary_pool(context: ServiceContext) -> None:
         logger.warning("traffic is safe, but the canary instances did not leave the canary pool: %s", error)
 
 
-def _signals(
-    context: ReleaseContext,
-    sides: CanarySides,
-    pool: str,
-    start: datetime,
-    end: datetime,
-    access_log: Sequence[AccessLogEntry],
-    *,
-    partial: bool = False,
-) -> GoldenSignals:
-    """Golden signals of both sides over [start, end): counts, CPU, memory and network out from
-    metrics (the instances' at the same grains, the canary's per VM name), latency from the access
-    log (`access_log`: read by the caller over a range holding this one), and the 5xx answers the
-    gateway produced itself in the pool.
+@dataclass(frozen=True, slots=True)
+class MetricReads:
+    """What Azure Monitor's metrics say of [start, end): the pool's backends' answers per address,
+    every request the gateway served from the pool, and every VM's CPU, memory and network out."""
 
-    `partial`: [start, end) may hold grains whose data is still arriving. Then only what can only
-    grow is used (errors, slow requests, CPU and memory samples): the gateway's own errors are left
-    out, since they are the pool's failures minus the backends' and the two metrics may arrive
-    apart, and so is network out, which is only ever compared at the end of a window."""
+    start: datetime
+    end: datetime
+    counts: dict[str, RequestCounts]
+    served: RequestCounts
+    every_vm: dict[str, InstanceMetrics]
+
+
+def _read_metrics(
+    context: ReleaseContext, sides: CanarySides, pool: str, start: datetime, end: datetime
+) -> MetricReads:
     telemetry = cloud_for(context).telemetry
     topology = context.topology
-    counts = telemetry.requests_by_backend(topology, start, end, pool)
-    served = telemetry.pool_requests(topology, start, end, pool)
     # One query per color (one when both sides are on the same color): every VM's CPU, memory and
     # network out, from which golden_signals gives each side its own VMs'.
     every_vm = {
@@ -197,19 +193,79 @@ def _signals(
         for color in dict.fromkeys((sides.baseline_color, sides.canary_color))
         for vm, metrics in telemetry.instance_metrics(topology, color, start, end, sides.vm_sizes.get(color)).items()
     }
+    return MetricReads(
+        start=start,
+        end=end,
+        counts=telemetry.requests_by_backend(topology, start, end, pool),
+        served=telemetry.pool_requests(topology, start, end, pool),
+        every_vm=every_vm,
+    )
+
+
+def _signals(
+    sides: CanarySides, metrics: MetricReads, access_log: Sequence[AccessLogEntry], *, partial: bool = False
+) -> GoldenSignals:
+    """Golden signals of both sides over the metrics' [start, end): counts, CPU, memory and network
+    out from metrics (the instances' at the same grains, the canary's per VM name), latency from the
+    access log (`access_log`: read by the caller over a range holding this one, or less of it: see
+    AccessLogReads), and the 5xx answers the gateway produced itself in the pool.
+
+    `partial`: [start, end) may hold grains whose data is still arriving. Then only what can only
+    grow is used (errors, slow requests, CPU and memory samples): the gateway's own errors are left
+    out, since they are the pool's failures minus the backends' and the two metrics may arrive
+    apart, and so is network out, which is only ever compared at the end of a window."""
+    start, end, every_vm = metrics.start, metrics.end, metrics.every_vm
     return golden_signals(
         sides,
         start,
         end,
-        counts=counts,
+        counts=metrics.counts,
         latency_ms=latency_by_backend(access_log, start, end),
-        cpu_by_vm={vm: metrics.cpu_percent for vm, metrics in every_vm.items()},
-        gateway_errors=0 if partial else gateway_errors(served.failed, counts),
-        memory_by_vm={vm: metrics.memory_used_percent for vm, metrics in every_vm.items()},
+        cpu_by_vm={vm: m.cpu_percent for vm, m in every_vm.items()},
+        gateway_errors=0 if partial else gateway_errors(metrics.served.failed, metrics.counts),
+        memory_by_vm={vm: m.memory_used_percent for vm, m in every_vm.items()},
         network_out=None
         if partial
         else {vm: m.network_out_bytes for vm, m in every_vm.items() if m.network_out_bytes is not None},
     )
+
+
+# The access log is a Log Analytics query, and Log Analytics allows a user 200 queries in 30 s, for
+# every canary of the user together (switchyard/cloud/azure/pacing.py, shared_rate.py): a canary
+# that queried at every look (every second by default) would leave room for six at once, and its
+# looks would wait their turn. The slow requests of the grains still arriving are read again at most
+# this often (or once a grain, on finer grains); complete grains are read once as they complete.
+ACCESS_LOG_EARLY_READ_EVERY_S = 5.0
+
+
+class AccessLogReads:
+    """The access log as the watch last read it, and whether a look must read it again.
+
+    A look reads it when the complete grains reach past the last read (the judge needs every request
+    of them), or `every_s` after the last read (the slow requests of the grains still arriving, and
+    the log catching up after a window ended). Other looks reuse the entries read: the log only grows,
+    so an older read can only miss slow requests, never invent them. The errors come from metrics,
+    read at every look: a failing version is seen as soon as Azure Monitor counts it, however little
+    is left of the query budget."""
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.entries: list[AccessLogEntry] = []
+        self.read_to: datetime | None = None  # the end of the range last read
+        self._read_at: float | None = None
+        self._clock = clock
+
+    def due(self, complete_until: datetime) -> bool:
+        if self.read_to is None or self._read_at is None:
+            return True
+        return self.read_to < complete_until or self._clock() - self._read_at >= self.every_s
+
+    def holds(self, complete_until: datetime) -> bool:
+        """Whether the last read reaches the end of the complete grains."""
+        return self.read_to is not None and self.read_to >= complete_until
+
+    def keep(self, entries: Sequence[AccessLogEntry], read_to: datetime) -> None:
+        self.entries, self.read_to, self._read_at = list(entries), read_to, self._clock()
 
 
 # A read of the golden signals that fails (after the SDK's own retries) decides nothing: the next
@@ -221,11 +277,14 @@ _Read = TypeVar("_Read")
 
 
 class TelemetryReads:
-    """The watch's reads of the golden signals, riding over a few failed ones in a row."""
+    """The watch's reads of the golden signals, riding over a few failed ones in a row.
+
+    Counted per read (`what`): a look reads metrics and, less often, the access log, and metrics that
+    answer must not hide a log that never does (its complete grains would then never be judged)."""
 
     def __init__(self, warn: Callable[..., None]) -> None:
         self.failed: list[str] = []  # every failed read ridden over, for the release's summary
-        self._in_a_row = 0
+        self._in_a_row: dict[str, int] = {}
         self._warn = warn
 
     def read(self, what: str, signals: Callable[[], _Read]) -> _Read | None:
@@ -233,22 +292,22 @@ class TelemetryReads:
         try:
             read = signals()
         except CloudError as error:
-            self._in_a_row += 1
-            if self._in_a_row >= TELEMETRY_FAILURES_IN_A_ROW:
+            in_a_row = self._in_a_row[what] = self._in_a_row.get(what, 0) + 1
+            if in_a_row >= TELEMETRY_FAILURES_IN_A_ROW:
                 raise CloudError(
-                    f"the golden signals could not be read {self._in_a_row} times in a row; last: {error}"
+                    f"the golden signals ({what}) could not be read {in_a_row} times in a row; last: {error}"
                 ) from error
             self.failed.append(f"{what}: {error}")
             self._warn(
                 "reading the golden signals (%s) failed, %d time(s) in a row (the analysis fails at %d): %s; "
                 "the next look reads again",
                 what,
-                self._in_a_row,
+                in_a_row,
                 TELEMETRY_FAILURES_IN_A_ROW,
                 error,
             )
             return None
-        self._in_a_row = 0
+        self._in_a_row[what] = 0
         return read
 
 
@@ -269,11 +328,13 @@ def _watch(
     complete grains of [start, end) until the window is decided; (verdict, signals, ended early).
     `reads` rides over a few failed reads in a row (TelemetryReads).
 
-    Passing needs complete grains; failing does not. Each look first reads everything visible since
-    the grain of the change (`changed_at`), complete or not: a breach that is *certain* there (more
-    errors or slow requests than the SLO allows over the minimum sample, counts that late data can
-    only raise) stops the watch without waiting for the grain to complete. On one-minute grains
-    that is the difference between rolling back within seconds and after two minutes."""
+    Passing needs complete grains; failing does not. Each look first reads the metrics of everything
+    visible since the grain of the change (`changed_at`), complete or not: a breach that is *certain*
+    there (more errors or slow requests than the SLO allows over the minimum sample, counts that late
+    data can only raise) stops the watch without waiting for the grain to complete. On one-minute
+    grains that is the difference between rolling back within seconds and after two minutes. The
+    slow requests come from the access log, read less often than the metrics (AccessLogReads): its
+    query budget is the scarcest thing every canary of a user shares."""
     logger = get_run_logger()
     policy = context.policy
     listener = context.topology.production_listener
@@ -291,6 +352,14 @@ def _watch(
 
     arriving_from = timing.grain_start(changed_at)  # the grains still arriving: read for a certain breach
     first_grain = f"waiting for the first complete metric grain after {start.isoformat()}"
+    telemetry = cloud_for(context).telemetry
+    log = AccessLogReads(min(timing.grain_s, ACCESS_LOG_EARLY_READ_EVERY_S))
+
+    def certain(arriving: MetricReads) -> tuple[Verdict, GoldenSignals] | None:
+        visible = _signals(sides, arriving, log.entries, partial=True)
+        verdict = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
+        return (verdict, visible) if certain_breach(verdict) else None
+
     # The first look comes soon: a bad version shows itself in its first requests.
     pause = min(0.1, policy.check_interval_s)
     while True:
@@ -302,38 +371,39 @@ def _watch(
         if not early and until <= start:
             say_once(first_grain)
             continue
-        # One access-log query a look (Log Analytics allows a user 200 in 30 s, for every canary
-        # together): over the grains still arriving when they are read, which hold the complete ones.
-        logged = reads.read(
-            "the access log",
-            partial(
-                cloud_for(context).telemetry.access_log,
-                context.topology,
-                arriving_from if early else start,
-                looked_at if early else until,
-                listener,
-                pool,
-            ),
+        # Metrics first, at every look: the errors of everything visible since the change (or of the
+        # window, once it ended), which need no access log to be certain.
+        seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
+        seen = reads.read(
+            "the grains still arriving" if early else "the complete grains",
+            partial(_read_metrics, context, sides, pool, seen_from, seen_to),
         )
-        if logged is None:
-            continue
-        if early:
-            visible = reads.read(
-                "the grains still arriving",
-                partial(_signals, context, sides, pool, arriving_from, looked_at, logged, partial=True),
+        breach = certain(seen) if seen is not None else None
+        if breach is None and log.due(until):
+            logged = reads.read(
+                "the access log", partial(telemetry.access_log, context.topology, seen_from, seen_to, listener, pool)
             )
-            if visible is not None:
-                certain = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
-                if certain_breach(certain):
-                    logger.warning("SLO breach certain before its grains completed: %s", certain.summary)
-                    return certain, visible, True
+            if logged is not None:
+                log.keep(logged, seen_to)
+                if seen is not None:
+                    breach = certain(seen)  # now with the slow requests of the fresh read
+        if breach is not None:
+            verdict, visible = breach
+            when = "before its grains completed" if early else "whatever the access log holds"
+            logger.warning("SLO breach certain %s: %s", when, verdict.summary)
+            return verdict, visible, True
         if until <= start:
             say_once(first_grain)
             continue
-        complete = reads.read("the complete grains", partial(_signals, context, sides, pool, start, until, logged))
-        if complete is None:
+        if not log.holds(until):
+            continue  # the log read of the complete grains failed: the next look reads it again
+        if early:
+            metrics = reads.read("the complete grains", partial(_read_metrics, context, sides, pool, start, until))
+        else:
+            metrics = seen  # the window's complete grains: read above
+        if metrics is None:
             continue
-        signals = complete
+        signals = _signals(sides, metrics, log.entries)
         verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
         window_ended = until >= end
         if window_ended and not access_log_caught_up(signals):

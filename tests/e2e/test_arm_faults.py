@@ -5,7 +5,8 @@ under steady user traffic a good v2 released by canary still promotes with no fa
 bad v3 still rolls back with production back on v2 and no request lost. The emulator's own count of
 injected faults proves they happened. Then bad input to the release flow: each case is refused with
 an error naming what is wrong, and the whole cloud is as it was. Last, the canary's judge when Log
-Analytics fails: a short outage is ridden over, a lasting one rolls the release back. Setup and
+Analytics fails: a short outage is ridden over, a lasting one rolls the release back, and a failing
+canary is still judged on its errors, which metrics count. Setup and
 judgements are bench/battery.py's, shared with bench/reliability.py.
 """
 
@@ -33,7 +34,7 @@ from bench.battery import (
 from flows.image_pipeline import image_pipeline
 from flows.provision import provision
 from flows.release import release
-from switchyard.core.config import FrontendPorts
+from switchyard.core.config import FaultProfile, FrontendPorts
 from switchyard.core.fleet import Fleet
 from switchyard.core.topology import Color
 from switchyard_emulator.faults import FaultConfig
@@ -135,6 +136,36 @@ def test_bad_input_to_the_release_flow_is_refused_clearly_and_changes_nothing(
         assert not result.changed, result.name
 
 
+def test_a_failing_canary_is_rolled_back_for_its_errors_while_log_analytics_is_down(
+    battery: Battery, ports: FrontendPorts, bad_image: str
+) -> None:
+    """The errors are counted by metrics, read at every look whatever the access log does: a failing
+    version is judged on them, not rolled back later for a judge that could not read."""
+    before = observe(battery)
+    assert before.live_color is not None
+    serving = before.scale_set(before.live_color).runs_only
+    assert serving is not None
+
+    result = release_under_faults(
+        battery,
+        ports,
+        "bad v6, access log down",
+        bad_image,
+        serving_after=serving,
+        expected="rolled-back",
+        bad_version=bad_image,
+        faults=LASTING_LOG_ANALYTICS_OUTAGE,
+    )
+
+    assert result.outcome == "rolled-back", (result.error, result.summary and result.summary.timeline)
+    assert result.summary is not None
+    detail = result.summary.outcome_detail
+    assert "error rate" in detail and "could not be read" not in detail, detail
+    assert result.live_after[1] == serving
+    assert result.no_answer == 0 and result.failed_outside_canary == 0, result.as_dict()
+    assert problems_but_the_warm_canary(result.gateway_problems) == [] and result.lost_writes == [], result.as_dict()
+
+
 # The query client sends a query four times before it gives up (azure-core's three retries of a 500):
 # eight faults fail two reads of the golden signals in a row, fewer than the judge rides over.
 SHORT_LOG_ANALYTICS_OUTAGE = FaultConfig(rate=1.0, kinds=["500"], scope="log-queries", limit=8)
@@ -158,6 +189,18 @@ def good_images(battery: Battery, v1_live: Color) -> list[str]:
         ).gallery_version
         for version in ("4.0.0", "5.0.0")
     ]
+
+
+@pytest.fixture(scope="module")
+def bad_image(battery: Battery, good_images: list[str]) -> str:
+    """One more version that answers errors, after the good ones."""
+    return image_pipeline(
+        service=battery.service,
+        app_version="6.0.0",
+        git_commit=COMMIT,
+        environment=battery.environment,
+        fault_profile=FaultProfile(error_rate=BAD_ERROR_RATE),
+    ).gallery_version
 
 
 def test_a_short_log_analytics_outage_during_the_canary_does_not_roll_a_good_version_back(

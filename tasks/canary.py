@@ -355,6 +355,15 @@ def _watch(
     telemetry = cloud_for(context).telemetry
     log = AccessLogReads(min(timing.grain_s, ACCESS_LOG_EARLY_READ_EVERY_S))
 
+    complete: MetricReads | None = None  # the complete grains' metrics, read once as they complete
+
+    def complete_grains(until: datetime) -> MetricReads | None:
+        """The metrics of [start, until) when no look read them yet (None when one did, or when the
+        read failed): complete grains do not change, so a look reads only what is new."""
+        if complete is not None and (complete.start, complete.end) == (start, until):
+            return None
+        return reads.read("the complete grains", partial(_read_metrics, context, sides, pool, start, until))
+
     def certain(arriving: MetricReads) -> tuple[Verdict, GoldenSignals] | None:
         visible = _signals(sides, arriving, log.entries, partial=True)
         verdict = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
@@ -374,10 +383,15 @@ def _watch(
         # Metrics first, at every look: the errors of everything visible since the change (or of the
         # window, once it ended), which need no access log to be certain.
         seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
-        seen = reads.read(
-            "the grains still arriving" if early else "the complete grains",
-            partial(_read_metrics, context, sides, pool, seen_from, seen_to),
-        )
+        fresh: MetricReads | None = None  # complete grains this look read for the first time
+        if early:
+            seen = reads.read(
+                "the grains still arriving", partial(_read_metrics, context, sides, pool, seen_from, seen_to)
+            )
+        else:
+            fresh = complete_grains(until)
+            complete = fresh or complete
+            seen = complete if complete is not None and complete.end == until else None
         breach = certain(seen) if seen is not None else None
         if breach is None and log.due(until):
             logged = reads.read(
@@ -398,12 +412,11 @@ def _watch(
         if not log.holds(until):
             continue  # the log read of the complete grains failed: the next look reads it again
         if early:
-            metrics = reads.read("the complete grains", partial(_read_metrics, context, sides, pool, start, until))
-        else:
-            metrics = seen  # the window's complete grains: read above
-        if metrics is None:
-            continue
-        signals = _signals(sides, metrics, log.entries)
+            fresh = complete_grains(until)
+            complete = fresh or complete
+        if complete is None or complete.end != until:
+            continue  # the read of the complete grains failed: the next look reads them again
+        signals = _signals(sides, complete, log.entries)
         verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
         window_ended = until >= end
         if window_ended and not access_log_caught_up(signals):
@@ -444,6 +457,8 @@ def _watch(
             extended = True
             log_deadline = None
             continue
+        if fresh is None:
+            continue  # the same grains, judged again with what the log holds now: nothing new to say
         logger.info(
             "analysing: %d canary / %d total requests, %s",
             signals.canary_requests,

@@ -83,31 +83,23 @@ def test_each_read_counts_its_own_failures_in_a_row() -> None:
 T0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def entry(second: float) -> AccessLogEntry:
     return AccessLogEntry(at=T0 + timedelta(seconds=second), backend="10.0.0.4", latency_ms=12.0)
 
 
 def test_the_access_log_is_read_as_grains_complete_and_otherwise_every_so_often() -> None:
-    clock = Clock()
-    log = AccessLogReads(every_s=5.0, clock=clock)
+    seconds = [0.0]  # the monotonic clock, moved by the test
+    log = AccessLogReads(every_s=5.0, clock=lambda: seconds[0])
     assert log.due(complete_until=T0) and not log.holds(T0)  # never read
 
     log.keep([entry(1)], read_to=T0 + timedelta(seconds=10))
-    clock.now = 1.0
+    seconds[0] = 1.0
     assert not log.due(complete_until=T0 + timedelta(seconds=10))  # the complete grains are all read
     assert log.holds(T0 + timedelta(seconds=10))
     assert log.entries == [entry(1)]  # looks in between judge with the entries read
     assert log.due(complete_until=T0 + timedelta(seconds=11))  # a grain completed past the read
     assert not log.holds(T0 + timedelta(seconds=11))
-    clock.now = 5.0
+    seconds[0] = 5.0
     assert log.due(complete_until=T0)  # the grains still arriving, read again after every_s
 
     log.keep([entry(1), entry(11)], read_to=T0 + timedelta(seconds=12))

@@ -28,6 +28,7 @@ from blocks import (
 from switchyard.cloud.factory import cloud_for
 from switchyard.core.config import FaultProfile, FrontendPorts, ServiceContext
 from switchyard.core.fleet import Fleet
+from switchyard.core.hooks import ReleaseHooks
 from switchyard.core.outcomes import ReleaseFailed, ReleaseRefused
 from switchyard.core.release_report import ReleaseSummary
 from switchyard.core.rollout import TAG_PHASE, TAG_RELEASE, Phase, Strategy
@@ -77,9 +78,18 @@ def register_blocks(battery: Battery, fleet: Fleet) -> FrontendPorts:
     ).save(battery.environment, overwrite=True)
     ports = FrontendPorts(production=free_port(), test=free_port())
     sample = fleet.services["sample"]
+    # Without the sample's database and migration hooks, as the e2e fleet has it: the battery's
+    # environment has no database (the checkout's fleet names one per environment of its own), and
+    # what is judged here is releases under faults, not migrations (test_expand_contract.py's).
     ServiceBlock(
         **sample.model_copy(
-            update={"name": battery.service, "capacity": 2, "frontend_ports": {battery.environment: ports}}
+            update={
+                "name": battery.service,
+                "capacity": 2,
+                "frontend_ports": {battery.environment: ports},
+                "hooks": ReleaseHooks(),
+                "database": {},
+            }
         ).model_dump()
     ).save(battery.service, overwrite=True)
     default = fleet.release_policies["default"]
@@ -266,6 +276,21 @@ class ReleaseUnderFaults:
     def no_answer(self) -> int:
         return self.report.failed_by_version.get(NO_ANSWER, 0)
 
+    @property
+    def first_bad_to_verdict_s(self) -> float | None:
+        """From the first request the bad version answered to the failing verdict (the speeds the
+        e2e tests do not assert: a shared machine moves them by seconds)."""
+        verdict = self.summary.failed_verdict_at if self.summary is not None else None
+        bad = [r.started for r in self.report.records if self.bad_version and r.image_version == self.bad_version]
+        return round(verdict.timestamp() - min(bad), 2) if verdict is not None and bad else None
+
+    @property
+    def verdict_to_traffic_back_s(self) -> float | None:
+        """From the failing verdict to the last request the bad version answered."""
+        verdict = self.summary.failed_verdict_at if self.summary is not None else None
+        last_bad = self.report.last_answer_from(self.bad_version) if self.bad_version else None
+        return round(max(0.0, last_bad - verdict.timestamp()), 2) if verdict is not None and last_bad else None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "scenario": self.name,
@@ -279,6 +304,8 @@ class ReleaseUnderFaults:
             "arm_faults_injected": self.faults,
             "gateway_problems": self.gateway_problems,
             "lost_writes": self.lost_writes,
+            "first_bad_to_verdict_s": self.first_bad_to_verdict_s,
+            "verdict_to_traffic_back_s": self.verdict_to_traffic_back_s,
         }
 
 

@@ -14,7 +14,9 @@ A scenario converged when it ended as expected with one consistent gateway confi
 requests_failed_outside_canary counts failed requests not answered by the bad canary's version
 (a request nothing answered counts); lost_writes counts differences between the final cloud and
 what the release reported (routing vs live_after, the live color's image, the gateway's phase tag,
-the image's rolled-back mark or eligibility as latest).
+the image's rolled-back mark or eligibility as latest). For the bad canary, first_bad_to_verdict_s
+(its first answer to the failing verdict) and verdict_to_traffic_back_s (the verdict to its last
+answer): the fast profile's speeds, which the e2e tests do not assert.
 
 v2 and v3 are built under the same faults (v1 without). Then, faults off, the bad-input battery
 through the release flow's parameters (unknown service, environment or policy, a malformed version,

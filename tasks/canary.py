@@ -357,12 +357,17 @@ def _watch(
 
     complete: MetricReads | None = None  # the complete grains' metrics, read once as they complete
 
-    def complete_grains(until: datetime) -> MetricReads | None:
-        """The metrics of [start, until) when no look read them yet (None when one did, or when the
-        read failed): complete grains do not change, so a look reads only what is new."""
-        if complete is not None and (complete.start, complete.end) == (start, until):
-            return None
-        return reads.read("the complete grains", partial(_read_metrics, context, sides, pool, start, until))
+    def complete_grains(until: datetime) -> tuple[MetricReads | None, bool]:
+        """The metrics of [start, until) (None when the read failed), and whether this look read
+        them: complete grains do not change, so they are read only when they reach further."""
+        nonlocal complete
+        if complete is not None and complete.end == until:
+            return complete, False
+        read = reads.read("the complete grains", partial(_read_metrics, context, sides, pool, start, until))
+        if read is None:
+            return None, False
+        complete = read
+        return read, True
 
     def certain(arriving: MetricReads) -> tuple[Verdict, GoldenSignals] | None:
         visible = _signals(sides, arriving, log.entries, partial=True)
@@ -383,15 +388,13 @@ def _watch(
         # Metrics first, at every look: the errors of everything visible since the change (or of the
         # window, once it ended), which need no access log to be certain.
         seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
-        fresh: MetricReads | None = None  # complete grains this look read for the first time
+        fresh = False  # whether this look read complete grains no look had read
         if early:
             seen = reads.read(
                 "the grains still arriving", partial(_read_metrics, context, sides, pool, seen_from, seen_to)
             )
         else:
-            fresh = complete_grains(until)
-            complete = fresh or complete
-            seen = complete if complete is not None and complete.end == until else None
+            seen, fresh = complete_grains(until)
         breach = certain(seen) if seen is not None else None
         if breach is None and log.due(until):
             logged = reads.read(
@@ -411,12 +414,12 @@ def _watch(
             continue
         if not log.holds(until):
             continue  # the log read of the complete grains failed: the next look reads it again
+        metrics = seen
         if early:
-            fresh = complete_grains(until)
-            complete = fresh or complete
-        if complete is None or complete.end != until:
+            metrics, fresh = complete_grains(until)
+        if metrics is None:
             continue  # the read of the complete grains failed: the next look reads them again
-        signals = _signals(sides, complete, log.entries)
+        signals = _signals(sides, metrics, log.entries)
         verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
         window_ended = until >= end
         if window_ended and not access_log_caught_up(signals):
@@ -457,7 +460,7 @@ def _watch(
             extended = True
             log_deadline = None
             continue
-        if fresh is None:
+        if not fresh:
             continue  # the same grains, judged again with what the log holds now: nothing new to say
         logger.info(
             "analysing: %d canary / %d total requests, %s",

@@ -277,19 +277,24 @@ class ReleaseUnderFaults:
         return self.report.failed_by_version.get(NO_ANSWER, 0)
 
     @property
+    def _verdict_at(self) -> float | None:
+        verdict = self.summary.failed_verdict_at if self.summary is not None else None
+        return verdict.timestamp() if verdict is not None else None
+
+    @property
     def first_bad_to_verdict_s(self) -> float | None:
         """From the first request the bad version answered to the failing verdict (the speeds the
         e2e tests do not assert: a shared machine moves them by seconds)."""
-        verdict = self.summary.failed_verdict_at if self.summary is not None else None
-        bad = [r.started for r in self.report.records if self.bad_version and r.image_version == self.bad_version]
-        return round(verdict.timestamp() - min(bad), 2) if verdict is not None and bad else None
+        first_bad = self.report.first_answer_from(self.bad_version) if self.bad_version else None
+        verdict = self._verdict_at
+        return round(verdict - first_bad, 2) if verdict is not None and first_bad is not None else None
 
     @property
     def verdict_to_traffic_back_s(self) -> float | None:
         """From the failing verdict to the last request the bad version answered."""
-        verdict = self.summary.failed_verdict_at if self.summary is not None else None
         last_bad = self.report.last_answer_from(self.bad_version) if self.bad_version else None
-        return round(max(0.0, last_bad - verdict.timestamp()), 2) if verdict is not None and last_bad else None
+        verdict = self._verdict_at
+        return round(max(0.0, last_bad - verdict), 2) if verdict is not None and last_bad is not None else None
 
     def as_dict(self) -> dict[str, Any]:
         return {

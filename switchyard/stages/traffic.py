@@ -71,6 +71,11 @@ class TrafficReport:
         """Answers per (image version, instance id): which instance served how many requests."""
         return Counter((r.image_version, r.instance_id) for r in self.records if r.status)
 
+    def first_answer_from(self, image_version: str) -> float | None:
+        """When the first request answered by `image_version` started."""
+        times = [r.started for r in self.records if r.image_version == image_version]
+        return min(times) if times else None
+
     def last_answer_from(self, image_version: str) -> float | None:
         """When the last request answered by `image_version` started."""
         times = [r.started for r in self.records if r.image_version == image_version]

@@ -167,8 +167,9 @@ def test_a_release_that_returns_errors_is_rolled_back_automatically(
     assert during.by_version[images["v3"]] > 0
     assert set(during.failed_by_version) <= {images["v3"]}, during.failed_by_version
     # Once the release says it rolled back, no user meets v3 again. How soon after the first bad
-    # request the verdict comes is a speed, measured by bench/azure_profile_release.py at Azure's
-    # timing (first_bad_to_verdict_s), not asserted here: a loaded machine moves it by seconds.
+    # request the verdict comes is a speed, measured by bench/reliability.py on this profile and by
+    # bench/azure_profile_release.py at Azure's timing (first_bad_to_verdict_s), not asserted here:
+    # a loaded machine moves it by seconds.
     last_bad = load.report().last_answer_from(images["v3"])
     assert last_bad is not None and last_bad < ended
     assert live_version() == (stable_color, stable_image)

@@ -112,8 +112,8 @@ def test_the_demo_releases_v1_then_v2_without_a_failed_request_and_rolls_v3_back
     assert bad["outcome"] == "rolled-back", json.dumps(bad)
     assert bad["requests_sent"] > 100, json.dumps(bad)
     assert set(bad["failed_by_version"]) <= {bad["image_version"]}, json.dumps(bad)  # no traffic lost
-    # The demo says how soon traffic was back; how soon is a speed, which bench/azure_profile_release.py
-    # measures (verdict_to_all_traffic_back_s), not a test on a shared machine.
+    # The demo says how soon traffic was back; how soon is a speed, which bench/reliability.py and
+    # bench/azure_profile_release.py measure, not a test on a shared machine.
     assert bad["seconds_from_verdict_to_restored"] is not None, json.dumps(bad)
     # Each release lists its stages in order: v2's expand migration ran before its smoke tests.
     stages = [(st["name"], st["outcome"]) for st in good["stages"]]

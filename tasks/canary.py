@@ -356,18 +356,18 @@ def _watch(
     log = AccessLogReads(min(timing.grain_s, ACCESS_LOG_EARLY_READ_EVERY_S))
 
     complete: MetricReads | None = None  # the complete grains' metrics, read once as they complete
+    analysed_until: datetime | None = None  # the end of the complete grains "analysing:" last spoke of
 
-    def complete_grains(until: datetime) -> tuple[MetricReads | None, bool]:
-        """The metrics of [start, until) (None when the read failed), and whether this look read
-        them: complete grains do not change, so they are read only when they reach further."""
+    def complete_grains(until: datetime) -> MetricReads | None:
+        """The metrics of [start, until) (None when the read failed): complete grains do not
+        change, so they are read only when they reach further."""
         nonlocal complete
-        if complete is not None and complete.end == until:
-            return complete, False
-        read = reads.read("the complete grains", partial(_read_metrics, context, sides, pool, start, until))
-        if read is None:
-            return None, False
-        complete = read
-        return read, True
+        if complete is None or complete.end != until:
+            read = reads.read("the complete grains", partial(_read_metrics, context, sides, pool, start, until))
+            if read is None:
+                return None
+            complete = read
+        return complete
 
     def certain(arriving: MetricReads) -> tuple[Verdict, GoldenSignals] | None:
         visible = _signals(sides, arriving, log.entries, partial=True)
@@ -388,13 +388,12 @@ def _watch(
         # Metrics first, at every look: the errors of everything visible since the change (or of the
         # window, once it ended), which need no access log to be certain.
         seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
-        fresh = False  # whether this look read complete grains no look had read
         if early:
             seen = reads.read(
                 "the grains still arriving", partial(_read_metrics, context, sides, pool, seen_from, seen_to)
             )
         else:
-            seen, fresh = complete_grains(until)
+            seen = complete_grains(until)
         breach = certain(seen) if seen is not None else None
         if breach is None and log.due(until):
             logged = reads.read(
@@ -412,13 +411,22 @@ def _watch(
         if until <= start:
             say_once(first_grain)
             continue
-        if not log.holds(until):
-            continue  # the log read of the complete grains failed: the next look reads it again
         metrics = seen
         if early:
-            metrics, fresh = complete_grains(until)
+            metrics = complete_grains(until)
         if metrics is None:
             continue  # the read of the complete grains failed: the next look reads them again
+        if not log.holds(until):
+            # The log read of the complete grains failed: the next look reads it again. Their errors,
+            # CPU and memory are final without it, and a breach of those needs no latency: waiting
+            # for the log would only let a failing canary serve longer (or, should the log stay
+            # down, be rolled back for the reads rather than for what it did).
+            without_log = _signals(sides, metrics, ())
+            verdict = judge_canary(without_log.evidence, policy.slo, compare_with_baseline=False)
+            if watch_decision(verdict, window_ended=False, may_extend=False) == WatchDecision.STOP_EARLY:
+                logger.warning("SLO breach in the complete grains, judged without the access log: %s", verdict.summary)
+                return verdict, without_log, True
+            continue
         signals = _signals(sides, metrics, log.entries)
         verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
         window_ended = until >= end
@@ -460,8 +468,9 @@ def _watch(
             extended = True
             log_deadline = None
             continue
-        if not fresh:
+        if analysed_until == until:
             continue  # the same grains, judged again with what the log holds now: nothing new to say
+        analysed_until = until
         logger.info(
             "analysing: %d canary / %d total requests, %s",
             signals.canary_requests,

@@ -8,9 +8,10 @@ seconds without Retry-After; --quick shortens the writes and the ingestion delay
 grains and the metrics' delay), with an in-process Prefect test API. It releases a good v1, then,
 under steady traffic, a v3 that answers 30% of its requests with errors, by canary, and measures:
 
-* first_bad_to_verdict_s: from the first failed request to the failing verdict;
-* verdict_to_all_traffic_back_s: from the verdict to the last answer v3 gave (the gateway write
-  that takes the canary out takes as long as a gateway write);
+* first_bad_to_verdict_s: from v3's first answer to the failing verdict;
+* verdict_to_traffic_back_s: from the verdict to the last answer v3 gave (the gateway write
+  that takes the canary out takes as long as a gateway write); both as TrafficReport.around_verdict
+  defines them, as bench/reliability.py reports them on the fast profile;
 * failed_share: failed requests / requests sent while the bad release ran;
 * arm_requests, arm_reads_per_s: the Resource Manager calls the release made (the emulator counts
   them), against Azure's budget of 25 reads a second per principal (the `azure` profile enforces
@@ -132,15 +133,13 @@ def main() -> int:
         return 1
     report = load.report()
     during = report.between(started, ended)
-    failed = [r.started for r in during.records if r.failed]
-    verdict = summary.failed_verdict_at.timestamp()
-    last_bad = report.last_answer_from(v3.gallery_version)
+    first_bad, back = report.around_verdict(v3.gallery_version, summary.failed_verdict_at.timestamp())
     result = {
         "benchmark": "azure_profile_release",
         "quick": quick,
         "outcome": summary.outcome,
-        "first_bad_to_verdict_s": round(verdict - min(failed), 1) if failed else None,
-        "verdict_to_all_traffic_back_s": round(max(0.0, (last_bad or verdict) - verdict), 1),
+        "first_bad_to_verdict_s": round(first_bad, 1) if first_bad is not None else None,
+        "verdict_to_traffic_back_s": round(back, 1) if back is not None else None,
         "failed_share": round(during.failed / during.sent, 4) if during.sent else None,
         "requests_sent": during.sent,
         "requests_failed": during.failed,

@@ -285,16 +285,20 @@ class ReleaseUnderFaults:
     def first_bad_to_verdict_s(self) -> float | None:
         """From the first request the bad version answered to the failing verdict (the speeds the
         e2e tests do not assert: a shared machine moves them by seconds)."""
-        first_bad = self.report.first_answer_from(self.bad_version) if self.bad_version else None
-        verdict = self._verdict_at
-        return round(verdict - first_bad, 2) if verdict is not None and first_bad is not None else None
+        return self._around_verdict[0]
 
     @property
     def verdict_to_traffic_back_s(self) -> float | None:
         """From the failing verdict to the last request the bad version answered."""
-        last_bad = self.report.last_answer_from(self.bad_version) if self.bad_version else None
+        return self._around_verdict[1]
+
+    @property
+    def _around_verdict(self) -> tuple[float | None, float | None]:
         verdict = self._verdict_at
-        return round(max(0.0, last_bad - verdict), 2) if verdict is not None and last_bad is not None else None
+        if verdict is None or self.bad_version is None:
+            return None, None
+        first, back = self.report.around_verdict(self.bad_version, verdict)
+        return (round(first, 2) if first is not None else None, round(back, 2) if back is not None else None)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -151,20 +151,18 @@ def _release(
     sent = failed = 0
     failed_by_version: dict[str, int] = {}
     restored = None
-    last_bad = None
+    report = None
     if traffic is not None:
         time.sleep(0.5)  # answers still in flight at the end belong to this release
         report = traffic.report()
         during = report.between(started, ended)
         sent, failed = during.sent, during.failed
         failed_by_version = dict(during.failed_by_version)
-        last_bad = report.last_answer_from(version)
     if summary is not None and summary.failed_verdict_at is not None:
-        verdict = summary.failed_verdict_at.timestamp()
-        candidates = [summary.seconds_to_restore or 0.0]
-        if last_bad is not None:
-            candidates.append(last_bad - verdict)
-        restored = max(0.0, *candidates)
+        # Restored: the flow's own account of the rollback, or the bad version's last answer
+        # after the verdict, whichever came later.
+        back = report.around_verdict(version, summary.failed_verdict_at.timestamp())[1] if report else None
+        restored = max(summary.seconds_to_restore or 0.0, back or 0.0)
     outcome = ReleaseOutcome(
         name=name,
         image_version=version,

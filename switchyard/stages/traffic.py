@@ -81,6 +81,16 @@ class TrafficReport:
         times = [r.started for r in self.records if r.image_version == image_version]
         return max(times) if times else None
 
+    def around_verdict(self, image_version: str, verdict_at: float) -> tuple[float | None, float | None]:
+        """How long users met a version judged bad, in seconds: from its first answer to the verdict,
+        and from the verdict to its last answer (what taking it out took to reach them; 0 when it
+        answered nothing after). None where it answered nothing at all. The one definition the
+        benchmarks report as first_bad_to_verdict_s and verdict_to_traffic_back_s."""
+        first, last = self.first_answer_from(image_version), self.last_answer_from(image_version)
+        if first is None or last is None:
+            return None, None
+        return verdict_at - first, max(0.0, last - verdict_at)
+
     def rate(self) -> float:
         if len(self.records) < 2:
             return 0.0

@@ -1,6 +1,6 @@
 """A bad canary on Azure's timing: how long users meet it, and what it costs them.
 
-    python bench/azure_profile_release.py [--quick]
+    python bench/azure_profile_release.py [--quick] [--rate 40]
 
 Runs the real release flow on the emulator's `azure` profile (one-minute metric grains published a
 minute late, access-log records after an ingestion delay, gateway and scale-set writes of tens of
@@ -26,6 +26,7 @@ Prints one JSON object as its last line and writes it to bench/results/azure_pro
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "bench" / "results" / "azure_profile_release.json"
 SERVICE, ENV = "sample", "production"
-RATE = 40.0
+RATE = 40.0  # requests a second to production; --rate: a low-traffic service sends fewer
 
 
 def counts_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -48,7 +49,13 @@ def counts_between(before: dict[str, int], after: dict[str, int]) -> dict[str, i
 
 
 def main() -> int:
-    quick = "--quick" in sys.argv[1:]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter writes and log ingestion delay")
+    parser.add_argument("--rate", type=float, default=RATE, help="requests a second to production")
+    args = parser.parse_args()
+    if args.rate <= 0:
+        parser.error("--rate must be positive")
+    quick, rate = args.quick, args.rate
     from prefect.testing.utilities import prefect_test_harness
 
     from blocks.seed import seed_blocks
@@ -115,7 +122,7 @@ def main() -> int:
             )
             provision(service=SERVICE, environment=ENV)
             release(service=SERVICE, environment=ENV, image_version=v1.gallery_version, strategy=Strategy.BLUE_GREEN)
-            with SteadyTraffic("127.0.0.1", ports.production, rate=RATE, connections=4) as load:
+            with SteadyTraffic("127.0.0.1", ports.production, rate=rate, connections=4) as load:
                 time.sleep(2)
                 emulator_file = emulator.state_dir / "emulator.json"
                 arm_before = throttling_status(emulator_file)
@@ -137,6 +144,7 @@ def main() -> int:
     result = {
         "benchmark": "azure_profile_release",
         "quick": quick,
+        "rate_per_s": rate,
         "outcome": summary.outcome,
         "first_bad_to_verdict_s": round(first_bad, 1) if first_bad is not None else None,
         "verdict_to_traffic_back_s": round(back, 1) if back is not None else None,

@@ -380,13 +380,13 @@ def _watch(
         time.sleep(pause)
         pause = policy.check_interval_s
         looked_at = now()
-        early = looked_at < end
         until = min(end, timing.complete_until(looked_at))
-        if not early and until <= start:
-            say_once(first_grain)
-            continue
+        # Early until the window's grains are complete, not only until it ends: on Azure's timing the
+        # grain holding the canary's first requests is published a minute or more after it, often
+        # after a one-grain window has ended, and a breach certain there is as certain then.
+        early = until < end
         # Metrics first, at every look: the errors of everything visible since the change (or of the
-        # window, once it ended), which need no access log to be certain.
+        # window, once its grains are complete), which need no access log to be certain.
         seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
         if early:
             seen = reads.read(

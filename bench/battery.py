@@ -276,29 +276,18 @@ class ReleaseUnderFaults:
     def no_answer(self) -> int:
         return self.report.failed_by_version.get(NO_ANSWER, 0)
 
-    @property
-    def _verdict_at(self) -> float | None:
+    def around_verdict_s(self) -> dict[str, float | None]:
+        """For the bad version: from its first answer to the failing verdict, and from the verdict to
+        its last answer (TrafficReport.around_verdict); the speeds the e2e tests do not assert, since
+        a shared machine moves them by seconds."""
         verdict = self.summary.failed_verdict_at if self.summary is not None else None
-        return verdict.timestamp() if verdict is not None else None
-
-    @property
-    def first_bad_to_verdict_s(self) -> float | None:
-        """From the first request the bad version answered to the failing verdict (the speeds the
-        e2e tests do not assert: a shared machine moves them by seconds)."""
-        return self._around_verdict[0]
-
-    @property
-    def verdict_to_traffic_back_s(self) -> float | None:
-        """From the failing verdict to the last request the bad version answered."""
-        return self._around_verdict[1]
-
-    @property
-    def _around_verdict(self) -> tuple[float | None, float | None]:
-        verdict = self._verdict_at
-        if verdict is None or self.bad_version is None:
-            return None, None
-        first, back = self.report.around_verdict(self.bad_version, verdict)
-        return (round(first, 2) if first is not None else None, round(back, 2) if back is not None else None)
+        first = back = None
+        if verdict is not None and self.bad_version is not None:
+            first, back = self.report.around_verdict(self.bad_version, verdict.timestamp())
+        return {
+            "first_bad_to_verdict_s": round(first, 2) if first is not None else None,
+            "verdict_to_traffic_back_s": round(back, 2) if back is not None else None,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -313,8 +302,7 @@ class ReleaseUnderFaults:
             "arm_faults_injected": self.faults,
             "gateway_problems": self.gateway_problems,
             "lost_writes": self.lost_writes,
-            "first_bad_to_verdict_s": self.first_bad_to_verdict_s,
-            "verdict_to_traffic_back_s": self.verdict_to_traffic_back_s,
+            **self.around_verdict_s(),
         }
 
 

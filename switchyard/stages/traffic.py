@@ -71,25 +71,23 @@ class TrafficReport:
         """Answers per (image version, instance id): which instance served how many requests."""
         return Counter((r.image_version, r.instance_id) for r in self.records if r.status)
 
-    def first_answer_from(self, image_version: str) -> float | None:
-        """When the first request answered by `image_version` started."""
-        times = [r.started for r in self.records if r.image_version == image_version]
-        return min(times) if times else None
+    def _answered_by(self, image_version: str) -> list[float]:
+        """When each request `image_version` answered started."""
+        return [r.started for r in self.records if r.image_version == image_version]
 
     def last_answer_from(self, image_version: str) -> float | None:
         """When the last request answered by `image_version` started."""
-        times = [r.started for r in self.records if r.image_version == image_version]
-        return max(times) if times else None
+        return max(self._answered_by(image_version), default=None)
 
     def around_verdict(self, image_version: str, verdict_at: float) -> tuple[float | None, float | None]:
         """How long users met a version judged bad, in seconds: from its first answer to the verdict,
         and from the verdict to its last answer (what taking it out took to reach them; 0 when it
         answered nothing after). None where it answered nothing at all. The one definition the
         benchmarks report as first_bad_to_verdict_s and verdict_to_traffic_back_s."""
-        first, last = self.first_answer_from(image_version), self.last_answer_from(image_version)
-        if first is None or last is None:
+        answered = self._answered_by(image_version)
+        if not answered:
             return None, None
-        return verdict_at - first, max(0.0, last - verdict_at)
+        return verdict_at - min(answered), max(0.0, max(answered) - verdict_at)
 
     def rate(self) -> float:
         if len(self.records) < 2:

@@ -147,6 +147,10 @@ def main() -> int:
         "rate_per_s": rate,
         "outcome": summary.outcome,
         "first_bad_to_verdict_s": round(first_bad, 1) if first_bad is not None else None,
+        # Where in the minute v3 first answered: how many of its requests the first grain holds.
+        "first_bad_second_of_minute": (
+            round((summary.failed_verdict_at.timestamp() - first_bad) % 60, 1) if first_bad is not None else None
+        ),
         "verdict_to_traffic_back_s": round(back, 1) if back is not None else None,
         "failed_share": round(during.failed / during.sent, 4) if during.sent else None,
         "requests_sent": during.sent,

@@ -34,8 +34,8 @@ from switchyard.core.analysis import (
     GoldenSignals,
     WatchDecision,
     access_log_caught_up,
+    breach_known_early,
     canary_sides,
-    certain_breach,
     gateway_errors,
     golden_signals,
     latency_by_backend,
@@ -329,9 +329,10 @@ def _watch(
     `reads` rides over a few failed reads in a row (TelemetryReads).
 
     Passing needs complete grains; failing does not. Each look first reads the metrics of everything
-    visible since the grain of the change (`changed_at`), complete or not: a breach that is *certain*
-    there (more errors or slow requests than the SLO allows over the minimum sample, counts that late
-    data can only raise) stops the watch without waiting for the grain to complete. On one-minute
+    visible since the grain of the change (`changed_at`), complete or not: a breach known there stops
+    the watch without waiting for the grain to complete, whether it is *certain* (more errors or slow
+    requests than the SLO allows over the minimum sample, counts that late data can only raise) or,
+    above the minimum, shown by the judge's sequential test (core's breach_known_early). On one-minute
     grains that is the difference between rolling back within seconds and after two minutes. The
     slow requests come from the access log, read less often than the metrics (AccessLogReads): its
     query budget is the scarcest thing every canary of a user shares."""
@@ -350,7 +351,7 @@ def _watch(
             logger.info("%s", waiting_for)
             said.add(waiting_for)
 
-    arriving_from = timing.grain_start(changed_at)  # the grains still arriving: read for a certain breach
+    arriving_from = timing.grain_start(changed_at)  # the grains still arriving: read for a breach known early
     first_grain = f"waiting for the first complete metric grain after {start.isoformat()}"
     telemetry = cloud_for(context).telemetry
     log = AccessLogReads(min(timing.grain_s, ACCESS_LOG_EARLY_READ_EVERY_S))
@@ -369,10 +370,10 @@ def _watch(
             complete = read
         return complete
 
-    def certain(arriving: MetricReads) -> tuple[Verdict, GoldenSignals] | None:
+    def known_early(arriving: MetricReads) -> tuple[Verdict, GoldenSignals] | None:
         visible = _signals(sides, arriving, log.entries, partial=True)
         verdict = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
-        return (verdict, visible) if certain_breach(verdict) else None
+        return (verdict, visible) if breach_known_early(verdict, policy.slo.sequential_alpha) else None
 
     # The first look comes soon: a bad version shows itself in its first requests.
     pause = min(0.1, policy.check_interval_s)
@@ -383,10 +384,10 @@ def _watch(
         until = min(end, timing.complete_until(looked_at))
         # Early until the window's grains are complete, not only until it ends: on Azure's timing the
         # grain holding the canary's first requests is published a minute or more after it, often
-        # after a one-grain window has ended, and a breach certain there is as certain then.
+        # after a one-grain window has ended, and a breach known there is as known then.
         early = until < end
         # Metrics first, at every look: the errors of everything visible since the change (or of the
-        # window, once its grains are complete), which need no access log to be certain.
+        # window, once its grains are complete), which need no access log to be known.
         seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
         if early:
             seen = reads.read(
@@ -394,7 +395,7 @@ def _watch(
             )
         else:
             seen = complete_grains(until)
-        breach = certain(seen) if seen is not None else None
+        breach = known_early(seen) if seen is not None else None
         if breach is None and log.due(until):
             logged = reads.read(
                 "the access log", partial(telemetry.access_log, context.topology, seen_from, seen_to, listener, pool)
@@ -402,11 +403,11 @@ def _watch(
             if logged is not None:
                 log.keep(logged, seen_to)
                 if seen is not None:
-                    breach = certain(seen)  # now with the slow requests of the fresh read
+                    breach = known_early(seen)  # now with the slow requests of the fresh read
         if breach is not None:
             verdict, visible = breach
             when = "before its grains completed" if early else "whatever the access log holds"
-            logger.warning("SLO breach certain %s: %s", when, verdict.summary)
+            logger.warning("SLO breach known %s: %s", when, verdict.summary)
             return verdict, visible, True
         if until <= start:
             say_once(first_grain)

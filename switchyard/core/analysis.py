@@ -202,6 +202,23 @@ def certain_breach(verdict: Verdict) -> bool:
     return any(reason.check == CheckKind.SLO and reason.certain for reason in verdict.failing_reasons)
 
 
+def breach_known_early(verdict: Verdict, sequential_alpha: float | None) -> bool:
+    """An SLO breach a watch may act on before its data is complete: a certain one, or one above the
+    minimum sample whose always-valid p-value is at most the policy's `sequential_alpha`
+    (switchyard.core.canary_slo, "a sequential test"). Either keeps its promise however often a
+    watch asks."""
+    if certain_breach(verdict):
+        return True
+    if sequential_alpha is None:
+        return False
+    return any(
+        reason.check == CheckKind.SLO
+        and reason.anytime_p_value is not None
+        and reason.anytime_p_value <= sequential_alpha
+        for reason in verdict.failing_reasons
+    )
+
+
 class Analysis(BaseModel):
     """The outcome of one canary analysis (a step, or the check under full traffic)."""
 

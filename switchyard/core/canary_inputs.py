@@ -126,6 +126,14 @@ class CanaryPolicy(JudgeModel):
         default=1024.0, ge=0.0, description="floor of the network-out tolerance, in bytes per request"
     )
     alpha: float = Field(default=0.05, gt=0.0, lt=0.5, description="significance level of comparisons")
+    sequential_alpha: float | None = Field(
+        default=0.001,
+        gt=0.0,
+        lt=0.5,
+        description="the most a watch may risk stopping a canary whose true error rate (or share of requests "
+        "above a latency SLO) is within the SLO, when it acts on a breach before the window's data is complete "
+        "(an always-valid sequential test); None: act early only on certain breaches",
+    )
     latency_relative_tolerance: float = Field(
         default=0.2, ge=0.0, description="canary median may be this fraction slower than baseline"
     )

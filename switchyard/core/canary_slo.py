@@ -21,6 +21,23 @@ answer can never flip as more data arrives: a flow may call the judge as often a
 the window and abort on the first FAIL without inflating its false-failure rate (the classic
 "peeking" problem of repeated significance tests). At or above the minimum, SLOs are judged on
 the measured values of the window: that is what the SLO promises.
+
+Above the minimum: a sequential test
+------------------------------------
+Once more requests than the minimum have been counted, no breach is certain any more: later
+successes can dilute any share. On Azure's one-minute grains the first grain a canary's metrics
+show often already holds more than the minimum, and a watch that acted only on certain breaches
+would let a failing canary serve until its window's grains were complete, minutes later. So an
+error-rate or latency breach above the minimum also carries an always-valid p-value
+(switchyard.core.stats.anytime_share_p_value) against "the canary's true share of errors (or of
+requests slower than the limit) is within the SLO"; a watch may act on it before its data is
+complete when it is at most the policy's `sequential_alpha` (switchyard.core.analysis,
+`breach_known_early`). That test, unlike a fixed-sample one, keeps its level however often it is
+asked, so the peeking problem stays solved; its price is the level itself (0.1 % by default): the
+chance of stopping a canary whose true error rate is within the SLO. It assumes the requests
+counted so far are a fair sample of the canary's, which holds while Azure Monitor publishes a
+grain's errors and successes together. CPU and memory have no such test: a mean or a peak of a
+few samples is not a share of independent trials.
 """
 
 from __future__ import annotations
@@ -34,7 +51,7 @@ import numpy as np
 from switchyard.core.canary_format import ms, pct
 from switchyard.core.canary_inputs import CanaryPolicy, SideNumbers
 from switchyard.core.canary_verdict import CheckKind, Classification, Metric, Reason, short_data
-from switchyard.core.stats import allowed_exceedances, nearest_rank_percentile
+from switchyard.core.stats import allowed_exceedances, anytime_share_p_value, format_p_value, nearest_rank_percentile
 
 # SLO checks: one table, one classifier.
 #
@@ -66,6 +83,9 @@ class SloCheck:
     within: str  # at or above the minimum sample, within the limit
     certain: str  # below the minimum sample, breached whatever the missing samples do
     short: str  # below the minimum sample, nothing decided yet
+    # For a breach above the minimum, (hits, trials, allowed share) for the sequential test; None
+    # where the value is not a share of independent requests (CPU, memory).
+    share: Callable[[SideNumbers, float], tuple[int, int, float]] | None = None
 
 
 def _read_error_rate(baseline: SideNumbers, canary: SideNumbers, limit: float, n: int) -> _Reading:
@@ -152,6 +172,16 @@ def _read_memory(baseline: SideNumbers, canary: SideNumbers, limit: float, n: in
     )
 
 
+def _slow_share(quantile: float) -> Callable[[SideNumbers, float], tuple[int, int, float]]:
+    """A percentile SLO as a share: "p95 <= L" holds for the canary's true latency exactly when at
+    most 5 % of its requests are slower than L."""
+
+    def share(canary: SideNumbers, limit_ms: float) -> tuple[int, int, float]:
+        return int(np.count_nonzero(canary.latency > limit_ms)), int(canary.latency.size), 1.0 - quantile
+
+    return share
+
+
 _LATENCY_MESSAGES = {
     "breached": "Canary {name} latency {value} is above the SLO of {limit}: {slow} of {samples} requests took "
     "longer, {allowed} would have been allowed{baseline_note}.",
@@ -180,6 +210,7 @@ SLO_CHECKS: tuple[SloCheck, ...] = (
         "the SLO of {limit}.",
         short="Only {requests} canary requests, fewer than the minimum of {n}; {errors} errors so far, within "
         "the budget of {budget} errors over the minimum sample.",
+        share=lambda canary, limit: (canary.errors, canary.requests, limit),
     ),
     SloCheck(
         metric=Metric.LATENCY_P95,
@@ -187,6 +218,7 @@ SLO_CHECKS: tuple[SloCheck, ...] = (
         minimum=lambda policy: policy.min_latency_samples,
         samples=lambda side: int(side.latency.size),
         read=_read_percentile(0.95),
+        share=_slow_share(0.95),
         **_LATENCY_MESSAGES,
     ),
     SloCheck(
@@ -195,6 +227,7 @@ SLO_CHECKS: tuple[SloCheck, ...] = (
         minimum=lambda policy: policy.min_latency_samples,
         samples=lambda side: int(side.latency.size),
         read=_read_percentile(0.99),
+        share=_slow_share(0.99),
         **_LATENCY_MESSAGES,
     ),
     SloCheck(
@@ -236,13 +269,35 @@ def judge_slo(check: SloCheck, baseline: SideNumbers, canary: SideNumbers, polic
     samples = check.samples(canary)
     if samples >= minimum:
         reading = check.read(baseline, canary, limit, samples)
+        if not reading.breached:
+            return Reason(
+                metric=check.metric,
+                check=CheckKind.SLO,
+                classification=Classification.PASS,
+                message=check.within.format(**reading.facts),
+                observed=reading.observed,
+                threshold=limit,
+            )
+        message = check.breached.format(**reading.facts)
+        anytime_p = None
+        if check.share is not None and policy.sequential_alpha is not None:
+            hits, trials, allowed_share = check.share(canary, limit)
+            if 0.0 < allowed_share < 1.0:
+                anytime_p = anytime_share_p_value(hits, trials, allowed_share)
+                if anytime_p <= policy.sequential_alpha:
+                    message += (
+                        f" A sequential test, valid however often it looks, gives p = {format_p_value(anytime_p)} "
+                        f"against a true share within the SLO, at or below the {policy.sequential_alpha:g} a watch "
+                        "may act on before its data is complete."
+                    )
         return Reason(
             metric=check.metric,
             check=CheckKind.SLO,
-            classification=Classification.SLO_BREACH if reading.breached else Classification.PASS,
-            message=(check.breached if reading.breached else check.within).format(**reading.facts),
+            classification=Classification.SLO_BREACH,
+            message=message,
             observed=reading.observed,
             threshold=limit,
+            anytime_p_value=anytime_p,
         )
     reading = check.read(baseline, canary, limit, minimum)
     if reading.breached:

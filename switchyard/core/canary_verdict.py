@@ -54,6 +54,12 @@ class Reason(JudgeModel):
         default=False,
         description="an SLO breach decided before the minimum sample, which no more data can undo",
     )
+    anytime_p_value: float | None = Field(
+        default=None,
+        description="for an SLO breach above the minimum sample: an always-valid p-value against the canary's "
+        "true share being within the SLO (switchyard.core.stats.anytime_share_p_value), valid however often "
+        "the judge is asked",
+    )
     test: str | None = Field(default=None, description="statistical test, when one ran")
     statistic: float | None = None
     p_value: float | None = None

@@ -92,3 +92,41 @@ def format_p_value(p_value: float) -> str:
     if p_value < 1e-4:
         return f"{p_value:.1e}"
     return f"{p_value:.4f}"
+
+
+def anytime_share_p_value(hits: int, trials: int, allowed_share: float) -> float:
+    """An always-valid p-value against "the true share of hits is at most `allowed_share`".
+
+    For a watch that asks after every batch of requests whether a share (errors, requests slower
+    than a limit) is above what an SLO allows. A fixed-sample test asked that often says "above"
+    far more often than its level: asked after each of 2,000 requests at a true share equal to the
+    limit, a one-sided binomial test at 0.05 says so on about a quarter of the runs. This one stays
+    within its level however often, and whenever, it is asked.
+
+    The statistic is a mixture likelihood ratio (Robbins; Howard et al., "Time-uniform,
+    nonparametric, nonasymptotic confidence sequences", Ann. Statist. 2021): the likelihood of the
+    hits under a share p, averaged over p uniform on (allowed_share, 1], over their likelihood at
+    allowed_share. Each ratio for a fixed p above the allowed share is a nonnegative supermartingale
+    under any true share at or below it, so their mixture is too, and by Ville's inequality the
+    chance that it *ever* reaches 1/alpha is at most alpha: 1 / (the ratio) is a p-value valid at
+    every look. Counts are all it needs, so grains of requests serve as well as single requests.
+    """
+    if trials < 0 or not 0 <= hits <= trials:
+        raise ValueError(f"hits must be within 0..trials, got {hits} of {trials}")
+    if not 0.0 < allowed_share < 1.0:
+        raise ValueError(f"allowed_share must be in (0, 1), got {allowed_share}")
+    from scipy import special  # on first use, like scipy_stats()
+
+    a, b = hits + 1, trials - hits + 1
+    # log of  integral_{allowed}^{1} p^hits (1-p)^(trials-hits) dp / (1 - allowed)  over  the likelihood at allowed
+    upper_mass = float(special.betaincc(a, b, allowed_share))
+    if upper_mass <= 0.0:
+        return 1.0  # no likelihood above the allowed share at double precision: nothing against it
+    log_ratio = (
+        float(special.betaln(a, b))
+        + math.log(upper_mass)
+        - math.log1p(-allowed_share)
+        - hits * math.log(allowed_share)
+        - (trials - hits) * math.log1p(-allowed_share)
+    )
+    return 1.0 if log_ratio <= 0.0 else math.exp(-log_ratio)

@@ -142,8 +142,9 @@ def test_a_failing_canary_is_rolled_back_for_its_errors_while_log_analytics_is_d
     """The errors are counted by metrics, read at every look whatever the access log does: a failing
     version is judged on them, not rolled back later for a judge that could not read. Its errors are
     rarely certain in its first few requests (SOMETIMES_FAILING_ERROR_RATE), and each failed query
-    holds a look for seconds: by the next look it has served the minimum sample, and the breach is
-    found in its complete grains, judged without the access log."""
+    holds a look for seconds: by the next look it has served more than the minimum sample, and the
+    breach is found from its error count alone, past the judge's sequential test in the grains still
+    arriving or in its complete grains, judged without the access log."""
     before = observe(battery)
     assert before.live_color is not None
     serving = before.scale_set(before.live_color).runs_only

@@ -12,6 +12,7 @@ from switchyard.core.analysis import (
     Analysis,
     WatchDecision,
     access_log_caught_up,
+    breach_known_early,
     canary_sides,
     certain_breach,
     gateway_errors,
@@ -186,6 +187,23 @@ def test_only_a_breach_no_later_data_can_undo_is_acted_on_before_the_grains_comp
     # of data still arriving, so it waits for complete grains.
     assert not certain_breach(verdict(20.0, requests=30, errors=0))
     assert not certain_breach(BREACHING) and not certain_breach(SLOWER) and not certain_breach(HEALTHY)
+
+
+def test_above_the_minimum_a_breach_the_sequential_test_shows_is_acted_on_before_the_grains_complete() -> None:
+    # 10 % errors in 400 requests against a 1 % SLO: not certain (later successes could dilute it),
+    # but no canary within the SLO shows that, however often the watch looked.
+    assert not certain_breach(BREACHING)
+    assert breach_known_early(BREACHING, sequential_alpha=0.001)
+    [errors] = [r for r in BREACHING.failing_reasons if r.check is CheckKind.SLO]
+    assert errors.anytime_p_value is not None and errors.anytime_p_value < 1e-20
+    assert "A sequential test, valid however often it looks" in errors.message
+    # 2 % of 400 is above the SLO as measured, yet well within chance for a canary at 1 %: the watch
+    # waits for complete grains, as it does for every breach when the policy turns the test off.
+    marginal = verdict(20.0, errors=8)
+    assert marginal.outcome is CanaryOutcome.FAIL and not breach_known_early(marginal, 0.001)
+    assert not breach_known_early(BREACHING, None)
+    assert breach_known_early(verdict(20.0, requests=30, errors=6), None)  # certain needs no test
+    assert not breach_known_early(SLOWER, 0.001) and not breach_known_early(HEALTHY, 0.001)
 
 
 @pytest.mark.parametrize("current", [HEALTHY, SHORT])

@@ -625,3 +625,22 @@ def test_a_policy_that_fails_short_data_fails_each_slo_check_short_of_its_minimu
         slo = reason(verdict, metric, CheckKind.SLO)
         assert slo.classification is Classification.FAIL and not slo.certain
         assert slo.message.endswith("The policy treats too little data as a failure.")
+
+
+def test_above_the_minimum_a_p95_breach_carries_the_sequential_tests_p_value() -> None:
+    # "p95 <= 500 ms" is "at most 5 % of requests slower than 500 ms": a share the sequential test can judge.
+    policy = CanaryPolicy(min_latency_samples=200, max_p95_ms=500.0, max_p99_ms=None)
+    healthy = fixed_side(latency_ms=[20.0] * 500)
+
+    fifteen_percent_slow = judge_canary(evidence(healthy, fixed_side(latency_ms=[20.0] * 340 + [900.0] * 60)), policy)
+    p95 = reason(fifteen_percent_slow, Metric.LATENCY_P95, CheckKind.SLO)
+    assert p95.classification is Classification.SLO_BREACH and not p95.certain
+    assert p95.anytime_p_value is not None and p95.anytime_p_value < 1e-6
+    assert "A sequential test, valid however often it looks, gives p = " in p95.message
+
+    # 6 % slow is a breach as measured, but no evidence against a true 5 %: nothing to act on early.
+    six_percent_slow = judge_canary(evidence(healthy, fixed_side(latency_ms=[20.0] * 376 + [900.0] * 24)), policy)
+    p95 = reason(six_percent_slow, Metric.LATENCY_P95, CheckKind.SLO)
+    assert p95.classification is Classification.SLO_BREACH
+    assert p95.anytime_p_value is not None and p95.anytime_p_value > 0.001
+    assert "sequential" not in p95.message

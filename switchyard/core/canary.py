@@ -7,7 +7,9 @@ What the judge checks
 *SLO checks* (switchyard.core.canary_slo) look at the canary alone, against absolute limits from
 the policy: error rate, p95 and p99 latency, mean CPU, peak memory. Below the minimum sample they fail only on
 a *certain* breach, one no more data can undo, so a flow may call the judge as often as it likes
-during the window and abort on the first FAIL (canary_slo says why that is sound).
+during the window and abort on the first FAIL (canary_slo says why that is sound). Above it, an
+error-rate or latency breach carries an always-valid p-value, which a flow may act on before its
+data is complete just as safely (canary_slo, "a sequential test"; core.analysis.breach_known_early).
 
 *Comparisons* (switchyard.core.canary_comparisons) look at the canary against the baseline (the
 live color) over the same window: latency and error rate, each needing significance AND an effect

@@ -286,9 +286,9 @@ def judge_slo(check: SloCheck, baseline: SideNumbers, canary: SideNumbers, polic
                 anytime_p = anytime_share_p_value(hits, trials, allowed_share)
                 if anytime_p <= policy.sequential_alpha:
                     message += (
-                        f" A sequential test, valid however often it looks, gives p = {format_p_value(anytime_p)} "
-                        f"against a true share within the SLO, at or below the {policy.sequential_alpha:g} a watch "
-                        "may act on before its data is complete."
+                        " A sequential test (valid however often it looks) puts the chance of this from a canary "
+                        f"within the SLO at p = {format_p_value(anytime_p)}, at or below the policy's "
+                        f"{policy.sequential_alpha:g}: enough to act on before the window ends."
                     )
         return Reason(
             metric=check.metric,

@@ -196,7 +196,7 @@ def test_above_the_minimum_a_breach_the_sequential_test_shows_is_acted_on_before
     assert breach_known_early(BREACHING, sequential_alpha=0.001)
     [errors] = [r for r in BREACHING.failing_reasons if r.check is CheckKind.SLO]
     assert errors.anytime_p_value is not None and errors.anytime_p_value < 1e-20
-    assert "A sequential test, valid however often it looks" in errors.message
+    assert "A sequential test (valid however often it looks) puts the chance" in errors.message
     # 2 % of 400 is above the SLO as measured, yet well within chance for a canary at 1 %: the watch
     # waits for complete grains, as it does for every breach when the policy turns the test off.
     marginal = verdict(20.0, errors=8)

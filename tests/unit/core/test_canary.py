@@ -636,7 +636,7 @@ def test_above_the_minimum_a_p95_breach_carries_the_sequential_tests_p_value() -
     p95 = reason(fifteen_percent_slow, Metric.LATENCY_P95, CheckKind.SLO)
     assert p95.classification is Classification.SLO_BREACH and not p95.certain
     assert p95.anytime_p_value is not None and p95.anytime_p_value < 1e-6
-    assert "A sequential test, valid however often it looks, gives p = " in p95.message
+    assert "from a canary within the SLO at p = " in p95.message
 
     # 6 % slow is a breach as measured, but no evidence against a true 5 %: nothing to act on early.
     six_percent_slow = judge_canary(evidence(healthy, fixed_side(latency_ms=[20.0] * 376 + [900.0] * 24)), policy)

@@ -23,6 +23,7 @@ from blocks import (
     ServiceBlock,
     UnknownNameError,
     load_environment,
+    load_release_policy,
     load_service,
 )
 from switchyard.cloud.factory import cloud_for
@@ -110,6 +111,18 @@ def register_blocks(battery: Battery, fleet: Fleet) -> FrontendPorts:
         ).model_dump()
     ).save(battery.policy, overwrite=True)
     return ports
+
+
+@contextmanager
+def slo_changed(battery: Battery, **update: Any) -> Iterator[None]:
+    """The battery's release policy with `update` to its SLO for the releases inside; as it was after."""
+    saved = load_release_policy(battery.policy)
+    changed = saved.model_copy(update={"slo": saved.slo.model_copy(update=update)})
+    ReleasePolicyBlock(**changed.model_dump()).save(battery.policy, overwrite=True)
+    try:
+        yield
+    finally:
+        ReleasePolicyBlock(**saved.model_dump()).save(battery.policy, overwrite=True)
 
 
 def build_images(battery: Battery, faults: FaultConfig | None = None) -> tuple[dict[str, str], dict[str, int]]:

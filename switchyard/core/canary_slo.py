@@ -269,32 +269,12 @@ def judge_slo(check: SloCheck, baseline: SideNumbers, canary: SideNumbers, polic
     samples = check.samples(canary)
     if samples >= minimum:
         reading = check.read(baseline, canary, limit, samples)
-        if not reading.breached:
-            return Reason(
-                metric=check.metric,
-                check=CheckKind.SLO,
-                classification=Classification.PASS,
-                message=check.within.format(**reading.facts),
-                observed=reading.observed,
-                threshold=limit,
-            )
-        message = check.breached.format(**reading.facts)
-        anytime_p = None
-        if check.share is not None and policy.sequential_alpha is not None:
-            hits, trials, allowed_share = check.share(canary, limit)
-            if 0.0 < allowed_share < 1.0:
-                anytime_p = anytime_share_p_value(hits, trials, allowed_share)
-                if anytime_p <= policy.sequential_alpha:
-                    message += (
-                        " A sequential test (valid however often it looks) puts the chance of this from a canary "
-                        f"within the SLO at p = {format_p_value(anytime_p)}, at or below the policy's "
-                        f"{policy.sequential_alpha:g}: enough to act on before the window ends."
-                    )
+        anytime_p, evidence = _sequential_evidence(check, canary, limit, policy) if reading.breached else (None, "")
         return Reason(
             metric=check.metric,
             check=CheckKind.SLO,
-            classification=Classification.SLO_BREACH,
-            message=message,
+            classification=Classification.SLO_BREACH if reading.breached else Classification.PASS,
+            message=(check.breached if reading.breached else check.within).format(**reading.facts) + evidence,
             observed=reading.observed,
             threshold=limit,
             anytime_p_value=anytime_p,
@@ -311,6 +291,26 @@ def judge_slo(check: SloCheck, baseline: SideNumbers, canary: SideNumbers, polic
             certain=True,
         )
     return short_data(check.metric, CheckKind.SLO, check.short.format(**reading.facts), policy, threshold=limit)
+
+
+def _sequential_evidence(
+    check: SloCheck, canary: SideNumbers, limit: float, policy: CanaryPolicy
+) -> tuple[float | None, str]:
+    """For a breach above the minimum sample: the sequential test's always-valid p-value (None where
+    the check has none, or the policy turns it off) and what the reason says of it."""
+    if check.share is None or policy.sequential_alpha is None:
+        return None, ""
+    hits, trials, allowed_share = check.share(canary, limit)
+    if allowed_share >= 1.0:
+        return None, ""  # a limit of 100 %: nothing is ever above it
+    p_value = anytime_share_p_value(hits, trials, allowed_share)
+    if p_value > policy.sequential_alpha:
+        return p_value, ""
+    return p_value, (
+        " A sequential test (valid however often it looks) puts the chance of this from a canary within the SLO"
+        f" at p = {format_p_value(p_value)}, at or below the policy's {policy.sequential_alpha:g}: enough to act"
+        " on before the window ends."
+    )
 
 
 def _error_budget(limit: float, minimum: int) -> int:

@@ -113,8 +113,10 @@ def anytime_share_p_value(hits: int, trials: int, allowed_share: float) -> float
     """
     if trials < 0 or not 0 <= hits <= trials:
         raise ValueError(f"hits must be within 0..trials, got {hits} of {trials}")
-    if not 0.0 < allowed_share < 1.0:
-        raise ValueError(f"allowed_share must be in (0, 1), got {allowed_share}")
+    if not 0.0 <= allowed_share < 1.0:
+        raise ValueError(f"allowed_share must be in [0, 1), got {allowed_share}")
+    if allowed_share == 0.0:
+        return 0.0 if hits else 1.0  # a single hit disproves a share of none, at any look
     from scipy import special  # on first use, like scipy_stats()
 
     a, b = hits + 1, trials - hits + 1

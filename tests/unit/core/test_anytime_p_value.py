@@ -42,4 +42,9 @@ def test_no_errors_is_no_evidence_and_bad_counts_are_refused() -> None:
     with pytest.raises(ValueError, match="hits must be within"):
         anytime_share_p_value(5, 4, 0.01)
     with pytest.raises(ValueError, match="allowed_share must be in"):
-        anytime_share_p_value(1, 4, 0.0)
+        anytime_share_p_value(1, 4, 1.0)
+
+
+def test_an_slo_of_no_errors_at_all_is_disproved_by_the_first_error() -> None:
+    assert anytime_share_p_value(1, 10_000, 0.0) == 0.0
+    assert anytime_share_p_value(0, 10_000, 0.0) == 1.0

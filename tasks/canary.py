@@ -172,18 +172,22 @@ def leave_canary_pool(context: ServiceContext) -> None:
 @dataclass(frozen=True, slots=True)
 class MetricReads:
     """What Azure Monitor's metrics say of [start, end): the pool's backends' answers per address,
-    every request the gateway served from the pool, and every VM's CPU, memory and network out."""
+    every request the gateway served from the pool (None when not read: see _read_metrics), and
+    every VM's CPU, memory and network out."""
 
     start: datetime
     end: datetime
     counts: dict[str, RequestCounts]
-    served: RequestCounts
+    served: RequestCounts | None
     every_vm: dict[str, InstanceMetrics]
 
 
 def _read_metrics(
-    context: ReleaseContext, sides: CanarySides, pool: str, start: datetime, end: datetime
+    context: ReleaseContext, sides: CanarySides, pool: str, start: datetime, end: datetime, *, complete: bool
 ) -> MetricReads:
+    """`complete`: [start, end) holds complete grains only. The pool's own counts, which give the
+    gateway's own errors, are read only then: over grains still arriving they are never used (see
+    _signals), and leaving them out spares every early look one Resource Manager read."""
     telemetry = cloud_for(context).telemetry
     topology = context.topology
     # One query per color (one when both sides are on the same color): every VM's CPU, memory and
@@ -197,7 +201,7 @@ def _read_metrics(
         start=start,
         end=end,
         counts=telemetry.requests_by_backend(topology, start, end, pool),
-        served=telemetry.pool_requests(topology, start, end, pool),
+        served=telemetry.pool_requests(topology, start, end, pool) if complete else None,
         every_vm=every_vm,
     )
 
@@ -215,6 +219,8 @@ def _signals(
     out, since they are the pool's failures minus the backends' and the two metrics may arrive
     apart, and so is network out, which is only ever compared at the end of a window."""
     start, end, every_vm = metrics.start, metrics.end, metrics.every_vm
+    if not partial and metrics.served is None:
+        raise ValueError("the golden signals of complete grains need the pool's own counts: read them complete")
     return golden_signals(
         sides,
         start,
@@ -222,7 +228,9 @@ def _signals(
         counts=metrics.counts,
         latency_ms=latency_by_backend(access_log, start, end),
         cpu_by_vm={vm: m.cpu_percent for vm, m in every_vm.items()},
-        gateway_errors=0 if partial else gateway_errors(metrics.served.failed, metrics.counts),
+        gateway_errors=0
+        if partial or metrics.served is None
+        else gateway_errors(metrics.served.failed, metrics.counts),
         memory_by_vm={vm: m.memory_used_percent for vm, m in every_vm.items()},
         network_out=None
         if partial
@@ -364,7 +372,9 @@ def _watch(
         change, so they are read only when they reach further."""
         nonlocal complete
         if complete is None or complete.end != until:
-            read = reads.read("the complete grains", partial(_read_metrics, context, sides, pool, start, until))
+            read = reads.read(
+                "the complete grains", partial(_read_metrics, context, sides, pool, start, until, complete=True)
+            )
             if read is None:
                 return None
             complete = read
@@ -391,7 +401,8 @@ def _watch(
         seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
         if early:
             seen = reads.read(
-                "the grains still arriving", partial(_read_metrics, context, sides, pool, seen_from, seen_to)
+                "the grains still arriving",
+                partial(_read_metrics, context, sides, pool, seen_from, seen_to, complete=False),
             )
         else:
             seen = complete_grains(until)

@@ -69,6 +69,9 @@ class _Reading:
     observed: float | None  # the canary's value, as the reason reports it
     breached: bool  # above the limit over n samples, the missing ones at their best
     facts: dict[str, object]  # what the check's messages quote
+    # (hits, trials, allowed share) for the sequential test, for a value that is a share of
+    # independent requests; None where it is not (CPU, memory).
+    share: tuple[int, int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,6 @@ class SloCheck:
     within: str  # at or above the minimum sample, within the limit
     certain: str  # below the minimum sample, breached whatever the missing samples do
     short: str  # below the minimum sample, nothing decided yet
-    # For a breach above the minimum, (hits, trials, allowed share) for the sequential test; None
-    # where the value is not a share of independent requests (CPU, memory).
-    share: Callable[[SideNumbers, float], tuple[int, int, float]] | None = None
 
 
 def _read_error_rate(baseline: SideNumbers, canary: SideNumbers, limit: float, n: int) -> _Reading:
@@ -104,6 +104,7 @@ def _read_error_rate(baseline: SideNumbers, canary: SideNumbers, limit: float, n
             "budget": _error_budget(limit, n),
             "baseline_note": _baseline_error_note(baseline, limit),
         },
+        share=(errors, requests, limit),
     )
 
 
@@ -132,6 +133,9 @@ def _read_percentile(quantile: float) -> Callable[[SideNumbers, SideNumbers, flo
                 "missing": n - samples,
                 "baseline_note": f"; baseline {name} is {ms(baseline_value)}" if baseline_value is not None else "",
             },
+            # "p95 <= L" holds for the canary's true latency exactly when at most 5 % of its requests
+            # are slower than L.
+            share=(slow, samples, 1.0 - quantile),
         )
 
     return read
@@ -172,16 +176,6 @@ def _read_memory(baseline: SideNumbers, canary: SideNumbers, limit: float, n: in
     )
 
 
-def _slow_share(quantile: float) -> Callable[[SideNumbers, float], tuple[int, int, float]]:
-    """A percentile SLO as a share: "p95 <= L" holds for the canary's true latency exactly when at
-    most 5 % of its requests are slower than L."""
-
-    def share(canary: SideNumbers, limit_ms: float) -> tuple[int, int, float]:
-        return int(np.count_nonzero(canary.latency > limit_ms)), int(canary.latency.size), 1.0 - quantile
-
-    return share
-
-
 _LATENCY_MESSAGES = {
     "breached": "Canary {name} latency {value} is above the SLO of {limit}: {slow} of {samples} requests took "
     "longer, {allowed} would have been allowed{baseline_note}.",
@@ -210,7 +204,6 @@ SLO_CHECKS: tuple[SloCheck, ...] = (
         "the SLO of {limit}.",
         short="Only {requests} canary requests, fewer than the minimum of {n}; {errors} errors so far, within "
         "the budget of {budget} errors over the minimum sample.",
-        share=lambda canary, limit: (canary.errors, canary.requests, limit),
     ),
     SloCheck(
         metric=Metric.LATENCY_P95,
@@ -218,7 +211,6 @@ SLO_CHECKS: tuple[SloCheck, ...] = (
         minimum=lambda policy: policy.min_latency_samples,
         samples=lambda side: int(side.latency.size),
         read=_read_percentile(0.95),
-        share=_slow_share(0.95),
         **_LATENCY_MESSAGES,
     ),
     SloCheck(
@@ -227,7 +219,6 @@ SLO_CHECKS: tuple[SloCheck, ...] = (
         minimum=lambda policy: policy.min_latency_samples,
         samples=lambda side: int(side.latency.size),
         read=_read_percentile(0.99),
-        share=_slow_share(0.99),
         **_LATENCY_MESSAGES,
     ),
     SloCheck(
@@ -269,7 +260,7 @@ def judge_slo(check: SloCheck, baseline: SideNumbers, canary: SideNumbers, polic
     samples = check.samples(canary)
     if samples >= minimum:
         reading = check.read(baseline, canary, limit, samples)
-        anytime_p, evidence = _sequential_evidence(check, canary, limit, policy) if reading.breached else (None, "")
+        anytime_p, evidence = _sequential_evidence(reading, policy) if reading.breached else (None, "")
         return Reason(
             metric=check.metric,
             check=CheckKind.SLO,
@@ -293,14 +284,12 @@ def judge_slo(check: SloCheck, baseline: SideNumbers, canary: SideNumbers, polic
     return short_data(check.metric, CheckKind.SLO, check.short.format(**reading.facts), policy, threshold=limit)
 
 
-def _sequential_evidence(
-    check: SloCheck, canary: SideNumbers, limit: float, policy: CanaryPolicy
-) -> tuple[float | None, str]:
+def _sequential_evidence(reading: _Reading, policy: CanaryPolicy) -> tuple[float | None, str]:
     """For a breach above the minimum sample: the sequential test's always-valid p-value (None where
-    the check has none, or the policy turns it off) and what the reason says of it."""
-    if check.share is None or policy.sequential_alpha is None:
+    the reading is no share, or the policy turns the test off) and what the reason says of it."""
+    if reading.share is None or policy.sequential_alpha is None:
         return None, ""
-    hits, trials, allowed_share = check.share(canary, limit)
+    hits, trials, allowed_share = reading.share
     if allowed_share >= 1.0:
         return None, ""  # a limit of 100 %: nothing is ever above it
     p_value = anytime_share_p_value(hits, trials, allowed_share)

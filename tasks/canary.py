@@ -219,8 +219,12 @@ def _signals(
     out, since they are the pool's failures minus the backends' and the two metrics may arrive
     apart, and so is network out, which is only ever compared at the end of a window."""
     start, end, every_vm = metrics.start, metrics.end, metrics.every_vm
-    if not partial and metrics.served is None:
+    if partial:
+        own_errors = 0
+    elif metrics.served is None:
         raise ValueError("the golden signals of complete grains need the pool's own counts: read them complete")
+    else:
+        own_errors = gateway_errors(metrics.served.failed, metrics.counts)
     return golden_signals(
         sides,
         start,
@@ -228,9 +232,7 @@ def _signals(
         counts=metrics.counts,
         latency_ms=latency_by_backend(access_log, start, end),
         cpu_by_vm={vm: m.cpu_percent for vm, m in every_vm.items()},
-        gateway_errors=0
-        if partial or metrics.served is None
-        else gateway_errors(metrics.served.failed, metrics.counts),
+        gateway_errors=own_errors,
         memory_by_vm={vm: m.memory_used_percent for vm, m in every_vm.items()},
         network_out=None
         if partial

@@ -27,7 +27,9 @@ Prints one JSON object as its last line, and writes it to bench/results/fleet_pa
 fleet_patch.in_process.json): wall seconds per fleet size; the CPU seconds each part of the stack
 used meanwhile (on a small machine, what grows with the fleet is CPU); the Azure Resource Manager
 requests the emulator answered (by operation type: Azure throttles each principal's reads at 25 a
-second, emulator/switchyard_emulator/throttling.py); each stage's share of the services' summed time
+second, emulator/switchyard_emulator/throttling.py, and by what they were about,
+`arm_requests_by_resource_type`: on Azure a fleet's reads, paced to that budget, bound its patch's
+wall time, and this says which reads to cut); each stage's share of the services' summed time
 (waiting for a worker, the image build, the release to each environment, the rest); and the ratio of
 the largest fleet's wall time to the smallest's. Target: ratio at most 2.5. Also the stack's CPU
 seconds per service added past the smallest fleet (`cpu_s_per_added_service`): once the largest
@@ -234,6 +236,15 @@ def arm_requests(paths: Any) -> dict[str, int]:
     }
 
 
+def arm_requests_by_resource_type(paths: Any) -> dict[str, int]:
+    """The same requests by what they were about (`GET microsoft.compute/virtualmachinescalesets`):
+    where a fleet's reads go."""
+    from switchyard_emulator.testing import throttling_status
+
+    counted: dict[str, int] = throttling_status(paths.emulator_file)["admitted_by_resource_type"]
+    return counted
+
+
 def enforce_arm_throttling(paths: Any) -> None:
     """Resource Manager's throttling on in the stack's emulator (its admin route), buckets full."""
     from switchyard_emulator.testing import set_throttling
@@ -308,7 +319,12 @@ def patch(services: list[str], in_process: bool, services_per_run: int) -> tuple
 
 
 def measured(
-    wall: float, quiet: dict[str, Any], cpu: dict[str, float], arm: dict[str, int], stages: dict[str, float]
+    wall: float,
+    quiet: dict[str, Any],
+    cpu: dict[str, float],
+    arm: dict[str, int],
+    arm_by_type: dict[str, int],
+    stages: dict[str, float],
 ) -> dict[str, Any]:
     total = sum(stages.values()) or 1.0
     return {
@@ -317,6 +333,9 @@ def measured(
         "cpu_s": {part: round(used, 1) for part, used in sorted(cpu.items(), key=lambda kv: -kv[1])},
         "arm_requests": arm,
         "arm_reads_per_s": round(arm["read"] / wall, 1),
+        "arm_requests_by_resource_type": dict(
+            sorted(((kind, count) for kind, count in arm_by_type.items() if count), key=lambda kv: -kv[1])
+        ),
         "stage_s": {k: round(v, 1) for k, v in stages.items()},
         "stage_shares": {k: round(v / total, 3) for k, v in stages.items()},
     }
@@ -394,10 +413,15 @@ def main() -> int:
                     quiet = settle(state)
                     print(f"stack idle after {quiet['settle_s']} s ({quiet['idle_cores']} cores)", file=sys.stderr)
                     cpu_before, arm_before = stack_cpu_s(state), arm_requests(paths)
+                    by_type_before = arm_requests_by_resource_type(paths)
                     wall, stages = patch(service_names(size), args.in_process, services_per_run)
                     cpu = {part: used - cpu_before.get(part, 0.0) for part, used in stack_cpu_s(state).items()}
                     arm = {kind: count - arm_before[kind] for kind, count in arm_requests(paths).items()}
-                    runs.append(measured(wall, quiet, cpu, arm, stages))
+                    by_type = {
+                        kind: count - by_type_before.get(kind, 0)
+                        for kind, count in arm_requests_by_resource_type(paths).items()
+                    }
+                    runs.append(measured(wall, quiet, cpu, arm, by_type, stages))
                     print(f"{size} service(s), run {attempt} of {args.repeat}: {wall:.1f} s", file=sys.stderr)
                 median = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
                 results[str(size)] = {**median, "runs_wall_s": [run["wall_s"] for run in runs]}

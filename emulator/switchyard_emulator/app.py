@@ -188,7 +188,7 @@ class Emulator:
         # Resource Manager throttles before a resource provider sees the request (throttling.py), then
         # Microsoft.Compute its scale sets' (compute_throttling.py).
         subscription_scoped = lowered[:1] == ["subscriptions"]
-        remaining = self.throttle.admit(request.method) if subscription_scoped else {}
+        remaining = self.throttle.admit(request.method, lowered) if subscription_scoped else {}
         try:
             if subscription_scoped:
                 remaining |= self.compute_throttle.admit(request.method, lowered, self._exists)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -55,6 +56,19 @@ REMAINING_HEADER: dict[OperationType, str] = {
 }
 # Who the emulator says was throttled: its only principal, the holder of its token.
 EMULATOR_ACTOR = "switchyard-emulator-principal"
+
+
+def resource_type_of(method: str, lowered: list[str]) -> str:
+    """What a request is about, without names: its method and the resource type path below the last
+    `providers` segment (`GET microsoft.compute/virtualmachinescalesets/virtualmachines`), so that a
+    client's reads can be told apart by what they read."""
+    if "providers" not in lowered:
+        return f"{method} {'/'.join(lowered[2:3]) or '/'}"
+    at = len(lowered) - 1 - lowered[::-1].index("providers")
+    provider, *rest = lowered[at + 1 :] or ["?"]
+    # Below the provider, types and names alternate: type/name/type/name[/action]
+    types = rest[0::2]
+    return f"{method} {'/'.join([provider, *types])}"
 
 
 def operation_type(method: str) -> OperationType:
@@ -117,13 +131,15 @@ class ArmThrottle:
         }
         self.admitted: dict[OperationType, int] = {"read": 0, "write": 0, "delete": 0}
         self.throttled: dict[OperationType, int] = {"read": 0, "write": 0, "delete": 0}
+        self.admitted_by_resource_type: Counter[str] = Counter()
 
-    def admit(self, method: str) -> dict[str, str]:
+    def admit(self, method: str, lowered: list[str]) -> dict[str, str]:
         """The remaining-requests header for an admitted request ({} when throttling is off: the call
-        is counted all the same, since how fast a client reads is worth knowing)."""
+        is counted all the same, since how fast a client reads, and what, is worth knowing)."""
         kind = operation_type(method)
         remaining = self._spend(kind) if self.enforced else {}
         self.admitted[kind] += 1
+        self.admitted_by_resource_type[resource_type_of(method, lowered)] += 1
         return remaining
 
     def _spend(self, kind: OperationType) -> dict[str, str]:
@@ -155,4 +171,5 @@ class ArmThrottle:
             "limits": {kind: {"bucket": size, "refill_per_s": rate} for kind, (size, rate) in LIMITS.items()},
             "admitted": dict(self.admitted),
             "throttled": dict(self.throttled),
+            "admitted_by_resource_type": dict(self.admitted_by_resource_type.most_common()),
         }

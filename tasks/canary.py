@@ -12,9 +12,11 @@ access log holds every request the metrics counted, so percentiles cover the who
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -278,6 +280,50 @@ class AccessLogReads:
         self.entries, self.read_to, self._read_at = list(entries), read_to, self._clock()
 
 
+class BackgroundLogReads:
+    """The access log read on a thread of its own, one read at a time, so that a slow or failing Log
+    Analytics never holds a look: a query that fails is retried by the SDK for seconds (three
+    retries of a 500, ~5.4 s), and a look held that long would read the metrics, where a failing
+    canary's errors are counted, that much less often. Metrics read at every look are what roll a
+    bad canary back in seconds; the log only adds the slow requests.
+
+    `look` starts a read when one is due and none is running, and waits for the running one at most
+    `wait_s` (a healthy query answers within it, and the look judges with it at once); a slower read
+    is picked up by a later look. What a read returns, or how it fails, goes through `reads` as a
+    read in the look would (TelemetryReads): its failures in a row still end the analysis, at the
+    pace the SDK's retries set, as before."""
+
+    def __init__(self, log: AccessLogReads, reads: TelemetryReads, wait_s: float) -> None:
+        self._log = log
+        self._reads = reads
+        self._wait_s = wait_s
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
+        self._running: tuple[Future[list[AccessLogEntry]], datetime] | None = None
+
+    def look(self, due: bool, read: Callable[[], list[AccessLogEntry]], read_to: datetime) -> bool:
+        """Start `read` (of the log up to `read_to`) if `due` and no read is running; whether a read
+        finished and was kept in the log by this look."""
+        if self._running is None and due:
+            # The read's thread sees this look's context (the Prefect settings and run it belongs to).
+            self._running = (self._pool.submit(contextvars.copy_context().run, read), read_to)
+        if self._running is None:
+            return False
+        running, read_to = self._running
+        wait([running], timeout=self._wait_s)
+        if not running.done():
+            return False
+        self._running = None
+        logged = self._reads.read("the access log", running.result)
+        if logged is None:
+            return False
+        self._log.keep(logged, read_to)
+        return True
+
+    def close(self) -> None:
+        """The watch is over: a read still running ends on its own; nothing waits for it."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 # A read of the golden signals that fails (after the SDK's own retries) decides nothing: the next
 # look reads again, as Argo Rollouts lets a metric err a few times in a row (consecutiveErrorLimit)
 # before its analysis errs. This many failures in a row end the analysis with the last error, and
@@ -345,7 +391,8 @@ def _watch(
     above the minimum, shown by the judge's sequential test (core's breach_known_early). On one-minute
     grains that is the difference between rolling back within seconds and after two minutes. The
     slow requests come from the access log, read less often than the metrics (AccessLogReads): its
-    query budget is the scarcest thing every canary of a user shares."""
+    query budget is the scarcest thing every canary of a user shares. Its queries go out from a
+    thread of their own (BackgroundLogReads): a failing Log Analytics never holds a look."""
     logger = get_run_logger()
     policy = context.policy
     listener = context.topology.production_listener
@@ -387,110 +434,114 @@ def _watch(
         verdict = judge_canary(visible.evidence, policy.slo, compare_with_baseline=False)
         return (verdict, visible) if breach_known_early(verdict, policy.slo.sequential_alpha) else None
 
-    # The first look comes soon: a bad version shows itself in its first requests.
-    pause = min(0.1, policy.check_interval_s)
-    while True:
-        time.sleep(pause)
-        pause = policy.check_interval_s
-        looked_at = now()
-        until = min(end, timing.complete_until(looked_at))
-        # Early until the window's grains are complete, not only until it ends: on Azure's timing the
-        # grain holding the canary's first requests is published a minute or more after it, often
-        # after a one-grain window has ended, and a breach known there is as known then.
-        early = until < end
-        # Metrics first, at every look: the errors of everything visible since the change (or of the
-        # window, once its grains are complete), which need no access log to be known.
-        seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
-        if early:
-            seen = reads.read(
-                "the grains still arriving",
-                partial(_read_metrics, context, sides, pool, seen_from, seen_to, complete=False),
-            )
-        else:
-            seen = complete_grains(until)
-        breach = known_early(seen) if seen is not None else None
-        if breach is None and log.due(until):
-            logged = reads.read(
-                "the access log", partial(telemetry.access_log, context.topology, seen_from, seen_to, listener, pool)
-            )
-            if logged is not None:
-                log.keep(logged, seen_to)
-                if seen is not None:
-                    breach = known_early(seen)  # now with the slow requests of the fresh read
-        if breach is not None:
-            verdict, visible = breach
-            when = "before its grains completed" if early else "whatever the access log holds"
-            logger.warning("SLO breach known %s: %s", when, verdict.summary)
-            return verdict, visible, True
-        if until <= start:
-            say_once(first_grain)
-            continue
-        metrics = seen
-        if early:
-            metrics = complete_grains(until)
-        if metrics is None:
-            continue  # the read of the complete grains failed: the next look reads them again
-        if not log.holds(until):
-            # The log read of the complete grains failed: the next look reads it again. Their errors,
-            # CPU and memory are final without it, and a breach of those needs no latency: waiting
-            # for the log would only let a failing canary serve longer (or, should the log stay
-            # down, be rolled back for the reads rather than for what it did).
-            without_log = _signals(sides, metrics, ())
-            verdict = judge_canary(without_log.evidence, policy.slo, compare_with_baseline=False)
-            if watch_decision(verdict, window_ended=False, may_extend=False) == WatchDecision.STOP_EARLY:
-                logger.warning("SLO breach in the complete grains, judged without the access log: %s", verdict.summary)
-                return verdict, without_log, True
-            continue
-        signals = _signals(sides, metrics, log.entries)
-        verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
-        window_ended = until >= end
-        if window_ended and not access_log_caught_up(signals):
-            # The access log arrives after an ingestion delay: wait for it (within reason) so that the
-            # percentiles are the whole window's, then judge with what there is and say so.
-            log_deadline = log_deadline or time.monotonic() + policy.log_ingestion_timeout_s
-            if time.monotonic() < log_deadline:
-                say_once(
-                    f"window until {end.isoformat()} complete; "
-                    "waiting for the access log to hold every request it counted"
+    log_reads = BackgroundLogReads(log, reads, wait_s=policy.check_interval_s)
+    with closing(log_reads):
+        # The first look comes soon: a bad version shows itself in its first requests.
+        pause = min(0.1, policy.check_interval_s)
+        while True:
+            time.sleep(pause)
+            pause = policy.check_interval_s
+            looked_at = now()
+            until = min(end, timing.complete_until(looked_at))
+            # Early until the window's grains are complete, not only until it ends: on Azure's timing the
+            # grain holding the canary's first requests is published a minute or more after it, often
+            # after a one-grain window has ended, and a breach known there is as known then.
+            early = until < end
+            # Metrics first, at every look: the errors of everything visible since the change (or of the
+            # window, once its grains are complete), which need no access log to be known.
+            seen_from, seen_to = (arriving_from, looked_at) if early else (start, until)
+            if early:
+                seen = reads.read(
+                    "the grains still arriving",
+                    partial(_read_metrics, context, sides, pool, seen_from, seen_to, complete=False),
                 )
-                window_ended = False
             else:
-                logger.warning("the access log still misses requests after %.0f s", policy.log_ingestion_timeout_s)
-        may_wait = patience is not None and end + window <= patience
-        decision = watch_decision(
-            verdict, window_ended=window_ended, may_extend=may_extend and (not extended or may_wait)
-        )
-        if decision == WatchDecision.STOP_EARLY:
-            logger.warning("SLO breach before the window ended: %s", verdict.summary)
-            return verdict, signals, True
-        if decision == WatchDecision.DECIDED:
-            return verdict, signals, False
-        if decision == WatchDecision.EXTEND:
-            if not _production_routes_to(context, pool):
-                # Someone else moved production off this pool (a person's rollback): waiting for data
-                # it can no longer get would only delay the release noticing, at its next step.
-                logger.warning("production no longer routes to %s: the analysis ends with what it has", pool)
-                return verdict, signals, False
-            # Same start, more data: the window becomes twice as long.
-            logger.info(
-                "inconclusive after %.0f s (%s): extending the window%s",
-                (end - start).total_seconds(),
-                verdict.summary,
-                " (low_traffic: wait)" if extended else " once",
+                seen = complete_grains(until)
+            breach = known_early(seen) if seen is not None else None
+            # The access log: started when due, picked up when read (it never holds a look for long).
+            fresh_log = breach is None and log_reads.look(
+                log.due(until),
+                partial(telemetry.access_log, context.topology, seen_from, seen_to, listener, pool),
+                seen_to,
             )
-            end += window
-            extended = True
-            log_deadline = None
-            continue
-        if analysed_until == until:
-            continue  # the same grains, judged again with what the log holds now: nothing new to say
-        analysed_until = until
-        logger.info(
-            "analysing: %d canary / %d total requests, %s",
-            signals.canary_requests,
-            signals.total_requests,
-            verdict.summary,
-        )
+            if fresh_log and seen is not None:
+                breach = known_early(seen)  # now with the slow requests of the fresh read
+            if breach is not None:
+                verdict, visible = breach
+                when = "before its grains completed" if early else "whatever the access log holds"
+                logger.warning("SLO breach known %s: %s", when, verdict.summary)
+                return verdict, visible, True
+            if until <= start:
+                say_once(first_grain)
+                continue
+            metrics = seen
+            if early:
+                metrics = complete_grains(until)
+            if metrics is None:
+                continue  # the read of the complete grains failed: the next look reads them again
+            if not log.holds(until):
+                # The log read of the complete grains failed (a later look reads it again) or is still
+                # out. Their errors, CPU and memory are final without it, and a breach of those needs
+                # no latency: waiting for the log would only let a failing canary serve longer (or,
+                # should the log stay down, be rolled back for the reads rather than for what it did).
+                without_log = _signals(sides, metrics, ())
+                verdict = judge_canary(without_log.evidence, policy.slo, compare_with_baseline=False)
+                if watch_decision(verdict, window_ended=False, may_extend=False) == WatchDecision.STOP_EARLY:
+                    logger.warning(
+                        "SLO breach in the complete grains, judged without the access log: %s", verdict.summary
+                    )
+                    return verdict, without_log, True
+                continue
+            signals = _signals(sides, metrics, log.entries)
+            verdict = judge_canary(signals.evidence, policy.slo, compare_with_baseline=compare)
+            window_ended = until >= end
+            if window_ended and not access_log_caught_up(signals):
+                # The access log arrives after an ingestion delay: wait for it (within reason) so that the
+                # percentiles are the whole window's, then judge with what there is and say so.
+                log_deadline = log_deadline or time.monotonic() + policy.log_ingestion_timeout_s
+                if time.monotonic() < log_deadline:
+                    say_once(
+                        f"window until {end.isoformat()} complete; "
+                        "waiting for the access log to hold every request it counted"
+                    )
+                    window_ended = False
+                else:
+                    logger.warning("the access log still misses requests after %.0f s", policy.log_ingestion_timeout_s)
+            may_wait = patience is not None and end + window <= patience
+            decision = watch_decision(
+                verdict, window_ended=window_ended, may_extend=may_extend and (not extended or may_wait)
+            )
+            if decision == WatchDecision.STOP_EARLY:
+                logger.warning("SLO breach before the window ended: %s", verdict.summary)
+                return verdict, signals, True
+            if decision == WatchDecision.DECIDED:
+                return verdict, signals, False
+            if decision == WatchDecision.EXTEND:
+                if not _production_routes_to(context, pool):
+                    # Someone else moved production off this pool (a person's rollback): waiting for data
+                    # it can no longer get would only delay the release noticing, at its next step.
+                    logger.warning("production no longer routes to %s: the analysis ends with what it has", pool)
+                    return verdict, signals, False
+                # Same start, more data: the window becomes twice as long.
+                logger.info(
+                    "inconclusive after %.0f s (%s): extending the window%s",
+                    (end - start).total_seconds(),
+                    verdict.summary,
+                    " (low_traffic: wait)" if extended else " once",
+                )
+                end += window
+                extended = True
+                log_deadline = None
+                continue
+            if analysed_until == until:
+                continue  # the same grains, judged again with what the log holds now: nothing new to say
+            analysed_until = until
+            logger.info(
+                "analysing: %d canary / %d total requests, %s",
+                signals.canary_requests,
+                signals.total_requests,
+                verdict.summary,
+            )
 
 
 def _production_routes_to(context: ReleaseContext, pool: str) -> bool:

@@ -140,19 +140,19 @@ def test_bad_input_to_the_release_flow_is_refused_clearly_and_changes_nothing(
 def test_a_failing_canary_is_rolled_back_for_its_errors_while_log_analytics_is_down(
     battery: Battery, ports: FrontendPorts, bad_image: str
 ) -> None:
-    """The errors are counted by metrics, read at every look whatever the access log does: a failing
-    version is judged on them, not rolled back later for a judge that could not read. Its errors are
-    rarely certain in its first few requests (SOMETIMES_FAILING_ERROR_RATE), and each failed query
-    holds a look for seconds: by the next look it has served more than the minimum sample. With the
-    policy's sequential test off (which would find the breach in the grains still arriving, as
-    test_azure_profile.py's bad canary shows), the breach is found in its complete grains, judged
-    without the access log: the path a breach no sequential test covers (CPU, memory) takes."""
+    """The errors are counted by metrics, read at every look whatever the access log does (its
+    failing queries are sent from a thread of their own): a failing version is judged on them, not
+    rolled back later for a judge that could not read. With nothing known early, neither certain
+    (a minimum sample of one request: nothing is below it) nor past the policy's sequential test
+    (off; it would find the breach in the grains still arriving, as test_azure_profile.py's bad
+    canary shows), the breach is found in its complete grains, judged without the access log: the
+    path a breach no sequential test covers (CPU, memory) takes."""
     before = observe(battery)
     assert before.live_color is not None
     serving = before.scale_set(before.live_color).runs_only
     assert serving is not None
 
-    with slo_changed(battery, sequential_alpha=None):
+    with slo_changed(battery, sequential_alpha=None, min_requests=1):
         result = release_under_faults(
             battery,
             ports,

@@ -3,6 +3,8 @@ reads the access log (the scarce Log Analytics budget) less often than it looks.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -11,7 +13,7 @@ import pytest
 
 from switchyard.cloud.errors import CloudError
 from switchyard.core.analysis import AccessLogEntry, GoldenSignals
-from tasks.canary import TELEMETRY_FAILURES_IN_A_ROW, AccessLogReads, TelemetryReads
+from tasks.canary import TELEMETRY_FAILURES_IN_A_ROW, AccessLogReads, BackgroundLogReads, TelemetryReads
 
 SIGNALS = cast(GoldenSignals, object())  # what a read returns is passed through untouched
 
@@ -105,3 +107,72 @@ def test_the_access_log_is_read_as_grains_complete_and_otherwise_every_so_often(
     log.keep([entry(1), entry(11)], read_to=T0 + timedelta(seconds=12))
     assert not log.due(complete_until=T0 + timedelta(seconds=12))
     assert log.entries == [entry(1), entry(11)]
+
+
+class BlockedRead:
+    """An access log query that answers (or fails) only when the test lets it, counting its calls."""
+
+    def __init__(self, answer: list[AccessLogEntry] | CloudError) -> None:
+        self.answer = answer
+        self.released = threading.Event()
+        self.calls = 0
+        self.context_seen: list[str] = []
+
+    def __call__(self) -> list[AccessLogEntry]:
+        self.calls += 1
+        self.context_seen.append(LOOK.get())
+        if not self.released.wait(timeout=30):
+            raise AssertionError("the test never released the read")
+        if isinstance(self.answer, CloudError):
+            raise self.answer
+        return self.answer
+
+
+LOOK: contextvars.ContextVar[str] = contextvars.ContextVar("look", default="no context")
+
+
+def test_a_look_does_not_wait_for_a_slow_access_log_and_a_later_look_picks_it_up() -> None:
+    """Log Analytics down or slow (a failing query is retried by the SDK for seconds) must not hold
+    the looks that read the metrics, where a failing canary's errors are counted."""
+    log = AccessLogReads(every_s=5.0)
+    reads = TelemetryReads(lambda *args: None)
+    background = BackgroundLogReads(log, reads, wait_s=0.01)
+    slow = BlockedRead([entry(1)])
+    read_to = T0 + timedelta(seconds=10)
+    LOOK.set("the watch's run")
+    try:
+        assert background.look(True, slow, read_to) is False  # returned while the query is still out
+        assert background.look(True, slow, read_to) is False  # and never sends a second one meanwhile
+        assert log.entries == [] and not log.holds(read_to)
+
+        slow.released.set()
+        # A later look (not due: the read is still the one running) keeps what it read.
+        assert any(background.look(False, slow, read_to) for _ in range(3000))
+    finally:
+        background.close()
+
+    assert slow.calls == 1
+    assert slow.context_seen == ["the watch's run"]  # run with the look's context (Prefect's settings)
+    assert log.entries == [entry(1)] and log.holds(read_to)
+
+
+def test_a_failed_background_read_counts_as_a_failed_read_and_the_next_due_look_reads_again() -> None:
+    log = AccessLogReads(every_s=5.0)
+    warnings: list[tuple[Any, ...]] = []
+    reads = TelemetryReads(lambda *args: warnings.append(args))
+    background = BackgroundLogReads(log, reads, wait_s=30)
+    try:
+        for attempt in range(1, TELEMETRY_FAILURES_IN_A_ROW):
+            failing_query = BlockedRead(CloudError("Log Analytics is down"))
+            failing_query.released.set()
+            assert background.look(log.due(T0), failing_query, T0) is False
+            assert failing_query.calls == 1  # each due look sends one query again
+            assert [w[2] for w in warnings][-1] == attempt  # counted in a row, as a read in the look was
+
+        last = BlockedRead(CloudError("still down"))
+        last.released.set()
+        with pytest.raises(CloudError, match=r"\(the access log\) could not be read 4 times in a row; last: still"):
+            background.look(log.due(T0), last, T0)
+    finally:
+        background.close()
+    assert log.entries == [] and not log.holds(T0)

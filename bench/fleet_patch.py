@@ -33,7 +33,9 @@ wall time, and this says which reads to cut); each stage's share of the services
 (waiting for a worker, the image build, the release to each environment, the rest); and the ratio of
 the largest fleet's wall time to the smallest's. Target: ratio at most 2.5. Also the stack's CPU
 seconds per service added past the smallest fleet (`cpu_s_per_added_service`): once the largest
-fleet keeps the machine busy, that times the fleet over the cores is about its wall time.
+fleet keeps the machine busy, that times the fleet over the cores is about its wall time. And how
+fast the host is (`machine.calibration_cpu_s`, a fixed piece of Python timed before the stack
+starts): the same code has measured a third slower on one 2-core host than on another.
 
 With --arm-throttling the emulator throttles the patches as Resource Manager would, and
 Microsoft.Compute behind it per scale set (the fast profile reads far faster than Azure's timing
@@ -341,6 +343,31 @@ def measured(
     }
 
 
+# A fixed piece of pure-Python work (what the stack's parts mostly are), timed on one core before the
+# stack starts: how fast this host is, so that runs on different hosts can be told apart.
+CALIBRATION_ROUNDS = 3
+
+
+def host_calibration_s() -> float:
+    """The best of CALIBRATION_ROUNDS timings of the same work: JSON out and back, hashing, a
+    dictionary built and summed. The same code measured 96.9 s and 131.3 s for 20 services on two
+    2-core hosts of the same name; this says which kind of host a run had."""
+    import hashlib
+
+    document = {"services": [{"name": f"svc-{n:02d}", "instances": list(range(20))} for n in range(200)]}
+    best = float("inf")
+    for _ in range(CALIBRATION_ROUNDS):
+        started = time.process_time()
+        for round_number in range(30):
+            text = json.dumps(document)
+            parsed = json.loads(text)
+            digest = hashlib.sha256(text.encode()).hexdigest()
+            table = {f"{digest}-{n}": n * round_number for n in range(20_000)}
+            assert sum(table.values()) >= 0 and parsed["services"]
+        best = min(best, time.process_time() - started)
+    return best
+
+
 def cpu_s_per_added_service(results: dict[str, dict[str, Any]], sizes: list[int]) -> float | None:
     """The stack's CPU seconds (the benchmark's own left out) that each service past the smallest
     fleet added, between the smallest and the largest size. On a machine the largest fleet keeps
@@ -384,6 +411,7 @@ def main() -> int:
         parser.error("--repeat must be at least 1")
     services_per_run = args.services_per_run or PatchRollout().services_per_run
 
+    calibration = host_calibration_s()
     scratch = Path(tempfile.mkdtemp(prefix="switchyard-bench-", dir="/tmp"))
     scratch.chmod(0o711)  # PostgreSQL runs as the postgres user when we are root
     fleet_file = scratch / "fleet.yaml"
@@ -448,7 +476,12 @@ def main() -> int:
         "cpu_s_per_added_service": None if per_service is None else round(per_service, 2),
         "target_ratio": TARGET_RATIO,
         "meets_target": None if ratio is None else ratio <= TARGET_RATIO,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "calibration_cpu_s": round(calibration, 3),
+        },
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     variant = (".in_process" if args.in_process else "") + (".arm_throttling" if args.arm_throttling else "")

@@ -43,11 +43,6 @@ SERVICE, ENV = "sample", "production"
 RATE = 40.0  # requests a second to production; --rate: a low-traffic service sends fewer
 
 
-def counts_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    """What each counter gained (a counter appears once it counts something)."""
-    return {name: count - before.get(name, 0) for name, count in sorted(after.items()) if count > before.get(name, 0)}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter writes and log ingestion delay")
@@ -63,7 +58,7 @@ def main() -> int:
     from switchyard.core.outcomes import ReleaseFailed
     from switchyard.core.rollout import Strategy
     from switchyard.stages.traffic import SteadyTraffic
-    from switchyard_emulator.testing import free_port, run_emulator, throttling_status
+    from switchyard_emulator.testing import counts_between, free_port, run_emulator, throttling_status
 
     timing_args = ["--lro-retry-after", "0", "--metrics-latency", "60"]
     if quick:

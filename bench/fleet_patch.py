@@ -335,9 +335,7 @@ def measured(
         "cpu_s": {part: round(used, 1) for part, used in sorted(cpu.items(), key=lambda kv: -kv[1])},
         "arm_requests": arm,
         "arm_reads_per_s": round(arm["read"] / wall, 1),
-        "arm_requests_by_resource_type": dict(
-            sorted(((kind, count) for kind, count in arm_by_type.items() if count), key=lambda kv: -kv[1])
-        ),
+        "arm_requests_by_resource_type": dict(sorted(arm_by_type.items(), key=lambda kv: -kv[1])),
         "stage_s": {k: round(v, 1) for k, v in stages.items()},
         "stage_shares": {k: round(v / total, 3) for k, v in stages.items()},
     }
@@ -406,6 +404,7 @@ def main() -> int:
     from switchyard.core.routine import PatchRollout
     from switchyard.stack.state import StackPaths, prefect_client_settings
     from switchyard.stack.up import UpOptions, down, up
+    from switchyard_emulator.testing import counts_between
 
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -445,10 +444,7 @@ def main() -> int:
                     wall, stages = patch(service_names(size), args.in_process, services_per_run)
                     cpu = {part: used - cpu_before.get(part, 0.0) for part, used in stack_cpu_s(state).items()}
                     arm = {kind: count - arm_before[kind] for kind, count in arm_requests(paths).items()}
-                    by_type = {
-                        kind: count - by_type_before.get(kind, 0)
-                        for kind, count in arm_requests_by_resource_type(paths).items()
-                    }
+                    by_type = counts_between(by_type_before, arm_requests_by_resource_type(paths))
                     runs.append(measured(wall, quiet, cpu, arm, by_type, stages))
                     print(f"{size} service(s), run {attempt} of {args.repeat}: {wall:.1f} s", file=sys.stderr)
                 median = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]

@@ -73,8 +73,14 @@ def arm_error(refused: HttpResponseError) -> ArmError:
 
 def throttling_status(emulator_file: Path) -> dict[str, Any]:
     """`GET /switchyard/throttling` of the emulator an emulator.json describes: whether it throttles,
-    and the Resource Manager calls it admitted and refused so far, by operation type."""
+    and the Resource Manager calls it admitted and refused so far, by operation type (and admitted,
+    by resource type)."""
     return _throttling_route(emulator_file, None)
+
+
+def counts_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What each of two readings' counters gained (a counter appears once it counts something)."""
+    return {name: count - before.get(name, 0) for name, count in sorted(after.items()) if count > before.get(name, 0)}
 
 
 def set_throttling(emulator_file: Path, *, enforced: bool) -> dict[str, Any]:

@@ -287,7 +287,7 @@ class BackgroundLogReads:
     canary's errors are counted, that much less often. Metrics read at every look are what roll a
     bad canary back in seconds; the log only adds the slow requests.
 
-    `look` starts a read when one is due and none is running, and waits for the running one at most
+    `look` starts a read when one is due (AccessLogReads.due) and none is running, and waits for the running one at most
     `wait_s` (a healthy query answers within it, and the look judges with it at once); a slower read
     is picked up by a later look. What a read returns, or how it fails, goes through `reads` as a
     read in the look would (TelemetryReads): its failures in a row still end the analysis, at the
@@ -300,10 +300,11 @@ class BackgroundLogReads:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
         self._running: tuple[Future[list[AccessLogEntry]], datetime] | None = None
 
-    def look(self, due: bool, read: Callable[[], list[AccessLogEntry]], read_to: datetime) -> bool:
-        """Start `read` (of the log up to `read_to`) if `due` and no read is running; whether a read
-        finished and was kept in the log by this look."""
-        if self._running is None and due:
+    def look(self, complete_until: datetime, read: Callable[[], list[AccessLogEntry]], read_to: datetime) -> bool:
+        """Start `read` (of the log up to `read_to`) if the log is due a read with the grains complete
+        until `complete_until` and no read is running; whether a read finished and was kept in the
+        log by this look."""
+        if self._running is None and self._log.due(complete_until):
             # The read's thread sees this look's context (the Prefect settings and run it belongs to).
             self._running = (self._pool.submit(contextvars.copy_context().run, read), read_to)
         if self._running is None:
@@ -460,7 +461,7 @@ def _watch(
             breach = known_early(seen) if seen is not None else None
             # The access log: started when due, picked up when read (it never holds a look for long).
             fresh_log = breach is None and log_reads.look(
-                log.due(until),
+                until,
                 partial(telemetry.access_log, context.topology, seen_from, seen_to, listener, pool),
                 seen_to,
             )

@@ -141,13 +141,14 @@ def test_a_look_does_not_wait_for_a_slow_access_log_and_a_later_look_picks_it_up
     read_to = T0 + timedelta(seconds=10)
     LOOK.set("the watch's run")
     try:
-        assert background.look(True, slow, read_to) is False  # returned while the query is still out
-        assert background.look(True, slow, read_to) is False  # and never sends a second one meanwhile
+        assert log.due(read_to)  # never read: every look is due a read
+        assert background.look(read_to, slow, read_to) is False  # returned while the query is still out
+        assert background.look(read_to, slow, read_to) is False  # and never sends a second one meanwhile
         assert log.entries == [] and not log.holds(read_to)
 
         slow.released.set()
-        # A later look (not due: the read is still the one running) keeps what it read.
-        assert any(background.look(False, slow, read_to) for _ in range(3000))
+        # A later look (still due, but the read is still the one running) keeps what it read.
+        assert any(background.look(read_to, slow, read_to) for _ in range(3000))
     finally:
         background.close()
 
@@ -165,14 +166,14 @@ def test_a_failed_background_read_counts_as_a_failed_read_and_the_next_due_look_
         for attempt in range(1, TELEMETRY_FAILURES_IN_A_ROW):
             failing_query = BlockedRead(CloudError("Log Analytics is down"))
             failing_query.released.set()
-            assert background.look(log.due(T0), failing_query, T0) is False
+            assert background.look(T0, failing_query, T0) is False
             assert failing_query.calls == 1  # each due look sends one query again
             assert [w[2] for w in warnings][-1] == attempt  # counted in a row, as a read in the look was
 
         last = BlockedRead(CloudError("still down"))
         last.released.set()
         with pytest.raises(CloudError, match=r"\(the access log\) could not be read 4 times in a row; last: still"):
-            background.look(log.due(T0), last, T0)
+            background.look(T0, last, T0)
     finally:
         background.close()
     assert log.entries == [] and not log.holds(T0)

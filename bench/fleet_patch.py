@@ -18,7 +18,8 @@ The stack's scheduled deployments are paused first (retire-idle-colors every 5 m
 reports): a scheduled run landing in one measurement and not another charged it a process start
 and a read of the whole fleet, and made runs of the same size differ by 20 s.
 
-Each size is patched --repeat times and reported by its median run (every run's wall time is kept):
+Each size is patched --repeat times and reported by its median run (every run's wall time and CPU
+seconds are kept, `runs_wall_s` and `runs_cpu_s`):
 on a shared 2-core machine one run of a single service moved by 8 s between measurements, most of
 it in when a worker's poll picked up each run. Before each run the benchmark waits for the stack to
 idle again (settle()), so that no run is charged, or spared, the work the one before it left behind.
@@ -446,9 +447,19 @@ def main() -> int:
                     arm = {kind: count - arm_before[kind] for kind, count in arm_requests(paths).items()}
                     by_type = counts_between(by_type_before, arm_requests_by_resource_type(paths))
                     runs.append(measured(wall, quiet, cpu, arm, by_type, stages))
-                    print(f"{size} service(s), run {attempt} of {args.repeat}: {wall:.1f} s", file=sys.stderr)
+                    print(
+                        f"{size} service(s), run {attempt} of {args.repeat}: {wall:.1f} s, "
+                        f"{sum(cpu.values()):.1f} CPU s ({', '.join(f'{k} {v:.1f}' for k, v in sorted(cpu.items()))})",
+                        file=sys.stderr,
+                    )
                 median = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
-                results[str(size)] = {**median, "runs_wall_s": [run["wall_s"] for run in runs]}
+                # Every run's wall and CPU, not only the median's: runs of one size on one stack can
+                # drift as the stack gathers state, and only the sequence shows it.
+                results[str(size)] = {
+                    **median,
+                    "runs_wall_s": [run["wall_s"] for run in runs],
+                    "runs_cpu_s": [round(sum(run["cpu_s"].values()), 1) for run in runs],
+                }
     finally:
         if args.keep:
             print(f"stack left running: switchyard down --state-dir {scratch / 'state'}", file=sys.stderr)

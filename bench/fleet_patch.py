@@ -18,8 +18,8 @@ The stack's scheduled deployments are paused first (retire-idle-colors every 5 m
 reports): a scheduled run landing in one measurement and not another charged it a process start
 and a read of the whole fleet, and made runs of the same size differ by 20 s.
 
-Each size is patched --repeat times and reported by its median run (every run's wall time and CPU
-seconds are kept, `runs_wall_s` and `runs_cpu_s`):
+Each size is patched --repeat times and reported by its median run (every run's wall time and the
+stack's CPU seconds are kept, `runs_wall_s` and `runs_cpu_s`):
 on a shared 2-core machine one run of a single service moved by 8 s between measurements, most of
 it in when a worker's poll picked up each run. Before each run the benchmark waits for the stack to
 idle again (settle()), so that no run is charged, or spared, the work the one before it left behind.
@@ -367,17 +367,19 @@ def host_calibration_s() -> float:
     return best
 
 
+def stack_cpu_of(cpu_s: dict[str, float]) -> float:
+    """A run's CPU seconds of the stack, by part, summed: the benchmark's own left out."""
+    return sum(used for part, used in cpu_s.items() if part != "bench")
+
+
 def cpu_s_per_added_service(results: dict[str, dict[str, Any]], sizes: list[int]) -> float | None:
-    """The stack's CPU seconds (the benchmark's own left out) that each service past the smallest
-    fleet added, between the smallest and the largest size. On a machine the largest fleet keeps
-    busy, its wall time is about this times the fleet over the cores: the measure to cut."""
+    """The stack's CPU seconds that each service past the smallest fleet added, between the smallest
+    and the largest size. On a machine the largest fleet keeps busy, its wall time is about this
+    times the fleet over the cores: the measure to cut."""
     if len(sizes) < 2:
         return None
-
-    def stack_cpu(size: int) -> float:
-        return sum(used for part, used in results[str(size)]["cpu_s"].items() if part != "bench")
-
-    return (stack_cpu(sizes[-1]) - stack_cpu(sizes[0])) / (sizes[-1] - sizes[0])
+    stack_cpu = [stack_cpu_of(results[str(size)]["cpu_s"]) for size in (sizes[0], sizes[-1])]
+    return (stack_cpu[1] - stack_cpu[0]) / (sizes[-1] - sizes[0])
 
 
 def main() -> int:
@@ -447,9 +449,10 @@ def main() -> int:
                     arm = {kind: count - arm_before[kind] for kind, count in arm_requests(paths).items()}
                     by_type = counts_between(by_type_before, arm_requests_by_resource_type(paths))
                     runs.append(measured(wall, quiet, cpu, arm, by_type, stages))
+                    parts = ", ".join(f"{part} {used:.1f}" for part, used in sorted(cpu.items()))
                     print(
                         f"{size} service(s), run {attempt} of {args.repeat}: {wall:.1f} s, "
-                        f"{sum(cpu.values()):.1f} CPU s ({', '.join(f'{k} {v:.1f}' for k, v in sorted(cpu.items()))})",
+                        f"{stack_cpu_of(cpu):.1f} CPU s of the stack ({parts})",
                         file=sys.stderr,
                     )
                 median = sorted(runs, key=lambda run: run["wall_s"])[len(runs) // 2]
@@ -458,7 +461,7 @@ def main() -> int:
                 results[str(size)] = {
                     **median,
                     "runs_wall_s": [run["wall_s"] for run in runs],
-                    "runs_cpu_s": [round(sum(run["cpu_s"].values()), 1) for run in runs],
+                    "runs_cpu_s": [round(stack_cpu_of(run["cpu_s"]), 1) for run in runs],
                 }
     finally:
         if args.keep:

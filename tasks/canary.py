@@ -287,9 +287,9 @@ class BackgroundLogReads:
     canary's errors are counted, that much less often. Metrics read at every look are what roll a
     bad canary back in seconds; the log only adds the slow requests.
 
-    `look` starts a read when one is due (AccessLogReads.due) and none is running, and waits for the running one at most
-    `wait_s` (a healthy query answers within it, and the look judges with it at once); a slower read
-    is picked up by a later look. What a read returns, or how it fails, goes through `reads` as a
+    `look` starts a read when one is due (AccessLogReads.due) and none is running, and waits for the
+    running one at most `wait_s` (a healthy query answers within it, and the look judges with it at
+    once); a slower read is picked up by a later look. What a read returns, or how it fails, goes through `reads` as a
     read in the look would (TelemetryReads): its failures in a row still end the analysis, at the
     pace the SDK's retries set, as before."""
 

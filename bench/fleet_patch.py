@@ -16,7 +16,12 @@ patch did before it fanned out).
 
 The stack's scheduled deployments are paused first (retire-idle-colors every 5 minutes, the
 reports): a scheduled run landing in one measurement and not another charged it a process start
-and a read of the whole fleet, and made runs of the same size differ by 20 s.
+and a read of the whole fleet, and made runs of the same size differ by 20 s. What that schedule
+does still happens, untimed, before every run (retire()): a monthly patch meets each service with
+one color running in each environment, its last release's warm color long retired. Without it every
+patch left the fleet's old colors running, a stack of 20 services went from 40 instances to 80 for
+its gateways to probe and its sampler to read, and each size was measured on a fleet in another
+state (the 20 after the smaller sizes had left their colors warm).
 
 Each size is patched --repeat times and reported by its median run (every run's wall time and the
 stack's CPU seconds are kept, `runs_wall_s` and `runs_cpu_s`):
@@ -272,6 +277,15 @@ def pause_schedules() -> None:
                 print(f"paused the schedule of {deployment.name}", file=sys.stderr)
 
 
+def retire(count: int) -> float:
+    """What the paused retire-idle-colors schedule would have done by the next monthly patch: every
+    service's old color scaled to zero (the fast profile's warm period is a second). Untimed; returns
+    how long it took."""
+    started = time.monotonic()
+    run_all("retire-idle-colors", [{"services": service_names(count)}])
+    return round(time.monotonic() - started, 1)
+
+
 def settle(state: Any) -> dict[str, Any]:
     """Wait until the stack is back to idling: what ran before (the set-up, the previous size) leaves
     work behind it (the Prefect server's events and state writes, instances still winding down),
@@ -440,8 +454,13 @@ def main() -> int:
             for size in sizes:
                 runs = []
                 for attempt in range(1, args.repeat + 1):
-                    quiet = settle(state)
-                    print(f"stack idle after {quiet['settle_s']} s ({quiet['idle_cores']} cores)", file=sys.stderr)
+                    retire_s = retire(max(sizes))
+                    quiet = {**settle(state), "retire_s": retire_s}
+                    print(
+                        f"old colors retired in {retire_s} s; stack idle after {quiet['settle_s']} s "
+                        f"({quiet['idle_cores']} cores)",
+                        file=sys.stderr,
+                    )
                     cpu_before, arm_before = stack_cpu_s(state), arm_requests(paths)
                     by_type_before = arm_requests_by_resource_type(paths)
                     wall, stages = patch(service_names(size), args.in_process, services_per_run)

@@ -289,9 +289,9 @@ class BackgroundLogReads:
 
     `look` starts a read when one is due (AccessLogReads.due) and none is running, and waits for the
     running one at most `wait_s` (a healthy query answers within it, and the look judges with it at
-    once); a slower read is picked up by a later look. What a read returns, or how it fails, goes through `reads` as a
-    read in the look would (TelemetryReads): its failures in a row still end the analysis, at the
-    pace the SDK's retries set, as before."""
+    once); a slower read is picked up by a later look. What a read returns, or how it fails, goes
+    through `reads` as a read in the look would (TelemetryReads): its failures in a row still end the
+    analysis, at the pace the SDK's retries set, as before."""
 
     def __init__(self, log: AccessLogReads, reads: TelemetryReads, wait_s: float) -> None:
         self._log = log

@@ -98,16 +98,49 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
     return True
 
 
-def group_usage(pgids: set[int]) -> dict[int, tuple[int, int]]:
-    """For each process group: (cpu ticks, rss bytes) summed over its live members."""
-    usage: dict[int, tuple[int, int]] = {}
+@dataclass(frozen=True)
+class GroupUsage:
+    """A process group's resource use, summed over its live members."""
+
+    cpu_ticks: int  # utime + stime
+    rss_bytes: int
+    # How long its threads were ready to run but waited for a CPU of this (shared) machine.
+    run_queue_wait_ns: int
+
+
+def run_queue_wait_ns(pid: int) -> int:
+    """Nanoseconds the threads of `pid` have spent runnable but waiting for a CPU, summed: field 2
+    of /proc/<pid>/task/<tid>/schedstat (kernel Documentation/scheduler/sched-stats.rst). 0 when
+    the kernel does not report it or the process is gone."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except OSError:
+            continue
+        if len(fields) >= 2:
+            total += int(fields[1])
+    return total
+
+
+def group_usage(pgids: set[int]) -> dict[int, GroupUsage]:
+    """For each process group: its CPU ticks, resident memory and run-queue wait."""
+    usage: dict[int, GroupUsage] = {}
     if not pgids:
         return usage
     for stat in _all_stats():
         if stat.pgrp not in pgids:
             continue
-        ticks, rss = usage.get(stat.pgrp, (0, 0))
-        usage[stat.pgrp] = (ticks + stat.cpu_ticks, rss + stat.rss_bytes)
+        so_far = usage.get(stat.pgrp, GroupUsage(0, 0, 0))
+        usage[stat.pgrp] = GroupUsage(
+            cpu_ticks=so_far.cpu_ticks + stat.cpu_ticks,
+            rss_bytes=so_far.rss_bytes + stat.rss_bytes,
+            run_queue_wait_ns=so_far.run_queue_wait_ns + run_queue_wait_ns(stat.pid),
+        )
     return usage
 
 

@@ -40,6 +40,7 @@ from switchyard_emulator.dataplane.api import InstanceRuntime, InstanceSpec, Ins
 from switchyard_emulator.dataplane.artifacts import ArtifactCache, ArtifactError, UnpackedImage
 from switchyard_emulator.dataplane.procfs import (
     CLOCK_TICKS,
+    GroupUsage,
     group_usage,
     is_listening,
     read_stat,
@@ -48,6 +49,21 @@ from switchyard_emulator.dataplane.procfs import (
 from switchyard_emulator.dataplane.telemetry import InstanceAddress, InstanceSample, canonical_id
 
 log = logging.getLogger(__name__)
+
+
+def vcpu_percent(*, busy_s: float, waited_s: float, interval_s: float) -> float:
+    """Percentage CPU of an instance's one vCPU over a sampling interval.
+
+    A VM's vCPU is its own: on Azure a busy VM reads near 100 % however busy its host is. Here
+    every instance shares this machine's CPUs with every other instance and program, so the time
+    an instance was ready to run but waited for a CPU (its run-queue wait) is time its VM would
+    have had; it is left out of the interval rather than counted as idle. Without this a
+    CPU-bound instance on a loaded machine reads a fraction of 100 % and autoscale never fires."""
+    available_s = max(interval_s - waited_s, busy_s)
+    if available_s <= 0:
+        return 0.0
+    return max(0.0, min(100.0, 100.0 * busy_s / available_s))
+
 
 # Runs first in the child: ask the kernel to SIGKILL us when the emulator (our parent) dies,
 # make sure the parent is still the one that started us, then become the image's entrypoint.
@@ -97,6 +113,7 @@ class _Slot:
     created_at: float = field(default_factory=time.time)
     # CPU accounting between two samples.
     last_cpu_ticks: int | None = None
+    last_run_queue_wait_ns: int | None = None
     last_sample_at: float | None = None
 
     def runtime(self) -> InstanceRuntime:
@@ -342,7 +359,7 @@ class InstanceSupervisor:
         slot.process = process
         slot.pid = process.pid
         slot.started_at = datetime.now(UTC)
-        slot.last_cpu_ticks = slot.last_sample_at = None
+        slot.last_cpu_ticks = slot.last_run_queue_wait_ns = slot.last_sample_at = None
         stat = read_stat(process.pid)
         self._live_pids[process.pid] = {"pgid": process.pid, "start_ticks": stat.start_ticks if stat else -1}
         self._save_pids()
@@ -471,7 +488,7 @@ class InstanceSupervisor:
         self,
         now: float | None = None,
         *,
-        usage: dict[int, tuple[int, int]] | None = None,
+        usage: dict[int, GroupUsage] | None = None,
     ) -> list[InstanceSample]:
         """CPU % (of one vCPU) and available memory for every live instance (call ~1/s).
 
@@ -490,18 +507,28 @@ class InstanceSupervisor:
         samples: list[InstanceSample] = []
         for slot in live:
             assert slot.process is not None and slot.current is not None
-            ticks_rss = usage.get(slot.process.pid)
-            if ticks_rss is None:
+            group = usage.get(slot.process.pid)
+            if group is None:
                 continue
-            ticks, rss = ticks_rss
-            previous_ticks, previous_at = slot.last_cpu_ticks, slot.last_sample_at
-            slot.last_cpu_ticks, slot.last_sample_at = ticks, now
-            if previous_ticks is None or previous_at is None or now <= previous_at:
+            previous_ticks, previous_wait_ns, previous_at = (
+                slot.last_cpu_ticks,
+                slot.last_run_queue_wait_ns,
+                slot.last_sample_at,
+            )
+            slot.last_cpu_ticks, slot.last_run_queue_wait_ns, slot.last_sample_at = (
+                group.cpu_ticks,
+                group.run_queue_wait_ns,
+                now,
+            )
+            if previous_ticks is None or previous_wait_ns is None or previous_at is None or now <= previous_at:
                 continue  # the first look only sets the baseline
-            busy_s = (ticks - previous_ticks) / CLOCK_TICKS
-            cpu_percent = max(0.0, min(100.0, 100.0 * busy_s / (now - previous_at)))
+            cpu_percent = vcpu_percent(
+                busy_s=(group.cpu_ticks - previous_ticks) / CLOCK_TICKS,
+                waited_s=(group.run_queue_wait_ns - previous_wait_ns) / 1e9,
+                interval_s=now - previous_at,
+            )
             memory = slot.current.memory_bytes or self.settings.vm_memory_bytes
-            available = max(0, memory - rss)
+            available = max(0, memory - group.rss_bytes)
             samples.append(
                 (
                     now,

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,8 @@ from switchyard_emulator.dataplane.api import (
 )
 from switchyard_emulator.dataplane.errors import MetricsQueryError
 from switchyard_emulator.dataplane.local import LocalDataPlane
-from switchyard_emulator.dataplane.procfs import group_usage
+from switchyard_emulator.dataplane.procfs import CLOCK_TICKS, group_usage
+from switchyard_emulator.dataplane.supervisor import vcpu_percent
 from switchyard_emulator.dataplane.timespec import format_instant
 from switchyard_emulator.testing import free_port
 
@@ -155,7 +159,7 @@ def test_available_memory_is_the_vm_sizes_memory_less_the_instances_resident_mem
             await wait_for(sampled, "memory samples")
             timespan = f"{format_instant(started - 1)}/{format_instant(time.time() + 1)}"
             available = next(iter((await _per_vm(dataplane, "Available Memory Bytes", "Average", timespan)).values()))
-            rss = group_usage({pid})[pid][1]
+            rss = group_usage({pid})[pid].rss_bytes
             assert 0 < four_gib - available < 512 << 20  # the app's resident set, not the host's memory
             assert abs((four_gib - available) - rss) < 64 << 20
 
@@ -180,3 +184,42 @@ def test_an_unknown_scale_set_metric_is_refused_as_azure_refuses_it(tmp_path: Pa
                 raise AssertionError("an unknown metric name was accepted")
 
     asyncio.run(scenario())
+
+
+def test_a_cpu_bound_instance_reads_near_100_percent_even_when_it_shares_a_cpu(tmp_path: Path) -> None:
+    """Two CPU-bound process groups pinned to one CPU each get about half of it. On Azure each
+    would be a VM with its own vCPU reading ~100 %, so that is what Percentage CPU must say."""
+    hogs = [
+        subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"],
+            start_new_session=True,  # each leads its own group, as an instance does
+        )
+        for _ in range(2)
+    ]
+    try:
+        for hog in hogs:
+            os.sched_setaffinity(hog.pid, {min(os.sched_getaffinity(0))})
+        groups = {hog.pid for hog in hogs}
+        time.sleep(0.5)
+        before, started = group_usage(groups), time.time()
+        time.sleep(2.0)
+        after, interval_s = group_usage(groups), time.time() - started
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    for pid in groups:
+        busy_s = (after[pid].cpu_ticks - before[pid].cpu_ticks) / CLOCK_TICKS
+        waited_s = (after[pid].run_queue_wait_ns - before[pid].run_queue_wait_ns) / 1e9
+        assert busy_s / interval_s < 0.75, "the two hogs were meant to share one CPU"
+        assert waited_s > 0.25 * interval_s
+        assert vcpu_percent(busy_s=busy_s, waited_s=waited_s, interval_s=interval_s) > 85
+
+
+def test_an_idle_or_half_busy_instance_is_not_made_to_look_busy() -> None:
+    assert vcpu_percent(busy_s=0.0, waited_s=0.0, interval_s=1.0) == 0.0
+    assert vcpu_percent(busy_s=0.5, waited_s=0.0, interval_s=1.0) == 50.0
+    # Half busy while a neighbour held the CPU for a quarter of the second: half of what it had.
+    assert round(vcpu_percent(busy_s=0.375, waited_s=0.25, interval_s=1.0)) == 50
+    # Run-queue wait summed over several threads can exceed the interval: never above 100 %.
+    assert vcpu_percent(busy_s=0.4, waited_s=1.5, interval_s=1.0) == 100.0

@@ -13,8 +13,8 @@ import signal
 import socket
 import struct
 import sys
+import time
 from dataclasses import dataclass
-from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -32,10 +32,19 @@ class ProcStat:
     start_ticks: int  # since boot; with the pid it identifies a process across pid reuse
 
 
+def _read_proc_file(path: str) -> str:
+    """A small /proc file in one read (the emulator reads thousands a second: no pathlib, no buffering)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 65536).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
+
+
 def read_stat(pid: int) -> ProcStat | None:
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        text = _read_proc_file(f"/proc/{pid}/stat")
+    except OSError:
         return None
     # The command name (field 2) may hold spaces and ')' - split after its last ')'.
     fields = text[text.rfind(")") + 2 :].split()
@@ -108,18 +117,21 @@ class GroupUsage:
     run_queue_wait_ns: int
 
 
-def run_queue_wait_ns(pid: int) -> int:
+def _threads(pid: int) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+
+
+def run_queue_wait_ns(pid: int, threads: list[str] | None = None) -> int:
     """Nanoseconds the threads of `pid` have spent runnable but waiting for a CPU, summed: field 2
     of /proc/<pid>/task/<tid>/schedstat (kernel Documentation/scheduler/sched-stats.rst). 0 when
     the kernel does not report it or the process is gone."""
     total = 0
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for tid in tasks:
+    for tid in _threads(pid) if threads is None else threads:
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            fields = _read_proc_file(f"/proc/{pid}/task/{tid}/schedstat").split()
         except OSError:
             continue
         if len(fields) >= 2:
@@ -127,21 +139,105 @@ def run_queue_wait_ns(pid: int) -> int:
     return total
 
 
-def group_usage(pgids: set[int]) -> dict[int, GroupUsage]:
-    """For each process group: its CPU ticks, resident memory and run-queue wait."""
-    usage: dict[int, GroupUsage] = {}
-    if not pgids:
-        return usage
-    for stat in _all_stats():
-        if stat.pgrp not in pgids:
+class GroupUsageReader:
+    """Reads process groups' CPU ticks, resident memory and run-queue wait, summed over members.
+
+    A group's members are found from its leader down, through the kernel's per-thread `children`
+    lists (a few small files per instance), rather than by reading every process on the machine
+    each second: on a busy machine that scan was most of the emulator's own CPU. A member that
+    left its leader's tree (a daemon whose parent exited) is found by a full scan every
+    `full_scan_every_s` and read from then on; the full scan is also the fallback on a kernel
+    without `children` lists (CONFIG_PROC_CHILDREN)."""
+
+    def __init__(self, full_scan_every_s: float = 10.0) -> None:
+        self.full_scan_every_s = full_scan_every_s
+        self._last_full_scan: float | None = None
+        self._strays: dict[int, set[int]] = {}  # group -> members outside its leader's tree
+
+    def usage(self, pgids: set[int]) -> dict[int, GroupUsage]:
+        if not pgids:
+            return {}
+        now = time.monotonic()
+        if (
+            not _HAS_CHILDREN_LISTS
+            or self._last_full_scan is None
+            or now - self._last_full_scan >= self.full_scan_every_s
+        ):
+            self._last_full_scan = now
+            members = self._scan_all(pgids)
+        else:
+            members = self._walk(pgids)
+        return {pgid: _summed(stats) for pgid, stats in members.items() if stats}
+
+    def _scan_all(self, pgids: set[int]) -> dict[int, list[tuple[ProcStat, list[str]]]]:
+        stats = [stat for stat in _all_stats() if stat.pgrp in pgids]
+        by_parent: dict[int, list[int]] = {}
+        for stat in stats:
+            by_parent.setdefault(stat.ppid, []).append(stat.pid)
+        members: dict[int, list[tuple[ProcStat, list[str]]]] = {pgid: [] for pgid in pgids}
+        self._strays = {}
+        for pgid in pgids:
+            tree = {pgid}
+            frontier = [pgid]
+            while frontier:
+                for child in by_parent.get(frontier.pop(), []):
+                    if child not in tree:
+                        tree.add(child)
+                        frontier.append(child)
+            group = [stat for stat in stats if stat.pgrp == pgid]
+            members[pgid] = [(stat, _threads(stat.pid)) for stat in group]
+            strays = {stat.pid for stat in group if stat.pid not in tree}
+            if strays:
+                self._strays[pgid] = strays
+        return members
+
+    def _walk(self, pgids: set[int]) -> dict[int, list[tuple[ProcStat, list[str]]]]:
+        members: dict[int, list[tuple[ProcStat, list[str]]]] = {}
+        for pgid in pgids:
+            seen: set[int] = set()
+            group: list[tuple[ProcStat, list[str]]] = []
+            frontier = [pgid, *self._strays.get(pgid, ())]
+            while frontier:
+                pid = frontier.pop()
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                stat = read_stat(pid)
+                if stat is None or stat.pgrp != pgid:
+                    continue  # gone, or moved to a group of its own (it is no longer this instance's)
+                threads = _threads(pid)
+                group.append((stat, threads))
+                frontier.extend(_children_of(pid, threads))
+            members[pgid] = group
+        return members
+
+
+def _children_of(pid: int, threads: list[str]) -> list[int]:
+    """The children of the given threads of `pid`: /proc/<pid>/task/<tid>/children (proc(5))."""
+    found: list[int] = []
+    for tid in threads:
+        try:
+            found.extend(int(child) for child in _read_proc_file(f"/proc/{pid}/task/{tid}/children").split())
+        except OSError:
             continue
-        so_far = usage.get(stat.pgrp, GroupUsage(0, 0, 0))
-        usage[stat.pgrp] = GroupUsage(
-            cpu_ticks=so_far.cpu_ticks + stat.cpu_ticks,
-            rss_bytes=so_far.rss_bytes + stat.rss_bytes,
-            run_queue_wait_ns=so_far.run_queue_wait_ns + run_queue_wait_ns(stat.pid),
-        )
-    return usage
+    return found
+
+
+def _summed(members: list[tuple[ProcStat, list[str]]]) -> GroupUsage:
+    return GroupUsage(
+        cpu_ticks=sum(stat.cpu_ticks for stat, _ in members),
+        rss_bytes=sum(stat.rss_bytes for stat, _ in members),
+        run_queue_wait_ns=sum(run_queue_wait_ns(stat.pid, threads) for stat, threads in members),
+    )
+
+
+_HAS_CHILDREN_LISTS = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+
+
+def group_usage(pgids: set[int]) -> dict[int, GroupUsage]:
+    """For each process group: its CPU ticks, resident memory and run-queue wait, from one full
+    scan (a sampler that asks every second keeps a GroupUsageReader instead)."""
+    return GroupUsageReader().usage(pgids)
 
 
 def _proc_net_address(ip: str, port: int) -> str:

@@ -41,7 +41,7 @@ from switchyard_emulator.dataplane.artifacts import ArtifactCache, ArtifactError
 from switchyard_emulator.dataplane.procfs import (
     CLOCK_TICKS,
     GroupUsage,
-    group_usage,
+    GroupUsageReader,
     is_listening,
     read_stat,
     signal_group,
@@ -181,6 +181,7 @@ class InstanceSupervisor:
     def __init__(self, state_dir: Path, settings: SupervisorSettings | None = None) -> None:
         self.root = state_dir / "dataplane"
         self.settings = settings or SupervisorSettings()
+        self._usage_reader = GroupUsageReader()
         self.artifacts = ArtifactCache(self.root / "images")
         self._slots: dict[str, dict[str, _Slot]] = {}
         self._pid_file = self.root / "processes.json"
@@ -481,7 +482,7 @@ class InstanceSupervisor:
     async def sample_async(self) -> list[InstanceSample]:
         """sample(), with the /proc scan in a worker thread so the event loop keeps serving."""
         groups = self.process_groups()
-        usage = await asyncio.to_thread(group_usage, groups)
+        usage = await asyncio.to_thread(self._usage_reader.usage, groups)
         return self.sample(usage=usage)
 
     def sample(
@@ -503,7 +504,7 @@ class InstanceSupervisor:
             if slot.process is not None and slot.process.returncode is None and slot.current is not None
         ]
         if usage is None:
-            usage = group_usage({slot.process.pid for slot in live if slot.process is not None})
+            usage = self._usage_reader.usage({slot.process.pid for slot in live if slot.process is not None})
         samples: list[InstanceSample] = []
         for slot in live:
             assert slot.process is not None and slot.current is not None

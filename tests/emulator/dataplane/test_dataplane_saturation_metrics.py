@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ from switchyard_emulator.dataplane.api import (
 )
 from switchyard_emulator.dataplane.errors import MetricsQueryError
 from switchyard_emulator.dataplane.local import LocalDataPlane
-from switchyard_emulator.dataplane.procfs import CLOCK_TICKS, group_usage
+from switchyard_emulator.dataplane.procfs import CLOCK_TICKS, GroupUsageReader, group_usage, read_stat
 from switchyard_emulator.dataplane.supervisor import vcpu_percent
 from switchyard_emulator.dataplane.timespec import format_instant
 from switchyard_emulator.testing import free_port
@@ -223,3 +224,57 @@ def test_an_idle_or_half_busy_instance_is_not_made_to_look_busy() -> None:
     assert round(vcpu_percent(busy_s=0.375, waited_s=0.25, interval_s=1.0)) == 50
     # Run-queue wait summed over several threads can exceed the interval: never above 100 %.
     assert vcpu_percent(busy_s=0.4, waited_s=1.5, interval_s=1.0) == 100.0
+
+
+# An instance whose process forks a worker, starts a daemon (its parent exits, so the daemon leaves
+# the leader's tree but stays in the group) and a process that moves to a session of its own.
+_FORKING_INSTANCE = """
+import os, sys, time
+def hold(mib):
+    data = b"x" * (mib << 20)  # written, so resident
+    time.sleep(3600)
+pipe_read, pipe_write = os.pipe()
+worker = os.fork()
+if worker == 0:
+    hold(30)
+middle = os.fork()
+if middle == 0:
+    daemon = os.fork()
+    if daemon == 0:
+        hold(50)
+    os.write(pipe_write, f"{daemon}\\n".encode())
+    os._exit(0)
+os.waitpid(middle, 0)
+daemon = int(os.read(pipe_read, 64).decode())
+escaped = os.fork()
+if escaped == 0:
+    os.setsid()
+    hold(40)
+print(worker, daemon, escaped, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_groups_usage_counts_its_forked_workers_and_daemons_but_not_a_process_that_left_it() -> None:
+    leader = subprocess.Popen(
+        [sys.executable, "-c", _FORKING_INSTANCE], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert leader.stdout is not None
+    worker, daemon, escaped = (int(pid) for pid in leader.stdout.readline().split())
+    try:
+        time.sleep(0.5)  # all of them hold their memory
+        daemon_stat = read_stat(daemon)
+        assert daemon_stat is not None and daemon_stat.ppid != leader.pid, "the daemon left the leader's tree"
+        reader = GroupUsageReader(full_scan_every_s=3600)
+        first = reader.usage({leader.pid})[leader.pid]  # the first look scans all of /proc
+        walked = reader.usage({leader.pid})[leader.pid]  # then only the group's own processes
+        scanned = group_usage({leader.pid})[leader.pid]
+        members = [read_stat(pid) for pid in (leader.pid, worker, daemon)]
+        expected = sum(stat.rss_bytes for stat in members if stat is not None)
+        for usage in (first, walked, scanned):
+            assert abs(usage.rss_bytes - expected) < 2 << 20
+        assert expected > 80 << 20  # the worker's 30 MiB and the daemon's 50, not the escapee's 40
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        os.kill(escaped, signal.SIGKILL)
+        leader.wait()

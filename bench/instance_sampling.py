@@ -63,8 +63,8 @@ def main() -> None:
         time.sleep(2.0)  # every worker forked
         groups = {process.pid for process in processes}
         reader = GroupUsageReader()
-        members = sum(1 for _ in group_usage(groups))
-        assert members == args.instances, f"{members} of {args.instances} groups found"
+        found = len(group_usage(groups))
+        assert found == args.instances, f"{found} of {args.instances} groups found"
         reader_ms = cpu_ms_per_look(lambda: reader.usage(groups), args.samples)
         full_scan_ms = cpu_ms_per_look(lambda: group_usage(groups), max(5, args.samples // 5))
     finally:

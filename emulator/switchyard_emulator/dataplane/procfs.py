@@ -124,12 +124,12 @@ def _threads(pid: int) -> list[str]:
         return []
 
 
-def run_queue_wait_ns(pid: int, threads: list[str] | None = None) -> int:
-    """Nanoseconds the threads of `pid` have spent runnable but waiting for a CPU, summed: field 2
-    of /proc/<pid>/task/<tid>/schedstat (kernel Documentation/scheduler/sched-stats.rst). 0 when
-    the kernel does not report it or the process is gone."""
+def run_queue_wait_ns(pid: int, threads: list[str]) -> int:
+    """Nanoseconds the given threads of `pid` have spent runnable but waiting for a CPU, summed:
+    field 2 of /proc/<pid>/task/<tid>/schedstat (kernel Documentation/scheduler/sched-stats.rst).
+    0 when the kernel does not report it or the process is gone."""
     total = 0
-    for tid in _threads(pid) if threads is None else threads:
+    for tid in threads:
         try:
             fields = _read_proc_file(f"/proc/{pid}/task/{tid}/schedstat").split()
         except OSError:

@@ -112,8 +112,7 @@ class _Slot:
     # Since when the instance (its VM) holds its address: the network metrics count from then.
     created_at: float = field(default_factory=time.time)
     # CPU accounting between two samples.
-    last_cpu_ticks: int | None = None
-    last_run_queue_wait_ns: int | None = None
+    last_usage: GroupUsage | None = None
     last_sample_at: float | None = None
 
     def runtime(self) -> InstanceRuntime:
@@ -360,7 +359,7 @@ class InstanceSupervisor:
         slot.process = process
         slot.pid = process.pid
         slot.started_at = datetime.now(UTC)
-        slot.last_cpu_ticks = slot.last_run_queue_wait_ns = slot.last_sample_at = None
+        slot.last_usage = slot.last_sample_at = None
         stat = read_stat(process.pid)
         self._live_pids[process.pid] = {"pgid": process.pid, "start_ticks": stat.start_ticks if stat else -1}
         self._save_pids()
@@ -511,21 +510,13 @@ class InstanceSupervisor:
             group = usage.get(slot.process.pid)
             if group is None:
                 continue
-            previous_ticks, previous_wait_ns, previous_at = (
-                slot.last_cpu_ticks,
-                slot.last_run_queue_wait_ns,
-                slot.last_sample_at,
-            )
-            slot.last_cpu_ticks, slot.last_run_queue_wait_ns, slot.last_sample_at = (
-                group.cpu_ticks,
-                group.run_queue_wait_ns,
-                now,
-            )
-            if previous_ticks is None or previous_wait_ns is None or previous_at is None or now <= previous_at:
+            previous, previous_at = slot.last_usage, slot.last_sample_at
+            slot.last_usage, slot.last_sample_at = group, now
+            if previous is None or previous_at is None or now <= previous_at:
                 continue  # the first look only sets the baseline
             cpu_percent = vcpu_percent(
-                busy_s=(group.cpu_ticks - previous_ticks) / CLOCK_TICKS,
-                waited_s=(group.run_queue_wait_ns - previous_wait_ns) / 1e9,
+                busy_s=(group.cpu_ticks - previous.cpu_ticks) / CLOCK_TICKS,
+                waited_s=(group.run_queue_wait_ns - previous.run_queue_wait_ns) / 1e9,
                 interval_s=now - previous_at,
             )
             memory = slot.current.memory_bytes or self.settings.vm_memory_bytes

@@ -28,6 +28,8 @@ class ProcStat:
     state: str  # R, S, D, ...; Z for a zombie (exited, not reaped yet)
     pgrp: int
     cpu_ticks: int  # utime + stime
+    # cutime + cstime: the CPU of its children that exited and that it reaped (and of theirs)
+    reaped_children_ticks: int
     rss_bytes: int
     start_ticks: int  # since boot; with the pid it identifies a process across pid reuse
 
@@ -48,13 +50,15 @@ def read_stat(pid: int) -> ProcStat | None:
         return None
     # The command name (field 2) may hold spaces and ')' - split after its last ')'.
     fields = text[text.rfind(")") + 2 :].split()
-    # fields[0] is field 3 (state): ppid is field 4, pgrp 5, utime 14, stime 15, starttime 22, rss 24.
+    # fields[0] is field 3 (state): ppid is field 4, pgrp 5, utime 14, stime 15, cutime 16, cstime 17,
+    # starttime 22, rss 24 (proc(5)).
     return ProcStat(
         pid=pid,
         ppid=int(fields[1]),
         state=fields[0],
         pgrp=int(fields[2]),
         cpu_ticks=int(fields[11]) + int(fields[12]),
+        reaped_children_ticks=int(fields[13]) + int(fields[14]),
         start_ticks=int(fields[19]),
         rss_bytes=int(fields[21]) * PAGE_SIZE,
     )
@@ -109,9 +113,15 @@ def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
 
 @dataclass(frozen=True)
 class GroupUsage:
-    """A process group's resource use, summed over its live members."""
+    """A process group's resource use, summed over its live members.
 
-    cpu_ticks: int  # utime + stime
+    Its CPU counts, beside each live member's own, the children each member reaped (cutime and
+    cstime): a worker that ran between two looks and exited is part of the instance's CPU, as every
+    process on a VM is part of the VM's. The sum goes on smoothly when a member exits: what leaves
+    with it arrives in its parent's count once the parent reaps it. Lost are only members reaped by
+    a process outside the group (a daemon's CPU, once it exits: init reaps it)."""
+
+    cpu_ticks: int  # utime + stime of each live member, and cutime + cstime
     rss_bytes: int
     # How long its threads were ready to run but waited for a CPU of this (shared) machine.
     run_queue_wait_ns: int
@@ -225,7 +235,7 @@ def _children_of(pid: int, threads: list[str]) -> list[int]:
 
 def _summed(members: list[tuple[ProcStat, list[str]]]) -> GroupUsage:
     return GroupUsage(
-        cpu_ticks=sum(stat.cpu_ticks for stat, _ in members),
+        cpu_ticks=sum(stat.cpu_ticks + stat.reaped_children_ticks for stat, _ in members),
         rss_bytes=sum(stat.rss_bytes for stat, _ in members),
         run_queue_wait_ns=sum(run_queue_wait_ns(stat.pid, threads) for stat, threads in members),
     )

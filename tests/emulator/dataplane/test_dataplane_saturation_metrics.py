@@ -278,3 +278,50 @@ def test_a_groups_usage_counts_its_forked_workers_and_daemons_but_not_a_process_
         os.killpg(leader.pid, signal.SIGKILL)
         os.kill(escaped, signal.SIGKILL)
         leader.wait()
+
+
+# An instance that does its work in short-lived children: each burns a quarter of a CPU second and
+# exits, reaped by the leader, between two looks; the leader itself only waits.
+_SHORT_LIVED_WORKERS = """
+import os, sys, time
+sys.stdin.readline()  # the test has taken its first look
+for _ in range(4):
+    child = os.fork()
+    if child == 0:
+        start = time.process_time()
+        while time.process_time() - start < 0.25:
+            pass
+        os._exit(0)
+    os.waitpid(child, 0)
+print("done", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_the_cpu_of_workers_that_exited_between_two_looks_counts() -> None:
+    """On a VM every process's CPU is the VM's, one that ran for a second and exited too. Here an
+    instance's CPU is read from its live processes: a worker gone by the next look must still count
+    (through its reaper's cutime/cstime), or an instance busy with short-lived work reads idle."""
+    leader = subprocess.Popen(
+        [sys.executable, "-c", _SHORT_LIVED_WORKERS],
+        start_new_session=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert leader.stdin is not None and leader.stdout is not None
+    try:
+        reader = GroupUsageReader()
+        time.sleep(0.3)  # the interpreter has started
+        before = reader.usage({leader.pid})[leader.pid]
+        leader.stdin.write("go\n")
+        leader.stdin.flush()
+        assert leader.stdout.readline().strip() == "done"
+        after = reader.usage({leader.pid})[leader.pid]
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+    busy_s = (after.cpu_ticks - before.cpu_ticks) / CLOCK_TICKS
+    # Four workers of 0.25 CPU s each (process_time, so however long they waited for a CPU).
+    assert busy_s >= 0.9, f"only {busy_s:.2f} CPU s of the workers' 1.0 counted"
+    assert busy_s < 1.5, f"{busy_s:.2f} CPU s: a worker counted twice"

@@ -14,7 +14,9 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable, KeysView
 from dataclasses import dataclass
+from functools import partial
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -184,42 +186,61 @@ class GroupUsageReader:
         by_parent: dict[int, list[int]] = {}
         for stat in stats:
             by_parent.setdefault(stat.ppid, []).append(stat.pid)
-        members: dict[int, list[tuple[ProcStat, list[str]]]] = {pgid: [] for pgid in pgids}
+        members: dict[int, list[tuple[ProcStat, list[str]]]] = {}
         self._strays = {}
         for pgid in pgids:
-            tree = {pgid}
-            frontier = [pgid]
-            while frontier:
-                for child in by_parent.get(frontier.pop(), []):
-                    if child not in tree:
-                        tree.add(child)
-                        frontier.append(child)
-            group = [stat for stat in stats if stat.pgrp == pgid]
-            members[pgid] = [(stat, _threads(stat.pid)) for stat in group]
-            strays = {stat.pid for stat in group if stat.pid not in tree}
+            group = {stat.pid: stat for stat in stats if stat.pgrp == pgid}
+            tree = set(_tree_members([pgid], partial(_children_among, by_parent=by_parent, members=group.keys())))
+            members[pgid] = [(stat, _threads(stat.pid)) for stat in group.values()]
+            strays = group.keys() - tree
             if strays:
                 self._strays[pgid] = strays
         return members
 
     def _walk(self, pgids: set[int]) -> dict[int, list[tuple[ProcStat, list[str]]]]:
-        members: dict[int, list[tuple[ProcStat, list[str]]]] = {}
-        for pgid in pgids:
-            seen: set[int] = set()
-            group: list[tuple[ProcStat, list[str]]] = []
-            frontier = [pgid, *self._strays.get(pgid, ())]
-            while frontier:
-                pid = frontier.pop()
-                if pid in seen:
-                    continue
-                seen.add(pid)
-                stat = read_stat(pid)
-                if stat is None or stat.pgrp != pgid:
-                    continue  # gone, or moved to a group of its own (it is no longer this instance's)
-                threads = _threads(pid)
-                group.append((stat, threads))
-                frontier.extend(_children_of(pid, threads))
-            members[pgid] = group
-        return members
+        return {pgid: _walk_group(pgid, [pgid, *self._strays.get(pgid, ())]) for pgid in pgids}
+
+
+def _children_among(pid: int, *, by_parent: dict[int, list[int]], members: KeysView[int]) -> list[int] | None:
+    """A full scan's children of `pid`, or None when `pid` is not one of the group's `members`."""
+    return by_parent.get(pid, []) if pid in members else None
+
+
+def _walk_group(pgid: int, roots: list[int]) -> list[tuple[ProcStat, list[str]]]:
+    """Group `pgid`'s members found from `roots` down through the kernel's children lists."""
+    group: list[tuple[ProcStat, list[str]]] = []
+
+    def read_member(pid: int) -> list[int] | None:
+        stat = read_stat(pid)
+        if stat is None or stat.pgrp != pgid:
+            return None  # gone, or moved to a group of its own (it is no longer this instance's)
+        threads = _threads(pid)
+        group.append((stat, threads))
+        return _children_of(pid, threads)
+
+    _tree_members(roots, read_member)
+    return group
+
+
+def _tree_members(roots: list[int], children_of: Callable[[int], list[int] | None]) -> list[int]:
+    """The processes found from `roots` down through `children_of`, each once: the one walk of both
+    ways to find a group (from a full scan's parent map, or from the kernel's children lists).
+    `children_of` returns None for a process that is not a member (gone, or in another group): it is
+    left out, and nothing is looked for below it."""
+    seen: set[int] = set()
+    found: list[int] = []
+    frontier = list(roots)
+    while frontier:
+        pid = frontier.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        below = children_of(pid)
+        if below is None:
+            continue
+        found.append(pid)
+        frontier.extend(below)
+    return found
 
 
 def _children_of(pid: int, threads: list[str]) -> list[int]:

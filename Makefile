@@ -81,6 +81,7 @@ bench: setup tools-test
 	$(BIN)/python bench/image_pipeline.py
 	$(BIN)/python bench/emulator_arm_latency.py
 	$(BIN)/python bench/instance_sampling.py
+	$(BIN)/python bench/prefect_step_cost.py
 	$(BIN)/python bench/fleet_patch.py
 	$(BIN)/python bench/azure_profile_release.py
 	$(BIN)/python bench/reliability.py
